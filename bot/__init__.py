@@ -1,0 +1,1 @@
+"""Fluxcord: a Discord bot for FLUX.2 image generation and editing."""

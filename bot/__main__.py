@@ -1,0 +1,86 @@
+"""`python -m bot` runs the bot; `python -m bot migrate` only applies database migrations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bot.settings import Settings, SettingsError, load_settings
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request URL at INFO; polling URLs carry task tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def _migrate(settings: Settings) -> None:
+    from bot.storage.db import Database
+
+    db = await Database.open(settings.database_path, migrate=False)
+    try:
+        from bot.storage.migrations import apply_migrations
+
+        applied = await apply_migrations(db)
+    finally:
+        await db.close()
+    print(
+        f"{len(applied)} migration(s) applied to {settings.database_path}"
+        + (f": {', '.join(applied)}" if applied else " (already up to date)")
+    )
+
+
+async def _run(settings: Settings) -> None:
+    from bot.app import FluxcordBot
+
+    if settings.bfl_api_key is None:
+        logging.getLogger("bot").warning("BFL_API_KEY is not set: no image model is available")
+    bot = FluxcordBot(settings)
+    async with bot:
+        await bot.start(settings.discord_token.get_secret_value())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Fluxcord Discord bot")
+    parser.add_argument("command", nargs="?", choices=["run", "migrate"], default="run")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "migrate":
+            settings = load_settings(discord_token="not-needed-for-migrate")
+        else:
+            settings = load_settings()
+    except SettingsError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    try:
+        if args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        else:
+            asyncio.run(_run(settings))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # one clear line for start-up failures such as a bad token
+        import discord
+
+        if isinstance(exc, discord.LoginFailure):
+            print("Configuration error: DISCORD_TOKEN was rejected by Discord", file=sys.stderr)
+            return 2
+        if isinstance(exc, discord.PrivilegedIntentsRequired):
+            print(
+                "Discord refused a privileged intent; see the README's intents section",
+                file=sys.stderr,
+            )
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Wires settings, storage, providers and the job engine into the discord.py bot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.jobs.engine import JobEngine, PollingPolicy
+from bot.jobs.notifier import JobNotifier
+from bot.providers.base import Provider
+from bot.providers.bfl import BFLClient
+from bot.settings import Settings
+from bot.storage.db import Database
+from bot.variants import InvalidRequest, Variant, available_variants
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.generate",)
+INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    if settings.bfl_api_key is not None:
+        providers["bfl"] = BFLClient(
+            settings.bfl_api_key.get_secret_value(),
+            settings.bfl_api_base,
+            max_result_bytes=settings.max_result_bytes,
+            max_connections=settings.provider_max_active * 2 + 8,
+        )
+    return providers
+
+
+class FluxcordTree(app_commands.CommandTree["FluxcordBot"]):
+    async def on_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        """One place that turns any command failure into a friendly, private message."""
+        original = getattr(error, "original", error)
+        if isinstance(original, InvalidRequest):
+            text = str(original)
+        elif isinstance(error, app_commands.CommandOnCooldown):
+            text = f"Slow down a little: try again in {error.retry_after:.0f}s."
+        elif isinstance(error, app_commands.CheckFailure):
+            text = "You can't use this command here."
+        else:
+            log.error(
+                "command %s failed",
+                interaction.command and interaction.command.name,
+                exc_info=original,
+            )
+            text = INTERNAL_ERROR_TEXT
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the user about an error", exc_info=True)
+
+
+class FluxcordBot(commands.Bot):
+    db: Database
+    engine: JobEngine
+
+    def __init__(self, settings: Settings, *, notifier: JobNotifier | None = None) -> None:
+        intents = discord.Intents.default()
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            tree_cls=FluxcordTree,
+            # Prompts are user text: they must never ping @everyone, @here or roles.
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.settings = settings
+        self._notifier = notifier
+        self.providers: dict[str, Provider] = {}
+        self.variants: dict[str, Variant] = {}
+
+    def default_variant(self) -> Variant:
+        variant = self.variants.get(self.settings.default_variant)
+        if variant is None:
+            variant = next(iter(self.variants.values()), None)
+        if variant is None:
+            raise InvalidRequest("No image model is configured on this bot yet.")
+        return variant
+
+    async def setup_hook(self) -> None:
+        from cogs.render import DiscordNotifier
+
+        self.db = await Database.open(self.settings.database_path)
+        self.providers = build_providers(self.settings)
+        self.variants = available_variants(
+            include_preview=self.settings.bfl_enable_preview, providers=list(self.providers)
+        )
+        self.engine = JobEngine(
+            self.db,
+            self.providers,
+            self._notifier or DiscordNotifier(self),
+            max_active=self.settings.provider_max_active,
+            polling=PollingPolicy(
+                initial=self.settings.poll_initial_interval,
+                maximum=self.settings.poll_max_interval,
+                deadline=self.settings.job_deadline_seconds,
+            ),
+        )
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+        await self.engine.start()
+
+    async def sync_commands(self) -> None:
+        """Sync slash commands only when they changed: global syncs are rate limited."""
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        digest = hashlib.sha256(
+            json.dumps([payload, guild and guild.id], sort_keys=True).encode()
+        ).hexdigest()
+        key = "command_tree_hash"
+        if await self.db.fetch_value("SELECT value FROM app_state WHERE key = ?", (key,)) == digest:
+            return
+        await self.tree.sync(guild=guild)
+        await self.db.execute(
+            "INSERT INTO app_state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, digest),
+        )
+        log.info("slash commands synced (%s)", f"guild {guild.id}" if guild else "global")
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
+
+    async def close(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            await engine.stop()
+        for provider in self.providers.values():
+            await provider.aclose()
+        db = getattr(self, "db", None)
+        if db is not None:
+            await db.close()
+        await super().close()

@@ -1,0 +1,1 @@
+"""The job engine: persistence, fair scheduling, polling, delivery, recovery."""

@@ -1,0 +1,392 @@
+"""The job engine: persist, queue fairly, submit, follow, download, deliver — and recover.
+
+Every state change is written to SQLite before the next step starts, so a fresh engine on
+the same database resumes each unfinished job from its last state:
+
+    queued     → submitted again (it never reached the provider)
+    submitting → failed with a message: the provider may have the task and billed it, and it
+                 cannot tell us, so we never resubmit blindly
+    submitted  → polled again
+    ready      → posted again (the notifier's delivery is idempotent)
+    failed / moderated / cancelled but not yet announced → announced
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.jobs.models import GenerationRequest, Job, JobState
+from bot.jobs.notifier import DeliveryImpossible, JobNotifier
+from bot.jobs.scheduler import ProviderLane, Slot
+from bot.providers.base import (
+    OutputImage,
+    Provider,
+    ProviderAccessDenied,
+    ProviderBusy,
+    ProviderError,
+    ProviderUnavailable,
+    TaskOutcome,
+    TaskResult,
+)
+from bot.storage.db import Database
+from bot.storage.jobs import JobStore
+from bot.variants import InvalidRequest, ReferenceSize, get_variant
+
+log = logging.getLogger(__name__)
+
+MODERATED_MESSAGE = (
+    "The image service's safety filter blocked this request, so no image was made. "
+    "You were not charged."
+)
+INTERRUPTED_MESSAGE = (
+    "The bot restarted while sending this request, so it was stopped rather than risk "
+    "paying twice. Please try again."
+)
+TIMED_OUT_MESSAGE = "The image service took too long to finish this image. Please try again."
+INTERNAL_ERROR_MESSAGE = "Something went wrong on our side. Please try again."
+UNDELIVERABLE_MESSAGE = "The finished image could not be posted in that channel."
+CANCELLED_MESSAGE = "Cancelled."
+# Consecutive "Task not found" answers tolerated right after a submit before giving up.
+NOT_FOUND_TOLERANCE = 3
+
+
+@dataclass
+class EngineStats:
+    submits: int = 0
+    polls: int = 0
+    busy_responses: int = 0
+
+
+@dataclass(frozen=True)
+class PollingPolicy:
+    initial: float = 0.5
+    maximum: float = 4.0
+    growth: float = 1.5
+    deadline: float = 600.0
+
+    def intervals(self, first: float) -> Iterator[float]:
+        """first, initial, initial×growth, … capped at maximum."""
+        yield first
+        interval = self.initial
+        while True:
+            yield interval
+            interval = min(self.maximum, interval * self.growth)
+
+
+class JobEngine:
+    def __init__(
+        self,
+        db: Database,
+        providers: Mapping[str, Provider],
+        notifier: JobNotifier,
+        *,
+        max_active: int = 24,
+        polling: PollingPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = JobStore(db, clock)
+        self.notifier = notifier
+        self.stats = EngineStats()
+        self._providers = dict(providers)
+        self._polling = polling or PollingPolicy()
+        self._clock = clock
+        self._lanes = {
+            name: ProviderLane(name, max_active, self._start_submission) for name in providers
+        }
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._running = False
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Resume every unfinished job, then start admitting queued ones."""
+        for job in await self.store.open_jobs():
+            self._recover(job)
+        for lane in self._lanes.values():
+            self._spawn(lane.run(), name=f"lane-{lane.name}")
+        self._running = True
+
+    async def stop(self) -> None:
+        """Stop at once. Whatever was in flight resumes from the database on the next start."""
+        self._running = False
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _recover(self, job: Job) -> None:
+        lane = self._lanes.get(job.provider)
+        if lane is None and not job.state.is_terminal:
+            self._spawn(
+                self._fail(
+                    job.id,
+                    (job.state,),
+                    JobState.FAILED,
+                    "This model is no longer configured on the bot.",
+                )
+            )
+            return
+        if job.state is JobState.QUEUED:
+            assert lane is not None
+            lane.enqueue(job.user_id, job.id)
+        elif job.state is JobState.SUBMITTING:
+            self._spawn(
+                self._fail(job.id, (JobState.SUBMITTING,), JobState.FAILED, INTERRUPTED_MESSAGE)
+            )
+        elif job.state is JobState.SUBMITTED:
+            assert lane is not None
+            self._spawn(self._follow(job, lane.occupy(), first_delay=0.0))
+        elif job.state is JobState.READY:
+            self._spawn(self._deliver(job.id))
+        else:
+            self._spawn(self._announce_failure(job.id))
+
+    # ----------------------------------------------------------------- public API
+    async def accept(self, request: GenerationRequest) -> tuple[Job, int | None]:
+        """Persist a validated request as a queued job; returns it and its place in line."""
+        variant = request.variant
+        lane = self._lanes.get(variant.provider)
+        if lane is None:
+            raise InvalidRequest(f"{variant.label} is not available on this bot.")
+        references = [ReferenceSize(image.width, image.height) for image in request.inputs]
+        if len(references) > variant.max_references:
+            raise InvalidRequest(
+                f"{variant.label} accepts at most {variant.max_references} reference images."
+            )
+        estimate = variant.estimate_cost(request.params, references)
+        job = await self.store.create(request, estimated_cost=estimate)
+        lane.enqueue(job.user_id, job.id)
+        self._progress(job)
+        return job, lane.position(job.id)
+
+    def queue_position(self, job: Job) -> int | None:
+        lane = self._lanes.get(job.provider)
+        return None if lane is None else lane.position(job.id)
+
+    def queue_depth(self) -> int:
+        return sum(lane.queued for lane in self._lanes.values())
+
+    def active_tasks(self) -> int:
+        return sum(lane.active for lane in self._lanes.values())
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job that is still waiting in line; running jobs cannot be recalled."""
+        job = await self.store.get(job_id)
+        if job is None or job.state is not JobState.QUEUED:
+            return False
+        lane = self._lanes.get(job.provider)
+        if lane is not None:
+            lane.remove(job_id)
+        return await self._fail(job_id, (JobState.QUEUED,), JobState.CANCELLED, CANCELLED_MESSAGE)
+
+    # ----------------------------------------------------------------- the pipeline
+    def _start_submission(self, job_id: str, slot: Slot) -> None:
+        self._spawn(self._submit(job_id, slot), name=f"job-{job_id}")
+
+    async def _submit(self, job_id: str, slot: Slot) -> None:
+        try:
+            job = await self.store.require(job_id)
+            if job.state is not JobState.QUEUED:
+                return
+            provider = self._providers[job.provider]
+            variant = get_variant(job.variant)
+            inputs = await self.store.inputs(job_id)
+            if not await self.store.transition(
+                job_id, from_states=(JobState.QUEUED,), to=JobState.SUBMITTING
+            ):
+                return
+            try:
+                self.stats.submits += 1
+                submission = await provider.submit(variant, job.params, inputs, user_id=job.user_id)
+            except ProviderBusy as exc:
+                self.stats.busy_responses += 1
+                await self.store.transition(
+                    job_id, from_states=(JobState.SUBMITTING,), to=JobState.QUEUED
+                )
+                lane = self._lanes[job.provider]
+                lane.provider_busy(exc.retry_after)
+                lane.enqueue(job.user_id, job_id, front=True)
+                return
+            except ProviderError as exc:
+                log.warning("job %s: submit failed: %s", job_id, exc)
+                await self._fail(job_id, (JobState.SUBMITTING,), JobState.FAILED, exc.user_message)
+                return
+            self._lanes[job.provider].provider_accepted()
+            await self.store.transition(
+                job_id,
+                from_states=(JobState.SUBMITTING,),
+                to=JobState.SUBMITTED,
+                provider_task_id=submission.task_id,
+                polling_url=submission.polling_url,
+                submitted_at=self._clock(),
+                cost=submission.cost,
+            )
+            job = await self.store.require(job_id)
+            self._progress(job)
+            await self._follow(job, slot, first_delay=self._polling.initial)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: unexpected error", job_id)
+            await self._fail_anywhere(job_id)
+        finally:
+            slot.release()
+
+    async def _follow(self, job: Job, slot: Slot, *, first_delay: float) -> None:
+        """Poll a submitted task to its end, free the provider slot, then finish the job."""
+        try:
+            try:
+                result = await self._await_outcome(job, first_delay)
+            finally:
+                slot.release()
+            await self._complete(job, result)
+        except asyncio.CancelledError:
+            raise
+        except ProviderError as exc:
+            log.warning("job %s: %s", job.id, exc)
+            await self._fail(job.id, (JobState.SUBMITTED,), JobState.FAILED, exc.user_message)
+        except TimeoutError:
+            log.warning("job %s: no final status before the deadline", job.id)
+            await self._fail(job.id, (JobState.SUBMITTED,), JobState.FAILED, TIMED_OUT_MESSAGE)
+        except Exception:
+            log.exception("job %s: unexpected error while following", job.id)
+            await self._fail_anywhere(job.id)
+
+    async def _await_outcome(self, job: Job, first_delay: float) -> TaskResult:
+        assert job.provider_task_id is not None
+        provider = self._providers[job.provider]
+        deadline = (job.submitted_at or self._clock()) + self._polling.deadline
+        last_status = job.provider_status
+        not_found = 0
+        for interval in self._polling.intervals(first_delay):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise TimeoutError
+            await asyncio.sleep(min(interval, remaining))
+            self.stats.polls += 1
+            try:
+                result = await provider.poll(job.provider_task_id, job.polling_url)
+            except (ProviderUnavailable, ProviderBusy) as exc:
+                log.info("job %s: poll failed, will retry: %s", job.id, exc)
+                continue
+            except ProviderAccessDenied:
+                raise
+            if result.outcome is TaskOutcome.NOT_FOUND:
+                not_found += 1
+                if not_found > NOT_FOUND_TOLERANCE:
+                    return result
+                continue
+            not_found = 0
+            if result.outcome in (TaskOutcome.RUNNING, TaskOutcome.UNKNOWN):
+                if result.raw_status != last_status:
+                    last_status = result.raw_status
+                    await self.store.update(job.id, provider_status=result.raw_status)
+                    self._progress(await self.store.require(job.id))
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _complete(self, job: Job, result: TaskResult) -> None:
+        if result.outcome is TaskOutcome.MODERATED:
+            log.info("job %s: %s %s", job.id, result.raw_status, result.details or "")
+            await self._fail(job.id, (JobState.SUBMITTED,), JobState.MODERATED, MODERATED_MESSAGE)
+            return
+        if result.outcome is not TaskOutcome.READY:
+            log.warning("job %s: provider says %r %s", job.id, result.raw_status, result.details)
+            await self._fail(
+                job.id,
+                (JobState.SUBMITTED,),
+                JobState.FAILED,
+                "The image service could not make this image. You were not charged.",
+            )
+            return
+        provider = self._providers[job.provider]
+        outputs: list[OutputImage] = list(
+            await asyncio.gather(*(provider.download(url) for url in result.sample_urls))
+        )
+        won = await self.store.mark_ready(
+            job.id,
+            outputs,
+            seed=result.seed if result.seed is not None else job.params.seed,
+            cost=result.cost if result.cost is not None else job.cost,
+        )
+        if won:
+            await self._deliver(job.id)
+
+    async def _deliver(self, job_id: str) -> None:
+        job = await self.store.require(job_id)
+        images = await self.store.outputs(job_id)
+        try:
+            message_id = await self._with_retries(lambda: self.notifier.job_delivered(job, images))
+        except DeliveryImpossible as exc:
+            log.warning("job %s: result cannot be posted: %s", job_id, exc)
+            await self.store.transition(
+                job_id,
+                from_states=(JobState.READY,),
+                to=JobState.FAILED,
+                error=UNDELIVERABLE_MESSAGE,
+                finished_at=self._clock(),
+                closed=1,
+            )
+            return
+        await self.store.mark_delivered(job_id, message_id)
+
+    # ----------------------------------------------------------------- endings
+    async def _fail(
+        self, job_id: str, from_states: Collection[JobState], to: JobState, message: str
+    ) -> bool:
+        """Record a failed ending (if the job is still where we think) and announce it."""
+        if not await self.store.transition(
+            job_id, from_states=from_states, to=to, error=message, finished_at=self._clock()
+        ):
+            return False
+        await self._announce_failure(job_id)
+        return True
+
+    async def _fail_anywhere(self, job_id: str) -> None:
+        try:
+            live = [s for s in JobState if not s.is_terminal and s is not JobState.READY]
+            await self._fail(job_id, live, JobState.FAILED, INTERNAL_ERROR_MESSAGE)
+        except Exception:
+            log.exception("job %s: could not record the failure", job_id)
+
+    async def _announce_failure(self, job_id: str) -> None:
+        job = await self.store.require(job_id)
+        try:
+            await self._with_retries(lambda: self.notifier.job_failed(job))
+        except DeliveryImpossible as exc:
+            log.warning("job %s: failure cannot be shown: %s", job_id, exc)
+        await self.store.close(job_id)
+
+    async def _with_retries(self, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """Retry a Discord-side call through transient trouble; DeliveryImpossible stops it."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except (DeliveryImpossible, asyncio.CancelledError):
+                raise
+            except Exception:
+                attempt += 1
+                log.exception("notifying failed (attempt %d); retrying", attempt)
+                await asyncio.sleep(min(60.0, 2.0**attempt) * random.uniform(0.8, 1.2))
+
+    def _progress(self, job: Job) -> None:
+        if self._running:
+            self._spawn(self._report_progress(job))
+
+    async def _report_progress(self, job: Job) -> None:
+        try:
+            await self.notifier.job_progress(job, queue_position=self.queue_position(job))
+        except Exception:
+            log.debug("progress update for job %s failed", job.id, exc_info=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

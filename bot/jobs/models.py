@@ -1,0 +1,77 @@
+"""A job's data and its states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bot.providers.base import InputImage
+from bot.variants import JobParams, Variant
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"  # accepted, waiting for a provider slot
+    SUBMITTING = "submitting"  # the submit request is in flight
+    SUBMITTED = "submitted"  # the provider has the task; waiting for its result
+    READY = "ready"  # the result is downloaded and stored, not yet posted
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    MODERATED = "moderated"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.DELIVERED, JobState.FAILED, JobState.MODERATED, JobState.CANCELLED}
+)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated request from Discord, ready to become a job."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    variant: Variant
+    params: JobParams
+    inputs: list[InputImage] = field(default_factory=list)
+    parent_job_id: str | None = None
+    status_message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    created_at: float
+    updated_at: float
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    variant: str
+    provider: str
+    params: JobParams
+    parent_job_id: str | None
+    state: JobState
+    status_message_id: int | None
+    result_message_id: int | None
+    provider_task_id: str | None
+    polling_url: str | None
+    provider_status: str | None
+    estimated_cost: float
+    cost: float | None
+    result_seed: int | None
+    result_width: int | None
+    result_height: int | None
+    error: str | None
+    submitted_at: float | None
+    ready_at: float | None
+    finished_at: float | None
+    closed: bool
+
+    @property
+    def prompt(self) -> str:
+        return self.params.prompt

@@ -1,0 +1,1 @@
+"""Image providers (BFL, AI/ML API) behind one protocol."""

@@ -1,0 +1,302 @@
+"""Black Forest Labs API client: async submit, poll the returned `polling_url`, download."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from bot.images import NotAnImage, inspect_image
+from bot.providers.base import (
+    InputImage,
+    InsufficientCredits,
+    OutputImage,
+    ProviderAccessDenied,
+    ProviderBusy,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    ResultTooLarge,
+    ResultUnavailable,
+    Submission,
+    SubmitOutcomeUnknown,
+    TaskOutcome,
+    TaskResult,
+)
+from bot.variants import JobParams, Variant
+
+log = logging.getLogger(__name__)
+
+_RUNNING = {"pending", "reasoning", "generating", "queued", "processing", "in progress"}
+_READY = {"ready", "success", "succeeded"}
+_MODERATED = {"request moderated", "content moderated"}
+_FAILED = {"error", "failed", "failure"}
+_NOT_FOUND = {"task not found"}
+
+# Hosts that may receive our API key besides the configured base (BFL's regional clusters).
+_TRUSTED_KEY_SUFFIXES = (".bfl.ai", ".bfl.ml")
+
+
+def classify_status(status: str) -> TaskOutcome:
+    lowered = status.strip().lower()
+    if lowered in _RUNNING:
+        return TaskOutcome.RUNNING
+    if lowered in _READY:
+        return TaskOutcome.READY
+    if lowered in _MODERATED or lowered.endswith("moderated"):
+        return TaskOutcome.MODERATED
+    if lowered in _FAILED:
+        return TaskOutcome.FAILED
+    if lowered in _NOT_FOUND:
+        return TaskOutcome.NOT_FOUND
+    return TaskOutcome.UNKNOWN
+
+
+def parse_task_payload(payload: Mapping[str, Any]) -> TaskResult:
+    """Read a get_result (or webhook) body defensively: fields may be missing or renamed."""
+    raw_status = str(payload.get("status") or "")
+    outcome = classify_status(raw_status)
+    result = payload.get("result") if isinstance(payload.get("result"), dict) else {}
+    assert isinstance(result, dict)
+    sample = result.get("sample")
+    samples: tuple[str, ...] = ()
+    if isinstance(sample, str) and sample:
+        samples = (sample,)
+    elif isinstance(sample, list):
+        samples = tuple(s for s in sample if isinstance(s, str) and s)
+    if outcome is TaskOutcome.READY and not samples:
+        outcome = TaskOutcome.FAILED
+        raw_status = f"{raw_status} (no image in result)"
+    seed = result.get("seed")
+    cost = payload.get("cost")
+    details = payload.get("details")
+    progress = payload.get("progress")
+    return TaskResult(
+        outcome=outcome,
+        raw_status=raw_status,
+        sample_urls=samples,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        details=details if isinstance(details, dict) else {},
+        progress=float(progress) if isinstance(progress, int | float) else None,
+    )
+
+
+def hash_user(user_id: int) -> str:
+    """BFL's `user` field wants an opaque end-user id: never send the raw Discord id."""
+    return hashlib.sha256(f"fluxcord-user:{user_id}".encode()).hexdigest()[:32]
+
+
+def build_payload(
+    variant: Variant, params: JobParams, inputs: list[InputImage], *, user_id: int
+) -> dict[str, Any]:
+    """The exact JSON body for `variant.endpoint`."""
+    body: dict[str, Any] = {"prompt": params.prompt, "seed": params.seed}
+    if params.width and params.height:
+        body["width"] = params.width
+        body["height"] = params.height
+    for spec in variant.options:
+        name, value = spec.to_api(params.options[spec.name])
+        body[name] = value
+    for index, image in enumerate(inputs):
+        field = "input_image" if index == 0 else f"input_image_{index + 1}"
+        body[field] = base64.b64encode(image.data).decode("ascii")
+    body["user"] = hash_user(user_id)
+    return body
+
+
+class BFLClient:
+    """One shared httpx client for every BFL call. The API key is sent per request, and only
+    to BFL hosts: result links live on delivery hosts that must never see it."""
+
+    name = "bfl"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        *,
+        max_result_bytes: int = 25 * 1024 * 1024,
+        max_connections: int = 64,
+        submit_attempts: int = 4,
+        backoff_base: float = 0.5,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self._base_host = urlsplit(self.base_url).hostname or ""
+        self._max_result_bytes = max_result_bytes
+        self._submit_attempts = submit_attempts
+        self._backoff_base = backoff_base
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=60.0),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
+            headers={"accept": "application/json", "user-agent": "Fluxcord (discord bot)"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _key_header(self, url: str) -> dict[str, str]:
+        host = urlsplit(url).hostname or ""
+        if host == self._base_host or host.endswith(_TRUSTED_KEY_SUFFIXES):
+            return {"x-key": self._api_key}
+        log.warning("not sending the BFL key to unexpected polling host %s", host)
+        return {}
+
+    async def submit(
+        self, variant: Variant, params: JobParams, inputs: list[InputImage], *, user_id: int
+    ) -> Submission:
+        body = build_payload(variant, params, inputs, user_id=user_id)
+        return await self.submit_body(variant.endpoint, body)
+
+    async def submit_body(self, endpoint: str, body: dict[str, Any]) -> Submission:
+        url = f"{self.base_url}{endpoint}"
+        for attempt in range(1, self._submit_attempts + 1):
+            try:
+                response = await self._http.post(url, json=body, headers=self._key_header(url))
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never left: safe to try again.
+                if attempt == self._submit_attempts:
+                    raise ProviderUnavailable(
+                        f"cannot connect to BFL: {type(exc).__name__}"
+                    ) from None
+                await self._backoff(attempt, None)
+                continue
+            except httpx.TransportError as exc:
+                # Sent, but no answer (read timeout, dropped connection): it may be billed.
+                raise SubmitOutcomeUnknown(f"no response to submit: {type(exc).__name__}") from None
+            if response.status_code == 503 and attempt < self._submit_attempts:
+                await self._backoff(attempt, _retry_after(response))
+                continue
+            return self._parse_submit(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _parse_submit(self, response: httpx.Response) -> Submission:
+        status = response.status_code
+        if status == 200:
+            data = _json(response)
+            task_id = data.get("id")
+            if not isinstance(task_id, str) or not task_id:
+                raise SubmitOutcomeUnknown("submit answer has no task id")
+            polling_url = data.get("polling_url")
+            cost = data.get("cost")
+            return Submission(
+                task_id=task_id,
+                polling_url=polling_url if isinstance(polling_url, str) and polling_url else None,
+                cost=float(cost) if isinstance(cost, int | float) else None,
+            )
+        raise _error_for(response, during_submit=True)
+
+    async def poll(self, task_id: str, polling_url: str | None) -> TaskResult:
+        """One status reading. Transient failures raise ProviderUnavailable: poll again later."""
+        if polling_url:
+            url, query = polling_url, None
+        else:
+            url, query = f"{self.base_url}/v1/get_result", {"id": task_id}
+        try:
+            response = await self._http.get(url, params=query, headers=self._key_header(url))
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"poll failed: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise _error_for(response, during_submit=False)
+        result = parse_task_payload(_json(response))
+        if result.outcome is TaskOutcome.UNKNOWN:
+            log.warning(
+                "task %s has an unknown status %r; still waiting", task_id, result.raw_status
+            )
+        return result
+
+    async def download(self, url: str) -> OutputImage:
+        """Stream the signed result; stop at the byte cap. No API key: it is not a BFL API host."""
+        try:
+            async with self._http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise ResultUnavailable(f"result download answered {response.status_code}")
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self._max_result_bytes:
+                    raise ResultTooLarge(f"result is {declared} bytes")
+                chunks = bytearray()
+                async for chunk in response.aiter_bytes():
+                    chunks.extend(chunk)
+                    if len(chunks) > self._max_result_bytes:
+                        raise ResultTooLarge("result exceeded the byte cap")
+        except httpx.TransportError as exc:
+            raise ResultUnavailable(f"result download failed: {type(exc).__name__}") from None
+        data = bytes(chunks)
+        try:
+            info = inspect_image(data)
+        except NotAnImage as exc:
+            raise ResultUnavailable(f"result is not an image: {exc}") from None
+        return OutputImage(info.content_type, info.width, info.height, data)
+
+    async def credits(self) -> float:
+        url = f"{self.base_url}/v1/credits"
+        try:
+            response = await self._http.get(url, headers=self._key_header(url))
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"credits check failed: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise _error_for(response, during_submit=False)
+        value = _json(response).get("credits")
+        if not isinstance(value, int | float):
+            raise ProviderError("credits answer has no number")
+        return float(value)
+
+    async def _backoff(self, attempt: int, retry_after: float | None) -> None:
+        delay = retry_after if retry_after is not None else self._backoff_base * 2 ** (attempt - 1)
+        await asyncio.sleep(delay * random.uniform(0.8, 1.25))
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _detail_text(data: Mapping[str, Any]) -> tuple[str, str | None]:
+    """BFL errors carry `detail` as a string or as FastAPI's list of {loc, msg, type}."""
+    detail = data.get("detail")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        first = detail[0]
+        loc = first.get("loc")
+        field = str(loc[-1]) if isinstance(loc, list) and loc else None
+        return str(first.get("msg") or "invalid value"), field
+    if isinstance(detail, str):
+        return detail, None
+    return "", None
+
+
+def _error_for(response: httpx.Response, *, during_submit: bool) -> ProviderError:
+    status = response.status_code
+    message, field = _detail_text(_json(response))
+    summary = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if status == 402:
+        return InsufficientCredits(summary)
+    if status in (401, 403):
+        return ProviderAccessDenied(summary)
+    if status in (400, 422):
+        return ProviderRejected(message or "invalid request", field=field)
+    if status == 429:
+        return ProviderBusy(summary, retry_after=_retry_after(response))
+    if status == 503 or not during_submit:
+        return ProviderUnavailable(summary)
+    # Any other 5xx answer to a submit: the task may exist and be billed.
+    return SubmitOutcomeUnknown(summary)

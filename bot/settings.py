@@ -1,0 +1,73 @@
+"""Bot configuration, read from the environment or a `.env` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting the bot reads; names are the environment variables, case-insensitive."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    discord_token: SecretStr = Field(description="The bot token from the Discord developer portal")
+    bfl_api_key: SecretStr | None = Field(default=None, description="Black Forest Labs API key")
+    bfl_api_base: str = Field(default="https://api.bfl.ai", description="BFL API base URL")
+    bfl_enable_preview: bool = Field(
+        default=False, description="Offer the *-preview endpoints (pro-preview, klein-9b-preview)"
+    )
+    default_variant: str = Field(default="pro", description="Variant /imagine uses")
+    database_path: Path = Field(default=Path("data/fluxcord.sqlite3"))
+    provider_max_active: int = Field(default=24, ge=1, le=1000)
+    poll_initial_interval: float = Field(default=0.5, gt=0, le=10)
+    poll_max_interval: float = Field(default=4.0, gt=0, le=60)
+    job_deadline_seconds: float = Field(default=600.0, gt=0)
+    max_result_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    dev_guild_id: int | None = Field(
+        default=None, description="Sync slash commands to this guild only (instant, for testing)"
+    )
+    log_level: str = Field(default="INFO")
+
+    @field_validator("bfl_api_base")
+    @classmethod
+    def _base_is_http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @field_validator("discord_token", "bfl_api_key", mode="before")
+    @classmethod
+    def _blank_is_missing(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it and never shows its value."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning pydantic's report into one readable line per problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            reason = "is required" if error["type"] == "missing" else error["msg"]
+            problems.append(f"{name} {reason}")
+        raise SettingsError("; ".join(problems)) from None

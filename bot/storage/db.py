@@ -1,0 +1,96 @@
+"""The SQLite connection: one aiosqlite connection per process, transactions serialised."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.storage.migrations import apply_migrations
+
+
+async def _finish(statement: Awaitable[Any]) -> None:
+    """Run a transaction-control statement to completion even if our task is cancelled.
+
+    aiosqlite keeps executing a statement after the awaiting task is cancelled; a BEGIN or
+    COMMIT that completes unseen would leave the shared connection in the wrong state.
+    """
+    task = asyncio.ensure_future(statement)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        raise
+
+
+class Database:
+    """Wraps one aiosqlite connection.
+
+    aiosqlite runs every statement on a single worker thread, so concurrency comes from
+    keeping transactions short. Writers from different tasks would otherwise interleave
+    inside one transaction on the shared connection, so every write goes through
+    `transaction()`, which holds an asyncio lock and uses BEGIN IMMEDIATE.
+    """
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._conn = connection
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        db = cls(conn)
+        if migrate:
+            await apply_migrations(db)
+        return db
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            try:
+                await _finish(self._conn.execute("BEGIN IMMEDIATE"))
+            except asyncio.CancelledError:
+                await _finish(self._conn.execute("ROLLBACK"))  # the BEGIN did complete
+                raise
+            try:
+                yield self._conn
+            except BaseException:
+                await _finish(self._conn.execute("ROLLBACK"))
+                raise
+            else:
+                await _finish(self._conn.execute("COMMIT"))
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one write statement in its own transaction; returns the rows changed."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(sql, tuple(params))
+            return cursor.rowcount
+
+    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetch_value(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        row = await self.fetch_one(sql, params)
+        return None if row is None else row[0]

@@ -1,0 +1,242 @@
+"""Jobs in SQLite. Every state change is a compare-and-set, so racing writers cannot both win."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Collection
+from typing import Any
+
+import aiosqlite
+
+from bot.jobs.models import GenerationRequest, Job, JobState
+from bot.providers.base import InputImage, OutputImage
+from bot.storage.db import Database
+from bot.variants import JobParams
+
+# Columns a transition may set besides `state`; anything else is a programming error.
+_UPDATABLE = frozenset(
+    {
+        "status_message_id",
+        "result_message_id",
+        "provider_task_id",
+        "polling_url",
+        "provider_status",
+        "cost",
+        "result_seed",
+        "result_width",
+        "result_height",
+        "error",
+        "submitted_at",
+        "ready_at",
+        "finished_at",
+        "closed",
+    }
+)
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _row_to_job(row: aiosqlite.Row) -> Job:
+    return Job(
+        id=row["id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        user_id=row["user_id"],
+        variant=row["variant"],
+        provider=row["provider"],
+        params=JobParams.from_json(json.loads(row["params"])),
+        parent_job_id=row["parent_job_id"],
+        state=JobState(row["state"]),
+        status_message_id=row["status_message_id"],
+        result_message_id=row["result_message_id"],
+        provider_task_id=row["provider_task_id"],
+        polling_url=row["polling_url"],
+        provider_status=row["provider_status"],
+        estimated_cost=row["estimated_cost"],
+        cost=row["cost"],
+        result_seed=row["result_seed"],
+        result_width=row["result_width"],
+        result_height=row["result_height"],
+        error=row["error"],
+        submitted_at=row["submitted_at"],
+        ready_at=row["ready_at"],
+        finished_at=row["finished_at"],
+        closed=bool(row["closed"]),
+    )
+
+
+class JobStore:
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def create(self, request: GenerationRequest, *, estimated_cost: float) -> Job:
+        job_id = new_job_id()
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
+                " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
+                " estimated_cost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job_id,
+                    now,
+                    now,
+                    request.guild_id,
+                    request.channel_id,
+                    request.user_id,
+                    request.variant.key,
+                    request.variant.provider,
+                    request.params.prompt,
+                    json.dumps(request.params.to_json()),
+                    request.parent_job_id,
+                    JobState.QUEUED.value,
+                    request.status_message_id,
+                    estimated_cost,
+                ),
+            )
+            await conn.executemany(
+                "INSERT INTO job_inputs (job_id, position, content_type, width, height, data)"
+                " VALUES (?,?,?,?,?,?)",
+                [
+                    (job_id, index, image.content_type, image.width, image.height, image.data)
+                    for index, image in enumerate(request.inputs)
+                ],
+            )
+        job = await self.get(job_id)
+        assert job is not None
+        return job
+
+    async def get(self, job_id: str) -> Job | None:
+        row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else _row_to_job(row)
+
+    async def require(self, job_id: str) -> Job:
+        job = await self.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        return job
+
+    async def find_by_task(self, provider: str, task_id: str) -> Job | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM jobs WHERE provider = ? AND provider_task_id = ?", (provider, task_id)
+        )
+        return None if row is None else _row_to_job(row)
+
+    async def open_jobs(self) -> list[Job]:
+        """Jobs whose requester has not yet been shown an outcome, oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM jobs WHERE closed = 0 ORDER BY created_at, rowid"
+        )
+        return [_row_to_job(row) for row in rows]
+
+    async def inputs(self, job_id: str) -> list[InputImage]:
+        rows = await self._db.fetch_all(
+            "SELECT content_type, width, height, data FROM job_inputs"
+            " WHERE job_id = ? ORDER BY position",
+            (job_id,),
+        )
+        return [InputImage(r["content_type"], r["width"], r["height"], r["data"]) for r in rows]
+
+    async def outputs(self, job_id: str) -> list[OutputImage]:
+        rows = await self._db.fetch_all(
+            "SELECT content_type, width, height, data FROM job_outputs"
+            " WHERE job_id = ? ORDER BY position",
+            (job_id,),
+        )
+        return [OutputImage(r["content_type"], r["width"], r["height"], r["data"]) for r in rows]
+
+    async def transition(
+        self, job_id: str, *, from_states: Collection[JobState], to: JobState, **fields: Any
+    ) -> bool:
+        """Move a job to `to` only if it is in one of `from_states`; False if someone else won."""
+        async with self._db.transaction() as conn:
+            return await self._transition(conn, job_id, from_states, to, fields)
+
+    async def _transition(
+        self,
+        conn: aiosqlite.Connection,
+        job_id: str,
+        from_states: Collection[JobState],
+        to: JobState,
+        fields: dict[str, Any],
+    ) -> bool:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} on a job")
+        assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
+        placeholders = ",".join("?" for _ in from_states)
+        cursor = await conn.execute(
+            f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})",
+            (to.value, self._clock(), *fields.values(), job_id, *(s.value for s in from_states)),
+        )
+        return cursor.rowcount == 1
+
+    async def update(self, job_id: str, **fields: Any) -> None:
+        """Set informational fields without a state change (e.g. the provider's status text)."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown or not fields:
+            raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a job")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        await self._db.execute(
+            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?",
+            (*fields.values(), self._clock(), job_id),
+        )
+
+    async def mark_ready(
+        self,
+        job_id: str,
+        outputs: list[OutputImage],
+        *,
+        seed: int | None,
+        cost: float | None,
+    ) -> bool:
+        """Store the downloaded images and move submitted → ready, atomically."""
+        first = outputs[0]
+        async with self._db.transaction() as conn:
+            won = await self._transition(
+                conn,
+                job_id,
+                (JobState.SUBMITTED,),
+                JobState.READY,
+                {
+                    "ready_at": self._clock(),
+                    "result_seed": seed,
+                    "cost": cost,
+                    "result_width": first.width,
+                    "result_height": first.height,
+                },
+            )
+            if won:
+                await conn.executemany(
+                    "INSERT INTO job_outputs (job_id, position, content_type, width, height, data)"
+                    " VALUES (?,?,?,?,?,?)",
+                    [
+                        (job_id, index, image.content_type, image.width, image.height, image.data)
+                        for index, image in enumerate(outputs)
+                    ],
+                )
+            return won
+
+    async def mark_delivered(self, job_id: str, message_id: int) -> bool:
+        """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
+        async with self._db.transaction() as conn:
+            won = await self._transition(
+                conn,
+                job_id,
+                (JobState.READY,),
+                JobState.DELIVERED,
+                {"result_message_id": message_id, "finished_at": self._clock(), "closed": 1},
+            )
+            if won:
+                await conn.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
+            return won
+
+    async def close(self, job_id: str) -> None:
+        """The requester has been shown the outcome of a failed, moderated or cancelled job."""
+        await self._db.execute("UPDATE jobs SET closed = 1 WHERE id = ?", (job_id,))

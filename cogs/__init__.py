@@ -1,0 +1,1 @@
+"""Discord adapters: parse interactions, call the core, render results."""

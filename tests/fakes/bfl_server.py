@@ -1,0 +1,994 @@
+"""A test stand-in for Black Forest Labs' FLUX.2 HTTP API.
+
+``FakeBFL`` is a real aiohttp server bound to ``127.0.0.1`` on an ephemeral port. It runs in
+the caller's event loop, so pytest fixtures and benchmark scripts can drive it alongside the
+code under test::
+
+    async with FakeBFL(api_key="test-bfl-key", latency=0.05) as fake:
+        settings.bfl_api_base = fake.base_url
+        ...
+
+It follows the documented contract (``/work/shared/reference/bfl-api.md`` and BFL's OpenAPI
+for ``/v1/flux-2-pro``).
+
+Endpoints
+---------
+* ``POST /v1/<model>`` for every name in ``ENDPOINTS`` (pro, max, flex, klein-4b, klein-9b,
+  pro-preview, klein-9b-preview). Needs ``x-key`` (missing: 403 ``Not authenticated``,
+  wrong: 401 ``Invalid API key``). Bodies are validated like FastAPI/pydantic would
+  (422 ``{"detail": [{"loc", "msg", "type", "input"}, ...]}``, one entry per problem). Fields
+  a model does not know (including ``input_image_5``..``_8`` on klein, ``steps`` on pro, ...)
+  are ignored, as the real API does, and listed in ``Submission.ignored_fields``.
+  Answers ``{"id", "polling_url", "cost", "input_mp", "output_mp"}``; with ``webhook_url``
+  ``{"id", "status": "Pending", "webhook_url", "cost", "input_mp", "output_mp"}`` instead.
+  Checks run in this order: auth (403/401), injected ``submit_faults``, validation (422),
+  concurrency (429), credits (402).
+* ``GET /v1/poll/<region>/<id>?token=...`` (the ``polling_url``; a wrong/missing token or
+  region answers 403) and ``GET /v1/get_result?id=<id>`` (the fallback). Both need ``x-key``.
+  Unknown ids answer 200 ``{"id", "status": "Task not found"}``.
+* ``GET /delivery/<id>/sample.<ext>?se=...&sig=...``: the image, no auth. 403 with an XML
+  ``AccessDenied`` body once ``result_ttl`` has passed since Ready, or on a bad signature;
+  404 (XML) for unknown ids or tasks that are not Ready.
+* ``GET /v1/credits`` -> ``{"credits": remaining}`` (needs ``x-key``).
+* Anything else: FastAPI-like JSON 404/405 (``{"detail": "Not Found"}``).
+
+Knobs (plain attributes; change them at any time)
+-------------------------------------------------
+* ``latency``: seconds from submit to the final status (default for every task;
+  ``Outcome.latency`` overrides it per prompt). Read at submit time.
+* ``max_active``: concurrency cap. A task is *active* from submit until its latency has
+  elapsed. With ``max_active`` tasks active a submit answers 429.
+* ``retry_after``: ``int | None``. When set, every 429 carries ``Retry-After: <n>``.
+* ``result_ttl``: seconds a delivery URL stays valid after the task became Ready. Read at
+  download time.
+* ``credits``: remaining credits (a property; assignable). A submit costing more than what is
+  left answers 402. Tasks whose final status is Request/Content Moderated or Error are
+  refunded when they reach it. (Tasks created by a ``SubmitFault`` are billed unconditionally,
+  so ``credits`` may go negative.)
+* ``region``: the cluster name used in ``polling_url`` (default ``"eu2"``).
+* ``webhook_responses_include_polling_url``: also return ``polling_url`` to webhook submits.
+* ``script(prompt, Outcome(...))`` / ``scripts`` / ``default_outcome``: how tasks end, keyed
+  by the exact prompt (persistent until removed from ``scripts``). While running, the task
+  shows ``Outcome.running_statuses`` in order, each for an equal share of the latency, with
+  ``progress`` going from 0 to 1. At the latency it shows ``final_status`` forever. A final
+  status that is not one of Ready / Request Moderated / Content Moderated / Error (e.g.
+  ``"Queued-Weird"``) is reported forever with ``progress: null``: the client must give up at
+  its own deadline. Such a task stops being active at its latency, is charged, and still
+  triggers its webhook (with that odd status).
+* ``submit_faults``: a list of ``SubmitFault``; each submit that passes the auth check pops
+  the first one. ``status=200`` means "answer normally, after ``delay``". For other statuses,
+  ``create_task=True`` first creates (and bills) the task when the body is valid, as a real
+  5xx or read timeout can, then sleeps ``delay`` seconds, then answers ``status`` with
+  ``body`` (None: a default body; ``str``: sent as text, HTML if it starts with ``<``;
+  anything else: JSON). Defaults: 503 ``{"detail": "Service overloaded"}``, 502 an HTML
+  gateway page, 429 the concurrency message (+ ``Retry-After`` when ``retry_after`` is set).
+* ``poll_faults``: a list of HTTP statuses; each poll (either poll route, after auth) pops the
+  first one and answers it with a default body.
+* ``webhook_mode``: ``"secret"`` (default: ``X-Webhook-Secret: <webhook_secret>``),
+  ``"hmac"`` (``X-BFL-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`` instead),
+  ``"both"``, ``"drop"`` (send nothing, record nothing), ``"duplicate"`` (send the same
+  delivery twice) or ``"wrong_secret"`` (both headers, made with a wrong secret). Without a
+  ``webhook_secret`` no authentication header is sent (except in ``"wrong_secret"`` mode).
+* ``webhook_delay``: extra seconds after the final status before the webhook is sent.
+* ``webhook_timeout``: client timeout for one webhook POST (default 5 s).
+
+Inspection
+----------
+``submissions`` (every POST to a model endpoint, including rejected ones), ``tasks`` (by id),
+``webhook_attempts``, ``poll_count`` (all poll requests) and ``Task.polls``,
+``active_count()``, ``max_active_seen``, ``rejected_429``, ``image_bytes(task_id)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import io
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Literal, Self, TypeGuard
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+from PIL import Image
+
+__all__ = [
+    "ENDPOINTS",
+    "FINAL_STATUSES",
+    "EndpointSpec",
+    "FakeBFL",
+    "Outcome",
+    "Submission",
+    "SubmitFault",
+    "Task",
+    "WebhookAttempt",
+    "WebhookMode",
+]
+
+MEGAPIXEL: Final = 1_048_576
+MAX_PIXELS: Final = 4 * MEGAPIXEL
+READY: Final = "Ready"
+REFUNDED_STATUSES: Final = frozenset({"Request Moderated", "Content Moderated", "Error"})
+FINAL_STATUSES: Final = frozenset({READY}) | REFUNDED_STATUSES
+CONCURRENCY_DETAIL: Final = (
+    "You have exceeded the number of active tasks. Please wait for some of your tasks to "
+    "finish before submitting new ones."
+)
+CONTENT_TYPES: Final = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+PIL_FORMATS: Final = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+WebhookMode = Literal["secret", "hmac", "both", "drop", "duplicate", "wrong_secret"]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """What one model endpoint accepts and costs."""
+
+    name: str
+    first_mp: float  # credits for the first output megapixel
+    rate: float  # credits per extra output megapixel and per input megapixel
+    max_input_images: int
+    flex_fields: bool = False  # steps, guidance, prompt_upsampling
+    pup_field: bool = False  # disable_pup
+
+    @property
+    def image_fields(self) -> tuple[str, ...]:
+        extra = (f"input_image_{n}" for n in range(2, self.max_input_images + 1))
+        return ("input_image", *extra)
+
+    @property
+    def known_fields(self) -> frozenset[str]:
+        fields = {
+            "prompt",
+            "seed",
+            "width",
+            "height",
+            "safety_tolerance",
+            "output_format",
+            "webhook_url",
+            "webhook_secret",
+            "user",
+            *self.image_fields,
+        }
+        if self.flex_fields:
+            fields |= {"steps", "guidance", "prompt_upsampling"}
+        if self.pup_field:
+            fields.add("disable_pup")
+        return frozenset(fields)
+
+
+ENDPOINTS: Final[dict[str, EndpointSpec]] = {
+    spec.name: spec
+    for spec in (
+        EndpointSpec("flux-2-pro", 3.0, 1.5, 8, pup_field=True),
+        EndpointSpec("flux-2-max", 7.0, 3.0, 8, pup_field=True),
+        EndpointSpec("flux-2-flex", 5.0, 5.0, 8, flex_fields=True),
+        EndpointSpec("flux-2-klein-4b", 1.4, 0.1, 4),
+        EndpointSpec("flux-2-klein-9b", 1.5, 0.2, 4),
+        EndpointSpec("flux-2-pro-preview", 3.0, 1.5, 8, pup_field=True),
+        EndpointSpec("flux-2-klein-9b-preview", 1.5, 0.2, 4),
+    )
+}
+
+
+@dataclass
+class Outcome:
+    """How a task behaves; see ``FakeBFL.script``."""
+
+    final_status: str = READY
+    running_statuses: tuple[str, ...] = ("Pending", "Generating")
+    latency: float | None = None  # overrides FakeBFL.latency
+    details: dict[str, Any] | None = None
+
+
+@dataclass
+class SubmitFault:
+    """An error (or delay) injected into the next submit; see the module docstring."""
+
+    status: int = 500
+    create_task: bool = True
+    delay: float = 0.0
+    body: Any = None
+
+
+@dataclass
+class Submission:
+    """One POST to a model endpoint, as received and as answered."""
+
+    endpoint: str
+    headers: dict[str, str]  # names lower-cased
+    body: Any  # the parsed JSON exactly as received (None when unparseable)
+    status: int = 0  # what we answered (set before any injected delay)
+    task_id: str | None = None
+    ignored_fields: tuple[str, ...] = ()
+    response: Any = None  # the JSON we answered, when JSON
+    received_at: float = 0.0  # time.monotonic()
+
+
+@dataclass
+class Task:
+    """One generation task. ``status`` and friends are computed from timestamps."""
+
+    id: str
+    endpoint: str
+    body: dict[str, Any]
+    outcome: Outcome
+    created_at: float  # time.monotonic()
+    ready_at: float  # time.monotonic() when the final status is reached
+    created_wall: float  # time.time() at submit
+    seed: int
+    cost: float  # what the submit quoted
+    input_mp: float
+    output_mp: float
+    output_format: str
+    token: str  # polling_url token
+    region: str
+    sig: str  # delivery URL signature
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    polls: int = 0
+    charged: float = 0.0  # cost minus refunds
+    settled: bool = False  # final status reached and refund applied
+
+    @property
+    def latency(self) -> float:
+        return self.ready_at - self.created_at
+
+    def is_active(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) < self.ready_at
+
+    def status_at(self, now: float) -> tuple[str, float | None]:
+        """(status, progress) at monotonic time ``now``."""
+        if now >= self.ready_at:
+            known = self.outcome.final_status in FINAL_STATUSES
+            return self.outcome.final_status, (1.0 if known else None)
+        fraction = max(0.0, (now - self.created_at) / self.latency)
+        running = self.outcome.running_statuses or ("Pending",)
+        index = min(int(fraction * len(running)), len(running) - 1)
+        return running[index], round(fraction, 3)
+
+    @property
+    def status(self) -> str:
+        return self.status_at(time.monotonic())[0]
+
+    @property
+    def end_wall(self) -> float:
+        return self.created_wall + self.latency
+
+
+@dataclass
+class WebhookAttempt:
+    """One webhook POST the fake made."""
+
+    url: str
+    task_id: str
+    status_code: int | None  # HTTP status received, None when the POST raised
+    error: str | None  # exception text when the POST raised
+    headers: dict[str, str]
+    body: bytes
+    sent_at: float  # time.monotonic()
+
+
+class _Errors:
+    """Collects pydantic-style validation errors."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, loc: str | None, type_: str, msg: str, value: Any = None) -> None:
+        item: dict[str, Any] = {
+            "loc": ["body"] if loc is None else ["body", loc],
+            "msg": msg,
+            "type": type_,
+        }
+        if value is not None:
+            item["input"] = value
+        self.items.append(item)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _decode_image(value: str) -> tuple[int, int] | None:
+    """Size of a base64 (optionally data-URL) image, or None when it is not one."""
+    data = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    data = "".join(data.split())
+    data += "=" * (-len(data) % 4)
+    try:
+        raw = base64.b64decode(data, validate=True)
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            return img.size
+    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError):
+        return None
+
+
+def _json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(payload, status=status, headers=headers)
+
+
+def _xml_error(status: int, code: str, message: str) -> web.Response:
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    )
+    return web.Response(status=status, text=body, content_type="application/xml")
+
+
+_DEFAULT_FAULT_BODIES: Final[dict[int, Any]] = {
+    400: {"detail": "Bad request"},
+    401: {"detail": "Invalid API key"},
+    402: {"detail": "Insufficient credits"},
+    403: {"detail": "Not authorized to access this resource"},
+    404: {"detail": "Not Found"},
+    422: {"detail": [{"loc": ["body"], "msg": "Injected validation error", "type": "value_error"}]},
+    429: {"detail": CONCURRENCY_DETAIL},
+    500: {"detail": "Internal Server Error"},
+    502: "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><center><h1>502 Bad Gateway</h1></center></body></html>",
+    503: {"detail": "Service overloaded"},
+    504: "<html><head><title>504 Gateway Time-out</title></head>"
+    "<body><center><h1>504 Gateway Time-out</h1></center></body></html>",
+}
+
+
+class FakeBFL:
+    """An in-process stand-in for the BFL FLUX.2 API. See the module docstring."""
+
+    def __init__(
+        self,
+        api_key: str = "test-bfl-key",
+        *,
+        latency: float = 0.05,
+        max_active: int = 24,
+        result_ttl: float = 600.0,
+        credits: float = 10_000.0,
+        retry_after: int | None = None,
+        region: str = "eu2",
+    ) -> None:
+        self.api_key = api_key
+        self.latency = latency
+        self.max_active = max_active
+        self.result_ttl = result_ttl
+        self.retry_after = retry_after
+        self.region = region
+        self._credits = float(credits)
+
+        self.default_outcome = Outcome()
+        self.scripts: dict[str, Outcome] = {}
+        self.submit_faults: list[SubmitFault] = []
+        self.poll_faults: list[int] = []
+        self.webhook_mode: WebhookMode = "secret"
+        self.webhook_delay = 0.0
+        self.webhook_timeout = 5.0
+        self.webhook_responses_include_polling_url = False
+
+        self.submissions: list[Submission] = []
+        self.tasks: dict[str, Task] = {}
+        self.webhook_attempts: list[WebhookAttempt] = []
+        self.poll_count = 0
+        self.max_active_seen = 0
+        self.rejected_429 = 0
+
+        self._unsettled: list[Task] = []
+        self._images: dict[str, bytes] = {}
+        self._webhook_jobs: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._base_url: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind 127.0.0.1 on an ephemeral port and start serving."""
+        if self._runner is not None:
+            raise RuntimeError("FakeBFL already started")
+        app = web.Application(middlewares=[self._json_errors])
+        for name in ENDPOINTS:
+            app.router.add_post(f"/v1/{name}", self._handle_submit)
+        app.router.add_get("/v1/poll/{region}/{task_id}", self._handle_poll)
+        app.router.add_get("/v1/get_result", self._handle_get_result)
+        app.router.add_get("/v1/credits", self._handle_credits)
+        app.router.add_get("/delivery/{task_id}/{filename}", self._handle_delivery)
+        self._closing = asyncio.Event()
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self._base_url = f"http://{host}:{port}"
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        """Cancel pending webhooks, stop serving, release the port. Idempotent."""
+        self._closing.set()  # wakes delayed submit faults
+        jobs = list(self._webhook_jobs)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        self._webhook_jobs.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (use as BFL_API_BASE)."""
+        if self._base_url is None:
+            raise RuntimeError("FakeBFL not started")
+        return self._base_url
+
+    # ------------------------------------------------------------------ knobs and inspection
+
+    @property
+    def credits(self) -> float:
+        self._settle()
+        return self._credits
+
+    @credits.setter
+    def credits(self, value: float) -> None:
+        self._settle()
+        self._credits = float(value)
+
+    def script(self, prompt: str, outcome: Outcome) -> None:
+        """Every later submit whose prompt equals ``prompt`` behaves as ``outcome``."""
+        self.scripts[prompt] = outcome
+
+    def active_count(self) -> int:
+        now = time.monotonic()
+        return sum(1 for task in self._unsettled if task.is_active(now))
+
+    def image_bytes(self, task_id: str) -> bytes:
+        """The result image of a task (deterministic; computed once, then cached)."""
+        cached = self._images.get(task_id)
+        if cached is not None:
+            return cached
+        task = self.tasks[task_id]
+        digest = hashlib.sha256(task_id.encode()).digest()
+        img = Image.new("RGB", (32, 32), (digest[0], digest[1], digest[2]))
+        # The seed's 8 bytes as grey pixels along the top row (lossy for jpeg/webp).
+        for x, byte in enumerate((task.seed % 2**64).to_bytes(8, "big")):
+            img.putpixel((x, 0), (byte, byte, byte))
+        buf = io.BytesIO()
+        if task.output_format == "png":
+            img.save(buf, "PNG")
+        else:
+            img.save(buf, PIL_FORMATS[task.output_format], quality=90)
+        data = buf.getvalue()
+        self._images[task_id] = data
+        return data
+
+    # ------------------------------------------------------------------ internals
+
+    def _settle(self) -> None:
+        """Apply what happened since the last call: refunds, image rendering."""
+        now = time.monotonic()
+        still_running: list[Task] = []
+        for task in self._unsettled:
+            if now < task.ready_at:
+                still_running.append(task)
+                continue
+            task.settled = True
+            if task.outcome.final_status in REFUNDED_STATUSES:
+                self._credits += task.charged
+                task.charged = 0.0
+            elif task.outcome.final_status == READY:
+                self.image_bytes(task.id)
+        self._unsettled = still_running
+
+    def _auth_error(self, request: web.Request) -> web.Response | None:
+        key = request.headers.get("x-key")
+        if key is None:
+            return _json_response({"detail": "Not authenticated"}, 403)
+        if not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            return _json_response({"detail": "Invalid API key"}, 401)
+        return None
+
+    def _fault_response(self, status: int, body: Any = None) -> web.Response:
+        if body is None:
+            body = _DEFAULT_FAULT_BODIES.get(status, {"detail": f"HTTP {status}"})
+        headers: dict[str, str] = {}
+        if status == 429 and self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        if isinstance(body, str):
+            content_type = "text/html" if body.lstrip().startswith("<") else "text/plain"
+            return web.Response(
+                status=status, text=body, content_type=content_type, headers=headers
+            )
+        return _json_response(body, status, headers)
+
+    def _too_many(self) -> web.Response:
+        self.rejected_429 += 1
+        return self._fault_response(429)
+
+    @web.middleware
+    async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """FastAPI-like JSON bodies for routing errors."""
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return _json_response({"detail": "Not Found"}, 404)
+        except web.HTTPMethodNotAllowed:
+            return _json_response({"detail": "Method Not Allowed"}, 405)
+
+    def _validate(
+        self, spec: EndpointSpec, body: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], float]:
+        """Pydantic-style errors, and the input megapixels of base64 images."""
+        errors = _Errors()
+        prompt = body.get("prompt")
+        if "prompt" not in body:
+            errors.add("prompt", "missing", "Field required")
+        elif not isinstance(prompt, str):
+            errors.add("prompt", "string_type", "Input should be a valid string", prompt)
+        elif not prompt.strip():
+            errors.add(
+                "prompt", "string_too_short", "String should have at least 1 character", prompt
+            )
+
+        dims: dict[str, int] = {}
+        for name in ("width", "height"):
+            value = body.get(name)
+            if value is None or (_is_int(value) and value == 0):
+                continue
+            if not _is_int(value):
+                errors.add(name, "int_type", "Input should be a valid integer", value)
+            elif value < 64:
+                errors.add(
+                    name, "greater_than_equal", "Input should be greater than or equal to 64", value
+                )
+            elif value % 16:
+                errors.add(name, "multiple_of", "Input should be a multiple of 16", value)
+            else:
+                dims[name] = value
+        if len(dims) == 2 and dims["width"] * dims["height"] > MAX_PIXELS:
+            errors.add(
+                None,
+                "value_error",
+                f"Value error, width * height must not exceed 4 megapixels ({MAX_PIXELS} px)",
+            )
+
+        seed = body.get("seed")
+        if seed is not None and not _is_int(seed):
+            errors.add("seed", "int_type", "Input should be a valid integer", seed)
+        if "safety_tolerance" in body:
+            self._check_int(errors, body, "safety_tolerance", 0, 5, nullable=False)
+        fmt = body.get("output_format")
+        if fmt is not None and fmt not in CONTENT_TYPES:
+            errors.add("output_format", "enum", "Input should be 'jpeg', 'png' or 'webp'", fmt)
+
+        input_mp = 0.0
+        for name in spec.image_fields:
+            value = body.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                errors.add(name, "string_type", "Input should be a valid string", value)
+            elif value.startswith(("http://", "https://")):
+                continue  # URLs are accepted without fetching (and not billed here)
+            elif (size := _decode_image(value)) is None:
+                errors.add(
+                    name,
+                    "value_error",
+                    "Value error, input image must be an http(s) URL or a base64-encoded image",
+                )
+            else:
+                input_mp += size[0] * size[1] / MEGAPIXEL
+
+        if spec.flex_fields:
+            self._check_int(errors, body, "steps", 1, 50)
+            guidance = body.get("guidance")
+            if guidance is not None:
+                if not _is_number(guidance):
+                    errors.add("guidance", "float_type", "Input should be a valid number", guidance)
+                elif guidance < 1.5:
+                    errors.add(
+                        "guidance",
+                        "greater_than_equal",
+                        "Input should be greater than or equal to 1.5",
+                        guidance,
+                    )
+                elif guidance > 10:
+                    errors.add(
+                        "guidance",
+                        "less_than_equal",
+                        "Input should be less than or equal to 10",
+                        guidance,
+                    )
+            self._check_bool(errors, body, "prompt_upsampling")
+        if spec.pup_field:
+            self._check_bool(errors, body, "disable_pup")
+
+        webhook_url = body.get("webhook_url")
+        if webhook_url is not None:
+            if not isinstance(webhook_url, str):
+                errors.add(
+                    "webhook_url", "string_type", "Input should be a valid string", webhook_url
+                )
+            elif len(webhook_url) > 2083:
+                errors.add(
+                    "webhook_url",
+                    "string_too_long",
+                    "String should have at most 2083 characters",
+                    webhook_url,
+                )
+            else:
+                parts = urlsplit(webhook_url)
+                if parts.scheme not in ("http", "https") or not parts.netloc:
+                    errors.add(
+                        "webhook_url", "url_parsing", "Input should be a valid URL", webhook_url
+                    )
+        secret = body.get("webhook_secret")
+        if secret is not None and not isinstance(secret, str):
+            errors.add("webhook_secret", "string_type", "Input should be a valid string", secret)
+        user = body.get("user")
+        if user is not None:
+            if not isinstance(user, str):
+                errors.add("user", "string_type", "Input should be a valid string", user)
+            elif not 1 <= len(user) <= 256:
+                kind, msg = (
+                    ("string_too_short", "String should have at least 1 character")
+                    if not user
+                    else ("string_too_long", "String should have at most 256 characters")
+                )
+                errors.add("user", kind, msg, user)
+        return errors.items, input_mp
+
+    @staticmethod
+    def _check_int(
+        errors: _Errors, body: dict[str, Any], name: str, lo: int, hi: int, *, nullable: bool = True
+    ) -> None:
+        value = body.get(name)
+        if value is None and nullable:
+            return
+        if not _is_int(value):
+            errors.add(name, "int_type", "Input should be a valid integer", value)
+        elif value < lo:
+            errors.add(
+                name, "greater_than_equal", f"Input should be greater than or equal to {lo}", value
+            )
+        elif value > hi:
+            errors.add(
+                name, "less_than_equal", f"Input should be less than or equal to {hi}", value
+            )
+
+    @staticmethod
+    def _check_bool(errors: _Errors, body: dict[str, Any], name: str) -> None:
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            errors.add(name, "bool_type", "Input should be a valid boolean", value)
+
+    @staticmethod
+    def _quote(spec: EndpointSpec, body: dict[str, Any], input_mp: float) -> tuple[float, float]:
+        """(output megapixels, cost in credits) of a validated body."""
+        width, height = body.get("width") or 0, body.get("height") or 0
+        output_mp = width * height / MEGAPIXEL if width and height else 1.0
+        cost = spec.first_mp + (output_mp - 1) * spec.rate + input_mp * spec.rate
+        return output_mp, max(spec.first_mp, round(cost, 2))
+
+    def _create_task(self, spec: EndpointSpec, body: dict[str, Any], input_mp: float) -> Task:
+        now = time.monotonic()
+        prompt = body["prompt"]
+        outcome = replace(self.scripts.get(prompt, self.default_outcome))  # a snapshot
+        latency = self.latency if outcome.latency is None else outcome.latency
+        output_mp, cost = self._quote(spec, body, input_mp)
+        seed = body.get("seed")
+        webhook_url = body.get("webhook_url")
+        task = Task(
+            id=str(uuid.uuid4()),
+            endpoint=spec.name,
+            body=body,
+            outcome=outcome,
+            created_at=now,
+            ready_at=now + max(0.0, latency),
+            created_wall=time.time(),
+            seed=seed if seed is not None else secrets.randbelow(2**32),
+            cost=cost,
+            input_mp=round(input_mp, 2),
+            output_mp=round(output_mp, 2),
+            output_format=body.get("output_format") or "jpeg",
+            token=secrets.token_urlsafe(16),
+            region=self.region,
+            sig=secrets.token_urlsafe(24),
+            webhook_url=webhook_url,
+            webhook_secret=body.get("webhook_secret"),
+            charged=cost,
+        )
+        self._credits -= cost
+        self.tasks[task.id] = task
+        self._unsettled.append(task)
+        self.max_active_seen = max(self.max_active_seen, self.active_count())
+        if webhook_url is not None:
+            job = asyncio.create_task(self._send_webhook(task))
+            self._webhook_jobs.add(job)
+            job.add_done_callback(self._webhook_jobs.discard)
+        return task
+
+    def _submit_payload(self, task: Task) -> dict[str, Any]:
+        payload: dict[str, Any] = {"id": task.id}
+        polling_url = f"{self.base_url}/v1/poll/{task.region}/{task.id}?token={task.token}"
+        if task.webhook_url is None:
+            payload["polling_url"] = polling_url
+        else:
+            payload["status"] = "Pending"
+            payload["webhook_url"] = task.webhook_url
+            if self.webhook_responses_include_polling_url:
+                payload["polling_url"] = polling_url
+        payload.update(cost=task.cost, input_mp=task.input_mp, output_mp=task.output_mp)
+        return payload
+
+    def _result_payload(self, task: Task) -> dict[str, Any]:
+        now = time.monotonic()
+        status, progress = task.status_at(now)
+        payload: dict[str, Any] = {
+            "id": task.id,
+            "status": status,
+            "result": None,
+            "progress": progress,
+            "details": None,
+            "preview": None,
+        }
+        if status == READY:
+            expiry = datetime.fromtimestamp(task.end_wall + self.result_ttl, UTC)
+            se = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+            payload["result"] = {
+                "sample": f"{self.base_url}/delivery/{task.id}/sample.{task.output_format}"
+                f"?se={se}&sig={task.sig}",
+                "seed": task.seed,
+                "prompt": task.body["prompt"],
+                "start_time": task.created_wall,
+                "end_time": task.end_wall,
+            }
+            payload["details"] = task.outcome.details
+            payload["cost"] = task.cost
+        elif status in ("Request Moderated", "Content Moderated"):
+            payload["details"] = task.outcome.details or {
+                "moderation_reasons": ["Content policy violation"]
+            }
+        elif status == "Error":
+            payload["details"] = task.outcome.details or {"error": "Internal generation error"}
+        elif not task.is_active(now):  # an unknown final status
+            payload["details"] = task.outcome.details
+        return payload
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _handle_submit(self, request: web.Request) -> web.Response:
+        self._settle()
+        spec = ENDPOINTS[request.path.rsplit("/", 1)[1]]
+        raw = await request.read()
+        body: Any = None
+        parse_error: dict[str, Any] | None = None
+        if not raw:
+            parse_error = {"loc": ["body"], "msg": "Field required", "type": "missing"}
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:  # JSONDecodeError or UnicodeDecodeError
+                pos = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+                parse_error = {
+                    "loc": ["body", pos],
+                    "msg": "JSON decode error",
+                    "type": "json_invalid",
+                }
+        submission = Submission(
+            endpoint=spec.name,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            received_at=time.monotonic(),
+        )
+        self.submissions.append(submission)
+
+        def answer(response: web.Response, task: Task | None = None) -> web.Response:
+            submission.status = response.status
+            submission.task_id = task.id if task else None
+            if response.content_type == "application/json" and response.text is not None:
+                submission.response = json.loads(response.text)
+            return response
+
+        auth_error = self._auth_error(request)
+        if auth_error is not None:
+            return answer(auth_error)
+
+        errors: list[dict[str, Any]] = []
+        input_mp = 0.0
+        if parse_error is not None:
+            errors = [parse_error]
+        elif not isinstance(body, dict):
+            errors = [
+                {
+                    "loc": ["body"],
+                    "msg": "Input should be a valid dictionary or object to extract fields from",
+                    "type": "model_attributes_type",
+                }
+            ]
+        else:
+            submission.ignored_fields = tuple(k for k in body if k not in spec.known_fields)
+            errors, input_mp = self._validate(spec, body)
+
+        if self.submit_faults:
+            fault = self.submit_faults.pop(0)
+            if fault.status != 200:
+                task = None
+                if fault.create_task and not errors:
+                    task = self._create_task(spec, body, input_mp)
+                if fault.status == 429:
+                    self.rejected_429 += 1
+                response = answer(self._fault_response(fault.status, fault.body), task)
+                await self._sleep(fault.delay)
+                return response
+            await self._sleep(fault.delay)
+            self._settle()
+
+        if errors:
+            return answer(_json_response({"detail": errors}, 422))
+        assert isinstance(body, dict)
+        if self.active_count() >= self.max_active:
+            return answer(self._too_many())
+        if self._credits < self._quote(spec, body, input_mp)[1]:
+            return answer(_json_response({"detail": "Insufficient credits"}, 402))
+        task = self._create_task(spec, body, input_mp)
+        return answer(_json_response(self._submit_payload(task)), task)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up early when the fake is closing."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+
+    def _poll_prelude(self, request: web.Request) -> web.Response | None:
+        self._settle()
+        self.poll_count += 1
+        auth_error = self._auth_error(request)
+        if auth_error is not None:
+            return auth_error
+        if self.poll_faults:
+            return self._fault_response(self.poll_faults.pop(0))
+        return None
+
+    async def _handle_poll(self, request: web.Request) -> web.Response:
+        early = self._poll_prelude(request)
+        if early is not None:
+            return early
+        task_id = request.match_info["task_id"]
+        task = self.tasks.get(task_id)
+        if task is None:
+            return _json_response({"id": task_id, "status": "Task not found"})
+        if request.match_info["region"] != task.region or request.query.get("token") != task.token:
+            return _json_response({"detail": "Invalid or missing polling token"}, 403)
+        task.polls += 1
+        return _json_response(self._result_payload(task))
+
+    async def _handle_get_result(self, request: web.Request) -> web.Response:
+        early = self._poll_prelude(request)
+        if early is not None:
+            return early
+        task_id = request.query.get("id")
+        if task_id is None:
+            error = {"loc": ["query", "id"], "msg": "Field required", "type": "missing"}
+            return _json_response({"detail": [error]}, 422)
+        task = self.tasks.get(task_id)
+        if task is None:
+            return _json_response({"id": task_id, "status": "Task not found"})
+        task.polls += 1
+        return _json_response(self._result_payload(task))
+
+    async def _handle_credits(self, request: web.Request) -> web.Response:
+        auth_error = self._auth_error(request)
+        if auth_error is not None:
+            return auth_error
+        return _json_response({"credits": round(self.credits, 2)})
+
+    async def _handle_delivery(self, request: web.Request) -> web.Response:
+        self._settle()
+        task = self.tasks.get(request.match_info["task_id"])
+        if (
+            task is None
+            or task.status != READY
+            or request.match_info["filename"] != f"sample.{task.output_format}"
+        ):
+            return _xml_error(404, "BlobNotFound", "The specified blob does not exist.")
+        if not hmac.compare_digest(request.query.get("sig", "").encode(), task.sig.encode()):
+            return _xml_error(
+                403, "AccessDenied", "Signature did not match. Request is not authorized."
+            )
+        if time.monotonic() > task.ready_at + self.result_ttl:
+            return _xml_error(403, "AccessDenied", "Request has expired")
+        return web.Response(
+            body=self.image_bytes(task.id), content_type=CONTENT_TYPES[task.output_format]
+        )
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def _send_webhook(self, task: Task) -> None:
+        await asyncio.sleep(max(0.0, task.ready_at - time.monotonic()) + self.webhook_delay)
+        self._settle()
+        mode = self.webhook_mode
+        if mode == "drop" or task.webhook_url is None:
+            return
+        payload = self._result_payload(task)
+        payload = {
+            "id": task.id,
+            "task_id": task.id,
+            "status": payload["status"],
+            "result": payload["result"],
+            "progress": 1,
+            "details": payload["details"],
+        }
+        raw = json.dumps(payload).encode()
+        secret = task.webhook_secret
+        if mode == "wrong_secret":
+            secret = "wrong-" + secrets.token_hex(8)
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            if mode in ("secret", "both", "duplicate", "wrong_secret"):
+                headers["X-Webhook-Secret"] = secret
+            if mode in ("hmac", "both", "wrong_secret"):
+                digest = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+                headers["X-BFL-Signature"] = f"sha256={digest}"
+        for _ in range(2 if mode == "duplicate" else 1):
+            await self._post_webhook(task, task.webhook_url, headers, raw)
+
+    async def _post_webhook(
+        self, task: Task, url: str, headers: dict[str, str], raw: bytes
+    ) -> None:
+        assert self._session is not None
+        status: int | None = None
+        error: str | None = None
+        try:
+            async with self._session.post(
+                url,
+                data=raw,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.webhook_timeout),
+            ) as response:
+                status = response.status
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self.webhook_attempts.append(
+            WebhookAttempt(
+                url=url,
+                task_id=task.id,
+                status_code=status,
+                error=error,
+                headers=dict(headers),
+                body=raw,
+                sent_at=time.monotonic(),
+            )
+        )

@@ -1,0 +1,204 @@
+"""Small helpers shared by the fake Discord modules: ids, JSON responses, errors, constants."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import itertools
+import json
+import mimetypes
+import time
+from typing import Any
+
+from aiohttp import web
+
+JSON = dict[str, Any]
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+
+# --- permission bits (values cross-checked against discord.Permissions) ---------------------
+ADMINISTRATOR = 1 << 3
+ALL_PERMISSIONS = 8866461766385663
+#: What a fresh guild's @everyone role gets: read/send/attach/embed/react/threads/app commands.
+DEFAULT_EVERYONE_PERMISSIONS = 448928271937
+#: The bot's managed role: @everyone plus manage messages/threads and private threads.
+DEFAULT_BOT_PERMISSIONS = 534827626049
+
+# --- gateway intents -----------------------------------------------------------------------
+INTENT_GUILDS = 1 << 0
+INTENT_GUILD_MEMBERS = 1 << 1
+INTENT_GUILD_PRESENCES = 1 << 8
+INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_MESSAGE_CONTENT = 1 << 15
+PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
+
+# --- message flags / types -----------------------------------------------------------------
+FLAG_SUPPRESS_EMBEDS = 1 << 2
+FLAG_EPHEMERAL = 1 << 6
+FLAG_LOADING = 1 << 7
+FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
+FLAG_COMPONENTS_V2 = 1 << 15
+SENDABLE_FLAGS = FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_COMPONENTS_V2
+MSG_DEFAULT = 0
+MSG_REPLY = 19
+MSG_CHAT_INPUT_COMMAND = 20
+MSG_CONTEXT_MENU_COMMAND = 23
+
+# --- channel types -------------------------------------------------------------------------
+CHANNEL_TEXT = 0
+CHANNEL_CATEGORY = 4
+CHANNEL_PUBLIC_THREAD = 11
+CHANNEL_PRIVATE_THREAD = 12
+THREAD_TYPES = (10, CHANNEL_PUBLIC_THREAD, CHANNEL_PRIVATE_THREAD)
+
+# --- interaction types ---------------------------------------------------------------------
+INTERACTION_APPLICATION_COMMAND = 2
+INTERACTION_COMPONENT = 3
+INTERACTION_AUTOCOMPLETE = 4
+INTERACTION_MODAL_SUBMIT = 5
+
+DEFAULT_ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+
+# --- Discord JSON error codes used by the fake ---------------------------------------------
+UNKNOWN_CHANNEL = 10003
+UNKNOWN_GUILD = 10004
+UNKNOWN_MEMBER = 10007
+UNKNOWN_MESSAGE = 10008
+UNKNOWN_WEBHOOK = 10015
+UNKNOWN_USER = 10013
+UNKNOWN_APPLICATION = 10002
+UNKNOWN_COMMAND = 10063
+UNKNOWN_INTERACTION = 10062
+CANNOT_SEND_EMPTY = 50006
+CANNOT_EDIT_OTHERS = 50005
+ALREADY_ACKNOWLEDGED = 40060
+INVALID_FORM_BODY = 50035
+REQUEST_TOO_LARGE = 40005
+
+
+class SnowflakeFactory:
+    """Monotonic snowflakes whose timestamp part is the current wall clock."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+        self._last = 0
+
+    def __call__(self) -> int:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        candidate = (ms << 22) | (next(self._counter) & 0xFFF)
+        self._last = max(candidate, self._last + 1)
+        return self._last
+
+
+def snowflake_time(snowflake: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(((snowflake >> 22) + DISCORD_EPOCH_MS) / 1000, dt.UTC)
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+class DiscordHTTPError(Exception):
+    """Raised inside route handlers; rendered as Discord's JSON error body."""
+
+    def __init__(self, status: int, code: int, message: str, errors: JSON | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors
+
+    def body(self) -> JSON:
+        body: JSON = {"message": self.message, "code": self.code}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+def not_found(code: int, what: str) -> DiscordHTTPError:
+    return DiscordHTTPError(404, code, f"Unknown {what}")
+
+
+def form_error(path: str, message: str, code: str = "BASE_TYPE_BAD_VALUE") -> DiscordHTTPError:
+    """A 400 "Invalid Form Body" error whose ``errors`` tree points at ``path`` (dot separated)."""
+    tree: JSON = {"_errors": [{"code": code, "message": message}]}
+    for part in reversed([p for p in path.split(".") if p]):
+        tree = {part: tree}
+    return DiscordHTTPError(400, INVALID_FORM_BODY, "Invalid Form Body", tree)
+
+
+def ratelimit_headers(bucket_key: str) -> dict[str, str]:
+    """Generous, never-exhausted rate limit headers so discord.py never sleeps."""
+    return {
+        "X-RateLimit-Limit": "50",
+        "X-RateLimit-Remaining": "49",
+        "X-RateLimit-Reset": f"{time.time() + 1:.3f}",
+        "X-RateLimit-Reset-After": "1.000",
+        "X-RateLimit-Bucket": hashlib.md5(bucket_key.encode()).hexdigest()[:16],
+    }
+
+
+def json_response(data: Any, status: int = 200, *, bucket: str = "global") -> web.Response:
+    # discord.py only parses bodies whose content-type is exactly "application/json".
+    return web.Response(
+        body=dumps(data).encode(),
+        status=status,
+        content_type="application/json",
+        headers=ratelimit_headers(bucket),
+    )
+
+
+def empty_response(*, bucket: str = "global") -> web.Response:
+    return web.Response(status=204, headers=ratelimit_headers(bucket))
+
+
+def guess_content_type(filename: str, data: bytes) -> str | None:
+    guessed, _ = mimetypes.guess_type(filename)
+    if guessed:
+        return guessed
+    signatures = {
+        b"\x89PNG\r\n\x1a\n": "image/png",
+        b"\xff\xd8\xff": "image/jpeg",
+        b"GIF8": "image/gif",
+        b"RIFF": "image/webp",
+    }
+    for magic, content_type in signatures.items():
+        if data.startswith(magic):
+            return content_type
+    return None
+
+
+def image_size(data: bytes, content_type: str | None) -> tuple[int | None, int | None]:
+    """Width/height like Discord reports for images; (None, None) for anything else."""
+    if not content_type or not content_type.startswith("image/"):
+        return None, None
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            return int(width), int(height)
+    except Exception:
+        return None, None
+
+
+def compute_permissions(
+    everyone: int, role_permissions: list[int], *, is_owner: bool = False
+) -> int:
+    if is_owner:
+        return ALL_PERMISSIONS
+    value = everyone
+    for perms in role_permissions:
+        value |= perms
+    if value & ADMINISTRATOR:
+        return ALL_PERMISSIONS
+    return value
