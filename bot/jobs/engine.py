@@ -101,6 +101,8 @@ class JobEngine:
         }
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
+        self._closed_listeners: list[Callable[[Job], None]] = []
+        self._closed = asyncio.Condition()
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -163,6 +165,30 @@ class JobEngine:
         lane.enqueue(job.user_id, job.id)
         self._progress(job)
         return job, lane.position(job.id)
+
+    def on_job_closed(self, listener: Callable[[Job], None]) -> None:
+        """Call `listener` with the final job each time a job's outcome has been shown."""
+        self._closed_listeners.append(listener)
+
+    async def wait_closed(self, job_ids: Collection[str], timeout: float) -> list[Job]:
+        """Wait until every given job has been shown its outcome; returns the final jobs."""
+
+        async def all_closed() -> list[Job]:
+            async with self._closed:
+                while True:
+                    jobs = [await self.store.require(job_id) for job_id in job_ids]
+                    if all(job.closed for job in jobs):
+                        return jobs
+                    await self._closed.wait()
+
+        return await asyncio.wait_for(all_closed(), timeout)
+
+    async def _job_closed(self, job_id: str) -> None:
+        job = await self.store.require(job_id)
+        for listener in self._closed_listeners:
+            listener(job)
+        async with self._closed:
+            self._closed.notify_all()
 
     def queue_position(self, job: Job) -> int | None:
         lane = self._lanes.get(job.provider)
@@ -333,8 +359,9 @@ class JobEngine:
                 finished_at=self._clock(),
                 closed=1,
             )
-            return
-        await self.store.mark_delivered(job_id, message_id)
+        else:
+            await self.store.mark_delivered(job_id, message_id)
+        await self._job_closed(job_id)
 
     # ----------------------------------------------------------------- endings
     async def _fail(
@@ -362,6 +389,7 @@ class JobEngine:
         except DeliveryImpossible as exc:
             log.warning("job %s: failure cannot be shown: %s", job_id, exc)
         await self.store.close(job_id)
+        await self._job_closed(job_id)
 
     async def _with_retries(self, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         """Retry a Discord-side call through transient trouble; DeliveryImpossible stops it."""

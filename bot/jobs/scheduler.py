@@ -117,6 +117,10 @@ class ProviderLane:
         self._monotonic = monotonic
         self._queue: FairQueue[int, str] = FairQueue()
         self._active = 0
+        # The provider's real cap may be lower than ours (a shared account): after a 429 we
+        # admit only what it accepted, then probe upwards slowly (additive increase).
+        self._limit = max_active
+        self._accepted_since_raise = 0
         self._paused_until = 0.0
         self._busy_streak = 0
         self._changed = asyncio.Event()
@@ -144,16 +148,30 @@ class ProviderLane:
         self._active += 1
         return Slot(self)
 
+    @property
+    def limit(self) -> int:
+        return self._limit
+
     def provider_busy(self, retry_after: float | None) -> None:
-        """The provider answered 429: hold new submissions for a jittered, growing pause."""
-        self._busy_streak += 1
-        backoff = min(30.0, 0.5 * 2 ** min(self._busy_streak - 1, 6))
+        """The provider answered 429 to a submit that holds a slot: shrink the limit to what the
+        provider holds now and pause new submissions (jittered; growing if 429s persist)."""
+        now = self._monotonic()
+        if now >= self._paused_until:
+            self._busy_streak += 1  # a new episode, not another answer from the same burst
+        self._limit = max(1, self._active - 1)
+        self._accepted_since_raise = 0
+        backoff = min(30.0, 0.25 * 2 ** min(self._busy_streak - 1, 7))
         pause = retry_after if retry_after is not None else backoff * random.uniform(0.75, 1.25)
-        self._paused_until = max(self._paused_until, self._monotonic() + pause)
-        log.info("%s is at capacity; pausing submissions for %.1fs", self.name, pause)
+        self._paused_until = max(self._paused_until, now + pause)
+        log.info("%s is at capacity (limit now %d); pausing %.2fs", self.name, self._limit, pause)
 
     def provider_accepted(self) -> None:
         self._busy_streak = 0
+        if self._limit < self.max_active:
+            self._accepted_since_raise += 1
+            if self._accepted_since_raise >= self._limit:
+                self._limit += 1
+                self._accepted_since_raise = 0
 
     def _on_release(self) -> None:
         self._active -= 1
@@ -166,7 +184,7 @@ class ProviderLane:
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
-            if self._queue and self._active < self.max_active:
+            if self._queue and self._active < self._limit:
                 job_id = self._queue.pop()
                 self._active += 1
                 self._start_job(job_id, Slot(self))

@@ -1,0 +1,144 @@
+"""A Discord stand-in (REST API v10 + gateway) for end-to-end tests of the *unmodified* discord.py.
+
+Import it as ``from tests.fakes.discord_server import FakeDiscord, Upload``.
+
+Quick tour
+==========
+
+.. code-block:: python
+
+    async with FakeDiscord() as fake:                 # real aiohttp server on 127.0.0.1
+        guild = fake.add_guild("Test Guild")          # @everyone role (id == guild.id) + bot member
+        channel = fake.add_text_channel(guild.id, "general")
+        mods = fake.add_role(guild.id, "Moderator", permissions=1 << 5)
+        alice = fake.add_member(guild.id, "alice", roles=[mods.id])
+
+        with fake.patch_discord_py():                 # Route.BASE, DEFAULT_GATEWAY, Asset.BASE
+            client = MyClient(intents=..., guild_ready_timeout=0.05)
+            task = asyncio.create_task(client.start(fake.token))
+            await fake.wait_until_connected()
+            ...
+            it = await fake.invoke_slash(alice.id, channel.id, "imagine",
+                                         {"prompt": "a cat", "image": Upload("a.png", png)})
+            callback = await it.response()            # Callback(type=5, data={...})
+            original = await it.wait_original(lambda m: m.attachments)
+            assert original.attachment("out.png").data == expected
+            await client.close(); await task
+        assert not fake.unhandled_requests
+
+Lifecycle & identity
+--------------------
+``FakeDiscord(*, token="test-discord-token", bot_name="Fluxcord", bot_permissions=...,
+interaction_deadline=3.0, attachment_size_limit=10 MiB, privileged_intents=ALL, ...)``;
+``await start()`` / ``await close()`` / ``async with``; ``base_url``; ``token``;
+``application_id`` (== ``bot_id``); ``bot_user`` (user dict); ``patch_discord_py()`` (context
+manager, restores the originals on exit). State survives client restarts: stop one
+``discord.Client`` and log in another against the same fake.
+
+World setup (sync; dispatched as GUILD_CREATE/CHANNEL_CREATE/... if a bot is connected)
+------------------------------------------------------------------------------------
+``add_guild(name, *, owner_id=None) -> Guild``,
+``add_text_channel(guild_id, name, *, topic=None, nsfw=False) -> Channel``,
+``add_role(guild_id, name, *, permissions=0) -> Role``,
+``add_member(guild_id, name, *, roles=(), permissions=None, nick=None, bot=False, user_id=None)
+-> User`` (``permissions`` overrides the role-computed value reported in interactions).
+
+Injection (all ``async``; they first wait until a bot session is READY)
+-----------------------------------------------------------------------
+``invoke_slash(user, channel, "cmd" | "group sub", options=None, *, subcommand=None, locale=...)``,
+``invoke_message_command(user, channel, name, target_message)``,
+``invoke_user_command(user, channel, name, target_user)``,
+``click(user, message, custom_id)``, ``select(user, message, custom_id, values)``,
+``submit_modal(user, channel, custom_id, {input_id: value}, *, message_id=None)``
+each return an :class:`InteractionHandle`. Interaction data is built from the *registered*
+command; bad option names/values, disabled or missing buttons, and users lacking a command's
+``default_member_permissions`` raise immediately (``ValueError``/``LookupError``/
+``PermissionError``) because a real Discord client could not send them.
+``post_user_message(user, channel, content="", *, attachments=(), reply_to=None,
+mention_bot=False, reply_ping=True, embeds=()) -> Message``; ``delete_message(message)``.
+Users/channels/messages may be passed as ids or as the returned records.
+
+Observation
+-----------
+``InteractionHandle``: ``callbacks`` (list of ``Callback(type, data)``), ``await response()``,
+``original`` / ``await wait_original(pred=None)`` (waits past the deferred "thinking" state),
+``followups`` / ``await wait_followup(pred=None)``, ``modal``, ``choices``, ``payload``,
+``await wait_for(pred)``.
+``messages(channel_id, *, include_deleted=False, include_ephemeral=True)``, ``message(id)``,
+``await wait_for(pred, timeout=5)`` (an ``asyncio.Condition`` notified on every state change),
+``await wait_for_message(pred=None, *, channel_id=None, after=None)``, ``commands(guild_id=None)``,
+``command(name, *, guild_id=None, type=1)``, ``threads(parent_id=None)``, ``requests`` /
+``unhandled_requests`` (``LoggedRequest(method, path, json, query, files, status)``;
+unpacks as ``method, path, json``), ``cdn_requests``, ``typing``, ``interactions``,
+``identify_count``, ``resume_count``, ``gateway_connected``, ``last_identify``.
+``Message`` fields: ``id, channel_id, guild_id, author_id, type, content, embeds, components,
+attachments`` (``Attachment``: ``filename, content_type, data``/``bytes, size, width, height,
+url``), ``flags, ephemeral, visible_to, loading, message_reference, reply_to,
+allowed_mentions, mentions, nonce, interaction_id, interaction_metadata, thread_id, edits,
+edited_at, history, deleted`` plus ``attachment(name)``, ``component(custom_id)``,
+``custom_ids``.
+
+Gateway knobs: ``await drop_gateway(*, code=4000, resumable=True)`` (client RESUMEs, or gets
+INVALID_SESSION and re-IDENTIFYs), ``await request_gateway_reconnect()`` (opcode 7).
+
+Discord behaviour implemented
+-----------------------------
+* Login (``/users/@me``, ``/oauth2/applications/@me``), ``/gateway[/bot]``, HELLO/IDENTIFY/
+  READY (unavailable guilds, ``application``, ``resume_gateway_url``) then GUILD_CREATE per
+  guild, heartbeat ACKs, RESUME with replay of missed events, INVALID_SESSION, close codes
+  4004 (bad token) / 4014 (disallowed privileged intent), GUILD_MEMBERS_CHUNK for op 8.
+* Intents: MESSAGE_* only with GUILD_MESSAGES; content/embeds/attachments/components blanked
+  without MESSAGE_CONTENT unless the bot is the author or mentioned; GUILD_CREATE members
+  limited to the bot without GUILD_MEMBERS.
+* Application commands: bulk overwrite/upsert/get/edit/delete (global and guild) with
+  Discord's main validation rules and ids that stay stable across overwrites.
+* Interactions: callbacks 4/5/6/7/8/9 (multipart too, ``with_response``), 3 s deadline
+  (10062 Unknown interaction), double acknowledgement (40060), ``@original`` and followup
+  webhooks (the first followup after a deferral replaces the "thinking" message), ephemeral
+  messages visible only to the invoker and never dispatched over the gateway,
+  ``interaction_metadata`` on responses.
+* Channel messages: create (JSON/multipart, replies, allowed_mentions, enforce_nonce dedupe),
+  edit (keep attachments listed by id, append uploads), delete, get, list, typing, threads
+  (from a message: thread id == message id; standalone), own reactions; MESSAGE_CREATE/
+  UPDATE/DELETE and THREAD_CREATE dispatched. Validation of content/embed/component limits,
+  duplicate custom_ids, empty messages, file size (413); ``attachment://`` in embeds resolved.
+* Attachments are served at ``{base_url}/attachments/...`` (``/media/...`` as proxy_url).
+* Unknown routes: 404 ``{"message": "404: Not Found", "code": 0}`` + ``unhandled_requests``.
+  Rate limit headers never run out, so discord.py never sleeps.
+
+Not implemented (on purpose): DMs, voice, forum channels, channel permission overwrites and
+permission checks on REST calls, rate limiting, webhooks other than interaction tokens,
+autocomplete injection, message forwarding, polls beyond storing them, presence updates,
+sharding, zlib compression (plain JSON text frames are sent, which discord.py accepts).
+"""
+
+from .models import (
+    Attachment,
+    Callback,
+    Channel,
+    Guild,
+    InteractionHandle,
+    LoggedRequest,
+    Member,
+    Message,
+    Role,
+    Upload,
+    User,
+)
+from .server import DEFAULT_TOKEN, FakeDiscord
+
+__all__ = [
+    "DEFAULT_TOKEN",
+    "Attachment",
+    "Callback",
+    "Channel",
+    "FakeDiscord",
+    "Guild",
+    "InteractionHandle",
+    "LoggedRequest",
+    "Member",
+    "Message",
+    "Role",
+    "Upload",
+    "User",
+]

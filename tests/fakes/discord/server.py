@@ -1,0 +1,767 @@
+"""``FakeDiscord``: the public, test-facing facade (see the package docstring for a tour)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import yarl
+from aiohttp import web
+
+from ._util import (
+    ADMINISTRATOR,
+    CHANNEL_TEXT,
+    DEFAULT_ATTACHMENT_SIZE_LIMIT,
+    DEFAULT_BOT_PERMISSIONS,
+    INTENT_GUILD_MEMBERS,
+    INTENT_GUILDS,
+    INTERACTION_APPLICATION_COMMAND,
+    INTERACTION_COMPONENT,
+    INTERACTION_MODAL_SUBMIT,
+    JSON,
+    MSG_DEFAULT,
+    MSG_REPLY,
+    PRIVILEGED_INTENTS,
+)
+from .gateway import GatewayServer
+from .models import (
+    Channel,
+    Guild,
+    InteractionHandle,
+    LoggedRequest,
+    Member,
+    Message,
+    Role,
+    Upload,
+    User,
+)
+from .rest import RestApi
+from .state import DiscordState
+
+T = TypeVar("T")
+DEFAULT_TOKEN = "test-discord-token"
+SELECT_TYPES = (3, 5, 6, 7, 8)
+OptionValue = str | int | float | bool | Upload | User | Role | Channel
+Snowflakeish = int | User | Role | Channel | Message
+
+
+def _id(value: Any) -> int:
+    if isinstance(value, User | Role | Channel | Message):
+        return value.id
+    if isinstance(value, dict):
+        return int(value["id"])
+    return int(value)
+
+
+class FakeDiscord:
+    """A Discord REST v10 + gateway stand-in on 127.0.0.1 for the unmodified discord.py client."""
+
+    def __init__(
+        self,
+        *,
+        token: str = DEFAULT_TOKEN,
+        bot_name: str = "Fluxcord",
+        bot_permissions: int = DEFAULT_BOT_PERMISSIONS,
+        interaction_deadline: float | None = 3.0,
+        attachment_size_limit: int = DEFAULT_ATTACHMENT_SIZE_LIMIT,
+        privileged_intents: int = PRIVILEGED_INTENTS,
+        heartbeat_interval_ms: int = 41250,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._state = DiscordState(
+            token=token,
+            bot_name=bot_name,
+            bot_permissions=bot_permissions,
+            interaction_deadline=interaction_deadline,
+            attachment_size_limit=attachment_size_limit,
+        )
+        self._gateway = GatewayServer(self._state, heartbeat_interval_ms=heartbeat_interval_ms)
+        self._gateway.allowed_privileged_intents = privileged_intents
+        self._state.gateway = self._gateway
+        self._rest = RestApi(self._state)
+        self._host, self._port = host, port
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
+        self._state.base_url = self.base_url
+
+    async def close(self) -> None:
+        await self._gateway.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self._state.drain()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/api/v10/"):
+            return await self._rest.handle_api(request, path.removeprefix("/api/v10"))
+        if path.rstrip("/") in ("/gateway", "/gateway-resume"):
+            return await self._gateway.handle(request)
+        if path.startswith(("/attachments/", "/ephemeral-attachments/", "/media/")):
+            return await self._rest.handle_cdn(request)
+        return await self._rest.handle_unknown(request)
+
+    @contextlib.contextmanager
+    def patch_discord_py(self) -> Iterator[None]:
+        """Point discord.py's REST base, default gateway and CDN base at this fake."""
+        from discord.asset import Asset
+        from discord.gateway import DiscordWebSocket
+        from discord.http import Route
+
+        if not self.base_url:
+            raise RuntimeError("call `await fake.start()` before patch_discord_py()")
+        saved = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY, Asset.BASE)
+        Route.BASE = f"{self.base_url}/api/v10"
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(f"{self._gateway.ws_base()}/gateway/")
+        Asset.BASE = self.base_url
+        try:
+            yield
+        finally:
+            Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY, Asset.BASE = saved
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def token(self) -> str:
+        return self._state.token
+
+    @property
+    def application_id(self) -> int:
+        return self._state.application_id
+
+    @property
+    def bot_id(self) -> int:
+        return self._state.bot.id
+
+    @property
+    def bot_user(self) -> JSON:
+        return self._state.bot.to_payload()
+
+    # ------------------------------------------------------------------ world setup
+    def add_guild(self, name: str, *, owner_id: int | None = None) -> Guild:
+        """Create a guild with an @everyone role (id == guild id), the bot and an owner."""
+        guild = self._state.new_guild(name, owner_id)
+        self._broadcast(
+            "GUILD_CREATE", lambda intents: self._state.guild_create_payload(guild, intents)
+        )
+        return guild
+
+    def add_text_channel(
+        self, guild_id: int, name: str, *, topic: str | None = None, nsfw: bool = False
+    ) -> Channel:
+        channel = self._state.new_channel(guild_id, name, type=CHANNEL_TEXT, topic=topic, nsfw=nsfw)
+        payload = channel.to_payload()
+        self._broadcast("CHANNEL_CREATE", lambda i: payload if i & INTENT_GUILDS else None)
+        return channel
+
+    def add_role(self, guild_id: int, name: str, *, permissions: int = 0) -> Role:
+        guild = self._state.get_guild(guild_id)
+        role = Role(
+            id=self._state.snowflake(),
+            guild_id=guild_id,
+            name=name,
+            permissions=permissions,
+            position=len(guild.roles),
+        )
+        guild.roles[role.id] = role
+        payload = {"guild_id": str(guild_id), "role": role.to_payload()}
+        self._broadcast("GUILD_ROLE_CREATE", lambda i: payload if i & INTENT_GUILDS else None)
+        return role
+
+    def add_member(
+        self,
+        guild_id: int,
+        name: str,
+        *,
+        roles: Sequence[int | Role] = (),
+        permissions: int | None = None,
+        nick: str | None = None,
+        bot: bool = False,
+        user_id: int | None = None,
+    ) -> User:
+        """Add a user to a guild. ``permissions`` overrides the role-computed permissions."""
+        state = self._state
+        guild = state.get_guild(guild_id)
+        if user_id is not None:
+            user = state.get_user(user_id)
+        else:
+            user = User(id=state.snowflake(), username=name, global_name=name.title(), bot=bot)
+            state.users[user.id] = user
+        guild.members[user.id] = Member(
+            user_id=user.id,
+            guild_id=guild_id,
+            roles=[_id(r) for r in roles],
+            nick=nick,
+            permissions=permissions,
+        )
+        payload = {**state.member_payload(guild_id, user.id), "guild_id": str(guild_id)}
+        self._broadcast("GUILD_MEMBER_ADD", lambda i: payload if i & INTENT_GUILD_MEMBERS else None)
+        return user
+
+    def _broadcast(self, event: str, data: Callable[[int], JSON | None]) -> None:
+        if self._gateway.live_sessions():
+            self._state.spawn(self._gateway.dispatch(event, data))
+        self._state.changed()
+
+    # ------------------------------------------------------------------ inspection
+    def guild(self, guild_id: int) -> Guild:
+        return self._state.get_guild(guild_id)
+
+    def channel(self, channel_id: int) -> Channel:
+        return self._state.get_channel(channel_id)
+
+    def threads(self, parent_id: int | None = None) -> list[Channel]:
+        return [
+            c
+            for c in self._state.channels.values()
+            if c.is_thread and (parent_id is None or c.parent_id == parent_id)
+        ]
+
+    def commands(self, guild_id: int | None = None) -> list[JSON]:
+        """Registered commands: global ones, or those of ``guild_id``."""
+        return list(self._state.commands_for(guild_id))
+
+    def command(self, name: str, *, guild_id: int | None = None, type: int = 1) -> JSON:
+        return self._state.find_command(name, guild_id, type)
+
+    def messages(
+        self, channel_id: int, *, include_deleted: bool = False, include_ephemeral: bool = True
+    ) -> list[Message]:
+        """Messages of a channel, oldest first."""
+        messages = [self._state.messages[m] for m in self._state.channel_messages.get(channel_id, [])]
+        return [
+            m
+            for m in messages
+            if (include_deleted or not m.deleted) and (include_ephemeral or not m.ephemeral)
+        ]
+
+    def message(self, message_id: int) -> Message:
+        return self._state.messages[message_id]
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """Every REST call, in arrival order."""
+        return self._state.requests
+
+    @property
+    def unhandled_requests(self) -> list[LoggedRequest]:
+        """Calls to routes the fake does not implement (answered 404)."""
+        return self._state.unhandled_requests
+
+    @property
+    def cdn_requests(self) -> list[str]:
+        return self._state.cdn_requests
+
+    @property
+    def typing(self) -> list[tuple[int, int]]:
+        """(channel id, user id) of every typing indicator."""
+        return self._state.typing
+
+    @property
+    def interactions(self) -> list[InteractionHandle]:
+        return list(self._state.interactions.values())
+
+    @property
+    def identify_count(self) -> int:
+        return self._gateway.identify_count
+
+    @property
+    def resume_count(self) -> int:
+        return self._gateway.resume_count
+
+    @property
+    def gateway_connected(self) -> bool:
+        return self._gateway.ready_session() is not None
+
+    @property
+    def last_identify(self) -> JSON | None:
+        """The last IDENTIFY payload (``intents``, ``properties``, ...)."""
+        return self._gateway.last_identify
+
+    # ------------------------------------------------------------------ waiting
+    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
+        """Wait until ``predicate()`` is truthy; re-evaluated on every state change."""
+        return await self._state.wait_for(predicate, timeout=timeout)
+
+    async def wait_for_message(
+        self,
+        predicate: Callable[[Message], Any] | None = None,
+        *,
+        channel_id: int | None = None,
+        after: int | Message | None = None,
+        timeout: float = 5.0,
+    ) -> Message:
+        """The first live message (in ``channel_id``, newer than ``after``) matching ``predicate``."""
+        after_id = 0 if after is None else _id(after)
+
+        def find() -> Message | None:
+            for message in self._state.messages.values():
+                if message.deleted or message.id <= after_id:
+                    continue
+                if channel_id is not None and message.channel_id != channel_id:
+                    continue
+                if predicate is None or predicate(message):
+                    return message
+            return None
+
+        return await self.wait_for(find, timeout=timeout)
+
+    async def wait_until_connected(self, timeout: float = 5.0) -> None:
+        await self.wait_for(lambda: self._gateway.ready_session(), timeout=timeout)
+
+    # ------------------------------------------------------------------ gateway knobs
+    async def drop_gateway(self, *, code: int = 4000, resumable: bool = True) -> None:
+        """Close the bot's websocket. discord.py RESUMEs (or re-IDENTIFYs if not resumable)."""
+        await self._gateway.drop(code=code, resumable=resumable)
+
+    async def request_gateway_reconnect(self) -> None:
+        """Send opcode 7 RECONNECT."""
+        await self._gateway.request_reconnect()
+
+    # ------------------------------------------------------------------ interactions
+    async def invoke_slash(
+        self,
+        user_id: int | User,
+        channel_id: int | Channel,
+        command: str,
+        options: Mapping[str, OptionValue] | None = None,
+        *,
+        subcommand: str | Sequence[str] | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Run ``/command`` as a user. Sub-commands: ``"flux pro"`` or ``subcommand=("pro",)``.
+
+        The data is built from the *registered* command; unknown/missing-required options,
+        values outside ``choices`` and users lacking ``default_member_permissions`` raise.
+        """
+        uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
+        path = command.split()
+        if isinstance(subcommand, str):
+            path += subcommand.split()
+        elif subcommand is not None:
+            path += list(subcommand)
+        registered = self._state.find_command(path[0], channel.guild_id, 1)
+        self._check_can_use(registered, channel.guild_id, uid)
+        chain: list[JSON] = []
+        definitions: list[JSON] = registered.get("options", [])
+        for name in path[1:]:
+            match = [d for d in definitions if d["name"] == name and d["type"] in (1, 2)]
+            if not match:
+                raise LookupError(f"/{' '.join(path)}: no sub-command {name!r}")
+            chain.append(match[0])
+            definitions = match[0].get("options", [])
+        if any(d["type"] in (1, 2) for d in definitions):
+            names = [d["name"] for d in definitions]
+            raise ValueError(f"/{' '.join(path)} needs a sub-command, one of {names}")
+        resolved: JSON = {}
+        values = self._build_options(definitions, dict(options or {}), resolved, channel)
+        for parent in reversed(chain):
+            values = [{"name": parent["name"], "type": parent["type"], "options": values}]
+        data: JSON = {"id": registered["id"], "name": registered["name"], "type": 1}
+        if values:
+            data["options"] = values
+        if resolved:
+            data["resolved"] = resolved
+        if "guild_id" in registered:
+            data["guild_id"] = registered["guild_id"]
+        return await self._interact(INTERACTION_APPLICATION_COMMAND, uid, channel, data, locale=locale)
+
+    async def invoke_message_command(
+        self,
+        user_id: int | User,
+        channel_id: int | Channel,
+        name: str,
+        target_message_id: int | Message,
+    ) -> InteractionHandle:
+        """Run a message context-menu command (type 3) on ``target_message_id``."""
+        uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
+        target = self._live_message(_id(target_message_id))
+        registered = self._state.find_command(name, channel.guild_id, 3)
+        self._check_can_use(registered, channel.guild_id, uid)
+        data: JSON = {
+            "id": registered["id"],
+            "name": registered["name"],
+            "type": 3,
+            "target_id": str(target.id),
+            "resolved": {"messages": {str(target.id): self._state.message_payload(target)}},
+        }
+        if "guild_id" in registered:
+            data["guild_id"] = registered["guild_id"]
+        return await self._interact(INTERACTION_APPLICATION_COMMAND, uid, channel, data)
+
+    async def invoke_user_command(
+        self, user_id: int | User, channel_id: int | Channel, name: str, target_user_id: int | User
+    ) -> InteractionHandle:
+        """Run a user context-menu command (type 2) on ``target_user_id``."""
+        uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
+        registered = self._state.find_command(name, channel.guild_id, 2)
+        self._check_can_use(registered, channel.guild_id, uid)
+        resolved: JSON = {}
+        target = self._resolve_user(_id(target_user_id), resolved, channel.guild_id)
+        data: JSON = {
+            "id": registered["id"],
+            "name": registered["name"],
+            "type": 2,
+            "target_id": target,
+            "resolved": resolved,
+        }
+        if "guild_id" in registered:
+            data["guild_id"] = registered["guild_id"]
+        return await self._interact(INTERACTION_APPLICATION_COMMAND, uid, channel, data)
+
+    async def click(
+        self, user_id: int | User, message_id: int | Message, custom_id: str
+    ) -> InteractionHandle:
+        """Press the button ``custom_id`` on a message (must exist and not be disabled)."""
+        uid, message = _id(user_id), self._live_message(_id(message_id))
+        component = self._component(message, custom_id, uid)
+        if component["type"] != 2:
+            raise ValueError(f"{custom_id!r} is a component of type {component['type']}; use select()")
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._interact(
+            INTERACTION_COMPONENT, uid, self._state.get_channel(message.channel_id), data, source=message
+        )
+
+    async def select(
+        self,
+        user_id: int | User,
+        message_id: int | Message,
+        custom_id: str,
+        values: Sequence[str | int | User | Role | Channel],
+    ) -> InteractionHandle:
+        """Choose ``values`` in a select menu on a message."""
+        uid, message = _id(user_id), self._live_message(_id(message_id))
+        component = self._component(message, custom_id, uid)
+        if component["type"] not in SELECT_TYPES:
+            raise ValueError(f"{custom_id!r} is not a select menu")
+        channel = self._state.get_channel(message.channel_id)
+        raw = [str(_id(v)) if not isinstance(v, str) else v for v in values]
+        if not component.get("min_values", 1) <= len(raw) <= component.get("max_values", 1):
+            raise ValueError(f"{custom_id!r} accepts {component.get('min_values', 1)}-"
+                             f"{component.get('max_values', 1)} values, got {len(raw)}")
+        if component["type"] == 3:
+            allowed = {o["value"] for o in component.get("options", [])}
+            if not set(raw) <= allowed:
+                raise ValueError(f"{set(raw) - allowed} are not options of {custom_id!r}")
+        data: JSON = {"custom_id": custom_id, "component_type": component["type"], "values": raw}
+        if component["type"] != 3:
+            resolved: JSON = {}
+            for value in raw:
+                self._resolve_snowflake(int(value), resolved, channel.guild_id)
+            data["resolved"] = resolved
+        return await self._interact(INTERACTION_COMPONENT, uid, channel, data, source=message)
+
+    async def submit_modal(
+        self,
+        user_id: int | User,
+        channel_id: int | Channel,
+        custom_id: str,
+        values: Mapping[str, str | Sequence[str]],
+        *,
+        message_id: int | Message | None = None,
+    ) -> InteractionHandle:
+        """Submit a modal. If the bot opened it (callback 9), the submission mirrors its layout
+        (action rows or labels) and ``values`` are checked against its inputs."""
+        uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
+        opener = self._state.open_modals.pop((uid, custom_id), None)
+        if opener is not None and opener.modal is not None:
+            components = self._modal_submission(opener.modal["components"], dict(values))
+        else:
+            components = [
+                {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]}
+                for key, value in values.items()
+            ]
+        source_id = _id(message_id) if message_id is not None else None
+        if source_id is None and opener is not None:
+            source_id = opener.source_message_id
+        source = self._live_message(source_id) if source_id is not None else None
+        data = {"custom_id": custom_id, "components": components}
+        return await self._interact(INTERACTION_MODAL_SUBMIT, uid, channel, data, source=source)
+
+    # ------------------------------------------------------------------ user messages
+    async def post_user_message(
+        self,
+        user_id: int | User,
+        channel_id: int | Channel,
+        content: str = "",
+        *,
+        attachments: Sequence[Upload] = (),
+        reply_to: int | Message | None = None,
+        mention_bot: bool = False,
+        reply_ping: bool = True,
+        embeds: Sequence[JSON] = (),
+    ) -> Message:
+        """A guild member posts a message (MESSAGE_CREATE is dispatched to the bot).
+
+        ``mention_bot`` prepends ``<@bot>`` unless already present; replies ping the replied-to
+        author unless ``reply_ping=False`` (like the Discord client's toggle).
+        """
+        state = self._state
+        uid, channel = _id(user_id), state.get_channel(_id(channel_id))
+        state.get_member(channel.guild_id, uid)
+        mention = f"<@{state.bot.id}>"
+        if mention_bot and mention not in content and f"<@!{state.bot.id}>" not in content:
+            content = f"{mention} {content}".strip()
+        message = Message(
+            id=state.snowflake(),
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            author_id=uid,
+            type=MSG_DEFAULT,
+            content=content,
+            embeds=[dict(e) for e in embeds],
+            attachments=[state.store_upload(upload, channel.id) for upload in attachments],
+        )
+        reply_author = None
+        if reply_to is not None:
+            target = self._live_message(_id(reply_to))
+            message.type = MSG_REPLY
+            message.message_reference = {
+                "type": 0,
+                "message_id": str(target.id),
+                "channel_id": str(target.channel_id),
+                "guild_id": str(channel.guild_id),
+            }
+            reply_author = target.author_id if reply_ping and target.author_id != uid else None
+        message.mentions, message.mention_roles = state.resolve_mentions(content, None, reply_author)
+        return await state.add_message(message)
+
+    async def delete_message(self, message_id: int | Message) -> None:
+        """Delete a message as a moderator/author would (MESSAGE_DELETE is dispatched)."""
+        await self._state.delete_message(self._live_message(_id(message_id)))
+
+    # ------------------------------------------------------------------ internals
+    def _live_message(self, message_id: int) -> Message:
+        message = self._state.messages.get(message_id)
+        if message is None or message.deleted:
+            raise LookupError(f"no live message {message_id}")
+        return message
+
+    def _component(self, message: Message, custom_id: str, user_id: int) -> JSON:
+        if message.ephemeral and message.visible_to != user_id:
+            raise PermissionError(f"message {message.id} is ephemeral for another user")
+        try:
+            component = message.component(custom_id)
+        except KeyError:
+            raise LookupError(
+                f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids}"
+            ) from None
+        if component.get("disabled"):
+            raise ValueError(f"component {custom_id!r} is disabled")
+        return component
+
+    def _check_can_use(self, command: JSON, guild_id: int, user_id: int) -> None:
+        self._state.get_member(guild_id, user_id)
+        contexts = command.get("contexts")
+        if contexts is not None and 0 not in contexts:
+            raise PermissionError(f"/{command['name']} is not available in guilds")
+        required = command.get("default_member_permissions")
+        if required is not None:
+            have = self._state.permissions(guild_id, user_id)
+            if not have & ADMINISTRATOR and have & int(required) != int(required):
+                raise PermissionError(
+                    f"user {user_id} lacks default_member_permissions {required} for "
+                    f"/{command['name']} (Discord would not show it)"
+                )
+
+    def _build_options(
+        self, definitions: list[JSON], given: dict[str, OptionValue], resolved: JSON, channel: Channel
+    ) -> list[JSON]:
+        known = {d["name"]: d for d in definitions}
+        unknown = set(given) - set(known)
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)}; the command has {sorted(known)}")
+        missing = [d["name"] for d in definitions if d.get("required") and d["name"] not in given]
+        if missing:
+            raise ValueError(f"missing required options {missing}")
+        built = []
+        for definition in definitions:
+            name = definition["name"]
+            if name not in given:
+                continue
+            built.append(
+                {
+                    "name": name,
+                    "type": definition["type"],
+                    "value": self._option_value(definition, given[name], resolved, channel),
+                }
+            )
+        return built
+
+    def _option_value(
+        self, definition: JSON, value: OptionValue, resolved: JSON, channel: Channel
+    ) -> Any:
+        type_, name = int(definition["type"]), definition["name"]
+        result: Any
+        if type_ == 3:
+            result = str(value)
+            if not definition.get("min_length", 0) <= len(result) <= definition.get("max_length", 6000):
+                raise ValueError(f"option {name!r}: length outside min_length/max_length")
+        elif type_ == 4:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ValueError(f"option {name!r} needs an integer")
+            result = int(value)
+        elif type_ == 10:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError(f"option {name!r} needs a number")
+            result = float(value)
+        elif type_ == 5:
+            result = bool(value)
+        elif type_ == 11:
+            if not isinstance(value, Upload):
+                raise ValueError(f"option {name!r} is an ATTACHMENT: pass an Upload")
+            attachment = self._state.store_upload(value, channel.id, ephemeral=True)
+            resolved.setdefault("attachments", {})[str(attachment.id)] = attachment.to_payload()
+            result = str(attachment.id)
+        elif type_ in (6, 7, 8, 9):
+            snowflake = _id(value)
+            kind = self._resolve_snowflake(snowflake, resolved, channel.guild_id)
+            expected = {6: {"user"}, 7: {"channel"}, 8: {"role"}, 9: {"user", "role"}}[type_]
+            if kind not in expected:
+                raise ValueError(f"option {name!r}: {snowflake} is a {kind}, expected {expected}")
+            result = str(snowflake)
+        else:
+            raise ValueError(f"option {name!r} has unsupported type {type_}")
+        if type_ in (4, 10):
+            low, high = definition.get("min_value"), definition.get("max_value")
+            if (low is not None and result < low) or (high is not None and result > high):
+                raise ValueError(f"option {name!r}={result} outside [{low}, {high}]")
+        choices = definition.get("choices")
+        if choices and result not in [c["value"] for c in choices]:
+            raise ValueError(f"option {name!r}={result!r} is not one of the choices {choices}")
+        return result
+
+    def _resolve_user(self, user_id: int, resolved: JSON, guild_id: int) -> str:
+        state = self._state
+        resolved.setdefault("users", {})[str(user_id)] = state.user_payload(user_id)
+        if user_id in state.get_guild(guild_id).members:
+            member = state.member_payload(guild_id, user_id, with_user=False, with_permissions=True)
+            resolved.setdefault("members", {})[str(user_id)] = member
+        return str(user_id)
+
+    def _resolve_snowflake(self, snowflake: int, resolved: JSON, guild_id: int) -> str:
+        state = self._state
+        guild = state.get_guild(guild_id)
+        if snowflake in state.users:
+            self._resolve_user(snowflake, resolved, guild_id)
+            return "user"
+        if snowflake in guild.roles:
+            resolved.setdefault("roles", {})[str(snowflake)] = guild.roles[snowflake].to_payload()
+            return "role"
+        if snowflake in state.channels:
+            channel = state.channel_payload(snowflake)
+            channel["permissions"] = str(state.permissions(guild_id, state.bot.id))
+            resolved.setdefault("channels", {})[str(snowflake)] = channel
+            return "channel"
+        raise LookupError(f"{snowflake} is not a known user, role or channel")
+
+    def _modal_submission(self, layout: list[JSON], values: dict[str, str | Sequence[str]]) -> list[JSON]:
+        remaining = dict(values)
+
+        def submit(component: JSON) -> JSON:
+            type_ = component.get("type")
+            if type_ == 1:
+                return {"type": 1, "components": [submit(c) for c in component.get("components", [])]}
+            if type_ == 18:
+                return {"type": 18, "id": component.get("id"), "component": submit(component["component"])}
+            custom_id = component.get("custom_id")
+            if custom_id is None:
+                return {"type": type_, "id": component.get("id")}
+            value = remaining.pop(custom_id, None)
+            if type_ == 4:
+                text = "" if value is None else str(value)
+                if component.get("required", True) and not text:
+                    raise ValueError(f"modal input {custom_id!r} is required")
+                low, high = component.get("min_length", 0), component.get("max_length", 4000)
+                if text and not low <= len(text) <= high:
+                    raise ValueError(f"modal input {custom_id!r} must be {low}-{high} characters")
+                return {"type": 4, "custom_id": custom_id, "value": text}
+            chosen = [] if value is None else [value] if isinstance(value, str) else list(value)
+            return {"type": type_, "custom_id": custom_id, "values": chosen}
+
+        submitted = [submit(c) for c in layout]
+        if remaining:
+            raise ValueError(f"modal has no inputs {sorted(remaining)}")
+        return submitted
+
+    async def _interact(
+        self,
+        type_: int,
+        user_id: int,
+        channel: Channel,
+        data: JSON,
+        *,
+        source: Message | None = None,
+        locale: str = "en-US",
+        timeout: float = 5.0,
+    ) -> InteractionHandle:
+        state = self._state
+        await self.wait_until_connected(timeout)
+        guild_id = channel.guild_id
+        state.get_member(guild_id, user_id)
+        interaction_id = state.snowflake()
+        token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
+        payload: JSON = {
+            "id": str(interaction_id),
+            "application_id": str(state.application_id),
+            "type": type_,
+            "data": data,
+            "guild_id": str(guild_id),
+            "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
+            "channel_id": str(channel.id),
+            "channel": state.channel_payload(channel.id, for_user=user_id),
+            "member": state.member_payload(guild_id, user_id, with_permissions=True),
+            "token": token,
+            "version": 1,
+            "app_permissions": str(state.permissions(guild_id, state.bot.id)),
+            "locale": locale,
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "authorizing_integration_owners": {"0": str(guild_id)},
+            "context": 0,
+            "attachment_size_limit": state.attachment_size_limit,
+        }
+        if source is not None:
+            payload["message"] = state.message_payload(source)
+        handle = InteractionHandle(
+            state,
+            id=interaction_id,
+            token=token,
+            type=type_,
+            user_id=user_id,
+            channel_id=channel.id,
+            guild_id=guild_id,
+            payload=payload,
+            source_message_id=None if source is None else source.id,
+        )
+        handle.created_monotonic = time.monotonic()
+        state.interactions[interaction_id] = handle
+        state.interactions_by_token[token] = handle
+        await self._gateway.dispatch_interaction(payload)
+        await state.notify()
+        return handle

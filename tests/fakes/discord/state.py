@@ -1,0 +1,517 @@
+"""The fake Discord's world: users, guilds, channels, messages, commands, interactions.
+
+Also builds the JSON payloads Discord would send for those objects and owns the
+``asyncio.Condition`` that every state change notifies (``wait_for`` is built on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._util import (
+    ALL_PERMISSIONS,
+    CHANNEL_TEXT,
+    DEFAULT_ATTACHMENT_SIZE_LIMIT,
+    DEFAULT_BOT_PERMISSIONS,
+    DEFAULT_EVERYONE_PERMISSIONS,
+    FLAG_EPHEMERAL,
+    INTENT_GUILD_MEMBERS,
+    INTENT_GUILD_MESSAGES,
+    INTENT_GUILDS,
+    INTENT_MESSAGE_CONTENT,
+    JSON,
+    UNKNOWN_CHANNEL,
+    UNKNOWN_GUILD,
+    UNKNOWN_MEMBER,
+    UNKNOWN_MESSAGE,
+    UNKNOWN_USER,
+    SnowflakeFactory,
+    compute_permissions,
+    guess_content_type,
+    image_size,
+    iso,
+    not_found,
+    utcnow,
+)
+from .models import (
+    Attachment,
+    Channel,
+    Guild,
+    InteractionHandle,
+    LoggedRequest,
+    Member,
+    Message,
+    Role,
+    Upload,
+    User,
+)
+
+if TYPE_CHECKING:
+    from .gateway import GatewayServer
+
+T = TypeVar("T")
+
+USER_MENTION = re.compile(r"<@!?(\d+)>")
+ROLE_MENTION = re.compile(r"<@&(\d+)>")
+
+
+class DiscordState:
+    def __init__(
+        self,
+        *,
+        token: str,
+        bot_name: str,
+        bot_permissions: int,
+        interaction_deadline: float | None,
+        attachment_size_limit: int = DEFAULT_ATTACHMENT_SIZE_LIMIT,
+    ) -> None:
+        self.snowflake = SnowflakeFactory()
+        self.token = token
+        # Modern applications share their id with their bot user.
+        self.application_id = self.snowflake()
+        self.bot = User(id=self.application_id, username=bot_name, global_name=bot_name, bot=True)
+        self.bot_permissions = bot_permissions
+        self.interaction_deadline = interaction_deadline
+        self.attachment_size_limit = attachment_size_limit
+        self.base_url = "http://127.0.0.1:0"
+
+        self.users: dict[int, User] = {self.bot.id: self.bot}
+        self.guilds: dict[int, Guild] = {}
+        self.channels: dict[int, Channel] = {}
+        self.messages: dict[int, Message] = {}
+        self.channel_messages: dict[int, list[int]] = {}
+        self.attachments: dict[int, Attachment] = {}
+        self.global_commands: list[JSON] = []
+        self.guild_commands: dict[int, list[JSON]] = {}
+        self.command_ids: dict[tuple[int | None, int, str], int] = {}
+        self.interactions: dict[int, InteractionHandle] = {}
+        self.interactions_by_token: dict[str, InteractionHandle] = {}
+        #: (user id, modal custom_id) -> the interaction whose callback opened that modal.
+        self.open_modals: dict[tuple[int, str], InteractionHandle] = {}
+        #: (channel id, author id, nonce) -> (message id, monotonic time)
+        self.nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
+        self.requests: list[LoggedRequest] = []
+        self.unhandled_requests: list[LoggedRequest] = []
+        self.cdn_requests: list[str] = []
+        self.typing: list[tuple[int, int]] = []
+        self.version = 0
+
+        self._cond = asyncio.Condition()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.gateway: GatewayServer  # assigned by FakeDiscord
+
+    # ------------------------------------------------------------------ change notification
+    async def notify(self) -> None:
+        self.version += 1
+        async with self._cond:
+            self._cond.notify_all()
+
+    def changed(self) -> None:
+        """Notify waiters from synchronous code (schedules :meth:`notify`)."""
+        self.version += 1
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.spawn(self.notify())
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
+        """Wait until ``predicate()`` is truthy (re-checked on every state change); return it."""
+        result: T | None = None
+
+        def check() -> bool:
+            nonlocal result
+            result = predicate()
+            return bool(result)
+
+        try:
+            async with self._cond:
+                await asyncio.wait_for(self._cond.wait_for(check), timeout)
+        except TimeoutError:
+            recent = "\n  ".join(f"{r.status} {r.method} {r.path}" for r in self.requests[-8:])
+            raise TimeoutError(
+                f"condition not met within {timeout}s; last REST calls:\n  {recent or '(none)'}"
+                f"\nunhandled: {[(r.method, r.path) for r in self.unhandled_requests]}"
+            ) from None
+        assert result is not None
+        return result
+
+    # ------------------------------------------------------------------ lookups
+    def get_guild(self, guild_id: int) -> Guild:
+        try:
+            return self.guilds[guild_id]
+        except KeyError:
+            raise not_found(UNKNOWN_GUILD, "Guild") from None
+
+    def get_channel(self, channel_id: int) -> Channel:
+        try:
+            return self.channels[channel_id]
+        except KeyError:
+            raise not_found(UNKNOWN_CHANNEL, "Channel") from None
+
+    def get_user(self, user_id: int) -> User:
+        try:
+            return self.users[user_id]
+        except KeyError:
+            raise not_found(UNKNOWN_USER, "User") from None
+
+    def get_member(self, guild_id: int, user_id: int) -> Member:
+        try:
+            return self.get_guild(guild_id).members[user_id]
+        except KeyError:
+            raise not_found(UNKNOWN_MEMBER, "Member") from None
+
+    def get_channel_message(self, channel_id: int, message_id: int) -> Message:
+        """A message as the channel REST endpoints see it (no deleted or ephemeral ones)."""
+        message = self.messages.get(message_id)
+        if message is None or message.channel_id != channel_id or message.deleted or message.ephemeral:
+            raise not_found(UNKNOWN_MESSAGE, "Message")
+        return message
+
+    def visible_messages(self, channel_id: int) -> list[Message]:
+        return [
+            self.messages[mid]
+            for mid in self.channel_messages.get(channel_id, [])
+            if not self.messages[mid].deleted and not self.messages[mid].ephemeral
+        ]
+
+    # ------------------------------------------------------------------ permissions
+    def permissions(self, guild_id: int, user_id: int) -> int:
+        guild = self.get_guild(guild_id)
+        member = guild.members.get(user_id)
+        if member is not None and member.permissions is not None:
+            return member.permissions
+        everyone = guild.roles[guild.id].permissions
+        roles = [guild.roles[r].permissions for r in (member.roles if member else []) if r in guild.roles]
+        return compute_permissions(everyone, roles, is_owner=guild.owner_id == user_id)
+
+    # ------------------------------------------------------------------ setup helpers
+    def new_guild(self, name: str, owner_id: int | None) -> Guild:
+        guild_id = self.snowflake()
+        if owner_id is None:
+            owner = User(id=self.snowflake(), username=f"{name.lower().replace(' ', '-')}-owner")
+            self.users[owner.id] = owner
+            owner_id = owner.id
+        guild = Guild(id=guild_id, name=name, owner_id=owner_id)
+        # The @everyone role shares the guild's id.
+        guild.roles[guild_id] = Role(
+            id=guild_id, guild_id=guild_id, name="@everyone", permissions=DEFAULT_EVERYONE_PERMISSIONS
+        )
+        bot_role = Role(
+            id=self.snowflake(),
+            guild_id=guild_id,
+            name=self.bot.username,
+            permissions=self.bot_permissions,
+            position=1,
+            managed=True,
+            bot_id=self.bot.id,
+        )
+        guild.roles[bot_role.id] = bot_role
+        guild.bot_role_id = bot_role.id
+        guild.members[owner_id] = Member(user_id=owner_id, guild_id=guild_id)
+        guild.members[self.bot.id] = Member(user_id=self.bot.id, guild_id=guild_id, roles=[bot_role.id])
+        self.guilds[guild_id] = guild
+        return guild
+
+    def new_channel(self, guild_id: int, name: str, **fields: Any) -> Channel:
+        guild = self.get_guild(guild_id)
+        fields.setdefault("type", CHANNEL_TEXT)
+        fields.setdefault("position", len(guild.channel_ids))
+        channel = Channel(id=self.snowflake(), guild_id=guild_id, name=name, **fields)
+        self.channels[channel.id] = channel
+        if not channel.is_thread:
+            guild.channel_ids.append(channel.id)
+        self.channel_messages[channel.id] = []
+        return channel
+
+    def store_upload(self, upload: Upload, channel_id: int, *, ephemeral: bool = False) -> Attachment:
+        attachment_id = self.snowflake()
+        content_type = upload.content_type or guess_content_type(upload.filename, upload.data)
+        width, height = image_size(upload.data, content_type)
+        query = f"ex={int(time.time()) + 86400:x}&is={int(time.time()):x}&hm={attachment_id:x}&"
+        if ephemeral:
+            path = f"ephemeral-attachments/{self.application_id}/{attachment_id}/{upload.filename}"
+        else:
+            path = f"attachments/{channel_id}/{attachment_id}/{upload.filename}"
+        attachment = Attachment(
+            id=attachment_id,
+            filename=upload.filename,
+            data=upload.data,
+            content_type=content_type,
+            url=f"{self.base_url}/{path}?{query}",
+            proxy_url=f"{self.base_url}/media/{path}?{query}",
+            width=width,
+            height=height,
+            description=upload.description,
+            ephemeral=ephemeral,
+        )
+        self.attachments[attachment_id] = attachment
+        return attachment
+
+    # ------------------------------------------------------------------ payload builders
+    def user_payload(self, user_id: int) -> JSON:
+        return self.get_user(user_id).to_payload()
+
+    def member_payload(
+        self, guild_id: int, user_id: int, *, with_user: bool = True, with_permissions: bool = False
+    ) -> JSON:
+        member = self.get_member(guild_id, user_id)
+        payload: JSON = {
+            "roles": [str(r) for r in member.roles],
+            "nick": member.nick,
+            "avatar": None,
+            "banner": None,
+            "joined_at": iso(member.joined_at),
+            "premium_since": None,
+            "deaf": False,
+            "mute": False,
+            "pending": False,
+            "flags": 0,
+            "communication_disabled_until": None,
+        }
+        if with_user:
+            payload["user"] = self.user_payload(user_id)
+        if with_permissions:
+            payload["permissions"] = str(self.permissions(guild_id, user_id))
+        return payload
+
+    def channel_payload(self, channel_id: int, *, for_user: int | None = None) -> JSON:
+        channel = self.get_channel(channel_id)
+        payload = channel.to_payload()
+        if for_user is not None:
+            payload["permissions"] = str(self.permissions(channel.guild_id, for_user))
+        return payload
+
+    def guild_create_payload(self, guild: Guild, intents: int) -> JSON:
+        if intents & INTENT_GUILD_MEMBERS:
+            member_ids = list(guild.members)
+        else:
+            # Without the privileged members intent Discord only sends the bot itself.
+            member_ids = [self.bot.id]
+        now = iso(utcnow())
+        return {
+            "id": str(guild.id),
+            "name": guild.name,
+            "icon": None,
+            "owner_id": str(guild.owner_id),
+            "unavailable": False,
+            "large": False,
+            "member_count": len(guild.members),
+            "joined_at": iso(guild.created_at),
+            "features": [],
+            "preferred_locale": "en-US",
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "system_channel_flags": 0,
+            "roles": [role.to_payload() for role in guild.roles.values()],
+            "emojis": [],
+            "stickers": [],
+            "channels": [self.channels[c].to_payload() for c in guild.channel_ids],
+            "threads": [
+                c.to_payload()
+                for c in self.channels.values()
+                if c.guild_id == guild.id and c.is_thread and not c.archived
+            ],
+            "members": [self.member_payload(guild.id, uid) for uid in member_ids],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "application_id": None,
+            "created_at": now,
+        }
+
+    def message_payload(self, message: Message, *, gateway: bool = False, nested: bool = False) -> JSON:
+        payload: JSON = {
+            "id": str(message.id),
+            "channel_id": str(message.channel_id),
+            "type": message.type,
+            "content": message.content,
+            "author": self.user_payload(message.author_id),
+            "attachments": [a.to_payload() for a in message.attachments],
+            "embeds": message.embeds,
+            "components": message.components,
+            "mentions": [self._mention_payload(message, uid, gateway) for uid in message.mentions],
+            "mention_roles": [str(r) for r in message.mention_roles],
+            "mention_everyone": False,
+            "pinned": False,
+            "tts": message.tts,
+            "timestamp": iso(message.created_at),
+            "edited_timestamp": iso(message.edited_at),
+            "flags": message.flags,
+        }
+        if message.nonce is not None:
+            payload["nonce"] = message.nonce
+        if message.webhook_id is not None:
+            payload["webhook_id"] = str(message.webhook_id)
+        if message.application_id is not None:
+            payload["application_id"] = str(message.application_id)
+        if message.interaction_metadata is not None:
+            payload["interaction_metadata"] = message.interaction_metadata
+        if message.interaction is not None:
+            payload["interaction"] = message.interaction
+        if message.poll is not None:
+            payload["poll"] = message.poll
+        if message.reactions:
+            payload["reactions"] = [
+                {
+                    "emoji": {"id": None, "name": emoji},
+                    "count": len(users),
+                    "count_details": {"burst": 0, "normal": len(users)},
+                    "me": self.bot.id in users,
+                    "me_burst": False,
+                    "burst_colors": [],
+                }
+                for emoji, users in message.reactions.items()
+                if users
+            ]
+        if message.thread_id is not None and message.thread_id in self.channels:
+            payload["thread"] = self.channels[message.thread_id].to_payload()
+        if message.message_reference is not None:
+            payload["message_reference"] = message.message_reference
+            if not nested:
+                referenced = self.messages.get(message.reply_to or 0)
+                payload["referenced_message"] = (
+                    None
+                    if referenced is None or referenced.deleted
+                    else self.message_payload(referenced, gateway=gateway, nested=True)
+                )
+        if gateway and message.guild_id is not None:
+            payload["guild_id"] = str(message.guild_id)
+            guild = self.guilds.get(message.guild_id)
+            if message.webhook_id is None and guild and message.author_id in guild.members:
+                payload["member"] = self.member_payload(message.guild_id, message.author_id, with_user=False)
+        return payload
+
+    def _mention_payload(self, message: Message, user_id: int, gateway: bool) -> JSON:
+        payload = self.user_payload(user_id)
+        guild = self.guilds.get(message.guild_id or 0)
+        if gateway and guild is not None and user_id in guild.members:
+            payload["member"] = self.member_payload(guild.id, user_id, with_user=False)
+        return payload
+
+    def gateway_message_view(self, message: Message) -> Callable[[int], JSON | None]:
+        """MESSAGE_CREATE/UPDATE payload as a session with the given intents receives it."""
+        full = self.message_payload(message, gateway=True)
+
+        def view(intents: int) -> JSON | None:
+            if message.guild_id is not None and not intents & INTENT_GUILD_MESSAGES:
+                return None
+            if (
+                intents & INTENT_MESSAGE_CONTENT
+                or message.author_id == self.bot.id
+                or self.bot.id in message.mentions
+            ):
+                return full
+            # Without the MESSAGE_CONTENT intent these fields arrive empty.
+            redacted = dict(full)
+            redacted.update(content="", embeds=[], attachments=[], components=[])
+            redacted.pop("poll", None)
+            return redacted
+
+        return view
+
+    # ------------------------------------------------------------------ message lifecycle
+    def resolve_mentions(
+        self, content: str, allowed_mentions: JSON | None, reply_author: int | None
+    ) -> tuple[list[int], list[int]]:
+        """(user ids, role ids) this content pings, honouring ``allowed_mentions`` like Discord."""
+        users = [int(u) for u in USER_MENTION.findall(content) if int(u) in self.users]
+        roles = [int(r) for r in ROLE_MENTION.findall(content)]
+        if allowed_mentions is not None:
+            parse = allowed_mentions.get("parse", [])
+            if "users" not in parse:
+                explicit = {int(u) for u in allowed_mentions.get("users", [])}
+                users = [u for u in users if u in explicit]
+            if "roles" not in parse:
+                explicit = {int(r) for r in allowed_mentions.get("roles", [])}
+                roles = [r for r in roles if r in explicit]
+            ping_reply = bool(allowed_mentions.get("replied_user", False))
+        else:
+            ping_reply = True
+        if reply_author is not None and ping_reply and reply_author not in users:
+            users.append(reply_author)
+        return list(dict.fromkeys(users)), list(dict.fromkeys(roles))
+
+    async def add_message(self, message: Message) -> Message:
+        """Store a new message and dispatch MESSAGE_CREATE (unless it is ephemeral)."""
+        self.messages[message.id] = message
+        self.channel_messages.setdefault(message.channel_id, []).append(message.id)
+        channel = self.channels.get(message.channel_id)
+        if channel is not None and not message.ephemeral:
+            channel.last_message_id = message.id
+            if channel.is_thread:
+                channel.message_count += 1
+        if not message.ephemeral:
+            await self.gateway.dispatch("MESSAGE_CREATE", self.gateway_message_view(message))
+        await self.notify()
+        return message
+
+    async def message_edited(self, message: Message, previous: JSON, *, was_loading: bool) -> None:
+        message.history.append(previous)
+        message.edits += 1
+        if not was_loading:
+            message.edited_at = utcnow()
+        if not message.ephemeral and not message.deleted:
+            await self.gateway.dispatch("MESSAGE_UPDATE", self.gateway_message_view(message))
+        await self.notify()
+
+    async def delete_message(self, message: Message) -> None:
+        message.deleted = True
+        if not message.ephemeral:
+            payload: JSON = {"id": str(message.id), "channel_id": str(message.channel_id)}
+            if message.guild_id is not None:
+                payload["guild_id"] = str(message.guild_id)
+            await self.gateway.dispatch("MESSAGE_DELETE", self._for_guild_messages(payload))
+        await self.notify()
+
+    @staticmethod
+    def _for_guild_messages(payload: JSON) -> Callable[[int], JSON | None]:
+        return lambda intents: payload if intents & INTENT_GUILD_MESSAGES else None
+
+    async def add_thread(self, thread: Channel) -> None:
+        payload = thread.to_payload()
+        payload["newly_created"] = True
+        payload["member"] = {
+            "id": str(thread.id),
+            "user_id": str(self.bot.id),
+            "join_timestamp": iso(thread.created_at),
+            "flags": 0,
+        }
+        await self.gateway.dispatch(
+            "THREAD_CREATE", lambda intents: payload if intents & INTENT_GUILDS else None
+        )
+        await self.notify()
+
+    # ------------------------------------------------------------------ commands
+    def commands_for(self, guild_id: int | None) -> list[JSON]:
+        if guild_id is None:
+            return self.global_commands
+        return self.guild_commands.setdefault(guild_id, [])
+
+    def find_command(self, name: str, guild_id: int | None, type_: int) -> JSON:
+        scopes: Iterable[int | None] = (guild_id, None) if guild_id is not None else (None,)
+        for scope in scopes:
+            for command in self.commands_for(scope):
+                if command["name"] == name and command.get("type", 1) == type_:
+                    return command
+        registered = [(c["name"], c.get("type", 1)) for s in scopes for c in self.commands_for(s)]
+        raise LookupError(f"no registered command {name!r} of type {type_}; registered: {registered}")
