@@ -103,6 +103,7 @@ class JobEngine:
         self._running = False
         self._closed_listeners: list[Callable[[Job], None]] = []
         self._closed = asyncio.Condition()
+        self._closed_ids: set[str] = set()  # closed by this engine (for wait_closed)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -170,24 +171,27 @@ class JobEngine:
         """Call `listener` with the final job each time a job's outcome has been shown."""
         self._closed_listeners.append(listener)
 
-    async def wait_closed(self, job_ids: Collection[str], timeout: float) -> list[Job]:
+    async def wait_closed(self, job_ids: Collection[str], within: float) -> list[Job]:
         """Wait until every given job has been shown its outcome; returns the final jobs."""
 
         async def all_closed() -> list[Job]:
             async with self._closed:
-                while True:
-                    jobs = [await self.store.require(job_id) for job_id in job_ids]
-                    if all(job.closed for job in jobs):
-                        return jobs
-                    await self._closed.wait()
+                pending = {job.id for job in await self._load(job_ids) if not job.closed}
+                await self._closed.wait_for(lambda: pending <= self._closed_ids)
+            return await self._load(job_ids)
 
-        return await asyncio.wait_for(all_closed(), timeout)
+        return await asyncio.wait_for(all_closed(), within)
+
+    async def _load(self, job_ids: Collection[str]) -> list[Job]:
+        return [await self.store.require(job_id) for job_id in job_ids]
 
     async def _job_closed(self, job_id: str) -> None:
-        job = await self.store.require(job_id)
-        for listener in self._closed_listeners:
-            listener(job)
+        if self._closed_listeners:
+            job = await self.store.require(job_id)
+            for listener in self._closed_listeners:
+                listener(job)
         async with self._closed:
+            self._closed_ids.add(job_id)
             self._closed.notify_all()
 
     def queue_position(self, job: Job) -> int | None:
@@ -216,19 +220,18 @@ class JobEngine:
 
     async def _submit(self, job_id: str, slot: Slot) -> None:
         try:
-            job = await self.store.require(job_id)
-            if job.state is not JobState.QUEUED:
-                return
+            job = await self.store.transition(
+                job_id, from_states=(JobState.QUEUED,), to=JobState.SUBMITTING
+            )
+            if job is None:
+                return  # cancelled while it waited
             provider = self._providers[job.provider]
             variant = get_variant(job.variant)
             inputs = await self.store.inputs(job_id)
-            if not await self.store.transition(
-                job_id, from_states=(JobState.QUEUED,), to=JobState.SUBMITTING
-            ):
-                return
             try:
                 self.stats.submits += 1
                 submission = await provider.submit(variant, job.params, inputs, user_id=job.user_id)
+                accepted_at = asyncio.get_running_loop().time()
             except ProviderBusy as exc:
                 self.stats.busy_responses += 1
                 await self.store.transition(
@@ -243,7 +246,7 @@ class JobEngine:
                 await self._fail(job_id, (JobState.SUBMITTING,), JobState.FAILED, exc.user_message)
                 return
             self._lanes[job.provider].provider_accepted()
-            await self.store.transition(
+            submitted = await self.store.transition(
                 job_id,
                 from_states=(JobState.SUBMITTING,),
                 to=JobState.SUBMITTED,
@@ -252,9 +255,11 @@ class JobEngine:
                 submitted_at=self._clock(),
                 cost=submission.cost,
             )
-            job = await self.store.require(job_id)
+            if submitted is None:
+                return
+            job = submitted
             self._progress(job)
-            await self._follow(job, slot, first_delay=self._polling.initial)
+            await self._follow(job, slot, first_delay=self._polling.initial, since=accepted_at)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -263,11 +268,14 @@ class JobEngine:
         finally:
             slot.release()
 
-    async def _follow(self, job: Job, slot: Slot, *, first_delay: float) -> None:
-        """Poll a submitted task to its end, free the provider slot, then finish the job."""
+    async def _follow(
+        self, job: Job, slot: Slot, *, first_delay: float, since: float | None = None
+    ) -> None:
+        """Poll a submitted task to its end, free the provider slot, then finish the job.
+        `since` (loop time) is when the provider accepted it: the poll schedule counts from it."""
         try:
             try:
-                result = await self._await_outcome(job, first_delay)
+                result = await self._await_outcome(job, first_delay, since)
             finally:
                 slot.release()
             await self._complete(job, result)
@@ -283,17 +291,24 @@ class JobEngine:
             log.exception("job %s: unexpected error while following", job.id)
             await self._fail_anywhere(job.id)
 
-    async def _await_outcome(self, job: Job, first_delay: float) -> TaskResult:
+    async def _await_outcome(
+        self, job: Job, first_delay: float, since: float | None
+    ) -> TaskResult:
         assert job.provider_task_id is not None
         provider = self._providers[job.provider]
         deadline = (job.submitted_at or self._clock()) + self._polling.deadline
         last_status = job.provider_status
         not_found = 0
+        loop = asyncio.get_running_loop()
+        poll_at = loop.time() if since is None else since
         for interval in self._polling.intervals(first_delay):
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise TimeoutError
-            await asyncio.sleep(min(interval, remaining))
+            # Polls keep to a schedule counted from the submit, so time spent in earlier
+            # polls does not push later ones back (a finished task is noticed promptly).
+            poll_at = max(poll_at + interval, loop.time())
+            await asyncio.sleep(min(poll_at - loop.time(), remaining))
             self.stats.polls += 1
             try:
                 result = await provider.poll(job.provider_task_id, job.polling_url)
@@ -311,8 +326,9 @@ class JobEngine:
             if result.outcome in (TaskOutcome.RUNNING, TaskOutcome.UNKNOWN):
                 if result.raw_status != last_status:
                     last_status = result.raw_status
-                    await self.store.update(job.id, provider_status=result.raw_status)
-                    self._progress(await self.store.require(job.id))
+                    self._progress(
+                        await self.store.update(job.id, provider_status=result.raw_status)
+                    )
                 continue
             return result
         raise AssertionError("unreachable")  # pragma: no cover

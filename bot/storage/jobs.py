@@ -153,8 +153,9 @@ class JobStore:
 
     async def transition(
         self, job_id: str, *, from_states: Collection[JobState], to: JobState, **fields: Any
-    ) -> bool:
-        """Move a job to `to` only if it is in one of `from_states`; False if someone else won."""
+    ) -> Job | None:
+        """Move a job to `to` only if it is in one of `from_states`; returns the updated job,
+        or None if it was elsewhere (someone else won the race)."""
         async with self._db.transaction() as conn:
             return await self._transition(conn, job_id, from_states, to, fields)
 
@@ -165,28 +166,34 @@ class JobStore:
         from_states: Collection[JobState],
         to: JobState,
         fields: dict[str, Any],
-    ) -> bool:
+    ) -> Job | None:
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} on a job")
         assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
         placeholders = ",".join("?" for _ in from_states)
-        cursor = await conn.execute(
-            f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})",
+        async with conn.execute(
+            f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})"
+            " RETURNING *",
             (to.value, self._clock(), *fields.values(), job_id, *(s.value for s in from_states)),
-        )
-        return cursor.rowcount == 1
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else _row_to_job(row)
 
-    async def update(self, job_id: str, **fields: Any) -> None:
+    async def update(self, job_id: str, **fields: Any) -> Job:
         """Set informational fields without a state change (e.g. the provider's status text)."""
         unknown = set(fields) - _UPDATABLE
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a job")
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        await self._db.execute(
-            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?",
+        async with self._db.transaction() as conn, conn.execute(
+            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ? RETURNING *",
             (*fields.values(), self._clock(), job_id),
-        )
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return _row_to_job(row)
 
     async def mark_ready(
         self,
@@ -212,7 +219,7 @@ class JobStore:
                     "result_height": first.height,
                 },
             )
-            if won:
+            if won is not None:
                 await conn.executemany(
                     "INSERT INTO job_outputs (job_id, position, content_type, width, height, data)"
                     " VALUES (?,?,?,?,?,?)",
@@ -221,7 +228,7 @@ class JobStore:
                         for index, image in enumerate(outputs)
                     ],
                 )
-            return won
+            return won is not None
 
     async def mark_delivered(self, job_id: str, message_id: int) -> bool:
         """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
@@ -233,9 +240,9 @@ class JobStore:
                 JobState.DELIVERED,
                 {"result_message_id": message_id, "finished_at": self._clock(), "closed": 1},
             )
-            if won:
+            if won is not None:
                 await conn.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
-            return won
+            return won is not None
 
     async def close(self, job_id: str) -> None:
         """The requester has been shown the outcome of a failed, moderated or cancelled job."""

@@ -63,9 +63,7 @@ async def test_lane_never_exceeds_its_cap_and_serves_everything() -> None:
     try:
         while len(started) < 10:
             await asyncio.sleep(0)
-            if len(started) == len(slots) and lane.active == 3:
-                slots[len(started) - 3].release()
-            elif lane.active == 3 and len(started) < 10:
+            if (len(started) == len(slots) and lane.active == 3) or (lane.active == 3 and len(started) < 10):
                 slots[len(started) - 3].release()
         assert high_water == 3
         assert started[:4] == ["job-0", "job-1", "job-2", "job-3"]

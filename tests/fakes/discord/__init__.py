@@ -31,9 +31,14 @@ Lifecycle & identity
 ``FakeDiscord(*, token="test-discord-token", bot_name="Fluxcord", bot_permissions=...,
 interaction_deadline=3.0, attachment_size_limit=10 MiB, privileged_intents=ALL, ...)``;
 ``await start()`` / ``await close()`` / ``async with``; ``base_url``; ``token``;
-``application_id`` (== ``bot_id``); ``bot_user`` (user dict); ``patch_discord_py()`` (context
-manager, restores the originals on exit). State survives client restarts: stop one
-``discord.Client`` and log in another against the same fake.
+``application_id`` (== ``bot_id``); ``bot_user`` (user dict); ``interaction_deadline``
+(settable; ``None`` disables); ``patch_discord_py()`` (context manager, restores the
+originals on exit). State survives client restarts: stop one ``discord.Client`` and log in
+another against the same fake. Close discord.py clients *before* closing the fake.
+
+discord.py timing to know about: ``on_ready`` fires ``guild_ready_timeout`` (default 2 s)
+after the last GUILD_CREATE, so pass e.g. ``guild_ready_timeout=0.05`` to the client; and
+every non-initial IDENTIFY (after INVALID_SESSION) sleeps 5 s in ``before_identify_hook``.
 
 World setup (sync; dispatched as GUILD_CREATE/CHANNEL_CREATE/... if a bot is connected)
 ------------------------------------------------------------------------------------
@@ -65,7 +70,8 @@ Observation
 ``followups`` / ``await wait_followup(pred=None)``, ``modal``, ``choices``, ``payload``,
 ``await wait_for(pred)``.
 ``messages(channel_id, *, include_deleted=False, include_ephemeral=True)``, ``message(id)``,
-``await wait_for(pred, timeout=5)`` (an ``asyncio.Condition`` notified on every state change),
+``await wait_for(pred, timeout=5)`` (an ``asyncio.Condition`` notified on every fake state
+change, so ``pred`` should read fake state, not the bot's variables; returns ``pred()``),
 ``await wait_for_message(pred=None, *, channel_id=None, after=None)``, ``commands(guild_id=None)``,
 ``command(name, *, guild_id=None, type=1)``, ``threads(parent_id=None)``, ``requests`` /
 ``unhandled_requests`` (``LoggedRequest(method, path, json, query, files, status)``;

@@ -18,7 +18,9 @@ def _check_name(name: Any, path: str, *, chat: bool) -> None:
     if not isinstance(name, str) or not 1 <= len(name) <= 32:
         raise form_error(f"{path}.name", "Must be between 1 and 32 in length.")
     if chat and (not CHAT_NAME.match(name) or name != name.lower()):
-        raise form_error(f"{path}.name", "Command name is invalid", "APPLICATION_COMMAND_INVALID_NAME")
+        raise form_error(
+            f"{path}.name", "Command name is invalid", "APPLICATION_COMMAND_INVALID_NAME"
+        )
 
 
 def _check_description(description: Any, path: str) -> None:
@@ -37,7 +39,9 @@ def validate_command(command: JSON, path: str) -> None:
         _validate_options(command.get("options") or [], f"{path}.options", depth=0)
     else:
         if command.get("description"):
-            raise form_error(f"{path}.description", "Context menu commands cannot have a description")
+            raise form_error(
+                f"{path}.description", "Context menu commands cannot have a description"
+            )
         if command.get("options"):
             raise form_error(f"{path}.options", "Context menu commands cannot have options")
 
@@ -75,7 +79,9 @@ def _validate_options(options: list[JSON], path: str, *, depth: int) -> None:
             continue
         if option.get("required"):
             if seen_optional:
-                raise form_error(where, "Required options must be placed before non-required options")
+                raise form_error(
+                    where, "Required options must be placed before non-required options"
+                )
         else:
             seen_optional = True
         choices = option.get("choices") or []
@@ -85,10 +91,14 @@ def _validate_options(options: list[JSON], path: str, *, depth: int) -> None:
             if len(choices) > 25:
                 raise form_error(f"{where}.choices", "Must be 25 or fewer in length.")
             if option.get("autocomplete"):
-                raise form_error(f"{where}.autocomplete", "Autocomplete cannot be used with choices")
+                raise form_error(
+                    f"{where}.autocomplete", "Autocomplete cannot be used with choices"
+                )
             for j, choice in enumerate(choices):
                 if not 1 <= len(str(choice.get("name", ""))) <= 100:
-                    raise form_error(f"{where}.choices.{j}.name", "Must be between 1 and 100 in length.")
+                    raise form_error(
+                        f"{where}.choices.{j}.name", "Must be between 1 and 100 in length."
+                    )
 
 
 def _clean(value: Any) -> Any:
@@ -111,7 +121,9 @@ def store_commands(
     for i, command in enumerate(payload):
         key = (int(command.get("type", CHAT_INPUT)), command["name"])
         if key in per_type:
-            raise form_error(f"{i}.name", "Application command names must be unique", "DUPLICATE_NAME")
+            raise form_error(
+                f"{i}.name", "Application command names must be unique", "DUPLICATE_NAME"
+            )
         per_type[key] = i
     stored = [stored_command(state, guild_id, command) for command in payload]
     existing = state.commands_for(guild_id)

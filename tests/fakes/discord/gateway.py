@@ -7,6 +7,7 @@ Frames are sent as plain JSON text; discord.py accepts those even though it asks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from collections.abc import Callable
@@ -116,7 +117,9 @@ class GatewayServer:
         await ws.prepare(request)
         connection = GatewayConnection(ws=ws, path=request.path, query=dict(request.query))
         self.connections.append(connection)
-        await self._send(ws, {"op": OP_HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
+        await self._send(
+            ws, {"op": OP_HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}
+        )
         try:
             async for message in ws:
                 if message.type is not WSMsgType.TEXT:
@@ -162,7 +165,9 @@ class GatewayServer:
             return
         self.identify_count += 1
         self.last_identify = data
-        session = GatewaySession(session_id=secrets.token_hex(16), intents=intents, ws=connection.ws)
+        session = GatewaySession(
+            session_id=secrets.token_hex(16), intents=intents, ws=connection.ws
+        )
         connection.session = session
         state = self.state
         ready = {
@@ -249,14 +254,11 @@ class GatewayServer:
             frame = dumps({"op": OP_DISPATCH, "t": event, "s": session.seq, "d": payload})
             session.backlog.append((session.seq, frame))
             if session.ws is not None and not session.ws.closed:
-                try:
+                # If the socket is going away the client will RESUME and replay the backlog.
+                with contextlib.suppress(ConnectionError, RuntimeError):
                     await session.ws.send_str(frame)
-                except (ConnectionError, RuntimeError):
-                    pass  # the client will RESUME and get it from the backlog
 
     @staticmethod
     async def _send(ws: web.WebSocketResponse, frame: JSON) -> None:
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_str(dumps(frame))
-        except (ConnectionError, RuntimeError):
-            pass

@@ -64,7 +64,10 @@ class MessageWriter:
             keep = message.flags & (FLAG_EPHEMERAL | FLAG_LOADING) if editing else 0
             settable = allowed_flags if not editing else allowed_flags & ~FLAG_EPHEMERAL
             flags = keep | (requested & settable)
-        attachments = self._attachments(message, payload, files, editing=editing)
+        ephemeral = bool(flags & FLAG_EPHEMERAL)
+        attachments = self._attachments(
+            message, payload, files, editing=editing, ephemeral=ephemeral
+        )
 
         self._validate(content, embeds, components, attachments, flags)
         has_body = content or embeds or attachments or components
@@ -92,14 +95,19 @@ class MessageWriter:
 
     # ------------------------------------------------------------------ attachments
     def _attachments(
-        self, message: Message, payload: JSON, files: dict[int, Upload], *, editing: bool
+        self,
+        message: Message,
+        payload: JSON,
+        files: dict[int, Upload],
+        *,
+        editing: bool,
+        ephemeral: bool,
     ) -> list[Attachment]:
         for index, upload in files.items():
             if len(upload.data) > self.state.attachment_size_limit:
                 raise DiscordHTTPError(
                     413, REQUEST_TOO_LARGE, f"Request entity too large (files[{index}])"
                 )
-        ephemeral = message.ephemeral
         existing = {a.id: a for a in message.attachments} if editing else {}
         if "attachments" not in payload or payload["attachments"] is None:
             kept = list(message.attachments) if editing else []
@@ -124,7 +132,9 @@ class MessageWriter:
                     content_type=upload.content_type,
                     description=entry.get("description"),
                 )
-                result.append(self.state.store_upload(upload, message.channel_id, ephemeral=ephemeral))
+                result.append(
+                    self.state.store_upload(upload, message.channel_id, ephemeral=ephemeral)
+                )
                 used.add(attachment_id)
             else:
                 raise form_error(
@@ -133,7 +143,9 @@ class MessageWriter:
                     "ATTACHMENT_NOT_FOUND",
                 )
         for index in sorted(set(files) - used):
-            result.append(self.state.store_upload(files[index], message.channel_id, ephemeral=ephemeral))
+            result.append(
+                self.state.store_upload(files[index], message.channel_id, ephemeral=ephemeral)
+            )
         return result
 
     # ------------------------------------------------------------------ embeds
@@ -178,7 +190,9 @@ class MessageWriter:
         if len(embeds) > 10:
             raise form_error("embeds", "Must be 10 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
         if len(attachments) > 10:
-            raise form_error("attachments", "Must be 10 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
+            raise form_error(
+                "attachments", "Must be 10 or fewer in length.", "BASE_TYPE_MAX_LENGTH"
+            )
         total = 0
         for i, embed in enumerate(embeds):
             total += self._validate_embed(embed, i)
@@ -191,7 +205,9 @@ class MessageWriter:
                 )
         else:
             if len(components) > 5:
-                raise form_error("components", "Must be 5 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
+                raise form_error(
+                    "components", "Must be 5 or fewer in length.", "BASE_TYPE_MAX_LENGTH"
+                )
             for i, row in enumerate(components):
                 self._validate_row(row, f"components.{i}")
         seen: set[str] = set()
@@ -200,10 +216,13 @@ class MessageWriter:
             if custom_id is None:
                 continue
             if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 100:
-                raise form_error("components", f"Invalid custom_id {custom_id!r} (1-100 characters)")
+                raise form_error(
+                    "components", f"Invalid custom_id {custom_id!r} (1-100 characters)"
+                )
             if custom_id in seen:
                 raise form_error(
-                    "components", f"Component custom id cannot be duplicated: {custom_id}",
+                    "components",
+                    f"Component custom id cannot be duplicated: {custom_id}",
                     "COMPONENT_CUSTOM_ID_DUPLICATED",
                 )
             seen.add(custom_id)

@@ -1,5 +1,8 @@
 """Plain data records the fake Discord stores and hands to tests."""
 
+# The test-facing API deliberately takes ``timeout=`` arguments (``await it.response(timeout=5)``).
+# ruff: noqa: ASYNC109
+
 from __future__ import annotations
 
 import builtins
@@ -107,7 +110,11 @@ class Role:
             "id": str(self.id),
             "name": self.name,
             "color": self.color,
-            "colors": {"primary_color": self.color, "secondary_color": None, "tertiary_color": None},
+            "colors": {
+                "primary_color": self.color,
+                "secondary_color": None,
+                "tertiary_color": None,
+            },
             "hoist": False,
             "icon": None,
             "unicode_emoji": None,
@@ -381,7 +388,7 @@ class InteractionHandle:
     def followups(self) -> list[Message]:
         return [self._state.messages[mid] for mid in self.followup_ids]
 
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 5.0) -> T:
         return await self._state.wait_for(predicate, timeout=timeout)
 
     async def response(self, timeout: float = 5.0) -> Callback:
@@ -392,15 +399,15 @@ class InteractionHandle:
     async def wait_original(
         self, predicate: Callable[[Message], Any] | None = None, timeout: float = 5.0
     ) -> Message:
-        """Wait until the original response exists (and satisfies ``predicate``)."""
+        """Wait for the original response: past its "thinking" state, or until ``predicate``."""
 
         def check() -> Message | None:
             original = self.original
-            if original is None or original.loading and predicate is None:
+            if original is None:
                 return None
-            if predicate is not None and not predicate(original):
-                return None
-            return original
+            if predicate is None:
+                return None if original.loading else original
+            return original if predicate(original) else None
 
         return await self.wait_for(check, timeout=timeout)
 

@@ -7,6 +7,7 @@ answered with Discord's 404 JSON shape and also logged in ``state.unhandled_requ
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -49,8 +50,16 @@ from .models import Callback, Channel, InteractionHandle, LoggedRequest, Message
 from .state import DiscordState
 
 Handler = Callable[["RestRequest"], Awaitable[web.Response]]
+_log = logging.getLogger(__name__)
 FILE_FIELD = re.compile(r"files\[(\d+)\]")
 NONCE_WINDOW_S = 300.0
+#: Callback types Discord accepts per interaction type (6/7 also need a source message).
+CALLBACK_TYPES = {
+    INTERACTION_APPLICATION_COMMAND: {4, 5, 9},
+    INTERACTION_COMPONENT: {4, 5, 6, 7, 9},
+    INTERACTION_AUTOCOMPLETE: {8},
+    INTERACTION_MODAL_SUBMIT: {4, 5, 6, 7},
+}
 
 
 @dataclass
@@ -120,26 +129,31 @@ class RestApi:
         add("POST", "/interactions/{interaction_id}/{token}/callback", self.callback, auth=False)
         hook = "/webhooks/{application_id}/{token}"
         add("POST", hook, self.create_followup, auth=False)
-        add("GET", hook + "/messages/{message_id}", self.get_webhook_message, auth=False)
-        add("PATCH", hook + "/messages/{message_id}", self.edit_webhook_message, auth=False)
-        add("DELETE", hook + "/messages/{message_id}", self.delete_webhook_message, auth=False)
+        add("GET", hook + "/messages/{message}", self.get_webhook_message, auth=False)
+        add("PATCH", hook + "/messages/{message}", self.edit_webhook_message, auth=False)
+        add("DELETE", hook + "/messages/{message}", self.delete_webhook_message, auth=False)
 
     def _add(self, method: str, template: str, handler: Handler, *, auth: bool = True) -> None:
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+        # ``*_id`` parameters are snowflakes; anything else (tokens, emoji, @original) is free.
+        regex = re.sub(r"\{(\w+_id)\}", r"(?P<\1>\\d+)", template)
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
         self.routes.append(Route(method, re.compile(f"^{regex}$"), template, handler, auth))
 
     # ------------------------------------------------------------------ dispatch
     async def handle_api(self, request: web.Request, path: str) -> web.Response:
-        body, files = await self._read_body(request)
-        entry = LoggedRequest(
-            method=request.method,
-            path=path,
-            json=body,
-            query=dict(request.query),
-            files=[files[i] for i in sorted(files)],
-        )
+        entry = LoggedRequest(request.method, path, None, dict(request.query), [])
         self.state.requests.append(entry)
-        response = await self._route(request, path, body, files, entry)
+        try:
+            body, files = await self._read_body(request)
+            entry.json, entry.files = body, [files[i] for i in sorted(files)]
+            response = await self._route(request, path, body, files, entry)
+        except Exception as error:
+            # A fake bug or a malformed body: answer 400 (discord.py retries 5xx with sleeps)
+            # and count it as unhandled so tests asserting on unhandled_requests notice it.
+            _log.exception("fake Discord failed on %s %s", request.method, path)
+            self.state.unhandled_requests.append(entry)
+            message = f"fake Discord could not handle this request: {error!r}"
+            response = json_response({"message": message, "code": 0}, 400)
         entry.status = response.status
         await self.state.notify()
         return response
@@ -158,7 +172,9 @@ class RestApi:
                 continue
             bucket = f"{route.method} {route.template}"
             if route.auth and request.headers.get("Authorization") != f"Bot {self.state.token}":
-                return json_response({"message": "401: Unauthorized", "code": 0}, 401, bucket=bucket)
+                return json_response(
+                    {"message": "401: Unauthorized", "code": 0}, 401, bucket=bucket
+                )
             rest_request = RestRequest(request, match.groupdict(), dict(request.query), body, files)
             try:
                 return await route.handler(rest_request)
@@ -332,7 +348,9 @@ class RestApi:
 
     def _reference(self, channel: Channel, reference: JSON) -> JSON | None:
         if int(reference.get("type", 0)) != 0:
-            raise form_error("message_reference.type", "Only reply references are supported by the fake")
+            raise form_error(
+                "message_reference.type", "Only reply references are supported by the fake"
+            )
         target_id = int(reference.get("message_id", 0))
         target = self.state.messages.get(target_id)
         channel_id = int(reference.get("channel_id") or channel.id)
@@ -362,10 +380,17 @@ class RestApi:
         return json_response(self.state.message_payload(message))
 
     async def edit(self, message: Message, payload: JSON, files: dict[int, Upload]) -> None:
+        previous, was_loading = self._apply_edit(message, payload, files)
+        await self.state.message_edited(message, previous, was_loading=was_loading)
+
+    def _apply_edit(
+        self, message: Message, payload: JSON, files: dict[int, Upload]
+    ) -> tuple[JSON, bool]:
+        """Validate and apply an edit (no awaits); editing a deferred message ends "thinking"."""
         previous, was_loading = message.snapshot(), message.loading
         self.writer.apply(message, payload, files, editing=True, allowed_flags=SENDABLE_FLAGS)
         message.flags &= ~FLAG_LOADING
-        await self.state.message_edited(message, previous, was_loading=was_loading)
+        return previous, was_loading
 
     async def delete_message(self, req: RestRequest) -> web.Response:
         message = self.state.get_channel_message(
@@ -491,55 +516,18 @@ class RestApi:
         if deadline is not None and time.monotonic() - it.created_monotonic > deadline:
             raise not_found(UNKNOWN_INTERACTION, "interaction")  # what a late response gets
         if it.acknowledged:
-            raise DiscordHTTPError(400, ALREADY_ACKNOWLEDGED, "Interaction has already been acknowledged.")
-        payload = req.body
-        type_ = int(payload.get("type", 0))
-        data: JSON = payload.get("data") or {}
-        allowed = {
-            INTERACTION_APPLICATION_COMMAND: {4, 5, 9},
-            INTERACTION_COMPONENT: {4, 5, 6, 7, 9},
-            INTERACTION_AUTOCOMPLETE: {8},
-            INTERACTION_MODAL_SUBMIT: {4, 5, 6, 7} if it.source_message_id else {4, 5},
-        }[it.type]
-        if type_ not in allowed:
-            raise form_error("type", f"Callback type {type_} is invalid for interaction type {it.type}")
-        message: Message | None = None
-        if type_ == 4:
-            message = self._interaction_message(it, followup=False)
-            self.writer.apply(
-                message, data, req.files, editing=False, allowed_flags=SENDABLE_FLAGS | FLAG_EPHEMERAL
+            raise DiscordHTTPError(
+                400, ALREADY_ACKNOWLEDGED, "Interaction has already been acknowledged."
             )
-        elif type_ == 5:
-            message = self._interaction_message(it, followup=False)
-            message.flags = FLAG_LOADING | (int(data.get("flags") or 0) & FLAG_EPHEMERAL)
-            if message.ephemeral:
-                message.visible_to = it.user_id
-        elif type_ in (6, 7):
-            message = state.messages[it.source_message_id or 0]
-            if type_ == 7:
-                previous = message.snapshot()
-                self.writer.apply(message, data, req.files, editing=True, allowed_flags=SENDABLE_FLAGS)
-                it.callbacks.append(Callback(type_, data or None))
-                it.original_id = message.id
-                await state.message_edited(message, previous, was_loading=False)
-        elif type_ == 8:
-            choices = data.get("choices") or []
-            if len(choices) > 25:
-                raise form_error("data.choices", "Must be 25 or fewer in length.")
-            it.choices = choices
-        elif type_ == 9:
-            self._validate_modal(data)
-            it.modal = data
-            state.open_modals[(it.user_id, str(data["custom_id"]))] = it
-        if type_ != 7:
-            it.callbacks.append(Callback(type_, data or None))
-        if type_ in (4, 5) and message is not None:
-            if message.ephemeral:
-                message.visible_to = it.user_id
-            it.original_id = message.id
-            await state.add_message(message)
-        elif type_ == 6 and message is not None:
-            it.original_id = message.id
+        type_ = int(req.body.get("type", 0))
+        data: JSON = req.body.get("data") or {}
+        if type_ not in CALLBACK_TYPES[it.type] or (
+            type_ in (6, 7) and it.source_message_id is None
+        ):
+            raise form_error(
+                "type", f"Callback type {type_} is invalid for interaction type {it.type}"
+            )
+        message = await self._perform_callback(it, type_, data, req.files)
         await state.notify()
         if req.query.get("with_response") not in ("1", "true", "True"):
             return empty_response()
@@ -553,6 +541,47 @@ class RestApi:
             )
             body["resource"] = {"type": type_, "message": state.message_payload(message)}
         return json_response(body)
+
+    async def _perform_callback(
+        self, it: InteractionHandle, type_: int, data: JSON, files: dict[int, Upload]
+    ) -> Message | None:
+        """Validate and apply one callback; returns the message it created or updated."""
+        state = self.state
+        message: Message | None = None
+        previous: JSON | None = None
+        if type_ == 4:
+            message = self._interaction_message(it, followup=False)
+            self.writer.apply(
+                message, data, files, editing=False, allowed_flags=SENDABLE_FLAGS | FLAG_EPHEMERAL
+            )
+        elif type_ == 5:
+            message = self._interaction_message(it, followup=False)
+            message.flags = FLAG_LOADING | (int(data.get("flags") or 0) & FLAG_EPHEMERAL)
+        elif type_ in (6, 7):
+            message = state.messages[it.source_message_id or 0]
+            if type_ == 7:
+                previous = message.snapshot()
+                self.writer.apply(message, data, files, editing=True, allowed_flags=SENDABLE_FLAGS)
+        elif type_ == 8:
+            if len(data.get("choices") or []) > 25:
+                raise form_error("data.choices", "Must be 25 or fewer in length.")
+            it.choices = list(data.get("choices") or [])
+        elif type_ == 9:
+            self._validate_modal(data)
+            it.modal = data
+            state.open_modals[(it.user_id, str(data["custom_id"]))] = it
+        # Record the acknowledgement before anything is awaited (no double-ack race).
+        it.callbacks.append(Callback(type_, data or None))
+        if message is None:
+            return None
+        it.original_id = message.id
+        if type_ in (4, 5):
+            if message.ephemeral:
+                message.visible_to = it.user_id
+            await state.add_message(message)
+        elif previous is not None:
+            await state.message_edited(message, previous, was_loading=False)
+        return message
 
     @staticmethod
     def _validate_modal(data: JSON) -> None:
@@ -612,7 +641,7 @@ class RestApi:
 
     def _webhook_message(self, req: RestRequest) -> tuple[InteractionHandle, Message]:
         it = self._webhook_interaction(req)
-        raw_id = req.params["message_id"]
+        raw_id = req.params["message"]
         if raw_id == "@original":
             message_id = it.original_id
         else:
@@ -631,19 +660,23 @@ class RestApi:
         if original is not None and original.loading and it.callbacks[0].type == 5:
             # Discord: the first followup after a deferral replaces the "thinking" message,
             # keeping the deferral's visibility.
-            await self.edit(original, {**req.body, "flags": None}, req.files)
+            previous, _ = self._apply_edit(original, {**req.body, "flags": None}, req.files)
+            it.followup_ids.append(original.id)
+            await state.message_edited(original, previous, was_loading=True)
             message = original
         else:
             message = self._interaction_message(it, followup=True)
             self.writer.apply(
-                message, req.body, req.files, editing=False,
+                message,
+                req.body,
+                req.files,
+                editing=False,
                 allowed_flags=SENDABLE_FLAGS | FLAG_EPHEMERAL,
             )
             if message.ephemeral:
                 message.visible_to = it.user_id
+            it.followup_ids.append(message.id)
             await state.add_message(message)
-        it.followup_ids.append(message.id)
-        await state.notify()
         if req.query.get("wait") in ("1", "true", "True"):
             return json_response(state.message_payload(message))
         return empty_response()
@@ -663,7 +696,7 @@ class RestApi:
 
 
 def command_path_name(data: JSON) -> str:
-    """"flux pro" for a ``/flux pro`` sub-command invocation."""
+    """The invoked command's full name, e.g. ``flux pro`` for a sub-command."""
     parts = [str(data.get("name", ""))]
     options = data.get("options") or []
     while options and options[0].get("type") in (1, 2):

@@ -1,5 +1,8 @@
 """``FakeDiscord``: the public, test-facing facade (see the package docstring for a tour)."""
 
+# The test-facing API deliberately takes ``timeout=`` arguments (``await it.response(timeout=5)``).
+# ruff: noqa: ASYNC109
+
 from __future__ import annotations
 
 import contextlib
@@ -46,11 +49,12 @@ T = TypeVar("T")
 DEFAULT_TOKEN = "test-discord-token"
 SELECT_TYPES = (3, 5, 6, 7, 8)
 OptionValue = str | int | float | bool | Upload | User | Role | Channel
-Snowflakeish = int | User | Role | Channel | Message
+Snowflakeish = int | str | User | Role | Channel | Guild | Message | JSON
 
 
-def _id(value: Any) -> int:
-    if isinstance(value, User | Role | Channel | Message):
+def _id(value: Snowflakeish) -> int:
+    """Accept ids or the records the fake hands out (and discord-style dicts with ``id``)."""
+    if isinstance(value, User | Role | Channel | Guild | Message):
         return value.id
     if isinstance(value, dict):
         return int(value["id"])
@@ -112,7 +116,10 @@ class FakeDiscord:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -160,6 +167,15 @@ class FakeDiscord:
     @property
     def bot_user(self) -> JSON:
         return self._state.bot.to_payload()
+
+    @property
+    def interaction_deadline(self) -> float | None:
+        """Seconds the bot has for its first callback (Discord: 3); None disables the check."""
+        return self._state.interaction_deadline
+
+    @interaction_deadline.setter
+    def interaction_deadline(self, value: float | None) -> None:
+        self._state.interaction_deadline = value
 
     # ------------------------------------------------------------------ world setup
     def add_guild(self, name: str, *, owner_id: int | None = None) -> Guild:
@@ -252,7 +268,9 @@ class FakeDiscord:
         self, channel_id: int, *, include_deleted: bool = False, include_ephemeral: bool = True
     ) -> list[Message]:
         """Messages of a channel, oldest first."""
-        messages = [self._state.messages[m] for m in self._state.channel_messages.get(channel_id, [])]
+        messages = [
+            self._state.messages[m] for m in self._state.channel_messages.get(channel_id, [])
+        ]
         return [
             m
             for m in messages
@@ -303,8 +321,12 @@ class FakeDiscord:
         return self._gateway.last_identify
 
     # ------------------------------------------------------------------ waiting
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
-        """Wait until ``predicate()`` is truthy; re-evaluated on every state change."""
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 5.0) -> T:
+        """Wait until ``predicate()`` is truthy and return its value.
+
+        The predicate is re-evaluated whenever the fake's state changes (REST call, gateway
+        event, injection), so it should look at fake state, not at the bot's own variables.
+        """
         return await self._state.wait_for(predicate, timeout=timeout)
 
     async def wait_for_message(
@@ -315,7 +337,7 @@ class FakeDiscord:
         after: int | Message | None = None,
         timeout: float = 5.0,
     ) -> Message:
-        """The first live message (in ``channel_id``, newer than ``after``) matching ``predicate``."""
+        """The first live message in ``channel_id`` newer than ``after`` matching ``predicate``."""
         after_id = 0 if after is None else _id(after)
 
         def find() -> Message | None:
@@ -388,7 +410,9 @@ class FakeDiscord:
             data["resolved"] = resolved
         if "guild_id" in registered:
             data["guild_id"] = registered["guild_id"]
-        return await self._interact(INTERACTION_APPLICATION_COMMAND, uid, channel, data, locale=locale)
+        return await self._interact(
+            INTERACTION_APPLICATION_COMMAND, uid, channel, data, locale=locale
+        )
 
     async def invoke_message_command(
         self,
@@ -440,10 +464,16 @@ class FakeDiscord:
         uid, message = _id(user_id), self._live_message(_id(message_id))
         component = self._component(message, custom_id, uid)
         if component["type"] != 2:
-            raise ValueError(f"{custom_id!r} is a component of type {component['type']}; use select()")
+            raise ValueError(
+                f"{custom_id!r} is a component of type {component['type']}; use select()"
+            )
         data = {"custom_id": custom_id, "component_type": 2}
         return await self._interact(
-            INTERACTION_COMPONENT, uid, self._state.get_channel(message.channel_id), data, source=message
+            INTERACTION_COMPONENT,
+            uid,
+            self._state.get_channel(message.channel_id),
+            data,
+            source=message,
         )
 
     async def select(
@@ -461,8 +491,10 @@ class FakeDiscord:
         channel = self._state.get_channel(message.channel_id)
         raw = [str(_id(v)) if not isinstance(v, str) else v for v in values]
         if not component.get("min_values", 1) <= len(raw) <= component.get("max_values", 1):
-            raise ValueError(f"{custom_id!r} accepts {component.get('min_values', 1)}-"
-                             f"{component.get('max_values', 1)} values, got {len(raw)}")
+            raise ValueError(
+                f"{custom_id!r} accepts {component.get('min_values', 1)}-"
+                f"{component.get('max_values', 1)} values, got {len(raw)}"
+            )
         if component["type"] == 3:
             allowed = {o["value"] for o in component.get("options", [])}
             if not set(raw) <= allowed:
@@ -547,7 +579,9 @@ class FakeDiscord:
                 "guild_id": str(channel.guild_id),
             }
             reply_author = target.author_id if reply_ping and target.author_id != uid else None
-        message.mentions, message.mention_roles = state.resolve_mentions(content, None, reply_author)
+        message.mentions, message.mention_roles = state.resolve_mentions(
+            content, None, reply_author
+        )
         return await state.add_message(message)
 
     async def delete_message(self, message_id: int | Message) -> None:
@@ -589,7 +623,11 @@ class FakeDiscord:
                 )
 
     def _build_options(
-        self, definitions: list[JSON], given: dict[str, OptionValue], resolved: JSON, channel: Channel
+        self,
+        definitions: list[JSON],
+        given: dict[str, OptionValue],
+        resolved: JSON,
+        channel: Channel,
     ) -> list[JSON]:
         known = {d["name"]: d for d in definitions}
         unknown = set(given) - set(known)
@@ -619,7 +657,11 @@ class FakeDiscord:
         result: Any
         if type_ == 3:
             result = str(value)
-            if not definition.get("min_length", 0) <= len(result) <= definition.get("max_length", 6000):
+            if (
+                not definition.get("min_length", 0)
+                <= len(result)
+                <= definition.get("max_length", 6000)
+            ):
                 raise ValueError(f"option {name!r}: length outside min_length/max_length")
         elif type_ == 4:
             if isinstance(value, bool) or not isinstance(value, int | str):
@@ -638,6 +680,8 @@ class FakeDiscord:
             resolved.setdefault("attachments", {})[str(attachment.id)] = attachment.to_payload()
             result = str(attachment.id)
         elif type_ in (6, 7, 8, 9):
+            if isinstance(value, float | bool | Upload):
+                raise ValueError(f"option {name!r} needs an id or a User/Role/Channel")
             snowflake = _id(value)
             kind = self._resolve_snowflake(snowflake, resolved, channel.guild_id)
             expected = {6: {"user"}, 7: {"channel"}, 8: {"role"}, 9: {"user", "role"}}[type_]
@@ -679,15 +723,24 @@ class FakeDiscord:
             return "channel"
         raise LookupError(f"{snowflake} is not a known user, role or channel")
 
-    def _modal_submission(self, layout: list[JSON], values: dict[str, str | Sequence[str]]) -> list[JSON]:
+    def _modal_submission(
+        self, layout: list[JSON], values: dict[str, str | Sequence[str]]
+    ) -> list[JSON]:
         remaining = dict(values)
 
         def submit(component: JSON) -> JSON:
             type_ = component.get("type")
             if type_ == 1:
-                return {"type": 1, "components": [submit(c) for c in component.get("components", [])]}
+                return {
+                    "type": 1,
+                    "components": [submit(c) for c in component.get("components", [])],
+                }
             if type_ == 18:
-                return {"type": 18, "id": component.get("id"), "component": submit(component["component"])}
+                return {
+                    "type": 18,
+                    "id": component.get("id"),
+                    "component": submit(component["component"]),
+                }
             custom_id = component.get("custom_id")
             if custom_id is None:
                 return {"type": type_, "id": component.get("id")}
@@ -717,10 +770,9 @@ class FakeDiscord:
         *,
         source: Message | None = None,
         locale: str = "en-US",
-        timeout: float = 5.0,
     ) -> InteractionHandle:
         state = self._state
-        await self.wait_until_connected(timeout)
+        await self.wait_until_connected()
         guild_id = channel.guild_id
         state.get_member(guild_id, user_id)
         interaction_id = state.snowflake()

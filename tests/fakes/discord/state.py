@@ -4,21 +4,22 @@ Also builds the JSON payloads Discord would send for those objects and owns the
 ``asyncio.Condition`` that every state change notifies (``wait_for`` is built on it).
 """
 
+# The test-facing API deliberately takes ``timeout=`` arguments (``await it.response(timeout=5)``).
+# ruff: noqa: ASYNC109
+
 from __future__ import annotations
 
 import asyncio
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._util import (
-    ALL_PERMISSIONS,
     CHANNEL_TEXT,
     DEFAULT_ATTACHMENT_SIZE_LIMIT,
-    DEFAULT_BOT_PERMISSIONS,
     DEFAULT_EVERYONE_PERMISSIONS,
-    FLAG_EPHEMERAL,
     INTENT_GUILD_MEMBERS,
     INTENT_GUILD_MESSAGES,
     INTENT_GUILDS,
@@ -128,7 +129,7 @@ class DiscordState:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 5.0) -> T:
         """Wait until ``predicate()`` is truthy (re-checked on every state change); return it."""
         result: T | None = None
 
@@ -177,7 +178,12 @@ class DiscordState:
     def get_channel_message(self, channel_id: int, message_id: int) -> Message:
         """A message as the channel REST endpoints see it (no deleted or ephemeral ones)."""
         message = self.messages.get(message_id)
-        if message is None or message.channel_id != channel_id or message.deleted or message.ephemeral:
+        if (
+            message is None
+            or message.channel_id != channel_id
+            or message.deleted
+            or message.ephemeral
+        ):
             raise not_found(UNKNOWN_MESSAGE, "Message")
         return message
 
@@ -195,7 +201,9 @@ class DiscordState:
         if member is not None and member.permissions is not None:
             return member.permissions
         everyone = guild.roles[guild.id].permissions
-        roles = [guild.roles[r].permissions for r in (member.roles if member else []) if r in guild.roles]
+        roles = [
+            guild.roles[r].permissions for r in (member.roles if member else []) if r in guild.roles
+        ]
         return compute_permissions(everyone, roles, is_owner=guild.owner_id == user_id)
 
     # ------------------------------------------------------------------ setup helpers
@@ -208,7 +216,10 @@ class DiscordState:
         guild = Guild(id=guild_id, name=name, owner_id=owner_id)
         # The @everyone role shares the guild's id.
         guild.roles[guild_id] = Role(
-            id=guild_id, guild_id=guild_id, name="@everyone", permissions=DEFAULT_EVERYONE_PERMISSIONS
+            id=guild_id,
+            guild_id=guild_id,
+            name="@everyone",
+            permissions=DEFAULT_EVERYONE_PERMISSIONS,
         )
         bot_role = Role(
             id=self.snowflake(),
@@ -222,7 +233,9 @@ class DiscordState:
         guild.roles[bot_role.id] = bot_role
         guild.bot_role_id = bot_role.id
         guild.members[owner_id] = Member(user_id=owner_id, guild_id=guild_id)
-        guild.members[self.bot.id] = Member(user_id=self.bot.id, guild_id=guild_id, roles=[bot_role.id])
+        guild.members[self.bot.id] = Member(
+            user_id=self.bot.id, guild_id=guild_id, roles=[bot_role.id]
+        )
         self.guilds[guild_id] = guild
         return guild
 
@@ -237,18 +250,23 @@ class DiscordState:
         self.channel_messages[channel.id] = []
         return channel
 
-    def store_upload(self, upload: Upload, channel_id: int, *, ephemeral: bool = False) -> Attachment:
+    def store_upload(
+        self, upload: Upload, channel_id: int, *, ephemeral: bool = False
+    ) -> Attachment:
         attachment_id = self.snowflake()
-        content_type = upload.content_type or guess_content_type(upload.filename, upload.data)
+        # Discord replaces whitespace in uploaded file names with underscores.
+        filename = re.sub(r"\s", "_", upload.filename)
+        content_type = upload.content_type or guess_content_type(filename, upload.data)
         width, height = image_size(upload.data, content_type)
         query = f"ex={int(time.time()) + 86400:x}&is={int(time.time()):x}&hm={attachment_id:x}&"
+        quoted = urllib.parse.quote(filename)
         if ephemeral:
-            path = f"ephemeral-attachments/{self.application_id}/{attachment_id}/{upload.filename}"
+            path = f"ephemeral-attachments/{self.application_id}/{attachment_id}/{quoted}"
         else:
-            path = f"attachments/{channel_id}/{attachment_id}/{upload.filename}"
+            path = f"attachments/{channel_id}/{attachment_id}/{quoted}"
         attachment = Attachment(
             id=attachment_id,
-            filename=upload.filename,
+            filename=filename,
             data=upload.data,
             content_type=content_type,
             url=f"{self.base_url}/{path}?{query}",
@@ -296,11 +314,8 @@ class DiscordState:
         return payload
 
     def guild_create_payload(self, guild: Guild, intents: int) -> JSON:
-        if intents & INTENT_GUILD_MEMBERS:
-            member_ids = list(guild.members)
-        else:
-            # Without the privileged members intent Discord only sends the bot itself.
-            member_ids = [self.bot.id]
+        # Without the privileged members intent Discord only sends the bot itself.
+        member_ids = list(guild.members) if intents & INTENT_GUILD_MEMBERS else [self.bot.id]
         now = iso(utcnow())
         return {
             "id": str(guild.id),
@@ -339,7 +354,9 @@ class DiscordState:
             "created_at": now,
         }
 
-    def message_payload(self, message: Message, *, gateway: bool = False, nested: bool = False) -> JSON:
+    def message_payload(
+        self, message: Message, *, gateway: bool = False, nested: bool = False
+    ) -> JSON:
         payload: JSON = {
             "id": str(message.id),
             "channel_id": str(message.channel_id),
@@ -398,7 +415,9 @@ class DiscordState:
             payload["guild_id"] = str(message.guild_id)
             guild = self.guilds.get(message.guild_id)
             if message.webhook_id is None and guild and message.author_id in guild.members:
-                payload["member"] = self.member_payload(message.guild_id, message.author_id, with_user=False)
+                payload["member"] = self.member_payload(
+                    message.guild_id, message.author_id, with_user=False
+                )
         return payload
 
     def _mention_payload(self, message: Message, user_id: int, gateway: bool) -> JSON:
@@ -514,4 +533,6 @@ class DiscordState:
                 if command["name"] == name and command.get("type", 1) == type_:
                     return command
         registered = [(c["name"], c.get("type", 1)) for s in scopes for c in self.commands_for(s)]
-        raise LookupError(f"no registered command {name!r} of type {type_}; registered: {registered}")
+        raise LookupError(
+            f"no registered command {name!r} of type {type_}; registered: {registered}"
+        )

@@ -1,0 +1,124 @@
+"""Throughput of the job engine against the BFL stand-in.
+
+N jobs from M users go through the real engine (SQLite on disk, httpx, the fair scheduler)
+to the stand-in, which holds `cap` active tasks and finishes each after a fixed latency.
+Prints the makespan against the ideal ceil(N/cap) × latency, provider polls per job, and the
+delay between the provider finishing a task and the result being handed to the channel.
+
+    python -m bench.throughput                  # N=480, M=40, cap 24, latency 1 s
+    python -m bench.throughput --jobs 96 --latency 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bot.jobs.engine import JobEngine, PollingPolicy
+from bot.jobs.models import GenerationRequest, Job
+from bot.providers.base import OutputImage
+from bot.providers.bfl import BFLClient
+from bot.storage.db import Database
+from bot.variants import get_variant
+from tests.fakes.bfl_server import FakeBFL
+
+API_KEY = "bench-key"
+
+
+class TimingNotifier:
+    """Records when each result is handed over; posting itself is not what we measure."""
+
+    def __init__(self) -> None:
+        self.delivered_at: dict[str, float] = {}
+
+    async def job_progress(self, job: Job, *, queue_position: int | None) -> None:
+        return None
+
+    async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:
+        self.delivered_at[job.id] = time.time()
+        return 1
+
+    async def job_failed(self, job: Job) -> None:
+        self.delivered_at[job.id] = time.time()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+async def run(jobs: int, users: int, cap: int, latency: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        async with FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as fake:
+            db = await Database.open(Path(folder) / "bench.sqlite3")
+            client = BFLClient(API_KEY, fake.base_url, max_connections=cap * 2 + 8)
+            notifier = TimingNotifier()
+            engine = JobEngine(
+                db, {"bfl": client}, notifier, max_active=cap,
+                polling=PollingPolicy(initial=0.5, maximum=4.0, deadline=600),
+            )
+            await engine.start()
+            variant = get_variant("klein-4b")
+            rng = random.Random(7)
+            started = time.time()
+            accepted: list[Job] = []
+            for n in range(jobs):
+                params = variant.validate(f"bench image {n}", rng=rng)
+                request = GenerationRequest(
+                    user_id=n % users, guild_id=1, channel_id=1, variant=variant, params=params
+                )
+                accepted.append((await engine.accept(request))[0])
+            finished = await engine.wait_closed([job.id for job in accepted], within=jobs * 10)
+            makespan = time.time() - started
+            await engine.stop()
+            await client.aclose()
+            await db.close()
+
+            failed = [job for job in finished if job.state != "delivered"]
+            delays = [
+                notifier.delivered_at[job.id] - fake.tasks[job.provider_task_id or ""].end_wall
+                for job in finished
+                if job.provider_task_id
+            ]
+            ideal = math.ceil(jobs / cap) * latency
+            return {
+                "makespan": makespan,
+                "ideal": ideal,
+                "ratio": makespan / ideal,
+                "polls_per_job": engine.stats.polls / jobs,
+                "p50_ms": statistics.median(delays) * 1000,
+                "p95_ms": percentile(delays, 0.95) * 1000,
+                "failed": len(failed),
+                "rejected_429": fake.rejected_429,
+                "max_active_seen": fake.max_active_seen,
+            }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=480)
+    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--cap", type=int, default=24)
+    parser.add_argument("--latency", type=float, default=1.0)
+    args = parser.parse_args()
+    figures = asyncio.run(run(args.jobs, args.users, args.cap, args.latency))
+    print(f"jobs={args.jobs} users={args.users} cap={args.cap} latency={args.latency}s")
+    print(f"makespan            {figures['makespan']:.2f} s")
+    print(f"ideal makespan      {figures['ideal']:.2f} s  (ceil(N/cap) × latency)")
+    print(f"ratio               {figures['ratio']:.3f}  (target ≤ 1.10)")
+    print(f"polls per job       {figures['polls_per_job']:.2f}  (target ≤ 4)")
+    print(f"ready→delivered p50 {figures['p50_ms']:.1f} ms")
+    print(f"ready→delivered p95 {figures['p95_ms']:.1f} ms")
+    print(f"failed jobs         {figures['failed']:.0f}")
+    print(f"429s / peak active  {figures['rejected_429']:.0f} / {figures['max_active_seen']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
