@@ -12,7 +12,11 @@ class Settings(BaseSettings):
     """Every setting the bot reads; names are the environment variables, case-insensitive."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # `KEY=` in a .env or compose file means "use the default"
     )
 
     discord_token: SecretStr = Field(description="The bot token from the Discord developer portal")
@@ -47,13 +51,6 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
-
-    @field_validator("discord_token", "bfl_api_key", mode="before")
-    @classmethod
-    def _blank_is_missing(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
 
 
 class SettingsError(Exception):

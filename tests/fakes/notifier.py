@@ -82,12 +82,9 @@ class RecordingNotifier:
         shown = self.shown_for(job_id)
         return shown[0] if shown else None
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
         async def wait() -> None:
             async with self._changed:
                 await self._changed.wait_for(predicate)
 
-        await asyncio.wait_for(wait(), timeout)
-
-    async def wait_for_jobs(self, job_ids: list[str], timeout: float = 10.0) -> None:
-        await self.wait_for(lambda: all(self.outcome(j) is not None for j in job_ids), timeout)
+        await asyncio.wait_for(wait(), within)

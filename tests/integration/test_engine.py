@@ -175,7 +175,9 @@ async def test_a_422_names_the_offending_field(
     job, _ = await engine.accept(make_request("x"))
     await engine.wait_closed([job.id], 10)
     stored = await engine.store.require(job.id)
-    assert stored.error == "The image service rejected the request (width): must be a multiple of 16"
+    assert stored.error == (
+        "The image service rejected the request (width): must be a multiple of 16"
+    )
 
 
 async def test_a_read_timeout_on_submit_is_not_retried(

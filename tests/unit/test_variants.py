@@ -144,7 +144,7 @@ def test_seed_range() -> None:
 
 
 def test_unknown_variant() -> None:
-    with pytest.raises(InvalidRequest, match="no FLUX.2 variant called “turbo”"):
+    with pytest.raises(InvalidRequest, match="no FLUX\\.2 variant called “turbo”"):
         get_variant("turbo")
 
 

@@ -72,7 +72,8 @@ Observation
 ``messages(channel_id, *, include_deleted=False, include_ephemeral=True)``, ``message(id)``,
 ``await wait_for(pred, timeout=5)`` (an ``asyncio.Condition`` notified on every fake state
 change, so ``pred`` should read fake state, not the bot's variables; returns ``pred()``),
-``await wait_for_message(pred=None, *, channel_id=None, after=None)``, ``commands(guild_id=None)``,
+``await wait_for_message(pred=None, *, channel_id=None, after=None)``,
+``await wait_until_connected()``, ``commands(guild_id=None)``,
 ``command(name, *, guild_id=None, type=1)``, ``threads(parent_id=None)``, ``requests`` /
 ``unhandled_requests`` (``LoggedRequest(method, path, json, query, files, status)``;
 unpacks as ``method, path, json``), ``cdn_requests``, ``typing``, ``interactions``,

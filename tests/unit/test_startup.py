@@ -1,0 +1,105 @@
+"""`python -m bot`: settings errors are one clear line; `migrate` is safe to run twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+from bot.storage.db import Database
+from bot.storage.migrations import apply_migrations, discover
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "sk-very-secret-value-123"
+
+
+def run_bot(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DISCORD_", "BFL_", "DATABASE_", "PROVIDER_", "LOG_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=tmp_path,  # no stray .env from the developer's checkout
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_missing_token_is_one_line_without_traceback(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, BFL_API_KEY=SECRET)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Configuration error: DISCORD_TOKEN is required"
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_malformed_settings_are_named_and_secrets_never_shown(tmp_path: Path) -> None:
+    result = run_bot(
+        tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET,
+        PROVIDER_MAX_ACTIVE="lots", BFL_API_BASE="ftp://example",
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "PROVIDER_MAX_ACTIVE" in lines[0] and "BFL_API_BASE" in lines[0]
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_settings_come_from_a_dotenv_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=abc\nPROVIDER_MAX_ACTIVE=7\nDEV_GUILD_ID=\n")
+    monkeypatch.chdir(tmp_path)
+    for name in ("DISCORD_TOKEN", "PROVIDER_MAX_ACTIVE", "DEV_GUILD_ID"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.discord_token.get_secret_value() == "abc"
+    assert settings.provider_max_active == 7
+    assert settings.dev_guild_id is None  # blank means default
+    assert "abc" not in repr(settings)
+
+
+def test_load_settings_reports_every_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLL_INITIAL_INTERVAL", "-1")
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(discord_token="x")
+    assert "POLL_INITIAL_INTERVAL" in str(caught.value)
+    assert "LOG_LEVEL" in str(caught.value)
+
+
+def test_migrate_command_applies_once_then_reports_up_to_date(tmp_path: Path) -> None:
+    env = {"DATABASE_PATH": str(tmp_path / "db" / "bot.sqlite3")}
+    first = run_bot(tmp_path, "migrate", **env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"{len(discover())} migration(s) applied")
+    second = run_bot(tmp_path, "migrate", **env)
+    assert second.returncode == 0
+    assert "already up to date" in second.stdout
+
+
+async def test_migrations_are_recorded_and_wal_is_on(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "x.sqlite3")
+    try:
+        assert await db.fetch_value("PRAGMA journal_mode") == "wal"
+        versions = [r[0] for r in await db.fetch_all("SELECT version FROM schema_migrations")]
+        assert versions == [m.version for m in discover()]
+        assert await apply_migrations(db) == []  # running again changes nothing
+    finally:
+        await db.close()
+
+
+async def test_a_broken_migration_leaves_nothing_half_applied(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_ok.sql").write_text("CREATE TABLE a (x INTEGER);")
+    (folder / "0002_broken.sql").write_text("CREATE TABLE b (x INTEGER);\nNOT SQL AT ALL;")
+    db = await Database.open(tmp_path / "y.sqlite3", migrate=False)
+    try:
+        with pytest.raises(Exception, match="syntax error"):
+            await apply_migrations(db, folder)
+        tables = {r[0] for r in await db.fetch_all("SELECT name FROM sqlite_master")}
+        assert "a" in tables and "b" not in tables
+        assert await db.fetch_value("SELECT max(version) FROM schema_migrations") == 1
+    finally:
+        await db.close()
