@@ -69,7 +69,9 @@ class FluxcordBot(commands.Bot):
     db: Database
     engine: JobEngine
 
-    def __init__(self, settings: Settings, *, notifier: JobNotifier | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, notifier: JobNotifier | None = None, **client_options: Any
+    ) -> None:
         intents = discord.Intents.default()
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -78,6 +80,7 @@ class FluxcordBot(commands.Bot):
             tree_cls=FluxcordTree,
             # Prompts are user text: they must never ping @everyone, @here or roles.
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            **client_options,
         )
         self.settings = settings
         self._notifier = notifier

@@ -291,9 +291,7 @@ class JobEngine:
             log.exception("job %s: unexpected error while following", job.id)
             await self._fail_anywhere(job.id)
 
-    async def _await_outcome(
-        self, job: Job, first_delay: float, since: float | None
-    ) -> TaskResult:
+    async def _await_outcome(self, job: Job, first_delay: float, since: float | None) -> TaskResult:
         assert job.provider_task_id is not None
         provider = self._providers[job.provider]
         deadline = (job.submitted_at or self._clock()) + self._polling.deadline

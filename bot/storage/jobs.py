@@ -186,10 +186,13 @@ class JobStore:
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a job")
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        async with self._db.transaction() as conn, conn.execute(
-            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ? RETURNING *",
-            (*fields.values(), self._clock(), job_id),
-        ) as cursor:
+        async with (
+            self._db.transaction() as conn,
+            conn.execute(
+                f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ? RETURNING *",
+                (*fields.values(), self._clock(), job_id),
+            ) as cursor,
+        ):
             row = await cursor.fetchone()
         if row is None:
             raise KeyError(job_id)

@@ -1,0 +1,91 @@
+"""End-to-end fixtures: the real FluxcordBot (real discord.py) against the Discord and BFL
+stand-ins, both on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import FluxcordBot
+from bot.settings import Settings
+from tests.conftest import BFL_KEY
+from tests.fakes.bfl_server import FakeBFL
+from tests.fakes.discord.models import Channel, Guild, User
+from tests.fakes.discord_server import FakeDiscord
+
+
+@dataclass
+class World:
+    discord: FakeDiscord
+    bfl: FakeBFL
+    guild: Guild
+    channel: Channel
+    alice: User
+    bob: User
+    database_path: Path
+    bots: list[tuple[FluxcordBot, asyncio.Task[None]]] = field(default_factory=list)
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "discord_token": self.discord.token,
+            "bfl_api_key": BFL_KEY,
+            "bfl_api_base": self.bfl.base_url,
+            "database_path": self.database_path,
+            "dev_guild_id": self.guild.id,
+            "poll_initial_interval": 0.05,
+            "poll_max_interval": 0.2,
+            "job_deadline_seconds": 20,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    async def start_bot(self, **overrides: Any) -> FluxcordBot:
+        bot = FluxcordBot(self.settings(**overrides), guild_ready_timeout=0.05)
+        ready = asyncio.Event()
+        bot.add_listener(_set_when_ready(ready), "on_ready")
+        task = asyncio.create_task(bot.start(self.discord.token))
+        self.bots.append((bot, task))
+        await asyncio.wait_for(ready.wait(), 10)
+        return bot
+
+    async def stop_bot(self, bot: FluxcordBot) -> None:
+        for index, (known, task) in enumerate(self.bots):
+            if known is bot:
+                await bot.close()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                del self.bots[index]
+                return
+
+
+def _set_when_ready(event: asyncio.Event) -> Any:
+    async def on_ready() -> None:
+        event.set()
+
+    return on_ready
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with FakeBFL(api_key=BFL_KEY, latency=0.1) as bfl, FakeDiscord() as discord_fake:
+        guild = discord_fake.add_guild("Test Guild")
+        channel = discord_fake.add_text_channel(guild.id, "art")
+        alice = discord_fake.add_member(guild.id, "alice")
+        bob = discord_fake.add_member(guild.id, "bob")
+        with discord_fake.patch_discord_py():
+            state = World(discord_fake, bfl, guild, channel, alice, bob,
+                          tmp_path / "fluxcord.sqlite3")
+            try:
+                yield state
+            finally:
+                for bot, task in list(state.bots):
+                    await bot.close()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        assert not discord_fake.unhandled_requests, discord_fake.unhandled_requests

@@ -1,0 +1,92 @@
+"""/imagine end to end: the real bot on the Discord stand-in, generating through the BFL one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.jobs.models import JobState
+from tests.e2e.conftest import World
+from tests.fakes.bfl_server import Outcome
+
+
+async def test_imagine_posts_the_generated_image_with_its_parameters(world: World) -> None:
+    bot = await world.start_bot()
+    assert world.discord.command("imagine", guild_id=world.guild.id) is not None
+
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                          {"prompt": "a red fox in the snow"})
+    message = await it.wait_original(lambda m: bool(m.attachments))
+
+    [submission] = world.bfl.submissions
+    assert submission.endpoint == "flux-2-pro"
+    assert submission.body["prompt"] == "a red fox in the snow"
+    [attachment] = message.attachments
+    assert attachment.data == world.bfl.image_bytes(submission.task_id or "")
+    assert attachment.filename.endswith(".jpg")
+    [embed] = message.embeds
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert embed["description"] == "a red fox in the snow"
+    assert fields["Model"] == "FLUX.2 [pro]"
+    assert fields["Seed"] == str(submission.body["seed"])
+    assert fields["Size"] == "32×32"
+    assert embed["image"]["url"] == attachment.url  # the embed shows the attached file
+    assert message.content == f"<@{world.alice.id}>"
+    job_id = await bot.db.fetch_value("SELECT id FROM jobs")
+    [job] = await bot.engine.wait_closed([job_id], 5)
+    assert job.state is JobState.DELIVERED and job.result_message_id == message.id
+
+
+async def test_prompt_text_can_never_ping_everyone_or_roles(world: World) -> None:
+    await world.start_bot()
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                          {"prompt": "@everyone look <@&123> @here"})
+    message = await it.wait_original(lambda m: bool(m.attachments))
+    assert message.mentions == [world.alice.id]
+    assert message.mention_roles == []
+    for earlier in message.history:
+        assert earlier.get("mention_everyone") in (None, False)
+
+
+async def test_a_blank_prompt_is_refused_privately_and_nothing_is_created(world: World) -> None:
+    bot = await world.start_bot()
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "   "})
+    callback = await it.response()
+    assert callback.type == 4
+    assert callback.data["content"] == "Please give a prompt describing the image."
+    assert callback.data["flags"] & 64  # ephemeral
+    assert world.bfl.submissions == []
+    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+
+
+async def test_moderated_request_shows_a_clear_message(world: World) -> None:
+    world.bfl.script("something forbidden", Outcome(final_status="Request Moderated"))
+    await world.start_bot()
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                          {"prompt": "something forbidden"})
+    message = await it.wait_original(lambda m: "safety filter" in m.content)
+    assert message.content == (
+        f"🛡️ <@{world.alice.id}> The image service's safety filter blocked this request, so no "
+        "image was made. You were not charged."
+    )
+    assert message.attachments == []
+
+
+async def test_a_job_running_during_a_restart_is_delivered_once_by_the_new_process(
+    world: World,
+) -> None:
+    world.bfl.latency = 1.0
+    first = await world.start_bot()
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                          {"prompt": "survives restarts"})
+    await world.discord.wait_for(lambda: len(world.bfl.submissions) == 1, timeout=5)
+    await world.stop_bot(first)  # the task is still generating at the provider
+    assert not it.original or not it.original.attachments
+
+    await world.start_bot()
+    message = await it.wait_original(lambda m: bool(m.attachments))
+    task_id = world.bfl.submissions[0].task_id or ""
+    assert message.attachments[0].data == world.bfl.image_bytes(task_id)
+    assert len(world.bfl.submissions) == 1  # polled again, never resubmitted
+    results = [m for m in world.discord.messages(world.channel.id) if m.attachments]
+    assert len(results) == 1
+    await asyncio.sleep(0)
