@@ -11,17 +11,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.generation import GenerationService
 from bot.jobs.engine import JobEngine, PollingPolicy
+from bot.jobs.models import Job
 from bot.jobs.notifier import JobNotifier
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
+from bot.references import ReferenceLimits
 from bot.settings import Settings
 from bot.storage.db import Database
-from bot.variants import InvalidRequest, Variant, available_variants
+from bot.variants import MEGAPIXEL, InvalidRequest, Variant, available_variants
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.generate",)
+EXTENSIONS = (
+    "cogs.generate",
+    "cogs.results",
+)
 INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
 
 
@@ -68,11 +74,14 @@ class FluxcordTree(app_commands.CommandTree["FluxcordBot"]):
 class FluxcordBot(commands.Bot):
     db: Database
     engine: JobEngine
+    generation: GenerationService
 
     def __init__(
         self, settings: Settings, *, notifier: JobNotifier | None = None, **client_options: Any
     ) -> None:
         intents = discord.Intents.default()
+        # Needed to read images in a message someone replies to (not just the reply itself).
+        intents.message_content = settings.message_content_intent
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -87,16 +96,9 @@ class FluxcordBot(commands.Bot):
         self.providers: dict[str, Provider] = {}
         self.variants: dict[str, Variant] = {}
 
-    def default_variant(self) -> Variant:
-        variant = self.variants.get(self.settings.default_variant)
-        if variant is None:
-            variant = next(iter(self.variants.values()), None)
-        if variant is None:
-            raise InvalidRequest("No image model is configured on this bot yet.")
-        return variant
-
     async def setup_hook(self) -> None:
         from cogs.render import DiscordNotifier
+        from cogs.results import result_view
 
         self.db = await Database.open(self.settings.database_path)
         self.providers = build_providers(self.settings)
@@ -106,7 +108,8 @@ class FluxcordBot(commands.Bot):
         self.engine = JobEngine(
             self.db,
             self.providers,
-            self._notifier or DiscordNotifier(self),
+            self._notifier
+            or DiscordNotifier(self, lookup=self._lookup_job, result_view=result_view),
             max_active=self.settings.provider_max_active,
             polling=PollingPolicy(
                 initial=self.settings.poll_initial_interval,
@@ -114,10 +117,22 @@ class FluxcordBot(commands.Bot):
                 deadline=self.settings.job_deadline_seconds,
             ),
         )
+        self.generation = GenerationService(
+            self.engine,
+            self.variants,
+            default_variant=self.settings.default_variant,
+            limits=ReferenceLimits(
+                max_bytes=self.settings.max_reference_bytes,
+                max_pixels=self.settings.max_reference_megapixels * MEGAPIXEL,
+            ),
+        )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
         await self.engine.start()
+
+    async def _lookup_job(self, job_id: str) -> Job | None:
+        return await self.engine.store.get(job_id)
 
     async def sync_commands(self) -> None:
         """Sync slash commands only when they changed: global syncs are rate limited."""

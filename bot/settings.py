@@ -7,6 +7,11 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.ledger.windows import parse_reset_time
+
+# Words that mean "no limit" in an allowance setting (an empty value means "the default").
+UNLIMITED_WORDS = frozenset({"unlimited", "none", "off", "-1"})
+
 
 class Settings(BaseSettings):
     """Every setting the bot reads; names are the environment variables, case-insensitive."""
@@ -32,10 +37,34 @@ class Settings(BaseSettings):
     poll_max_interval: float = Field(default=4.0, gt=0, le=60)
     job_deadline_seconds: float = Field(default=600.0, gt=0)
     max_result_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_reference_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_reference_megapixels: int = Field(default=40, gt=0, le=200)
+    message_content_intent: bool = Field(
+        default=True,
+        description="Read images in any message a member replies to (a privileged intent)",
+    )
     dev_guild_id: int | None = Field(
         default=None, description="Sync slash commands to this guild only (instant, for testing)"
     )
     log_level: str = Field(default="INFO")
+
+    # Quotas (bot/ledger). Windows reset at this UTC time; weeks start on Monday.
+    quota_reset_time: str = Field(default="00:00", description="HH:MM, UTC")
+    # Bot-wide defaults for each member's own allowance and each server's total budget;
+    # moderators override them per server with /quota. None ("unlimited") = no limit.
+    # The defaults cap a member at about $1 a day and $10 a month, a server at $100 a month.
+    default_user_daily_images: int | None = Field(default=25, ge=0)
+    default_user_daily_credits: float | None = Field(default=100, ge=0)
+    default_user_weekly_images: int | None = Field(default=None, ge=0)
+    default_user_weekly_credits: float | None = Field(default=None, ge=0)
+    default_user_monthly_images: int | None = Field(default=None, ge=0)
+    default_user_monthly_credits: float | None = Field(default=1000, ge=0)
+    default_guild_daily_images: int | None = Field(default=None, ge=0)
+    default_guild_daily_credits: float | None = Field(default=None, ge=0)
+    default_guild_weekly_images: int | None = Field(default=None, ge=0)
+    default_guild_weekly_credits: float | None = Field(default=None, ge=0)
+    default_guild_monthly_images: int | None = Field(default=None, ge=0)
+    default_guild_monthly_credits: float | None = Field(default=10000, ge=0)
 
     @field_validator("bfl_api_base")
     @classmethod
@@ -43,6 +72,21 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("quota_reset_time")
+    @classmethod
+    def _reset_time(cls, value: str) -> str:
+        at = parse_reset_time(value)
+        return f"{at.hour:02d}:{at.minute:02d}"
+
+    @field_validator("default_*", mode="before")
+    @classmethod
+    def _unlimited_words(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in UNLIMITED_WORDS:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == -1:
+            return None
+        return value
 
     @field_validator("log_level")
     @classmethod

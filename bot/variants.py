@@ -188,6 +188,16 @@ class Variant:
                 return spec
         raise KeyError(name)
 
+    def check_reference_count(self, count: int) -> None:
+        """Too many references is an error naming the limit, never a silent truncation."""
+        if count > self.max_references:
+            if self.max_references == 0:
+                raise InvalidRequest(f"{self.label} does not take reference images.")
+            raise InvalidRequest(
+                f"{self.label} accepts at most {self.max_references} reference images; "
+                f"you gave {count}."
+            )
+
     def size_presets(self) -> dict[str, tuple[int, int]]:
         presets = {}
         for name, (width, height) in SIZE_PRESETS.items():
@@ -230,13 +240,7 @@ class Variant:
             raise InvalidRequest("Give both a width and a height, or neither.")
         if width is not None and height is not None:
             self.sizes.check(width, height)
-        if len(references) > self.max_references:
-            if self.max_references == 0:
-                raise InvalidRequest(f"{self.label} does not take reference images.")
-            raise InvalidRequest(
-                f"{self.label} accepts at most {self.max_references} reference images; "
-                f"you gave {len(references)}."
-            )
+        self.check_reference_count(len(references))
         if seed is not None and not 0 <= seed <= SEED_MAX:
             raise InvalidRequest(f"The seed must be between 0 and {SEED_MAX}.")
         given = dict(options or {})

@@ -1,52 +1,208 @@
-"""`/imagine`: the quick path from a prompt to an image."""
+"""Ways to ask for an image: /imagine, /flux <variant>, /edit, "Edit with FLUX", replies."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs.models import GenerationRequest
-from bot.variants import InvalidRequest
+from bot.generation import Draft
+from bot.variants import Variant
+from cogs.flow import candidate, generate_from_interaction, generate_from_message, image_attachments
+from cogs.options import OptionSet, all_presets, image_option_names, variant_command
 
 if TYPE_CHECKING:
     from bot.app import FluxcordBot
 
 log = logging.getLogger(__name__)
 
+IMAGINE_IMAGES = 4
+EDIT_IMAGES = 8
+NO_IMAGES_TEXT = "That message has no images to edit."
+
+
+def draft_from_options(variant: str | None, values: dict[str, Any], *, needs_edit: bool) -> Draft:
+    """Map slash-command option values onto a Draft; unknown names are variant options."""
+    known = {"prompt", "variant", "size", "width", "height", "seed"}
+    images = [
+        candidate(value)
+        for name, value in values.items()
+        if name.startswith("image") and isinstance(value, discord.Attachment)
+    ]
+    options = {
+        name: value
+        for name, value in values.items()
+        if name not in known and not name.startswith("image") and value is not None
+    }
+    return Draft(
+        prompt=values["prompt"],
+        variant=values.get("variant") or variant,
+        options=options,
+        size_preset=values.get("size"),
+        width=values.get("width"),
+        height=values.get("height"),
+        seed=values.get("seed"),
+        references=images,
+        needs_edit=needs_edit,
+    )
+
+
+class EditPromptModal(discord.ui.Modal, title="Edit with FLUX"):
+    prompt: discord.ui.TextInput[EditPromptModal] = discord.ui.TextInput(
+        label="How should the image change?",
+        style=discord.TextStyle.paragraph,
+        max_length=4000,
+        custom_id="prompt",
+    )
+
+    def __init__(self, bot: FluxcordBot, message: discord.Message) -> None:
+        super().__init__(custom_id=f"flux:ctxedit:{message.id}")
+        self.bot = bot
+        self.message = message
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        parent = await self.bot.generation.job_for_message(self.message.id)
+        draft = Draft(
+            prompt=self.prompt.value,
+            references=[candidate(a) for a in image_attachments(self.message)],
+            parent_job_id=parent.id if parent else None,
+            needs_edit=True,
+        )
+        await generate_from_interaction(self.bot, interaction, draft)
+
 
 class Generate(commands.Cog):
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
+        self.flux = self._build_flux_group()
+        self.imagine = self._build_imagine()
+        self.edit = self._build_edit()
+        self.edit_menu = app_commands.ContextMenu(name="Edit with FLUX", callback=self.edit_message)
 
-    @app_commands.command(name="imagine", description="Create an image with FLUX.2")
-    @app_commands.describe(prompt="What the image should show")
-    async def imagine(
-        self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000]
+    async def cog_load(self) -> None:
+        for command in (self.imagine, self.flux, self.edit, self.edit_menu):
+            self.bot.tree.add_command(command)
+
+    async def cog_unload(self) -> None:
+        for command in (self.imagine, self.flux, self.edit):
+            self.bot.tree.remove_command(command.name)
+        self.bot.tree.remove_command(self.edit_menu.name, type=self.edit_menu.type)
+
+    # ----------------------------------------------------------------- commands
+    def _variants(self) -> dict[str, Variant]:
+        return self.bot.generation.variants
+
+    def _build_imagine(self) -> app_commands.Command[Any, Any, None]:
+        options = OptionSet()
+        options.add(
+            "prompt", app_commands.Range[str, 1, 4000], "What the image should show", required=True
+        )
+        choices = [
+            app_commands.Choice(name=v.label, value=key) for key, v in self._variants().items()
+        ]
+        options.add(
+            "variant", str, "Which FLUX.2 model (default: the server's)", choices=choices[:25]
+        )
+        options.add_size(None, all_presets())
+        options.add_seed()
+        options.add_images(IMAGINE_IMAGES)
+
+        async def handle(interaction: discord.Interaction[Any], values: dict[str, Any]) -> None:
+            draft = draft_from_options(None, values, needs_edit=False)
+            await generate_from_interaction(self.bot, interaction, draft)
+
+        return options.command("imagine", "Create an image with FLUX.2", handle)
+
+    def _build_flux_group(self) -> app_commands.Group:
+        group = app_commands.Group(name="flux", description="Every FLUX.2 model with its options")
+        for key, variant in self._variants().items():
+
+            async def handle(
+                interaction: discord.Interaction[Any], values: dict[str, Any], key: str = key
+            ) -> None:
+                draft = draft_from_options(key, values, needs_edit=False)
+                await generate_from_interaction(self.bot, interaction, draft)
+
+            group.add_command(variant_command(variant, handle))
+        return group
+
+    def _build_edit(self) -> app_commands.Command[Any, Any, None]:
+        options = OptionSet()
+        options.add(
+            "prompt", app_commands.Range[str, 1, 4000], "How to change the image(s)", required=True
+        )
+        edit_variants = self.bot.generation.edit_variants()
+        count = min(EDIT_IMAGES, max((v.max_references for v in edit_variants.values()), default=1))
+        options.add_images(count, first_required=True)
+        options.add(
+            "variant",
+            str,
+            "Which FLUX.2 model (only those that can edit)",
+            choices=[
+                app_commands.Choice(name=v.label, value=key) for key, v in edit_variants.items()
+            ][:25],
+        )
+
+        async def handle(interaction: discord.Interaction[Any], values: dict[str, Any]) -> None:
+            draft = draft_from_options(None, values, needs_edit=True)
+            await generate_from_interaction(self.bot, interaction, draft)
+
+        return options.command("edit", "Edit images with FLUX.2", handle)
+
+    async def edit_message(
+        self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
-        try:
-            variant = self.bot.default_variant()
-            params = variant.validate(prompt)
-        except InvalidRequest as exc:
-            await interaction.response.send_message(str(exc), ephemeral=True)
+        if not image_attachments(message):
+            await interaction.response.send_message(NO_IMAGES_TEXT, ephemeral=True)
             return
-        await interaction.response.send_message(
-            f"⏳ Queued · {variant.label}", allowed_mentions=discord.AllowedMentions.none()
+        await interaction.response.send_modal(EditPromptModal(self.bot, message))
+
+    # ----------------------------------------------------------------- reply-to-edit
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """A reply that mentions the bot edits the replied-to message's images."""
+        me = self.bot.user
+        if me is None or message.author.bot or message.reference is None:
+            return
+        if me not in message.mentions:
+            return
+        target = await self._referenced(message)
+        if target is None:
+            return
+        references = [candidate(a) for a in image_attachments(target)]
+        references += [candidate(a) for a in image_attachments(message)]
+        prompt = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
+        if not references:
+            await message.reply(NO_IMAGES_TEXT, mention_author=False, delete_after=60)
+            return
+        parent = await self.bot.generation.job_for_message(target.id)
+        draft = Draft(
+            prompt=prompt,
+            references=references,
+            parent_job_id=parent.id if parent else None,
+            needs_edit=True,
         )
-        message = await interaction.original_response()
-        request = GenerationRequest(
-            user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=message.channel.id,
-            variant=variant,
-            params=params,
-            status_message_id=message.id,
-        )
-        await self.bot.engine.accept(request)
+        await generate_from_message(self.bot, message, draft)
+
+    async def _referenced(self, message: discord.Message) -> discord.Message | None:
+        assert message.reference is not None
+        resolved = message.reference.resolved
+        if isinstance(resolved, discord.Message):
+            return resolved
+        if message.reference.message_id is None:
+            return None
+        try:
+            return await message.channel.fetch_message(message.reference.message_id)
+        except discord.HTTPException:
+            return None
 
 
 async def setup(bot: FluxcordBot) -> None:
     await bot.add_cog(Generate(bot))
+
+
+__all__ = ["Generate", "draft_from_options", "image_option_names"]

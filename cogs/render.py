@@ -1,11 +1,14 @@
-"""How jobs look in Discord: progress text, result embeds, and the notifier that posts them."""
+"""How jobs look in Discord: progress text, result embeds and buttons, and the notifier that
+posts them. Each job has one message, edited in place."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 import discord
 
@@ -17,8 +20,9 @@ from bot.variants import CATALOGUE
 log = logging.getLogger(__name__)
 
 PROMPT_PREVIEW_CHARS = 1000
-# Prompt text is user input: it may mention people only as plain text, never ping.
+# Prompt text is user input: progress and errors never ping anyone.
 NO_PINGS = discord.AllowedMentions.none()
+JobLookup = Callable[[str], Awaitable[Job | None]]
 
 
 def truncate(text: str, limit: int) -> str:
@@ -30,12 +34,27 @@ def variant_label(job: Job) -> str:
     return variant.label if variant else job.variant
 
 
-def progress_text(job: Job, queue_position: int | None) -> str:
+def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def job_link(job: Job) -> str | None:
+    message_id = job.result_message_id or job.status_message_id
+    if message_id is None:
+        return None
+    return message_link(job.guild_id, job.channel_id, message_id)
+
+
+def progress_text(job: Job, queue_position: int | None, *, now: float | None = None) -> str:
+    who = f"<@{job.user_id}>"
     if job.state is JobState.QUEUED:
         place = f" — position {queue_position} in line" if queue_position else ""
-        return f"⏳ Queued{place} · {variant_label(job)}"
+        return f"⏳ {who} · Queued{place} · {variant_label(job)}"
     status = job.provider_status or "Submitted"
-    return f"🎨 Generating with {variant_label(job)} · {status}"
+    elapsed = ""
+    if job.submitted_at is not None:
+        elapsed = f" · {max(0, int((now or time.time()) - job.submitted_at))}s"
+    return f"🎨 {who} · Generating with {variant_label(job)} · {status}{elapsed}"
 
 
 def failure_text(job: Job) -> str:
@@ -43,16 +62,19 @@ def failure_text(job: Job) -> str:
     return f"{icon} <@{job.user_id}> {job.error or 'This image could not be made.'}"
 
 
-def result_embed(job: Job, image: OutputImage, filename: str) -> discord.Embed:
+def result_embed(job: Job, image: OutputImage, filename: str, parent: Job | None) -> discord.Embed:
     embed = discord.Embed(description=truncate(job.prompt, PROMPT_PREVIEW_CHARS))
     embed.set_image(url=f"attachment://{filename}")
     embed.add_field(name="Model", value=variant_label(job))
     embed.add_field(name="Size", value=f"{image.width}×{image.height}")
-    embed.add_field(
-        name="Seed", value=str(job.result_seed if job.result_seed is not None else job.params.seed)
-    )
+    seed = job.result_seed if job.result_seed is not None else job.params.seed
+    embed.add_field(name="Seed", value=str(seed))
     if job.cost is not None:
         embed.add_field(name="Cost", value=f"{job.cost:g} credits")
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    if parent is not None:
+        link = job_link(parent)
+        embed.add_field(name="Edit of", value=f"[this image]({link})" if link else parent.id)
     embed.set_footer(text=f"Job {job.id}")
     return embed
 
@@ -62,12 +84,23 @@ def message_nonce(job: Job) -> int:
     return int(job.id, 16) & (2**63 - 1)
 
 
-class DiscordNotifier:
-    """Posts job progress and outcomes. Each job has one message, edited in place; edits are
-    idempotent, which is what makes re-delivery after a crash safe."""
+ResultViewFactory = Callable[[Job], discord.ui.View]
 
-    def __init__(self, client: discord.Client) -> None:
+
+class DiscordNotifier:
+    """Posts job progress and outcomes by editing the job's own message. Edits are idempotent,
+    which is what makes re-delivery after a crash safe."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        lookup: JobLookup,
+        result_view: ResultViewFactory | None = None,
+    ) -> None:
         self._client = client
+        self._lookup = lookup
+        self._result_view = result_view
         self._locks: OrderedDict[str, asyncio.Lock] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
 
@@ -97,16 +130,17 @@ class DiscordNotifier:
 
     async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:
         filenames = [f"flux-{job.id}-{i + 1}.{image.extension}" for i, image in enumerate(images)]
-        embeds = [result_embed(job, images[0], filenames[0])]
-        content = f"<@{job.user_id}>"
+        parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None
+        embeds = [result_embed(job, images[0], filenames[0], parent)]
+        view = self._result_view(job) if self._result_view else None
         async with self._lock(job.id):
             self._mark_finished(job.id)
-            return await self._post(job, content, embeds, images, filenames)
+            return await self._post(job, f"<@{job.user_id}>", embeds, images, filenames, view)
 
     async def job_failed(self, job: Job) -> None:
         async with self._lock(job.id):
             self._mark_finished(job.id)
-            await self._post(job, failure_text(job), [], [], [])
+            await self._post(job, failure_text(job), [], [], [], None)
 
     async def _post(
         self,
@@ -115,7 +149,9 @@ class DiscordNotifier:
         embeds: list[discord.Embed],
         images: list[OutputImage],
         filenames: list[str],
+        view: discord.ui.View | None,
     ) -> int:
+        # Only the requester may be pinged, whatever the prompt says.
         mentions = discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(job.user_id)]
         )
@@ -135,6 +171,7 @@ class DiscordNotifier:
                         embeds=embeds,
                         attachments=files(),
                         allowed_mentions=mentions,
+                        view=view,
                     )
                     assert message is not None
                     return message.id
@@ -146,6 +183,7 @@ class DiscordNotifier:
                 files=files(),
                 allowed_mentions=mentions,
                 nonce=message_nonce(job),
+                view=view,  # type: ignore[arg-type]
             )
             return sent.id
         except (discord.Forbidden, discord.NotFound) as exc:

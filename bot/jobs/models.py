@@ -41,6 +41,7 @@ class GenerationRequest:
     inputs: list[InputImage] = field(default_factory=list)
     parent_job_id: str | None = None
     status_message_id: int | None = None
+    role_ids: tuple[int, ...] = ()  # the requester's roles, for role allowances
 
 
 @dataclass(frozen=True)

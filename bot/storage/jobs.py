@@ -128,6 +128,23 @@ class JobStore:
         )
         return None if row is None else _row_to_job(row)
 
+    async def find_by_message(self, message_id: int) -> Job | None:
+        """The job shown in this Discord message (its progress message or its result)."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM jobs WHERE result_message_id = ? OR status_message_id = ?"
+            " ORDER BY created_at DESC LIMIT 1",
+            (message_id, message_id),
+        )
+        return None if row is None else _row_to_job(row)
+
+    async def recent_for_user(self, user_id: int, guild_id: int | None, limit: int) -> list[Job]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM jobs WHERE user_id = ? AND guild_id IS ?"
+            " ORDER BY created_at DESC LIMIT ?",
+            (user_id, guild_id, limit),
+        )
+        return [_row_to_job(row) for row in rows]
+
     async def open_jobs(self) -> list[Job]:
         """Jobs whose requester has not yet been shown an outcome, oldest first."""
         rows = await self._db.fetch_all(

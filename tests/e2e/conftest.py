@@ -16,7 +16,7 @@ from bot.app import FluxcordBot
 from bot.settings import Settings
 from tests.conftest import BFL_KEY
 from tests.fakes.bfl_server import FakeBFL
-from tests.fakes.discord.models import Channel, Guild, User
+from tests.fakes.discord.models import Channel, Guild, InteractionHandle, Message, User
 from tests.fakes.discord_server import FakeDiscord
 
 
@@ -53,6 +53,28 @@ class World:
         self.bots.append((bot, task))
         await asyncio.wait_for(ready.wait(), 10)
         return bot
+
+    def newest_message_id(self) -> int:
+        messages = self.discord.messages(self.channel.id, include_deleted=True)
+        return messages[-1].id if messages else 0
+
+    async def result_after(self, after: int, within: float = 10) -> Message:
+        """The first finished result (an image posted by the bot) newer than `after`."""
+        bot_id = self.discord.application_id
+        return await self.discord.wait_for_message(
+            lambda m: m.author_id == bot_id and bool(m.attachments) and not m.ephemeral,
+            channel_id=self.channel.id, after=after, timeout=within,
+        )
+
+    async def refusal(self, it: InteractionHandle) -> str:
+        """The private text an interaction ended with (a direct reply or the edited deferral)."""
+        callback = await it.response()
+        if callback.type == 4:
+            assert callback.data.get("flags", 0) & 64, "refusals must be ephemeral"
+            return str(callback.data["content"])
+        message = await it.wait_original(lambda m: bool(m.content))
+        assert message.ephemeral, "refusals must be ephemeral"
+        return message.content
 
     async def stop_bot(self, bot: FluxcordBot) -> None:
         for index, (known, task) in enumerate(self.bots):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from bot.jobs.models import JobState
 from tests.e2e.conftest import World
 from tests.fakes.bfl_server import Outcome
@@ -12,10 +10,11 @@ from tests.fakes.bfl_server import Outcome
 async def test_imagine_posts_the_generated_image_with_its_parameters(world: World) -> None:
     bot = await world.start_bot()
     assert world.discord.command("imagine", guild_id=world.guild.id) is not None
+    before = world.newest_message_id()
 
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
                                           {"prompt": "a red fox in the snow"})
-    message = await it.wait_original(lambda m: bool(m.attachments))
+    message = await world.result_after(before)
 
     [submission] = world.bfl.submissions
     assert submission.endpoint == "flux-2-pro"
@@ -29,41 +28,57 @@ async def test_imagine_posts_the_generated_image_with_its_parameters(world: Worl
     assert fields["Model"] == "FLUX.2 [pro]"
     assert fields["Seed"] == str(submission.body["seed"])
     assert fields["Size"] == "32×32"
+    assert fields["Requested by"] == f"<@{world.alice.id}>"
     assert embed["image"]["url"] == attachment.url  # the embed shows the attached file
     assert message.content == f"<@{world.alice.id}>"
+    assert set(message.custom_ids) == {
+        f"flux:{action}:{fields_job_id(embed)}"
+        for action in ("reroll", "edit", "remix", "chain", "delete")
+    }
+    # The private "thinking…" reply is cleaned up once the job is queued.
+    assert it.original is None or it.original.deleted
     job_id = await bot.db.fetch_value("SELECT id FROM jobs")
     [job] = await bot.engine.wait_closed([job_id], 5)
     assert job.state is JobState.DELIVERED and job.result_message_id == message.id
 
 
+def fields_job_id(embed: dict[str, object]) -> str:
+    footer = embed["footer"]
+    assert isinstance(footer, dict)
+    return str(footer["text"]).removeprefix("Job ")
+
+
 async def test_prompt_text_can_never_ping_everyone_or_roles(world: World) -> None:
     await world.start_bot()
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "@everyone look <@&123> @here"})
-    message = await it.wait_original(lambda m: bool(m.attachments))
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                     {"prompt": "@everyone look <@&123> @here"})
+    message = await world.result_after(before)
     assert message.mentions == [world.alice.id]
     assert message.mention_roles == []
-    for earlier in message.history:
-        assert earlier.get("mention_everyone") in (None, False)
+    for status in world.discord.messages(world.channel.id, include_ephemeral=False):
+        assert status.mention_roles == []
+        assert status.allowed_mentions is not None
+        assert "everyone" not in status.allowed_mentions.get("parse", [])
 
 
 async def test_a_blank_prompt_is_refused_privately_and_nothing_is_created(world: World) -> None:
     bot = await world.start_bot()
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "   "})
-    callback = await it.response()
-    assert callback.type == 4
-    assert callback.data["content"] == "Please give a prompt describing the image."
-    assert callback.data["flags"] & 64  # ephemeral
+    assert await world.refusal(it) == "Please give a prompt describing the image."
     assert world.bfl.submissions == []
     assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+    assert [m for m in world.discord.messages(world.channel.id) if not m.ephemeral] == []
 
 
 async def test_moderated_request_shows_a_clear_message(world: World) -> None:
     world.bfl.script("something forbidden", Outcome(final_status="Request Moderated"))
     await world.start_bot()
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "something forbidden"})
-    message = await it.wait_original(lambda m: "safety filter" in m.content)
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                     {"prompt": "something forbidden"})
+    message = await world.discord.wait_for_message(
+        lambda m: "safety filter" in m.content, channel_id=world.channel.id, timeout=10
+    )
     assert message.content == (
         f"🛡️ <@{world.alice.id}> The image service's safety filter blocked this request, so no "
         "image was made. You were not charged."
@@ -76,17 +91,16 @@ async def test_a_job_running_during_a_restart_is_delivered_once_by_the_new_proce
 ) -> None:
     world.bfl.latency = 1.0
     first = await world.start_bot()
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "survives restarts"})
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                     {"prompt": "survives restarts"})
     await world.discord.wait_for(lambda: len(world.bfl.submissions) == 1, timeout=5)
     await world.stop_bot(first)  # the task is still generating at the provider
-    assert not it.original or not it.original.attachments
 
     await world.start_bot()
-    message = await it.wait_original(lambda m: bool(m.attachments))
+    message = await world.result_after(before)
     task_id = world.bfl.submissions[0].task_id or ""
     assert message.attachments[0].data == world.bfl.image_bytes(task_id)
     assert len(world.bfl.submissions) == 1  # polled again, never resubmitted
     results = [m for m in world.discord.messages(world.channel.id) if m.attachments]
     assert len(results) == 1
-    await asyncio.sleep(0)

@@ -1,0 +1,164 @@
+"""Turning what a member asked for into a job, and the questions cogs ask about jobs.
+
+Every way of asking — slash commands, the context menu, a reply, a result button — ends up
+here, so the rules (which variant, which references, what a chain is, who may delete) are
+written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bot.jobs.engine import JobEngine
+from bot.jobs.models import GenerationRequest, Job
+from bot.providers.base import InputImage
+from bot.references import ReferenceCandidate, ReferenceLimits, load_references
+from bot.variants import InvalidRequest, JobParams, Variant
+
+# How far /history and the chain view walk; chains deeper than this are summarised.
+MAX_LINEAGE = 25
+
+
+@dataclass(frozen=True)
+class Requester:
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    role_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A request as typed, before validation. `variant` None means the server's default."""
+
+    prompt: str
+    variant: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    size_preset: str | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    references: Sequence[ReferenceCandidate] = ()
+    # Already-verified images (e.g. a stored job's references for Reroll).
+    inputs: Sequence[InputImage] = ()
+    parent_job_id: str | None = None
+    needs_edit: bool = False  # only edit-capable variants qualify
+
+
+class GenerationService:
+    def __init__(
+        self,
+        engine: JobEngine,
+        variants: Mapping[str, Variant],
+        *,
+        default_variant: str,
+        limits: ReferenceLimits,
+    ) -> None:
+        self.engine = engine
+        self.variants = dict(variants)
+        self.default_variant = default_variant
+        self.limits = limits
+
+    # ----------------------------------------------------------------- variants
+    def edit_variants(self) -> dict[str, Variant]:
+        return {key: v for key, v in self.variants.items() if v.edit_capable}
+
+    def pick_variant(self, key: str | None, *, needs_edit: bool = False) -> Variant:
+        pool = self.edit_variants() if needs_edit else self.variants
+        if not pool:
+            raise InvalidRequest("No image model is configured on this bot yet.")
+        if key is not None:
+            variant = self.variants.get(key)
+            if variant is None:
+                raise InvalidRequest(f"There is no FLUX.2 variant called “{key}” on this bot.")
+            if needs_edit and not variant.edit_capable:
+                raise InvalidRequest(f"{variant.label} can't edit images.")
+            return variant
+        return pool.get(self.default_variant) or next(iter(pool.values()))
+
+    # ----------------------------------------------------------------- requests
+    def validate(self, draft: Draft) -> tuple[Variant, JobParams]:
+        """Everything that can be checked without downloading anything."""
+        needs_edit = draft.needs_edit or bool(draft.references or draft.inputs)
+        variant = self.pick_variant(draft.variant, needs_edit=needs_edit)
+        variant.check_reference_count(len(draft.references) + len(draft.inputs))
+        params = variant.validate(
+            draft.prompt,
+            options=draft.options,
+            width=draft.width,
+            height=draft.height,
+            size_preset=draft.size_preset,
+            seed=draft.seed,
+        )
+        return variant, params
+
+    async def prepare(self, draft: Draft, requester: Requester) -> GenerationRequest:
+        """Validate, then download and verify the references. Raises InvalidRequest."""
+        variant, params = self.validate(draft)
+        downloaded = await load_references(draft.references, variant, self.limits)
+        return GenerationRequest(
+            user_id=requester.user_id,
+            guild_id=requester.guild_id,
+            channel_id=requester.channel_id,
+            variant=variant,
+            params=params,
+            inputs=[*draft.inputs, *downloaded],
+            parent_job_id=draft.parent_job_id,
+            role_ids=requester.role_ids,
+        )
+
+    async def submit(
+        self, request: GenerationRequest, *, status_message_id: int
+    ) -> tuple[Job, int | None]:
+        return await self.engine.accept(_with_status(request, status_message_id))
+
+    # ----------------------------------------------------------------- jobs
+    async def job(self, job_id: str) -> Job | None:
+        return await self.engine.store.get(job_id)
+
+    async def job_for_message(self, message_id: int) -> Job | None:
+        """The job whose result (or progress) message this is, if it is one of ours."""
+        return await self.engine.store.find_by_message(message_id)
+
+    async def stored_inputs(self, job: Job) -> list[InputImage]:
+        return await self.engine.store.inputs(job.id)
+
+    async def lineage(self, job: Job) -> list[Job]:
+        """The chain from its first image to `job`, oldest first."""
+        chain = [job]
+        seen = {job.id}
+        while chain[0].parent_job_id and len(chain) < MAX_LINEAGE:
+            parent = await self.engine.store.get(chain[0].parent_job_id)
+            if parent is None or parent.id in seen:
+                break
+            seen.add(parent.id)
+            chain.insert(0, parent)
+        return chain
+
+    async def history(self, user_id: int, guild_id: int | None, limit: int = 10) -> list[Job]:
+        return await self.engine.store.recent_for_user(user_id, guild_id, limit)
+
+    @staticmethod
+    def can_delete(job: Job, user_id: int, *, is_moderator: bool) -> bool:
+        return is_moderator or job.user_id == user_id
+
+    async def reroll_draft(self, job: Job) -> Draft:
+        """Same variant, prompt, options, size and references; a new seed."""
+        return Draft(
+            prompt=job.params.prompt,
+            variant=job.variant,
+            options=job.params.options,
+            width=job.params.width,
+            height=job.params.height,
+            inputs=await self.stored_inputs(job),
+            parent_job_id=job.parent_job_id,
+        )
+
+    async def mark_deleted(self, job: Job) -> None:
+        await self.engine.store.update(job.id, result_message_id=None)
+
+
+def _with_status(request: GenerationRequest, status_message_id: int) -> GenerationRequest:
+    return replace(request, status_message_id=status_message_id)

@@ -1,0 +1,278 @@
+"""Buttons under every result, and /history.
+
+Buttons are `DynamicItem`s: the action and the job id live in the custom_id and are matched by
+pattern, so they keep working after a restart without any view state in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.generation import Draft
+from bot.jobs.models import Job
+from bot.variants import InvalidRequest
+from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
+from cogs.render import job_link, truncate, variant_label
+
+if TYPE_CHECKING:
+    from bot.app import FluxcordBot
+
+log = logging.getLogger(__name__)
+
+ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
+    "reroll": ("Reroll", "🎲", discord.ButtonStyle.secondary),
+    "edit": ("Edit", "✏️", discord.ButtonStyle.primary),
+    "remix": ("Remix", "🎛️", discord.ButtonStyle.secondary),
+    "chain": ("History", "🧬", discord.ButtonStyle.secondary),
+    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+}
+UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
+DELETE_REFUSED_TEXT = "Only the person who made this image or a moderator can delete it."
+_MESSAGE_LINK = re.compile(r"/channels/(?:\d+|@me)/\d+/(?P<message_id>\d+)")
+
+
+def result_view(job: Job) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in ACTIONS:
+        view.add_item(ResultButton(action, job.id))
+    return view
+
+
+def bot_of(interaction: discord.Interaction[Any]) -> FluxcordBot:
+    from bot.app import FluxcordBot
+
+    client = interaction.client
+    assert isinstance(client, FluxcordBot)
+    return client
+
+
+class ResultButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"flux:(?P<action>reroll|edit|remix|chain|delete):(?P<job_id>[0-9a-f]{16})",
+):
+    def __init__(self, action: str, job_id: str) -> None:
+        label, emoji, style = ACTIONS[action]
+        super().__init__(
+            discord.ui.Button(
+                label=label, emoji=emoji, style=style, custom_id=f"flux:{action}:{job_id}"
+            )
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+    ) -> ResultButton:
+        return cls(match["action"], match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        bot = bot_of(interaction)
+        job = await bot.generation.job(self.job_id)
+        if job is None:
+            await interaction.response.send_message(UNKNOWN_JOB_TEXT, ephemeral=True)
+            return
+        if self.action == "reroll":
+            await generate_from_interaction(
+                bot, interaction, await bot.generation.reroll_draft(job)
+            )
+        elif self.action == "edit":
+            await interaction.response.send_modal(EditResultModal(job, interaction.message))
+        elif self.action == "remix":
+            await interaction.response.send_modal(RemixModal(job))
+        elif self.action == "chain":
+            lineage = await bot.generation.lineage(job)
+            await interaction.response.send_message(render_lineage(lineage), ephemeral=True)
+        else:
+            await delete_result(bot, interaction, job)
+
+
+async def delete_result(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> None:
+    is_moderator = interaction.permissions.manage_messages
+    if not bot.generation.can_delete(job, interaction.user.id, is_moderator=is_moderator):
+        await interaction.response.send_message(DELETE_REFUSED_TEXT, ephemeral=True)
+        return
+    if interaction.message is not None:
+        await interaction.message.delete()
+    await bot.generation.mark_deleted(job)
+    log.info("job %s: result deleted by %s", job.id, interaction.user.id)
+    await interaction.response.send_message("Deleted.", ephemeral=True)
+
+
+class EditResultModal(discord.ui.Modal, title="Edit this image"):
+    prompt: discord.ui.TextInput[EditResultModal] = discord.ui.TextInput(
+        label="How should it change?",
+        style=discord.TextStyle.paragraph,
+        max_length=4000,
+        custom_id="prompt",
+    )
+
+    def __init__(self, job: Job, message: discord.Message | None) -> None:
+        super().__init__(custom_id=f"flux:editmodal:{job.id}")
+        self.job = job
+        self.message = message
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        bot = bot_of(interaction)
+        images = image_attachments(self.message) if self.message else []
+        variant = bot.generation.variants.get(self.job.variant)
+        draft = Draft(
+            prompt=self.prompt.value,
+            variant=self.job.variant if variant and variant.edit_capable else None,
+            references=[candidate(image) for image in images],
+            parent_job_id=self.job.id,
+            needs_edit=True,
+        )
+        await generate_from_interaction(bot, interaction, draft)
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    def __init__(self, job: Job) -> None:
+        super().__init__(custom_id=f"flux:remixmodal:{job.id}")
+        self.job = job
+        params = job.params
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            max_length=4000,
+            default=params.prompt,
+            custom_id="prompt",
+        )
+        self.variant: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Model", default=job.variant, max_length=32, custom_id="variant"
+        )
+        size = f"{params.width}x{params.height}" if params.width and params.height else ""
+        self.size: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Size (WIDTHxHEIGHT, empty for automatic)",
+            default=size,
+            required=False,
+            max_length=11,
+            custom_id="size",
+        )
+        self.seed: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Seed (empty for a new one)",
+            default=str(params.seed),
+            required=False,
+            max_length=10,
+            custom_id="seed",
+        )
+        for item in (self.prompt, self.variant, self.size, self.seed):
+            self.add_item(item)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        bot = bot_of(interaction)
+        try:
+            width, height = parse_size(self.size.value)
+            seed = parse_seed(self.seed.value)
+        except InvalidRequest as exc:
+            await reply_privately(interaction, str(exc))
+            return
+        variant_key = self.variant.value.strip().lower()
+        variant = bot.generation.variants.get(variant_key)
+        # Keep the options the chosen model understands; the rest fall back to its defaults.
+        names = {spec.name for spec in variant.options} if variant else set()
+        draft = Draft(
+            prompt=self.prompt.value,
+            variant=variant_key,
+            options={k: v for k, v in self.job.params.options.items() if k in names},
+            width=width,
+            height=height,
+            seed=seed,
+            inputs=await bot.generation.stored_inputs(self.job),
+            parent_job_id=self.job.parent_job_id,
+        )
+        await generate_from_interaction(bot, interaction, draft)
+
+
+def parse_size(text: str) -> tuple[int | None, int | None]:
+    text = text.strip().lower().replace("×", "x").replace(" ", "")
+    if not text:
+        return None, None
+    match = re.fullmatch(r"(\d{2,5})x(\d{2,5})", text)
+    if match is None:
+        raise InvalidRequest("Write the size as WIDTHxHEIGHT, for example 1024x768.")
+    return int(match[1]), int(match[2])
+
+
+def parse_seed(text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise InvalidRequest("The seed must be a whole number, or empty for a new one.")
+    return int(text)
+
+
+def render_lineage(chain: list[Job]) -> str:
+    lines = [f"**This image's history** ({len(chain)} step{'s' if len(chain) != 1 else ''}):"]
+    for index, job in enumerate(chain, start=1):
+        link = job_link(job)
+        prompt = truncate(job.prompt.replace("\n", " "), 80)
+        where = f"[view]({link})" if link else "deleted"
+        lines.append(f"{index}. {prompt} — {variant_label(job)} · {where}")
+    return "\n".join(lines)[:2000]
+
+
+def render_history(jobs: list[Job]) -> str:
+    if not jobs:
+        return "You haven't made any images here yet."
+    lines = ["**Your recent images:**"]
+    for job in jobs:
+        link = job_link(job)
+        prompt = truncate(job.prompt.replace("\n", " "), 70)
+        where = f"[view]({link})" if link else job.state.value
+        lines.append(f"• <t:{int(job.created_at)}:R> {prompt} — {variant_label(job)} · {where}")
+    return "\n".join(lines)[:2000]
+
+
+class Results(commands.Cog):
+    def __init__(self, bot: FluxcordBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(ResultButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(ResultButton)
+
+    @app_commands.command(name="history", description="Your recent images, or one image's chain")
+    @app_commands.describe(result="A result's message link or job id, to show its chain")
+    async def history(
+        self, interaction: discord.Interaction[Any], result: str | None = None
+    ) -> None:
+        service = self.bot.generation
+        if result is None:
+            jobs = await service.history(interaction.user.id, interaction.guild_id)
+            await interaction.response.send_message(render_history(jobs), ephemeral=True)
+            return
+        job = await self._find(result.strip())
+        if job is None or job.guild_id != interaction.guild_id:
+            await interaction.response.send_message(
+                "I can't find that result. Paste a result's message link or its job id.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.send_message(
+            render_lineage(await service.lineage(job)), ephemeral=True
+        )
+
+    async def _find(self, reference: str) -> Job | None:
+        match = _MESSAGE_LINK.search(reference)
+        if match:
+            return await self.bot.generation.job_for_message(int(match["message_id"]))
+        if reference.isdigit():
+            return await self.bot.generation.job_for_message(int(reference))
+        return await self.bot.generation.job(reference.lower())
+
+
+async def setup(bot: FluxcordBot) -> None:
+    await bot.add_cog(Results(bot))
