@@ -19,6 +19,10 @@ class NotAnImage(ValueError):
     pass
 
 
+class ImageTooLarge(NotAnImage):
+    """Pillow refused to even open it: far beyond any sane pixel count (a decompression bomb)."""
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     content_type: str
@@ -32,7 +36,9 @@ def inspect_image(data: bytes) -> ImageInfo:
         with Image.open(io.BytesIO(data)) as image:
             kind = image.format or ""
             width, height = image.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge("too many pixels") from exc
+    except (UnidentifiedImageError, OSError) as exc:
         raise NotAnImage("not a readable image") from exc
     content_type = _CONTENT_TYPES.get(kind)
     if content_type is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from bot.images import NotAnImage, inspect_image
+from bot.images import ImageTooLarge, NotAnImage, inspect_image
 from bot.providers.base import InputImage
 from bot.variants import MEGAPIXEL, InvalidRequest, Variant
 
@@ -64,13 +64,23 @@ def precheck(candidate: ReferenceCandidate, limits: ReferenceLimits) -> None:
         raise ReferenceRejected(
             f"{candidate.filename} is not a PNG, JPEG or WebP image, so it can't be a reference."
         )
-    if candidate.size > limits.max_bytes:
-        raise ReferenceRejected(
-            f"{candidate.filename} is {candidate.size / 1024 / 1024:.1f} MB; references can be "
-            f"at most {limits.max_bytes / 1024 / 1024:.0f} MB."
-        )
+    _check_bytes(candidate.filename, candidate.size, limits)
     if candidate.width and candidate.height:
         _check_pixels(candidate.filename, candidate.width, candidate.height, limits)
+
+
+def human_bytes(count: int) -> str:
+    if count >= 1024 * 1024:
+        return f"{count / 1024 / 1024:.1f} MB"
+    return f"{max(1, round(count / 1024))} KB"
+
+
+def _check_bytes(name: str, size: int, limits: ReferenceLimits) -> None:
+    if size > limits.max_bytes:
+        raise ReferenceRejected(
+            f"{name} is {human_bytes(size)}; references can be at most "
+            f"{human_bytes(limits.max_bytes)}."
+        )
 
 
 def _check_pixels(name: str, width: int, height: int, limits: ReferenceLimits) -> None:
@@ -83,10 +93,14 @@ def _check_pixels(name: str, width: int, height: int, limits: ReferenceLimits) -
 
 def verify_bytes(name: str, data: bytes, limits: ReferenceLimits) -> InputImage:
     """Check the downloaded bytes themselves. CPU-bound for big files: run it in a thread."""
-    if len(data) > limits.max_bytes:
-        raise ReferenceRejected(f"{name} is larger than {limits.max_bytes / 1024 / 1024:.0f} MB.")
+    _check_bytes(name, len(data), limits)
     try:
         info = inspect_image(data)  # header only: nothing is decoded yet
+    except ImageTooLarge:
+        raise ReferenceRejected(
+            f"{name} has far too many pixels; references can be at most "
+            f"{limits.max_pixels / MEGAPIXEL:.0f} MP."
+        ) from None
     except NotAnImage:
         raise ReferenceRejected(f"{name} is not a readable image.") from None
     if info.content_type == "image/gif":
