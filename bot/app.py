@@ -154,6 +154,9 @@ class FluxcordBot(commands.Bot):
         )
         log.info("slash commands synced (%s)", f"guild {guild.id}" if guild else "global")
 
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No text commands: replies that mention the bot are handled by the generate cog."""
+
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
