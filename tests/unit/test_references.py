@@ -52,7 +52,7 @@ def test_the_real_format_wins_over_the_declared_one() -> None:
 
 def test_truncated_images_are_refused() -> None:
     data = encode("PNG", (200, 200))
-    with pytest.raises(ReferenceRejected, match="damaged or incomplete|not a readable image"):
+    with pytest.raises(ReferenceRejected, match=r"damaged or incomplete|not a readable image"):
         verify_bytes("cut.png", data[: len(data) // 2], LIMITS)
 
 
@@ -67,7 +67,7 @@ async def test_nothing_is_downloaded_when_any_candidate_fails_a_precheck() -> No
     fetched.clear()
     good = candidate("good.png", encode("PNG"), "image/png")
     bad = candidate("bad.txt", b"hello", "text/plain")
-    with pytest.raises(ReferenceRejected, match="bad.txt is not a PNG, JPEG or WebP image"):
+    with pytest.raises(ReferenceRejected, match=r"bad\.txt is not a PNG, JPEG or WebP image"):
         await load_references([good, bad], get_variant("pro"), LIMITS)
     assert fetched == []
 
@@ -84,7 +84,7 @@ async def test_download_failures_are_reported_by_name() -> None:
     async def broken() -> bytes:
         raise ConnectionError("cdn down")
 
-    with pytest.raises(ReferenceRejected, match="x.png could not be downloaded from Discord"):
+    with pytest.raises(ReferenceRejected, match=r"x\.png could not be downloaded from Discord"):
         await load_references([ReferenceCandidate("x.png", "image/png", 10, broken)],
                               get_variant("pro"), LIMITS)
 
