@@ -5,7 +5,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DATABASE_PATH=/data/fluxcord.sqlite3
+    DATABASE_PATH=/data/fluxcord.sqlite3 \
+    WEB_HOST=0.0.0.0 \
+    WEB_PORT=8080
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin fluxcord \
     && mkdir /data && chown fluxcord:fluxcord /data
@@ -20,4 +22,9 @@ RUN pip install -e .
 
 USER fluxcord
 VOLUME ["/data"]
+# The bot's web server: BFL webhooks (publish it only behind a proxy), /healthz, /metrics.
+EXPOSE 8080
+# The slim image has no curl: Python's urllib it is. A 503 raises, so the exit code is 1.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('WEB_PORT', '8080'), timeout=4)"]
 CMD ["python", "-m", "bot"]

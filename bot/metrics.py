@@ -1,0 +1,173 @@
+"""Prometheus metrics for the bot, kept in a registry of their own.
+
+A private `CollectorRegistry` (never prometheus-client's global default) lets each bot, test
+or benchmark hold independent metrics, and keeps libraries that register on the default
+registry out of our `/metrics`.
+
+Jobs by state are a *counter* of state entries (`fluxcord_jobs_total{state, variant}`), not a
+gauge of current jobs: a counter is monotonic, so `rate()`/`increase()` stay correct across
+restarts (Prometheus handles counter resets), and nothing has to be rebuilt from the database
+when the bot resumes its jobs. A gauge maintained by +1/-1 in the process would drift at every
+crash recovery. "How many right now" is answered by the queue-depth and active-tasks gauges,
+which read the engine's live state when scraped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.process_collector import ProcessCollector
+
+log = logging.getLogger(__name__)
+
+# The classic text format: what `generate_latest` writes and every Prometheus version reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+ProviderOperation = Literal["submit", "poll", "download"]
+
+# From a fast poll (~30 ms) to a slow submit or download of a large image (~1 min).
+PROVIDER_LATENCY_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+
+
+class WebhookRejection(StrEnum):
+    """Why the webhook receiver refused a delivery (the `reason` label)."""
+
+    BAD_SECRET = "bad_secret"  # no valid X-Webhook-Secret / X-BFL-Signature: 401
+    UNKNOWN_TASK = "unknown_task"  # no such job, or another task than the job's: 404
+    TOO_LARGE = "too_large"  # over the body cap: 413
+    BAD_BODY = "bad_body"  # verified but unreadable (not JSON, no task id): 400
+
+
+class Metrics:
+    """Every metric the bot exports, with small methods for the engine and providers."""
+
+    def __init__(self, *, process_metrics: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        if process_metrics:
+            # CPU, memory, open files, GC: what the default registry would have had.
+            ProcessCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        self.jobs = Counter(
+            "fluxcord_jobs",
+            "Jobs that entered each state, by state and variant",
+            ["state", "variant"],
+            registry=self.registry,
+        )
+        self.provider_latency = Histogram(
+            "fluxcord_provider_request_seconds",
+            "Time spent in provider calls, by provider and operation",
+            ["provider", "operation"],
+            buckets=PROVIDER_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "fluxcord_queue_depth",
+            "Jobs waiting for a provider slot",
+            registry=self.registry,
+        )
+        self.active_tasks = Gauge(
+            "fluxcord_active_tasks",
+            "Jobs currently running at a provider",
+            registry=self.registry,
+        )
+        self.provider_busy = Counter(
+            "fluxcord_provider_busy",
+            "HTTP 429 (too many active tasks) answers seen, by provider",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.webhooks_accepted = Counter(
+            "fluxcord_webhooks_accepted",
+            "Webhook deliveries verified and handed to the job engine",
+            registry=self.registry,
+        )
+        self.webhooks_rejected = Counter(
+            "fluxcord_webhooks_rejected",
+            "Webhook deliveries refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.credits_spent = Counter(
+            "fluxcord_credits_spent",
+            "Provider credits charged for finished jobs (1 BFL credit = $0.01)",
+            ["provider", "variant"],
+            registry=self.registry,
+        )
+        # Export every reason from the start: a series that appears only at its first event
+        # makes `increase()` miss that event.
+        for reason in WebhookRejection:
+            self.webhooks_rejected.labels(reason=reason.value)
+
+    # ----------------------------------------------------------------- engine-facing
+    def bind_engine(
+        self, *, queue_depth: Callable[[], int], active_tasks: Callable[[], int]
+    ) -> None:
+        """Read the gauges from the engine at scrape time: always current, never drifting."""
+        self.queue_depth.set_function(_safe(queue_depth, "queue depth"))
+        self.active_tasks.set_function(_safe(active_tasks, "active tasks"))
+
+    def job_state_changed(self, state: str, variant: str) -> None:
+        """Call after each state change is written (a JobState is a str)."""
+        self.jobs.labels(state=str(state), variant=variant).inc()
+
+    def observe_provider_call(
+        self, provider: str, operation: ProviderOperation, seconds: float
+    ) -> None:
+        self.provider_latency.labels(provider=provider, operation=operation).observe(
+            max(0.0, seconds)
+        )
+
+    @contextmanager
+    def time_provider_call(self, provider: str, operation: ProviderOperation) -> Iterator[None]:
+        """`with metrics.time_provider_call("bfl", "poll"): ...` — failures are timed too."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe_provider_call(provider, operation, time.perf_counter() - started)
+
+    def provider_rate_limited(self, provider: str) -> None:
+        """A provider answered 429."""
+        self.provider_busy.labels(provider=provider).inc()
+
+    def spent_credits(self, provider: str, variant: str, credits: float | None) -> None:
+        """Credits a finished job was charged (BFL does not charge moderated or failed tasks,
+        so call this when a job's result is ready, with the settled or quoted cost)."""
+        if credits is None or not math.isfinite(credits) or credits <= 0:
+            return
+        self.credits_spent.labels(provider=provider, variant=variant).inc(credits)
+
+    # ----------------------------------------------------------------- receiver-facing
+    def webhook_accepted(self) -> None:
+        self.webhooks_accepted.inc()
+
+    def webhook_rejected(self, reason: WebhookRejection) -> None:
+        self.webhooks_rejected.labels(reason=reason.value).inc()
+
+    # ----------------------------------------------------------------- exposition
+    def render(self) -> bytes:
+        """The registry in Prometheus text format (see CONTENT_TYPE)."""
+        return generate_latest(self.registry)
+
+
+def _safe(read: Callable[[], int], what: str) -> Callable[[], float]:
+    """A gauge callback that cannot break the whole scrape: NaN when the engine fails."""
+
+    def value() -> float:
+        try:
+            return float(read())
+        except Exception:
+            log.debug("metrics: reading %s failed", what, exc_info=True)
+            return math.nan
+
+    return value

@@ -1,0 +1,778 @@
+"""AI/ML API client for the FLUX.2 family: one synchronous POST that answers with the images.
+
+`POST {base}/v1/images/generations` with `Authorization: Bearer <key>` carries the whole
+generation: the answer holds the finished images (as URLs or inline base64) and the usage.
+There is no task to poll, so nothing can be recovered once the POST is in flight:
+
+* connect failures (the request never left) are retried with jittered backoff;
+* an explicit 503 is retried the same way: it is the documented "service unavailable"
+  refusal, answered before any generation starts;
+* a 429 is raised as `ProviderBusy` at once (the engine's lane waits and requeues);
+* anything after the request was sent (read timeout, dropped connection, 500, 502, 504
+  "generation timeout", an unreadable 200) may have been billed: `SubmitOutcomeUnknown`
+  or a result error, never a second POST.
+
+Usage (`meta.usage.credits_used`, or `tokens_used` as the docs' examples show) is counted
+in AI/ML credits, documented as $1 = 2,000,000; ours are 1 credit = $0.01, so by default
+20,000 AI/ML credits make one of ours (`AIML_UNITS_PER_CREDIT`, a constructor argument).
+
+The engine today polls every submitted task. `AIMLClient.submit` therefore returns a
+`FinishedSubmission` and keeps the images in memory under a synthetic task id: `poll`
+reports them Ready at once and `download` hands them over, so the existing engine works
+unchanged (see `FinishedSubmission` for the proposed protocol extension).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from bot.images import NotAnImage, inspect_image
+from bot.providers.base import (
+    InputImage,
+    InsufficientCredits,
+    OutputImage,
+    ProviderAccessDenied,
+    ProviderBusy,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    ResultTooLarge,
+    ResultUnavailable,
+    Submission,
+    SubmitOutcomeUnknown,
+    TaskOutcome,
+    TaskResult,
+)
+from bot.variants import InvalidRequest, JobParams, Variant
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL: Final = "https://api.aimlapi.com"
+GENERATIONS_PATH: Final = "/v1/images/generations"
+# The AI/ML API's FAQ: "$1 USD = 2,000,000 credits"; one of our credits is $0.01.
+AIML_UNITS_PER_USD: Final = 2_000_000
+AIML_UNITS_PER_CREDIT: Final = AIML_UNITS_PER_USD / 100
+
+PROMPT_MAX_CHARS: Final = 4000
+MIN_SIDE: Final = 512
+MAX_SIDE: Final = 2048
+SIDE_MULTIPLE: Final = 32
+MAX_IMAGE_URLS: Final = 3
+MAX_LORAS: Final = 3
+MAX_NUM_IMAGES: Final = 4
+IMAGE_SIZE_PRESETS: Final = (
+    "square_hd",
+    "square",
+    "portrait_4_3",
+    "portrait_16_9",
+    "landscape_4_3",
+    "landscape_16_9",
+)
+OUTPUT_FORMATS: Final = ("jpeg", "png", "webp")
+ACCELERATIONS: Final = ("none", "regular", "high")
+DEFAULT_SIZE: Final = (1024, 1024)  # our text-to-image default, the same as BFL's
+TARGET_EDIT_PIXELS: Final = 1024 * 1024  # edits without a size: the first reference at ~1 MP
+
+# The API fields our options may set, by model family (documented in the model pages).
+_DEV_OPTIONS: Final = frozenset(
+    {
+        "guidance_scale",
+        "num_inference_steps",
+        "acceleration",
+        "enable_prompt_expansion",
+        "num_images",
+        "output_format",
+        "enable_safety_checker",
+    }
+)
+_PRO_OPTIONS: Final = frozenset({"safety_tolerance", "output_format", "enable_safety_checker"})
+# Every body field, for finding which one a 400 message is about.
+_BODY_FIELDS: Final = (
+    "image_urls",
+    "image_size",
+    "num_images",
+    "guidance_scale",
+    "num_inference_steps",
+    "acceleration",
+    "enable_prompt_expansion",
+    "enable_safety_checker",
+    "safety_tolerance",
+    "output_format",
+    "loras",
+    "prompt",
+    "seed",
+    "model",
+)
+_FIELD_IN_MESSAGE: Final = re.compile(
+    r"\b(" + "|".join(_BODY_FIELDS) + r")((?:\.[A-Za-z_]\w*|\[\d+\])*)"
+)
+_HF_REPO: Final = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_LORA_OPTION: Final = re.compile(r"lora_([1-9])(_scale)?")
+_RESULT_SCHEME: Final = "aiml-result:"
+_ERROR_BODY_CAP: Final = 64 * 1024
+
+Family = Literal["dev", "lora", "pro"]
+
+
+@dataclass(frozen=True)
+class AIMLModel:
+    name: str
+    family: Family
+    edit: bool  # takes (and requires) 1–3 image_urls
+
+
+MODELS: Final[dict[str, AIMLModel]] = {
+    m.name: m
+    for m in (
+        AIMLModel("blackforestlabs/flux-2", "dev", False),
+        AIMLModel("blackforestlabs/flux-2-edit", "dev", True),
+        AIMLModel("blackforestlabs/flux-2-lora", "lora", False),
+        AIMLModel("blackforestlabs/flux-2-lora-edit", "lora", True),
+        AIMLModel("blackforestlabs/flux-2-pro", "pro", False),
+        AIMLModel("blackforestlabs/flux-2-pro-edit", "pro", True),
+    )
+}
+
+
+@dataclass(frozen=True)
+class LoRA:
+    """One LoRA adapter: `path` is an http(s) URL or a Hugging Face `owner/repo`."""
+
+    path: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished generation: the images, and what it cost."""
+
+    model: str
+    images: tuple[OutputImage, ...]
+    cost: float | None  # our credits (1 = $0.01), None when the answer reported no usage
+    usage: float | None  # as reported, in AI/ML credits
+    usage_field: str | None  # which field it came from
+    failed_images: int = 0  # results that could not be fetched or decoded
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinishedSubmission(Submission):
+    """A `Submission` whose task already finished (the AI/ML API is synchronous).
+
+    Today's engine reads only `task_id`/`polling_url`/`cost` and then polls, which `poll`
+    answers from memory. With the proposed `Submission.result: TaskResult | None` field the
+    engine completes the job from `result` without polling, still fetching its
+    `sample_urls` through `download` (served from memory here): this class keeps working
+    unchanged (its `result` narrows the new base field) and can then become plain
+    `Submission(..., result=...)`. `images` is for callers outside the engine.
+    """
+
+    result: TaskResult
+    images: tuple[OutputImage, ...] = ()
+
+
+class ResultLost(ResultUnavailable):
+    """A finished result was no longer held in memory (the bot restarted, or it expired)."""
+
+    user_message = (
+        "The image was made, but the bot lost it before saving it (it may have restarted). "
+        "Please try again."
+    )
+
+
+# ---------------------------------------------------------------------- payloads
+
+
+def model_for(base: str, *, edit: bool) -> str:
+    """The model for a catalogue endpoint: `…/flux-2` becomes `…/flux-2-edit` with images."""
+    name = base.removesuffix("-edit")
+    name = f"{name}-edit" if edit else name
+    if name not in MODELS:
+        raise InvalidRequest(f"The AI/ML API has no model {name}.")
+    return name
+
+
+def fit_size(width: int, height: int, *, pixels: int = TARGET_EDIT_PIXELS) -> tuple[int, int]:
+    """A valid `image_size` with the aspect of `width`×`height`, about `pixels` in area:
+    each side 512–2048 and a multiple of 32 (extreme aspects are clamped)."""
+    if width <= 0 or height <= 0:
+        return DEFAULT_SIZE
+    scale = (pixels / (width * height)) ** 0.5
+
+    def side(value: float) -> int:
+        rounded = round(value / SIDE_MULTIPLE) * SIDE_MULTIPLE
+        return min(MAX_SIDE, max(MIN_SIDE, rounded))
+
+    return side(width * scale), side(height * scale)
+
+
+def image_data_url(image: InputImage) -> str:
+    """A reference image as an `image_urls` item. The docs accept "URLs or base64 data" and
+    type the items as URIs, so we send a `data:` URL (a URI that carries its type)."""
+    return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def _number(name: str, value: Any, lo: float, hi: float, *, integer: bool = False) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"{name} must be a number.")
+    if integer and value != int(value):
+        raise InvalidRequest(f"{name} must be a whole number.")
+    if not lo <= value <= hi:
+        raise InvalidRequest(f"{name} must be between {lo:g} and {hi:g}.")
+    return int(value) if integer else value
+
+
+def _check_side(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"The {name} must be a whole number.")
+    if not MIN_SIDE <= value <= MAX_SIDE:
+        raise InvalidRequest(f"The {name} must be between {MIN_SIDE} and {MAX_SIDE} pixels.")
+    if value % SIDE_MULTIPLE:
+        raise InvalidRequest(f"The {name} must be a multiple of {SIDE_MULTIPLE} (got {value}).")
+
+
+def _check_lora(index: int, lora: LoRA) -> dict[str, Any]:
+    path = lora.path.strip() if isinstance(lora.path, str) else ""
+    url = urlsplit(path)
+    is_url = url.scheme in ("http", "https") and bool(url.netloc)
+    if not (is_url or _HF_REPO.fullmatch(path)):
+        raise InvalidRequest(
+            f"LoRA {index + 1} must be an http(s) URL or a Hugging Face repo (owner/repo)."
+        )
+    scale = _number(f"LoRA {index + 1} scale", lora.scale, 0, 4)
+    return {"path": path, "scale": scale}
+
+
+def build_payload(
+    model: str,
+    prompt: str,
+    options: Mapping[str, Any] | None = None,
+    image_urls: Sequence[str] = (),
+    *,
+    size: str | tuple[int, int] | None = None,
+    seed: int | None = None,
+    loras: Sequence[LoRA] = (),
+) -> dict[str, Any]:
+    """The exact JSON body for `model`, from plain values, checked against the documented
+    rules so that a request the API would refuse is never sent (and never billed).
+
+    `options` are API fields: `guidance_scale`, `num_inference_steps`, `acceleration`,
+    `enable_prompt_expansion`, `num_images` (dev and LoRA models); `safety_tolerance` (pro:
+    an int or string 1–6, always sent as the string the API wants); `output_format` and
+    `enable_safety_checker` (all). `None` values are left out (the API default applies).
+    Raises `InvalidRequest` (a user-safe message) for anything the model does not accept.
+    """
+    spec = MODELS.get(model)
+    if spec is None:
+        raise InvalidRequest(f"The AI/ML API has no model {model}.")
+    prompt = prompt.strip()
+    if not prompt:
+        raise InvalidRequest("Please give a prompt describing the image.")
+    if len(prompt) > PROMPT_MAX_CHARS:
+        raise InvalidRequest(
+            f"The prompt is {len(prompt)} characters; the limit is {PROMPT_MAX_CHARS}."
+        )
+    body: dict[str, Any] = {"model": model, "prompt": prompt}
+
+    if spec.edit:
+        if not 1 <= len(image_urls) <= MAX_IMAGE_URLS:
+            raise InvalidRequest(f"{model} needs 1 to {MAX_IMAGE_URLS} reference images.")
+        body["image_urls"] = list(image_urls)
+    elif image_urls:
+        # Undocumented fields are silently ignored by the API: refuse here, or the user
+        # would pay for an image that ignores the references.
+        raise InvalidRequest(f"{model} does not take reference images.")
+
+    if isinstance(size, str):
+        if size not in IMAGE_SIZE_PRESETS:
+            raise InvalidRequest(f"The size must be one of: {', '.join(IMAGE_SIZE_PRESETS)}.")
+        body["image_size"] = size
+    elif size is not None:
+        width, height = size
+        _check_side("width", width)
+        _check_side("height", height)
+        body["image_size"] = {"width": width, "height": height}
+
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
+            raise InvalidRequest("The seed must be a whole number of at least 1.")
+        body["seed"] = seed
+
+    allowed = _PRO_OPTIONS if spec.family == "pro" else _DEV_OPTIONS
+    given = {name: value for name, value in (options or {}).items() if value is not None}
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise InvalidRequest(f"{model} does not take {', '.join(unknown)}.")
+    for name, value in given.items():
+        body[name] = _checked_option(name, value)
+
+    if loras:
+        if spec.family != "lora":
+            raise InvalidRequest(f"{model} does not take LoRA adapters.")
+        if len(loras) > MAX_LORAS:
+            raise InvalidRequest(f"At most {MAX_LORAS} LoRA adapters; you gave {len(loras)}.")
+        body["loras"] = [_check_lora(index, lora) for index, lora in enumerate(loras)]
+    return body
+
+
+def _checked_option(name: str, value: Any) -> Any:
+    if name == "guidance_scale":
+        return _number("guidance scale", value, 0, 20)
+    if name == "num_inference_steps":
+        return _number("steps", value, 4, 50, integer=True)
+    if name == "num_images":
+        return _number("number of images", value, 1, MAX_NUM_IMAGES, integer=True)
+    if name == "safety_tolerance":
+        # The API wants a *string* "1"–"6"; an integer is a 400.
+        level = value if isinstance(value, str) else str(value)
+        if level not in ("1", "2", "3", "4", "5", "6"):
+            raise InvalidRequest("safety tolerance must be between 1 and 6.")
+        return level
+    if name in ("acceleration", "output_format"):
+        allowed = ACCELERATIONS if name == "acceleration" else OUTPUT_FORMATS
+        if value not in allowed:
+            raise InvalidRequest(f"{name.replace('_', ' ')} must be one of: {', '.join(allowed)}.")
+        return value
+    # enable_prompt_expansion, enable_safety_checker
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name.replace('_', ' ')} must be true or false.")
+    return value
+
+
+def payload_for(
+    variant: Variant, params: JobParams, inputs: Sequence[InputImage]
+) -> dict[str, Any]:
+    """The body for a catalogue variant and validated params (see the proposed entries).
+
+    The model is `variant.endpoint`, or its `-edit` twin when references are given. Each
+    option goes to its `api_field` (as for BFL); the flat `lora_N` / `lora_N_scale` options
+    become the `loras` list. Without an explicit size the request still names one, so the
+    result is predictable: 1024×1024 for text-to-image (as on BFL), the first reference's
+    aspect at ~1 MP for edits (the API's own default would be landscape 4:3 either way).
+    """
+    model = model_for(variant.endpoint, edit=bool(inputs))
+    size: tuple[int, int]
+    if params.width and params.height:
+        size = (params.width, params.height)
+    elif inputs:
+        size = fit_size(inputs[0].width, inputs[0].height)
+    else:
+        size = DEFAULT_SIZE
+    options: dict[str, Any] = {}
+    lora_paths: dict[int, str] = {}
+    lora_scales: dict[int, float] = {}
+    for spec in variant.options:
+        value = params.options.get(spec.name)
+        if value is None:
+            continue
+        lora = _LORA_OPTION.fullmatch(spec.name)
+        if lora is not None:
+            slot = int(lora.group(1))
+            if lora.group(2):
+                lora_scales[slot] = value
+            else:
+                lora_paths[slot] = value
+            continue
+        name, api_value = spec.to_api(value)
+        options[name] = api_value
+    loras = [LoRA(lora_paths[slot], lora_scales.get(slot, 1.0)) for slot in sorted(lora_paths)]
+    return build_payload(
+        model,
+        params.prompt,
+        options,
+        [image_data_url(image) for image in inputs],
+        size=size,
+        seed=params.seed,
+        loras=loras,
+    )
+
+
+# ---------------------------------------------------------------------- usage
+
+
+def read_usage(data: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """(AI/ML credits, field) from an answer: `meta.usage.credits_used` (the schema),
+    `meta.usage.tokens_used` (the docs' examples), else a positive `usage.total_tokens`
+    (the generic page's OpenAI-style example; its zeros would mean "unknown", not free)."""
+    meta = data.get("meta")
+    usage = meta.get("usage") if isinstance(meta, dict) else None
+    if isinstance(usage, dict):
+        for name in ("credits_used", "tokens_used"):
+            value = usage.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                return float(value), name
+    legacy = data.get("usage")
+    if isinstance(legacy, dict):
+        value = legacy.get("total_tokens")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value), "total_tokens"
+    return None, None
+
+
+def usage_to_credits(units: float, units_per_credit: float = AIML_UNITS_PER_CREDIT) -> float:
+    """AI/ML credits to ours (1 credit = $0.01), kept to 1/10,000 of a credit."""
+    return round(units / units_per_credit, 4)
+
+
+# ---------------------------------------------------------------------- the client
+
+
+@dataclass
+class _Held:
+    """A finished result kept until the engine downloads it (see `FinishedSubmission`)."""
+
+    result: TaskResult
+    images: list[OutputImage | None]
+    created: float = field(default_factory=time.monotonic)
+
+
+class AIMLClient:
+    """One shared httpx client for every AI/ML API call. The API key is sent per request,
+    and only to the API host: result links live on CDN hosts that must never see it."""
+
+    name = "aiml"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        read_timeout: float = 300.0,
+        connect_timeout: float = 10.0,
+        download_timeout: float = 60.0,
+        max_result_bytes: int = 25 * 1024 * 1024,
+        max_connections: int = 64,
+        connect_attempts: int = 4,
+        backoff_base: float = 0.5,
+        units_per_credit: float = AIML_UNITS_PER_CREDIT,
+        hold_results_for: float = 900.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        """`read_timeout` bounds how long one generation may take to answer (the API holds
+        the connection open while it works: set it from a setting, minutes not seconds)."""
+        if units_per_credit <= 0:
+            raise ValueError("units_per_credit must be positive")
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        base = urlsplit(self.base_url)
+        self._api_origin = (base.scheme, base.netloc)
+        self._max_result_bytes = max_result_bytes
+        self._download_timeout = download_timeout
+        self._connect_attempts = max(1, connect_attempts)
+        self._backoff_base = backoff_base
+        self.units_per_credit = units_per_credit
+        self._hold_results_for = hold_results_for
+        self._held: dict[str, _Held] = {}
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            # pool: a request waiting for a free connection waits as long as a generation.
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=60.0, pool=read_timeout
+            ),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
+            headers={"accept": "application/json", "user-agent": "Fluxcord (discord bot)"},
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    def _key_header(self, url: str) -> dict[str, str]:
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc) == self._api_origin:
+            return {"authorization": f"Bearer {self._api_key}"}
+        log.warning("not sending the AI/ML API key to unexpected host %s", parts.hostname)
+        return {}
+
+    # ------------------------------------------------------------------ generate
+
+    async def generate(self, payload: Mapping[str, Any]) -> Generation:
+        """POST one generation (a `build_payload` body) and return its images and cost.
+
+        Raises `ProviderBusy` (429), `ProviderUnavailable` (unreachable, or 503 after the
+        retries), `ProviderRejected` (400), `ProviderAccessDenied` (401),
+        `InsufficientCredits` (403), `SubmitOutcomeUnknown` (sent, then no usable answer:
+        may be billed) or `ResultUnavailable`/`ResultTooLarge` (generated, not usable)."""
+        model = str(payload.get("model", ""))
+        data = await self._post(dict(payload))
+        usage, usage_field = read_usage(data)
+        cost = None if usage is None else usage_to_credits(usage, self.units_per_credit)
+        items = data.get("data")
+        if not isinstance(items, list) or not items:
+            raise ResultUnavailable("the answer carries no images")
+        outcomes = await asyncio.gather(
+            *(self._result_image(item) for item in items), return_exceptions=True
+        )
+        images: list[OutputImage] = []
+        errors: list[BaseException] = []
+        for outcome in outcomes:
+            if isinstance(outcome, OutputImage):
+                images.append(outcome)
+            elif isinstance(outcome, ProviderError):
+                errors.append(outcome)
+            else:
+                raise outcome  # a bug or a cancellation: do not hide it
+        if not images:
+            raise errors[0]
+        if errors:
+            # The user paid for every image: deliver the ones we have rather than none.
+            log.warning(
+                "%s: %d of %d results unusable (%s)",
+                model,
+                len(errors),
+                len(items),
+                "; ".join(str(e) for e in errors),
+            )
+        log.info("%s: %d image(s), usage %s %s", model, len(images), usage, usage_field)
+        return Generation(model, tuple(images), cost, usage, usage_field, len(errors))
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}{GENERATIONS_PATH}"
+        for attempt in range(1, self._connect_attempts + 1):
+            try:
+                async with self._http.stream(
+                    "POST", url, json=body, headers=self._key_header(url)
+                ) as response:
+                    status = response.status_code
+                    if status == 200:
+                        raw = await self._read_answer(response)
+                        return _json_object(raw)
+                    error_body = await _read_capped(response, _ERROR_BODY_CAP, truncate=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never left: safe to try again.
+                if attempt == self._connect_attempts:
+                    raise ProviderUnavailable(
+                        f"cannot connect to the AI/ML API: {type(exc).__name__}"
+                    ) from None
+                await self._backoff(attempt, None)
+                continue
+            except httpx.TransportError as exc:
+                # Sent, then no (complete) answer: the generation may have run and be billed.
+                raise SubmitOutcomeUnknown(
+                    f"no answer to the generation request: {type(exc).__name__}"
+                ) from None
+            if status == 503 and attempt < self._connect_attempts:
+                await self._backoff(attempt, _retry_after(response.headers))
+                continue
+            raise _error_for(status, error_body, response.headers, self._api_key)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_answer(self, response: httpx.Response) -> bytes:
+        # Up to four inline images, base64-inflated, plus the JSON around them.
+        cap = self._max_result_bytes * MAX_NUM_IMAGES * 4 // 3 + _ERROR_BODY_CAP
+        return await _read_capped(response, cap)
+
+    async def _result_image(self, item: Any) -> OutputImage:
+        if not isinstance(item, dict):
+            raise ResultUnavailable("a result entry is not an object")
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            return await self.download(url)
+        inline = item.get("b64_json")
+        if isinstance(inline, str) and inline:
+            return self._decode_inline(inline)
+        raise ResultUnavailable("a result entry has neither url nor b64_json")
+
+    def _decode_inline(self, text: str) -> OutputImage:
+        if text.startswith("data:"):
+            text = text.partition(",")[2]
+        text = "".join(text.split())
+        # Refuse before decoding: 4 base64 characters carry 3 bytes.
+        if len(text) // 4 * 3 > self._max_result_bytes + 3:
+            raise ResultTooLarge("inline result exceeds the byte cap")
+        try:
+            data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ResultUnavailable("inline result is not valid base64") from None
+        if len(data) > self._max_result_bytes:
+            raise ResultTooLarge("inline result exceeds the byte cap")
+        return _output_image(data)
+
+    # ------------------------------------------------------------------ Provider protocol
+
+    async def submit(
+        self, variant: Variant, params: JobParams, inputs: list[InputImage], *, user_id: int
+    ) -> Submission:
+        """Generate at once (the API is synchronous); the result is held for `poll`."""
+        try:
+            body = payload_for(variant, params, inputs)
+        except InvalidRequest as exc:
+            # A catalogue/model mismatch: refuse it as the API would, before paying.
+            raise ProviderRejected(str(exc)) from None
+        generation = await self.generate(body)
+        self._expire_held()
+        task_id = f"aiml-{uuid.uuid4().hex}"
+        result = TaskResult(
+            outcome=TaskOutcome.READY,
+            raw_status="Ready",
+            sample_urls=tuple(
+                f"{_RESULT_SCHEME}{task_id}/{n}" for n in range(len(generation.images))
+            ),
+            seed=params.seed,  # the API does not echo it; we always send one
+            cost=generation.cost,
+            details={"model": generation.model, "usage": generation.usage},
+        )
+        self._held[task_id] = _Held(result, list(generation.images))
+        return FinishedSubmission(
+            task_id=task_id,
+            polling_url=None,
+            cost=generation.cost,
+            result=result,
+            images=generation.images,
+        )
+
+    async def poll(self, task_id: str, polling_url: str | None) -> TaskResult:
+        """The held result of a finished `submit`. There is nothing to ask the API: a task
+        not held here (a restart between the answer and the database) is lost for good."""
+        self._expire_held()
+        held = self._held.get(task_id)
+        if held is None:
+            raise ResultLost(f"no held result for {task_id}")
+        return held.result
+
+    async def download(self, url: str) -> OutputImage:
+        """A held image (`aiml-result:` links from `poll`), or a result URL streamed up to
+        the byte cap. No API key: result URLs are on CDN hosts."""
+        if url.startswith(_RESULT_SCHEME):
+            return self._take_held(url.removeprefix(_RESULT_SCHEME))
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ResultUnavailable("result link is not http(s)")
+        try:
+            async with self._http.stream(
+                "GET", url, follow_redirects=True, timeout=self._download_timeout
+            ) as response:
+                if response.status_code != 200:
+                    raise ResultUnavailable(f"result download answered {response.status_code}")
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self._max_result_bytes:
+                    raise ResultTooLarge(f"result is {declared} bytes")
+                data = await _read_capped(response, self._max_result_bytes)
+        except httpx.TransportError as exc:
+            raise ResultUnavailable(f"result download failed: {type(exc).__name__}") from None
+        return _output_image(data)
+
+    def _take_held(self, ref: str) -> OutputImage:
+        task_id, _, index = ref.partition("/")
+        held = self._held.get(task_id)
+        n = int(index) if index.isdigit() else -1
+        image = held.images[n] if held is not None and 0 <= n < len(held.images) else None
+        if held is None or image is None:
+            raise ResultLost(f"no held image {ref}")
+        held.images[n] = None  # handed over: the engine stores it in the database
+        if all(slot is None for slot in held.images):
+            del self._held[task_id]
+        return image
+
+    def _expire_held(self) -> None:
+        cutoff = time.monotonic() - self._hold_results_for
+        for task_id in [t for t, held in self._held.items() if held.created < cutoff]:
+            log.warning("dropping result %s: not collected in time", task_id)
+            del self._held[task_id]
+
+    async def _backoff(self, attempt: int, retry_after: float | None) -> None:
+        delay = retry_after if retry_after is not None else self._backoff_base * 2 ** (attempt - 1)
+        await asyncio.sleep(min(delay, 60.0) * random.uniform(0.8, 1.25))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+async def _read_capped(response: httpx.Response, cap: int, *, truncate: bool = False) -> bytes:
+    """The body, streamed; over `cap` bytes raises ResultTooLarge (or, for error bodies that
+    are only read for their message, stops at the cap)."""
+    chunks = bytearray()
+    async for chunk in response.aiter_bytes():
+        chunks.extend(chunk)
+        if len(chunks) > cap:
+            if truncate:
+                return bytes(chunks[:cap])
+            raise ResultTooLarge("answer exceeded the byte cap")
+    return bytes(chunks)
+
+
+def _output_image(data: bytes) -> OutputImage:
+    try:
+        info = inspect_image(data)
+    except NotAnImage as exc:
+        raise ResultUnavailable(f"result is not an image: {exc}") from None
+    return OutputImage(info.content_type, info.width, info.height, data)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        # A 200 means the generation ran (and was billed), but we cannot read it.
+        raise ResultUnavailable("the answer is not JSON") from None
+    if not isinstance(data, dict):
+        raise ResultUnavailable("the answer is not a JSON object")
+    return data
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _clean(text: str, api_key: str) -> str:
+    """An API message made safe to log and show: one line, short, never the key."""
+    if api_key:
+        text = text.replace(api_key, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _error_message(raw: bytes) -> tuple[str, str | None]:
+    """(message, field) of the documented error body `{message, path, requestId, statusCode,
+    timestamp}`. The docs define `path` as the API path called, so the field is found in
+    the message; a `path` that is not an URL path is taken as the field itself."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return "", None
+    if not isinstance(data, dict):
+        return "", None
+    message = data.get("message")
+    if isinstance(message, list):  # NestJS-style validation lists
+        message = "; ".join(str(item) for item in message)
+    text = str(message) if isinstance(message, str | int | float) else ""
+    path = data.get("path")
+    if isinstance(path, str) and path and not path.startswith("/"):
+        return text, path
+    match = _FIELD_IN_MESSAGE.search(text)
+    return text, (match.group(1) + match.group(2)) if match else None
+
+
+def _error_for(status: int, raw: bytes, headers: httpx.Headers, api_key: str) -> ProviderError:
+    message, field_name = _error_message(raw)
+    message = _clean(message, api_key)
+    summary = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if status in (402, 403):  # the AI/ML API documents 403 as "out of credits"
+        return InsufficientCredits(summary)
+    if status == 401:
+        return ProviderAccessDenied(summary)
+    if status == 429:
+        return ProviderBusy(summary, retry_after=_retry_after(headers))
+    if status == 503:
+        # Refused before any work (documented "service unavailable"): nothing was made.
+        return ProviderUnavailable(summary)
+    if 400 <= status < 500:
+        return ProviderRejected(message or f"invalid request (HTTP {status})", field=field_name)
+    # 500, 502, 504 "generation timeout", anything unexpected: it may have run and be billed.
+    return SubmitOutcomeUnknown(summary)

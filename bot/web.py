@@ -1,0 +1,411 @@
+"""The bot's own HTTP server: BFL webhooks, `/healthz` and `/metrics`.
+
+Routes
+------
+``POST /webhooks/bfl/{job_id}``
+    A BFL webhook delivery (only when a `WebhookTarget` is given, i.e. when
+    ``WEBHOOK_PUBLIC_URL`` is set). The job id is in the path, the task id only in the body:
+    the webhook URL is sent with the submit, before the task id exists, so the job id is the
+    only id a per-job URL can carry. That also lets a delivery be verified when it beats the
+    engine's write of the submit answer (a fast task, or a slow database): the job and its
+    secret exist before the submit is sent. Job ids are random (64 bits) and only name a
+    job; the per-job secret is what authenticates.
+
+    Order of checks, each ending the request with no side effect:
+    size (413, by Content-Length before reading, then by a capped read) → job known (404) →
+    authenticated (401: ``X-Webhook-Secret`` equal to the job's secret, or
+    ``X-BFL-Signature: sha256=<hex HMAC-SHA256 of the raw body>``, both compared in constant
+    time) → JSON body with a task id (400) → task id is the job's (404) → handed over (200).
+    Deduplication is the target's job: a verified duplicate is handed over again.
+``GET /healthz``
+    200 when the database answers and Discord is connected, 503 otherwise; JSON with each
+    check and the queue depth. No secrets, no error texts.
+``GET /metrics``
+    Prometheus text format from the `Metrics` registry.
+
+Expose only ``/webhooks/bfl/`` publicly (see the README); health and metrics are for the
+operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from aiohttp import web
+
+from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bot.metrics import Metrics, WebhookRejection
+from bot.providers.base import TaskOutcome, TaskResult
+from bot.providers.bfl import classify_status, parse_task_payload
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/bfl"
+# A finished-task payload is ~1 KB; 64 KiB leaves room for verbose `details` and nothing more.
+DEFAULT_MAX_WEBHOOK_BYTES = 64 * 1024
+# BFL's limit for `webhook_url`.
+MAX_WEBHOOK_URL_LENGTH = 2083
+# Job ids are 16 hex digits today; the pattern leaves room but keeps paths (and so access-log
+# lines) to a harmless alphabet.
+_JOB_ID = r"[A-Za-z0-9_-]{1,64}"
+# The access log: no headers (an X-Webhook-Secret must never be logged), no user agent.
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+
+
+# --------------------------------------------------------------------------- the engine side
+@dataclass(frozen=True)
+class WebhookSubscription:
+    """What the receiver needs to know about a job to verify a delivery for it."""
+
+    secret: str = field(repr=False)  # never in a repr, so never in a log line
+    # The provider task id once the submit answer is recorded; None before that (a webhook
+    # may arrive first: then the delivery's own task id is accepted).
+    task_id: str | None = None
+
+
+class WebhookTarget(Protocol):
+    """How the receiver talks to the job engine."""
+
+    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
+        """The job's secret and task id; None when no such job exists (or it has no secret).
+        Finished jobs should still answer, so a late duplicate gets 200 and is not retried."""
+        ...
+
+    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
+        """A verified delivery. Must be idempotent (duplicates, late arrivals, races with
+        polling) and return promptly: downloads and posting belong in the engine's tasks.
+        `result.outcome` may be RUNNING/UNKNOWN (e.g. "Ready" without an image link): treat
+        those as a hint to poll now, not as an ending."""
+        ...
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """What `/healthz` asks. `ping_database` runs `SELECT 1` (raises or hangs when broken)."""
+
+    ping_database: Callable[[], Awaitable[object]]
+    discord_connected: Callable[[], bool]
+    queue_depth: Callable[[], int]
+    timeout: float = 2.0
+
+
+def new_webhook_secret() -> str:
+    """A per-job webhook secret: 256 random bits, URL- and header-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def webhook_url(public_base: str, job_id: str) -> str:
+    """The URL BFL should call for `job_id`, e.g. ``https://bot.example.com/webhooks/bfl/ab12…``.
+    `public_base` is WEBHOOK_PUBLIC_URL: where this server's root is reachable from outside."""
+    url = f"{public_base.rstrip('/')}{WEBHOOK_PATH}/{quote(job_id, safe='')}"
+    if len(url) > MAX_WEBHOOK_URL_LENGTH:
+        raise ValueError(f"webhook URL is longer than BFL accepts ({MAX_WEBHOOK_URL_LENGTH})")
+    return url
+
+
+def verify_webhook(raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+    """True when the delivery carries the secret itself or a valid HMAC-SHA256 of the body.
+
+    Both forms are checked in constant time, and either alone is enough: BFL's SDK documents
+    the echoed secret, one unofficial source the signature; which one BFL sends is unsure.
+    """
+    if not secret:
+        return False  # an empty secret would match an empty header
+    key = secret.encode()
+    verified = False
+    given_secret = headers.get("X-Webhook-Secret")
+    if given_secret is not None:
+        verified |= hmac.compare_digest(_header_bytes(given_secret), key)
+    signature = headers.get("X-BFL-Signature")
+    if signature is not None:
+        scheme, _, digest = signature.strip().partition("=")
+        if scheme.strip().lower() == "sha256" and digest:
+            expected = hmac.new(key, raw_body, hashlib.sha256).hexdigest().encode()
+            verified |= hmac.compare_digest(_header_bytes(digest.strip().lower()), expected)
+    return verified
+
+
+def _header_bytes(value: str) -> bytes:
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape; this is the exact inverse,
+    # so odd bytes compare (unequal) instead of raising.
+    return value.encode("utf-8", "surrogateescape")
+
+
+def webhook_task_result(payload: Mapping[str, Any]) -> TaskResult:
+    """Read a webhook body with the provider's own defensive parser.
+
+    One difference from a poll: a body that says Ready but has no image link we can read is
+    not proof that the task failed (the webhook format is undocumented), so it is handed over
+    as UNKNOWN, and the engine confirms with a poll.
+    """
+    result = parse_task_payload(payload)
+    if (
+        result.outcome is TaskOutcome.FAILED
+        and classify_status(str(payload.get("status") or "")) is TaskOutcome.READY
+    ):
+        result = replace(result, outcome=TaskOutcome.UNKNOWN)
+    return result
+
+
+# --------------------------------------------------------------------------- the application
+def create_app(
+    *,
+    metrics: Metrics,
+    health: HealthChecks,
+    webhook_target: WebhookTarget | None = None,
+    max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES,
+) -> web.Application:
+    """The bot's web application. Without a `webhook_target` there is no webhook route (the
+    receiver is off and polling alone delivers)."""
+    if max_webhook_bytes <= 0:
+        raise ValueError("max_webhook_bytes must be positive")
+    # client_max_size caps any body aiohttp reads for us (request.read/json/post) as a second
+    # guard; the webhook handler does its own capped read.
+    app = web.Application(client_max_size=max_webhook_bytes)
+    routes = _Routes(metrics, health, webhook_target, max_webhook_bytes)
+    app.router.add_get("/healthz", routes.healthz, allow_head=True)
+    app.router.add_get("/metrics", routes.metrics)
+    if webhook_target is not None:
+        app.router.add_post(f"{WEBHOOK_PATH}/{{job_id:{_JOB_ID}}}", routes.webhook)
+    return app
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Routes:
+    def __init__(
+        self,
+        metrics: Metrics,
+        health: HealthChecks,
+        target: WebhookTarget | None,
+        max_webhook_bytes: int,
+    ) -> None:
+        self._metrics = metrics
+        self._health = health
+        self._target = target
+        self._max_bytes = max_webhook_bytes
+        # A database ping still running from an earlier /healthz. While one hangs, new
+        # requests report a timeout instead of piling more statements onto the connection.
+        self._ping: asyncio.Task[object] | None = None
+
+    # ----------------------------------------------------------------- webhooks
+    async def webhook(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        declared = request.content_length
+        if declared is not None and declared > self._max_bytes:
+            return self._too_large(job_id)
+        try:
+            raw = await self._read_capped(request)
+        except _BodyTooLarge:
+            return self._too_large(job_id)
+
+        assert self._target is not None  # the route exists only with a target
+        try:
+            subscription = await self._target.webhook_subscription(job_id)
+        except Exception:
+            # A database hiccup: 5xx so BFL may retry; polling follows the job meanwhile.
+            log.exception("webhook for job %s: looking the job up failed", job_id)
+            return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
+        if subscription is None:
+            return self._reject(job_id, WebhookRejection.UNKNOWN_TASK, HTTPStatus.NOT_FOUND)
+        if not verify_webhook(raw, request.headers, subscription.secret):
+            return self._reject(job_id, WebhookRejection.BAD_SECRET, HTTPStatus.UNAUTHORIZED)
+
+        # Verified from here on: the body is BFL's, but its format is undocumented.
+        payload = _json_object(raw)
+        task_id = _task_id(payload) if payload is not None else None
+        if payload is not None and task_id is None and not _has_task_id(payload):
+            task_id = subscription.task_id  # no id in the body: the job's URL and secret name it
+        if payload is None or task_id is None:
+            return self._reject(job_id, WebhookRejection.BAD_BODY, HTTPStatus.BAD_REQUEST)
+        if subscription.task_id is not None and task_id != subscription.task_id:
+            return self._reject(job_id, WebhookRejection.UNKNOWN_TASK, HTTPStatus.NOT_FOUND)
+
+        result = webhook_task_result(payload)
+        try:
+            await self._target.webhook_result(job_id, task_id, result)
+        except Exception:
+            # The job is safe either way: polling still follows it. A 5xx lets BFL retry.
+            log.exception("webhook for job %s: the engine failed to take it", job_id)
+            return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
+        self._metrics.webhook_accepted()
+        log.info("webhook for job %s accepted: %s", job_id, result.outcome.value)
+        return web.json_response({"ok": True})
+
+    async def _read_capped(self, request: web.Request) -> bytes:
+        """The body, read chunk by chunk; stops as soon as it passes the cap (chunked
+        uploads have no Content-Length to check up front)."""
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            body.extend(chunk)
+            if len(body) > self._max_bytes:
+                raise _BodyTooLarge
+        return bytes(body)
+
+    def _too_large(self, job_id: str) -> web.Response:
+        response = self._reject(
+            job_id, WebhookRejection.TOO_LARGE, HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+        )
+        # Do not reuse the connection: the rest of the body was never read (aiohttp discards
+        # what still arrives for a short while, so the client gets to see this answer).
+        response.force_close()
+        return response
+
+    def _reject(self, job_id: str, reason: WebhookRejection, status: HTTPStatus) -> web.Response:
+        self._metrics.webhook_rejected(reason)
+        # The job id and the reason only: never headers or the body.
+        log.warning("webhook for job %s rejected: %s", job_id, reason.value)
+        return _plain(status)
+
+    # ----------------------------------------------------------------- health
+    async def healthz(self, request: web.Request) -> web.Response:
+        checks = {"database": await self._database_check(), "discord": self._discord_check()}
+        try:
+            depth: int | None = int(self._health.queue_depth())
+        except Exception:
+            log.warning("health check: reading the queue depth failed", exc_info=True)
+            depth = None
+        healthy = all(value == "ok" for value in checks.values())
+        body = {"status": "ok" if healthy else "unhealthy", "checks": checks, "queue_depth": depth}
+        return web.json_response(
+            body, status=200 if healthy else 503, headers={"Cache-Control": "no-store"}
+        )
+
+    async def _database_check(self) -> str:
+        if self._ping is None or self._ping.done():
+            try:
+                self._ping = asyncio.ensure_future(self._health.ping_database())
+            except Exception:  # e.g. the database object is not there yet
+                log.warning("health check: cannot ping the database", exc_info=True)
+                return "error"
+            self._ping.add_done_callback(_consume_ping)
+        # asyncio.wait does not cancel on timeout: a statement cancelled half-way on the
+        # shared aiosqlite connection is worse than one left to finish.
+        done, _ = await asyncio.wait({self._ping}, timeout=self._health.timeout)
+        if not done:
+            return "timeout"
+        if self._ping.cancelled() or self._ping.exception() is not None:
+            return "error"
+        return "ok"
+
+    def _discord_check(self) -> str:
+        try:
+            connected = bool(self._health.discord_connected())
+        except Exception:
+            log.warning("health check: reading the Discord connection failed", exc_info=True)
+            connected = False
+        return "ok" if connected else "disconnected"
+
+    # ----------------------------------------------------------------- metrics
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
+
+
+def _consume_ping(task: asyncio.Task[object]) -> None:
+    """Log a failed database ping once (without it asyncio warns the error was never seen)."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("health check: database ping failed: %s", type(error).__name__)
+
+
+def _plain(status: HTTPStatus) -> web.Response:
+    """A short text answer such as "401: Unauthorized" — nothing about the job or its secret."""
+    return web.Response(status=status.value, text=f"{status.value}: {status.phrase}")
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _has_task_id(payload: Mapping[str, Any]) -> bool:
+    return "id" in payload or "task_id" in payload
+
+
+def _task_id(payload: Mapping[str, Any]) -> str | None:
+    """`id` or `task_id` (both appear in the wild); None when absent, malformed or when the
+    two disagree."""
+    found = {
+        value for key in ("id", "task_id") if isinstance(value := payload.get(key), str) and value
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+# --------------------------------------------------------------------------- the server
+class WebServer:
+    """Runs an application on `host:port` inside the bot's event loop."""
+
+    def __init__(
+        self, app: web.Application, host: str, port: int, *, shutdown_timeout: float = 5.0
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._shutdown_timeout = shutdown_timeout
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("the web server is already running")
+        runner = web.AppRunner(
+            self._app,
+            access_log_format=ACCESS_LOG_FORMAT,
+            # discord.py and the bot own the process's signals.
+            handle_signals=False,
+            shutdown_timeout=self._shutdown_timeout,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("web server listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop listening and let requests in flight finish (up to the shutdown timeout)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0, which picks a free one)."""
+        if self._runner is None or not self._runner.addresses:
+            raise RuntimeError("the web server is not running")
+        address: tuple[Any, ...] = self._runner.addresses[0]
+        return int(address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the local listener (not the public webhook URL)."""
+        host = self._host or "0.0.0.0"
+        if _is_ipv6(host):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        return False
+    return True
