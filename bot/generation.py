@@ -70,7 +70,10 @@ class GenerationService:
         if not pool:
             raise InvalidRequest("No image model is configured on this bot yet.")
         if key is not None:
-            variant = self.variants.get(key)
+            # By the offered name, or by a stored job's own key (e.g. "pro-aiml" offered as "pro").
+            variant = self.variants.get(key) or next(
+                (v for v in self.variants.values() if v.key == key), None
+            )
             if variant is None:
                 raise InvalidRequest(f"There is no FLUX.2 variant called “{key}” on this bot.")
             if needs_edit and not variant.edit_capable:

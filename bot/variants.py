@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +28,7 @@ class OptionKind(StrEnum):
     FLOAT = "float"
     BOOL = "bool"
     CHOICE = "choice"
+    TEXT = "text"  # a short string, optionally matching `pattern` (e.g. a LoRA path)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class OptionSpec:
     choices: tuple[str, ...] = ()
     api_field: str | None = None
     negate: bool = False  # e.g. our `prompt_upsampling=True` is BFL's `disable_pup=False`
+    max_length: int = 500  # TEXT only
+    pattern: str | None = None  # TEXT only: the whole value must match (re.fullmatch)
+    pattern_hint: str = ""  # TEXT only: what `pattern` means, for the refusal
 
     def coerce(self, value: Any) -> Any:
         label = self.name.replace("_", " ")
@@ -53,6 +58,15 @@ class OptionSpec:
             if value not in self.choices:
                 raise InvalidRequest(f"{label} must be one of: {', '.join(self.choices)}.")
             return value
+        if self.kind is OptionKind.TEXT:
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidRequest(f"{label} must be some text.")
+            text = value.strip()
+            if len(text) > self.max_length:
+                raise InvalidRequest(f"{label} must be at most {self.max_length} characters.")
+            if self.pattern is not None and not re.fullmatch(self.pattern, text):
+                raise InvalidRequest(f"{label} must be {self.pattern_hint or 'well-formed'}.")
+            return text
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidRequest(f"{label} must be a number.")
         if self.kind is OptionKind.INT and value != int(value):
@@ -98,6 +112,8 @@ class SizeRule:
 
 
 BFL_SIZES = SizeRule(min_side=64, max_side=None, multiple=16, max_pixels=4 * MEGAPIXEL)
+# The AI/ML API's FLUX.2 models: each side 512–2048 and a multiple of 32.
+AIML_SIZES = SizeRule(min_side=512, max_side=2048, multiple=32, max_pixels=2048 * 2048)
 
 # Presets offered as choices; each variant shows the ones its size rule accepts.
 SIZE_PRESETS: dict[str, tuple[int, int]] = {
@@ -177,6 +193,8 @@ class Variant:
     options: tuple[OptionSpec, ...]
     preview: bool = False
     max_prompt_chars: int = 4000
+    min_seed: int = 0  # the AI/ML API wants seed >= 1
+    alias_of: str | None = None  # offered under this key when routed to (e.g. "pro")
     edit_capable: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -241,8 +259,8 @@ class Variant:
         if width is not None and height is not None:
             self.sizes.check(width, height)
         self.check_reference_count(len(references))
-        if seed is not None and not 0 <= seed <= SEED_MAX:
-            raise InvalidRequest(f"The seed must be between 0 and {SEED_MAX}.")
+        if seed is not None and not self.min_seed <= seed <= SEED_MAX:
+            raise InvalidRequest(f"The seed must be between {self.min_seed} and {SEED_MAX}.")
         given = dict(options or {})
         unknown = sorted(set(given) - {spec.name for spec in self.options})
         if unknown:
@@ -254,7 +272,7 @@ class Variant:
             for spec in self.options
         }
         if seed is None:
-            seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
+            seed = (rng or random.SystemRandom()).randint(self.min_seed, SEED_MAX)
         return JobParams(prompt=prompt, width=width, height=height, seed=seed, options=resolved)
 
     def output_size(
@@ -271,7 +289,10 @@ class Variant:
 
     def estimate_cost(self, params: JobParams, references: Sequence[ReferenceSize]) -> float:
         width, height = self.output_size(params, references)
-        return self.pricing.estimate(width * height, [r.width * r.height for r in references])
+        first = self.pricing.estimate(width * height, [r.width * r.height for r in references])
+        # Each further image of a multi-image request costs its output again (not the inputs).
+        extra_images = max(0, int(params.options.get("num_images") or 1) - 1)
+        return round(first + extra_images * self.pricing.estimate(width * height, []), 2)
 
 
 def _common_bfl_options() -> tuple[OptionSpec, ...]:
@@ -329,6 +350,112 @@ def _bfl(
 
 
 _PRO_PRICING = Pricing(first_mp=3.0, per_extra_mp=1.5)
+
+AIML_DEV = "blackforestlabs/flux-2"  # "-edit" is appended when references are given
+AIML_LORA = "blackforestlabs/flux-2-lora"
+AIML_PRO = "blackforestlabs/flux-2-pro"
+# An http(s) URL or a Hugging Face repo id (owner/repo), as the AI/ML API documents.
+LORA_PATH_PATTERN = r"https?://\S+|[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*"
+_FORMATS = OptionSpec(
+    "output_format", OptionKind.CHOICE, "Image file format", default="jpeg", choices=OUTPUT_FORMATS
+)
+
+
+def _aiml_dev_options() -> tuple[OptionSpec, ...]:
+    return (
+        OptionSpec(
+            "guidance",
+            OptionKind.FLOAT,
+            "How closely to follow the prompt",
+            default=2.5,
+            minimum=0,
+            maximum=20,
+            api_field="guidance_scale",
+        ),
+        OptionSpec(
+            "steps",
+            OptionKind.INT,
+            "Sampling steps (more is slower, finer)",
+            default=28,
+            minimum=4,
+            maximum=50,
+            api_field="num_inference_steps",
+        ),
+        OptionSpec(
+            "acceleration",
+            OptionKind.CHOICE,
+            "Faster generation at some cost in quality",
+            default="regular",
+            choices=("none", "regular", "high"),
+        ),
+        OptionSpec(
+            "prompt_upsampling",
+            OptionKind.BOOL,
+            "Let the model expand your prompt",
+            default=False,
+            api_field="enable_prompt_expansion",
+        ),
+        OptionSpec(
+            "num_images",
+            OptionKind.INT,
+            "How many images to make (posted together)",
+            default=1,
+            minimum=1,
+            maximum=4,
+        ),
+        _FORMATS,
+    )
+
+
+def _lora_options() -> tuple[OptionSpec, ...]:
+    specs: list[OptionSpec] = []
+    for n in (1, 2, 3):
+        specs += (
+            OptionSpec(
+                f"lora_{n}",
+                OptionKind.TEXT,
+                f"LoRA {n}: an https URL or a Hugging Face repo (owner/repo)",
+                default=None,
+                max_length=500,
+                pattern=LORA_PATH_PATTERN,
+                pattern_hint="an http(s) URL or a Hugging Face repo (owner/repo)",
+            ),
+            OptionSpec(
+                f"lora_{n}_scale",
+                OptionKind.FLOAT,
+                f"Strength of LoRA {n}",
+                default=1.0,
+                minimum=0,
+                maximum=4,
+            ),
+        )
+    return tuple(specs)
+
+
+def _aiml(
+    key: str,
+    label: str,
+    description: str,
+    endpoint: str,
+    pricing: Pricing,
+    options: tuple[OptionSpec, ...],
+    alias_of: str | None = None,
+) -> Variant:
+    return Variant(
+        key=key,
+        label=label,
+        description=description,
+        provider="aiml",
+        endpoint=endpoint,
+        max_references=3,
+        sizes=AIML_SIZES,
+        pricing=pricing,
+        options=options,
+        min_seed=1,
+        alias_of=alias_of,
+    )
+
+
 _KLEIN_9B_PRICING = Pricing(first_mp=1.5, per_extra_mp=0.2)
 
 CATALOGUE: dict[str, Variant] = {
@@ -410,6 +537,42 @@ CATALOGUE: dict[str, Variant] = {
             (_PUP,),
             preview=True,
         ),
+        # AI/ML API prices ($1 = 2,000,000 of its credits; ours are $0.01), per output image.
+        _aiml(
+            "dev",
+            "FLUX.2 [dev]",
+            "Open-weights FLUX.2, tunable steps and guidance",
+            AIML_DEV,
+            Pricing(1.26, 1.26),
+            _aiml_dev_options(),
+        ),
+        _aiml(
+            "lora",
+            "FLUX.2 [dev] + LoRA",
+            "FLUX.2 [dev] with up to 3 LoRA adapters",
+            AIML_LORA,
+            Pricing(2.205, 2.205),
+            _aiml_dev_options() + _lora_options(),
+        ),
+        _aiml(
+            "pro-aiml",
+            "FLUX.2 [pro]",
+            "Best default for generating and editing",
+            AIML_PRO,
+            Pricing(3.15, 1.575),
+            (
+                OptionSpec(
+                    "safety_tolerance",
+                    OptionKind.INT,
+                    "Moderation strictness: 1 strictest, 6 most lenient",
+                    default=2,
+                    minimum=1,
+                    maximum=6,
+                ),
+                _FORMATS,
+            ),
+            alias_of="pro",
+        ),
         _bfl(
             "klein-9b-preview",
             "FLUX.2 [klein] 9B preview",
@@ -423,13 +586,25 @@ CATALOGUE: dict[str, Variant] = {
 }
 
 
-def available_variants(*, include_preview: bool, providers: Sequence[str]) -> dict[str, Variant]:
-    """The variants this installation offers, given its settings and configured providers."""
-    return {
+def available_variants(
+    *, include_preview: bool, providers: Sequence[str], prefer_aiml: bool = False
+) -> dict[str, Variant]:
+    """The variants this installation offers, given its settings and configured providers.
+    An alias (`pro-aiml`) is offered under its alias key (`pro`) when its provider is
+    preferred or the original's provider is not configured."""
+    offered = {
         key: variant
         for key, variant in CATALOGUE.items()
-        if variant.provider in providers and (include_preview or not variant.preview)
+        if variant.alias_of is None
+        and variant.provider in providers
+        and (include_preview or not variant.preview)
     }
+    for variant in CATALOGUE.values():
+        alias = variant.alias_of
+        routed = alias is not None and (prefer_aiml or alias not in offered)
+        if routed and variant.provider in providers:
+            offered[str(alias)] = variant
+    return offered
 
 
 def get_variant(key: str) -> Variant:

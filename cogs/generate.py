@@ -127,7 +127,7 @@ class Generate(commands.Cog):
                 draft = draft_from_options(key, values, needs_edit=False)
                 await generate_from_interaction(self.bot, interaction, draft)
 
-            group.add_command(variant_command(variant, handle))
+            group.add_command(variant_command(key, variant, handle))
         return group
 
     def _build_edit(self) -> app_commands.Command[Any, Any, None]:

@@ -72,6 +72,8 @@ class OptionSet:
             ]
         elif spec.kind is OptionKind.BOOL:
             annotation = bool
+        elif spec.kind is OptionKind.TEXT:
+            annotation = app_commands.Range[str, 1, spec.max_length]
         else:
             annotation = str
             choices = [app_commands.Choice(name=c, value=c) for c in spec.choices]
@@ -90,8 +92,10 @@ class OptionSet:
             "height", app_commands.Range[int, low, high], f"Height in pixels (multiple of {step})"
         )
 
-    def add_seed(self) -> None:
-        self.add("seed", app_commands.Range[int, 0, SEED_MAX], "Seed for a reproducible image")
+    def add_seed(self, minimum: int = 0) -> None:
+        self.add(
+            "seed", app_commands.Range[int, minimum, SEED_MAX], "Seed for a reproducible image"
+        )
 
     def add_images(self, count: int, *, first_required: bool = False) -> None:
         for index, name in enumerate(image_option_names(count)):
@@ -122,11 +126,15 @@ class OptionSet:
 def _default_text(spec: OptionSpec) -> str:
     if spec.kind is OptionKind.BOOL:
         return "on" if spec.default else "off"
+    if spec.default is None:
+        return "none"
     return f"{spec.default:g}" if isinstance(spec.default, float) else str(spec.default)
 
 
-def variant_command(variant: Variant, handler: Handler) -> app_commands.Command[Any, Any, None]:
-    """`/flux <variant>`: exactly this variant's options, and as many image slots as it takes."""
+def variant_command(
+    name: str, variant: Variant, handler: Handler
+) -> app_commands.Command[Any, Any, None]:
+    """`/flux <name>`: exactly this variant's options, and as many image slots as it takes."""
     options = OptionSet()
     options.add(
         "prompt",
@@ -135,11 +143,11 @@ def variant_command(variant: Variant, handler: Handler) -> app_commands.Command[
         required=True,
     )
     options.add_size(variant, variant.size_presets())
-    options.add_seed()
+    options.add_seed(variant.min_seed)
     for spec in variant.options:
         options.add_spec(spec)
     options.add_images(variant.max_references)
-    return options.command(variant.key, f"{variant.label}: {variant.description}", handler)
+    return options.command(name, f"{variant.label}: {variant.description}", handler)
 
 
 def all_presets() -> dict[str, tuple[int, int]]:
