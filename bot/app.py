@@ -15,6 +15,7 @@ from bot.generation import GenerationService
 from bot.jobs.engine import JobEngine, PollingPolicy
 from bot.jobs.models import Job
 from bot.jobs.notifier import JobNotifier
+from bot.ledger import Ledger, QuotaPolicy
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
 from bot.references import ReferenceLimits
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.generate",
     "cogs.results",
+    "cogs.usage",
 )
 INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
 
@@ -51,6 +53,8 @@ class FluxcordTree(app_commands.CommandTree["FluxcordBot"]):
         original = getattr(error, "original", error)
         if isinstance(original, InvalidRequest):
             text = str(original)
+        elif isinstance(error, app_commands.MissingPermissions):
+            text = str(error)  # "You are missing Manage Server permission(s) to run this …"
         elif isinstance(error, app_commands.CommandOnCooldown):
             text = f"Slow down a little: try again in {error.retry_after:.0f}s."
         elif isinstance(error, app_commands.CheckFailure):
@@ -75,6 +79,7 @@ class FluxcordBot(commands.Bot):
     db: Database
     engine: JobEngine
     generation: GenerationService
+    ledger: Ledger
 
     def __init__(
         self, settings: Settings, *, notifier: JobNotifier | None = None, **client_options: Any
@@ -105,6 +110,7 @@ class FluxcordBot(commands.Bot):
         self.variants = available_variants(
             include_preview=self.settings.bfl_enable_preview, providers=list(self.providers)
         )
+        self.ledger = Ledger(self.db, QuotaPolicy.from_settings(self.settings))
         self.engine = JobEngine(
             self.db,
             self.providers,
@@ -116,6 +122,7 @@ class FluxcordBot(commands.Bot):
                 maximum=self.settings.poll_max_interval,
                 deadline=self.settings.job_deadline_seconds,
             ),
+            ledger=self.ledger,
         )
         self.generation = GenerationService(
             self.engine,

@@ -11,6 +11,12 @@ from bot.ledger.windows import parse_reset_time
 
 # Words that mean "no limit" in an allowance setting (an empty value means "the default").
 UNLIMITED_WORDS = frozenset({"unlimited", "none", "off", "-1"})
+ALLOWANCE_SETTINGS = tuple(
+    f"default_{level}_{period}_{metric}"
+    for level in ("user", "guild")
+    for period in ("daily", "weekly", "monthly")
+    for metric in ("images", "credits")
+)
 
 
 class Settings(BaseSettings):
@@ -79,13 +85,18 @@ class Settings(BaseSettings):
         at = parse_reset_time(value)
         return f"{at.hour:02d}:{at.minute:02d}"
 
-    @field_validator("default_*", mode="before")
+    @field_validator(*ALLOWANCE_SETTINGS, mode="before")
     @classmethod
     def _unlimited_words(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in UNLIMITED_WORDS:
             return None
         if isinstance(value, int | float) and not isinstance(value, bool) and value == -1:
             return None
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                raise ValueError("must be a number or 'unlimited'") from None
         return value
 
     @field_validator("log_level")

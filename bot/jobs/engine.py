@@ -9,6 +9,11 @@ the same database resumes each unfinished job from its last state:
     submitted  → polled again
     ready      → posted again (the notifier's delivery is idempotent)
     failed / moderated / cancelled but not yet announced → announced
+
+Accounting rides on the same writes (bot/ledger): `accept` reserves the estimate in the
+transaction that creates the job (or refuses with QuotaExceeded), and the state change that
+ends a job settles it in its own transaction — charged at `ready`, refunded on failed,
+moderated or cancelled — so recovery never needs to settle anything separately.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.jobs.notifier import DeliveryImpossible, JobNotifier
 from bot.jobs.scheduler import ProviderLane, Slot
+from bot.ledger import Ledger
 from bot.providers.base import (
     OutputImage,
     Provider,
@@ -89,8 +95,11 @@ class JobEngine:
         max_active: int = 24,
         polling: PollingPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        ledger: Ledger | None = None,
     ) -> None:
-        self.store = JobStore(db, clock)
+        # Without a configured ledger every job is still accounted, with no limits.
+        self.ledger = ledger or Ledger(db, clock=clock)
+        self.store = JobStore(db, clock, ledger=self.ledger)
         self.notifier = notifier
         self.stats = EngineStats()
         self._providers = dict(providers)
@@ -124,6 +133,10 @@ class JobEngine:
 
     def _recover(self, job: Job) -> None:
         lane = self._lanes.get(job.provider)
+        if job.state is JobState.READY:
+            # The image is already stored (and charged): posting it needs no provider.
+            self._spawn(self._deliver(job.id))
+            return
         if lane is None and not job.state.is_terminal:
             self._spawn(
                 self._fail(
@@ -144,25 +157,22 @@ class JobEngine:
         elif job.state is JobState.SUBMITTED:
             assert lane is not None
             self._spawn(self._follow(job, lane.occupy(), first_delay=0.0))
-        elif job.state is JobState.READY:
-            self._spawn(self._deliver(job.id))
         else:
             self._spawn(self._announce_failure(job.id))
 
     # ----------------------------------------------------------------- public API
     async def accept(self, request: GenerationRequest) -> tuple[Job, int | None]:
-        """Persist a validated request as a queued job; returns it and its place in line."""
+        """Persist a validated request as a queued job; returns it and its place in line.
+        Raises InvalidRequest (QuotaExceeded when over an allowance) and then creates nothing."""
         variant = request.variant
         lane = self._lanes.get(variant.provider)
         if lane is None:
             raise InvalidRequest(f"{variant.label} is not available on this bot.")
+        variant.check_reference_count(len(request.inputs))
         references = [ReferenceSize(image.width, image.height) for image in request.inputs]
-        if len(references) > variant.max_references:
-            raise InvalidRequest(
-                f"{variant.label} accepts at most {variant.max_references} reference images."
-            )
         estimate = variant.estimate_cost(request.params, references)
-        job = await self.store.create(request, estimated_cost=estimate)
+        # One image per job for now; a provider that makes several will reserve that many.
+        job = await self.store.create(request, estimated_cost=estimate, images=1)
         lane.enqueue(job.user_id, job.id)
         self._progress(job)
         return job, lane.position(job.id)

@@ -10,6 +10,7 @@ from typing import Any
 import aiosqlite
 
 from bot.jobs.models import GenerationRequest, Job, JobState
+from bot.ledger import Ledger
 from bot.providers.base import InputImage, OutputImage
 from bot.storage.db import Database
 from bot.variants import JobParams
@@ -70,15 +71,41 @@ def _row_to_job(row: aiosqlite.Row) -> Job:
     )
 
 
+# Settled when a job reaches these states: the image exists (and the provider billed it).
+_CHARGED_STATES = frozenset({JobState.READY, JobState.DELIVERED})
+
+
 class JobStore:
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    """Jobs in SQLite. With a ledger, creating a job reserves its cost in the same
+    transaction, and the transition that ends it settles the reservation in that one: the
+    money and the job's state can never disagree, whatever crashes in between."""
+
+    def __init__(
+        self, db: Database, clock: Callable[[], float], *, ledger: Ledger | None = None
+    ) -> None:
         self._db = db
         self._clock = clock
+        self._ledger = ledger
 
-    async def create(self, request: GenerationRequest, *, estimated_cost: float) -> Job:
+    async def create(
+        self, request: GenerationRequest, *, estimated_cost: float, images: int = 1
+    ) -> Job:
+        """Persist a queued job; raises QuotaExceeded (writing nothing) if it does not fit."""
         job_id = new_job_id()
         now = self._clock()
         async with self._db.transaction() as conn:
+            if self._ledger is not None:
+                await self._ledger.reserve(
+                    conn,
+                    job_id=job_id,
+                    guild_id=request.guild_id,
+                    user_id=request.user_id,
+                    role_ids=request.role_ids,
+                    variant=request.variant.key,
+                    credits=estimated_cost,
+                    images=images,
+                    now=now,
+                )
             await conn.execute(
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
@@ -183,19 +210,53 @@ class JobStore:
         from_states: Collection[JobState],
         to: JobState,
         fields: dict[str, Any],
+        *,
+        images: int | None = None,
     ) -> Job | None:
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} on a job")
         assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
         placeholders = ",".join("?" for _ in from_states)
+        now = self._clock()
         async with conn.execute(
             f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})"
             " RETURNING *",
-            (to.value, self._clock(), *fields.values(), job_id, *(s.value for s in from_states)),
+            (to.value, now, *fields.values(), job_id, *(s.value for s in from_states)),
         ) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else _row_to_job(row)
+        if row is None:
+            return None
+        job = _row_to_job(row)
+        await self._settle(conn, job, images, now)
+        return job
+
+    async def _settle(
+        self, conn: aiosqlite.Connection, job: Job, images: int | None, now: float
+    ) -> None:
+        """Settle the job's reservation if this state change ended it for the ledger.
+
+        Every path that ends a job passes here, inside its transaction. The ledger settles a
+        job at most once, so later changes (ready → delivered, or ready → failed when the
+        image cannot be posted) leave the first settlement standing: an image that exists
+        was billed by the provider and stays charged even if Discord cannot show it.
+        """
+        if self._ledger is None:
+            return
+        if job.state in _CHARGED_STATES:
+            # The provider's cost (from the poll, else the submit); None keeps the estimate.
+            await self._ledger.charge(
+                conn,
+                job.id,
+                credits=job.cost,
+                images=images,
+                settled_by=job.state.value,
+                now=now,
+            )
+        elif job.state.is_terminal:
+            # Failed, moderated or cancelled before any image existed: nothing is charged,
+            # even where the provider may have billed an unconfirmed submit.
+            await self._ledger.refund(conn, job.id, settled_by=job.state.value, now=now)
 
     async def update(self, job_id: str, **fields: Any) -> Job:
         """Set informational fields without a state change (e.g. the provider's status text)."""
@@ -238,6 +299,7 @@ class JobStore:
                     "result_width": first.width,
                     "result_height": first.height,
                 },
+                images=len(outputs),
             )
             if won is not None:
                 await conn.executemany(
@@ -263,6 +325,18 @@ class JobStore:
             if won is not None:
                 await conn.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
             return won is not None
+
+    async def open_counts(self, guild_id: int | None, user_id: int) -> tuple[int, int]:
+        """(queued, running) jobs of a member in a server (running: at the provider, or
+        finished but not posted yet)."""
+        row = await self._db.fetch_one(
+            "SELECT COALESCE(SUM(state = 'queued'), 0) AS queued,"
+            " COALESCE(SUM(state IN ('submitting', 'submitted', 'ready')), 0) AS running"
+            " FROM jobs WHERE closed = 0 AND guild_id IS ? AND user_id = ?",
+            (guild_id, user_id),
+        )
+        assert row is not None
+        return row["queued"], row["running"]
 
     async def close(self, job_id: str) -> None:
         """The requester has been shown the outcome of a failed, moderated or cancelled job."""

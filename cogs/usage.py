@@ -1,0 +1,333 @@
+"""Usage and quotas in Discord: `/usage` for everyone, `/usage-admin …` and `/quota …` for
+moderators (Manage Server).
+
+Discord hides a command from members who lack its default permissions, but a server admin
+can change that in Server Settings → Integrations; so the moderator commands also check the
+permission when they run. All answers are ephemeral: usage is nobody else's business.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.ledger import (
+    Limits,
+    MemberUsage,
+    Metric,
+    Period,
+    Scope,
+    describe_limit,
+    describe_target,
+    format_amount,
+    format_dollars,
+    parse_amount,
+)
+from bot.ledger.chart import daily_spend_png
+from bot.ledger.reports import ServerReport, export_csv, export_range, server_report
+from bot.variants import CATALOGUE
+from cogs.render import NO_PINGS
+
+if TYPE_CHECKING:
+    from bot.app import FluxcordBot
+
+WindowName = Literal["day", "week", "month"]
+KindName = Literal["images", "credits"]
+WINDOW_TITLES = {Period.DAY: "Today", Period.WEEK: "This week", Period.MONTH: "This month"}
+
+
+# --------------------------------------------------------------------------- permissions
+def is_moderator(interaction: discord.Interaction[Any]) -> bool:
+    permissions = interaction.permissions
+    return interaction.guild_id is not None and (
+        permissions.manage_guild or permissions.administrator
+    )
+
+
+async def require_moderator(interaction: discord.Interaction[Any]) -> bool:
+    """The runtime half of the permission rule (see the module docstring)."""
+    if not is_moderator(interaction):
+        raise app_commands.MissingPermissions(["manage_guild"])
+    return True
+
+
+moderator_only = app_commands.check(require_moderator)
+
+
+def role_ids(user: discord.abc.User) -> tuple[int, ...]:
+    # The ledger adds @everyone itself; other roles only exist on a Member.
+    roles = getattr(user, "roles", ())
+    return tuple(role.id for role in roles if not role.is_default())
+
+
+# --------------------------------------------------------------------------- text
+def _used(images: int, mc: int) -> str:
+    return f"{format_amount(Metric.IMAGES, images)} · {format_amount(Metric.CREDITS, mc)}"
+
+
+def _left(images: int | None, mc: int | None) -> str:
+    parts = []
+    if images is not None:
+        parts.append(format_amount(Metric.IMAGES, images))
+    if mc is not None:
+        parts.append(format_amount(Metric.CREDITS, mc))
+    return "no limit" if not parts else " · ".join(parts) + " left"
+
+
+def usage_text(usage: MemberUsage, queued: int, running: int, *, whose: str) -> str:
+    """What `/usage` shows: one line per window, then the jobs in progress."""
+    lines = [f"**{whose}**"]
+    for window in usage.windows:
+        lines.append(
+            f"**{WINDOW_TITLES[window.period]}**: {_used(window.images, window.credits_mc)}"
+            f" ({format_dollars(window.credits_mc)}) — "
+            f"{_left(window.remaining_images, window.remaining_mc)}"
+            f" · resets <t:{window.resets_at}:R>"
+        )
+    jobs = f"Jobs: {queued} queued · {running} running"
+    if usage.held_images or usage.held_mc:
+        jobs += (
+            f" (holding {format_amount(Metric.CREDITS, usage.held_mc)} until they finish;"
+            " anything that fails is refunded)"
+        )
+    lines.append(jobs)
+    return "\n".join(lines)
+
+
+def server_text(report: ServerReport) -> str:
+    period = report.period
+    lines = [
+        f"**Server usage {period.current}** (since <t:{report.start}:f>,"
+        f" resets <t:{report.resets_at}:R>)",
+        f"Total: {_used(report.images, report.credits_mc)}"
+        f" ({format_dollars(report.credits_mc)}) — budget:"
+        f" {_left(report.budget_images, report.budget_mc)}",
+    ]
+    if report.by_variant:
+        lines.append("**By model**")
+        for total in report.by_variant:
+            variant = CATALOGUE.get(str(total.key))
+            label = variant.label if variant else str(total.key)
+            lines.append(f"{label}: {_used(total.images, total.credits_mc)}")
+    if report.by_user:
+        lines.append("**By member**")
+        for total in report.by_user:
+            lines.append(f"<@{total.key}>: {_used(total.images, total.credits_mc)}")
+    if not report.by_variant:
+        lines.append(f"No images {period.current} yet.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the cog
+class Usage(commands.Cog):
+    usage_admin = app_commands.Group(
+        name="usage-admin",
+        description="Usage reports for moderators",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+    quota = app_commands.Group(
+        name="quota",
+        description="Change allowances on this server (moderators)",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot: FluxcordBot) -> None:
+        self.bot = bot
+
+    async def _member_text(
+        self, guild_id: int | None, user: discord.abc.User, *, whose: str
+    ) -> str:
+        usage = await self.bot.ledger.member_usage(guild_id, user.id, role_ids(user))
+        queued, running = await self.bot.engine.store.open_counts(guild_id, user.id)
+        return usage_text(usage, queued, running, whose=whose)
+
+    @app_commands.command(name="usage", description="Your image allowance, spend and jobs")
+    async def usage(self, interaction: discord.Interaction[Any]) -> None:
+        text = await self._member_text(interaction.guild_id, interaction.user, whose="Your usage")
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+    @usage_admin.command(name="user", description="A member's allowance, spend and jobs")
+    @app_commands.describe(member="Whose usage to show")
+    @moderator_only
+    async def usage_user(
+        self, interaction: discord.Interaction[Any], member: discord.Member
+    ) -> None:
+        text = await self._member_text(
+            interaction.guild_id, member, whose=f"Usage of {member.mention}"
+        )
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+    @usage_admin.command(name="server", description="Server totals by model and member, chart")
+    @app_commands.describe(window="Which window to total (default: this month)")
+    @moderator_only
+    async def usage_server(
+        self, interaction: discord.Interaction[Any], window: WindowName = "month"
+    ) -> None:
+        assert interaction.guild_id is not None  # guild_only
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report = await server_report(self.bot.ledger, interaction.guild_id, Period(window))
+        chart = daily_spend_png(report.daily, f"Daily spend, last {len(report.daily)} days")
+        await interaction.followup.send(
+            server_text(report),
+            file=discord.File(io.BytesIO(chart), filename="daily-spend.png"),
+            ephemeral=True,
+            allowed_mentions=NO_PINGS,
+        )
+
+    @usage_admin.command(name="export", description="The ledger as a CSV file")
+    @app_commands.describe(
+        start="First day, YYYY-MM-DD (UTC; default: the 1st of the month)",
+        end="Last day, YYYY-MM-DD (UTC; default: today)",
+    )
+    @moderator_only
+    async def usage_export(
+        self,
+        interaction: discord.Interaction[Any],
+        start: str | None = None,
+        end: str | None = None,
+    ) -> None:
+        assert interaction.guild_id is not None
+        first, last = export_range(start, end, self.bot.ledger.now())
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        export = await export_csv(self.bot.ledger, interaction.guild_id, first, last)
+        await interaction.followup.send(
+            f"Ledger from {first} to {last} (UTC): {export.rows}"
+            f" {'job' if export.rows == 1 else 'jobs'}.",
+            file=discord.File(io.BytesIO(export.data), filename=export.filename),
+            ephemeral=True,
+        )
+
+    @quota.command(name="set", description="Set an allowance for a member, a role or the server")
+    @app_commands.describe(
+        window="The window the limit covers",
+        kind="Count images or credits (1 credit = $0.01)",
+        amount="The limit; -1 for unlimited",
+        target="A member or a role; leave empty for the whole server's budget",
+    )
+    @moderator_only
+    async def quota_set(
+        self,
+        interaction: discord.Interaction[Any],
+        window: WindowName,
+        kind: KindName,
+        amount: app_commands.Range[float, -1.0, 1e9],
+        target: discord.Member | discord.User | discord.Role | None = None,
+    ) -> None:
+        assert interaction.guild_id is not None
+        metric = Metric(kind)
+        scope, target_id = _scope(target, interaction.guild_id)
+        change = await self.bot.ledger.set_limit(
+            interaction.guild_id,
+            interaction.user.id,
+            scope,
+            target_id,
+            Period(window),
+            metric,
+            parse_amount(metric, amount),
+        )
+        await interaction.response.send_message(
+            change.summary, ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+    @quota.command(name="grant", description="Give a member extra allowance for this window")
+    @app_commands.describe(
+        member="Who gets the extra",
+        kind="Images or credits",
+        amount="How many more",
+        window="Which window (default: today)",
+    )
+    @moderator_only
+    async def quota_grant(
+        self,
+        interaction: discord.Interaction[Any],
+        member: discord.Member,
+        kind: KindName,
+        amount: app_commands.Range[float, 0.0, 1e9],
+        window: WindowName = "day",
+    ) -> None:
+        assert interaction.guild_id is not None
+        metric = Metric(kind)
+        extra = parse_amount(metric, amount)
+        assert extra is not None  # the option's minimum is 0, so never -1 (unlimited)
+        change = await self.bot.ledger.grant(
+            interaction.guild_id, interaction.user.id, member.id, Period(window), metric, extra
+        )
+        await interaction.response.send_message(
+            change.summary, ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+    @quota.command(name="reset", description="Put a member, a role or the server back on defaults")
+    @app_commands.describe(target="A member or a role; leave empty for the server's budget")
+    @moderator_only
+    async def quota_reset(
+        self,
+        interaction: discord.Interaction[Any],
+        target: discord.Member | discord.User | discord.Role | None = None,
+    ) -> None:
+        assert interaction.guild_id is not None
+        scope, target_id = _scope(target, interaction.guild_id)
+        change = await self.bot.ledger.reset(
+            interaction.guild_id, interaction.user.id, scope, target_id
+        )
+        await interaction.response.send_message(
+            change.summary, ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+    @quota.command(name="show", description="This server's allowances and recent changes")
+    @moderator_only
+    async def quota_show(self, interaction: discord.Interaction[Any]) -> None:
+        assert interaction.guild_id is not None
+        guild_id = interaction.guild_id
+        ledger = self.bot.ledger
+        policy = ledger.policy
+        lines = [
+            f"**Allowances** (windows reset at {policy.schedule.describe()};"
+            " weeks start on Monday)",
+            f"Default per member: {_limits_line(policy.user)}",
+            f"Default server budget: {_limits_line(policy.guild)}",
+        ]
+        overrides = await ledger.overrides(guild_id)
+        lines.append("**Overrides**" if overrides else "No overrides: the defaults apply.")
+        for item in overrides:
+            who = describe_target(item.scope, item.target_id, guild_id)
+            lines.append(
+                f"{who}: {item.period.adjective} {item.metric.value} →"
+                f" {describe_limit(item.metric, item.amount)}"
+            )
+        changes = await ledger.audit_log(guild_id, limit=5)
+        if changes:
+            lines.append("**Recent changes**")
+            for row in changes:
+                lines.append(f"<t:{int(row['at'])}:R> <@{row['actor_id']}>: {row['summary']}")
+        await interaction.response.send_message(
+            "\n".join(lines)[:2000], ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+
+def _scope(
+    target: discord.Member | discord.User | discord.Role | None, guild_id: int
+) -> tuple[Scope, int]:
+    if target is None:
+        return Scope.GUILD, guild_id
+    if isinstance(target, discord.Role):
+        return Scope.ROLE, target.id
+    return Scope.USER, target.id
+
+
+def _limits_line(limits: Limits) -> str:
+    parts = [
+        f"{format_amount(metric, amount)} a {period.value}"
+        for (period, metric), amount in limits.items()
+        if amount is not None
+    ]
+    return " · ".join(parts) if parts else "unlimited"
+
+
+async def setup(bot: FluxcordBot) -> None:
+    await bot.add_cog(Usage(bot))
