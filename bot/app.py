@@ -12,16 +12,19 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.generation import GenerationService
-from bot.jobs.engine import JobEngine, PollingPolicy
+from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import Job
 from bot.jobs.notifier import JobNotifier
 from bot.ledger import Ledger, QuotaPolicy
+from bot.metrics import Metrics
+from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
 from bot.references import ReferenceLimits
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.variants import MEGAPIXEL, InvalidRequest, Variant, available_variants
+from bot.web import HealthChecks, WebServer, create_app
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
+    """One client (one shared HTTP connection pool) per configured provider."""
     providers: dict[str, Provider] = {}
     if settings.bfl_api_key is not None:
         providers["bfl"] = BFLClient(
@@ -41,6 +45,15 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             settings.bfl_api_base,
             max_result_bytes=settings.max_result_bytes,
             max_connections=settings.provider_max_active * 2 + 8,
+        )
+    if settings.aiml_api_key is not None:
+        providers["aiml"] = AIMLClient(
+            settings.aiml_api_key.get_secret_value(),
+            settings.aiml_api_base,
+            read_timeout=settings.aiml_read_timeout,
+            max_result_bytes=settings.max_result_bytes,
+            max_connections=settings.aiml_max_active * 2 + 8,
+            units_per_credit=settings.aiml_units_per_credit,
         )
     return providers
 
@@ -80,6 +93,8 @@ class FluxcordBot(commands.Bot):
     engine: JobEngine
     generation: GenerationService
     ledger: Ledger
+    metrics: Metrics
+    web: WebServer
 
     def __init__(
         self, settings: Settings, *, notifier: JobNotifier | None = None, **client_options: Any
@@ -108,22 +123,49 @@ class FluxcordBot(commands.Bot):
         self.db = await Database.open(self.settings.database_path)
         self.providers = build_providers(self.settings)
         self.variants = available_variants(
-            include_preview=self.settings.bfl_enable_preview, providers=list(self.providers)
+            include_preview=self.settings.bfl_enable_preview,
+            providers=list(self.providers),
+            prefer_aiml=self.settings.prefer_aiml_pro,
         )
+        public_url = self.settings.webhook_public_url
+        self.metrics = Metrics()
         self.ledger = Ledger(self.db, QuotaPolicy.from_settings(self.settings))
         self.engine = JobEngine(
             self.db,
             self.providers,
             self._notifier
             or DiscordNotifier(self, lookup=self._lookup_job, result_view=result_view),
-            max_active=self.settings.provider_max_active,
+            max_active={
+                "bfl": self.settings.provider_max_active,
+                "aiml": self.settings.aiml_max_active,
+            },
             polling=PollingPolicy(
                 initial=self.settings.poll_initial_interval,
                 maximum=self.settings.poll_max_interval,
                 deadline=self.settings.job_deadline_seconds,
             ),
             ledger=self.ledger,
+            metrics=self.metrics,
+            webhooks=(
+                WebhookConfig(public_url, self.settings.webhook_grace_seconds)
+                if public_url
+                else None
+            ),
         )
+        self.web = WebServer(
+            create_app(
+                metrics=self.metrics,
+                health=HealthChecks(
+                    ping_database=lambda: self.db.fetch_value("SELECT 1"),
+                    discord_connected=self.discord_connected,
+                    queue_depth=self.engine.queue_depth,
+                ),
+                webhook_target=self.engine if public_url else None,
+            ),
+            self.settings.web_host,
+            self.settings.web_port,
+        )
+        await self.web.start()
         self.generation = GenerationService(
             self.engine,
             self.variants,
@@ -137,6 +179,9 @@ class FluxcordBot(commands.Bot):
             await self.load_extension(extension)
         await self.sync_commands()
         await self.engine.start()
+
+    def discord_connected(self) -> bool:
+        return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open
 
     async def _lookup_job(self, job_id: str) -> Job | None:
         return await self.engine.store.get(job_id)
@@ -169,6 +214,9 @@ class FluxcordBot(commands.Bot):
         log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
 
     async def close(self) -> None:
+        web = getattr(self, "web", None)
+        if web is not None:
+            await web.stop()
         engine = getattr(self, "engine", None)
         if engine is not None:
             await engine.stop()

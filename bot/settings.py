@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,22 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_reference_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_reference_megapixels: int = Field(default=40, gt=0, le=200)
+    aiml_api_key: SecretStr | None = Field(default=None, description="AI/ML API key")
+    aiml_api_base: str = Field(default="https://api.aimlapi.com")
+    aiml_read_timeout: float = Field(default=300.0, gt=0, le=1800)
+    aiml_max_active: int = Field(default=8, ge=1, le=1000)
+    aiml_units_per_credit: float = Field(
+        default=20_000, gt=0, description="AI/ML API credits per Fluxcord credit ($0.01)"
+    )
+    prefer_aiml_pro: bool = Field(
+        default=False, description="Serve `pro` through the AI/ML API even with a BFL key"
+    )
+    web_host: str = Field(default="127.0.0.1", description="Address of the bot's web server")
+    web_port: int = Field(default=8080, ge=0, le=65535)
+    webhook_public_url: str | None = Field(
+        default=None, description="Public URL of the web server; unset = webhooks off"
+    )
+    webhook_grace_seconds: float = Field(default=15.0, gt=0, le=600)
     message_content_intent: bool = Field(
         default=True,
         description="Read images in any message a member replies to (a privileged intent)",
@@ -72,7 +89,7 @@ class Settings(BaseSettings):
     default_guild_monthly_images: int | None = Field(default=None, ge=0)
     default_guild_monthly_credits: float | None = Field(default=10000, ge=0)
 
-    @field_validator("bfl_api_base")
+    @field_validator("bfl_api_base", "aiml_api_base")
     @classmethod
     def _base_is_http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -98,6 +115,16 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("must be a number or 'unlimited'") from None
         return value
+
+    @field_validator("webhook_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ValueError("must be an http(s) URL without a query")
+        return value.rstrip("/")
 
     @field_validator("log_level")
     @classmethod

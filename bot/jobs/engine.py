@@ -30,6 +30,7 @@ from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.jobs.notifier import DeliveryImpossible, JobNotifier
 from bot.jobs.scheduler import ProviderLane, Slot
 from bot.ledger import Ledger
+from bot.metrics import Metrics
 from bot.providers.base import (
     OutputImage,
     Provider,
@@ -39,10 +40,12 @@ from bot.providers.base import (
     ProviderUnavailable,
     TaskOutcome,
     TaskResult,
+    WebhookRequest,
 )
 from bot.storage.db import Database
 from bot.storage.jobs import JobStore
 from bot.variants import InvalidRequest, ReferenceSize, get_variant
+from bot.web import WebhookSubscription, new_webhook_secret, webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +88,32 @@ class PollingPolicy:
             interval = min(self.maximum, interval * self.growth)
 
 
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where BFL can reach our receiver, and how long to wait for a webhook before polling."""
+
+    public_url: str
+    grace: float = 15.0
+
+
+_FINAL_OUTCOMES = (TaskOutcome.READY, TaskOutcome.MODERATED, TaskOutcome.FAILED)
+
+
 class JobEngine:
+    """Implements bot.web.WebhookTarget too: a verified webhook wakes the job's follower."""
+
     def __init__(
         self,
         db: Database,
         providers: Mapping[str, Provider],
         notifier: JobNotifier,
         *,
-        max_active: int = 24,
+        max_active: int | Mapping[str, int] = 24,
         polling: PollingPolicy | None = None,
         clock: Callable[[], float] = time.time,
         ledger: Ledger | None = None,
+        webhooks: WebhookConfig | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
@@ -105,9 +123,18 @@ class JobEngine:
         self._providers = dict(providers)
         self._polling = polling or PollingPolicy()
         self._clock = clock
+        caps = max_active if isinstance(max_active, Mapping) else {}
+        default_cap = max_active if isinstance(max_active, int) else 24
         self._lanes = {
-            name: ProviderLane(name, max_active, self._start_submission) for name in providers
+            name: ProviderLane(name, caps.get(name, default_cap), self._start_submission)
+            for name in providers
         }
+        self._webhooks = webhooks
+        self.metrics = metrics or Metrics(process_metrics=False)
+        self.metrics.bind_engine(queue_depth=self.queue_depth, active_tasks=self.active_tasks)
+        # Jobs this engine is following, woken early by a verified webhook.
+        self._wake: dict[str, asyncio.Event] = {}
+        self._pushed: dict[str, tuple[str, TaskResult]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
         self._closed_listeners: list[Callable[[Job], None]] = []
@@ -174,6 +201,7 @@ class JobEngine:
         # One image per job for now; a provider that makes several will reserve that many.
         job = await self.store.create(request, estimated_cost=estimate, images=1)
         lane.enqueue(job.user_id, job.id)
+        self.metrics.job_state_changed(job.state, job.variant)
         self._progress(job)
         return job, lane.position(job.id)
 
@@ -238,12 +266,17 @@ class JobEngine:
             provider = self._providers[job.provider]
             variant = get_variant(job.variant)
             inputs = await self.store.inputs(job_id)
+            webhook = await self._webhook_for(job, provider)
             try:
                 self.stats.submits += 1
-                submission = await provider.submit(variant, job.params, inputs, user_id=job.user_id)
+                with self.metrics.time_provider_call(job.provider, "submit"):
+                    submission = await provider.submit(
+                        variant, job.params, inputs, user_id=job.user_id, webhook=webhook
+                    )
                 accepted_at = asyncio.get_running_loop().time()
             except ProviderBusy as exc:
                 self.stats.busy_responses += 1
+                self.metrics.provider_rate_limited(job.provider)
                 await self.store.transition(
                     job_id, from_states=(JobState.SUBMITTING,), to=JobState.QUEUED
                 )
@@ -268,8 +301,13 @@ class JobEngine:
             if submitted is None:
                 return
             job = submitted
+            self.metrics.job_state_changed(job.state, job.variant)
             self._progress(job)
-            await self._follow(job, slot, first_delay=self._polling.initial, since=accepted_at)
+            # With a webhook on its way, the first poll waits out the grace period.
+            first = self._webhooks.grace if webhook and self._webhooks else self._polling.initial
+            await self._follow(
+                job, slot, first_delay=first, since=accepted_at, finished=submission.result
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -277,18 +315,60 @@ class JobEngine:
             await self._fail_anywhere(job_id)
         finally:
             slot.release()
+            self._forget_webhook(job_id)
+
+    async def _webhook_for(self, job: Job, provider: Provider) -> WebhookRequest | None:
+        """Register the job for early wake-up, and give it a webhook when the receiver is on.
+        Registered before the submit: a fast task's webhook may beat the submit's answer."""
+        self._wake.setdefault(job.id, asyncio.Event())
+        if self._webhooks is None or not provider.supports_webhooks:
+            return None
+        secret = new_webhook_secret()
+        await self.store.update(job.id, webhook_secret=secret)
+        return WebhookRequest(webhook_url(self._webhooks.public_url, job.id), secret)
+
+    def _forget_webhook(self, job_id: str) -> None:
+        self._wake.pop(job_id, None)
+        self._pushed.pop(job_id, None)
+
+    # ----------------------------------------------------------------- webhooks (WebhookTarget)
+    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
+        job = await self.store.get(job_id)
+        if job is None or job.webhook_secret is None:
+            return None  # finished jobs still answer, so a late duplicate is not retried
+        return WebhookSubscription(secret=job.webhook_secret, task_id=job.provider_task_id)
+
+    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
+        """A verified delivery. Only wakes the job's follower, whose transitions are
+        compare-and-set: a duplicate, a late arrival or a race with a poll delivers once."""
+        event = self._wake.get(job_id)
+        if event is None:
+            return  # not being followed: already finished, or a late duplicate
+        if result.outcome in _FINAL_OUTCOMES or job_id not in self._pushed:
+            self._pushed[job_id] = (task_id, result)  # never replace an ending with a hint
+        event.set()
 
     async def _follow(
-        self, job: Job, slot: Slot, *, first_delay: float, since: float | None = None
+        self,
+        job: Job,
+        slot: Slot,
+        *,
+        first_delay: float,
+        since: float | None = None,
+        finished: TaskResult | None = None,
     ) -> None:
-        """Poll a submitted task to its end, free the provider slot, then finish the job.
-        `since` (loop time) is when the provider accepted it: the poll schedule counts from it."""
+        """Wait for a submitted task's end, free the provider slot, then finish the job.
+        `since` (loop time) is when the provider accepted it: the poll schedule counts from it.
+        `finished`: a synchronous provider's result, already final, so there is no poll."""
+        self._wake.setdefault(job.id, asyncio.Event())
         try:
             try:
-                result = await self._await_outcome(job, first_delay, since)
+                if finished is None:
+                    finished = await self._await_outcome(job, first_delay, since)
             finally:
                 slot.release()
-            await self._complete(job, result)
+                self._forget_webhook(job.id)
+            await self._complete(job, finished)
         except asyncio.CancelledError:
             raise
         except ProviderError as exc:
@@ -316,10 +396,13 @@ class JobEngine:
             # Polls keep to a schedule counted from the submit, so time spent in earlier
             # polls does not push later ones back (a finished task is noticed promptly).
             poll_at = max(poll_at + interval, loop.time())
-            await asyncio.sleep(min(poll_at - loop.time(), remaining))
+            pushed = await self._wait_for_webhook(job, min(poll_at - loop.time(), remaining))
+            if pushed is not None:
+                return pushed
             self.stats.polls += 1
             try:
-                result = await provider.poll(job.provider_task_id, job.polling_url)
+                with self.metrics.time_provider_call(job.provider, "poll"):
+                    result = await provider.poll(job.provider_task_id, job.polling_url)
             except (ProviderUnavailable, ProviderBusy) as exc:
                 log.info("job %s: poll failed, will retry: %s", job.id, exc)
                 continue
@@ -341,6 +424,25 @@ class JobEngine:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _wait_for_webhook(self, job: Job, delay: float) -> TaskResult | None:
+        """Sleep until the next poll is due, or until a webhook reports the task's end.
+        A webhook that is only a hint (still running, or "Ready" without an image) makes the
+        poll happen now instead."""
+        event = self._wake.get(job.id)
+        if event is None:
+            await asyncio.sleep(delay)
+            return None
+        try:
+            async with asyncio.timeout(max(0.0, delay)):
+                await event.wait()
+        except TimeoutError:
+            return None
+        event.clear()
+        pushed = self._pushed.pop(job.id, None)
+        if pushed and pushed[0] == job.provider_task_id and pushed[1].outcome in _FINAL_OUTCOMES:
+            return pushed[1]
+        return None
+
     async def _complete(self, job: Job, result: TaskResult) -> None:
         if result.outcome is TaskOutcome.MODERATED:
             log.info("job %s: %s %s", job.id, result.raw_status, result.details or "")
@@ -356,16 +458,24 @@ class JobEngine:
             )
             return
         provider = self._providers[job.provider]
+
+        async def download(url: str) -> OutputImage:
+            with self.metrics.time_provider_call(job.provider, "download"):
+                return await provider.download(url)
+
         outputs: list[OutputImage] = list(
-            await asyncio.gather(*(provider.download(url) for url in result.sample_urls))
+            await asyncio.gather(*(download(url) for url in result.sample_urls))
         )
+        cost = result.cost if result.cost is not None else job.cost
         won = await self.store.mark_ready(
             job.id,
             outputs,
             seed=result.seed if result.seed is not None else job.params.seed,
-            cost=result.cost if result.cost is not None else job.cost,
+            cost=cost,
         )
         if won:
+            self.metrics.job_state_changed(JobState.READY, job.variant)
+            self.metrics.spent_credits(job.provider, job.variant, cost or job.estimated_cost)
             await self._deliver(job.id)
 
     async def _deliver(self, job_id: str) -> None:
@@ -383,8 +493,10 @@ class JobEngine:
                 finished_at=self._clock(),
                 closed=1,
             )
+            self.metrics.job_state_changed(JobState.FAILED, job.variant)
         else:
             await self.store.mark_delivered(job_id, message_id)
+            self.metrics.job_state_changed(JobState.DELIVERED, job.variant)
         await self._job_closed(job_id)
 
     # ----------------------------------------------------------------- endings
@@ -392,10 +504,12 @@ class JobEngine:
         self, job_id: str, from_states: Collection[JobState], to: JobState, message: str
     ) -> bool:
         """Record a failed ending (if the job is still where we think) and announce it."""
-        if not await self.store.transition(
+        ended = await self.store.transition(
             job_id, from_states=from_states, to=to, error=message, finished_at=self._clock()
-        ):
+        )
+        if ended is None:
             return False
+        self.metrics.job_state_changed(to, ended.variant)
         await self._announce_failure(job_id)
         return True
 

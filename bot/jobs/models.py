@@ -72,6 +72,7 @@ class Job:
     ready_at: float | None
     finished_at: float | None
     closed: bool
+    webhook_secret: str | None = field(default=None, repr=False)  # never in a log line
 
     @property
     def prompt(self) -> str:

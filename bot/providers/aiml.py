@@ -56,6 +56,7 @@ from bot.providers.base import (
     SubmitOutcomeUnknown,
     TaskOutcome,
     TaskResult,
+    WebhookRequest,
 )
 from bot.variants import InvalidRequest, JobParams, Variant
 
@@ -444,6 +445,7 @@ class AIMLClient:
     and only to the API host: result links live on CDN hosts that must never see it."""
 
     name = "aiml"
+    supports_webhooks = False
 
     def __init__(
         self,
@@ -604,7 +606,13 @@ class AIMLClient:
     # ------------------------------------------------------------------ Provider protocol
 
     async def submit(
-        self, variant: Variant, params: JobParams, inputs: list[InputImage], *, user_id: int
+        self,
+        variant: Variant,
+        params: JobParams,
+        inputs: list[InputImage],
+        *,
+        user_id: int,
+        webhook: WebhookRequest | None = None,  # synchronous: nothing to call back
     ) -> Submission:
         """Generate at once (the API is synchronous); the result is held for `poll`."""
         try:

@@ -104,10 +104,21 @@ class OutputImage:
 
 
 @dataclass(frozen=True)
+class WebhookRequest:
+    """Where the provider should report the task's end, and the secret proving it is them."""
+
+    url: str
+    secret: str = field(repr=False)  # never in a repr, so never in a log line
+
+
+@dataclass(frozen=True)
 class Submission:
     task_id: str
     polling_url: str | None
     cost: float | None = None
+    # Set by synchronous providers (the AI/ML API answers with the finished images): the task
+    # has already ended, so the engine completes the job from this instead of polling.
+    result: TaskResult | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +138,16 @@ class Provider(Protocol):
     """An image provider as the job engine uses it."""
 
     name: str
+    supports_webhooks: bool
 
     async def submit(
-        self, variant: Variant, params: JobParams, inputs: list[InputImage], *, user_id: int
+        self,
+        variant: Variant,
+        params: JobParams,
+        inputs: list[InputImage],
+        *,
+        user_id: int,
+        webhook: WebhookRequest | None = None,
     ) -> Submission: ...
 
     async def poll(self, task_id: str, polling_url: str | None) -> TaskResult: ...

@@ -29,6 +29,7 @@ from bot.providers.base import (
     SubmitOutcomeUnknown,
     TaskOutcome,
     TaskResult,
+    WebhookRequest,
 )
 from bot.variants import JobParams, Variant
 
@@ -95,7 +96,12 @@ def hash_user(user_id: int) -> str:
 
 
 def build_payload(
-    variant: Variant, params: JobParams, inputs: list[InputImage], *, user_id: int
+    variant: Variant,
+    params: JobParams,
+    inputs: list[InputImage],
+    *,
+    user_id: int,
+    webhook: WebhookRequest | None = None,
 ) -> dict[str, Any]:
     """The exact JSON body for `variant.endpoint`."""
     body: dict[str, Any] = {"prompt": params.prompt, "seed": params.seed}
@@ -109,6 +115,9 @@ def build_payload(
         field = "input_image" if index == 0 else f"input_image_{index + 1}"
         body[field] = base64.b64encode(image.data).decode("ascii")
     body["user"] = hash_user(user_id)
+    if webhook is not None:
+        body["webhook_url"] = webhook.url
+        body["webhook_secret"] = webhook.secret
     return body
 
 
@@ -117,6 +126,7 @@ class BFLClient:
     to BFL hosts: result links live on delivery hosts that must never see it."""
 
     name = "bfl"
+    supports_webhooks = True
 
     def __init__(
         self,
@@ -152,9 +162,15 @@ class BFLClient:
         return {}
 
     async def submit(
-        self, variant: Variant, params: JobParams, inputs: list[InputImage], *, user_id: int
+        self,
+        variant: Variant,
+        params: JobParams,
+        inputs: list[InputImage],
+        *,
+        user_id: int,
+        webhook: WebhookRequest | None = None,
     ) -> Submission:
-        body = build_payload(variant, params, inputs, user_id=user_id)
+        body = build_payload(variant, params, inputs, user_id=user_id, webhook=webhook)
         return await self.submit_body(variant.endpoint, body)
 
     async def submit_body(self, endpoint: str, body: dict[str, Any]) -> Submission:

@@ -83,13 +83,14 @@ class Database:
             cursor = await conn.execute(sql, tuple(params))
             return cursor.rowcount
 
+    # One round trip each: a statement left open between execute and fetch would hold a read
+    # snapshot across awaits, where another connection's BEGIN IMMEDIATE could trip over it.
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        rows = await self._conn.execute_fetchall(sql, tuple(params))
+        return next(iter(rows), None)
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self._conn.execute_fetchall(sql, tuple(params)))
 
     async def fetch_value(self, sql: str, params: Iterable[Any] = ()) -> Any:
         row = await self.fetch_one(sql, params)

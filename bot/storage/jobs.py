@@ -29,6 +29,7 @@ _UPDATABLE = frozenset(
         "result_height",
         "error",
         "submitted_at",
+        "webhook_secret",
         "ready_at",
         "finished_at",
         "closed",
@@ -68,6 +69,7 @@ def _row_to_job(row: aiosqlite.Row) -> Job:
         ready_at=row["ready_at"],
         finished_at=row["finished_at"],
         closed=bool(row["closed"]),
+        webhook_secret=row["webhook_secret"],
     )
 
 

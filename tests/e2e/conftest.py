@@ -41,6 +41,7 @@ class World:
             "poll_initial_interval": 0.05,
             "poll_max_interval": 0.2,
             "job_deadline_seconds": 20,
+            "web_port": 0,  # an ephemeral port: several bots may run in one test session
         }
         values.update(overrides)
         return Settings(**values)

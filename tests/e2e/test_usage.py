@@ -255,6 +255,7 @@ async def test_the_ledger_export_arrives_as_a_csv_file(world: World) -> None:
     mod = add_moderator(world)
     await make_image(world, world.alice, "for the books")
     job_id = await bot.db.fetch_value("SELECT id FROM jobs")
+    await bot.engine.wait_closed([job_id], 5)  # the image is posted just before it is recorded
 
     message = await with_file(
         await world.discord.invoke_slash(mod, world.channel, "usage-admin export"))
