@@ -18,6 +18,9 @@ def _configure_logging(level: str) -> None:
     )
     # httpx logs every request URL at INFO; polling URLs carry task tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Health checks and metric scrapes would fill the log.
+    if level != "DEBUG":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 async def _migrate(settings: Settings) -> None:

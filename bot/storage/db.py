@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,10 @@ from typing import Any
 import aiosqlite
 
 from bot.storage.migrations import apply_migrations
+
+# aiosqlite logs every statement with its parameters at DEBUG, and parameters include
+# secrets (per-job webhook secrets): never let those records through.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 async def _finish(statement: Awaitable[Any]) -> None:

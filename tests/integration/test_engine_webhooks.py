@@ -1,0 +1,159 @@
+"""Webhooks through the real engine: BFL's stand-in calls our receiver over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
+from bot.jobs.models import JobState
+from bot.metrics import Metrics
+from bot.providers.base import TaskResult
+from bot.providers.bfl import BFLClient
+from bot.storage.db import Database
+from bot.web import HealthChecks, WebhookSubscription, WebServer, create_app
+from tests.conftest import BFL_KEY, make_request
+from tests.fakes.bfl_server import FakeBFL
+from tests.fakes.notifier import RecordingNotifier
+
+
+class LateTarget:
+    """The receiver starts before the engine exists (the engine needs the receiver's URL)."""
+
+    engine: JobEngine
+
+    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
+        return await self.engine.webhook_subscription(job_id)
+
+    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
+        await self.engine.webhook_result(job_id, task_id, result)
+
+
+@dataclass
+class Rig:
+    engine: JobEngine
+    bfl: FakeBFL
+    notifier: RecordingNotifier
+    metrics: Metrics
+
+
+async def build_rig(db: Database, bfl: FakeBFL, grace: float) -> AsyncIterator[Rig]:
+    metrics = Metrics(process_metrics=False)
+    target = LateTarget()
+
+    async def ping() -> object:
+        return await db.fetch_value("SELECT 1")
+
+    health = HealthChecks(ping_database=ping, discord_connected=lambda: True,
+                          queue_depth=lambda: 0)
+    server = WebServer(create_app(metrics=metrics, health=health, webhook_target=target),
+                       "127.0.0.1", 0)
+    await server.start()
+    client = BFLClient(BFL_KEY, bfl.base_url)
+    notifier = RecordingNotifier()
+    engine = JobEngine(
+        db, {"bfl": client}, notifier, metrics=metrics,
+        polling=PollingPolicy(initial=0.05, maximum=0.2, deadline=10),
+        webhooks=WebhookConfig(f"http://127.0.0.1:{server.port}", grace=grace),
+    )
+    target.engine = engine
+    await engine.start()
+    try:
+        yield Rig(engine, bfl, notifier, metrics)
+    finally:
+        await engine.stop()
+        await client.aclose()
+        await server.stop()
+
+
+@pytest.fixture
+async def rig(db: Database, fake_bfl: FakeBFL) -> AsyncIterator[Rig]:
+    async for built in build_rig(db, fake_bfl, grace=5.0):
+        yield built
+
+
+async def test_a_webhook_delivers_without_any_poll(rig: Rig) -> None:
+    job, _ = await rig.engine.accept(make_request("hooked"))
+    [final] = await rig.engine.wait_closed([job.id], 5)
+    assert final.state is JobState.DELIVERED
+    assert rig.engine.stats.polls == 0
+    [submission] = rig.bfl.submissions
+    assert submission.body["webhook_url"].endswith(f"/webhooks/bfl/{job.id}")
+    assert submission.body["webhook_secret"] == final.webhook_secret
+    assert [a.status_code for a in rig.bfl.webhook_attempts] == [200]
+    shown = rig.notifier.outcome(job.id)
+    assert shown is not None
+    assert shown.images == [rig.bfl.image_bytes(submission.task_id or "")]
+
+
+async def test_signed_webhooks_are_accepted_too(rig: Rig) -> None:
+    rig.bfl.webhook_mode = "hmac"
+    job, _ = await rig.engine.accept(make_request("signed"))
+    await rig.engine.wait_closed([job.id], 5)
+    assert rig.engine.stats.polls == 0
+
+
+async def test_a_duplicated_webhook_delivers_once(rig: Rig) -> None:
+    rig.bfl.webhook_mode = "duplicate"
+    job, _ = await rig.engine.accept(make_request("twice"))
+    await rig.engine.wait_closed([job.id], 5)
+    for _ in range(200):  # the stand-in records attempts but has no event to await
+        if len(rig.bfl.webhook_attempts) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [a.status_code for a in rig.bfl.webhook_attempts] == [200, 200]
+    assert rig.notifier.deliver_calls == {job.id: 1}
+    assert len(rig.notifier.shown_for(job.id)) == 1
+
+
+@pytest.mark.parametrize("mode", ["drop", "wrong_secret"])
+async def test_a_missing_or_forged_webhook_falls_back_to_polling(
+    db: Database, fake_bfl: FakeBFL, mode: str
+) -> None:
+    fake_bfl.webhook_mode = mode
+    async for rig in build_rig(db, fake_bfl, grace=0.3):
+        job, _ = await rig.engine.accept(make_request(f"no webhook ({mode})"))
+        [final] = await rig.engine.wait_closed([job.id], 5)
+        assert final.state is JobState.DELIVERED
+        assert rig.engine.stats.polls >= 1
+        assert all(a.status_code == 401 for a in fake_bfl.webhook_attempts)
+        assert len(rig.notifier.shown_for(job.id)) == 1
+
+
+async def test_a_webhook_racing_a_poll_delivers_once(db: Database, fake_bfl: FakeBFL) -> None:
+    fake_bfl.latency = 0.2
+    fake_bfl.webhook_delay = 0.0
+    async for rig in build_rig(db, fake_bfl, grace=0.2):  # first poll lands with the webhook
+        jobs = [(await rig.engine.accept(make_request(f"race {n}")))[0] for n in range(8)]
+        finals = await rig.engine.wait_closed([j.id for j in jobs], 10)
+        assert {f.state for f in finals} == {JobState.DELIVERED}
+        assert rig.notifier.deliver_calls == {j.id: 1 for j in jobs}
+
+
+async def test_no_secret_or_key_ever_reaches_the_logs(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    rig.bfl.webhook_mode = "wrong_secret"  # a rejection is logged too
+    job, _ = await rig.engine.accept(make_request("quiet"))
+    await rig.engine.wait_closed([job.id], 10)
+    final = await rig.engine.store.require(job.id)
+    assert final.webhook_secret
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert caplog.records, "expected some logging to inspect"
+    assert final.webhook_secret not in text
+    assert BFL_KEY not in text
+    assert final.webhook_secret not in repr(final)
+
+
+async def test_metrics_count_jobs_and_webhooks(rig: Rig) -> None:
+    job, _ = await rig.engine.accept(make_request("counted"))
+    await rig.engine.wait_closed([job.id], 5)
+    text = rig.metrics.render().decode()
+    assert 'fluxcord_jobs_total{state="delivered",variant="pro"} 1.0' in text
+    assert "fluxcord_webhooks_accepted_total 1.0" in text
+    assert 'fluxcord_credits_spent_total{provider="bfl",variant="pro"}' in text
