@@ -3,10 +3,11 @@
 N jobs from M users go through the real engine (SQLite on disk, httpx, the fair scheduler)
 to the stand-in, which holds `cap` active tasks and finishes each after a fixed latency.
 Prints the makespan against the ideal ceil(N/cap) × latency, provider polls per job, and the
-delay between the provider finishing a task and the result being handed to the channel.
+delay between the provider finishing a task and the result being handed to the channel —
+once with polling alone and once with BFL webhooks to our receiver (same run, same load).
 
-    python -m bench.throughput                  # N=480, M=40, cap 24, latency 1 s
-    python -m bench.throughput --jobs 96 --latency 0.5
+    python -m bench.throughput                  # N=480, M=40, cap 24, latency 1 s, both modes
+    python -m bench.throughput --jobs 96 --latency 0.5 --mode webhook
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.jobs.engine import JobEngine, PollingPolicy
+from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import GenerationRequest, Job
-from bot.providers.base import OutputImage
+from bot.metrics import Metrics
+from bot.providers.base import OutputImage, TaskResult
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
 from bot.variants import get_variant
+from bot.web import HealthChecks, WebhookSubscription, WebServer, create_app
 from tests.fakes.bfl_server import FakeBFL
 
 API_KEY = "bench-key"
@@ -48,22 +51,58 @@ class TimingNotifier:
         self.delivered_at[job.id] = time.time()
 
 
+async def _ok() -> object:
+    return 1
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
     return ordered[index]
 
 
-async def run(jobs: int, users: int, cap: int, latency: float) -> dict[str, float]:
+class EngineTarget:
+    """Forwards webhooks to the engine, which is built after the receiver (it needs its URL)."""
+
+    engine: JobEngine
+
+    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
+        return await self.engine.webhook_subscription(job_id)
+
+    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
+        await self.engine.webhook_result(job_id, task_id, result)
+
+
+async def run(
+    jobs: int, users: int, cap: int, latency: float, *, webhooks: bool = False
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         async with FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as fake:
             db = await Database.open(Path(folder) / "bench.sqlite3")
             client = BFLClient(API_KEY, fake.base_url, max_connections=cap * 2 + 8)
             notifier = TimingNotifier()
-            engine = JobEngine(
-                db, {"bfl": client}, notifier, max_active=cap,
-                polling=PollingPolicy(initial=0.5, maximum=4.0, deadline=600),
+            metrics = Metrics(process_metrics=False)
+            target = EngineTarget()
+            server = WebServer(
+                create_app(
+                    metrics=metrics,
+                    health=HealthChecks(_ok, lambda: True, lambda: 0),
+                    webhook_target=target,
+                ),
+                "127.0.0.1",
+                0,
             )
+            await server.start()
+            engine = JobEngine(
+                db, {"bfl": client}, notifier, max_active=cap, metrics=metrics,
+                polling=PollingPolicy(initial=0.5, maximum=4.0, deadline=600),
+                webhooks=(
+                    WebhookConfig(f"http://127.0.0.1:{server.port}", grace=max(5.0, latency * 3))
+                    if webhooks
+                    else None
+                ),
+            )
+            target.engine = engine
             await engine.start()
             variant = get_variant("klein-4b")
             rng = random.Random(7)
@@ -79,6 +118,7 @@ async def run(jobs: int, users: int, cap: int, latency: float) -> dict[str, floa
             makespan = time.time() - started
             await engine.stop()
             await client.aclose()
+            await server.stop()
             await db.close()
 
             failed = [job for job in finished if job.state != "delivered"]
@@ -107,14 +147,26 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--cap", type=int, default=24)
     parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
     args = parser.parse_args()
-    figures = asyncio.run(run(args.jobs, args.users, args.cap, args.latency))
-    print(f"jobs={args.jobs} users={args.users} cap={args.cap} latency={args.latency}s")
+    modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
+    for mode in modes:
+        figures = asyncio.run(
+            run(args.jobs, args.users, args.cap, args.latency, webhooks=mode == "webhook")
+        )
+        report(mode, args, figures)
+
+
+def report(mode: str, args: argparse.Namespace, figures: dict[str, float]) -> None:
+    print(f"--- {mode}: jobs={args.jobs} users={args.users} cap={args.cap} "
+          f"latency={args.latency}s")
     print(f"makespan            {figures['makespan']:.2f} s")
     print(f"ideal makespan      {figures['ideal']:.2f} s  (ceil(N/cap) × latency)")
     print(f"ratio               {figures['ratio']:.3f}  (target ≤ 1.10)")
-    print(f"polls per job       {figures['polls_per_job']:.2f}  (target ≤ 4)")
-    print(f"ready→delivered p50 {figures['p50_ms']:.1f} ms")
+    target = "≤ 0.1 with webhooks" if mode == "webhook" else "≤ 4"
+    print(f"polls per job       {figures['polls_per_job']:.2f}  (target {target})")
+    print(f"ready→delivered p50 {figures['p50_ms']:.1f} ms"
+          + ("  (target ≤ 50 ms)" if mode == "webhook" else ""))
     print(f"ready→delivered p95 {figures['p95_ms']:.1f} ms")
     print(f"failed jobs         {figures['failed']:.0f}")
     print(f"429s / peak active  {figures['rejected_429']:.0f} / {figures['max_active_seen']:.0f}")
