@@ -84,7 +84,7 @@ def message_nonce(job: Job) -> int:
     return int(job.id, 16) & (2**63 - 1)
 
 
-ResultViewFactory = Callable[[Job], discord.ui.View]
+ResultViewFactory = Callable[[Job, int], discord.ui.View]
 
 
 class DiscordNotifier:
@@ -132,7 +132,9 @@ class DiscordNotifier:
         filenames = [f"flux-{job.id}-{i + 1}.{image.extension}" for i, image in enumerate(images)]
         parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None
         embeds = [result_embed(job, images[0], filenames[0], parent)]
-        view = self._result_view(job) if self._result_view else None
+        # Further images of a multi-image result: one embed each, so all are shown together.
+        embeds += [discord.Embed().set_image(url=f"attachment://{name}") for name in filenames[1:]]
+        view = self._result_view(job, len(images)) if self._result_view else None
         async with self._lock(job.id):
             self._mark_finished(job.id)
             return await self._post(job, f"<@{job.user_id}>", embeds, images, filenames, view)

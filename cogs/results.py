@@ -37,10 +37,15 @@ DELETE_REFUSED_TEXT = "Only the person who made this image or a moderator can de
 _MESSAGE_LINK = re.compile(r"/channels/(?:\d+|@me)/\d+/(?P<message_id>\d+)")
 
 
-def result_view(job: Job) -> discord.ui.View:
+def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
+    """The buttons under a result. With several images, Edit becomes one button per image."""
     view = discord.ui.View(timeout=None)
     for action in ACTIONS:
-        view.add_item(ResultButton(action, job.id))
+        if action == "edit" and image_count > 1:
+            for index in range(1, image_count + 1):
+                view.add_item(ResultButton(action, job.id, index))
+        else:
+            view.add_item(ResultButton(action, job.id))
     return view
 
 
@@ -54,17 +59,25 @@ def bot_of(interaction: discord.Interaction[Any]) -> FluxcordBot:
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=r"flux:(?P<action>reroll|edit|remix|chain|delete):(?P<job_id>[0-9a-f]{16})",
+    template=(
+        r"flux:(?P<action>reroll|edit|remix|chain|delete):(?P<job_id>[0-9a-f]{16})"
+        r"(?::(?P<index>[1-9]))?"
+    ),
 ):
-    def __init__(self, action: str, job_id: str) -> None:
+    def __init__(self, action: str, job_id: str, index: int | None = None) -> None:
         label, emoji, style = ACTIONS[action]
+        suffix = f":{index}" if index else ""
         super().__init__(
             discord.ui.Button(
-                label=label, emoji=emoji, style=style, custom_id=f"flux:{action}:{job_id}"
+                label=f"{label} {index}" if index else label,
+                emoji=emoji,
+                style=style,
+                custom_id=f"flux:{action}:{job_id}{suffix}",
             )
         )
         self.action = action
         self.job_id = job_id
+        self.index = index
 
     @classmethod
     async def from_custom_id(
@@ -73,7 +86,8 @@ class ResultButton(
         item: discord.ui.Item[Any],
         match: re.Match[str],
     ) -> ResultButton:
-        return cls(match["action"], match["job_id"])
+        index = match["index"]
+        return cls(match["action"], match["job_id"], int(index) if index else None)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot = bot_of(interaction)
@@ -86,7 +100,9 @@ class ResultButton(
                 bot, interaction, await bot.generation.reroll_draft(job)
             )
         elif self.action == "edit":
-            await interaction.response.send_modal(EditResultModal(job, interaction.message))
+            await interaction.response.send_modal(
+                EditResultModal(job, interaction.message, self.index)
+            )
         elif self.action == "remix":
             await interaction.response.send_modal(RemixModal(job))
         elif self.action == "chain":
@@ -116,14 +132,17 @@ class EditResultModal(discord.ui.Modal, title="Edit this image"):
         custom_id="prompt",
     )
 
-    def __init__(self, job: Job, message: discord.Message | None) -> None:
-        super().__init__(custom_id=f"flux:editmodal:{job.id}")
+    def __init__(self, job: Job, message: discord.Message | None, index: int | None) -> None:
+        super().__init__(custom_id=f"flux:editmodal:{job.id}:{index or 0}")
         self.job = job
         self.message = message
+        self.index = index
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
         bot = bot_of(interaction)
         images = image_attachments(self.message) if self.message else []
+        if self.index is not None:  # one image of a multi-image result
+            images = images[self.index - 1 : self.index]
         variant = bot.generation.variants.get(self.job.variant)
         draft = Draft(
             prompt=self.prompt.value,

@@ -15,6 +15,7 @@ import pytest
 from bot.app import FluxcordBot
 from bot.settings import Settings
 from tests.conftest import BFL_KEY
+from tests.fakes.aiml_server import FakeAIML
 from tests.fakes.bfl_server import FakeBFL
 from tests.fakes.discord.models import Channel, Guild, InteractionHandle, Message, User
 from tests.fakes.discord_server import FakeDiscord
@@ -29,6 +30,7 @@ class World:
     alice: User
     bob: User
     database_path: Path
+    aiml: FakeAIML | None = None
     bots: list[tuple[FluxcordBot, asyncio.Task[None]]] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
@@ -43,6 +45,8 @@ class World:
             "job_deadline_seconds": 20,
             "web_port": 0,  # an ephemeral port: several bots may run in one test session
         }
+        if self.aiml is not None:
+            values.update(aiml_api_key=AIML_KEY, aiml_api_base=self.aiml.base_url)
         values.update(overrides)
         return Settings(**values)
 
@@ -92,6 +96,17 @@ def _set_when_ready(event: asyncio.Event) -> Any:
         event.set()
 
     return on_ready
+
+
+AIML_KEY = "test-aiml-key-0123456789"
+
+
+@pytest.fixture
+async def world_with_aiml(world: World) -> AsyncIterator[World]:
+    """The same world with the AI/ML API configured as well."""
+    async with FakeAIML(api_key=AIML_KEY, latency=0.05) as aiml:
+        world.aiml = aiml
+        yield world
 
 
 @pytest.fixture
