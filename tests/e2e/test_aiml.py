@@ -14,7 +14,11 @@ async def test_dev_and_lora_commands_exist_only_with_an_aiml_key(world: World) -
     flux = world.discord.command("flux", guild_id=world.guild.id)
     assert flux is not None
     assert {sub["name"] for sub in flux["options"]} == {
-        "pro", "max", "flex", "klein-4b", "klein-9b"
+        "pro",
+        "max",
+        "flex",
+        "klein-4b",
+        "klein-9b",
     }
 
 
@@ -25,11 +29,15 @@ async def test_flux_dev_with_four_images_posts_them_together(world_with_aiml: Wo
     flux = world.discord.command("flux", guild_id=world.guild.id)
     assert flux is not None
     dev = next(sub for sub in flux["options"] if sub["name"] == "dev")
-    assert {"guidance", "steps", "acceleration", "num_images"} <= {o["name"] for o in dev["options"]}
+    assert {"guidance", "steps", "acceleration", "num_images"} <= {
+        o["name"] for o in dev["options"]
+    }
 
     before = world.newest_message_id()
     await world.discord.invoke_slash(
-        world.alice, world.channel, "flux dev",
+        world.alice,
+        world.channel,
+        "flux dev",
         {"prompt": "four foxes", "num_images": 4, "steps": 20, "seed": 11, "size": "square_1mp"},
     )
     message = await world.result_after(before)
@@ -38,9 +46,7 @@ async def test_flux_dev_with_four_images_posts_them_together(world_with_aiml: Wo
     assert request.body["model"] == "blackforestlabs/flux-2"
     assert request.body["num_images"] == 4 and request.body["num_inference_steps"] == 20
     assert request.body["image_size"] == {"width": 1024, "height": 1024}
-    assert [a.data for a in message.attachments] == [
-        world.aiml.image_bytes(0, n) for n in range(4)
-    ]
+    assert [a.data for a in message.attachments] == [world.aiml.image_bytes(0, n) for n in range(4)]
     assert len(message.embeds) == 4
     job_id = job_id_of(message)
     assert {f"flux:edit:{job_id}:{n}" for n in range(1, 5)} <= set(message.custom_ids)
@@ -51,8 +57,13 @@ async def test_flux_dev_with_four_images_posts_them_together(world_with_aiml: Wo
     it = await world.discord.click(world.bob, message, f"flux:edit:{job_id}:3")
     modal = await it.response()
     before = world.newest_message_id()
-    await world.discord.submit_modal(world.bob, world.channel, modal.data["custom_id"],
-                                     {"prompt": "only this one, in red"}, message_id=message)
+    await world.discord.submit_modal(
+        world.bob,
+        world.channel,
+        modal.data["custom_id"],
+        {"prompt": "only this one, in red"},
+        message_id=message,
+    )
     await world.result_after(before)
     edit = world.aiml.requests[1]
     assert edit.body["model"] == "blackforestlabs/flux-2-edit"
@@ -65,7 +76,8 @@ async def test_lora_paths_are_validated_and_sent(world_with_aiml: World) -> None
     assert world.aiml is not None
     await world.start_bot()
     it = await world.discord.invoke_slash(
-        world.alice, world.channel, "flux lora", {"prompt": "x", "lora_1": "not a path"})
+        world.alice, world.channel, "flux lora", {"prompt": "x", "lora_1": "not a path"}
+    )
     assert await world.refusal(it) == (
         "lora 1 must be an http(s) URL or a Hugging Face repo (owner/repo)."
     )
@@ -74,9 +86,15 @@ async def test_lora_paths_are_validated_and_sent(world_with_aiml: World) -> None
     before = world.newest_message_id()
     photo = image_file("me.png", (200, 100, 50))
     await world.discord.invoke_slash(
-        world.alice, world.channel, "flux lora",
-        {"prompt": "as a watercolour", "lora_1": "someone/watercolor-lora",
-         "lora_1_scale": 1.5, "image": photo},
+        world.alice,
+        world.channel,
+        "flux lora",
+        {
+            "prompt": "as a watercolour",
+            "lora_1": "someone/watercolor-lora",
+            "lora_1_scale": 1.5,
+            "image": photo,
+        },
     )
     await world.result_after(before)
     [request] = world.aiml.requests
@@ -94,7 +112,7 @@ async def test_an_aiml_failure_is_shown_and_refunded(world_with_aiml: World) -> 
     bot = await world.start_bot()
     await world.discord.invoke_slash(world.alice, world.channel, "flux dev", {"prompt": "x"})
     message = await world.discord.wait_for_message(
-        lambda m: m.content.startswith("❌"), channel_id=world.channel.id, timeout=10)
+        lambda m: m.content.startswith("❌"), channel_id=world.channel.id, timeout=10
+    )
     assert "out of credits" in message.content
-    assert await bot.db.fetch_value(
-        "SELECT status FROM ledger") == "refunded"
+    assert await bot.db.fetch_value("SELECT status FROM ledger") == "refunded"
