@@ -101,7 +101,7 @@ class GenerationService:
         """Validate, then download and verify the references. Raises InvalidRequest."""
         variant, params = self.validate(draft)
         downloaded = await load_references(draft.references, variant, self.limits)
-        return GenerationRequest(
+        request = GenerationRequest(
             user_id=requester.user_id,
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
@@ -111,6 +111,8 @@ class GenerationService:
             parent_job_id=draft.parent_job_id,
             role_ids=requester.role_ids,
         )
+        await self.engine.check_quota(request)  # refuse before anything is posted
+        return request
 
     async def submit(
         self, request: GenerationRequest, *, status_message_id: int

@@ -88,6 +88,11 @@ class PollingPolicy:
             interval = min(self.maximum, interval * self.growth)
 
 
+def _estimate(request: GenerationRequest) -> float:
+    references = [ReferenceSize(image.width, image.height) for image in request.inputs]
+    return request.variant.estimate_cost(request.params, references)
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
     """Where BFL can reach our receiver, and how long to wait for a webhook before polling."""
@@ -196,14 +201,23 @@ class JobEngine:
         if lane is None:
             raise InvalidRequest(f"{variant.label} is not available on this bot.")
         variant.check_reference_count(len(request.inputs))
-        references = [ReferenceSize(image.width, image.height) for image in request.inputs]
-        estimate = variant.estimate_cost(request.params, references)
         # One image per job for now; a provider that makes several will reserve that many.
-        job = await self.store.create(request, estimated_cost=estimate, images=1)
+        job = await self.store.create(request, estimated_cost=_estimate(request), images=1)
         lane.enqueue(job.user_id, job.id)
         self.metrics.job_state_changed(job.state, job.variant)
         self._progress(job)
         return job, lane.position(job.id)
+
+    async def check_quota(self, request: GenerationRequest) -> None:
+        """Raise QuotaExceeded now if the request would not fit, holding nothing: lets a caller
+        refuse before posting anything. `accept` still decides, atomically."""
+        await self.ledger.check(
+            request.guild_id,
+            request.user_id,
+            request.role_ids,
+            credits=_estimate(request),
+            images=1,
+        )
 
     def on_job_closed(self, listener: Callable[[Job], None]) -> None:
         """Call `listener` with the final job each time a job's outcome has been shown."""

@@ -181,6 +181,12 @@ def _same(a: LevelLimit, b: LevelLimit) -> bool:
     return a.scope is b.scope and a.role_id == b.role_id
 
 
+def _refuse_if_over(state: QuotaState, need: Mapping[Metric, int]) -> None:
+    breaches = state.breaches(need)
+    if breaches:
+        raise QuotaExceeded(most_binding(breaches))
+
+
 def most_binding(breaches: Iterable[Breach]) -> Breach:
     """The breach to report: the one that lifts last (a monthly limit outlasts a daily one),
     then the member's own before their role's before the server's."""
@@ -378,9 +384,7 @@ class Ledger:
         gid = guild_key(guild_id)
         need = {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)}
         state = await self._state(fetcher(conn), gid, user_id, role_ids, now)
-        breaches = state.breaches(need)
-        if breaches:
-            raise QuotaExceeded(most_binding(breaches))
+        _refuse_if_over(state, need)
         starts = state.starts
         await conn.execute(
             "INSERT INTO ledger (job_id, guild_id, user_id, variant, reserved_at, day_start,"
@@ -401,6 +405,20 @@ class Ledger:
                 images,
             ),
         )
+
+    async def check(
+        self,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int],
+        *,
+        credits: float,
+        images: int,
+    ) -> None:
+        """The test `reserve` makes, holding nothing (raises QuotaExceeded)."""
+        gid = guild_key(guild_id)
+        state = await self._state(self.db.fetch_all, gid, user_id, role_ids, self._clock())
+        _refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
 
     async def charge(
         self,

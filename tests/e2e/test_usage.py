@@ -87,6 +87,10 @@ async def test_a_member_over_quota_is_told_privately_and_nothing_is_submitted(
     assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 1
     assert len(public_messages(world)) == 1  # the first result; no stray "Queued" message
     assert not any("Queued" in m.content for m in public_messages(world))
+    # Not even briefly: the refusal comes before anything is posted in the channel.
+    ever_posted = world.discord.messages(world.channel.id, include_deleted=True,
+                                         include_ephemeral=False)
+    assert len(ever_posted) == 1
 
 
 async def test_usage_shows_spend_what_is_left_and_jobs_in_progress(world: World) -> None:
