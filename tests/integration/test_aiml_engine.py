@@ -1,0 +1,80 @@
+"""The AI/ML API through the engine: a synchronous provider with its own cap and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.jobs.engine import INTERRUPTED_MESSAGE, JobEngine
+from bot.jobs.models import JobState
+from bot.providers.aiml import AIMLClient
+from bot.storage.db import Database
+from tests.conftest import FAST_POLLING, make_request
+from tests.fakes.aiml_server import FakeAIML
+from tests.fakes.notifier import RecordingNotifier
+
+KEY = "test-aiml-key"
+
+
+@pytest.fixture
+async def aiml() -> AsyncIterator[FakeAIML]:
+    async with FakeAIML(api_key=KEY, latency=0.05) as fake:
+        yield fake
+
+
+async def started(db: Database, fake: FakeAIML, notifier: RecordingNotifier,
+                  cap: int = 8) -> tuple[JobEngine, AIMLClient]:
+    client = AIMLClient(KEY, fake.base_url)
+    engine = JobEngine(db, {"aiml": client}, notifier, polling=FAST_POLLING,
+                       max_active={"aiml": cap})
+    await engine.start()
+    return engine, client
+
+
+async def test_a_post_in_flight_at_a_crash_fails_and_is_refunded_never_resent(
+    db: Database, aiml: FakeAIML
+) -> None:
+    aiml.latency = 5.0  # the generation is still running when the bot dies
+    notifier = RecordingNotifier()
+    first, client = await started(db, aiml, notifier)
+    job, _ = await first.accept(make_request("slow", variant="dev"))
+    for _ in range(200):  # until the stand-in has the request (it has no event to await)
+        if aiml.requests:
+            break
+        await asyncio.sleep(0.01)
+    await first.stop()
+    await client.aclose()
+    assert (await first.store.require(job.id)).state is JobState.SUBMITTING
+
+    second, client = await started(db, aiml, notifier)
+    try:
+        [final] = await second.wait_closed([job.id], 5)
+    finally:
+        await second.stop()
+        await client.aclose()
+    assert (final.state, final.error) == (JobState.FAILED, INTERRUPTED_MESSAGE)
+    assert len(aiml.requests) == 1
+    status = await db.fetch_value("SELECT status FROM ledger WHERE job_id = ?", (job.id,))
+    assert status == "refunded"
+    shown = notifier.outcome(job.id)
+    assert shown is not None and shown.text == INTERRUPTED_MESSAGE
+
+
+async def test_the_aiml_cap_is_its_own_and_every_job_is_delivered(
+    db: Database, aiml: FakeAIML
+) -> None:
+    aiml.latency = 0.1
+    notifier = RecordingNotifier()
+    engine, client = await started(db, aiml, notifier, cap=2)
+    try:
+        jobs = [(await engine.accept(make_request(f"n{n}", variant="dev", user_id=n % 3)))[0]
+                for n in range(6)]
+        finals = await engine.wait_closed([j.id for j in jobs], 10)
+    finally:
+        await engine.stop()
+        await client.aclose()
+    assert {f.state for f in finals} == {JobState.DELIVERED}
+    assert aiml.max_active_seen == 2  # our cap for this provider, not BFL's 24
+    assert engine.stats.polls == 0  # synchronous: nothing to poll
