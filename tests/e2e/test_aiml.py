@@ -116,3 +116,21 @@ async def test_an_aiml_failure_is_shown_and_refunded(world_with_aiml: World) -> 
     )
     assert "out of credits" in message.content
     assert await bot.db.fetch_value("SELECT status FROM ledger") == "refunded"
+
+
+async def test_without_a_bfl_key_pro_is_served_by_the_aiml_api(world_with_aiml: World) -> None:
+    world = world_with_aiml
+    assert world.aiml is not None
+    await world.start_bot(bfl_api_key=None)
+    flux = world.discord.command("flux", guild_id=world.guild.id)
+    assert flux is not None
+    assert {sub["name"] for sub in flux["options"]} == {"pro", "dev", "lora"}
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                     {"prompt": "a quiet harbour"})
+    message = await world.result_after(before)
+    [request] = world.aiml.requests
+    assert request.body["model"] == "blackforestlabs/flux-2-pro"
+    assert request.body["safety_tolerance"] == "2"  # a string, as the AI/ML API wants
+    assert world.bfl.submissions == []
+    assert message.attachments[0].data == world.aiml.image_bytes(0, 0)
