@@ -29,7 +29,6 @@ import base64
 import binascii
 import json
 import logging
-import random
 import re
 import time
 import uuid
@@ -40,7 +39,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bot.images import NotAnImage, inspect_image
 from bot.providers.base import (
     InputImage,
     InsufficientCredits,
@@ -57,6 +55,13 @@ from bot.providers.base import (
     TaskOutcome,
     TaskResult,
     WebhookRequest,
+)
+from bot.providers.http import (
+    backoff,
+    download_image,
+    output_image,
+    read_capped,
+    retry_after,
 )
 from bot.variants import InvalidRequest, JobParams, Variant
 
@@ -552,14 +557,14 @@ class AIMLClient:
                     if status == 200:
                         raw = await self._read_answer(response)
                         return _json_object(raw)
-                    error_body = await _read_capped(response, _ERROR_BODY_CAP, truncate=True)
+                    error_body = await read_capped(response, _ERROR_BODY_CAP, truncate=True)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never left: safe to try again.
                 if attempt == self._connect_attempts:
                     raise ProviderUnavailable(
                         f"cannot connect to the AI/ML API: {type(exc).__name__}"
                     ) from None
-                await self._backoff(attempt, None)
+                await backoff(attempt, self._backoff_base)
                 continue
             except httpx.TransportError as exc:
                 # Sent, then no (complete) answer: the generation may have run and be billed.
@@ -567,7 +572,7 @@ class AIMLClient:
                     f"no answer to the generation request: {type(exc).__name__}"
                 ) from None
             if status == 503 and attempt < self._connect_attempts:
-                await self._backoff(attempt, _retry_after(response.headers))
+                await backoff(attempt, self._backoff_base, retry_after(response.headers))
                 continue
             raise _error_for(status, error_body, response.headers, self._api_key)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -575,7 +580,7 @@ class AIMLClient:
     async def _read_answer(self, response: httpx.Response) -> bytes:
         # Up to four inline images, base64-inflated, plus the JSON around them.
         cap = self._max_result_bytes * MAX_NUM_IMAGES * 4 // 3 + _ERROR_BODY_CAP
-        return await _read_capped(response, cap)
+        return await read_capped(response, cap)
 
     async def _result_image(self, item: Any) -> OutputImage:
         if not isinstance(item, dict):
@@ -601,7 +606,7 @@ class AIMLClient:
             raise ResultUnavailable("inline result is not valid base64") from None
         if len(data) > self._max_result_bytes:
             raise ResultTooLarge("inline result exceeds the byte cap")
-        return _output_image(data)
+        return output_image(data)
 
     # ------------------------------------------------------------------ Provider protocol
 
@@ -658,19 +663,13 @@ class AIMLClient:
             return self._take_held(url.removeprefix(_RESULT_SCHEME))
         if urlsplit(url).scheme not in ("http", "https"):
             raise ResultUnavailable("result link is not http(s)")
-        try:
-            async with self._http.stream(
-                "GET", url, follow_redirects=True, timeout=self._download_timeout
-            ) as response:
-                if response.status_code != 200:
-                    raise ResultUnavailable(f"result download answered {response.status_code}")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self._max_result_bytes:
-                    raise ResultTooLarge(f"result is {declared} bytes")
-                data = await _read_capped(response, self._max_result_bytes)
-        except httpx.TransportError as exc:
-            raise ResultUnavailable(f"result download failed: {type(exc).__name__}") from None
-        return _output_image(data)
+        return await download_image(
+            self._http,
+            url,
+            self._max_result_bytes,
+            read_timeout=self._download_timeout,
+            follow_redirects=True,
+        )
 
     def _take_held(self, ref: str) -> OutputImage:
         task_id, _, index = ref.partition("/")
@@ -690,33 +689,8 @@ class AIMLClient:
             log.warning("dropping result %s: not collected in time", task_id)
             del self._held[task_id]
 
-    async def _backoff(self, attempt: int, retry_after: float | None) -> None:
-        delay = retry_after if retry_after is not None else self._backoff_base * 2 ** (attempt - 1)
-        await asyncio.sleep(min(delay, 60.0) * random.uniform(0.8, 1.25))
-
 
 # ---------------------------------------------------------------------- helpers
-
-
-async def _read_capped(response: httpx.Response, cap: int, *, truncate: bool = False) -> bytes:
-    """The body, streamed; over `cap` bytes raises ResultTooLarge (or, for error bodies that
-    are only read for their message, stops at the cap)."""
-    chunks = bytearray()
-    async for chunk in response.aiter_bytes():
-        chunks.extend(chunk)
-        if len(chunks) > cap:
-            if truncate:
-                return bytes(chunks[:cap])
-            raise ResultTooLarge("answer exceeded the byte cap")
-    return bytes(chunks)
-
-
-def _output_image(data: bytes) -> OutputImage:
-    try:
-        info = inspect_image(data)
-    except NotAnImage as exc:
-        raise ResultUnavailable(f"result is not an image: {exc}") from None
-    return OutputImage(info.content_type, info.width, info.height, data)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -728,14 +702,6 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ResultUnavailable("the answer is not a JSON object")
     return data
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _clean(text: str, api_key: str) -> str:
@@ -776,7 +742,7 @@ def _error_for(status: int, raw: bytes, headers: httpx.Headers, api_key: str) ->
     if status == 401:
         return ProviderAccessDenied(summary)
     if status == 429:
-        return ProviderBusy(summary, retry_after=_retry_after(headers))
+        return ProviderBusy(summary, retry_after=retry_after(headers))
     if status == 503:
         # Refused before any work (documented "service unavailable"): nothing was made.
         return ProviderUnavailable(summary)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import logging
-import random
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from bot.images import NotAnImage, inspect_image
 from bot.providers.base import (
     InputImage,
     InsufficientCredits,
@@ -23,14 +20,13 @@ from bot.providers.base import (
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
-    ResultTooLarge,
-    ResultUnavailable,
     Submission,
     SubmitOutcomeUnknown,
     TaskOutcome,
     TaskResult,
     WebhookRequest,
 )
+from bot.providers.http import backoff, download_image, retry_after
 from bot.variants import JobParams, Variant
 
 log = logging.getLogger(__name__)
@@ -184,13 +180,13 @@ class BFLClient:
                     raise ProviderUnavailable(
                         f"cannot connect to BFL: {type(exc).__name__}"
                     ) from None
-                await self._backoff(attempt, None)
+                await backoff(attempt, self._backoff_base)
                 continue
             except httpx.TransportError as exc:
                 # Sent, but no answer (read timeout, dropped connection): it may be billed.
                 raise SubmitOutcomeUnknown(f"no response to submit: {type(exc).__name__}") from None
             if response.status_code == 503 and attempt < self._submit_attempts:
-                await self._backoff(attempt, _retry_after(response))
+                await backoff(attempt, self._backoff_base, retry_after(response.headers))
                 continue
             return self._parse_submit(response)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -231,27 +227,8 @@ class BFLClient:
         return result
 
     async def download(self, url: str) -> OutputImage:
-        """Stream the signed result; stop at the byte cap. No API key: it is not a BFL API host."""
-        try:
-            async with self._http.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise ResultUnavailable(f"result download answered {response.status_code}")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self._max_result_bytes:
-                    raise ResultTooLarge(f"result is {declared} bytes")
-                chunks = bytearray()
-                async for chunk in response.aiter_bytes():
-                    chunks.extend(chunk)
-                    if len(chunks) > self._max_result_bytes:
-                        raise ResultTooLarge("result exceeded the byte cap")
-        except httpx.TransportError as exc:
-            raise ResultUnavailable(f"result download failed: {type(exc).__name__}") from None
-        data = bytes(chunks)
-        try:
-            info = inspect_image(data)
-        except NotAnImage as exc:
-            raise ResultUnavailable(f"result is not an image: {exc}") from None
-        return OutputImage(info.content_type, info.width, info.height, data)
+        """Stream the signed result up to the byte cap. No API key: not a BFL API host."""
+        return await download_image(self._http, url, self._max_result_bytes)
 
     async def credits(self) -> float:
         url = f"{self.base_url}/v1/credits"
@@ -266,10 +243,6 @@ class BFLClient:
             raise ProviderError("credits answer has no number")
         return float(value)
 
-    async def _backoff(self, attempt: int, retry_after: float | None) -> None:
-        delay = retry_after if retry_after is not None else self._backoff_base * 2 ** (attempt - 1)
-        await asyncio.sleep(delay * random.uniform(0.8, 1.25))
-
 
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
@@ -277,14 +250,6 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _detail_text(data: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -311,7 +276,7 @@ def _error_for(response: httpx.Response, *, during_submit: bool) -> ProviderErro
     if status in (400, 422):
         return ProviderRejected(message or "invalid request", field=field)
     if status == 429:
-        return ProviderBusy(summary, retry_after=_retry_after(response))
+        return ProviderBusy(summary, retry_after=retry_after(response.headers))
     if status == 503 or not during_submit:
         return ProviderUnavailable(summary)
     # Any other 5xx answer to a submit: the task may exist and be billed.
