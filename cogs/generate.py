@@ -14,6 +14,7 @@ from bot.generation import Draft
 from bot.variants import Variant
 from cogs.flow import candidate, generate_from_interaction, generate_from_message, image_attachments
 from cogs.options import OptionSet, all_presets, image_option_names, variant_command
+from cogs.results import EditModal
 
 if TYPE_CHECKING:
     from bot.app import FluxcordBot
@@ -49,30 +50,6 @@ def draft_from_options(variant: str | None, values: dict[str, Any], *, needs_edi
         references=images,
         needs_edit=needs_edit,
     )
-
-
-class EditPromptModal(discord.ui.Modal, title="Edit with FLUX"):
-    prompt: discord.ui.TextInput[EditPromptModal] = discord.ui.TextInput(
-        label="How should the image change?",
-        style=discord.TextStyle.paragraph,
-        max_length=4000,
-        custom_id="prompt",
-    )
-
-    def __init__(self, bot: FluxcordBot, message: discord.Message) -> None:
-        super().__init__(custom_id=f"flux:ctxedit:{message.id}")
-        self.bot = bot
-        self.message = message
-
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        parent = await self.bot.generation.job_for_message(self.message.id)
-        draft = Draft(
-            prompt=self.prompt.value,
-            references=[candidate(a) for a in image_attachments(self.message)],
-            parent_job_id=parent.id if parent else None,
-            needs_edit=True,
-        )
-        await generate_from_interaction(self.bot, interaction, draft)
 
 
 class Generate(commands.Cog):
@@ -159,7 +136,8 @@ class Generate(commands.Cog):
         if not image_attachments(message):
             await interaction.response.send_message(NO_IMAGES_TEXT, ephemeral=True)
             return
-        await interaction.response.send_modal(EditPromptModal(self.bot, message))
+        parent = await self.bot.generation.job_for_message(message.id)
+        await interaction.response.send_modal(EditModal(message, parent))
 
     # ----------------------------------------------------------------- reply-to-edit
     @commands.Cog.listener()

@@ -100,9 +100,7 @@ class ResultButton(
                 bot, interaction, await bot.generation.reroll_draft(job)
             )
         elif self.action == "edit":
-            await interaction.response.send_modal(
-                EditResultModal(job, interaction.message, self.index)
-            )
+            await interaction.response.send_modal(EditModal(interaction.message, job, self.index))
         elif self.action == "remix":
             await interaction.response.send_modal(RemixModal(job))
         elif self.action == "chain":
@@ -124,16 +122,22 @@ async def delete_result(bot: FluxcordBot, interaction: discord.Interaction[Any],
     await interaction.response.send_message("Deleted.", ephemeral=True)
 
 
-class EditResultModal(discord.ui.Modal, title="Edit this image"):
-    prompt: discord.ui.TextInput[EditResultModal] = discord.ui.TextInput(
-        label="How should it change?",
+class EditModal(discord.ui.Modal, title="Edit with FLUX"):
+    """Asks how to change a message's images; those images become the references. When the
+    message is one of our results (`job`), the new image records it as its parent."""
+
+    prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+        label="How should the image change?",
         style=discord.TextStyle.paragraph,
         max_length=4000,
         custom_id="prompt",
     )
 
-    def __init__(self, job: Job, message: discord.Message | None, index: int | None) -> None:
-        super().__init__(custom_id=f"flux:editmodal:{job.id}:{index or 0}")
+    def __init__(
+        self, message: discord.Message | None, job: Job | None, index: int | None = None
+    ) -> None:
+        target = job.id if job else (message.id if message else 0)
+        super().__init__(custom_id=f"flux:editmodal:{target}:{index or 0}")
         self.job = job
         self.message = message
         self.index = index
@@ -143,12 +147,13 @@ class EditResultModal(discord.ui.Modal, title="Edit this image"):
         images = image_attachments(self.message) if self.message else []
         if self.index is not None:  # one image of a multi-image result
             images = images[self.index - 1 : self.index]
-        variant = bot.generation.variants.get(self.job.variant)
+        job = self.job
+        variant = bot.generation.variants.get(job.variant) if job else None
         draft = Draft(
             prompt=self.prompt.value,
-            variant=self.job.variant if variant and variant.edit_capable else None,
+            variant=job.variant if job and variant and variant.edit_capable else None,
             references=[candidate(image) for image in images],
-            parent_job_id=self.job.id,
+            parent_job_id=job.id if job else None,
             needs_edit=True,
         )
         await generate_from_interaction(bot, interaction, draft)
