@@ -162,7 +162,8 @@ class GenerationService:
         )
 
     async def mark_deleted(self, job: Job) -> None:
-        await self.engine.store.update(job.id, result_message_id=None)
+        """Its message is gone: chains and /history stop linking to it."""
+        await self.engine.store.update(job.id, result_message_id=None, status_message_id=None)
 
 
 def _with_status(request: GenerationRequest, status_message_id: int) -> GenerationRequest:

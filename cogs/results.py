@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.generation import Draft
-from bot.jobs.models import Job
+from bot.jobs.models import Job, JobState
 from bot.variants import InvalidRequest
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
 from cogs.render import job_link, truncate, variant_label
@@ -253,7 +253,8 @@ def render_history(jobs: list[Job]) -> str:
     for job in jobs:
         link = job_link(job)
         prompt = truncate(job.prompt.replace("\n", " "), 70)
-        where = f"[view]({link})" if link else job.state.value
+        gone = "deleted" if job.state is JobState.DELIVERED else job.state.value
+        where = f"[view]({link})" if link else gone
         lines.append(f"• <t:{int(job.created_at)}:R> {prompt} — {variant_label(job)} · {where}")
     return "\n".join(lines)[:2000]
 

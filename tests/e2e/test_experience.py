@@ -271,6 +271,9 @@ async def test_delete_is_refused_to_strangers_and_allowed_to_the_requester(world
     it = await world.discord.click(world.alice, result, custom_id)
     await it.response()
     assert world.discord.message(result.id).deleted is True
+    it = await world.discord.invoke_slash(world.alice, world.channel, "history")
+    listing = (await it.response()).data["content"]
+    assert "a teapot — FLUX.2 [flex] · deleted" in listing  # no dead link to the message
 
 
 async def test_a_moderator_may_delete_anyones_result(world: World) -> None:
