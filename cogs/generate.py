@@ -11,9 +11,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.generation import Draft
-from bot.variants import Variant
+from bot.variants import SIZE_PRESETS, Variant
 from cogs.flow import candidate, generate_from_interaction, generate_from_message, image_attachments
-from cogs.options import OptionSet, all_presets, image_option_names, variant_command
+from cogs.options import OptionSet, variant_command
 from cogs.results import EditModal
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class Generate(commands.Cog):
         options.add(
             "variant", str, "Which FLUX.2 model (default: the server's)", choices=choices[:25]
         )
-        options.add_size(None, all_presets())
+        options.add_size(None, dict(SIZE_PRESETS))
         options.add_seed()
         options.add_images(IMAGINE_IMAGES)
 
@@ -181,6 +181,3 @@ class Generate(commands.Cog):
 
 async def setup(bot: FluxcordBot) -> None:
     await bot.add_cog(Generate(bot))
-
-
-__all__ = ["Generate", "draft_from_options", "image_option_names"]

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import discord
 from discord import app_commands
 
-from bot.variants import SEED_MAX, SIZE_PRESETS, OptionKind, OptionSpec, Variant
+from bot.variants import SEED_MAX, OptionKind, OptionSpec, Variant
 
 IMAGE_OPTION = "image"
 MAX_DIMENSION = 4096
@@ -148,7 +148,3 @@ def variant_command(
         options.add_spec(spec)
     options.add_images(variant.max_references)
     return options.command(name, f"{variant.label}: {variant.description}", handler)
-
-
-def all_presets() -> dict[str, tuple[int, int]]:
-    return dict(SIZE_PRESETS)
