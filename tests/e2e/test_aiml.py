@@ -134,3 +134,21 @@ async def test_without_a_bfl_key_pro_is_served_by_the_aiml_api(world_with_aiml: 
     assert request.body["safety_tolerance"] == "2"  # a string, as the AI/ML API wants
     assert world.bfl.submissions == []
     assert message.attachments[0].data == world.aiml.image_bytes(0, 0)
+
+
+async def test_imagine_and_edit_use_dev_when_it_is_the_default(world_with_aiml: World) -> None:
+    world = world_with_aiml
+    assert world.aiml is not None
+    await world.start_bot(default_variant="dev")
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "dunes"})
+    await world.result_after(before)
+    before = world.newest_message_id()
+    photo = image_file("dune.png", (230, 200, 150))
+    await world.discord.invoke_slash(world.alice, world.channel, "edit",
+                                     {"prompt": "at night", "image": photo})
+    await world.result_after(before)
+    assert [r.body["model"] for r in world.aiml.requests] == [
+        "blackforestlabs/flux-2", "blackforestlabs/flux-2-edit"
+    ]
+    assert world.bfl.submissions == []
