@@ -57,9 +57,9 @@ from bot.providers.base import (
     WebhookRequest,
 )
 from bot.providers.http import (
-    backoff,
     download_image,
     output_image,
+    post_at_most_once,
     read_capped,
     retry_after,
 )
@@ -548,34 +548,27 @@ class AIMLClient:
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.base_url}{GENERATIONS_PATH}"
-        for attempt in range(1, self._connect_attempts + 1):
-            try:
-                async with self._http.stream(
-                    "POST", url, json=body, headers=self._key_header(url)
-                ) as response:
-                    status = response.status_code
-                    if status == 200:
-                        raw = await self._read_answer(response)
-                        return _json_object(raw)
-                    error_body = await read_capped(response, _ERROR_BODY_CAP, truncate=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # The request never left: safe to try again.
-                if attempt == self._connect_attempts:
-                    raise ProviderUnavailable(
-                        f"cannot connect to the AI/ML API: {type(exc).__name__}"
-                    ) from None
-                await backoff(attempt, self._backoff_base)
-                continue
-            except httpx.TransportError as exc:
-                # Sent, then no (complete) answer: the generation may have run and be billed.
-                raise SubmitOutcomeUnknown(
-                    f"no answer to the generation request: {type(exc).__name__}"
-                ) from None
-            if status == 503 and attempt < self._connect_attempts:
-                await backoff(attempt, self._backoff_base, retry_after(response.headers))
-                continue
-            raise _error_for(status, error_body, response.headers, self._api_key)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def send() -> tuple[int, httpx.Headers, bytes]:
+            async with self._http.stream(
+                "POST", url, json=body, headers=self._key_header(url)
+            ) as response:
+                if response.status_code == 200:
+                    raw = await self._read_answer(response)
+                else:  # error bodies are read only for their message
+                    raw = await read_capped(response, _ERROR_BODY_CAP, truncate=True)
+                return response.status_code, response.headers, raw
+
+        status, headers, raw = await post_at_most_once(
+            send,
+            status=lambda answer: (answer[0], answer[1]),
+            service="the AI/ML API",
+            attempts=self._connect_attempts,
+            backoff_base=self._backoff_base,
+        )
+        if status == 200:
+            return _json_object(raw)
+        raise _error_for(status, raw, headers, self._api_key)
 
     async def _read_answer(self, response: httpx.Response) -> bytes:
         # Up to four inline images, base64-inflated, plus the JSON around them.

@@ -26,7 +26,7 @@ from bot.providers.base import (
     TaskResult,
     WebhookRequest,
 )
-from bot.providers.http import backoff, download_image, retry_after
+from bot.providers.http import download_image, post_at_most_once, retry_after
 from bot.variants import JobParams, Variant
 
 log = logging.getLogger(__name__)
@@ -171,25 +171,14 @@ class BFLClient:
 
     async def submit_body(self, endpoint: str, body: dict[str, Any]) -> Submission:
         url = f"{self.base_url}{endpoint}"
-        for attempt in range(1, self._submit_attempts + 1):
-            try:
-                response = await self._http.post(url, json=body, headers=self._key_header(url))
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # The request never left: safe to try again.
-                if attempt == self._submit_attempts:
-                    raise ProviderUnavailable(
-                        f"cannot connect to BFL: {type(exc).__name__}"
-                    ) from None
-                await backoff(attempt, self._backoff_base)
-                continue
-            except httpx.TransportError as exc:
-                # Sent, but no answer (read timeout, dropped connection): it may be billed.
-                raise SubmitOutcomeUnknown(f"no response to submit: {type(exc).__name__}") from None
-            if response.status_code == 503 and attempt < self._submit_attempts:
-                await backoff(attempt, self._backoff_base, retry_after(response.headers))
-                continue
-            return self._parse_submit(response)
-        raise AssertionError("unreachable")  # pragma: no cover
+        response = await post_at_most_once(
+            lambda: self._http.post(url, json=body, headers=self._key_header(url)),
+            status=lambda answer: (answer.status_code, answer.headers),
+            service="BFL",
+            attempts=self._submit_attempts,
+            backoff_base=self._backoff_base,
+        )
+        return self._parse_submit(response)
 
     def _parse_submit(self, response: httpx.Response) -> Submission:
         status = response.status_code

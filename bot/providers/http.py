@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 
 from bot.images import NotAnImage, inspect_image
-from bot.providers.base import OutputImage, ResultTooLarge, ResultUnavailable
+from bot.providers.base import (
+    OutputImage,
+    ProviderUnavailable,
+    ResultTooLarge,
+    ResultUnavailable,
+    SubmitOutcomeUnknown,
+)
+
+AnswerT = TypeVar("AnswerT")
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
@@ -73,3 +83,35 @@ async def download_image(
     except httpx.TransportError as exc:
         raise ResultUnavailable(f"result download failed: {type(exc).__name__}") from None
     return output_image(data)
+
+
+async def post_at_most_once(
+    send: Callable[[], Awaitable[AnswerT]],
+    *,
+    status: Callable[[AnswerT], tuple[int, httpx.Headers]],
+    service: str,
+    attempts: int,
+    backoff_base: float,
+) -> AnswerT:
+    """Send a request that may be billed. It is sent again only when it provably never
+    arrived (a connect error) or the service said it did nothing (503). After anything else —
+    another 5xx, a read timeout, a dropped connection — it may have been carried out, so it is
+    never repeated: SubmitOutcomeUnknown."""
+    for attempt in range(1, attempts + 1):
+        try:
+            answer = await send()
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            if attempt == attempts:
+                raise ProviderUnavailable(
+                    f"cannot connect to {service}: {type(exc).__name__}"
+                ) from None
+            await backoff(attempt, backoff_base)
+            continue
+        except httpx.TransportError as exc:
+            raise SubmitOutcomeUnknown(f"no answer from {service}: {type(exc).__name__}") from None
+        code, headers = status(answer)
+        if code == 503 and attempt < attempts:
+            await backoff(attempt, backoff_base, retry_after(headers))
+            continue
+        return answer
+    raise AssertionError("unreachable")  # pragma: no cover
