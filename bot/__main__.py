@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 
 from bot.settings import Settings, SettingsError, load_settings
@@ -42,9 +44,15 @@ async def _migrate(settings: Settings) -> None:
 async def _run(settings: Settings) -> None:
     from bot.app import FluxcordBot
 
-    if settings.bfl_api_key is None:
-        logging.getLogger("bot").warning("BFL_API_KEY is not set: no image model is available")
+    if settings.bfl_api_key is None and settings.aiml_api_key is None:
+        logging.getLogger("bot").warning(
+            "neither BFL_API_KEY nor AIML_API_KEY is set: no image model is available"
+        )
     bot = FluxcordBot(settings)
+    # `docker stop` sends SIGTERM: close cleanly (unfinished jobs resume on the next start).
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(bot.close()))
     async with bot:
         await bot.start(settings.discord_token.get_secret_value())
 
@@ -77,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if isinstance(exc, discord.PrivilegedIntentsRequired):
             print(
-                "Discord refused a privileged intent; see the README's intents section",
+                "Discord refused the Message Content intent: enable it in the developer portal "
+                "or set MESSAGE_CONTENT_INTENT=false (see the README)",
                 file=sys.stderr,
             )
             return 2
+        if isinstance(exc, OSError):  # DNS, refused connection, TLS: aiohttp's errors are OSErrors
+            print(f"Cannot reach Discord: {type(exc).__name__}", file=sys.stderr)
+            return 1
         raise
     return 0
 

@@ -88,6 +88,11 @@ class FluxcordTree(app_commands.CommandTree["FluxcordBot"]):
             log.warning("could not tell the user about an error", exc_info=True)
 
 
+# The bot never joins voice: don't warn admins about voice libraries it doesn't need.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
 class FluxcordBot(commands.Bot):
     db: Database
     engine: JobEngine
