@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation import GenerationService
+from bot.generation import INTERNAL_ERROR_TEXT, GenerationService
 from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import Job
 from bot.jobs.notifier import JobNotifier
@@ -33,7 +33,6 @@ EXTENSIONS = (
     "cogs.results",
     "cogs.usage",
 )
-INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
@@ -151,6 +150,7 @@ class FluxcordBot(commands.Bot):
             ),
             ledger=self.ledger,
             metrics=self.metrics,
+            reference_retention=self.settings.reference_retention_days * 86400,
             webhooks=(
                 WebhookConfig(public_url, self.settings.webhook_grace_seconds)
                 if public_url

@@ -17,6 +17,11 @@ from bot.providers.base import InputImage
 from bot.references import ReferenceCandidate, ReferenceLimits, load_references
 from bot.variants import InvalidRequest, JobParams, Variant
 
+INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
+REFERENCES_PURGED_TEXT = (
+    "This image's reference images are no longer kept, so it can't be rerolled or remixed "
+    "with them. Use Edit on it, or start a new edit with the original images."
+)
 # How far /history and the chain view walk; chains deeper than this are summarised.
 MAX_LINEAGE = 25
 
@@ -128,7 +133,12 @@ class GenerationService:
         return await self.engine.store.find_by_message(message_id)
 
     async def stored_inputs(self, job: Job) -> list[InputImage]:
-        return await self.engine.store.inputs(job.id)
+        """The job's reference images, to use them again (Reroll, Remix). Raises if they have
+        been purged: silently dropping them would turn an edit into a new image."""
+        inputs = await self.engine.store.inputs(job.id)
+        if len(inputs) < job.reference_count:
+            raise InvalidRequest(REFERENCES_PURGED_TEXT)
+        return inputs
 
     async def lineage(self, job: Job) -> list[Job]:
         """The chain from its first image to `job`, oldest first."""

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     poll_max_interval: float = Field(default=4.0, gt=0, le=60)
     job_deadline_seconds: float = Field(default=600.0, gt=0)
     max_result_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    reference_retention_days: float = Field(
+        default=30, gt=0, description="Keep stored reference images this long (for Reroll)"
+    )
     max_reference_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_reference_megapixels: int = Field(default=40, gt=0, le=200)
     aiml_api_key: SecretStr | None = Field(default=None, description="AI/ML API key")

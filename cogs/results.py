@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation import Draft
+from bot.generation import INTERNAL_ERROR_TEXT, Draft
 from bot.jobs.models import Job, JobState
 from bot.variants import InvalidRequest
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
@@ -90,15 +90,25 @@ class ResultButton(
         return cls(match["action"], match["job_id"], int(index) if index else None)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self._run(interaction)
+        except Exception:
+            log.exception("button %s failed", self.custom_id)
+            await reply_privately(interaction, INTERNAL_ERROR_TEXT)
+
+    async def _run(self, interaction: discord.Interaction[Any]) -> None:
         bot = bot_of(interaction)
         job = await bot.generation.job(self.job_id)
         if job is None:
             await interaction.response.send_message(UNKNOWN_JOB_TEXT, ephemeral=True)
             return
         if self.action == "reroll":
-            await generate_from_interaction(
-                bot, interaction, await bot.generation.reroll_draft(job)
-            )
+            try:
+                draft = await bot.generation.reroll_draft(job)
+            except InvalidRequest as exc:
+                await reply_privately(interaction, str(exc))
+                return
+            await generate_from_interaction(bot, interaction, draft)
         elif self.action == "edit":
             await interaction.response.send_modal(EditModal(interaction.message, job, self.index))
         elif self.action == "remix":
@@ -122,7 +132,18 @@ async def delete_result(bot: FluxcordBot, interaction: discord.Interaction[Any],
     await interaction.response.send_message("Deleted.", ephemeral=True)
 
 
-class EditModal(discord.ui.Modal, title="Edit with FLUX"):
+class FriendlyModal(discord.ui.Modal):
+    """A modal whose unexpected failures still get a private answer, not "interaction failed"."""
+
+    # discord.py's own Modal.on_error has this signature; mypy compares it with BaseView's.
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction[Any], error: Exception, /
+    ) -> None:
+        log.error("modal %s failed", self.custom_id, exc_info=error)
+        await reply_privately(interaction, INTERNAL_ERROR_TEXT)
+
+
+class EditModal(FriendlyModal, title="Edit with FLUX"):
     """Asks how to change a message's images; those images become the references. When the
     message is one of our results (`job`), the new image records it as its parent."""
 
@@ -159,7 +180,7 @@ class EditModal(discord.ui.Modal, title="Edit with FLUX"):
         await generate_from_interaction(bot, interaction, draft)
 
 
-class RemixModal(discord.ui.Modal, title="Remix"):
+class RemixModal(FriendlyModal, title="Remix"):
     def __init__(self, job: Job) -> None:
         super().__init__(custom_id=f"flux:remixmodal:{job.id}")
         self.job = job
@@ -197,6 +218,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         try:
             width, height = parse_size(self.size.value)
             seed = parse_seed(self.seed.value)
+            inputs = await bot.generation.stored_inputs(self.job)
         except InvalidRequest as exc:
             await reply_privately(interaction, str(exc))
             return
@@ -211,7 +233,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             width=width,
             height=height,
             seed=seed,
-            inputs=await bot.generation.stored_inputs(self.job),
+            inputs=inputs,
             parent_job_id=self.job.parent_job_id,
         )
         await generate_from_interaction(bot, interaction, draft)

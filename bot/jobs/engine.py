@@ -61,6 +61,7 @@ TIMED_OUT_MESSAGE = "The image service took too long to finish this image. Pleas
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our side. Please try again."
 UNDELIVERABLE_MESSAGE = "The finished image could not be posted in that channel."
 CANCELLED_MESSAGE = "Cancelled."
+REFERENCE_PURGE_INTERVAL = 3600.0
 # Consecutive "Task not found" answers tolerated right after a submit before giving up.
 NOT_FOUND_TOLERANCE = 3
 
@@ -119,6 +120,7 @@ class JobEngine:
         ledger: Ledger | None = None,
         webhooks: WebhookConfig | None = None,
         metrics: Metrics | None = None,
+        reference_retention: float | None = None,
     ) -> None:
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
@@ -135,6 +137,7 @@ class JobEngine:
             for name in providers
         }
         self._webhooks = webhooks
+        self._reference_retention = reference_retention
         self.metrics = metrics or Metrics(process_metrics=False)
         self.metrics.bind_engine(queue_depth=self.queue_depth, active_tasks=self.active_tasks)
         # Jobs this engine is following, woken early by a verified webhook.
@@ -153,6 +156,8 @@ class JobEngine:
             self._recover(job)
         for lane in self._lanes.values():
             self._spawn(lane.run(), name=f"lane-{lane.name}")
+        if self._reference_retention is not None:
+            self._spawn(self._purge_old_references(self._reference_retention), name="purge")
         self._running = True
 
     async def stop(self) -> None:
@@ -191,6 +196,18 @@ class JobEngine:
             self._spawn(self._follow(job, lane.occupy(), first_delay=0.0))
         else:
             self._spawn(self._announce_failure(job.id))
+
+    async def _purge_old_references(self, retention: float) -> None:
+        """Stored reference images are only needed to reroll or remix: drop them after
+        `retention` seconds so the database does not grow for ever."""
+        while True:
+            try:
+                purged = await self.store.purge_inputs(self._clock() - retention)
+                if purged:
+                    log.info("purged %d stored reference images", purged)
+            except Exception:
+                log.exception("purging old reference images failed")
+            await asyncio.sleep(REFERENCE_PURGE_INTERVAL)
 
     # ----------------------------------------------------------------- public API
     async def accept(self, request: GenerationRequest) -> tuple[Job, int | None]:

@@ -73,6 +73,7 @@ class Job:
     finished_at: float | None
     closed: bool
     webhook_secret: str | None = field(default=None, repr=False)  # never in a log line
+    reference_count: int = 0  # kept after the images themselves are purged
 
     @property
     def prompt(self) -> str:

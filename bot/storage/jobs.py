@@ -70,6 +70,7 @@ def _row_to_job(row: aiosqlite.Row) -> Job:
         finished_at=row["finished_at"],
         closed=bool(row["closed"]),
         webhook_secret=row["webhook_secret"],
+        reference_count=row["reference_count"],
     )
 
 
@@ -111,7 +112,7 @@ class JobStore:
             await conn.execute(
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
-                " estimated_cost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " estimated_cost, reference_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     now,
@@ -127,6 +128,7 @@ class JobStore:
                     JobState.QUEUED.value,
                     request.status_message_id,
                     estimated_cost,
+                    len(request.inputs),
                 ),
             )
             await conn.executemany(
@@ -339,6 +341,14 @@ class JobStore:
         )
         assert row is not None
         return row["queued"], row["running"]
+
+    async def purge_inputs(self, finished_before: float) -> int:
+        """Drop the stored reference images of jobs that ended before `finished_before`."""
+        return await self._db.execute(
+            "DELETE FROM job_inputs WHERE job_id IN"
+            " (SELECT id FROM jobs WHERE closed = 1 AND finished_at < ?)",
+            (finished_before,),
+        )
 
     async def close(self, job_id: str) -> None:
         """The requester has been shown the outcome of a failed, moderated or cancelled job."""

@@ -369,3 +369,24 @@ async def test_an_oversized_reference_is_refused_before_download(world: World) -
                                           {"prompt": "x", "image": big})
     assert await world.refusal(it) == "big.png is 3 KB; references can be at most 1 KB."
     assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+
+
+async def test_reroll_after_its_references_were_purged_is_refused_clearly(world: World) -> None:
+    import time
+
+    from bot.generation import REFERENCES_PURGED_TEXT
+
+    bot = await world.start_bot()
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "edit",
+        {"prompt": "sepia", "image": image_file("old.png", (90, 60, 30))},
+    )
+    result = await world.result_after(before)
+    job_id = job_id_of(result)
+    await bot.engine.wait_closed([job_id], 5)
+    assert await bot.engine.store.purge_inputs(time.time() + 1) == 1
+
+    it = await world.discord.click(world.bob, result, f"flux:reroll:{job_id}")
+    assert await world.refusal(it) == REFERENCES_PURGED_TEXT
+    assert len(world.bfl.submissions) == 1  # nothing new was sent
