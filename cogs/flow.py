@@ -16,7 +16,7 @@ import discord
 from bot.generation import Draft, Requester
 from bot.references import ReferenceCandidate, precheck
 from bot.variants import InvalidRequest
-from cogs.render import NO_PINGS
+from cogs.render import NO_PINGS, queued_text
 
 if TYPE_CHECKING:
     from bot.app import FluxcordBot
@@ -84,7 +84,7 @@ async def generate_from_interaction(
     try:
         request = await bot.generation.prepare(draft, requester(interaction))
         status = await channel.send(
-            f"⏳ <@{interaction.user.id}> · Queued · {request.variant.label}",
+            queued_text(interaction.user.id, request.variant.label),
             allowed_mentions=NO_PINGS,
         )
         await bot.generation.submit(request, status_message_id=status.id)
@@ -109,7 +109,7 @@ async def generate_from_message(bot: FluxcordBot, message: discord.Message, draf
         quick_check(bot, draft)
         request = await bot.generation.prepare(draft, who)
         status = await message.reply(
-            f"⏳ <@{message.author.id}> · Queued · {request.variant.label}",
+            queued_text(message.author.id, request.variant.label),
             allowed_mentions=NO_PINGS,
             mention_author=False,
         )

@@ -45,11 +45,15 @@ def job_link(job: Job) -> str | None:
     return message_link(job.guild_id, job.channel_id, message_id)
 
 
+def queued_text(user_id: int, label: str, queue_position: int | None = None) -> str:
+    place = f" — position {queue_position} in line" if queue_position else ""
+    return f"⏳ <@{user_id}> · Queued{place} · {label}"
+
+
 def progress_text(job: Job, queue_position: int | None, *, now: float | None = None) -> str:
     who = f"<@{job.user_id}>"
     if job.state is JobState.QUEUED:
-        place = f" — position {queue_position} in line" if queue_position else ""
-        return f"⏳ {who} · Queued{place} · {variant_label(job)}"
+        return queued_text(job.user_id, variant_label(job), queue_position)
     status = job.provider_status or "Submitted"
     elapsed = ""
     if job.submitted_at is not None:
