@@ -122,7 +122,7 @@ class FluxcordBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         from cogs.render import DiscordNotifier
-        from cogs.results import result_view
+        from cogs.results import queued_view, result_view
 
         self.db = await Database.open(self.settings.database_path)
         self.providers = build_providers(self.settings)
@@ -138,7 +138,9 @@ class FluxcordBot(commands.Bot):
             self.db,
             self.providers,
             self._notifier
-            or DiscordNotifier(self, lookup=self._lookup_job, result_view=result_view),
+            or DiscordNotifier(
+                self, lookup=self._lookup_job, result_view=result_view, queued_view=queued_view
+            ),
             max_active={
                 "bfl": self.settings.provider_max_active,
                 "aiml": self.settings.aiml_max_active,

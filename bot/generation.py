@@ -156,8 +156,13 @@ class GenerationService:
         return await self.engine.store.recent_for_user(user_id, guild_id, limit)
 
     @staticmethod
-    def can_delete(job: Job, user_id: int, *, is_moderator: bool) -> bool:
+    def may_manage(job: Job, user_id: int, *, is_moderator: bool) -> bool:
+        """Who may delete a result or cancel a queued request: its requester or a moderator."""
         return is_moderator or job.user_id == user_id
+
+    async def cancel(self, job: Job) -> bool:
+        """Cancel a request still waiting in line (refunded in full); False once it started."""
+        return await self.engine.cancel(job.id)
 
     async def reroll_draft(self, job: Job) -> Draft:
         """Same variant, prompt, options, size and references; a new seed."""

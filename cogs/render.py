@@ -89,6 +89,7 @@ def message_nonce(job: Job) -> int:
 
 
 ResultViewFactory = Callable[[Job, int], discord.ui.View]
+QueuedViewFactory = Callable[[Job], discord.ui.View]
 
 
 class DiscordNotifier:
@@ -101,10 +102,12 @@ class DiscordNotifier:
         *,
         lookup: JobLookup,
         result_view: ResultViewFactory | None = None,
+        queued_view: QueuedViewFactory | None = None,
     ) -> None:
         self._client = client
         self._lookup = lookup
         self._result_view = result_view
+        self._queued_view = queued_view
         self._locks: OrderedDict[str, asyncio.Lock] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
 
@@ -128,8 +131,11 @@ class DiscordNotifier:
             if job.id in self._finished:
                 return  # a late progress update must not overwrite the result
             channel = self._client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            # While it waits in line the request can be cancelled; once running, it can't.
+            queued = job.state is JobState.QUEUED
+            view = self._queued_view(job) if queued and self._queued_view else None
             await channel.get_partial_message(job.status_message_id).edit(
-                content=progress_text(job, queue_position), allowed_mentions=NO_PINGS
+                content=progress_text(job, queue_position), allowed_mentions=NO_PINGS, view=view
             )
 
     async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:

@@ -34,6 +34,8 @@ ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
 }
 UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
 DELETE_REFUSED_TEXT = "Only the person who made this image or a moderator can delete it."
+CANCEL_REFUSED_TEXT = "Only the person who asked for this image or a moderator can cancel it."
+CANCEL_TOO_LATE_TEXT = "It's already being made, so it can't be cancelled any more."
 _MESSAGE_LINK = re.compile(r"/channels/(?:\d+|@me)/\d+/(?P<message_id>\d+)")
 
 
@@ -122,7 +124,7 @@ class ResultButton(
 
 async def delete_result(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> None:
     is_moderator = interaction.permissions.manage_messages
-    if not bot.generation.can_delete(job, interaction.user.id, is_moderator=is_moderator):
+    if not bot.generation.may_manage(job, interaction.user.id, is_moderator=is_moderator):
         await interaction.response.send_message(DELETE_REFUSED_TEXT, ephemeral=True)
         return
     if interaction.message is not None:
@@ -141,6 +143,55 @@ class FriendlyModal(discord.ui.Modal):
     ) -> None:
         log.error("modal %s failed", self.custom_id, exc_info=error)
         await reply_privately(interaction, INTERNAL_ERROR_TEXT)
+
+
+def queued_view(job: Job) -> discord.ui.View:
+    """The button on a request still waiting in line."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job.id))
+    return view
+
+
+class CancelButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"flux:cancel:(?P<job_id>[0-9a-f]{16})",
+):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel",
+                emoji="✖️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"flux:cancel:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+    ) -> CancelButton:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        bot = bot_of(interaction)
+        job = await bot.generation.job(self.job_id)
+        if job is None:
+            await interaction.response.send_message(UNKNOWN_JOB_TEXT, ephemeral=True)
+            return
+        is_moderator = interaction.permissions.manage_messages
+        if not bot.generation.may_manage(job, interaction.user.id, is_moderator=is_moderator):
+            await interaction.response.send_message(CANCEL_REFUSED_TEXT, ephemeral=True)
+            return
+        # Answer first: the cancellation then edits the request's own message.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if await bot.generation.cancel(job):
+            await interaction.delete_original_response()
+        else:
+            await interaction.edit_original_response(content=CANCEL_TOO_LATE_TEXT)
 
 
 class EditModal(FriendlyModal, title="Edit with FLUX"):
@@ -286,10 +337,10 @@ class Results(commands.Cog):
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(ResultButton)
+        self.bot.add_dynamic_items(ResultButton, CancelButton)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ResultButton)
+        self.bot.remove_dynamic_items(ResultButton, CancelButton)
 
     @app_commands.command(name="history", description="Your recent images, or one image's chain")
     @app_commands.describe(result="A result's message link or job id, to show its chain")

@@ -60,7 +60,7 @@ INTERRUPTED_MESSAGE = (
 TIMED_OUT_MESSAGE = "The image service took too long to finish this image. Please try again."
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our side. Please try again."
 UNDELIVERABLE_MESSAGE = "The finished image could not be posted in that channel."
-CANCELLED_MESSAGE = "Cancelled."
+CANCELLED_MESSAGE = "Cancelled before it started. Nothing was charged."
 REFERENCE_PURGE_INTERVAL = 3600.0
 # Consecutive "Task not found" answers tolerated right after a submit before giving up.
 NOT_FOUND_TOLERANCE = 3

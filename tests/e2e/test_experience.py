@@ -390,3 +390,41 @@ async def test_reroll_after_its_references_were_purged_is_refused_clearly(world:
     it = await world.discord.click(world.bob, result, f"flux:reroll:{job_id}")
     assert await world.refusal(it) == REFERENCES_PURGED_TEXT
     assert len(world.bfl.submissions) == 1  # nothing new was sent
+
+
+async def test_a_queued_request_can_be_cancelled_by_its_requester_only(world: World) -> None:
+    world.bfl.latency = 3.0
+    bot = await world.start_bot(provider_max_active=1)
+    await make_result_started(world, "first, keeps the only slot")
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "flux klein-4b",
+                                     {"prompt": "second, waits"})
+    waiting = await world.discord.wait_for_message(
+        lambda m: any(c.startswith("flux:cancel:") for c in m.custom_ids),
+        channel_id=world.channel.id, after=before, timeout=5)
+    assert "position 1 in line" in waiting.content
+    [custom_id] = [c for c in waiting.custom_ids if c.startswith("flux:cancel:")]
+
+    it = await world.discord.click(world.bob, waiting, custom_id)
+    assert (await it.response()).data["content"] == (
+        "Only the person who asked for this image or a moderator can cancel it.")
+
+    await world.discord.click(world.alice, waiting, custom_id)
+    cancelled = await world.discord.wait_for_message(
+        lambda m: m.id == waiting.id and "Cancelled" in m.content,
+        channel_id=world.channel.id, timeout=5)
+    assert cancelled.content == (
+        f"🚫 <@{world.alice.id}> Cancelled before it started. Nothing was charged.")
+    assert cancelled.components == []
+    job_id = custom_id.removeprefix("flux:cancel:")
+    assert await bot.db.fetch_value(
+        "SELECT status FROM ledger WHERE job_id = ?", (job_id,)) == "refunded"
+    assert [s.body["prompt"] for s in world.bfl.submissions] == ["first, keeps the only slot"]
+
+
+async def make_result_started(world: World, prompt: str) -> None:
+    """Ask for an image and wait until the provider has it (it is then running)."""
+    count = len(world.bfl.submissions)
+    await world.discord.invoke_slash(world.alice, world.channel, "flux klein-4b",
+                                     {"prompt": prompt})
+    await world.discord.wait_for(lambda: len(world.bfl.submissions) > count, timeout=5)
