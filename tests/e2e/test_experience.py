@@ -428,3 +428,26 @@ async def make_result_started(world: World, prompt: str) -> None:
     await world.discord.invoke_slash(world.alice, world.channel, "flux klein-4b",
                                      {"prompt": prompt})
     await world.discord.wait_for(lambda: len(world.bfl.submissions) > count, timeout=5)
+
+
+async def test_unexpected_failures_get_a_private_apology_not_a_dead_interaction(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.generation import INTERNAL_ERROR_TEXT
+
+    bot = await world.start_bot()
+    result = await make_result(world)
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(bot.generation, "prepare", broken)
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "x"})
+    message = await it.wait_for(lambda: any(
+        m.content == INTERNAL_ERROR_TEXT for m in [it.original, *it.followups] if m))
+    assert message
+
+    monkeypatch.setattr(bot.generation, "reroll_draft", broken)
+    it = await world.discord.click(world.bob, result, f"flux:reroll:{job_id_of(result)}")
+    assert await world.refusal(it) == INTERNAL_ERROR_TEXT
+    assert len(world.bfl.submissions) == 1
