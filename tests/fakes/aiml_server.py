@@ -109,11 +109,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeGuard
+from typing import Any, Final, Literal, TypeGuard
 
 from aiohttp import web
 from PIL import Image
+
+from tests.fakes.loopback import LoopbackServer, serve_on_loopback
 
 __all__ = [
     "API_PATH",
@@ -294,7 +295,7 @@ _HTML_PAGES: Final[dict[int, str]] = {
 }
 
 
-class FakeAIML:
+class FakeAIML(LoopbackServer):
     """An in-process stand-in for the AI/ML API's FLUX.2 models. See the module docstring."""
 
     def __init__(
@@ -351,17 +352,8 @@ class FakeAIML:
         api.router.add_post(API_PATH, self._handle_generate)
         cdn = web.Application(middlewares=[self._error_bodies])
         cdn.router.add_get("/files/{index}/{filename}", self._handle_file)
-        self._api_runner, self._base_url = await self._serve(api)
-        self._cdn_runner, self._cdn_base_url = await self._serve(cdn)
-
-    @staticmethod
-    async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        return runner, f"http://{host}:{port}"
+        self._api_runner, self._base_url = await serve_on_loopback(api)
+        self._cdn_runner, self._cdn_base_url = await serve_on_loopback(cdn)
 
     async def close(self) -> None:
         """Wake sleeping generations, stop serving, release the ports. Idempotent."""
@@ -370,18 +362,6 @@ class FakeAIML:
             if runner is not None:
                 await runner.cleanup()
         self._api_runner = self._cdn_runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def base_url(self) -> str:

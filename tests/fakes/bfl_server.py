@@ -95,13 +95,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeGuard
+from typing import Any, Final, Literal, TypeGuard
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 from PIL import Image
+
+from tests.fakes.loopback import LoopbackServer, serve_on_loopback
 
 __all__ = [
     "ENDPOINTS",
@@ -351,7 +352,7 @@ _DEFAULT_FAULT_BODIES: Final[dict[int, Any]] = {
 }
 
 
-class FakeBFL:
+class FakeBFL(LoopbackServer):
     """An in-process stand-in for the BFL FLUX.2 API. See the module docstring."""
 
     def __init__(
@@ -411,12 +412,7 @@ class FakeBFL:
         app.router.add_get("/v1/credits", self._handle_credits)
         app.router.add_get("/delivery/{task_id}/{filename}", self._handle_delivery)
         self._closing = asyncio.Event()
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self._base_url = f"http://{host}:{port}"
+        self._runner, self._base_url = await serve_on_loopback(app)
         self._session = aiohttp.ClientSession()
 
     async def close(self) -> None:
@@ -433,18 +429,6 @@ class FakeBFL:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def base_url(self) -> str:

@@ -9,11 +9,12 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import yarl
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer, serve_on_loopback
 
 from ._util import (
     ADMINISTRATOR,
@@ -61,7 +62,7 @@ def _id(value: Snowflakeish) -> int:
     return int(value)
 
 
-class FakeDiscord:
+class FakeDiscord(LoopbackServer):
     """A Discord REST v10 + gateway stand-in on 127.0.0.1 for the unmodified discord.py client."""
 
     def __init__(
@@ -96,12 +97,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
+        self._runner, self.base_url = await serve_on_loopback(app, host=self._host, port=self._port)
         self._state.base_url = self.base_url
 
     async def close(self) -> None:
@@ -110,18 +106,6 @@ class FakeDiscord:
             await self._runner.cleanup()
             self._runner = None
         await self._state.drain()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
