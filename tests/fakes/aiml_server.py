@@ -96,7 +96,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -109,12 +108,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, TypeGuard
+from typing import Any, Final, Literal
 
 from aiohttp import web
 from PIL import Image
 
-from tests.fakes.loopback import LoopbackServer, serve_on_loopback
+from tests.fakes.common import LoopbackServer, decode_image, is_int, is_number, serve_on_loopback
 
 __all__ = [
     "API_PATH",
@@ -257,28 +256,6 @@ class _File:
     expires_at: float  # time.monotonic()
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def decode_image(value: str) -> tuple[int, int] | None:
-    """Size of a base64 (optionally ``data:`` URL) image, or None when it is not one."""
-    data = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
-    data = "".join(data.split())
-    data += "=" * (-len(data) % 4)
-    try:
-        raw = base64.b64decode(data, validate=True)
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()
-            return img.size
-    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError):
-        return None
-
-
 _DEFAULT_MESSAGES: Final[dict[int, str]] = {
     400: "Bad request",
     401: "Unauthorized: invalid or missing API key",
@@ -387,7 +364,7 @@ class FakeAIML(LoopbackServer):
             return cached
         request = self.requests[request_index]
         body = request.body if isinstance(request.body, dict) else {}
-        seed = body.get("seed") if _is_int(body.get("seed")) else 0
+        seed = body.get("seed") if is_int(body.get("seed")) else 0
         fmt = str(body.get("output_format", "png"))
         fmt = fmt if fmt in OUTPUT_FORMATS else "png"
         side = self.image_side
@@ -449,7 +426,7 @@ class FakeAIML(LoopbackServer):
             problems += _check_image_size(body["image_size"])
         if "seed" in body:
             seed = body["seed"]
-            if not _is_int(seed):
+            if not is_int(seed):
                 problems.append(("seed", "must be an integer"))
             elif seed < 1:
                 problems.append(("seed", "must be greater than or equal to 1"))
@@ -676,7 +653,7 @@ def _image_count(spec: ModelSpec, body: Mapping[str, Any]) -> int:
     if spec.family == "pro":
         return 1
     count = body.get("num_images", 1)
-    return int(count) if _is_number(count) else 1
+    return int(count) if is_number(count) else 1
 
 
 def _check_bool(problems: list[tuple[str, str]], body: Mapping[str, Any], name: str) -> None:
@@ -705,9 +682,9 @@ def _check_number(
     if name not in body:
         return
     value = body[name]
-    if integer and not _is_int(value):
+    if integer and not is_int(value):
         problems.append((name, "must be an integer"))
-    elif not _is_number(value):
+    elif not is_number(value):
         problems.append((name, "must be a number"))
     elif whole and value != int(value):
         problems.append((name, "must be a whole number"))
@@ -728,7 +705,7 @@ def _check_image_size(value: Any) -> list[tuple[str, str]]:
             continue
         number = value[side]
         where = f"image_size.{side}"
-        if not _is_int(number):
+        if not is_int(number):
             problems.append((where, "must be an integer"))
         elif not MIN_SIDE <= number <= MAX_SIDE:
             problems.append((where, f"must be between {MIN_SIDE} and {MAX_SIDE}"))
@@ -758,7 +735,7 @@ def _check_loras(value: Any) -> list[tuple[str, str]]:
             problems.append((f"{where}.path", "must be a non-empty string"))
         if "scale" in item:
             scale = item["scale"]
-            if not _is_number(scale):
+            if not is_number(scale):
                 problems.append((f"{where}.scale", "must be a number"))
             elif not 0 <= scale <= 4:
                 problems.append((f"{where}.scale", "must be between 0 and 4"))

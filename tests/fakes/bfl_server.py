@@ -82,8 +82,6 @@ Inspection
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -95,14 +93,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, TypeGuard
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 from PIL import Image
 
-from tests.fakes.loopback import LoopbackServer, serve_on_loopback
+from tests.fakes.common import LoopbackServer, decode_image, is_int, is_number, serve_on_loopback
 
 __all__ = [
     "ENDPOINTS",
@@ -297,28 +295,6 @@ class _Errors:
         if value is not None:
             item["input"] = value
         self.items.append(item)
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _decode_image(value: str) -> tuple[int, int] | None:
-    """Size of a base64 (optionally data-URL) image, or None when it is not one."""
-    data = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
-    data = "".join(data.split())
-    data += "=" * (-len(data) % 4)
-    try:
-        raw = base64.b64decode(data, validate=True)
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()
-            return img.size
-    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError):
-        return None
 
 
 def _json_response(
@@ -548,9 +524,9 @@ class FakeBFL(LoopbackServer):
         dims: dict[str, int] = {}
         for name in ("width", "height"):
             value = body.get(name)
-            if value is None or (_is_int(value) and value == 0):
+            if value is None or (is_int(value) and value == 0):
                 continue
-            if not _is_int(value):
+            if not is_int(value):
                 errors.add(name, "int_type", "Input should be a valid integer", value)
             elif value < 64:
                 errors.add(
@@ -568,7 +544,7 @@ class FakeBFL(LoopbackServer):
             )
 
         seed = body.get("seed")
-        if seed is not None and not _is_int(seed):
+        if seed is not None and not is_int(seed):
             errors.add("seed", "int_type", "Input should be a valid integer", seed)
         if "safety_tolerance" in body:
             self._check_int(errors, body, "safety_tolerance", 0, 5, nullable=False)
@@ -585,7 +561,7 @@ class FakeBFL(LoopbackServer):
                 errors.add(name, "string_type", "Input should be a valid string", value)
             elif value.startswith(("http://", "https://")):
                 continue  # URLs are accepted without fetching (and not billed here)
-            elif (size := _decode_image(value)) is None:
+            elif (size := decode_image(value)) is None:
                 errors.add(
                     name,
                     "value_error",
@@ -598,7 +574,7 @@ class FakeBFL(LoopbackServer):
             self._check_int(errors, body, "steps", 1, 50)
             guidance = body.get("guidance")
             if guidance is not None:
-                if not _is_number(guidance):
+                if not is_number(guidance):
                     errors.add("guidance", "float_type", "Input should be a valid number", guidance)
                 elif guidance < 1.5:
                     errors.add(
@@ -660,7 +636,7 @@ class FakeBFL(LoopbackServer):
         value = body.get(name)
         if value is None and nullable:
             return
-        if not _is_int(value):
+        if not is_int(value):
             errors.add(name, "int_type", "Input should be a valid integer", value)
         elif value < lo:
             errors.add(

@@ -66,8 +66,9 @@ class RecordingNotifier:
         if self.delivery_delay:
             await asyncio.sleep(self.delivery_delay)
         self.delivered_at[job.id] = time.monotonic()
-        shown = ShownMessage(job.id, "result", job.prompt, [i.data for i in images],
-                             at=time.monotonic())
+        shown = ShownMessage(
+            job.id, "result", job.prompt, [i.data for i in images], at=time.monotonic()
+        )
         return await self._show(job, shown)
 
     async def job_failed(self, job: Job) -> None:

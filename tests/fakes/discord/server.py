@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import yarl
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer, serve_on_loopback
+from tests.fakes.common import LoopbackServer, serve_on_loopback
 
 from ._util import (
     ADMINISTRATOR,

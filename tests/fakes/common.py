@@ -1,11 +1,38 @@
-"""What every stand-in server shares: serving an aiohttp app on 127.0.0.1, `async with`."""
+"""What the stand-in servers share: serving on 127.0.0.1, `async with`, input checks."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeGuard
 
 from aiohttp import web
+from PIL import Image
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """JSON integers only: `True` is not 1 here, as in pydantic's strict checks."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def decode_image(value: str) -> tuple[int, int] | None:
+    """Size of a base64 (optionally ``data:`` URL) image, or None when it is not one."""
+    data = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    data = "".join(data.split())
+    data += "=" * (-len(data) % 4)
+    try:
+        raw = base64.b64decode(data, validate=True)
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            return img.size
+    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError):
+        return None
 
 
 async def serve_on_loopback(
