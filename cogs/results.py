@@ -31,7 +31,10 @@ ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "remix": ("Remix", "🎛️", discord.ButtonStyle.secondary),
     "chain": ("History", "🧬", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+    # Only on a request still waiting in line (see queued_view), never under a result.
+    "cancel": ("Cancel", "✖️", discord.ButtonStyle.secondary),
 }
+RESULT_ACTIONS = ("reroll", "edit", "remix", "chain", "delete")
 UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
 DELETE_REFUSED_TEXT = "Only the person who made this image or a moderator can delete it."
 CANCEL_REFUSED_TEXT = "Only the person who asked for this image or a moderator can cancel it."
@@ -42,7 +45,7 @@ _MESSAGE_LINK = re.compile(r"/channels/(?:\d+|@me)/\d+/(?P<message_id>\d+)")
 def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
     """The buttons under a result. With several images, Edit becomes one button per image."""
     view = discord.ui.View(timeout=None)
-    for action in ACTIONS:
+    for action in RESULT_ACTIONS:
         if action == "edit" and image_count > 1:
             for index in range(1, image_count + 1):
                 view.add_item(ResultButton(action, job.id, index))
@@ -62,7 +65,7 @@ def bot_of(interaction: discord.Interaction[Any]) -> FluxcordBot:
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=(
-        r"flux:(?P<action>reroll|edit|remix|chain|delete):(?P<job_id>[0-9a-f]{16})"
+        r"flux:(?P<action>reroll|edit|remix|chain|delete|cancel):(?P<job_id>[0-9a-f]{16})"
         r"(?::(?P<index>[1-9]))?"
     ),
 ):
@@ -118,13 +121,31 @@ class ResultButton(
         elif self.action == "chain":
             lineage = await bot.generation.lineage(job)
             await interaction.response.send_message(render_lineage(lineage), ephemeral=True)
+        elif self.action == "cancel":
+            await cancel_request(bot, interaction, job)
         else:
             await delete_result(bot, interaction, job)
 
 
-async def delete_result(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> None:
+def may_manage(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> bool:
     is_moderator = interaction.permissions.manage_messages
-    if not bot.generation.may_manage(job, interaction.user.id, is_moderator=is_moderator):
+    return bot.generation.may_manage(job, interaction.user.id, is_moderator=is_moderator)
+
+
+async def cancel_request(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> None:
+    if not may_manage(bot, interaction, job):
+        await interaction.response.send_message(CANCEL_REFUSED_TEXT, ephemeral=True)
+        return
+    # Answer first: the cancellation then edits the request's own message.
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    if await bot.generation.cancel(job):
+        await interaction.delete_original_response()
+    else:
+        await interaction.edit_original_response(content=CANCEL_TOO_LATE_TEXT)
+
+
+async def delete_result(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> None:
+    if not may_manage(bot, interaction, job):
         await interaction.response.send_message(DELETE_REFUSED_TEXT, ephemeral=True)
         return
     if interaction.message is not None:
@@ -148,50 +169,8 @@ class FriendlyModal(discord.ui.Modal):
 def queued_view(job: Job) -> discord.ui.View:
     """The button on a request still waiting in line."""
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job.id))
+    view.add_item(ResultButton("cancel", job.id))
     return view
-
-
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=r"flux:cancel:(?P<job_id>[0-9a-f]{16})",
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel",
-                emoji="✖️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"flux:cancel:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-    ) -> CancelButton:
-        return cls(match["job_id"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot = bot_of(interaction)
-        job = await bot.generation.job(self.job_id)
-        if job is None:
-            await interaction.response.send_message(UNKNOWN_JOB_TEXT, ephemeral=True)
-            return
-        is_moderator = interaction.permissions.manage_messages
-        if not bot.generation.may_manage(job, interaction.user.id, is_moderator=is_moderator):
-            await interaction.response.send_message(CANCEL_REFUSED_TEXT, ephemeral=True)
-            return
-        # Answer first: the cancellation then edits the request's own message.
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        if await bot.generation.cancel(job):
-            await interaction.delete_original_response()
-        else:
-            await interaction.edit_original_response(content=CANCEL_TOO_LATE_TEXT)
 
 
 class EditModal(FriendlyModal, title="Edit with FLUX"):
@@ -337,10 +316,10 @@ class Results(commands.Cog):
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(ResultButton, CancelButton)
+        self.bot.add_dynamic_items(ResultButton)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ResultButton, CancelButton)
+        self.bot.remove_dynamic_items(ResultButton)
 
     @app_commands.command(name="history", description="Your recent images, or one image's chain")
     @app_commands.describe(result="A result's message link or job id, to show its chain")
