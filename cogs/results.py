@@ -54,6 +54,13 @@ def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
     return view
 
 
+def queued_view(job: Job) -> discord.ui.View:
+    """The button on a request still waiting in line."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(ResultButton("cancel", job.id))
+    return view
+
+
 def bot_of(interaction: discord.Interaction[Any]) -> FluxcordBot:
     from bot.app import FluxcordBot
 
@@ -164,13 +171,6 @@ class FriendlyModal(discord.ui.Modal):
     ) -> None:
         log.error("modal %s failed", self.custom_id, exc_info=error)
         await reply_privately(interaction, INTERNAL_ERROR_TEXT)
-
-
-def queued_view(job: Job) -> discord.ui.View:
-    """The button on a request still waiting in line."""
-    view = discord.ui.View(timeout=None)
-    view.add_item(ResultButton("cancel", job.id))
-    return view
 
 
 class EditModal(FriendlyModal, title="Edit with FLUX"):
