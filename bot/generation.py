@@ -22,7 +22,7 @@ REFERENCES_PURGED_TEXT = (
     "This image's reference images are no longer kept, so it can't be rerolled or remixed "
     "with them. Use Edit on it, or start a new edit with the original images."
 )
-# How far /history and the chain view walk; chains deeper than this are summarised.
+# The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
 
 
