@@ -1,7 +1,8 @@
 """Ledger throughput: reserve + settle with concurrent writers on SQLite WAL (file on disk).
 
 Each writer repeats: reserve a job's estimate against the member, role and server allowances
-(in its own BEGIN IMMEDIATE transaction, as `JobStore.create` does), then settle it in a
+(in its own BEGIN IMMEDIATE transaction, run on the database thread in one trip with
+`Database.run`, as `JobStore.create` does), then settle it in a
 second transaction — a charge of a "provider cost" that differs from the estimate, or (one
 time in five) a full refund. Afterwards every total is checked against what the writers
 themselves recorded: the ledger rows, the per-member and per-server window totals, and the
@@ -29,6 +30,7 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
@@ -89,28 +91,30 @@ async def write(ledger: Ledger, writer: int, ops: int, seed: int) -> Tally:
     for n in range(ops):
         job_id = f"w{writer}-{n}"
         user = writer * 1000 + 1 + rng.randrange(USERS_PER_WRITER)  # ids start at 1; 0 = server
-        async with ledger.db.transaction() as conn:
-            await ledger.reserve(
-                conn,
-                job_id=job_id,
-                guild_id=GUILD,
-                user_id=user,
-                role_ids=(ROLE,),
-                variant="pro",
-                credits=3.0,
-                images=1,
-            )
+        reserve = partial(
+            ledger.reserve,
+            job_id=job_id,
+            guild_id=GUILD,
+            user_id=user,
+            role_ids=(ROLE,),
+            variant="pro",
+            credits=3.0,
+            images=1,
+        )
+        await ledger.db.run(reserve)
         tally.reserved += 1
-        async with ledger.db.transaction() as conn:
-            if rng.random() < 0.2:
-                assert await ledger.refund(conn, job_id, settled_by="failed")
-                tally.refunded += 1
-            else:
-                cost = rng.choice(COSTS)
-                assert await ledger.charge(conn, job_id, credits=cost, images=1, settled_by="ready")
-                tally.charged += 1
-                tally.charged_mc += credits_to_mc(cost)
-                tally.charged_images += 1
+        if rng.random() < 0.2:
+            assert await ledger.db.run(partial(ledger.refund, job_id=job_id, settled_by="failed"))
+            tally.refunded += 1
+        else:
+            cost = rng.choice(COSTS)
+            charge = partial(
+                ledger.charge, job_id=job_id, credits=cost, images=1, settled_by="ready"
+            )
+            assert await ledger.db.run(charge)
+            tally.charged += 1
+            tally.charged_mc += credits_to_mc(cost)
+            tally.charged_images += 1
     tally.elapsed = time.perf_counter() - started
     return tally
 
@@ -247,8 +251,7 @@ async def transaction_floor(count: int = 3_000) -> float:
             started = time.perf_counter()
             for _ in range(count):
                 for _ in range(2):
-                    async with db.transaction():
-                        pass
+                    await db.run(lambda conn: None)
             return count / (time.perf_counter() - started)
         finally:
             await db.close()

@@ -94,7 +94,11 @@ async def run(
             )
             await server.start()
             engine = JobEngine(
-                db, {"bfl": client}, notifier, max_active=cap, metrics=metrics,
+                db,
+                {"bfl": client},
+                notifier,
+                max_active=cap,
+                metrics=metrics,
                 polling=PollingPolicy(initial=0.5, maximum=4.0, deadline=600),
                 webhooks=(
                     WebhookConfig(f"http://127.0.0.1:{server.port}", grace=max(5.0, latency * 3))
@@ -158,15 +162,16 @@ def main() -> None:
 
 
 def report(mode: str, args: argparse.Namespace, figures: dict[str, float]) -> None:
-    print(f"--- {mode}: jobs={args.jobs} users={args.users} cap={args.cap} "
-          f"latency={args.latency}s")
+    print(f"--- {mode}: jobs={args.jobs} users={args.users} cap={args.cap} latency={args.latency}s")
     print(f"makespan            {figures['makespan']:.2f} s")
     print(f"ideal makespan      {figures['ideal']:.2f} s  (ceil(N/cap) × latency)")
     print(f"ratio               {figures['ratio']:.3f}  (target ≤ 1.10)")
     target = "≤ 0.1 with webhooks" if mode == "webhook" else "≤ 4"
     print(f"polls per job       {figures['polls_per_job']:.2f}  (target {target})")
-    print(f"ready→delivered p50 {figures['p50_ms']:.1f} ms"
-          + ("  (target ≤ 50 ms)" if mode == "webhook" else ""))
+    print(
+        f"ready→delivered p50 {figures['p50_ms']:.1f} ms"
+        + ("  (target ≤ 50 ms)" if mode == "webhook" else "")
+    )
     print(f"ready→delivered p95 {figures['p95_ms']:.1f} ms")
     print(f"failed jobs         {figures['failed']:.0f}")
     print(f"429s / peak active  {figures['rejected_429']:.0f} / {figures['max_active_seen']:.0f}")

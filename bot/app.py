@@ -11,12 +11,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.community.audit import AuditLog
+from bot.community.policy import CommunityPolicy
+from bot.community.settings import SettingsStore
 from bot.generation import INTERNAL_ERROR_TEXT, GenerationService
 from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import Job
 from bot.jobs.notifier import JobNotifier
 from bot.ledger import Ledger, QuotaPolicy
 from bot.metrics import Metrics
+from bot.moderation.strikes import Moderation
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
@@ -32,6 +36,7 @@ EXTENSIONS = (
     "cogs.generate",
     "cogs.results",
     "cogs.usage",
+    "cogs.community",
 )
 
 
@@ -93,6 +98,9 @@ discord.VoiceClient.warn_dave = False
 
 
 class FluxcordBot(commands.Bot):
+    audit: AuditLog
+    server_settings: SettingsStore
+    moderation: Moderation
     db: Database
     engine: JobEngine
     generation: GenerationService
@@ -173,6 +181,15 @@ class FluxcordBot(commands.Bot):
             self.settings.web_port,
         )
         await self.web.start()
+        self.audit = AuditLog(
+            self.db, audit_channel=lambda guild: self.server_settings.get(guild).audit_channel_id
+        )
+        self.server_settings = SettingsStore(
+            self.db, self.audit, known_variants=lambda: self.variants
+        )
+        self.moderation = Moderation(self.db, self.audit, settings=self.server_settings.get)
+        await self.server_settings.load()
+        await self.moderation.load()
         self.generation = GenerationService(
             self.engine,
             self.variants,
@@ -181,11 +198,33 @@ class FluxcordBot(commands.Bot):
                 max_bytes=self.settings.max_reference_bytes,
                 max_pixels=self.settings.max_reference_megapixels * MEGAPIXEL,
             ),
+            policy=CommunityPolicy(
+                self.server_settings, self.moderation, dm_allowed=self.dm_allowed
+            ),
+            audit=self.audit,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
         await self.engine.start()
+
+    async def dm_allowed(self, user_id: int) -> bool:
+        """Direct messages work for members of a server that allows them."""
+        for guild_id in self.server_settings.guilds_allowing_dms():
+            guild = self.get_guild(guild_id)
+            if guild is None:
+                continue
+            if guild.get_member(user_id) is not None:
+                return True
+            try:
+                await guild.fetch_member(user_id)
+            except discord.NotFound:
+                continue
+            except discord.HTTPException:
+                log.warning("could not check membership in %s", guild_id, exc_info=True)
+                continue
+            return True
+        return False
 
     def discord_connected(self) -> bool:
         return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open

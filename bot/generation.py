@@ -7,14 +7,17 @@ written once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bot.community.audit import BOT_ACTOR, AuditLog
+from bot.community.policy import CommunityPolicy, Requester
 from bot.jobs.engine import JobEngine
-from bot.jobs.models import GenerationRequest, Job
+from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.providers.base import InputImage
-from bot.references import ReferenceCandidate, ReferenceLimits, load_references
+from bot.references import ReferenceCandidate, ReferenceLimits, load_references, precheck
 from bot.variants import InvalidRequest, JobParams, Variant
 
 INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
@@ -24,14 +27,6 @@ REFERENCES_PURGED_TEXT = (
 )
 # The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
-
-
-@dataclass(frozen=True)
-class Requester:
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    role_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,20 +55,39 @@ class GenerationService:
         *,
         default_variant: str,
         limits: ReferenceLimits,
+        policy: CommunityPolicy | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
         self.default_variant = default_variant
         self.limits = limits
+        self.policy = policy
+        self.audit = audit
+        if audit is not None:
+            engine.on_job_closed(self._audit_provider_moderation)
+        self._audit_tasks: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- variants
     def edit_variants(self) -> dict[str, Variant]:
         return {key: v for key, v in self.variants.items() if v.edit_capable}
 
-    def pick_variant(self, key: str | None, *, needs_edit: bool = False) -> Variant:
+    def offered_name(self, variant: Variant) -> str:
+        """The name a variant is offered under ("pro" for pro-aiml when that serves "pro")."""
+        return next((key for key, v in self.variants.items() if v is variant), variant.key)
+
+    def pick_variant(
+        self,
+        key: str | None,
+        *,
+        needs_edit: bool = False,
+        server_default: str | None = None,
+    ) -> Variant:
         pool = self.edit_variants() if needs_edit else self.variants
         if not pool:
             raise InvalidRequest("No image model is configured on this bot yet.")
+        if key is None and server_default in pool:
+            key = server_default  # a default that can't do the job falls back to the bot's
         if key is not None:
             # By the offered name, or by a stored job's own key (e.g. "pro-aiml" offered as "pro").
             variant = self.variants.get(key) or next(
@@ -87,10 +101,18 @@ class GenerationService:
         return pool.get(self.default_variant) or next(iter(pool.values()))
 
     # ----------------------------------------------------------------- requests
-    def validate(self, draft: Draft) -> tuple[Variant, JobParams]:
-        """Everything that can be checked without downloading anything."""
+    def validate(self, draft: Draft, requester: Requester) -> tuple[Variant, JobParams]:
+        """Everything that can be checked without downloading anything, server rules
+        included (except the prompt's banned terms: see `precheck`)."""
+        policy = self.policy
         needs_edit = draft.needs_edit or bool(draft.references or draft.inputs)
-        variant = self.pick_variant(draft.variant, needs_edit=needs_edit)
+        variant = self.pick_variant(
+            draft.variant,
+            needs_edit=needs_edit,
+            server_default=policy.default_variant(requester) if policy else None,
+        )
+        if policy is not None:
+            policy.check_variant(requester, self.offered_name(variant), variant)
         variant.check_reference_count(len(draft.references) + len(draft.inputs))
         params = variant.validate(
             draft.prompt,
@@ -100,11 +122,27 @@ class GenerationService:
             size_preset=draft.size_preset,
             seed=draft.seed,
         )
+        if policy is not None:
+            uploads = sum(1 for reference in draft.references if reference.uploaded)
+            params = policy.shape(requester, variant, params, uploads=uploads)
         return variant, params
 
+    async def precheck(self, draft: Draft, requester: Requester) -> None:
+        """The checks that need no download and count no strike; raises InvalidRequest."""
+        if self.policy is not None:
+            await self.policy.admit(requester)
+        self.validate(draft, requester)
+        for reference in draft.references:
+            precheck(reference, self.limits)
+
     async def prepare(self, draft: Draft, requester: Requester) -> GenerationRequest:
-        """Validate, then download and verify the references. Raises InvalidRequest."""
-        variant, params = self.validate(draft)
+        """Validate, check the prompt, then download and verify the references. Raises
+        InvalidRequest."""
+        if self.policy is not None:
+            await self.policy.admit(requester)
+        variant, params = self.validate(draft, requester)
+        if self.policy is not None:
+            await self.policy.check_prompt(requester, params.prompt)
         downloaded = await load_references(draft.references, variant, self.limits)
         request = GenerationRequest(
             user_id=requester.user_id,
@@ -122,7 +160,25 @@ class GenerationService:
     async def submit(
         self, request: GenerationRequest, *, status_message_id: int
     ) -> tuple[Job, int | None]:
-        return await self.engine.accept(_with_status(request, status_message_id))
+        job, position = await self.engine.accept(_with_status(request, status_message_id))
+        action = "edit" if request.inputs else "generate"
+        await self._record(job, job.user_id, action, f"{request.variant.label}: {_excerpt(job)}")
+        return job, position
+
+    # ----------------------------------------------------------------- audit
+    async def _record(self, job: Job, actor_id: int, action: str, detail: str) -> None:
+        if self.audit is not None:
+            await self.audit.record(
+                job.guild_id, actor_id, action, detail, target_id=job.user_id, job_id=job.id
+            )
+
+    def _audit_provider_moderation(self, job: Job) -> None:
+        if job.state is not JobState.MODERATED:
+            return
+        detail = f"the image service's safety filter refused <@{job.user_id}>'s {_excerpt(job)}"
+        task = asyncio.create_task(self._record(job, BOT_ACTOR, "provider moderation", detail))
+        self._audit_tasks.add(task)  # keep a reference until it finishes
+        task.add_done_callback(self._audit_tasks.discard)
 
     # ----------------------------------------------------------------- jobs
     async def job(self, job_id: str) -> Job | None:
@@ -160,9 +216,12 @@ class GenerationService:
         """Who may delete a result or cancel a queued request: its requester or a moderator."""
         return is_moderator or job.user_id == user_id
 
-    async def cancel(self, job: Job) -> bool:
+    async def cancel(self, job: Job, actor_id: int) -> bool:
         """Cancel a request still waiting in line (refunded in full); False once it started."""
-        return await self.engine.cancel(job.id)
+        cancelled = await self.engine.cancel(job.id)
+        if cancelled:
+            await self._record(job, actor_id, "cancelled", _excerpt(job))
+        return cancelled
 
     async def reroll_draft(self, job: Job) -> Draft:
         """Same variant, prompt, options, size and references; a new seed."""
@@ -176,9 +235,15 @@ class GenerationService:
             parent_job_id=job.parent_job_id,
         )
 
-    async def mark_deleted(self, job: Job) -> None:
+    async def mark_deleted(self, job: Job, actor_id: int) -> None:
         """Its message is gone: chains and /history stop linking to it."""
         await self.engine.store.update(job.id, result_message_id=None, status_message_id=None)
+        await self._record(job, actor_id, "deleted", f"<@{job.user_id}>'s {_excerpt(job)}")
+
+
+def _excerpt(job: Job, limit: int = 200) -> str:
+    prompt = job.params.prompt.replace("`", "'")
+    return f"image `{prompt[:limit]}{'…' if len(prompt) > limit else ''}` ({job.id})"
 
 
 def _with_status(request: GenerationRequest, status_message_id: int) -> GenerationRequest:

@@ -46,6 +46,7 @@ class ReferenceCandidate:
     fetch: Callable[[], Awaitable[bytes]]
     width: int | None = None
     height: int | None = None
+    uploaded: bool = True  # False for Fluxcord's own results (servers may limit uploads)
 
     @property
     def looks_like_image(self) -> bool:

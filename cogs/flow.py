@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.generation import Draft, Requester
-from bot.references import ReferenceCandidate, precheck
+from bot.community.policy import Requester
+from bot.generation import Draft
+from bot.references import ReferenceCandidate
 from bot.variants import InvalidRequest
 from cogs.render import NO_PINGS, queued_text
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 PUBLIC_ERROR_SECONDS = 60
 
 
-def candidate(attachment: discord.Attachment) -> ReferenceCandidate:
+def candidate(attachment: discord.Attachment, *, uploaded: bool = True) -> ReferenceCandidate:
     return ReferenceCandidate(
         filename=attachment.filename,
         content_type=attachment.content_type,
@@ -35,6 +36,7 @@ def candidate(attachment: discord.Attachment) -> ReferenceCandidate:
         width=attachment.width,
         height=attachment.height,
         fetch=attachment.read,
+        uploaded=uploaded,
     )
 
 
@@ -44,20 +46,25 @@ def image_attachments(message: discord.Message) -> list[discord.Attachment]:
 
 
 def requester(interaction: discord.Interaction[Any]) -> Requester:
-    roles = getattr(interaction.user, "roles", ())
+    return requester_for(interaction.user, interaction.channel, interaction.channel_id or 0)
+
+
+def requester_for(user: discord.User | discord.Member, channel: Any, channel_id: int) -> Requester:
+    """Who asks and where, as the server's rules need it."""
+    roles = getattr(user, "roles", ())
+    permissions = getattr(user, "guild_permissions", None)
+    is_thread = isinstance(channel, discord.Thread)
+    nsfw = getattr(channel, "is_nsfw", None)
+    guild = getattr(user, "guild", None)
     return Requester(
-        user_id=interaction.user.id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id or 0,
+        user_id=user.id,
+        guild_id=guild.id if guild is not None else getattr(channel, "guild_id", None),
+        channel_id=channel_id,
+        parent_channel_id=channel.parent_id if is_thread else None,
         role_ids=tuple(role.id for role in roles if not role.is_default()),
+        is_moderator=bool(permissions and permissions.manage_guild),
+        age_restricted=bool(nsfw()) if callable(nsfw) else False,
     )
-
-
-def quick_check(bot: FluxcordBot, draft: Draft) -> None:
-    """Everything that needs no download; raises InvalidRequest."""
-    bot.generation.validate(draft)
-    for reference in draft.references:
-        precheck(reference, bot.generation.limits)
 
 
 async def reply_privately(interaction: discord.Interaction[Any], text: str) -> None:
@@ -70,8 +77,9 @@ async def reply_privately(interaction: discord.Interaction[Any], text: str) -> N
 async def generate_from_interaction(
     bot: FluxcordBot, interaction: discord.Interaction[Any], draft: Draft
 ) -> None:
+    who = requester(interaction)
     try:
-        quick_check(bot, draft)
+        await bot.generation.precheck(draft, who)
     except InvalidRequest as exc:
         await reply_privately(interaction, str(exc))
         return
@@ -82,7 +90,7 @@ async def generate_from_interaction(
     await interaction.response.defer(ephemeral=True, thinking=True)
     status: discord.Message | None = None
     try:
-        request = await bot.generation.prepare(draft, requester(interaction))
+        request = await bot.generation.prepare(draft, who)
         status = await channel.send(
             queued_text(interaction.user.id, request.variant.label),
             allowed_mentions=NO_PINGS,
@@ -98,15 +106,10 @@ async def generate_from_interaction(
 
 async def generate_from_message(bot: FluxcordBot, message: discord.Message, draft: Draft) -> None:
     """Reply-to-edit: the status message is a reply to the member's message."""
-    who = Requester(
-        user_id=message.author.id,
-        guild_id=message.guild.id if message.guild else None,
-        channel_id=message.channel.id,
-        role_ids=tuple(r.id for r in getattr(message.author, "roles", ()) if not r.is_default()),
-    )
+    who = requester_for(message.author, message.channel, message.channel.id)
     status: discord.Message | None = None
     try:
-        quick_check(bot, draft)
+        await bot.generation.precheck(draft, who)
         request = await bot.generation.prepare(draft, who)
         status = await message.reply(
             queued_text(message.author.id, request.variant.label),

@@ -151,7 +151,8 @@ class Generate(commands.Cog):
         target = await self._referenced(message)
         if target is None:
             return
-        references = [candidate(a) for a in image_attachments(target)]
+        ours = target.author.id == me.id
+        references = [candidate(a, uploaded=not ours) for a in image_attachments(target)]
         references += [candidate(a) for a in image_attachments(message)]
         prompt = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
         if not references:

@@ -145,7 +145,7 @@ async def cancel_request(bot: FluxcordBot, interaction: discord.Interaction[Any]
         return
     # Answer first: the cancellation then edits the request's own message.
     await interaction.response.defer(ephemeral=True, thinking=True)
-    if await bot.generation.cancel(job):
+    if await bot.generation.cancel(job, interaction.user.id):
         await interaction.delete_original_response()
     else:
         await interaction.edit_original_response(content=CANCEL_TOO_LATE_TEXT)
@@ -157,7 +157,7 @@ async def delete_result(bot: FluxcordBot, interaction: discord.Interaction[Any],
         return
     if interaction.message is not None:
         await interaction.message.delete()
-    await bot.generation.mark_deleted(job)
+    await bot.generation.mark_deleted(job, interaction.user.id)
     log.info("job %s: result deleted by %s", job.id, interaction.user.id)
     await interaction.response.send_message("Deleted.", ephemeral=True)
 
@@ -200,14 +200,19 @@ class EditModal(FriendlyModal, title="Edit with FLUX"):
             images = images[self.index - 1 : self.index]
         job = self.job
         variant = bot.generation.variants.get(job.variant) if job else None
+        ours = _ours(bot, self.message)
         draft = Draft(
             prompt=self.prompt.value,
             variant=job.variant if job and variant and variant.edit_capable else None,
-            references=[candidate(image) for image in images],
+            references=[candidate(image, uploaded=not ours) for image in images],
             parent_job_id=job.id if job else None,
             needs_edit=True,
         )
         await generate_from_interaction(bot, interaction, draft)
+
+
+def _ours(bot: FluxcordBot, message: discord.Message | None) -> bool:
+    return message is not None and bot.user is not None and message.author.id == bot.user.id
 
 
 class RemixModal(FriendlyModal, title="Remix"):

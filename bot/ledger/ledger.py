@@ -21,10 +21,11 @@ per-member levels; the server budget is never raised by them.
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -41,8 +42,6 @@ from bot.ledger.policy import (
 from bot.ledger.windows import PERIODS, Period, format_reset
 from bot.storage.db import Database
 from bot.variants import InvalidRequest
-
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[aiosqlite.Row]]]
 
 # The order levels are named in when two breached limits reset at the same moment.
 _LEVEL_ORDER = {Scope.USER: 0, Scope.ROLE: 1, Scope.GUILD: 2}
@@ -105,8 +104,7 @@ class QuotaExceeded(InvalidRequest):
 
 
 # --------------------------------------------------------------------------- allowance state
-@dataclass(frozen=True)
-class LevelLimit:
+class LevelLimit(NamedTuple):  # a tuple: several are built for every reservation
     scope: Scope
     role_id: int | None
     limit: int | None  # None: unlimited
@@ -240,14 +238,6 @@ class Change:
     summary: str
 
 
-def fetcher(conn: aiosqlite.Connection) -> Fetch:
-    async def fetch(sql: str, params: Sequence[Any]) -> list[aiosqlite.Row]:
-        # execute + fetch in one trip to the database thread
-        return list(await conn.execute_fetchall(sql, tuple(params)))
-
-    return fetch
-
-
 def describe_limit(metric: Metric, amount: int | None) -> str:
     return "unlimited" if amount is None else format_amount(metric, amount)
 
@@ -258,6 +248,66 @@ def describe_target(scope: Scope, target_id: int, guild_id: int) -> str:
     if scope is Scope.ROLE:
         return "@everyone" if target_id == guild_id else f"<@&{target_id}>"
     return "the server"
+
+
+_PERIOD_BY_NAME = {period.value: period for period in Period}
+_METRIC_BY_NAME = {metric.value: metric for metric in Metric}
+_SCOPE_BY_NAME = {scope.value: scope for scope in Scope}
+
+
+@dataclass(frozen=True)
+class _StateQuery:
+    """The query reading a member's allowance state, and how to turn its rows into one."""
+
+    policy: QuotaPolicy
+    guild_id: int
+    user_id: int
+    roles: Sequence[int]
+    now: float
+    sql: str
+    params: tuple[Any, ...]
+
+    def build(self, rows: Iterable[sqlite3.Row]) -> QuotaState:
+        guild_id, user_id, policy = self.guild_id, self.user_id, self.policy
+        overrides: dict[tuple[Scope, int], dict[LimitKey, int | None]] = {}
+        used_user: dict[LimitKey, int] = {}
+        used_guild: dict[LimitKey, int] = {}
+        bonus: dict[LimitKey, int] = {}
+        for kind, scope, who, period_name, metric_name, a, b in rows:
+            # Plain dict lookups: Enum(value) calls cost more than the rest of this loop.
+            period = _PERIOD_BY_NAME[period_name]
+            if kind == "limit":
+                if guild_id:  # no moderators, so no overrides, in direct messages
+                    limits = overrides.setdefault((_SCOPE_BY_NAME[scope], who), {})
+                    limits[(period, _METRIC_BY_NAME[metric_name])] = a
+            elif kind == "used":
+                used = used_user if who == user_id and user_id != 0 else used_guild
+                used[(period, Metric.CREDITS)] = a
+                used[(period, Metric.IMAGES)] = b
+            else:
+                bonus[(period, _METRIC_BY_NAME[metric_name])] = a
+
+        levels: dict[LimitKey, tuple[LevelLimit, ...]] = {}
+        own = overrides.get((Scope.USER, user_id), {})
+        server = overrides.get((Scope.GUILD, guild_id), {})
+        for period in PERIODS:
+            for metric in METRICS:
+                key = (period, metric)
+                extra = bonus.get(key, 0)
+                found = [
+                    LevelLimit(
+                        Scope.USER, None, own[key] if key in own else policy.user[key], extra
+                    )
+                ]
+                best = _best_role(overrides, self.roles, key)
+                if best is not None:
+                    found.append(LevelLimit(Scope.ROLE, best[0], best[1], extra))
+                if guild_id:
+                    limit = server[key] if key in server else policy.guild[key]
+                    found.append(LevelLimit(Scope.GUILD, None, limit, 0))
+                levels[key] = tuple(found)
+        windows = policy.schedule.windows(self.now)
+        return QuotaState(guild_id, windows.starts, windows.ends, levels, used_user, used_guild)
 
 
 class Ledger:
@@ -276,23 +326,16 @@ class Ledger:
         return self._clock()
 
     # ----------------------------------------------------------------- state
-    async def _state(
-        self,
-        fetch: Fetch,
-        guild_id: int,
-        user_id: int,
-        role_ids: Sequence[int],
-        now: float,
-    ) -> QuotaState:
-        schedule = self.policy.schedule
-        starts = schedule.starts(now)
-        ends = {period: schedule.end(period, now) for period in PERIODS}
+    def _state_query(
+        self, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
+    ) -> _StateQuery:
+        """The one query that reads everything judging a member's request (overrides, window
+        totals, grants): each round trip to the database costs more than the reading itself,
+        and this runs inside the write transaction of every new job."""
+        starts = self.policy.schedule.starts(now)
         # @everyone's id is the server's: its allowance applies to every member, whether or
         # not the caller listed the default role.
         roles = sorted({*role_ids, guild_id}) if guild_id else []
-        # One query for everything (overrides, window totals, grants): each round trip to
-        # the database thread costs more than the reading itself, and this runs inside the
-        # write transaction of every new job.
         # Window totals and grants are read per window, so each is a point lookup however
         # much history the tables hold.
         used_sql = " UNION ALL ".join(
@@ -312,62 +355,29 @@ class Ledger:
             for value in (guild_id, user_id, period.value, starts[period])
         ]
         role_marks = ",".join("?" for _ in roles) or "NULL"
-        rows = await fetch(
+        sql = (
             "SELECT 'limit' AS kind, scope, target_id AS who, period, metric, amount AS a,"
             " NULL AS b FROM quota_limits WHERE guild_id = ? AND (scope = 'guild'"
             " OR (scope = 'user' AND target_id = ?)"
             f" OR (scope = 'role' AND target_id IN ({role_marks})))"
-            f" UNION ALL {used_sql} UNION ALL {grants_sql}",
-            (guild_id, user_id, *roles, *keys, *keys),
+            f" UNION ALL {used_sql} UNION ALL {grants_sql}"
         )
-        overrides: dict[tuple[Scope, int], dict[LimitKey, int | None]] = {}
-        used_user: dict[LimitKey, int] = {}
-        used_guild: dict[LimitKey, int] = {}
-        bonus: dict[LimitKey, int] = {}
-        for row in rows:
-            period = Period(row["period"])
-            if row["kind"] == "limit":
-                if guild_id:  # no moderators, so no overrides, in direct messages
-                    limits = overrides.setdefault((Scope(row["scope"]), row["who"]), {})
-                    limits[(period, Metric(row["metric"]))] = row["a"]
-            elif row["kind"] == "used":
-                used = used_user if row["who"] == user_id and user_id != 0 else used_guild
-                used[(period, Metric.CREDITS)] = row["a"]
-                used[(period, Metric.IMAGES)] = row["b"]
-            else:
-                bonus[(period, Metric(row["metric"]))] = row["a"]
+        params = (guild_id, user_id, *roles, *keys, *keys)
+        return _StateQuery(self.policy, guild_id, user_id, roles, now, sql, params)
 
-        levels: dict[LimitKey, tuple[LevelLimit, ...]] = {}
-        own = overrides.get((Scope.USER, user_id), {})
-        server = overrides.get((Scope.GUILD, guild_id), {})
-        for period in PERIODS:
-            for metric in METRICS:
-                key = (period, metric)
-                extra = bonus.get(key, 0)
-                found = [
-                    LevelLimit(
-                        Scope.USER, None, own[key] if key in own else self.policy.user[key], extra
-                    )
-                ]
-                best = _best_role(overrides, roles, key)
-                if best is not None:
-                    found.append(LevelLimit(Scope.ROLE, best[0], best[1], extra))
-                if guild_id:
-                    found.append(
-                        LevelLimit(
-                            Scope.GUILD,
-                            None,
-                            server[key] if key in server else self.policy.guild[key],
-                            0,
-                        )
-                    )
-                levels[key] = tuple(found)
-        return QuotaState(guild_id, starts, ends, levels, used_user, used_guild)
+    async def _state(
+        self, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
+    ) -> QuotaState:
+        query = self._state_query(guild_id, user_id, role_ids, now)
+        return query.build(await self.db.fetch_all(query.sql, query.params))
 
     # ----------------------------------------------------------------- reserve and settle
-    async def reserve(
+    # These run inside the caller's write transaction, on the database thread (see
+    # `Database.run`): a job's reservation is written with the job, its settlement with the
+    # state change that ends it.
+    def reserve(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         *,
         job_id: str,
         guild_id: int | None,
@@ -378,15 +388,16 @@ class Ledger:
         images: int,
         now: float | None = None,
     ) -> None:
-        """Hold `credits` and `images` for a job, inside the caller's write transaction (the
-        one that inserts the job), or raise QuotaExceeded having written nothing."""
+        """Hold `credits` and `images` for a job, or raise QuotaExceeded having written
+        nothing."""
         now = self._clock() if now is None else now
         gid = guild_key(guild_id)
         need = {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)}
-        state = await self._state(fetcher(conn), gid, user_id, role_ids, now)
+        query = self._state_query(gid, user_id, role_ids, now)
+        state = query.build(conn.execute(query.sql, query.params).fetchall())
         _refuse_if_over(state, need)
         starts = state.starts
-        await conn.execute(
+        conn.execute(
             "INSERT INTO ledger (job_id, guild_id, user_id, variant, reserved_at, day_start,"
             " week_start, month_start, reserved_mc, reserved_images, credits_mc, images)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -416,13 +427,12 @@ class Ledger:
         images: int,
     ) -> None:
         """The test `reserve` makes, holding nothing (raises QuotaExceeded)."""
-        gid = guild_key(guild_id)
-        state = await self._state(self.db.fetch_all, gid, user_id, role_ids, self._clock())
+        state = await self._state(guild_key(guild_id), user_id, role_ids, self._clock())
         _refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
 
-    async def charge(
+    def charge(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         job_id: str,
         *,
         credits: float | None,
@@ -433,7 +443,7 @@ class Ledger:
         """Settle a job that produced its image: `credits` is the provider's cost (None: the
         estimate stands), `images` how many were made (None: as reserved). Returns False if
         the job was already settled or never reserved."""
-        return await self._settle(
+        return self._settle(
             conn,
             job_id,
             "charged",
@@ -443,20 +453,20 @@ class Ledger:
             now,
         )
 
-    async def refund(
+    def refund(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         job_id: str,
         *,
         settled_by: str,
         now: float | None = None,
     ) -> bool:
         """Settle a job that made nothing for the member: everything it held is returned."""
-        return await self._settle(conn, job_id, "refunded", 0, 0, settled_by, now)
+        return self._settle(conn, job_id, "refunded", 0, 0, settled_by, now)
 
-    async def _settle(
+    def _settle(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         job_id: str,
         status: str,
         charged_mc: int | None,
@@ -468,7 +478,7 @@ class Ledger:
         # The status test makes this a compare-and-set: the second settlement of a job (a
         # retry, a restart, a later state change) matches no row and changes nothing. The
         # window totals follow through the ledger_counts_settlement trigger.
-        cursor = await conn.execute(
+        cursor = conn.execute(
             "UPDATE ledger SET status = ?,"
             " charged_mc = COALESCE(?, reserved_mc), charged_images = COALESCE(?, reserved_images),"
             " credits_mc = COALESCE(?, reserved_mc), images = COALESCE(?, reserved_images),"
@@ -498,7 +508,7 @@ class Ledger:
     ) -> QuotaState:
         """The allowances and usage that would judge a request by this member now."""
         now = self._clock() if now is None else now
-        return await self._state(self.db.fetch_all, guild_key(guild_id), user_id, role_ids, now)
+        return await self._state(guild_key(guild_id), user_id, role_ids, now)
 
     async def member_usage(
         self,
@@ -510,7 +520,7 @@ class Ledger:
     ) -> MemberUsage:
         now = self._clock() if now is None else now
         gid = guild_key(guild_id)
-        state = await self._state(self.db.fetch_all, gid, user_id, role_ids, now)
+        state = await self._state(gid, user_id, role_ids, now)
         windows = tuple(
             WindowUsage(
                 period=period,
@@ -576,10 +586,12 @@ class Ledger:
         key = (period, metric)
         now = self._clock()
         async with self.db.transaction() as conn:
-            rows = await fetcher(conn)(
-                "SELECT amount FROM quota_limits WHERE guild_id = ? AND scope = ?"
-                " AND target_id = ? AND period = ? AND metric = ?",
-                (guild_id, scope.value, target, period.value, metric.value),
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT amount FROM quota_limits WHERE guild_id = ? AND scope = ?"
+                    " AND target_id = ? AND period = ? AND metric = ?",
+                    (guild_id, scope.value, target, period.value, metric.value),
+                )
             )
             before = (
                 describe_limit(metric, rows[0]["amount"]) if rows else self._default(scope, key)

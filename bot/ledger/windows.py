@@ -8,7 +8,8 @@ which is what a member can plan around ("resets at 00:00 UTC").
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 UTC = dt.UTC
@@ -44,10 +45,35 @@ def parse_reset_time(text: str) -> dt.time:
 
 
 @dataclass(frozen=True)
+class Windows:
+    """The day, week and month windows containing one moment."""
+
+    starts: Mapping[Period, int]
+    ends: Mapping[Period, int]
+
+    def contains(self, when: float) -> bool:
+        return max(self.starts.values()) <= when < min(self.ends.values())
+
+
+@dataclass(frozen=True)
 class ResetSchedule:
     """When windows start. All arithmetic is in UTC, so there are no DST jumps."""
 
     at: dt.time = dt.time(0, 0, tzinfo=UTC)
+    # The last windows computed: every reservation needs them, and they change once a day.
+    _last: list[Windows] = field(default_factory=list, compare=False, repr=False)
+
+    def windows(self, when: float) -> Windows:
+        """The windows containing `when` (cached while `when` stays inside them)."""
+        last = next(iter(self._last), None)  # one read: the db thread calls this too
+        if last is not None and last.contains(when):
+            return last
+        found = Windows(
+            {period: self.start(period, when) for period in PERIODS},
+            {period: self.end(period, when) for period in PERIODS},
+        )
+        self._last[:] = [found]
+        return found
 
     def _day_start(self, when: dt.datetime) -> dt.datetime:
         start = dt.datetime.combine(when.date(), self.at.replace(tzinfo=None), tzinfo=UTC)
@@ -80,8 +106,8 @@ class ResetSchedule:
             following = start.replace(month=start.month + 1)
         return int(following.timestamp())
 
-    def starts(self, when: float) -> dict[Period, int]:
-        return {period: self.start(period, when) for period in PERIODS}
+    def starts(self, when: float) -> Mapping[Period, int]:
+        return self.windows(when).starts
 
     def describe(self) -> str:
         return f"{self.at.hour:02d}:{self.at.minute:02d} UTC"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -96,9 +97,10 @@ class JobStore:
         """Persist a queued job; raises QuotaExceeded (writing nothing) if it does not fit."""
         job_id = new_job_id()
         now = self._clock()
-        async with self._db.transaction() as conn:
+
+        def insert(conn: sqlite3.Connection) -> None:
             if self._ledger is not None:
-                await self._ledger.reserve(
+                self._ledger.reserve(
                     conn,
                     job_id=job_id,
                     guild_id=request.guild_id,
@@ -109,7 +111,7 @@ class JobStore:
                     images=images,
                     now=now,
                 )
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
                 " estimated_cost, reference_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -131,7 +133,7 @@ class JobStore:
                     len(request.inputs),
                 ),
             )
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO job_inputs (job_id, position, content_type, width, height, data)"
                 " VALUES (?,?,?,?,?,?)",
                 [
@@ -139,6 +141,8 @@ class JobStore:
                     for index, image in enumerate(request.inputs)
                 ],
             )
+
+        await self._db.run(insert)
         job = await self.get(job_id)
         assert job is not None
         return job
@@ -204,12 +208,13 @@ class JobStore:
     ) -> Job | None:
         """Move a job to `to` only if it is in one of `from_states`; returns the updated job,
         or None if it was elsewhere (someone else won the race)."""
-        async with self._db.transaction() as conn:
-            return await self._transition(conn, job_id, from_states, to, fields)
+        return await self._db.run(
+            lambda conn: self._transition(conn, job_id, from_states, to, fields)
+        )
 
-    async def _transition(
+    def _transition(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         job_id: str,
         from_states: Collection[JobState],
         to: JobState,
@@ -223,21 +228,18 @@ class JobStore:
         assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
         placeholders = ",".join("?" for _ in from_states)
         now = self._clock()
-        async with conn.execute(
+        rows = conn.execute(
             f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})"
             " RETURNING *",
             (to.value, now, *fields.values(), job_id, *(s.value for s in from_states)),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        ).fetchall()
+        if not rows:
             return None
-        job = _row_to_job(row)
-        await self._settle(conn, job, images, now)
+        job = _row_to_job(rows[0])
+        self._settle(conn, job, images, now)
         return job
 
-    async def _settle(
-        self, conn: aiosqlite.Connection, job: Job, images: int | None, now: float
-    ) -> None:
+    def _settle(self, conn: sqlite3.Connection, job: Job, images: int | None, now: float) -> None:
         """Settle the job's reservation if this state change ended it for the ledger.
 
         Every path that ends a job passes here, inside its transaction. The ledger settles a
@@ -249,7 +251,7 @@ class JobStore:
             return
         if job.state in _CHARGED_STATES:
             # The provider's cost (from the poll, else the submit); None keeps the estimate.
-            await self._ledger.charge(
+            self._ledger.charge(
                 conn,
                 job.id,
                 credits=job.cost,
@@ -260,7 +262,7 @@ class JobStore:
         elif job.state.is_terminal:
             # Failed, moderated or cancelled before any image existed: nothing is charged,
             # even where the provider may have billed an unconfirmed submit.
-            await self._ledger.refund(conn, job.id, settled_by=job.state.value, now=now)
+            self._ledger.refund(conn, job.id, settled_by=job.state.value, now=now)
 
     async def update(self, job_id: str, **fields: Any) -> Job:
         """Set informational fields without a state change (e.g. the provider's status text)."""
@@ -268,17 +270,15 @@ class JobStore:
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a job")
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        async with (
-            self._db.transaction() as conn,
-            conn.execute(
+        rows = await self._db.run(
+            lambda conn: conn.execute(
                 f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ? RETURNING *",
                 (*fields.values(), self._clock(), job_id),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        if row is None:
+            ).fetchall()
+        )
+        if not rows:
             raise KeyError(job_id)
-        return _row_to_job(row)
+        return _row_to_job(rows[0])
 
     async def mark_ready(
         self,
@@ -290,23 +290,20 @@ class JobStore:
     ) -> bool:
         """Store the downloaded images and move submitted → ready, atomically."""
         first = outputs[0]
-        async with self._db.transaction() as conn:
-            won = await self._transition(
-                conn,
-                job_id,
-                (JobState.SUBMITTED,),
-                JobState.READY,
-                {
-                    "ready_at": self._clock(),
-                    "result_seed": seed,
-                    "cost": cost,
-                    "result_width": first.width,
-                    "result_height": first.height,
-                },
-                images=len(outputs),
+        fields = {
+            "ready_at": self._clock(),
+            "result_seed": seed,
+            "cost": cost,
+            "result_width": first.width,
+            "result_height": first.height,
+        }
+
+        def store(conn: sqlite3.Connection) -> bool:
+            won = self._transition(
+                conn, job_id, (JobState.SUBMITTED,), JobState.READY, fields, images=len(outputs)
             )
             if won is not None:
-                await conn.executemany(
+                conn.executemany(
                     "INSERT INTO job_outputs (job_id, position, content_type, width, height, data)"
                     " VALUES (?,?,?,?,?,?)",
                     [
@@ -316,19 +313,19 @@ class JobStore:
                 )
             return won is not None
 
+        return await self._db.run(store)
+
     async def mark_delivered(self, job_id: str, message_id: int) -> bool:
         """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
-        async with self._db.transaction() as conn:
-            won = await self._transition(
-                conn,
-                job_id,
-                (JobState.READY,),
-                JobState.DELIVERED,
-                {"result_message_id": message_id, "finished_at": self._clock(), "closed": 1},
-            )
+        fields = {"result_message_id": message_id, "finished_at": self._clock(), "closed": 1}
+
+        def deliver(conn: sqlite3.Connection) -> bool:
+            won = self._transition(conn, job_id, (JobState.READY,), JobState.DELIVERED, fields)
             if won is not None:
-                await conn.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
+                conn.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
             return won is not None
+
+        return await self._db.run(deliver)
 
     async def open_counts(self, guild_id: int | None, user_id: int) -> tuple[int, int]:
         """(queued, running) jobs of a member in a server (running: at the provider, or

@@ -87,9 +87,9 @@ async def test_four_connections_to_one_database_reserve_exactly_10(tmp_path: Pat
 
         async def reserve(ledger: Ledger, name: str) -> bool:
             try:
-                async with ledger.db.transaction() as conn:
-                    await ledger.reserve(conn, job_id=name, guild_id=GUILD, user_id=hash(name),
-                                         role_ids=(), variant="pro", credits=3, images=1)
+                await ledger.db.run(lambda conn: ledger.reserve(
+                    conn, job_id=name, guild_id=GUILD, user_id=hash(name), role_ids=(),
+                    variant="pro", credits=3, images=1))
             except QuotaExceeded:
                 return False
             return True

@@ -86,21 +86,19 @@ async def reserve(
     ledger: Ledger, job_id: str, *, user: int = ALICE, guild: int | None = GUILD,
     roles: tuple[int, ...] = (), credits: float = 3.0, images: int = 1, variant: str = "pro",
 ) -> None:
-    async with ledger.db.transaction() as conn:
-        await ledger.reserve(conn, job_id=job_id, guild_id=guild, user_id=user, role_ids=roles,
-                             variant=variant, credits=credits, images=images)
+    await ledger.db.run(lambda conn: ledger.reserve(
+        conn, job_id=job_id, guild_id=guild, user_id=user, role_ids=roles, variant=variant,
+        credits=credits, images=images))
 
 
 async def charge(ledger: Ledger, job_id: str, credits: float | None, images: int | None = None,
                  state: str = "ready") -> bool:
-    async with ledger.db.transaction() as conn:
-        return await ledger.charge(conn, job_id, credits=credits, images=images,
-                                   settled_by=state)
+    return await ledger.db.run(lambda conn: ledger.charge(
+        conn, job_id, credits=credits, images=images, settled_by=state))
 
 
 async def refund(ledger: Ledger, job_id: str, state: str = "failed") -> bool:
-    async with ledger.db.transaction() as conn:
-        return await ledger.refund(conn, job_id, settled_by=state)
+    return await ledger.db.run(lambda conn: ledger.refund(conn, job_id, settled_by=state))
 
 
 async def window(ledger: Ledger, period: Period, user: int = ALICE,

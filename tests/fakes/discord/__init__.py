@@ -46,22 +46,49 @@ World setup (sync; dispatched as GUILD_CREATE/CHANNEL_CREATE/... if a bot is con
 ``add_text_channel(guild_id, name, *, topic=None, nsfw=False) -> Channel``,
 ``add_role(guild_id, name, *, permissions=0) -> Role``,
 ``add_member(guild_id, name, *, roles=(), permissions=None, nick=None, bot=False, user_id=None)
--> User`` (``permissions`` overrides the role-computed value reported in interactions).
+-> User`` (``permissions`` overrides the role-computed value reported in interactions),
+``add_thread(channel, name, *, owner_id=None, message=None, private=False, archived=False,
+locked=False, auto_archive_duration=1440) -> Channel`` (a thread a member started; from
+``message`` it shares the message's id), ``open_dm(user) -> Channel`` (the bot's DM channel with
+that user, type 1, created once; the same one ``POST /users/@me/channels`` returns),
+``set_member_roles(guild_id, user_id, roles) -> Member`` (GUILD_MEMBER_UPDATE only with the
+GUILD_MEMBERS intent, or when the member is the bot; interactions always report the new roles
+and permissions; an ``add_member(permissions=...)`` override keeps winning),
+``set_accepts_dms(user, accepts)`` (``False``: the bot's DMs to them fail with 403 50007).
 
 Injection (all ``async``; they first wait until a bot session is READY)
 -----------------------------------------------------------------------
-``invoke_slash(user, channel, "cmd" | "group sub", options=None, *, subcommand=None, locale=...)``,
-``invoke_message_command(user, channel, name, target_message)``,
-``invoke_user_command(user, channel, name, target_user)``,
+``invoke_slash(user, channel, "cmd" | "group sub", options=None, *, subcommand=None, locale=...,
+ignore_default_permissions=False)``,
+``invoke_message_command(user, channel, name, target_message, *,
+ignore_default_permissions=False)``,
+``invoke_user_command(user, channel, name, target_user, *, ignore_default_permissions=False)``,
 ``click(user, message, custom_id)``, ``select(user, message, custom_id, values)``,
 ``submit_modal(user, channel, custom_id, {input_id: value}, *, message_id=None)``
-each return an :class:`InteractionHandle`. Interaction data is built from the *registered*
-command; bad option names/values, disabled or missing buttons, and users lacking a command's
-``default_member_permissions`` raise immediately (``ValueError``/``LookupError``/
-``PermissionError``) because a real Discord client could not send them.
+each return an :class:`InteractionHandle`. ``channel`` may be a text channel, a thread
+(``interaction.channel`` is a ``discord.Thread``) or a DM from ``open_dm`` (no ``guild_id``,
+``user`` instead of ``member``, ``context`` 1: ``interaction.guild is None`` and
+``interaction.user`` is a ``discord.User``). Interaction data is built from the *registered*
+command; bad option names/values, disabled or missing buttons, and commands the Discord client
+would not offer raise immediately (``ValueError``/``LookupError``/``PermissionError``): users
+lacking ``default_member_permissions`` (in guilds only), guild-only commands (``contexts``
+without 1, or legacy ``dm_permission: false``) and guild-scoped commands in DMs, commands with
+``contexts`` without 0 in guilds, age-restricted (``nsfw``) commands outside nsfw channels and
+their threads, any interaction in an archived thread, and users other than a DM's recipient.
+``ignore_default_permissions=True`` skips only the ``default_member_permissions`` check, as
+when a server admin grants the command under Server Settings → Integrations: use it to prove
+the bot re-checks permissions itself.
 ``post_user_message(user, channel, content="", *, attachments=(), reply_to=None,
-mention_bot=False, reply_ping=True, embeds=()) -> Message``; ``delete_message(message)``.
-Users/channels/messages may be passed as ids or as the returned records.
+mention_bot=False, reply_ping=True, embeds=()) -> Message`` (in threads: un-archives an
+archived thread first, dispatching THREAD_UPDATE; ``PermissionError`` in a locked thread unless
+the user has MANAGE_THREADS, and always in a locked archived one; in DMs only the recipient
+may post); ``delete_message(message)``;
+``await edit_channel(channel, **fields)`` edits a channel/thread as a moderator in the Discord
+client would (the ``PATCH /channels/{id}`` fields, no permission rules; e.g.
+``archived=True`` for an auto-archive), dispatching THREAD_UPDATE / CHANNEL_UPDATE.
+Users/channels/messages/guilds may be passed as ids or as the returned records. Injections
+first deliver pending world-setup events, so e.g. a GUILD_MEMBER_UPDATE reaches the bot before
+the interaction that follows it.
 
 Observation
 -----------
@@ -74,7 +101,10 @@ Observation
 change, so ``pred`` should read fake state, not the bot's variables; returns ``pred()``),
 ``await wait_for_message(pred=None, *, channel_id=None, after=None)``,
 ``await wait_until_connected()``, ``commands(guild_id=None)``,
-``command(name, *, guild_id=None, type=1)``, ``threads(parent_id=None)``, ``requests`` /
+``command(name, *, guild_id=None, type=1)``, ``threads(parent_id=None)``,
+``channel(id) -> Channel`` (as stored now: ``name, topic, nsfw, rate_limit_per_user``; threads
+``archived, locked, auto_archive_duration, owner_id, parent_id``; DMs ``recipient_id``),
+``dm_channel(user) -> Channel | None`` (did anyone open that DM?), ``requests`` /
 ``unhandled_requests`` (``LoggedRequest(method, path, json, query, files, status)``;
 unpacks as ``method, path, json``), ``cdn_requests``, ``typing``, ``interactions``,
 ``identify_count``, ``resume_count``, ``gateway_connected``, ``last_identify``.
@@ -94,9 +124,10 @@ Discord behaviour implemented
   READY (unavailable guilds, ``application``, ``resume_gateway_url``) then GUILD_CREATE per
   guild, heartbeat ACKs, RESUME with replay of missed events, INVALID_SESSION, close codes
   4004 (bad token) / 4014 (disallowed privileged intent), GUILD_MEMBERS_CHUNK for op 8.
-* Intents: MESSAGE_* only with GUILD_MESSAGES; content/embeds/attachments/components blanked
-  without MESSAGE_CONTENT unless the bot is the author or mentioned; GUILD_CREATE members
-  limited to the bot without GUILD_MEMBERS.
+* Intents: guild MESSAGE_* only with GUILD_MESSAGES, DM ones only with DIRECT_MESSAGES;
+  content/embeds/attachments/components blanked without MESSAGE_CONTENT unless the bot is the
+  author or mentioned or it is a DM; GUILD_CREATE members limited to the bot without
+  GUILD_MEMBERS; GUILD_MEMBER_UPDATE only with GUILD_MEMBERS (always for the bot itself).
 * Application commands: bulk overwrite/upsert/get/edit/delete (global and guild) with
   Discord's main validation rules and ids that stay stable across overwrites.
 * Interactions: callbacks 4/5/6/7/8/9 (multipart too, ``with_response``), 3 s deadline
@@ -109,14 +140,34 @@ Discord behaviour implemented
   (from a message: thread id == message id; standalone), own reactions; MESSAGE_CREATE/
   UPDATE/DELETE and THREAD_CREATE dispatched. Validation of content/embed/component limits,
   duplicate custom_ids, empty messages, file size (413); ``attachment://`` in embeds resolved.
+* Channel/thread edits (``PATCH /channels/{id}``): threads ``name, archived, locked, invitable,
+  auto_archive_duration, rate_limit_per_user``; text channels ``name, topic, nsfw,
+  rate_limit_per_user, default_auto_archive_duration`` (other fields: 400 and listed in
+  ``unhandled_requests``); answers the channel and dispatches THREAD_UPDATE / CHANNEL_UPDATE.
+  Discord's thread rules: an archived thread takes no edit unless it sets ``archived: false``
+  (50083); ``locked``/``rate_limit_per_user``/``invitable`` need MANAGE_THREADS, ``name``/
+  ``archived``/``auto_archive_duration`` MANAGE_THREADS or being the creator (403 50013).
+* Archived and locked threads: a message (bot, followup or user) un-archives an archived thread
+  unless it is locked; locked threads take messages, edits and reactions only from members
+  with MANAGE_THREADS (the bot's default role has it; else 160005); locked archived threads
+  take none (50083); edits and reactions in archived threads: 50083; deleting always works.
+* Direct messages: ``POST /users/@me/channels``; DM messages have no ``guild_id``/``member``;
+  sending to a bot user or one who refuses DMs: 403 50007. In the bot's DM, commands follow
+  ``contexts`` (or legacy ``dm_permission`` when null); ``default_member_permissions`` does not
+  apply there (Discord documents it as restricting use "in a guild"); ``app_permissions`` is
+  discord.py's DM permission set; ``authorizing_integration_owners`` is ``{"0": "0"}``.
+* Age-restricted: nsfw channels report ``nsfw``; threads carry no ``nsfw`` of their own
+  (discord.py's ``Thread.is_nsfw()`` reads the parent, which the fake keeps consistent).
 * Attachments are served at ``{base_url}/attachments/...`` (``/media/...`` as proxy_url).
 * Unknown routes: 404 ``{"message": "404: Not Found", "code": 0}`` + ``unhandled_requests``.
   Rate limit headers never run out, so discord.py never sleeps.
 
-Not implemented (on purpose): DMs, voice, forum channels, channel permission overwrites and
-permission checks on REST calls, rate limiting, webhooks other than interaction tokens,
-autocomplete injection, message forwarding, polls beyond storing them, presence updates,
-sharding, zlib compression (plain JSON text frames are sent, which discord.py accepts).
+Not implemented (on purpose): group DMs and user installs, voice, forum channels, channel
+permission overwrites and permission checks on REST calls (except the thread rules above),
+thread member lists, channel deletion, slowmode enforcement, rate limiting, webhooks other
+than interaction tokens, autocomplete injection, message forwarding, polls beyond storing them,
+presence updates, sharding, zlib compression (plain JSON text frames are sent, which discord.py
+accepts).
 """
 
 from .models import (

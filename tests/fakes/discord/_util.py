@@ -24,12 +24,17 @@ ALL_PERMISSIONS = 8866461766385663
 DEFAULT_EVERYONE_PERMISSIONS = 448928271937
 #: The bot's managed role: @everyone plus manage messages/threads and private threads.
 DEFAULT_BOT_PERMISSIONS = 534827626049
+MANAGE_THREADS = 1 << 34
+#: Permissions in a DM with the bot (discord.py's ``Permissions._dm_permissions()``, which
+#: already has the ATTACH_FILES/EMBED_LINKS/MENTION_EVERYONE/USE_EXTERNAL_EMOJIS Discord adds).
+DM_PERMISSIONS = 4011158005075008
 
 # --- gateway intents -----------------------------------------------------------------------
 INTENT_GUILDS = 1 << 0
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_PRESENCES = 1 << 8
 INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
 
@@ -47,6 +52,7 @@ MSG_CONTEXT_MENU_COMMAND = 23
 
 # --- channel types -------------------------------------------------------------------------
 CHANNEL_TEXT = 0
+CHANNEL_DM = 1
 CHANNEL_CATEGORY = 4
 CHANNEL_PUBLIC_THREAD = 11
 CHANNEL_PRIVATE_THREAD = 12
@@ -57,6 +63,8 @@ INTERACTION_APPLICATION_COMMAND = 2
 INTERACTION_COMPONENT = 3
 INTERACTION_AUTOCOMPLETE = 4
 INTERACTION_MODAL_SUBMIT = 5
+CONTEXT_GUILD = 0
+CONTEXT_BOT_DM = 1
 
 DEFAULT_ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
@@ -74,6 +82,12 @@ CANNOT_SEND_EMPTY = 50006
 CANNOT_EDIT_OTHERS = 50005
 ALREADY_ACKNOWLEDGED = 40060
 INVALID_FORM_BODY = 50035
+MISSING_ACCESS = 50001
+CANNOT_DM_USER = 50007
+MISSING_PERMISSIONS = 50013
+WRONG_CHANNEL_TYPE = 50024
+THREAD_ARCHIVED = 50083
+THREAD_LOCKED = 160005
 REQUEST_TOO_LARGE = 40005
 
 
@@ -122,6 +136,13 @@ class DiscordHTTPError(Exception):
         if self.errors is not None:
             body["errors"] = self.errors
         return body
+
+
+class FakeNotImplemented(DiscordHTTPError):
+    """A request the fake cannot honour faithfully: answered 400 and listed as unhandled."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, 0, f"fake Discord does not implement this: {message}")
 
 
 def not_found(code: int, what: str) -> DiscordHTTPError:

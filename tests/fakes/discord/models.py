@@ -79,6 +79,8 @@ class User:
     username: str
     global_name: str | None = None
     bot: bool = False
+    #: False: the bot's DMs to this user fail with 403 50007 (privacy settings, blocked bot).
+    accepts_dms: bool = True
 
     def to_payload(self) -> JSON:
         payload: JSON = {
@@ -131,10 +133,11 @@ class Role:
 
 @dataclass
 class Channel:
-    """A guild text channel, category or thread."""
+    """A guild text channel, category or thread, or a DM between the bot and one user."""
 
     id: int
-    guild_id: int
+    #: ``None`` for DM channels.
+    guild_id: int | None
     name: str
     type: int = 0
     position: int = 0
@@ -144,38 +147,57 @@ class Channel:
     owner_id: int | None = None
     last_message_id: int | None = None
     message_count: int = 0
+    rate_limit_per_user: int = 0
+    default_auto_archive_duration: int = 1440
+    #: Threads only (``thread_metadata``).
     auto_archive_duration: int = 1440
     archived: bool = False
+    locked: bool = False
+    invitable: bool = True
+    archive_timestamp: dt.datetime | None = None
+    #: DMs only: the user the bot talks to.
+    recipient_id: int | None = None
     created_at: dt.datetime = field(default_factory=utcnow)
 
     @property
     def is_thread(self) -> bool:
         return self.type in (10, 11, 12)
 
+    @property
+    def is_dm(self) -> bool:
+        return self.type == 1
+
     def to_payload(self) -> JSON:
+        """The channel object (for DMs without ``recipients``: see ``DiscordState``)."""
+        last_message_id = None if self.last_message_id is None else str(self.last_message_id)
+        if self.is_dm:
+            return {"id": str(self.id), "type": 1, "last_message_id": last_message_id, "flags": 0}
         payload: JSON = {
             "id": str(self.id),
             "type": self.type,
             "guild_id": str(self.guild_id),
             "name": self.name,
             "parent_id": None if self.parent_id is None else str(self.parent_id),
-            "last_message_id": None if self.last_message_id is None else str(self.last_message_id),
-            "rate_limit_per_user": 0,
+            "last_message_id": last_message_id,
+            "rate_limit_per_user": self.rate_limit_per_user,
             "flags": 0,
         }
         if self.is_thread:
+            metadata: JSON = {
+                "archived": self.archived,
+                "auto_archive_duration": self.auto_archive_duration,
+                "archive_timestamp": iso(self.archive_timestamp or self.created_at),
+                "locked": self.locked,
+                "create_timestamp": iso(self.created_at),
+            }
+            if self.type == 12:
+                metadata["invitable"] = self.invitable
             payload.update(
                 owner_id=str(self.owner_id),
                 message_count=self.message_count,
                 member_count=1,
                 total_message_sent=self.message_count,
-                thread_metadata={
-                    "archived": self.archived,
-                    "auto_archive_duration": self.auto_archive_duration,
-                    "archive_timestamp": iso(self.created_at),
-                    "locked": False,
-                    "create_timestamp": iso(self.created_at),
-                },
+                thread_metadata=metadata,
             )
         else:
             payload.update(
@@ -183,7 +205,7 @@ class Channel:
                 permission_overwrites=[],
                 nsfw=self.nsfw,
                 topic=self.topic,
-                default_auto_archive_duration=1440,
+                default_auto_archive_duration=self.default_auto_archive_duration,
             )
         return payload
 

@@ -18,6 +18,7 @@ from aiohttp import BodyPartReader, web
 
 from ._util import (
     ALREADY_ACKNOWLEDGED,
+    CANNOT_DM_USER,
     CANNOT_EDIT_OTHERS,
     CHANNEL_PRIVATE_THREAD,
     CHANNEL_PUBLIC_THREAD,
@@ -39,6 +40,7 @@ from ._util import (
     UNKNOWN_MESSAGE,
     UNKNOWN_WEBHOOK,
     DiscordHTTPError,
+    FakeNotImplemented,
     empty_response,
     form_error,
     json_response,
@@ -98,6 +100,7 @@ class RestApi:
         add = self._add
         add("GET", "/users/@me", self.get_me)
         add("GET", "/users/{user_id}", self.get_user)
+        add("POST", "/users/@me/channels", self.create_dm)
         add("GET", "/oauth2/applications/@me", self.get_application)
         add("GET", "/gateway", self.get_gateway, auth=False)
         add("GET", "/gateway/bot", self.get_gateway)
@@ -106,6 +109,7 @@ class RestApi:
         add("GET", "/guilds/{guild_id}/roles", self.get_guild_roles)
         add("GET", "/guilds/{guild_id}/members/{user_id}", self.get_guild_member)
         add("GET", "/channels/{channel_id}", self.get_channel)
+        add("PATCH", "/channels/{channel_id}", self.edit_channel)
         add("GET", "/channels/{channel_id}/messages", self.list_messages)
         add("POST", "/channels/{channel_id}/messages", self.create_message)
         add("GET", "/channels/{channel_id}/messages/{message_id}", self.get_message)
@@ -179,6 +183,8 @@ class RestApi:
             try:
                 return await route.handler(rest_request)
             except DiscordHTTPError as error:
+                if isinstance(error, FakeNotImplemented):
+                    self.state.unhandled_requests.append(entry)
                 return json_response(error.body(), error.status, bucket=bucket)
         self.state.unhandled_requests.append(entry)
         return json_response({"message": "404: Not Found", "code": 0}, 404)
@@ -288,6 +294,21 @@ class RestApi:
     async def get_channel(self, req: RestRequest) -> web.Response:
         return json_response(self.state.channel_payload(req.int_param("channel_id")))
 
+    async def edit_channel(self, req: RestRequest) -> web.Response:
+        state = self.state
+        channel = state.get_channel(req.int_param("channel_id"))
+        state.edit_channel(channel, req.body, actor_id=state.bot.id)
+        await state.channel_updated(channel)
+        return json_response(state.channel_payload(channel.id))
+
+    async def create_dm(self, req: RestRequest) -> web.Response:
+        try:
+            recipient_id = int(req.body["recipient_id"])
+        except (KeyError, TypeError, ValueError):
+            raise form_error("recipient_id", "This field is required") from None
+        channel = self.state.open_dm(self.state.get_user(recipient_id).id)
+        return json_response(self.state.channel_payload(channel.id))
+
     async def typing(self, req: RestRequest) -> web.Response:
         channel = self.state.get_channel(req.int_param("channel_id"))
         self.state.typing.append((channel.id, self.state.bot.id))
@@ -328,6 +349,11 @@ class RestApi:
             if previous is not None and time.monotonic() - previous[1] < NONCE_WINDOW_S:
                 # Discord returns the message created earlier with this nonce.
                 return json_response(state.message_payload(state.messages[previous[0]]))
+        if channel.recipient_id is not None:
+            recipient = state.get_user(channel.recipient_id)
+            if recipient.bot or not recipient.accepts_dms:
+                raise DiscordHTTPError(403, CANNOT_DM_USER, "Cannot send messages to this user")
+        unarchive = state.check_thread_post(channel, state.bot.id)
         message = Message(
             id=state.snowflake(),
             channel_id=channel.id,
@@ -341,6 +367,8 @@ class RestApi:
             if message.message_reference is not None:
                 message.type = MSG_REPLY
         self.writer.apply(message, payload, req.files, editing=False, allowed_flags=SENDABLE_FLAGS)
+        if unarchive:
+            await state.unarchive_thread(channel)
         await state.add_message(message)
         if nonce:
             state.nonces[nonce_key] = (message.id, time.monotonic())
@@ -360,16 +388,14 @@ class RestApi:
                     "message_reference", "Unknown message", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE"
                 )
             return None
-        return {
-            "type": 0,
-            "message_id": str(target.id),
-            "channel_id": str(target.channel_id),
-            "guild_id": str(channel.guild_id),
-        }
+        return message_reference(target)
 
     async def edit_message(self, req: RestRequest) -> web.Response:
         message = self.state.get_channel_message(
             req.int_param("channel_id"), req.int_param("message_id")
+        )
+        self.state.check_thread_active(
+            self.state.get_channel(message.channel_id), self.state.bot.id
         )
         payload = req.body
         if message.author_id != self.state.bot.id and (set(payload) - {"flags"} or req.files):
@@ -403,12 +429,18 @@ class RestApi:
         message = self.state.get_channel_message(
             req.int_param("channel_id"), req.int_param("message_id")
         )
+        self.state.check_thread_active(
+            self.state.get_channel(message.channel_id), self.state.bot.id
+        )
         message.reactions.setdefault(req.params["emoji"], set()).add(self.state.bot.id)
         return empty_response()
 
     async def remove_reaction(self, req: RestRequest) -> web.Response:
         message = self.state.get_channel_message(
             req.int_param("channel_id"), req.int_param("message_id")
+        )
+        self.state.check_thread_active(
+            self.state.get_channel(message.channel_id), self.state.bot.id
         )
         message.reactions.get(req.params["emoji"], set()).discard(self.state.bot.id)
         return empty_response()
@@ -604,7 +636,8 @@ class RestApi:
             "id": str(it.id),
             "type": it.type,
             "user": state.user_payload(it.user_id),
-            "authorizing_integration_owners": {"0": str(it.guild_id)},
+            # Guild installs: the guild's id, or "0" in the bot's DMs.
+            "authorizing_integration_owners": {"0": str(it.guild_id or 0)},
         }
         legacy: JSON | None = None
         if it.type == INTERACTION_APPLICATION_COMMAND:
@@ -656,6 +689,9 @@ class RestApi:
     async def create_followup(self, req: RestRequest) -> web.Response:
         state = self.state
         it = self._webhook_interaction(req)
+        channel = state.get_channel(it.channel_id)
+        if state.check_thread_post(channel, state.bot.id):
+            await state.unarchive_thread(channel)
         original = it.original
         if original is not None and original.loading and it.callbacks[0].type == 5:
             # Discord: the first followup after a deferral replaces the "thinking" message,
@@ -686,6 +722,9 @@ class RestApi:
 
     async def edit_webhook_message(self, req: RestRequest) -> web.Response:
         _, message = self._webhook_message(req)
+        self.state.check_thread_active(
+            self.state.get_channel(message.channel_id), self.state.bot.id
+        )
         await self.edit(message, req.body, req.files)
         return json_response(self.state.message_payload(message))
 
@@ -693,6 +732,18 @@ class RestApi:
         _, message = self._webhook_message(req)
         await self.state.delete_message(message)
         return empty_response()
+
+
+def message_reference(target: Message) -> JSON:
+    """A reply reference to ``target`` (no ``guild_id`` in DMs)."""
+    reference: JSON = {
+        "type": 0,
+        "message_id": str(target.id),
+        "channel_id": str(target.channel_id),
+    }
+    if target.guild_id is not None:
+        reference["guild_id"] = str(target.guild_id)
+    return reference
 
 
 def command_path_name(data: JSON) -> str:

@@ -18,7 +18,11 @@ from tests.fakes.common import LoopbackServer, serve_on_loopback
 
 from ._util import (
     ADMINISTRATOR,
+    CHANNEL_PRIVATE_THREAD,
+    CHANNEL_PUBLIC_THREAD,
     CHANNEL_TEXT,
+    CONTEXT_BOT_DM,
+    CONTEXT_GUILD,
     DEFAULT_ATTACHMENT_SIZE_LIMIT,
     DEFAULT_BOT_PERMISSIONS,
     INTENT_GUILD_MEMBERS,
@@ -30,6 +34,7 @@ from ._util import (
     MSG_DEFAULT,
     MSG_REPLY,
     PRIVILEGED_INTENTS,
+    DiscordHTTPError,
 )
 from .gateway import GatewayServer
 from .models import (
@@ -43,7 +48,7 @@ from .models import (
     Upload,
     User,
 )
-from .rest import RestApi
+from .rest import RestApi, message_reference
 from .state import DiscordState
 
 T = TypeVar("T")
@@ -222,6 +227,92 @@ class FakeDiscord(LoopbackServer):
         self._broadcast("GUILD_MEMBER_ADD", lambda i: payload if i & INTENT_GUILD_MEMBERS else None)
         return user
 
+    def add_thread(
+        self,
+        channel_id: int | Channel,
+        name: str,
+        *,
+        owner_id: int | User | None = None,
+        message: int | Message | None = None,
+        private: bool = False,
+        archived: bool = False,
+        locked: bool = False,
+        auto_archive_duration: int = 1440,
+    ) -> Channel:
+        """A thread a member started in a text channel (THREAD_CREATE is dispatched).
+
+        ``message`` starts a public thread from that message (the thread gets its id, like on
+        Discord); otherwise a public (or ``private``) standalone thread. ``owner_id`` defaults
+        to the guild owner. The bot is not a member of it.
+        """
+        state = self._state
+        parent = state.get_channel(_id(channel_id))
+        if parent.type != CHANNEL_TEXT or parent.guild_id is None:
+            raise ValueError("threads can only be started in guild text channels")
+        guild = state.get_guild(parent.guild_id)
+        owner = guild.owner_id if owner_id is None else _id(owner_id)
+        state.get_member(guild.id, owner)
+        starter = None
+        if message is not None:
+            starter = self._live_message(_id(message))
+            if starter.channel_id != parent.id or starter.thread_id is not None:
+                raise ValueError(f"message {starter.id} cannot start a thread in {parent.id}")
+        thread = Channel(
+            id=starter.id if starter is not None else state.snowflake(),
+            guild_id=guild.id,
+            name=name,
+            type=CHANNEL_PRIVATE_THREAD if private and starter is None else CHANNEL_PUBLIC_THREAD,
+            parent_id=parent.id,
+            owner_id=owner,
+            auto_archive_duration=auto_archive_duration,
+            archived=archived,
+            locked=locked,
+        )
+        state.channels[thread.id] = thread
+        state.channel_messages[thread.id] = []
+        if starter is not None:
+            starter.thread_id = thread.id
+        if self._gateway.live_sessions() and not archived:
+            state.spawn(state.add_thread(thread, bot_is_member=False))
+        state.changed()
+        return thread
+
+    def open_dm(self, user_id: int | User) -> Channel:
+        """The DM channel between the bot and a user (created once; ``POST /users/@me/channels``
+        returns the same one). Use it with ``post_user_message``/``invoke_slash``/... ."""
+        channel = self._state.open_dm(_id(user_id))
+        self._state.changed()
+        return channel
+
+    def set_accepts_dms(self, user_id: int | User, accepts: bool) -> None:
+        """``False``: the bot's messages to this user's DM fail with 403 50007, as when a user
+        disabled DMs from server members or blocked the bot."""
+        self._state.get_user(_id(user_id)).accepts_dms = accepts
+
+    def set_member_roles(
+        self, guild_id: int | Guild, user_id: int | User, roles: Sequence[int | Role]
+    ) -> Member:
+        """Replace a member's roles (like a moderator would); later interactions report the new
+        roles and permissions. GUILD_MEMBER_UPDATE is dispatched to sessions with the
+        GUILD_MEMBERS intent (and always when the member is the bot, as Discord does).
+        A ``permissions`` override given to ``add_member`` keeps winning over roles."""
+        state = self._state
+        gid, uid = _id(guild_id), _id(user_id)
+        guild = state.get_guild(gid)
+        member = state.get_member(gid, uid)
+        role_ids = [_id(r) for r in roles]
+        unknown = [r for r in role_ids if r not in guild.roles or r == gid]
+        if unknown:
+            raise LookupError(f"{unknown} are not assignable roles of guild {gid}")
+        member.roles = list(dict.fromkeys(role_ids))
+        payload = {**state.member_payload(gid, uid), "guild_id": str(gid)}
+        is_bot = uid == state.bot.id
+        self._broadcast(
+            "GUILD_MEMBER_UPDATE",
+            lambda i: payload if is_bot or i & INTENT_GUILD_MEMBERS else None,
+        )
+        return member
+
     def _broadcast(self, event: str, data: Callable[[int], JSON | None]) -> None:
         if self._gateway.live_sessions():
             self._state.spawn(self._gateway.dispatch(event, data))
@@ -231,8 +322,28 @@ class FakeDiscord(LoopbackServer):
     def guild(self, guild_id: int) -> Guild:
         return self._state.get_guild(guild_id)
 
-    def channel(self, channel_id: int) -> Channel:
-        return self._state.get_channel(channel_id)
+    def channel(self, channel_id: int | Channel) -> Channel:
+        """A channel, thread or DM as the fake stores it now (``name``, ``archived``, ``locked``,
+        ``nsfw``, ``topic``, ``rate_limit_per_user``, ...)."""
+        return self._state.get_channel(_id(channel_id))
+
+    def dm_channel(self, user_id: int | User) -> Channel | None:
+        """The DM channel between the bot and a user, if either side opened one."""
+        channel_id = self._state.dm_channels.get(_id(user_id))
+        return None if channel_id is None else self._state.channels[channel_id]
+
+    async def edit_channel(self, channel_id: int | Channel, **changes: Any) -> Channel:
+        """Edit a channel or thread as a moderator in the Discord client would, e.g.
+        ``await fake.edit_channel(thread, archived=True, locked=True)``; takes the fields of
+        ``PATCH /channels/{id}`` and dispatches THREAD_UPDATE / CHANNEL_UPDATE."""
+        state = self._state
+        channel = state.get_channel(_id(channel_id))
+        try:
+            state.edit_channel(channel, changes, actor_id=None)
+        except DiscordHTTPError as error:
+            raise ValueError(error.message) from None
+        await state.channel_updated(channel)
+        return channel
 
     def threads(self, parent_id: int | None = None) -> list[Channel]:
         return [
@@ -358,11 +469,15 @@ class FakeDiscord(LoopbackServer):
         *,
         subcommand: str | Sequence[str] | None = None,
         locale: str = "en-US",
+        ignore_default_permissions: bool = False,
     ) -> InteractionHandle:
         """Run ``/command`` as a user. Sub-commands: ``"flux pro"`` or ``subcommand=("pro",)``.
 
         The data is built from the *registered* command; unknown/missing-required options,
-        values outside ``choices`` and users lacking ``default_member_permissions`` raise.
+        values outside ``choices``, users lacking ``default_member_permissions`` and commands
+        unavailable in the channel (DM, age-restricted, archived thread) raise.
+        ``ignore_default_permissions=True`` acts as if a server admin had granted the user the
+        command under Server Settings → Integrations, so the bot's own run-time check is tested.
         """
         uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
         path = command.split()
@@ -370,8 +485,9 @@ class FakeDiscord(LoopbackServer):
             path += subcommand.split()
         elif subcommand is not None:
             path += list(subcommand)
-        registered = self._state.find_command(path[0], channel.guild_id, 1)
-        self._check_can_use(registered, channel.guild_id, uid)
+        registered = self._usable_command(
+            path[0], channel, uid, 1, ignore_default_permissions=ignore_default_permissions
+        )
         chain: list[JSON] = []
         definitions: list[JSON] = registered.get("options", [])
         for name in path[1:]:
@@ -404,12 +520,15 @@ class FakeDiscord(LoopbackServer):
         channel_id: int | Channel,
         name: str,
         target_message_id: int | Message,
+        *,
+        ignore_default_permissions: bool = False,
     ) -> InteractionHandle:
         """Run a message context-menu command (type 3) on ``target_message_id``."""
         uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
         target = self._live_message(_id(target_message_id))
-        registered = self._state.find_command(name, channel.guild_id, 3)
-        self._check_can_use(registered, channel.guild_id, uid)
+        registered = self._usable_command(
+            name, channel, uid, 3, ignore_default_permissions=ignore_default_permissions
+        )
         data: JSON = {
             "id": registered["id"],
             "name": registered["name"],
@@ -422,12 +541,19 @@ class FakeDiscord(LoopbackServer):
         return await self._interact(INTERACTION_APPLICATION_COMMAND, uid, channel, data)
 
     async def invoke_user_command(
-        self, user_id: int | User, channel_id: int | Channel, name: str, target_user_id: int | User
+        self,
+        user_id: int | User,
+        channel_id: int | Channel,
+        name: str,
+        target_user_id: int | User,
+        *,
+        ignore_default_permissions: bool = False,
     ) -> InteractionHandle:
         """Run a user context-menu command (type 2) on ``target_user_id``."""
         uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
-        registered = self._state.find_command(name, channel.guild_id, 2)
-        self._check_can_use(registered, channel.guild_id, uid)
+        registered = self._usable_command(
+            name, channel, uid, 2, ignore_default_permissions=ignore_default_permissions
+        )
         resolved: JSON = {}
         target = self._resolve_user(_id(target_user_id), resolved, channel.guild_id)
         data: JSON = {
@@ -531,14 +657,28 @@ class FakeDiscord(LoopbackServer):
         reply_ping: bool = True,
         embeds: Sequence[JSON] = (),
     ) -> Message:
-        """A guild member posts a message (MESSAGE_CREATE is dispatched to the bot).
+        """A guild member (or the DM's recipient) posts a message; MESSAGE_CREATE is dispatched.
 
         ``mention_bot`` prepends ``<@bot>`` unless already present; replies ping the replied-to
-        author unless ``reply_ping=False`` (like the Discord client's toggle).
+        author unless ``reply_ping=False`` (like the Discord client's toggle). In threads:
+        posting un-archives an archived thread; a locked thread raises ``PermissionError``
+        unless the user has MANAGE_THREADS (and a locked archived thread always does).
         """
         state = self._state
         uid, channel = _id(user_id), state.get_channel(_id(channel_id))
-        state.get_member(channel.guild_id, uid)
+        await state.drain()  # deliver earlier world-setup events first
+        unarchive = False
+        if channel.guild_id is None:
+            if channel.recipient_id != uid:
+                raise PermissionError(f"user {uid} is not the recipient of DM {channel.id}")
+        else:
+            state.get_member(channel.guild_id, uid)
+            try:
+                unarchive = state.check_thread_post(channel, uid)
+            except DiscordHTTPError as error:
+                raise PermissionError(
+                    f"user {uid} cannot post in thread {channel.id}: {error.message}"
+                ) from None
         mention = f"<@{state.bot.id}>"
         if mention_bot and mention not in content and f"<@!{state.bot.id}>" not in content:
             content = f"{mention} {content}".strip()
@@ -555,17 +695,16 @@ class FakeDiscord(LoopbackServer):
         reply_author = None
         if reply_to is not None:
             target = self._live_message(_id(reply_to))
+            if target.channel_id != channel.id:
+                raise ValueError(f"message {target.id} is not in channel {channel.id}")
             message.type = MSG_REPLY
-            message.message_reference = {
-                "type": 0,
-                "message_id": str(target.id),
-                "channel_id": str(target.channel_id),
-                "guild_id": str(channel.guild_id),
-            }
+            message.message_reference = message_reference(target)
             reply_author = target.author_id if reply_ping and target.author_id != uid else None
         message.mentions, message.mention_roles = state.resolve_mentions(
             content, None, reply_author
         )
+        if unarchive:
+            await state.unarchive_thread(channel)
         return await state.add_message(message)
 
     async def delete_message(self, message_id: int | Message) -> None:
@@ -592,19 +731,82 @@ class FakeDiscord(LoopbackServer):
             raise ValueError(f"component {custom_id!r} is disabled")
         return component
 
-    def _check_can_use(self, command: JSON, guild_id: int, user_id: int) -> None:
-        self._state.get_member(guild_id, user_id)
+    def _usable_command(
+        self,
+        name: str,
+        channel: Channel,
+        user_id: int,
+        type_: int,
+        *,
+        ignore_default_permissions: bool,
+    ) -> JSON:
+        """The registered command, if the Discord client would offer it to this user here."""
+        state = self._state
+        if channel.guild_id is None:
+            try:
+                command = state.find_command(name, None, type_)
+            except LookupError:
+                in_guilds = [
+                    g
+                    for g, cmds in state.guild_commands.items()
+                    if any(c["name"] == name for c in cmds)
+                ]
+                if not in_guilds:
+                    raise
+                raise PermissionError(
+                    f"{name!r} is registered only in guilds {in_guilds}; guild commands are "
+                    "never available in DMs (sync it globally)"
+                ) from None
+        else:
+            command = state.find_command(name, channel.guild_id, type_)
+        self._check_can_use(
+            command, channel, user_id, ignore_default_permissions=ignore_default_permissions
+        )
+        return command
+
+    def _check_can_use(
+        self,
+        command: JSON,
+        channel: Channel,
+        user_id: int,
+        *,
+        ignore_default_permissions: bool = False,
+    ) -> None:
+        state, name = self._state, command["name"]
         contexts = command.get("contexts")
-        if contexts is not None and 0 not in contexts:
-            raise PermissionError(f"/{command['name']} is not available in guilds")
+        if channel.guild_id is None:
+            # The bot's DM: ``contexts`` decides (legacy ``dm_permission`` when it is null);
+            # ``default_member_permissions`` only restricts use inside guilds.
+            if channel.recipient_id != user_id:
+                raise PermissionError(f"user {user_id} is not the recipient of DM {channel.id}")
+            if contexts is not None:
+                allowed = CONTEXT_BOT_DM in contexts
+            else:
+                allowed = command.get("dm_permission") is not False
+            if not allowed:
+                raise PermissionError(f"{name!r} is guild-only: Discord hides it in DMs")
+            if 0 not in (command.get("integration_types") or [0]):
+                raise PermissionError(f"{name!r} is not available to guild installs")
+            return
+        state.get_member(channel.guild_id, user_id)
+        if contexts is not None and CONTEXT_GUILD not in contexts:
+            raise PermissionError(f"{name!r} is not available in guilds")
+        if command.get("nsfw") and not self._is_nsfw(channel):
+            raise PermissionError(f"{name!r} is age-restricted and channel {channel.id} is not")
         required = command.get("default_member_permissions")
-        if required is not None:
-            have = self._state.permissions(guild_id, user_id)
+        if required is not None and not ignore_default_permissions:
+            have = state.permissions(channel.guild_id, user_id)
             if not have & ADMINISTRATOR and have & int(required) != int(required):
                 raise PermissionError(
                     f"user {user_id} lacks default_member_permissions {required} for "
-                    f"/{command['name']} (Discord would not show it)"
+                    f"{name!r} (Discord would not show it)"
                 )
+
+    def _is_nsfw(self, channel: Channel) -> bool:
+        """Age-restricted: the channel's flag; threads inherit their parent's."""
+        if channel.is_thread and channel.parent_id is not None:
+            return self._state.get_channel(channel.parent_id).nsfw
+        return channel.nsfw
 
     def _build_options(
         self,
@@ -683,26 +885,25 @@ class FakeDiscord(LoopbackServer):
             raise ValueError(f"option {name!r}={result!r} is not one of the choices {choices}")
         return result
 
-    def _resolve_user(self, user_id: int, resolved: JSON, guild_id: int) -> str:
+    def _resolve_user(self, user_id: int, resolved: JSON, guild_id: int | None) -> str:
         state = self._state
         resolved.setdefault("users", {})[str(user_id)] = state.user_payload(user_id)
-        if user_id in state.get_guild(guild_id).members:
+        if guild_id is not None and user_id in state.get_guild(guild_id).members:
             member = state.member_payload(guild_id, user_id, with_user=False, with_permissions=True)
             resolved.setdefault("members", {})[str(user_id)] = member
         return str(user_id)
 
-    def _resolve_snowflake(self, snowflake: int, resolved: JSON, guild_id: int) -> str:
+    def _resolve_snowflake(self, snowflake: int, resolved: JSON, guild_id: int | None) -> str:
         state = self._state
-        guild = state.get_guild(guild_id)
+        guild = None if guild_id is None else state.get_guild(guild_id)
         if snowflake in state.users:
             self._resolve_user(snowflake, resolved, guild_id)
             return "user"
-        if snowflake in guild.roles:
+        if guild is not None and snowflake in guild.roles:
             resolved.setdefault("roles", {})[str(snowflake)] = guild.roles[snowflake].to_payload()
             return "role"
         if snowflake in state.channels:
-            channel = state.channel_payload(snowflake)
-            channel["permissions"] = str(state.permissions(guild_id, state.bot.id))
+            channel = state.channel_payload(snowflake, for_user=state.bot.id)
             resolved.setdefault("channels", {})[str(snowflake)] = channel
             return "channel"
         raise LookupError(f"{snowflake} is not a known user, role or channel")
@@ -757,8 +958,8 @@ class FakeDiscord(LoopbackServer):
     ) -> InteractionHandle:
         state = self._state
         await self.wait_until_connected()
+        await state.drain()  # deliver earlier world-setup events (roles, members) first
         guild_id = channel.guild_id
-        state.get_member(guild_id, user_id)
         interaction_id = state.snowflake()
         token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
         payload: JSON = {
@@ -766,22 +967,38 @@ class FakeDiscord(LoopbackServer):
             "application_id": str(state.application_id),
             "type": type_,
             "data": data,
-            "guild_id": str(guild_id),
-            "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
             "channel_id": str(channel.id),
             "channel": state.channel_payload(channel.id, for_user=user_id),
-            "member": state.member_payload(guild_id, user_id, with_permissions=True),
             "token": token,
             "version": 1,
-            "app_permissions": str(state.permissions(guild_id, state.bot.id)),
+            "app_permissions": str(state.channel_permissions(channel, state.bot.id)),
             "locale": locale,
-            "guild_locale": "en-US",
             "entitlements": [],
             "entitlement_sku_ids": [],
-            "authorizing_integration_owners": {"0": str(guild_id)},
-            "context": 0,
             "attachment_size_limit": state.attachment_size_limit,
         }
+        if guild_id is None:
+            if channel.recipient_id != user_id:
+                raise PermissionError(f"user {user_id} is not the recipient of DM {channel.id}")
+            payload.update(
+                user=state.user_payload(user_id),
+                authorizing_integration_owners={"0": "0"},
+                context=CONTEXT_BOT_DM,
+            )
+        else:
+            state.get_member(guild_id, user_id)
+            if channel.is_thread and channel.archived:
+                raise PermissionError(
+                    f"thread {channel.id} is archived: Discord users cannot interact in it"
+                )
+            payload.update(
+                guild_id=str(guild_id),
+                guild={"id": str(guild_id), "locale": "en-US", "features": []},
+                member=state.member_payload(guild_id, user_id, with_permissions=True),
+                guild_locale="en-US",
+                authorizing_integration_owners={"0": str(guild_id)},
+                context=CONTEXT_GUILD,
+            )
         if source is not None:
             payload["message"] = state.message_payload(source)
         handle = InteractionHandle(

@@ -17,21 +17,33 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._util import (
+    CHANNEL_DM,
+    CHANNEL_PRIVATE_THREAD,
     CHANNEL_TEXT,
     DEFAULT_ATTACHMENT_SIZE_LIMIT,
     DEFAULT_EVERYONE_PERMISSIONS,
+    DM_PERMISSIONS,
+    INTENT_DIRECT_MESSAGES,
     INTENT_GUILD_MEMBERS,
     INTENT_GUILD_MESSAGES,
     INTENT_GUILDS,
     INTENT_MESSAGE_CONTENT,
     JSON,
+    MANAGE_THREADS,
+    MISSING_PERMISSIONS,
+    THREAD_ARCHIVED,
+    THREAD_LOCKED,
     UNKNOWN_CHANNEL,
     UNKNOWN_GUILD,
     UNKNOWN_MEMBER,
     UNKNOWN_MESSAGE,
     UNKNOWN_USER,
+    WRONG_CHANNEL_TYPE,
+    DiscordHTTPError,
+    FakeNotImplemented,
     SnowflakeFactory,
     compute_permissions,
+    form_error,
     guess_content_type,
     image_size,
     iso,
@@ -58,6 +70,23 @@ T = TypeVar("T")
 
 USER_MENTION = re.compile(r"<@!?(\d+)>")
 ROLE_MENTION = re.compile(r"<@&(\d+)>")
+ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
+#: Fields ``PATCH /channels/{id}`` accepts, per kind of channel.
+THREAD_EDIT_FIELDS = {
+    "name",
+    "archived",
+    "locked",
+    "invitable",
+    "auto_archive_duration",
+    "rate_limit_per_user",
+}
+TEXT_CHANNEL_EDIT_FIELDS = {
+    "name",
+    "topic",
+    "nsfw",
+    "rate_limit_per_user",
+    "default_auto_archive_duration",
+}
 
 
 class DiscordState:
@@ -85,6 +114,8 @@ class DiscordState:
         self.channels: dict[int, Channel] = {}
         self.messages: dict[int, Message] = {}
         self.channel_messages: dict[int, list[int]] = {}
+        #: user id -> id of the bot's DM channel with that user.
+        self.dm_channels: dict[int, int] = {}
         self.attachments: dict[int, Attachment] = {}
         self.global_commands: list[JSON] = []
         self.guild_commands: dict[int, list[JSON]] = {}
@@ -206,6 +237,137 @@ class DiscordState:
         ]
         return compute_permissions(everyone, roles, is_owner=guild.owner_id == user_id)
 
+    def channel_permissions(self, channel: Channel, user_id: int) -> int:
+        """A user's permissions in a channel (no overwrites: the guild-level value; DMs: fixed)."""
+        if channel.guild_id is None:
+            return DM_PERMISSIONS
+        return self.permissions(channel.guild_id, user_id)
+
+    def can_manage_threads(self, channel: Channel, user_id: int) -> bool:
+        return bool(self.channel_permissions(channel, user_id) & MANAGE_THREADS)
+
+    # ------------------------------------------------------------------ threads
+    def check_thread_post(self, channel: Channel, user_id: int) -> bool:
+        """Whether ``user_id`` may post in ``channel`` (raises like Discord if not).
+
+        Returns True when the post un-archives the thread: posting to an archived thread
+        un-archives it unless it is locked; a locked thread takes posts only from members with
+        MANAGE_THREADS, and a locked *archived* thread from nobody.
+        """
+        if not channel.is_thread:
+            return False
+        if channel.locked and not self.can_manage_threads(channel, user_id):
+            raise DiscordHTTPError(403, THREAD_LOCKED, "Thread is locked")
+        if channel.archived:
+            if channel.locked:
+                raise DiscordHTTPError(400, THREAD_ARCHIVED, "Thread is archived")
+            return True
+        return False
+
+    def check_thread_active(self, channel: Channel, user_id: int) -> None:
+        """Edits and reactions: refused in archived threads, and in locked ones for non-mods."""
+        if not channel.is_thread:
+            return
+        if channel.archived:
+            raise DiscordHTTPError(400, THREAD_ARCHIVED, "Thread is archived")
+        if channel.locked and not self.can_manage_threads(channel, user_id):
+            raise DiscordHTTPError(403, THREAD_LOCKED, "Thread is locked")
+
+    async def unarchive_thread(self, thread: Channel) -> None:
+        thread.archived = False
+        thread.archive_timestamp = utcnow()
+        await self.channel_updated(thread)
+
+    def edit_channel(self, channel: Channel, changes: JSON, *, actor_id: int | None) -> None:
+        """Validate and apply a ``PATCH /channels/{id}`` body like Discord.
+
+        ``actor_id`` is whoever edits (the bot, for REST calls); ``None`` is a moderator acting
+        in the Discord client, for whom the permission rules are skipped.
+        """
+        if channel.is_dm:
+            raise DiscordHTTPError(400, WRONG_CHANNEL_TYPE, "Cannot execute action on a DM channel")
+        allowed = THREAD_EDIT_FIELDS if channel.is_thread else TEXT_CHANNEL_EDIT_FIELDS
+        unsupported = sorted(set(changes) - allowed)
+        if unsupported:
+            kind = "thread" if channel.is_thread else "text channel"
+            raise FakeNotImplemented(f"editing {unsupported} of a {kind}")
+        self._validate_channel_edit(changes)
+        if "invitable" in changes and channel.type != CHANNEL_PRIVATE_THREAD:
+            raise form_error("invitable", "Only private threads can be invitable")
+        if channel.is_thread and actor_id is not None:
+            self._check_thread_edit(channel, changes, actor_id)
+        for key in ("name", "topic", "nsfw", "rate_limit_per_user", "locked", "invitable"):
+            if key in changes:
+                setattr(channel, key, changes[key])
+        if "default_auto_archive_duration" in changes:
+            channel.default_auto_archive_duration = int(changes["default_auto_archive_duration"])
+        if "auto_archive_duration" in changes:
+            channel.auto_archive_duration = int(changes["auto_archive_duration"])
+            channel.archive_timestamp = utcnow()
+        if "archived" in changes and bool(changes["archived"]) != channel.archived:
+            channel.archived = bool(changes["archived"])
+            channel.archive_timestamp = utcnow()
+
+    @staticmethod
+    def _validate_channel_edit(changes: JSON) -> None:
+        name = changes.get("name", "x")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise form_error("name", "Must be between 1 and 100 in length.")
+        topic = changes.get("topic")
+        if topic is not None and (not isinstance(topic, str) or len(topic) > 1024):
+            raise form_error("topic", "Must be 1024 or fewer in length.")
+        for key in ("nsfw", "archived", "locked", "invitable"):
+            if key in changes and not isinstance(changes[key], bool):
+                raise form_error(key, "Must be a boolean.")
+        slowmode = changes.get("rate_limit_per_user", 0)
+        if (
+            isinstance(slowmode, bool)
+            or not isinstance(slowmode, int)
+            or not 0 <= slowmode <= 21600
+        ):
+            raise form_error("rate_limit_per_user", "Must be between 0 and 21600.")
+        for key in ("auto_archive_duration", "default_auto_archive_duration"):
+            if key in changes and changes[key] not in ARCHIVE_DURATIONS:
+                raise form_error(key, f"Must be one of {ARCHIVE_DURATIONS}.")
+
+    def _check_thread_edit(self, thread: Channel, changes: JSON, actor_id: int) -> None:
+        # https://discord.com/developers/docs/topics/threads#editing-deleting-threads
+        if thread.archived and changes.get("archived") is not False:
+            raise DiscordHTTPError(400, THREAD_ARCHIVED, "Thread is archived")
+        moderator = self.can_manage_threads(thread, actor_id)
+        creator = thread.owner_id == actor_id
+        missing = DiscordHTTPError(403, MISSING_PERMISSIONS, "Missing Permissions")
+        if {"locked", "rate_limit_per_user", "invitable"} & set(changes) and not moderator:
+            raise missing
+        if {"name", "archived", "auto_archive_duration"} & set(changes) and not (
+            moderator or creator
+        ):
+            raise missing
+
+    async def channel_updated(self, channel: Channel) -> None:
+        """Dispatch THREAD_UPDATE (threads) or CHANNEL_UPDATE (channels)."""
+        payload = channel.to_payload()
+        event = "THREAD_UPDATE" if channel.is_thread else "CHANNEL_UPDATE"
+        await self.gateway.dispatch(event, lambda i: payload if i & INTENT_GUILDS else None)
+        await self.notify()
+
+    # ------------------------------------------------------------------ direct messages
+    def open_dm(self, user_id: int) -> Channel:
+        """The bot's DM channel with a user, created on first use (ids are stable)."""
+        user = self.get_user(user_id)
+        if user.id == self.bot.id:
+            raise form_error("recipient_id", "Cannot open a DM with yourself")
+        channel_id = self.dm_channels.get(user.id)
+        if channel_id is not None:
+            return self.channels[channel_id]
+        channel = Channel(
+            id=self.snowflake(), guild_id=None, name="", type=CHANNEL_DM, recipient_id=user.id
+        )
+        self.channels[channel.id] = channel
+        self.channel_messages[channel.id] = []
+        self.dm_channels[user.id] = channel.id
+        return channel
+
     # ------------------------------------------------------------------ setup helpers
     def new_guild(self, name: str, owner_id: int | None) -> Guild:
         guild_id = self.snowflake()
@@ -309,8 +471,10 @@ class DiscordState:
     def channel_payload(self, channel_id: int, *, for_user: int | None = None) -> JSON:
         channel = self.get_channel(channel_id)
         payload = channel.to_payload()
+        if channel.recipient_id is not None:
+            payload["recipients"] = [self.user_payload(channel.recipient_id)]
         if for_user is not None:
-            payload["permissions"] = str(self.permissions(channel.guild_id, for_user))
+            payload["permissions"] = str(self.channel_permissions(channel, for_user))
         return payload
 
     def guild_create_payload(self, guild: Guild, intents: int) -> JSON:
@@ -432,10 +596,11 @@ class DiscordState:
         full = self.message_payload(message, gateway=True)
 
         def view(intents: int) -> JSON | None:
-            if message.guild_id is not None and not intents & INTENT_GUILD_MESSAGES:
+            if not self._message_intent(message.guild_id, intents):
                 return None
             if (
                 intents & INTENT_MESSAGE_CONTENT
+                or message.guild_id is None  # DMs with the bot always carry content
                 or message.author_id == self.bot.id
                 or self.bot.id in message.mentions
             ):
@@ -499,22 +664,28 @@ class DiscordState:
             payload: JSON = {"id": str(message.id), "channel_id": str(message.channel_id)}
             if message.guild_id is not None:
                 payload["guild_id"] = str(message.guild_id)
-            await self.gateway.dispatch("MESSAGE_DELETE", self._for_guild_messages(payload))
+            guild_id = message.guild_id
+            await self.gateway.dispatch(
+                "MESSAGE_DELETE",
+                lambda intents: payload if self._message_intent(guild_id, intents) else None,
+            )
         await self.notify()
 
     @staticmethod
-    def _for_guild_messages(payload: JSON) -> Callable[[int], JSON | None]:
-        return lambda intents: payload if intents & INTENT_GUILD_MESSAGES else None
+    def _message_intent(guild_id: int | None, intents: int) -> bool:
+        """MESSAGE_* events need GUILD_MESSAGES in guilds and DIRECT_MESSAGES in DMs."""
+        return bool(intents & (INTENT_GUILD_MESSAGES if guild_id else INTENT_DIRECT_MESSAGES))
 
-    async def add_thread(self, thread: Channel) -> None:
+    async def add_thread(self, thread: Channel, *, bot_is_member: bool = True) -> None:
         payload = thread.to_payload()
         payload["newly_created"] = True
-        payload["member"] = {
-            "id": str(thread.id),
-            "user_id": str(self.bot.id),
-            "join_timestamp": iso(thread.created_at),
-            "flags": 0,
-        }
+        if bot_is_member:
+            payload["member"] = {
+                "id": str(thread.id),
+                "user_id": str(self.bot.id),
+                "join_timestamp": iso(thread.created_at),
+                "flags": 0,
+            }
         await self.gateway.dispatch(
             "THREAD_CREATE", lambda intents: payload if intents & INTENT_GUILDS else None
         )

@@ -1,0 +1,1 @@
+"""Community servers: moderators' settings, the audit log, approvals and shared threads."""

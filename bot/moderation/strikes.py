@@ -1,0 +1,306 @@
+"""Banned terms per server, strikes for prompts that hit them, and blocks.
+
+A prompt that hits a banned term is refused with a neutral message before anything is
+reserved or sent, and counts as a strike. Strikes escalate at the server's thresholds:
+a warning, then a temporary block, then a block until a moderator lifts it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.community.audit import BOT_ACTOR, AuditEntry, AuditLog
+from bot.community.settings import ServerSettings
+from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermMatcher, validate_pattern
+from bot.storage.db import Database
+from bot.variants import InvalidRequest
+
+REFUSED_TEXT = "This prompt can't be used on this server. Nothing was charged."
+WARNING_TEXT = (
+    "This is a warning: more refused prompts will block you from making images here for a while."
+)
+PROMPT_EXCERPT = 300  # what /mod why shows of a refused prompt
+
+
+class PromptRefused(InvalidRequest):
+    """A banned term: the message is neutral and says what happens to the member next."""
+
+
+class Blocked(InvalidRequest):
+    pass
+
+
+@dataclass(frozen=True)
+class Block:
+    guild_id: int
+    user_id: int
+    until: float | None  # None: until a moderator unblocks
+    reason: str
+    blocked_by: int
+    at: float
+
+    def active(self, now: float) -> bool:
+        return self.until is None or self.until > now
+
+    def describe(self) -> str:
+        if self.until is None:
+            return "You are blocked from making images on this server."
+        return f"You are blocked from making images on this server until <t:{int(self.until)}:f>."
+
+
+@dataclass(frozen=True)
+class Strike:
+    at: float
+    term: str
+    prompt: str
+    cleared: bool
+
+
+class Moderation:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        *,
+        settings: Callable[[int], ServerSettings],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._settings = settings
+        self._clock = clock
+        self._terms: dict[int, list[tuple[int, BannedTerm]]] = {}
+        self._matchers: dict[int, TermMatcher] = {}
+        self._blocks: dict[tuple[int, int], Block] = {}
+
+    async def load(self) -> None:
+        self._terms.clear()
+        self._matchers.clear()
+        for row in await self._db.fetch_all("SELECT * FROM banned_terms ORDER BY id"):
+            term = BannedTerm(row["pattern"], bool(row["is_regex"]), "server")
+            self._terms.setdefault(row["guild_id"], []).append((row["id"], term))
+        self._blocks = {
+            (row["guild_id"], row["user_id"]): _block(row)
+            for row in await self._db.fetch_all("SELECT * FROM blocks")
+        }
+
+    # ----------------------------------------------------------------- terms
+    def server_terms(self, guild_id: int) -> list[BannedTerm]:
+        return [term for _, term in self._terms.get(guild_id, [])]
+
+    def matcher(self, guild_id: int) -> TermMatcher:
+        matcher = self._matchers.get(guild_id)
+        if matcher is None:
+            matcher = TermMatcher((*DEFAULT_TERMS, *self.server_terms(guild_id)))
+            self._matchers[guild_id] = matcher
+        return matcher
+
+    async def add_term(self, guild_id: int, actor_id: int, pattern: str, *, is_regex: bool) -> str:
+        cleaned = validate_pattern(pattern, is_regex=is_regex)
+        if any(
+            t.pattern == cleaned and t.is_regex == is_regex for t in self.server_terms(guild_id)
+        ):
+            raise InvalidRequest("That term is already on this server's list.")
+        TermMatcher([BannedTerm(cleaned, is_regex, "server")])  # compiles, or InvalidPattern
+        kind = "regular expression" if is_regex else "term"
+        entry = self._audit.entry(guild_id, actor_id, "banned term added", f"{kind} `{cleaned}`")
+
+        def write(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO banned_terms (guild_id, pattern, is_regex, added_by, added_at)"
+                " VALUES (?,?,?,?,?)",
+                (guild_id, cleaned, int(is_regex), actor_id, entry.at),
+            )
+            self._audit.write(conn, entry)
+            return int(cursor.lastrowid or 0)
+
+        term_id = await self._db.run(write)
+        self._terms.setdefault(guild_id, []).append(
+            (term_id, BannedTerm(cleaned, is_regex, "server"))
+        )
+        self._matchers.pop(guild_id, None)
+        await self._audit.publish(entry)
+        return cleaned
+
+    async def remove_term(self, guild_id: int, actor_id: int, pattern: str) -> None:
+        found = [(i, t) for i, t in self._terms.get(guild_id, []) if t.pattern == pattern.strip()]
+        if not found:
+            raise InvalidRequest(
+                "That term is not on this server's list (the built-in list can't be changed)."
+            )
+        term_id, term = found[0]
+        entry = self._audit.entry(guild_id, actor_id, "banned term removed", f"`{term.pattern}`")
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM banned_terms WHERE id = ?", (term_id,))
+            self._audit.write(conn, entry)
+
+        await self._db.run(write)
+        self._terms[guild_id] = [(i, t) for i, t in self._terms[guild_id] if i != term_id]
+        self._matchers.pop(guild_id, None)
+        await self._audit.publish(entry)
+
+    # ----------------------------------------------------------------- prompts
+    def block_of(self, guild_id: int, user_id: int) -> Block | None:
+        block = self._blocks.get((guild_id, user_id))
+        return block if block is not None and block.active(self._clock()) else None
+
+    def check_blocked(self, guild_id: int, user_id: int) -> None:
+        block = self.block_of(guild_id, user_id)
+        if block is not None:
+            raise Blocked(block.describe())
+
+    async def check_prompt(self, guild_id: int, user_id: int, prompt: str) -> None:
+        """Refuse a prompt that hits a banned term, counting a strike (raises PromptRefused)."""
+        hit = self.matcher(guild_id).first_hit(prompt)
+        if hit is None:
+            return
+        settings = self._settings(guild_id)
+        now = self._clock()
+        label = (
+            hit.term.pattern if hit.term.source == "server" else f"{hit.term.pattern} (built-in)"
+        )
+        entries = [
+            self._audit.entry(
+                guild_id,
+                user_id,
+                "prompt refused",
+                f"hit banned term `{label}` in: {_quote(prompt)}",
+                target_id=user_id,
+            )
+        ]
+
+        def write(conn: sqlite3.Connection) -> tuple[int, Block | None]:
+            conn.execute(
+                "INSERT INTO strikes (guild_id, user_id, at, term, prompt) VALUES (?,?,?,?,?)",
+                (guild_id, user_id, now, label, prompt[:PROMPT_EXCERPT]),
+            )
+            count = conn.execute(
+                "SELECT count(*) FROM strikes WHERE guild_id = ? AND user_id = ? AND cleared = 0",
+                (guild_id, user_id),
+            ).fetchone()[0]
+            block: Block | None = None
+            if count >= settings.strike_block:
+                block = Block(guild_id, user_id, None, f"{count} refused prompts", BOT_ACTOR, now)
+            elif count >= settings.strike_temp_block:
+                until = now + settings.temp_block_hours * 3600
+                block = Block(guild_id, user_id, until, f"{count} refused prompts", BOT_ACTOR, now)
+            if block is not None:
+                _write_block(conn, block)
+                entries.append(_block_entry(self._audit, block))
+            for entry in entries:
+                self._audit.write(conn, entry)
+            return count, block
+
+        count, block = await self._db.run(write)
+        if block is not None:
+            self._blocks[(guild_id, user_id)] = block
+        for entry in entries:
+            await self._audit.publish(entry)
+        if block is not None:
+            raise PromptRefused(f"{REFUSED_TEXT} {block.describe()}")
+        if count >= settings.strike_warn:
+            raise PromptRefused(f"{REFUSED_TEXT} {WARNING_TEXT}")
+        raise PromptRefused(REFUSED_TEXT)
+
+    # ----------------------------------------------------------------- moderators
+    async def block(
+        self, guild_id: int, actor_id: int, user_id: int, *, hours: float | None, reason: str
+    ) -> Block:
+        if hours is not None and not 0 < hours <= 24 * 365:
+            raise InvalidRequest(
+                "A block lasts between a few minutes and a year (or leave hours empty)."
+            )
+        now = self._clock()
+        block = Block(
+            guild_id,
+            user_id,
+            None if hours is None else now + hours * 3600,
+            reason.strip()[:200] or "no reason given",
+            actor_id,
+            now,
+        )
+        entry = _block_entry(self._audit, block)
+
+        def write(conn: sqlite3.Connection) -> None:
+            _write_block(conn, block)
+            self._audit.write(conn, entry)
+
+        await self._db.run(write)
+        self._blocks[(guild_id, user_id)] = block
+        await self._audit.publish(entry)
+        return block
+
+    async def unblock(self, guild_id: int, actor_id: int, user_id: int) -> bool:
+        """Lift a block and clear the member's strikes (they start again from zero)."""
+        entry = self._audit.entry(
+            guild_id, actor_id, "unblocked", f"<@{user_id}>; strikes cleared", target_id=user_id
+        )
+
+        def write(conn: sqlite3.Connection) -> bool:
+            removed = conn.execute(
+                "DELETE FROM blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            ).rowcount
+            cleared = conn.execute(
+                "UPDATE strikes SET cleared = 1 WHERE guild_id = ? AND user_id = ? AND cleared = 0",
+                (guild_id, user_id),
+            ).rowcount
+            if removed or cleared:
+                self._audit.write(conn, entry)
+            return bool(removed or cleared)
+
+        changed = await self._db.run(write)
+        self._blocks.pop((guild_id, user_id), None)
+        if changed:
+            await self._audit.publish(entry)
+        return changed
+
+    async def strikes(self, guild_id: int, user_id: int, limit: int = 10) -> list[Strike]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM strikes WHERE guild_id = ? AND user_id = ? ORDER BY at DESC, id DESC"
+            " LIMIT ?",
+            (guild_id, user_id, limit),
+        )
+        return [Strike(r["at"], r["term"], r["prompt"], bool(r["cleared"])) for r in rows]
+
+    async def active_strike_count(self, guild_id: int, user_id: int) -> int:
+        value = await self._db.fetch_value(
+            "SELECT count(*) FROM strikes WHERE guild_id = ? AND user_id = ? AND cleared = 0",
+            (guild_id, user_id),
+        )
+        return int(value or 0)
+
+
+def _block(row: sqlite3.Row) -> Block:
+    return Block(
+        row["guild_id"], row["user_id"], row["until"], row["reason"], row["blocked_by"], row["at"]
+    )
+
+
+def _write_block(conn: sqlite3.Connection, block: Block) -> None:
+    conn.execute(
+        "INSERT INTO blocks (guild_id, user_id, until, reason, blocked_by, at)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT (guild_id, user_id) DO UPDATE SET"
+        " until = excluded.until, reason = excluded.reason, blocked_by = excluded.blocked_by,"
+        " at = excluded.at",
+        (block.guild_id, block.user_id, block.until, block.reason, block.blocked_by, block.at),
+    )
+
+
+def _block_entry(audit: AuditLog, block: Block) -> AuditEntry:
+    length = "until unblocked" if block.until is None else f"until <t:{int(block.until)}:f>"
+    return audit.entry(
+        block.guild_id,
+        block.blocked_by,
+        "blocked",
+        f"<@{block.user_id}> {length}: {block.reason}",
+        target_id=block.user_id,
+    )
+
+
+def _quote(prompt: str) -> str:
+    text = prompt[:PROMPT_EXCERPT].replace("`", "'")
+    return f"`{text}`" + ("…" if len(prompt) > PROMPT_EXCERPT else "")

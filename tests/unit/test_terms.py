@@ -1,0 +1,377 @@
+"""Banned terms: which prompts are refused and which pass, the moderator-facing refusals of
+bad patterns, and the normal form everything is compared in."""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+
+import pytest
+
+from bot.moderation import (
+    DEFAULT_TERMS,
+    MAX_PATTERN_LENGTH,
+    BannedTerm,
+    InvalidPattern,
+    TermMatcher,
+    normalise,
+    validate_pattern,
+)
+
+ZWJ, ZWSP, SOFT_HYPHEN = "\u200d", "\u200b", "\u00ad"
+CYRILLIC_E = "\u0435"
+
+
+def server(*patterns: str, regex: bool = False) -> list[BannedTerm]:
+    return [BannedTerm(pattern, is_regex=regex, source="server") for pattern in patterns]
+
+
+# What a typical server would run: the built-in list plus a few words of its own, chosen
+# because they hide inside innocent words (cl-ASS-ic, s-CUNT-horpe, the-RAPIST, es-SEX).
+MATCHER = TermMatcher([*DEFAULT_TERMS, *server("ass", "cunt", "rapist", "sex")])
+
+
+def refused_by(prompt: str) -> str | None:
+    hit = MATCHER.first_hit(prompt)
+    return None if hit is None else hit.term.pattern
+
+
+# --- Refused ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "nude",
+        "a NUDE woman on a beach",
+        "NuDe!!!",
+        "nüdé",  # accents
+        f"nud{CYRILLIC_E}",  # Cyrillic look-alike e
+        "ｎｕｄｅ",  # fullwidth
+        "𝐧𝐮𝐝𝐞",  # mathematical bold
+        "ⓝⓤⓓⓔ",  # circled
+        "ɴᴜᴅᴇ",  # small capitals
+        "n\u0336u\u0336d\u0336e\u0336",  # strike-through combining marks
+        "nud3",  # leetspeak
+        "nu" + ZWJ + "de",  # zero-width joiner
+        ZWSP.join("nude"),
+        "nu" + SOFT_HYPHEN + "de",
+        "n u d e",
+        "n.u.d.e",
+        "n-u-d-e",
+        "n_u_d_e",
+        "n . u . d . e",
+        "n.u.d.3",  # spaced and leet
+        "n!u!d!e",  # leet-looking symbols used as separators
+        "n|u|d|e",
+        "a n u d e woman",  # the article is not glued onto the spaced word
+        "nuuuude",
+        "nuude",
+        "nudes",  # plural
+        "nude2",  # digits are not letters, so the word still ends at "e"
+        "nude1",
+        "cat|nude",  # prompt-syntax separator between words
+        "[nude:1.2]",
+    ],
+)
+def test_disguised_spellings_of_a_default_term_are_refused(prompt: str) -> None:
+    assert refused_by(prompt) == "nude"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "child porn",
+        "child   porn",
+        "child-porn",
+        "CHILD_PORN",
+        "childporn",  # no space at all: documented choice, phrases may be written as one word
+        "c h i l d p o r n",
+        "c.h.i.l.d p.o.r.n",
+        "chiiild p0rn",
+    ],
+)
+def test_phrases_allow_flexible_spacing(prompt: str) -> None:
+    assert refused_by(prompt) == "child porn"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "term"),
+    [
+        ("loli", "loli"),
+        ("LOLI", "loli"),
+        ("IoIi", "loli"),  # capital I as a look-alike for l
+        ("1oli", "loli"),  # 1 is leet for both i and l
+        ("l0li", "loli"),
+        ("shota art", "shota"),
+        ("underage nude", "underage nude"),
+        ("hentai", "hentai"),
+        ("n.s.f.w", "nsfw"),
+        ("p0rn0graphy", "pornography"),
+        ("ass", "ass"),
+        ("kick-ass hero", "ass"),
+        ("@ss", "ass"),
+        ("a$$", "ass"),
+        ("a55", "ass"),
+        ("a s s", "ass"),
+        ("asses", "ass"),
+        ("the rapist", "rapist"),
+        ("rapists", "rapist"),
+        ("cunt", "cunt"),
+    ],
+)
+def test_other_terms_are_refused(prompt: str, term: str) -> None:
+    assert refused_by(prompt) == term
+
+
+@pytest.mark.parametrize(
+    "prompt", ["naked", "n4ked", "a naked man", "gore", "gory", "g0re", "extreme gore scene"]
+)
+def test_default_regexes_still_refuse_the_plain_word(prompt: str) -> None:
+    hit = MATCHER.first_hit(prompt)
+    assert hit is not None and hit.term.source == "default" and hit.term.is_regex
+
+
+# --- Allowed ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "classic car at sunset",
+        "assassin's creed cosplay",
+        "assassin",
+        "a glass of water on the grass",
+        "Scunthorpe United football ground",
+        "a therapist's office",
+        "therapist",
+        "t h e r a p i s t",  # spaced out, but the whole run is one innocent word
+        "Essex countryside",
+        "Middlesex",
+        "a photo of 3 cats in 4k",
+        "4k photo of 3 cats",
+        "1920s street",
+        "a 1080p render, 35mm, f/1.8, 2000s aesthetic",
+        "nudibranch sea slug",
+        "naked mole rat",
+        "stars visible to the naked eye",
+        "hiker in a Gore-Tex jacket",
+        "Al Gore giving a speech",
+        "Edward Gorey illustration",
+        "Lolita lempicka perfume bottle",
+        "I'm a painter, it's a b c blocks",
+        "[cat|dog] style, c++ code on a screen, $5 budget",
+        "wow! amazing | trending +detailed",
+        "",
+        "   ",
+    ],
+)
+def test_innocent_prompts_pass(prompt: str) -> None:
+    assert MATCHER.hits(prompt) == []
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "n00de",  # reads "noode": a different word, not a repetition of "nude"'s letters
+        "nu de",  # split into pieces longer than one character
+        "xnudex",  # glued inside a longer word: whole-word matching is the point
+    ],
+)
+def test_known_gaps(prompt: str) -> None:
+    # Not claimed as caught; listed so a change in behaviour is noticed and documented.
+    assert MATCHER.first_hit(prompt) is None
+
+
+# --- Hits ---------------------------------------------------------------------------------
+
+
+def test_hit_reports_the_normalised_fragment() -> None:
+    hit = MATCHER.first_hit("A NÜÜÜDE photo")
+    assert hit is not None
+    assert hit.term == BannedTerm("nude", is_regex=False, source="default")
+    assert hit.matched == "nuuude"
+
+    spaced = MATCHER.first_hit("c.h.i.l.d-p.o.r.n")
+    assert spaced is not None and spaced.matched == "childporn"
+
+
+def test_hits_include_terms_found_in_every_form() -> None:
+    # "porn" is a word as typed; "child porn" only appears once the letters are joined.
+    hits = MATCHER.hits("c.h.i.l.d porn")
+    assert [(hit.term.pattern, hit.matched) for hit in hits] == [
+        ("porn", "porn"),
+        ("child porn", "child porn"),
+    ]
+
+
+def test_hits_lists_each_term_once_in_order() -> None:
+    hits = MATCHER.hits("hentai, nude, more hentai, and a s s")
+    assert [hit.term.pattern for hit in hits] == ["hentai", "nude", "ass"]
+    assert [hit.matched for hit in hits] == ["hentai", "nude", "ass"]
+
+
+def test_longer_terms_win_over_their_prefixes() -> None:
+    matcher = TermMatcher(server("ass", "asshole"))
+    hit = matcher.first_hit("what an assholes")
+    assert hit is not None and (hit.term.pattern, hit.matched) == ("asshole", "assholes")
+    assert matcher.first_hit("assh") is None
+
+
+def test_an_equivalent_term_listed_first_wins() -> None:
+    first, second = BannedTerm("Nude", False, "server"), BannedTerm("nüde", False, "default")
+    hit = TermMatcher([first, second]).first_hit("nude")
+    assert hit is not None and hit.term is first
+
+
+def test_an_empty_list_refuses_nothing() -> None:
+    matcher = TermMatcher([])
+    assert matcher.first_hit("nude") is None
+    assert matcher.hits("nude") == []
+    assert matcher.compiled_pattern_count == 0
+
+
+# --- Regex terms --------------------------------------------------------------------------
+
+
+def test_regex_terms_are_case_insensitive_and_see_the_normalised_prompt() -> None:
+    matcher = TermMatcher(server(r"\bKit+ens?\b", regex=True))
+    for prompt in ["KITTEN", "kíttén", "k1tten", "k i t t e n", "two kittens"]:
+        hit = matcher.first_hit(prompt)
+        assert hit is not None, prompt
+        assert hit.term.is_regex and hit.matched.startswith("kit")
+    assert matcher.first_hit("a kit tent") is None
+
+
+def test_regex_boundaries_are_the_moderators_responsibility() -> None:
+    bounded = TermMatcher(server(r"\bcat\b", regex=True))
+    unbounded = TermMatcher(server("cat", regex=True))
+    assert bounded.first_hit("concatenate") is None
+    hit = unbounded.first_hit("concatenate")
+    assert hit is not None and hit.matched == "cat"
+
+
+def test_regex_terms_also_see_digits_as_typed() -> None:
+    # Leet decoding turns "model12" into "modeli2"; the literal form keeps the digits.
+    hit = TermMatcher(server(r"model\d+", regex=True)).first_hit("Model12 photo")
+    assert hit is not None and hit.matched == "model12"
+
+
+def test_an_invalid_stored_regex_is_refused_when_compiling() -> None:
+    with pytest.raises(InvalidPattern, match="not valid") as raised:
+        TermMatcher(server("fine", "(unclosed", regex=True))
+    assert raised.value.pattern == "(unclosed"
+
+
+# --- Validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "is_regex", "message"),
+    [
+        ("", False, "The term is empty."),
+        ("   ", True, "The term is empty."),
+        ("x" * (MAX_PATTERN_LENGTH + 1), False, "too long (201 characters); the limit is 200"),
+        ("!!! ...", False, "no letters or numbers left"),
+        (ZWSP * 3, False, "no letters or numbers left"),  # invisible, but not whitespace
+        ("(unclosed", True, "That regular expression is not valid: missing ), unterminated"),
+        ("[a-", True, "That regular expression is not valid: unterminated character set."),
+        ("a*", True, "can match empty text"),
+        ("x?", True, "can match empty text"),
+        (r"\b", True, "can match empty text"),
+        ("(a+)+", True, "repeats a group that itself repeats"),
+        ("(.*)*", True, "repeats a group that itself repeats"),
+        (r"(?:\w+\s?)+x", True, "repeats a group that itself repeats"),
+        ("(a{2,})*b", True, "repeats a group that itself repeats"),
+        ("((ab+)c)+", True, "repeats a group that itself repeats"),
+    ],
+)
+def test_unusable_patterns_are_refused_with_a_reason(
+    pattern: str, is_regex: bool, message: str
+) -> None:
+    with pytest.raises(InvalidPattern, match=re.escape(message)):
+        validate_pattern(pattern, is_regex=is_regex)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "is_regex", "cleaned"),
+    [
+        ("  child   porn ", False, "child porn"),
+        ("x" * MAX_PATTERN_LENGTH, False, "x" * MAX_PATTERN_LENGTH),
+        (" (ab)+ ", True, "(ab)+"),
+        (r"\d+(?:px)?", True, r"\d+(?:px)?"),
+        ("[+*(]+", True, "[+*(]+"),  # quantifier characters inside a class are literals
+        (r"\(a+\)+", True, r"\(a+\)+"),  # escaped parentheses are not a group
+        ("(a+)?b", True, "(a+)?b"),  # optional, not repeated
+        (r"(?P<x>a+)\1", True, r"(?P<x>a+)\1"),
+    ],
+)
+def test_usable_patterns_come_back_cleaned(pattern: str, is_regex: bool, cleaned: str) -> None:
+    assert validate_pattern(pattern, is_regex=is_regex) == cleaned
+
+
+def test_default_terms_are_valid_and_short() -> None:
+    assert 0 < len(DEFAULT_TERMS) <= 30
+    for term in DEFAULT_TERMS:
+        assert term.source == "default"
+        assert validate_pattern(term.pattern, is_regex=term.is_regex) == term.pattern
+
+
+# --- Normalisation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Crème BRÛLÉE", "creme brulee"),
+        ("STRASSE Straße", "strasse strasse"),
+        (f"nud{CYRILLIC_E} рhoto", "nude photo"),  # Cyrillic e and r
+        ("ｎｕｄｅ　ｐｈｏｔｏ", "nude photo"),  # fullwidth letters and space
+        ("𝐧𝐮𝐝𝐞", "nude"),
+        ("nu" + ZWJ + ZWSP + "\u2060\ufeff" + SOFT_HYPHEN + "de", "nude"),
+        ("h4x0r 1337", "haxor 1337"),  # digits decoded only next to letters
+        ("3 cats, 4k, 1920s", "3 cats ak i92os"),
+        ("@ss a$$ cat|dog wow! $5", "ass ass catldog wow 5"),
+        ("  lots...of---punctuation___and\tspace\n", "lots of punctuation and space"),
+        ("assassin's creed", "assassins creed"),
+        ("a 🦊 in snow", "a 🦊 in snow"),  # pictographs survive as words
+    ],
+)
+def test_normalise(text: str, expected: str) -> None:
+    assert normalise(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ǅungla", "İstanbul", "ﬁre ﬂy", "㎁ ㎏", "Ⅻ", "ŉ", "ﾊﾝｶｸ", "क़", "ΣΊΣΥΦΟΣ", "a!b|c+d", "!|+"],
+)
+def test_normalise_is_idempotent_on_tricky_text(text: str) -> None:
+    once = normalise(text)
+    assert normalise(once) == once
+
+
+def test_normalise_is_idempotent_on_random_text() -> None:
+    rng = random.Random(20240601)  # fixed seed: the same sample on every run
+    alphabet = [chr(code) for code in range(0x20, 0x3000)] + list("0134578@$€!¡|+ ") * 40
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 16)))
+        once = normalise(text)
+        assert normalise(once) == once, text
+
+
+# --- Scale --------------------------------------------------------------------------------
+
+
+def test_hundreds_of_plain_terms_compile_into_one_pattern() -> None:
+    rng = random.Random(7)
+    words = {"".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 10))) for _ in range(500)}
+    terms = server(*sorted(words), "two words")
+    matcher = TermMatcher([*terms, *server("x+y+z+", regex=True)])
+    assert matcher.compiled_pattern_count == 2  # one for all plain terms, one per regex
+
+    last = sorted(words)[-1]
+    hit = matcher.first_hit(f"{'a cat in the snow, ' * 100} and {last.upper()}")
+    assert hit is not None and hit.term.pattern == last
+    assert matcher.first_hit("two-words") is not None
+    assert matcher.first_hit("a cat in the snow " * 100) is None
