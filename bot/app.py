@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.community.approvals import ApprovalQueue
 from bot.community.audit import AuditLog
 from bot.community.policy import CommunityPolicy
 from bot.community.settings import SettingsStore
@@ -37,6 +38,7 @@ EXTENSIONS = (
     "cogs.results",
     "cogs.usage",
     "cogs.community",
+    "cogs.approvals",
 )
 
 
@@ -98,6 +100,7 @@ discord.VoiceClient.warn_dave = False
 
 
 class FluxcordBot(commands.Bot):
+    approvals: ApprovalQueue
     audit: AuditLog
     server_settings: SettingsStore
     moderation: Moderation
@@ -203,10 +206,18 @@ class FluxcordBot(commands.Bot):
             ),
             audit=self.audit,
         )
+        self.approvals = ApprovalQueue(
+            self.db,
+            self.audit,
+            variant_for=lambda name: self.generation.pick_variant(name),
+            submit=self.generation.submit,
+            job_exists=self.engine.store.get,
+        )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
         await self.engine.start()
+        await self.approvals.resume()
 
     async def dm_allowed(self, user_id: int) -> bool:
         """Direct messages work for members of a server that allows them."""

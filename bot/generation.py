@@ -127,6 +127,13 @@ class GenerationService:
             params = policy.shape(requester, variant, params, uploads=uploads)
         return variant, params
 
+    def review_channel(self, requester: Requester) -> int | None:
+        """The moderators' channel this member's requests wait in, or None: no approval."""
+        if self.policy is None or not self.policy.needs_approval(requester):
+            return None
+        server = self.policy.server(requester)
+        return server.approval_channel_id if server else None
+
     async def precheck(self, draft: Draft, requester: Requester) -> None:
         """The checks that need no download and count no strike; raises InvalidRequest."""
         if self.policy is not None:

@@ -9,15 +9,17 @@ channel message, so it can be edited after the interaction token expires or the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.community.policy import Requester
 from bot.generation import Draft
+from bot.jobs.models import GenerationRequest
 from bot.references import ReferenceCandidate
 from bot.variants import InvalidRequest
-from cogs.render import NO_PINGS, queued_text
+from cogs.render import NO_PINGS, queued_text, waiting_text
 
 if TYPE_CHECKING:
     from bot.app import FluxcordBot
@@ -62,7 +64,10 @@ def requester_for(user: discord.User | discord.Member, channel: Any, channel_id:
         channel_id=channel_id,
         parent_channel_id=channel.parent_id if is_thread else None,
         role_ids=tuple(role.id for role in roles if not role.is_default()),
-        is_moderator=bool(permissions and permissions.manage_guild),
+        # Whoever may review requests (see cogs/approvals.py) needs no review of their own.
+        is_moderator=bool(
+            permissions and (permissions.manage_guild or permissions.manage_messages)
+        ),
         age_restricted=bool(nsfw()) if callable(nsfw) else False,
     )
 
@@ -72,6 +77,29 @@ async def reply_privately(interaction: discord.Interaction[Any], text: str) -> N
         await interaction.edit_original_response(content=text)
     else:
         await interaction.response.send_message(text, ephemeral=True)
+
+
+async def start(
+    bot: FluxcordBot,
+    who: Requester,
+    request: GenerationRequest,
+    post_status: Callable[[str], Awaitable[discord.Message]],
+) -> None:
+    """Post the public status message, then submit the request, or hold it for a moderator
+    when the server's approval queue applies to this member."""
+    label = request.variant.label
+    review_channel = bot.generation.review_channel(who)
+    if review_channel is None:
+        status = await post_status(queued_text(who.user_id, label))
+        await bot.generation.submit(request, status_message_id=status.id)
+        return
+    status = await post_status(waiting_text(who.user_id, label))
+    await bot.approvals.hold(
+        request,
+        variant_name=bot.generation.offered_name(request.variant),
+        status_message_id=status.id,
+        review_channel_id=review_channel,
+    )
 
 
 async def generate_from_interaction(
@@ -89,13 +117,15 @@ async def generate_from_interaction(
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     status: discord.Message | None = None
+
+    async def post_status(text: str) -> discord.Message:
+        nonlocal status
+        status = await channel.send(text, allowed_mentions=NO_PINGS)
+        return status
+
     try:
         request = await bot.generation.prepare(draft, who)
-        status = await channel.send(
-            queued_text(interaction.user.id, request.variant.label),
-            allowed_mentions=NO_PINGS,
-        )
-        await bot.generation.submit(request, status_message_id=status.id)
+        await start(bot, who, request, post_status)
     except InvalidRequest as exc:
         if status is not None:
             await status.delete()
@@ -108,15 +138,16 @@ async def generate_from_message(bot: FluxcordBot, message: discord.Message, draf
     """Reply-to-edit: the status message is a reply to the member's message."""
     who = requester_for(message.author, message.channel, message.channel.id)
     status: discord.Message | None = None
+
+    async def post_status(text: str) -> discord.Message:
+        nonlocal status
+        status = await message.reply(text, allowed_mentions=NO_PINGS, mention_author=False)
+        return status
+
     try:
         await bot.generation.precheck(draft, who)
         request = await bot.generation.prepare(draft, who)
-        status = await message.reply(
-            queued_text(message.author.id, request.variant.label),
-            allowed_mentions=NO_PINGS,
-            mention_author=False,
-        )
-        await bot.generation.submit(request, status_message_id=status.id)
+        await start(bot, who, request, post_status)
     except InvalidRequest as exc:
         if status is not None:
             await status.delete()

@@ -50,6 +50,10 @@ def queued_text(user_id: int, label: str, queue_position: int | None = None) -> 
     return f"⏳ <@{user_id}> · Queued{place} · {label}"
 
 
+def waiting_text(user_id: int, label: str) -> str:
+    return f"⏳ <@{user_id}> · Waiting for a moderator's approval · {label}"
+
+
 def progress_text(job: Job, queue_position: int | None, *, now: float | None = None) -> str:
     who = f"<@{job.user_id}>"
     if job.state is JobState.QUEUED:

@@ -42,6 +42,9 @@ class GenerationRequest:
     parent_job_id: str | None = None
     status_message_id: int | None = None
     role_ids: tuple[int, ...] = ()  # the requester's roles, for role allowances
+    # A pre-chosen job id (an approved request uses its approval's), so that accepting the
+    # same request again after a restart can be recognised instead of creating a second job.
+    job_id: str | None = None
 
 
 @dataclass(frozen=True)

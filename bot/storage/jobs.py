@@ -95,7 +95,7 @@ class JobStore:
         self, request: GenerationRequest, *, estimated_cost: float, images: int = 1
     ) -> Job:
         """Persist a queued job; raises QuotaExceeded (writing nothing) if it does not fit."""
-        job_id = new_job_id()
+        job_id = request.job_id or new_job_id()
         now = self._clock()
 
         def insert(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,300 @@
+"""The approval queue: on servers that turn it on, requests by members without a trusted role
+wait for a moderator before anything is reserved or sent.
+
+A held request is stored whole (parameters and reference images), so it survives restarts.
+Approving it is a compare-and-set (pending → approved) followed by the normal acceptance,
+with the job's id fixed to the approval's id: if the bot stops in between, `resume` finishes
+the acceptance on the next start and can never create the job twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from bot.community.audit import AuditLog
+from bot.jobs.models import GenerationRequest, Job
+from bot.providers.base import InputImage
+from bot.storage.db import Database
+from bot.storage.jobs import new_job_id
+from bot.variants import InvalidRequest, JobParams, Variant
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 300
+REVIEW_UNREACHABLE_TEXT = (
+    "Requests here need a moderator's approval, but I can't post in the review channel. "
+    "Nothing was charged; please tell a moderator."
+)
+ALREADY_DECIDED_TEXT = "This request has already been {state}."
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: str
+    created_at: float
+    guild_id: int
+    channel_id: int
+    user_id: int
+    variant: str
+    params: JobParams
+    parent_job_id: str | None
+    role_ids: tuple[int, ...]
+    state: str
+    status_message_id: int | None
+    review_channel_id: int | None
+    review_message_id: int | None
+    decided_by: int | None
+    reason: str | None
+    job_id: str | None
+
+
+class ApprovalView(Protocol):
+    """What the Discord layer does when an approval changes (see cogs/approvals.py)."""
+
+    async def post_review(
+        self, approval: Approval, inputs: list[InputImage], channel_id: int
+    ) -> int: ...  # the review message's id
+
+    async def show_decision(self, approval: Approval) -> None: ...
+
+
+class Submitter(Protocol):
+    async def __call__(
+        self, request: GenerationRequest, *, status_message_id: int
+    ) -> tuple[Job, int | None]: ...
+
+
+class ApprovalQueue:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        *,
+        variant_for: Callable[[str], Variant],
+        submit: Submitter,
+        job_exists: Callable[[str], Awaitable[Job | None]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._variant_for = variant_for
+        self._submit = submit
+        self._job_exists = job_exists
+        self._clock = clock
+        self.view: ApprovalView | None = None
+
+    async def hold(
+        self,
+        request: GenerationRequest,
+        *,
+        variant_name: str,
+        status_message_id: int,
+        review_channel_id: int,
+    ) -> Approval:
+        """Store a request for review and post it to the moderators' channel."""
+        assert request.guild_id is not None, "direct messages have no moderators"
+        approval_id = new_job_id()
+        now = self._clock()
+        entry = self._audit.entry(
+            request.guild_id,
+            request.user_id,
+            "approval requested",
+            f"{request.variant.label}: `{request.params.prompt[:200]}`",
+            target_id=request.user_id,
+            job_id=approval_id,
+        )
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO approvals (id, created_at, guild_id, channel_id, user_id, request,"
+                " status_message_id, review_channel_id) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    approval_id,
+                    now,
+                    request.guild_id,
+                    request.channel_id,
+                    request.user_id,
+                    json.dumps(
+                        {
+                            "variant": variant_name,
+                            "params": request.params.to_json(),
+                            "parent_job_id": request.parent_job_id,
+                            "role_ids": list(request.role_ids),
+                        }
+                    ),
+                    status_message_id,
+                    review_channel_id,
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO approval_inputs (approval_id, position, content_type, width,"
+                " height, data) VALUES (?,?,?,?,?,?)",
+                [
+                    (approval_id, i, image.content_type, image.width, image.height, image.data)
+                    for i, image in enumerate(request.inputs)
+                ],
+            )
+            self._audit.write(conn, entry)
+
+        await self._db.run(write)
+        await self._audit.publish(entry)
+        approval = await self.require(approval_id)
+        if self.view is not None:
+            try:
+                message_id = await self.view.post_review(
+                    approval, request.inputs, review_channel_id
+                )
+            except Exception:
+                # Nobody could ever review it: withdraw it rather than leave it waiting.
+                log.warning("could not post approval %s for review", approval_id, exc_info=True)
+                await self._db.execute("DELETE FROM approvals WHERE id = ?", (approval_id,))
+                raise InvalidRequest(REVIEW_UNREACHABLE_TEXT) from None
+            await self._db.execute(
+                "UPDATE approvals SET review_message_id = ? WHERE id = ?", (message_id, approval_id)
+            )
+            approval = replace(approval, review_message_id=message_id)
+        return approval
+
+    async def get(self, approval_id: str) -> Approval | None:
+        row = await self._db.fetch_one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+        return None if row is None else _approval(row)
+
+    async def require(self, approval_id: str) -> Approval:
+        approval = await self.get(approval_id)
+        if approval is None:
+            raise InvalidRequest("This request is no longer known.")
+        return approval
+
+    async def inputs(self, approval_id: str) -> list[InputImage]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM approval_inputs WHERE approval_id = ? ORDER BY position",
+            (approval_id,),
+        )
+        return [InputImage(r["content_type"], r["width"], r["height"], r["data"]) for r in rows]
+
+    async def pending(self, guild_id: int) -> list[Approval]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM approvals WHERE guild_id = ? AND state = 'pending' ORDER BY created_at",
+            (guild_id,),
+        )
+        return [_approval(row) for row in rows]
+
+    async def _decide(
+        self, approval_id: str, to: str, moderator_id: int, reason: str | None
+    ) -> Approval:
+        """pending → `to`, once: the second of two moderators clicking at once is told."""
+        rows = await self._db.run(
+            lambda conn: conn.execute(
+                "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ?, reason = ?"
+                " WHERE id = ? AND state = 'pending' RETURNING *",
+                (to, moderator_id, self._clock(), reason, approval_id),
+            ).fetchall()
+        )
+        if not rows:
+            current = await self.require(approval_id)
+            raise InvalidRequest(ALREADY_DECIDED_TEXT.format(state=current.state))
+        return _approval(rows[0])
+
+    async def approve(self, approval_id: str, moderator_id: int) -> Approval:
+        approval = await self._decide(approval_id, "approved", moderator_id, None)
+        await self._audit.record(
+            approval.guild_id,
+            moderator_id,
+            "approved",
+            f"<@{approval.user_id}>'s request",
+            target_id=approval.user_id,
+            job_id=approval.id,
+        )
+        return await self._start(approval)
+
+    async def reject(self, approval_id: str, moderator_id: int, reason: str) -> Approval:
+        reason = reason.strip()[:MAX_REASON] or "No reason given."
+        approval = await self._decide(approval_id, "rejected", moderator_id, reason)
+        await self._finish(approval, moderator_id, "rejected", reason)
+        return approval
+
+    async def _start(self, approval: Approval) -> Approval:
+        """Accept an approved request as a job whose id is the approval's."""
+        if await self._job_exists(approval.id) is None:
+            request = GenerationRequest(
+                user_id=approval.user_id,
+                guild_id=approval.guild_id,
+                channel_id=approval.channel_id,
+                variant=self._variant_for(approval.variant),
+                params=approval.params,
+                inputs=await self.inputs(approval.id),
+                parent_job_id=approval.parent_job_id,
+                role_ids=approval.role_ids,
+                job_id=approval.id,
+            )
+            try:
+                await self._submit(request, status_message_id=approval.status_message_id or 0)
+            except InvalidRequest as exc:  # e.g. the allowance ran out while it waited
+                failed = replace(approval, state="rejected", reason=str(exc))
+                await self._db.execute(
+                    "UPDATE approvals SET state = 'rejected', reason = ? WHERE id = ?",
+                    (str(exc), approval.id),
+                )
+                await self._finish(failed, 0, "could not start", str(exc))
+                return failed
+        await self._db.execute(
+            "UPDATE approvals SET job_id = ? WHERE id = ?", (approval.id, approval.id)
+        )
+        await self._db.execute("DELETE FROM approval_inputs WHERE approval_id = ?", (approval.id,))
+        started = replace(approval, job_id=approval.id)
+        if self.view is not None:
+            await self.view.show_decision(started)
+        return started
+
+    async def _finish(self, approval: Approval, actor_id: int, action: str, reason: str) -> None:
+        await self._db.execute("DELETE FROM approval_inputs WHERE approval_id = ?", (approval.id,))
+        await self._audit.record(
+            approval.guild_id,
+            actor_id,
+            action,
+            f"<@{approval.user_id}>'s request: {reason}",
+            target_id=approval.user_id,
+            job_id=approval.id,
+        )
+        if self.view is not None:
+            await self.view.show_decision(approval)
+
+    async def resume(self) -> int:
+        """After a restart: finish approvals that were approved but not yet started."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM approvals WHERE state = 'approved' AND job_id IS NULL"
+        )
+        for row in rows:
+            try:
+                await self._start(_approval(row))
+            except Exception:
+                log.exception("could not resume approval %s", row["id"])
+        return len(rows)
+
+
+def _approval(row: sqlite3.Row) -> Approval:
+    request = json.loads(row["request"])
+    return Approval(
+        id=row["id"],
+        created_at=row["created_at"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        user_id=row["user_id"],
+        variant=request["variant"],
+        params=JobParams.from_json(request["params"]),
+        parent_job_id=request["parent_job_id"],
+        role_ids=tuple(request["role_ids"]),
+        state=row["state"],
+        status_message_id=row["status_message_id"],
+        review_channel_id=row["review_channel_id"],
+        review_message_id=row["review_message_id"],
+        decided_by=row["decided_by"],
+        reason=row["reason"],
+        job_id=row["job_id"],
+    )

@@ -1,0 +1,186 @@
+"""The approval queue in Discord: review messages with Approve/Reject buttons that keep
+working after a restart (their custom_id carries the approval's id), and the requester's
+status message that says what happened."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.ext import commands
+
+from bot.community.approvals import Approval
+from bot.generation import INTERNAL_ERROR_TEXT
+from bot.providers.base import InputImage
+from bot.variants import InvalidRequest
+from cogs.flow import reply_privately
+from cogs.render import NO_PINGS
+from cogs.results import FriendlyModal, bot_of
+
+if TYPE_CHECKING:
+    from bot.app import FluxcordBot
+
+log = logging.getLogger(__name__)
+
+REVIEW_REFUSED_TEXT = "Only moderators (Manage Messages) can review requests."
+
+
+def rejected_text(approval: Approval) -> str:
+    return f"❌ <@{approval.user_id}>'s request was not approved: {approval.reason}"
+
+
+def decision_text(approval: Approval) -> str:
+    if approval.state == "approved":
+        return f"✅ Approved by <@{approval.decided_by}>."
+    by = f" by <@{approval.decided_by}>" if approval.decided_by else ""
+    return f"❌ Rejected{by}: {approval.reason}"
+
+
+def may_review(interaction: discord.Interaction[Any]) -> bool:
+    permissions = interaction.permissions
+    return permissions.manage_messages or permissions.manage_guild
+
+
+class ReviewButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"flux:review:(?P<action>approve|reject):(?P<approval_id>[0-9a-f]{16})",
+):
+    def __init__(self, action: str, approval_id: str) -> None:
+        approve = action == "approve"
+        super().__init__(
+            discord.ui.Button(
+                label="Approve" if approve else "Reject",
+                emoji="✅" if approve else "✖️",
+                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+                custom_id=f"flux:review:{action}:{approval_id}",
+            )
+        )
+        self.action = action
+        self.approval_id = approval_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+    ) -> ReviewButton:
+        return cls(match["action"], match["approval_id"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self._run(interaction)
+        except InvalidRequest as exc:
+            await reply_privately(interaction, str(exc))
+        except Exception:
+            log.exception("review button %s failed", self.custom_id)
+            await reply_privately(interaction, INTERNAL_ERROR_TEXT)
+
+    async def _run(self, interaction: discord.Interaction[Any]) -> None:
+        if not may_review(interaction):
+            await interaction.response.send_message(REVIEW_REFUSED_TEXT, ephemeral=True)
+            return
+        bot = bot_of(interaction)
+        if self.action == "reject":
+            await bot.approvals.require(self.approval_id)
+            await interaction.response.send_modal(RejectModal(self.approval_id))
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await bot.approvals.approve(self.approval_id, interaction.user.id)
+        await interaction.delete_original_response()
+
+
+class RejectModal(FriendlyModal, title="Reject this request"):
+    reason: discord.ui.TextInput[RejectModal] = discord.ui.TextInput(
+        label="Reason (shown to the member)",
+        style=discord.TextStyle.paragraph,
+        max_length=300,
+        required=False,
+        custom_id="reason",
+    )
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(custom_id=f"flux:rejectmodal:{approval_id}")
+        self.approval_id = approval_id
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        bot = bot_of(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            await bot.approvals.reject(self.approval_id, interaction.user.id, self.reason.value)
+        except InvalidRequest as exc:
+            await interaction.edit_original_response(content=str(exc))
+            return
+        await interaction.delete_original_response()
+
+
+class DiscordApprovalView:
+    def __init__(self, bot: FluxcordBot) -> None:
+        self.bot = bot
+
+    def _channel(self, channel_id: int, guild_id: int) -> discord.PartialMessageable:
+        return self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
+
+    async def post_review(
+        self, approval: Approval, inputs: list[InputImage], channel_id: int
+    ) -> int:
+        params = approval.params
+        embed = discord.Embed(
+            title="Approval needed", description=params.prompt[:4000], colour=0xF1C40F
+        )
+        embed.add_field(name="Requested by", value=f"<@{approval.user_id}>")
+        embed.add_field(name="Model", value=approval.variant)
+        embed.add_field(name="Channel", value=f"<#{approval.channel_id}>")
+        if params.width and params.height:
+            embed.add_field(name="Size", value=f"{params.width}×{params.height}")
+        if inputs:
+            embed.add_field(name="Reference images", value=str(len(inputs)))
+        files = [
+            discord.File(
+                io.BytesIO(image.data), f"reference-{i + 1}.{image.content_type.split('/')[-1]}"
+            )
+            for i, image in enumerate(inputs[:10])
+        ]
+        view = discord.ui.View(timeout=None)
+        view.add_item(ReviewButton("approve", approval.id))
+        view.add_item(ReviewButton("reject", approval.id))
+        channel = self._channel(channel_id, approval.guild_id)
+        message = await channel.send(embed=embed, files=files, view=view, allowed_mentions=NO_PINGS)
+        return message.id
+
+    async def show_decision(self, approval: Approval) -> None:
+        if approval.review_channel_id and approval.review_message_id:
+            try:
+                channel = self._channel(approval.review_channel_id, approval.guild_id)
+                review = channel.get_partial_message(approval.review_message_id)
+                await review.edit(content=decision_text(approval), view=None)
+            except discord.HTTPException:
+                log.warning("could not update review message of %s", approval.id, exc_info=True)
+        if approval.state != "approved" and approval.status_message_id:
+            # Approved requests are now jobs: the engine edits the status message from here.
+            try:
+                channel = self._channel(approval.channel_id, approval.guild_id)
+                status = channel.get_partial_message(approval.status_message_id)
+                await status.edit(content=rejected_text(approval), allowed_mentions=NO_PINGS)
+            except discord.HTTPException:
+                log.warning("could not tell the requester about %s", approval.id, exc_info=True)
+
+
+class Approvals(commands.Cog):
+    def __init__(self, bot: FluxcordBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(ReviewButton)
+        self.bot.approvals.view = DiscordApprovalView(self.bot)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(ReviewButton)
+        self.bot.approvals.view = None
+
+
+async def setup(bot: FluxcordBot) -> None:
+    await bot.add_cog(Approvals(bot))
