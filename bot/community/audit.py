@@ -110,10 +110,16 @@ class AuditLog:
         except Exception:  # the table has it; a missing channel must not fail the action
             log.warning("could not post to the audit channel of %s", entry.guild_id, exc_info=True)
 
-    async def recent(self, guild_id: int, limit: int = 20) -> list[AuditEntry]:
+    async def recent(
+        self, guild_id: int, limit: int = 20, *, target_id: int | None = None
+    ) -> list[AuditEntry]:
+        """The newest entries first; with `target_id`, only those about that member (/mod why)."""
+        where, params = "guild_id = ?", [guild_id]
+        if target_id is not None:
+            where, params = where + " AND target_id = ?", [*params, target_id]
         rows = await self._db.fetch_all(
-            "SELECT * FROM audit_log WHERE guild_id = ? ORDER BY at DESC, id DESC LIMIT ?",
-            (guild_id, limit),
+            f"SELECT * FROM audit_log WHERE {where} ORDER BY at DESC, id DESC LIMIT ?",
+            (*params, limit),
         )
         return [
             AuditEntry(

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from bot.community.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.community.settings import ServerSettings
-from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermMatcher, validate_pattern
+from bot.moderation.terms import (
+    DEFAULT_TERMS,
+    BannedTerm,
+    InvalidPattern,
+    TermMatcher,
+    validate_pattern,
+)
 from bot.storage.db import Database
 from bot.variants import InvalidRequest
 
@@ -99,7 +105,12 @@ class Moderation:
         return matcher
 
     async def add_term(self, guild_id: int, actor_id: int, pattern: str, *, is_regex: bool) -> str:
-        cleaned = validate_pattern(pattern, is_regex=is_regex)
+        try:
+            cleaned = validate_pattern(pattern, is_regex=is_regex)
+        except InvalidPattern as exc:
+            # InvalidPattern is not an InvalidRequest: the moderator would only see "something
+            # went wrong" instead of what is wrong with the pattern.
+            raise InvalidRequest(str(exc)) from exc
         if any(
             t.pattern == cleaned and t.is_regex == is_regex for t in self.server_terms(guild_id)
         ):

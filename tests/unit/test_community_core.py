@@ -1,0 +1,186 @@
+"""The pieces behind /settings and /mod that need no Discord: how settings read, parsing and
+suggestions, the audit log's per-member filter, and moderators' pattern mistakes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from bot.community.audit import AuditLog
+from bot.community.settings import ServerSettings, SettingsStore
+from bot.moderation.strikes import Moderation
+from bot.moderation.terms import BannedTerm
+from bot.storage.db import Database
+from bot.variants import InvalidRequest
+from cogs.community import (
+    BOT_DEFAULT,
+    Community,
+    SettingsText,
+    fit,
+    parse_variants,
+    term_choices,
+    variant_list_choices,
+)
+
+KEYS = ("pro", "max", "flex", "klein-4b", "klein-9b")
+TEXT = SettingsText(KEYS, "pro")
+GUILD, MOD, ALICE, BOB = 10, 20, 30, 40
+
+
+def values(choices: list[Any]) -> list[str]:
+    return [choice.value for choice in choices]
+
+
+# --------------------------------------------------------------------------- text
+def test_changes_read_as_new_value_then_old_in_catalogue_order() -> None:
+    before = ServerSettings(GUILD)
+    after = ServerSettings(
+        GUILD, allowed_variants=frozenset({"flex", "pro"}), safety_cap=2, allow_dms=True
+    )
+    assert TEXT.changes(before, after) == [
+        "Allowed variants: pro, flex (was all)",
+        "Safety cap: at most 2 (was no cap)",
+        "Direct messages: allowed for members (was not allowed)",
+    ]
+    assert TEXT.changes(after, after) == []
+
+
+def test_every_setting_has_a_readable_value() -> None:
+    settings = ServerSettings(
+        GUILD, enabled_channels=frozenset({2, 1}), trusted_roles=frozenset({5})
+    )
+    shown = dict(TEXT.show(settings, server_terms=1))
+    assert shown["Where"] == "Enabled channels: <#1>, <#2> (threads follow their channel)"
+    assert "Trusted roles: <@&5>" in shown["Approval queue"]
+    assert "Default variant: the bot's default, pro" in shown["Models"]
+    assert "Temporary block length: 24 h" in shown["Strikes"]
+
+
+def test_fit_drops_whole_lines_to_stay_within_a_message() -> None:
+    lines = [f"line {n:03} " + "x" * 90 for n in range(40)]
+    text = fit(lines)
+    assert len(text) <= 2000 and text.endswith("\n…")
+    assert all(line in lines or line == "…" for line in text.splitlines())
+
+
+# --------------------------------------------------------------------------- parsing
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("pro, flex", {"pro", "flex"}),
+        ("PRO flex;max", {"pro", "flex", "max"}),
+        ("all", None),
+        (" All ", None),
+    ],
+)
+def test_allowed_variants_are_a_list_or_all(typed: str, expected: set[str] | None) -> None:
+    assert parse_variants(typed, KEYS) == expected
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        (" , ", "List at least one variant, or write all."),
+        ("pro, turbo, zoom", "There is no variant called turbo, zoom. Choose from: pro, max, "
+         "flex, klein-4b, klein-9b."),
+    ],
+)
+def test_bad_variant_lists_are_explained(typed: str, message: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        parse_variants(typed, KEYS)
+    assert str(refused.value) == message
+
+
+def test_variant_list_suggestions_complete_the_last_name() -> None:
+    assert values(variant_list_choices("", KEYS)) == ["all", *KEYS]
+    assert values(variant_list_choices("pro, f", KEYS)) == ["pro, flex"]
+    assert values(variant_list_choices("pro, flex, k", KEYS)) == [
+        "pro, flex, klein-4b",
+        "pro, flex, klein-9b",
+    ]
+    assert values(variant_list_choices("pro,", KEYS)) == [f"pro, {k}" for k in KEYS[1:]]
+
+
+def test_term_suggestions_filter_and_skip_what_cannot_be_a_value() -> None:
+    terms = [
+        BannedTerm("dragon", False, "server"),
+        BannedTerm(r"\bwyrms?\b", True, "server"),
+        BannedTerm("d" + "x" * 120, False, "server"),
+        *(BannedTerm(f"word{n}", False, "server") for n in range(30)),
+    ]
+    assert [(c.name, c.value) for c in term_choices(terms, "WYRM")] == [
+        (r"\bwyrms?\b (regex)", r"\bwyrms?\b")
+    ]
+    assert values(term_choices(terms, "d")) == ["dragon", *[f"word{n}" for n in range(24)]]
+
+
+# --------------------------------------------------------------------------- autocomplete
+def interaction(*, moderator: bool) -> Any:
+    permissions = SimpleNamespace(manage_guild=moderator, administrator=False)
+    return SimpleNamespace(guild_id=GUILD, permissions=permissions)
+
+
+def cog(terms: list[BannedTerm]) -> Community:
+    from bot.variants import CATALOGUE
+
+    bot = SimpleNamespace(
+        moderation=SimpleNamespace(server_terms=lambda guild_id: terms),
+        generation=SimpleNamespace(
+            variants={key: CATALOGUE[key] for key in KEYS}, default_variant="pro"
+        ),
+    )
+    return Community(cast(Any, bot))
+
+
+async def test_only_moderators_get_suggestions_terms_above_all() -> None:
+    community = cog([BannedTerm("dragon", False, "server")])
+    member, mod = interaction(moderator=False), interaction(moderator=True)
+    assert await community._term_autocomplete(member, "") == []
+    assert values(await community._term_autocomplete(mod, "")) == ["dragon"]
+    assert await community._allowed_autocomplete(member, "") == []
+    assert await community._default_autocomplete(member, "") == []
+    suggested = await community._default_autocomplete(mod, "fl")
+    assert [(c.name, c.value) for c in suggested] == [
+        ("FLUX.2 [flex] (flex)", "flex"),
+        ("The bot's default (pro)", BOT_DEFAULT),
+    ]
+
+
+# --------------------------------------------------------------------------- core
+@pytest.fixture
+async def core() -> Any:
+    db = await Database.open(":memory:")
+    audit = AuditLog(db, audit_channel=lambda guild: None)
+    settings = SettingsStore(db, audit, known_variants=lambda: KEYS)
+    yield SimpleNamespace(
+        db=db, audit=audit, moderation=Moderation(db, audit, settings=settings.get)
+    )
+    await db.close()
+
+
+async def test_recent_audit_entries_can_be_narrowed_to_one_member(core: Any) -> None:
+    moderation: Moderation = core.moderation
+    await moderation.block(GUILD, MOD, ALICE, hours=None, reason="a")
+    await moderation.block(GUILD, MOD, BOB, hours=None, reason="b")
+    await moderation.unblock(GUILD, MOD, ALICE)
+    await core.audit.record(GUILD + 1, MOD, "blocked", "elsewhere", target_id=ALICE)
+    about_alice = await core.audit.recent(GUILD, target_id=ALICE)
+    assert [(e.action, e.target_id) for e in about_alice] == [
+        ("unblocked", ALICE),
+        ("blocked", ALICE),
+    ]
+    assert len(await core.audit.recent(GUILD)) == 3
+
+
+@pytest.mark.parametrize(
+    ("pattern", "is_regex"), [("(a+)+", True), ("[oops", True), ("   ", False), ("!!!", False)]
+)
+async def test_bad_patterns_reach_moderators_as_friendly_refusals(
+    core: Any, pattern: str, is_regex: bool
+) -> None:
+    with pytest.raises(InvalidRequest):
+        await core.moderation.add_term(GUILD, MOD, pattern, is_regex=is_regex)
+    assert await core.db.fetch_value("SELECT count(*) FROM banned_terms") == 0
+    assert await core.db.fetch_value("SELECT count(*) FROM audit_log") == 0
