@@ -15,6 +15,7 @@ from bot.community.approvals import ApprovalQueue
 from bot.community.audit import AuditLog
 from bot.community.policy import CommunityPolicy
 from bot.community.settings import SettingsStore
+from bot.community.studio import Studios
 from bot.generation import INTERNAL_ERROR_TEXT, GenerationService
 from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import Job
@@ -39,6 +40,7 @@ EXTENSIONS = (
     "cogs.usage",
     "cogs.community",
     "cogs.approvals",
+    "cogs.studio",
 )
 
 
@@ -104,6 +106,7 @@ class FluxcordBot(commands.Bot):
     audit: AuditLog
     server_settings: SettingsStore
     moderation: Moderation
+    studios: Studios
     db: Database
     engine: JobEngine
     generation: GenerationService
@@ -193,6 +196,9 @@ class FluxcordBot(commands.Bot):
         self.moderation = Moderation(self.db, self.audit, settings=self.server_settings.get)
         await self.server_settings.load()
         await self.moderation.load()
+        policy = CommunityPolicy(self.server_settings, self.moderation, dm_allowed=self.dm_allowed)
+        self.studios = Studios(self.db, self.audit, policy=policy)
+        await self.studios.load()
         self.generation = GenerationService(
             self.engine,
             self.variants,
@@ -201,10 +207,9 @@ class FluxcordBot(commands.Bot):
                 max_bytes=self.settings.max_reference_bytes,
                 max_pixels=self.settings.max_reference_megapixels * MEGAPIXEL,
             ),
-            policy=CommunityPolicy(
-                self.server_settings, self.moderation, dm_allowed=self.dm_allowed
-            ),
+            policy=policy,
             audit=self.audit,
+            studios=self.studios,
         )
         self.approvals = ApprovalQueue(
             self.db,

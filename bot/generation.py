@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.community.audit import BOT_ACTOR, AuditLog
 from bot.community.policy import CommunityPolicy, Requester
+from bot.community.studio import Studios
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.providers.base import InputImage
@@ -57,6 +58,7 @@ class GenerationService:
         limits: ReferenceLimits,
         policy: CommunityPolicy | None = None,
         audit: AuditLog | None = None,
+        studios: Studios | None = None,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
@@ -64,6 +66,7 @@ class GenerationService:
         self.limits = limits
         self.policy = policy
         self.audit = audit
+        self.studios = studios  # a studio thread's theme, required words and budget
         if audit is not None:
             engine.on_job_closed(self._audit_provider_moderation)
         self._audit_tasks: set[asyncio.Task[None]] = set()
@@ -114,8 +117,11 @@ class GenerationService:
         if policy is not None:
             policy.check_variant(requester, self.offered_name(variant), variant)
         variant.check_reference_count(len(draft.references) + len(draft.inputs))
+        prompt = draft.prompt
+        if self.studios is not None:
+            prompt = self.studios.apply(requester.channel_id, prompt, variant)
         params = variant.validate(
-            draft.prompt,
+            prompt,
             options=draft.options,
             width=draft.width,
             height=draft.height,
@@ -162,11 +168,15 @@ class GenerationService:
             role_ids=requester.role_ids,
         )
         await self.engine.check_quota(request)  # refuse before anything is posted
+        if self.studios is not None:
+            await self.studios.precheck(request)
         return request
 
     async def submit(
         self, request: GenerationRequest, *, status_message_id: int
     ) -> tuple[Job, int | None]:
+        if self.studios is not None:  # also for approved requests: the studio may have closed
+            request = self.studios.bind(request)
         job, position = await self.engine.accept(_with_status(request, status_message_id))
         action = "edit" if request.inputs else "generate"
         await self._record(job, job.user_id, action, f"{request.variant.label}: {_excerpt(job)}")

@@ -142,15 +142,19 @@ class Generate(commands.Cog):
     # ----------------------------------------------------------------- reply-to-edit
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        """A reply that mentions the bot edits the replied-to message's images."""
+        """A reply that mentions the bot edits the replied-to message's images; in an open
+        studio thread, any reply with words to an image does (a shared chain, no mention)."""
         me = self.bot.user
         if me is None or message.author.bot or message.reference is None:
             return
-        if me not in message.mentions:
+        mentioned = me in message.mentions
+        if not mentioned and not self.bot.studios.accepts_replies(message.channel.id):
             return
         target = await self._referenced(message)
         if target is None:
             return
+        if not mentioned and not (image_attachments(target) and message.content.strip()):
+            return  # chatting in a studio: only a reply with words to an image is a request
         ours = target.author.id == me.id
         references = [candidate(a, uploaded=not ours) for a in image_attachments(target)]
         references += [candidate(a) for a in image_attachments(message)]

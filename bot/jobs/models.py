@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -45,6 +47,12 @@ class GenerationRequest:
     # A pre-chosen job id (an approved request uses its approval's), so that accepting the
     # same request again after a restart can be recognised instead of creating a second job.
     job_id: str | None = None
+    # An extra check run inside the transaction that creates the job, before anything is
+    # written, with the job's estimate in millicredits; raises InvalidRequest to refuse (a
+    # studio thread's budget: see bot/community/studio.py).
+    admission: Callable[[sqlite3.Connection, int], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import aiosqlite
 
 from bot.jobs.models import GenerationRequest, Job, JobState
-from bot.ledger import Ledger
+from bot.ledger import Ledger, credits_to_mc
 from bot.providers.base import InputImage, OutputImage
 from bot.storage.db import Database
 from bot.variants import JobParams
@@ -94,11 +94,14 @@ class JobStore:
     async def create(
         self, request: GenerationRequest, *, estimated_cost: float, images: int = 1
     ) -> Job:
-        """Persist a queued job; raises QuotaExceeded (writing nothing) if it does not fit."""
+        """Persist a queued job; raises QuotaExceeded, or InvalidRequest from the request's
+        `admission` check, writing nothing, if it does not fit."""
         job_id = request.job_id or new_job_id()
         now = self._clock()
 
         def insert(conn: sqlite3.Connection) -> None:
+            if request.admission is not None:
+                request.admission(conn, credits_to_mc(estimated_cost))
             if self._ledger is not None:
                 self._ledger.reserve(
                     conn,
