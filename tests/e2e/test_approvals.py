@@ -7,6 +7,7 @@ import sqlite3
 from bot.app import FluxcordBot
 from tests.e2e.conftest import World
 from tests.e2e.test_experience import decoded_inputs, image_file
+from tests.fakes.bfl_server import Outcome
 from tests.fakes.discord_server import Channel, Message, User
 
 MANAGE_MESSAGES = 1 << 13
@@ -163,3 +164,26 @@ async def test_an_approval_interrupted_by_a_crash_is_started_once_on_restart(
     await world.stop_bot(bot)
     bot = await world.start_bot()  # and a further restart changes nothing
     assert await counts(bot) == (1, 1) and len(world.bfl.submissions) == 1
+
+
+async def test_provider_moderation_is_shown_refunded_and_audited(world: World) -> None:
+    audit = world.discord.add_text_channel(world.guild.id, "audit")
+    bot = await world.start_bot()
+    await bot.server_settings.update(world.guild.id, 1, "audit on", audit_channel_id=audit.id)
+    world.bfl.script("a risky scene", Outcome(final_status="Content Moderated"))
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a risky scene"}
+    )
+    shown = await world.discord.wait_for_message(
+        lambda m: "safety filter" in m.content, channel_id=world.channel.id, after=before
+    )
+    assert "not charged" in shown.content
+    ledger = await bot.db.fetch_one("SELECT status FROM ledger")
+    assert ledger is not None and ledger["status"] == "refunded"
+    posted = await world.discord.wait_for_message(
+        lambda m: "provider moderation" in m.content, channel_id=audit.id
+    )
+    assert f"<@{world.alice.id}>" in posted.content and not posted.mentions
+    row = await bot.db.fetch_one("SELECT * FROM audit_log WHERE action = 'provider moderation'")
+    assert row is not None and row["target_id"] == world.alice.id
