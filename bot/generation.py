@@ -149,10 +149,8 @@ class GenerationService:
             precheck(reference, self.limits)
 
     async def prepare(self, draft: Draft, requester: Requester) -> GenerationRequest:
-        """Validate, check the prompt, then download and verify the references. Raises
-        InvalidRequest."""
-        if self.policy is not None:
-            await self.policy.admit(requester)
+        """After `precheck` (which admitted the member): validate, check the prompt, then
+        download and verify the references. Raises InvalidRequest."""
         variant, params = self.validate(draft, requester)
         if self.policy is not None:
             await self.policy.check_prompt(requester, params.prompt)

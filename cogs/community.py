@@ -29,7 +29,7 @@ from bot.moderation.strikes import Block, Strike
 from bot.moderation.terms import DEFAULT_TERMS, BannedTerm
 from bot.variants import InvalidRequest
 from cogs.render import NO_PINGS, truncate
-from cogs.usage import is_moderator, moderator_only
+from cogs.usage import is_moderator, moderator_group, moderator_only
 
 if TYPE_CHECKING:
     from bot.app import FluxcordBot
@@ -275,18 +275,8 @@ async def reply(interaction: discord.Interaction[Any], text: str, **extra: Any) 
 
 # --------------------------------------------------------------------------- the cog
 class Community(commands.Cog):
-    settings = app_commands.Group(
-        name="settings",
-        description="How Fluxcord works on this server (moderators)",
-        guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
-    mod = app_commands.Group(
-        name="mod",
-        description="Strikes and blocks of members (moderators)",
-        guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
+    settings = moderator_group("settings", "How Fluxcord works on this server (moderators)")
+    mod = moderator_group("mod", "Strikes and blocks of members (moderators)")
 
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot

@@ -58,6 +58,17 @@ async def require_moderator(interaction: discord.Interaction[Any]) -> bool:
 moderator_only = app_commands.check(require_moderator)
 
 
+def moderator_group(name: str, description: str) -> app_commands.Group:
+    """A server-only command group Discord shows to Manage Server holders only (each command
+    still checks with `moderator_only`: admins can change who sees a command)."""
+    return app_commands.Group(
+        name=name,
+        description=description,
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+
 def role_ids(user: discord.abc.User) -> tuple[int, ...]:
     # The ledger adds @everyone itself; other roles only exist on a Member.
     roles = getattr(user, "roles", ())
@@ -124,18 +135,8 @@ def server_text(report: ServerReport) -> str:
 
 # --------------------------------------------------------------------------- the cog
 class Usage(commands.Cog):
-    usage_admin = app_commands.Group(
-        name="usage-admin",
-        description="Usage reports for moderators",
-        guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
-    quota = app_commands.Group(
-        name="quota",
-        description="Change allowances on this server (moderators)",
-        guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
+    usage_admin = moderator_group("usage-admin", "Usage reports for moderators")
+    quota = moderator_group("quota", "Change allowances on this server (moderators)")
 
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
