@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -31,6 +31,9 @@ from bot.settings import Settings
 from bot.storage.db import Database
 from bot.variants import MEGAPIXEL, InvalidRequest, Variant, available_variants
 from bot.web import HealthChecks, WebServer, create_app
+
+if TYPE_CHECKING:
+    from cogs.delivery import ChannelPoster, DiscordNotifier
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,8 @@ discord.VoiceClient.warn_dave = False
 
 class FluxcordBot(commands.Bot):
     approvals: ApprovalQueue
+    notifier: DiscordNotifier
+    poster: ChannelPoster
     audit: AuditLog
     server_settings: SettingsStore
     moderation: Moderation
@@ -135,7 +140,8 @@ class FluxcordBot(commands.Bot):
         self.variants: dict[str, Variant] = {}
 
     async def setup_hook(self) -> None:
-        from cogs.render import DiscordNotifier
+        from bot.outbox import ChannelTurns
+        from cogs.delivery import ChannelPoster, DiscordNotifier
         from cogs.results import queued_view, result_view
 
         self.db = await Database.open(self.settings.database_path)
@@ -148,13 +154,23 @@ class FluxcordBot(commands.Bot):
         public_url = self.settings.webhook_public_url
         self.metrics = Metrics()
         self.ledger = Ledger(self.db, QuotaPolicy.from_settings(self.settings))
+        # One queue of senders per channel, shared by job messages and side posts.
+        turns = ChannelTurns()
+        self.poster = ChannelPoster(self, turns)
+        self.notifier = DiscordNotifier(
+            self,
+            lookup=self._lookup_job,
+            shown_in=lambda job_id, message_id, left: self.generation.shown_in(
+                job_id, message_id, left_interaction=left
+            ),
+            turns=turns,
+            result_view=result_view,
+            queued_view=queued_view,
+        )
         self.engine = JobEngine(
             self.db,
             self.providers,
-            self._notifier
-            or DiscordNotifier(
-                self, lookup=self._lookup_job, result_view=result_view, queued_view=queued_view
-            ),
+            self._notifier or self.notifier,
             max_active={
                 "bfl": self.settings.provider_max_active,
                 "aiml": self.settings.aiml_max_active,
@@ -276,6 +292,9 @@ class FluxcordBot(commands.Bot):
         log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
 
     async def close(self) -> None:
+        poster = getattr(self, "poster", None)
+        if poster is not None:
+            await poster.drain()
         web = getattr(self, "web", None)
         if web is not None:
             await web.stop()

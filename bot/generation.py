@@ -171,11 +171,15 @@ class GenerationService:
         return request
 
     async def submit(
-        self, request: GenerationRequest, *, status_message_id: int
+        self, request: GenerationRequest, *, status_message_id: int | None = None
     ) -> tuple[Job, int | None]:
+        """Accept the request as a job: it goes to the scheduler at once, before anything is
+        shown (the notifier posts its status beside it). Raises InvalidRequest."""
         if self.studios is not None:  # also for approved requests: the studio may have closed
             request = self.studios.bind(request)
-        job, position = await self.engine.accept(_with_status(request, status_message_id))
+        if status_message_id is not None:
+            request = replace(request, status_message_id=status_message_id)
+        job, position = await self.engine.accept(request)
         action = "edit" if request.inputs else "generate"
         await self._record(job, job.user_id, action, f"{request.variant.label}: {_excerpt(job)}")
         return job, position
@@ -250,6 +254,14 @@ class GenerationService:
             parent_job_id=job.parent_job_id,
         )
 
+    async def shown_in(self, job_id: str, message_id: int, *, left_interaction: bool) -> None:
+        """The job is now shown in this message. `left_interaction`: it moved to a channel
+        message (the interaction's token expired or was refused), so the token is dropped."""
+        fields: dict[str, Any] = {"status_message_id": message_id}
+        if left_interaction:
+            fields["interaction_token"] = None
+        await self.engine.store.update(job_id, **fields)
+
     async def mark_deleted(self, job: Job, actor_id: int) -> None:
         """Its message is gone: chains and /history stop linking to it."""
         await self.engine.store.update(job.id, result_message_id=None, status_message_id=None)
@@ -259,7 +271,3 @@ class GenerationService:
 def _excerpt(job: Job, limit: int = 200) -> str:
     prompt = job.params.prompt.replace("`", "'")
     return f"image `{prompt[:limit]}{'…' if len(prompt) > limit else ''}` ({job.id})"
-
-
-def _with_status(request: GenerationRequest, status_message_id: int) -> GenerationRequest:
-    return replace(request, status_message_id=status_message_id)

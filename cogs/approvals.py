@@ -147,8 +147,14 @@ class DiscordApprovalView:
         view = discord.ui.View(timeout=None)
         view.add_item(ReviewButton("approve", approval.id))
         view.add_item(ReviewButton("reject", approval.id))
-        channel = self._channel(channel_id, approval.guild_id)
-        message = await channel.send(embed=embed, files=files, view=view, allowed_mentions=NO_PINGS)
+        message = await self.bot.poster.send(
+            channel_id,
+            guild_id=approval.guild_id,
+            embed=embed,
+            files=files,
+            view=view,
+            allowed_mentions=NO_PINGS,
+        )
         return message.id
 
     async def show_decision(self, approval: Approval) -> None:

@@ -251,17 +251,18 @@ def fit(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> str:
 
 # --------------------------------------------------------------------------- audit channel
 class ChannelAuditSink:
-    """Posts audit entries to a server's audit channel, never pinging anyone."""
+    """Posts audit entries to a server's audit channel, never pinging anyone. The post goes
+    out in the background, in the channel's turn: a moderator's command is answered at once
+    even when the audit channel is busy."""
 
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
 
     async def post(self, channel_id: int, entry: AuditEntry) -> None:
-        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            return
-        await channel.send(
-            entry.line()[:2000],
+        self.bot.poster.send_soon(
+            channel_id,
+            guild_id=entry.guild_id,
+            content=entry.line()[:2000],
             allowed_mentions=NO_PINGS,
             silent=True,
         )

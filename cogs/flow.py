@@ -1,15 +1,14 @@
 """The one path every generation request takes from Discord into the core.
 
-Interactions: quick checks first (a refusal is an ephemeral reply that costs nothing), then
-an ephemeral "thinking" while references download, then a public status message in the
-channel that the job edits in place until it shows the image. That status message is a plain
-channel message, so it can be edited after the interaction token expires or the bot restarts.
+Interactions: quick checks first (a refusal is an ephemeral reply that costs nothing); the
+job is then accepted at once, and the interaction's own answer shows its status and result
+(cogs/delivery.py). Replies to a message: the same, shown in a reply in the channel.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -18,8 +17,10 @@ from bot.community.policy import Requester
 from bot.generation import Draft
 from bot.jobs.models import GenerationRequest
 from bot.references import ReferenceCandidate
+from bot.storage.jobs import new_job_id
 from bot.variants import InvalidRequest
-from cogs.render import NO_PINGS, queued_text, waiting_text
+from cogs.delivery import token_for
+from cogs.render import NO_PINGS, waiting_text
 
 if TYPE_CHECKING:
     from bot.app import FluxcordBot
@@ -73,87 +74,125 @@ def requester_for(user: discord.User | discord.Member, channel: Any, channel_id:
 
 
 async def reply_privately(interaction: discord.Interaction[Any], text: str) -> None:
-    if interaction.response.is_done():
-        await interaction.edit_original_response(content=text)
-    else:
+    """A refusal only the member sees, whatever state the interaction is in."""
+    if not interaction.response.is_done():
         await interaction.response.send_message(text, ephemeral=True)
-
-
-async def start(
-    bot: FluxcordBot,
-    who: Requester,
-    request: GenerationRequest,
-    post_status: Callable[[str], Awaitable[discord.Message]],
-) -> None:
-    """Post the public status message, then submit the request, or hold it for a moderator
-    when the server's approval queue applies to this member."""
-    label = request.variant.label
-    review_channel = bot.generation.review_channel(who)
-    if review_channel is None:
-        status = await post_status(queued_text(who.user_id, label))
-        await bot.generation.submit(request, status_message_id=status.id)
         return
-    status = await post_status(waiting_text(who.user_id, label))
-    await bot.approvals.hold(
-        request,
-        variant_name=bot.generation.offered_name(request.variant),
-        status_message_id=status.id,
-        review_channel_id=review_channel,
-    )
+    original = await interaction.original_response()
+    if original.flags.ephemeral:
+        await interaction.edit_original_response(content=text)
+        return
+    if original.flags.loading:
+        # A public "thinking…" answer: remove it first, since Discord turns the first followup
+        # of a deferral into the deferred message, public like it.
+        await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=True)
 
 
 async def generate_from_interaction(
     bot: FluxcordBot, interaction: discord.Interaction[Any], draft: Draft
 ) -> None:
+    """Checks first (a refusal is private and costs nothing); then the job is accepted and
+    handed to the scheduler, and its status shows in the interaction's own answer."""
     who = requester(interaction)
     try:
         await bot.generation.precheck(draft, who)
     except InvalidRequest as exc:
         await reply_privately(interaction, str(exc))
         return
-    channel = interaction.channel
-    if not isinstance(channel, discord.abc.Messageable):
+    if not isinstance(interaction.channel, discord.abc.Messageable):
         await reply_privately(interaction, "I can't post images here.")
         return
-    await interaction.response.defer(ephemeral=True, thinking=True)
-    status: discord.Message | None = None
-
-    async def post_status(text: str) -> discord.Message:
-        nonlocal status
-        status = await channel.send(text, allowed_mentions=NO_PINGS)
-        return status
-
+    message_id: int | None = None
+    if draft.references:
+        # Downloading references can outlast Discord's 3 seconds: answer "thinking…" now,
+        # publicly, since that message becomes the job's.
+        deferred = await interaction.response.defer(thinking=True)
+        message_id = deferred.message_id if deferred is not None else None
     try:
         request = await bot.generation.prepare(draft, who)
-        await start(bot, who, request, post_status)
+        await start_interaction(bot, who, request, interaction, message_id)
     except InvalidRequest as exc:
-        if status is not None:
-            await status.delete()
-        await interaction.edit_original_response(content=str(exc))
+        await reply_privately(interaction, str(exc))
+
+
+async def start_interaction(
+    bot: FluxcordBot,
+    who: Requester,
+    request: GenerationRequest,
+    interaction: discord.Interaction[Any],
+    message_id: int | None,
+) -> None:
+    """Accept the job now, shown through the interaction; or hold it for a moderator."""
+    review_channel = bot.generation.review_channel(who)
+    if review_channel is not None:
+        if not interaction.response.is_done():
+            # The review post must succeed before the member is told to wait; until then
+            # "thinking…" holds the message the request will be shown in.
+            deferred = await interaction.response.defer(thinking=True)
+            message_id = deferred.message_id if deferred is not None else None
+        if message_id is None:
+            message_id = (await interaction.original_response()).id
+        await hold(bot, request, message_id, review_channel)
+        await interaction.edit_original_response(
+            content=waiting_text(who.user_id, request.variant.label), allowed_mentions=NO_PINGS
+        )
         return
-    await interaction.delete_original_response()
+    job_id = new_job_id()
+    # Registered before the job exists: the engine may report on it at once.
+    bot.notifier.expect_interaction(job_id, interaction, message_id=message_id)
+    try:
+        await bot.generation.submit(
+            replace(request, job_id=job_id, interaction=token_for(interaction)),
+            status_message_id=message_id,
+        )
+    except BaseException:
+        bot.notifier.forget(job_id)
+        raise
+
+
+async def hold(
+    bot: FluxcordBot, request: GenerationRequest, status_message_id: int, review_channel: int
+) -> None:
+    await bot.approvals.hold(
+        request,
+        variant_name=bot.generation.offered_name(request.variant),
+        status_message_id=status_message_id,
+        review_channel_id=review_channel,
+    )
 
 
 async def generate_from_message(bot: FluxcordBot, message: discord.Message, draft: Draft) -> None:
-    """Reply-to-edit: the status message is a reply to the member's message."""
+    """Reply-to-edit: the job is accepted at once; its status and result reply to the
+    member's message, posted in the channel's turn (see cogs/delivery.py)."""
     who = requester_for(message.author, message.channel, message.channel.id)
-    status: discord.Message | None = None
-
-    async def post_status(text: str) -> discord.Message:
-        nonlocal status
-        status = await message.reply(text, allowed_mentions=NO_PINGS, mention_author=False)
-        return status
-
     try:
         await bot.generation.precheck(draft, who)
         request = await bot.generation.prepare(draft, who)
-        await start(bot, who, request, post_status)
-    except InvalidRequest as exc:
-        if status is not None:
-            await status.delete()
-        await message.reply(
-            str(exc),
+        review_channel = bot.generation.review_channel(who)
+        if review_channel is None:
+            await bot.generation.submit(replace(request, reply_to_message_id=message.id))
+            return
+        waiting = await bot.poster.send(
+            message.channel.id,
+            guild_id=who.guild_id,
+            content=waiting_text(who.user_id, request.variant.label),
             allowed_mentions=NO_PINGS,
-            mention_author=False,
-            delete_after=PUBLIC_ERROR_SECONDS,
+            reference=message.to_reference(fail_if_not_exists=False),
         )
+        await hold(bot, request, waiting.id, review_channel)
+    except InvalidRequest as exc:
+        refuse_in_reply(bot, message, str(exc))
+
+
+def refuse_in_reply(bot: FluxcordBot, message: discord.Message, text: str) -> None:
+    """Refusals in reply to a plain message can't be private; they clean themselves up."""
+    bot.poster.send_soon(
+        message.channel.id,
+        guild_id=message.guild.id if message.guild else None,
+        content=text,
+        allowed_mentions=NO_PINGS,
+        reference=message.to_reference(fail_if_not_exists=False),
+        mention_author=False,
+        delete_after=PUBLIC_ERROR_SECONDS,
+    )

@@ -12,7 +12,13 @@ from discord.ext import commands
 
 from bot.generation import Draft
 from bot.variants import SIZE_PRESETS, Variant
-from cogs.flow import candidate, generate_from_interaction, generate_from_message, image_attachments
+from cogs.flow import (
+    candidate,
+    generate_from_interaction,
+    generate_from_message,
+    image_attachments,
+    refuse_in_reply,
+)
 from cogs.options import OptionSet, variant_command
 from cogs.results import EditModal
 
@@ -160,7 +166,7 @@ class Generate(commands.Cog):
         references += [candidate(a) for a in image_attachments(message)]
         prompt = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
         if not references:
-            await message.reply(NO_IMAGES_TEXT, mention_author=False, delete_after=60)
+            refuse_in_reply(self.bot, message, NO_IMAGES_TEXT)
             return
         parent = await self.bot.generation.job_for_message(target.id)
         draft = Draft(

@@ -62,6 +62,7 @@ INTERNAL_ERROR_MESSAGE = "Something went wrong on our side. Please try again."
 UNDELIVERABLE_MESSAGE = "The finished image could not be posted in that channel."
 CANCELLED_MESSAGE = "Cancelled before it started. Nothing was charged."
 REFERENCE_PURGE_INTERVAL = 3600.0
+TOKEN_SWEEP_INTERVAL = 60.0
 # Consecutive "Task not found" answers tolerated right after a submit before giving up.
 NOT_FOUND_TOLERANCE = 3
 
@@ -158,6 +159,7 @@ class JobEngine:
             self._spawn(lane.run(), name=f"lane-{lane.name}")
         if self._reference_retention is not None:
             self._spawn(self._purge_old_references(self._reference_retention), name="purge")
+        self._spawn(self._erase_expired_tokens(), name="token-sweep")
         self._running = True
 
     async def stop(self) -> None:
@@ -208,6 +210,15 @@ class JobEngine:
             except Exception:
                 log.exception("purging old reference images failed")
             await asyncio.sleep(REFERENCE_PURGE_INTERVAL)
+
+    async def _erase_expired_tokens(self) -> None:
+        """Interaction tokens are credentials: none is kept past its 15 minutes."""
+        while True:
+            try:
+                await self.store.erase_expired_tokens(self._clock())
+            except Exception:
+                log.exception("erasing expired interaction tokens failed")
+            await asyncio.sleep(TOKEN_SWEEP_INTERVAL)
 
     # ----------------------------------------------------------------- public API
     async def accept(self, request: GenerationRequest) -> tuple[Job, int | None]:

@@ -53,6 +53,21 @@ class GenerationRequest:
     admission: Callable[[sqlite3.Connection, int], None] | None = field(
         default=None, repr=False, compare=False
     )
+    # Where the job is shown: the interaction that asked for it (its token, a credential), or
+    # else the member's message it replies to. See bot/jobs/delivery.py.
+    interaction: InteractionToken | None = field(default=None, repr=False)
+    reply_to_message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class InteractionToken:
+    """An interaction's webhook token and when Discord stops accepting it (Unix seconds)."""
+
+    token: str = field(repr=False)
+    expires_at: float
+
+    def usable(self, now: float) -> bool:
+        return now < self.expires_at
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,16 @@ class Job:
     closed: bool
     webhook_secret: str | None = field(default=None, repr=False)  # never in a log line
     reference_count: int = 0  # kept after the images themselves are purged
+    interaction_token: str | None = field(default=None, repr=False)  # a credential: never logged
+    interaction_expires_at: float | None = None
+    reply_to_message_id: int | None = None
+
+    def interaction(self, now: float) -> InteractionToken | None:
+        """The interaction this job is still shown through, while its token is valid."""
+        if self.interaction_token is None or self.interaction_expires_at is None:
+            return None
+        token = InteractionToken(self.interaction_token, self.interaction_expires_at)
+        return token if token.usable(now) else None
 
     @property
     def prompt(self) -> str:

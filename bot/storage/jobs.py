@@ -34,6 +34,8 @@ _UPDATABLE = frozenset(
         "ready_at",
         "finished_at",
         "closed",
+        "interaction_token",
+        "interaction_expires_at",
     }
 )
 
@@ -72,8 +74,13 @@ def _row_to_job(row: aiosqlite.Row) -> Job:
         closed=bool(row["closed"]),
         webhook_secret=row["webhook_secret"],
         reference_count=row["reference_count"],
+        interaction_token=row["interaction_token"],
+        interaction_expires_at=row["interaction_expires_at"],
+        reply_to_message_id=row["reply_to_message_id"],
     )
 
+
+_TOKEN_ERASED = {"interaction_token": None}
 
 # Settled when a job reaches these states: the image exists (and the provider billed it).
 _CHARGED_STATES = frozenset({JobState.READY, JobState.DELIVERED})
@@ -98,6 +105,7 @@ class JobStore:
         `admission` check, writing nothing, if it does not fit."""
         job_id = request.job_id or new_job_id()
         now = self._clock()
+        interaction = request.interaction
 
         def insert(conn: sqlite3.Connection) -> None:
             if request.admission is not None:
@@ -117,7 +125,8 @@ class JobStore:
             conn.execute(
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
-                " estimated_cost, reference_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " estimated_cost, reference_count, interaction_token, interaction_expires_at,"
+                " reply_to_message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     now,
@@ -134,6 +143,9 @@ class JobStore:
                     request.status_message_id,
                     estimated_cost,
                     len(request.inputs),
+                    interaction.token if interaction else None,
+                    interaction.expires_at if interaction else None,
+                    request.reply_to_message_id,
                 ),
             )
             conn.executemany(
@@ -228,6 +240,8 @@ class JobStore:
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} on a job")
+        if fields.get("closed"):
+            fields = {**fields, **_TOKEN_ERASED}  # the job has ended: its credential goes
         assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
         placeholders = ",".join("?" for _ in from_states)
         now = self._clock()
@@ -352,4 +366,14 @@ class JobStore:
 
     async def close(self, job_id: str) -> None:
         """The requester has been shown the outcome of a failed, moderated or cancelled job."""
-        await self._db.execute("UPDATE jobs SET closed = 1 WHERE id = ?", (job_id,))
+        await self._db.execute(
+            "UPDATE jobs SET closed = 1, interaction_token = NULL WHERE id = ?", (job_id,)
+        )
+
+    async def erase_expired_tokens(self, now: float) -> int:
+        """Interaction tokens are credentials and useless after 15 minutes: drop them then."""
+        return await self._db.execute(
+            "UPDATE jobs SET interaction_token = NULL"
+            " WHERE interaction_token IS NOT NULL AND interaction_expires_at <= ?",
+            (now,),
+        )

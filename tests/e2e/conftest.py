@@ -77,8 +77,20 @@ class World:
         if callback.type == 4:
             assert callback.data.get("flags", 0) & 64, "refusals must be ephemeral"
             return str(callback.data["content"])
-        message = await it.wait_original(lambda m: bool(m.content))
+
+        def answer() -> Message | None:
+            # The edited private deferral, or the private followup that replaced a public one.
+            original = it.original
+            if original is not None and not original.deleted and original.content:
+                return original
+            return next((m for m in it.followups if m.content and not m.deleted), None)
+
+        message = await self.discord.wait_for(answer)
         assert message.ephemeral, "refusals must be ephemeral"
+        original = it.original
+        assert original is None or original.ephemeral or original.deleted, (
+            "a public deferral must not stay behind a refusal"
+        )
         return message.content
 
     async def stop_bot(self, bot: FluxcordBot) -> None:

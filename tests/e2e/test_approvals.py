@@ -65,7 +65,8 @@ async def test_request_waits_for_approval_across_a_restart_then_is_made(world: W
     assert world.bfl.submissions == []
     assert queued.embeds[0]["description"] == "a red cat"
     assert queued.attachments[0].data == reference.data
-    await it.wait_for(lambda: it.original is None or it.original.deleted)
+    # The waiting message is the interaction's own answer.
+    assert it.original is not None and it.original.id == status.id
 
     await world.stop_bot(bot)
     bot = await world.start_bot()  # the buttons and the request survive the restart

@@ -35,8 +35,10 @@ async def test_imagine_posts_the_generated_image_with_its_parameters(world: Worl
         f"flux:{action}:{fields_job_id(embed)}"
         for action in ("reroll", "edit", "remix", "chain", "delete")
     }
-    # The private "thinking…" reply is cleaned up once the job is queued.
-    assert it.original is None or it.original.deleted
+    # The result is the interaction's own answer, edited through its token: no channel post.
+    assert it.original is not None and it.original.id == message.id
+    assert not [r for r in world.discord.requests
+                if r.method == "POST" and r.path.startswith("/channels/")]
     job_id = await bot.db.fetch_value("SELECT id FROM jobs")
     [job] = await bot.engine.wait_closed([job_id], 5)
     assert job.state is JobState.DELIVERED and job.result_message_id == message.id

@@ -1,0 +1,224 @@
+"""Sending to a chat service that rate-limits per channel, without letting anyone wait on it.
+
+Two small pieces, independent of Discord (cogs/delivery.py drives them with discord.py):
+
+- `SendTurns`: who may send next in one channel. A channel takes a few posts per second, so
+  its senders form one queue: one request in flight at a time (the client library sleeps
+  inside it when the bucket runs dry), results before progress, and a sender that asks again
+  while it waits keeps its single place. A sender reads what to send only when its turn
+  comes, so a status that changed while it waited costs one request, not two.
+- `LatestUpdate`: one message's updates. The latest state wins, at most one update is in
+  flight, progress updates are spaced out, and the final one (a result or a failure) goes
+  next, skipping any progress still waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+U = TypeVar("U")  # an update: what a message should show
+R = TypeVar("R")  # what applying the final update returns (e.g. the message id)
+
+
+class SendTurns:
+    """A queue of senders for one channel: one holds the turn at a time."""
+
+    def __init__(self) -> None:
+        self._urgent: OrderedDict[Hashable, asyncio.Future[None]] = OrderedDict()
+        self._normal: OrderedDict[Hashable, asyncio.Future[None]] = OrderedDict()
+        self._holder: Hashable | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self._holder is None and not self._urgent and not self._normal
+
+    @property
+    def waiting(self) -> int:
+        return len(self._urgent) + len(self._normal)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Hashable, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Wait for `key`'s turn, hold it for the body, then pass it on."""
+        granted = self._enqueue(key, urgent)
+        try:
+            await asyncio.shield(granted)
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled() and self._holder == key:
+                self._release()  # granted just as we were cancelled
+            else:
+                self._withdraw(key, granted)
+            raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def hurry(self, key: Hashable) -> None:
+        """A waiting sender now carries something urgent (a result): move it up."""
+        granted = self._normal.pop(key, None)
+        if granted is not None:
+            self._urgent[key] = granted
+
+    def _enqueue(self, key: Hashable, urgent: bool) -> asyncio.Future[None]:
+        waiting = self._urgent.get(key)
+        if waiting is None:
+            waiting = self._normal.get(key)
+            if waiting is not None and urgent:
+                self.hurry(key)
+        if waiting is None:
+            waiting = asyncio.get_running_loop().create_future()
+            (self._urgent if urgent else self._normal)[key] = waiting
+            self._grant_next()
+        return waiting
+
+    def _withdraw(self, key: Hashable, granted: asyncio.Future[None]) -> None:
+        for queue in (self._urgent, self._normal):
+            if queue.get(key) is granted:
+                del queue[key]
+        granted.cancel()
+
+    def _release(self) -> None:
+        self._holder = None
+        self._grant_next()
+
+    def _grant_next(self) -> None:
+        if self._holder is not None:
+            return
+        for queue in (self._urgent, self._normal):
+            while queue:
+                key, granted = queue.popitem(last=False)
+                if granted.done():
+                    continue  # withdrawn
+                self._holder = key
+                granted.set_result(None)
+                return
+
+
+class ChannelTurns:
+    """The `SendTurns` of every channel, created on first use and dropped when idle."""
+
+    def __init__(self) -> None:
+        self._channels: dict[int, SendTurns] = {}
+
+    def __getitem__(self, channel_id: int) -> SendTurns:
+        turns = self._channels.get(channel_id)
+        if turns is None:
+            if len(self._channels) > 1000:  # forget channels nobody is waiting in
+                self._channels = {k: v for k, v in self._channels.items() if not v.idle}
+            turns = self._channels[channel_id] = SendTurns()
+        return turns
+
+    def waiting(self) -> int:
+        return sum(turns.waiting for turns in self._channels.values())
+
+
+Gate = Callable[[bool], contextlib.AbstractAsyncContextManager[None]]
+
+
+def no_gate(urgent: bool) -> contextlib.AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext()
+
+
+class LatestUpdate(Generic[U, R]):
+    """The updates of one message. `apply(update, final)` performs one; it is never called
+    twice at once. `show` replaces whatever progress is waiting; `finish` waits for the
+    final update to be applied and returns its result (or raises its error, after which
+    `finish` may be called again to retry).
+
+    `gate(urgent)` is entered before each update is picked, e.g. the channel's `SendTurns`:
+    what is applied is the newest state when the gate opens, so a status that was still
+    waiting when the result arrived is never sent."""
+
+    def __init__(
+        self,
+        apply: Callable[[U, bool], Awaitable[R]],
+        *,
+        gate: Callable[[], Gate] = lambda: no_gate,
+        progress_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._apply = apply
+        self._gate = gate
+        self._interval = progress_interval
+        self._clock = clock
+        self._progress: U | None = None
+        self._final: tuple[U, asyncio.Future[R]] | None = None
+        self._finished = False
+        self._last_progress_at = -float("inf")
+        self._changed = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self.on_final: Callable[[], None] | None = None  # e.g. SendTurns.hurry
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def show(self, update: U) -> None:
+        """Best effort: a progress update (skipped if a newer one, or the end, comes first)."""
+        if self._finished or self._final is not None:
+            return  # a late progress update must never overwrite the result
+        self._progress = update
+        self._kick()
+
+    async def finish(self, update: U) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._final = (update, future)
+        self._progress = None
+        if self.on_final is not None:
+            self.on_final()
+        self._kick()
+        return await asyncio.shield(future)
+
+    def _kick(self) -> None:
+        self._changed.set()
+        if not self.busy:
+            self._worker = asyncio.create_task(self._run(), name="message-updates")
+
+    async def _run(self) -> None:
+        while not self._finished:
+            self._changed.clear()
+            if self._final is None:
+                if self._progress is None:
+                    return
+                wait = self._last_progress_at + self._interval - self._clock()
+                if wait > 0:  # progress is spaced out; the end is not
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), wait)
+                    continue
+            async with self._gate()(self._final is not None):
+                if self._final is not None:
+                    await self._apply_final(*self._final)
+                elif self._progress is not None:
+                    update, self._progress = self._progress, None
+                    self._last_progress_at = self._clock()
+                    try:
+                        await self._apply(update, False)
+                    except Exception:
+                        log.debug("a progress update failed", exc_info=True)
+            if self._final is not None and self._final[1].done():
+                self._final = None  # failed: the caller retries with finish()
+                return
+
+    async def _apply_final(self, update: U, future: asyncio.Future[R]) -> None:
+        try:
+            result = await self._apply(update, True)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: the caller sees it through finish()
+            return
+        self._finished = True
+        if not future.done():
+            future.set_result(result)

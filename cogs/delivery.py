@@ -1,0 +1,444 @@
+"""Where a job is shown, under Discord's rate limits.
+
+A request that came as an interaction is answered, updated and finished through that
+interaction's own token: the first answer (or the deferred "thinking" message) becomes the
+job's message and every later change edits it through the interaction's webhook. Those
+routes have a bucket per token and are exempt from the global 50 requests/s, while a channel
+message costs one of 5 posts per 5 s in its channel, which one busy channel would exhaust.
+
+A channel message is used only where there is no interaction (reply-to-edit, approved
+requests) or when Discord no longer takes the token (15 minutes, or 401/404): then the job
+posts in the channel, replying to its original message, and continues there. Channel posts
+and edits wait for their turn in the channel (bot/outbox.py), so a status that had not been
+posted yet when the result arrived is never posted at all.
+
+The provider never waits on any of this: a job is accepted first, and its messages follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+
+from bot.jobs.models import InteractionToken, Job, JobState
+from bot.jobs.notifier import DeliveryImpossible
+from bot.outbox import ChannelTurns, Gate, LatestUpdate, no_gate
+from bot.providers.base import OutputImage
+from cogs.render import NO_PINGS, failure_text, message_nonce, progress_text, result_embed
+
+log = logging.getLogger(__name__)
+
+# Discord: an interaction token works for 15 minutes. A small margin keeps us from starting
+# an edit that Discord would refuse half-way.
+INTERACTION_TOKEN_SECONDS = 15 * 60
+TOKEN_MARGIN_SECONDS = 20
+# Progress edits of one message are spaced out; results and failures are not.
+PROGRESS_INTERVAL = 1.0
+# Side posts (audit entries, refusals in reply to a message): attempts through transient
+# trouble before one is given up and logged.
+SIDE_POST_ATTEMPTS = 6
+# Jobs whose message state is kept in memory (finished ones are dropped at once).
+MAX_TRACKED_JOBS = 20_000
+
+JobLookup = Callable[[str], Awaitable[Job | None]]
+ResultViewFactory = Callable[[Job, int], discord.ui.View]
+QueuedViewFactory = Callable[[Job], discord.ui.View]
+# (job id, message id, left_interaction): persist where the job is shown now.
+ShownIn = Callable[[str, int, bool], Awaitable[None]]
+
+
+def token_for(interaction: discord.Interaction[Any]) -> InteractionToken:
+    """The interaction's token with its lifetime, counted from when we received it."""
+    expires_at = time.time() + INTERACTION_TOKEN_SECONDS - TOKEN_MARGIN_SECONDS
+    return InteractionToken(interaction.token, expires_at)
+
+
+@dataclass
+class Shown:
+    """What a job's message should show."""
+
+    content: str
+    embeds: list[discord.Embed] = field(default_factory=list)
+    images: list[OutputImage] = field(default_factory=list)
+    filenames: list[str] = field(default_factory=list)
+    view: discord.ui.View | None = None
+    mentions: discord.AllowedMentions = NO_PINGS
+    # Final posts carry the job's nonce: a repeat after a crash returns the first message.
+    nonce: int | None = None
+
+    def files(self) -> list[discord.File]:
+        return [
+            discord.File(io.BytesIO(image.data), filename=name)
+            for image, name in zip(self.images, self.filenames, strict=True)
+        ]
+
+
+def is_refused_token(exc: discord.HTTPException) -> bool:
+    """Discord no longer takes this interaction's token (expired, unknown, or its message
+    is gone): continue in the channel."""
+    return exc.status in (401, 404)
+
+
+class JobMessage:
+    """One job's message: where it is and how it is updated."""
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        channel_id: int,
+        guild_id: int | None,
+        user_id: int,
+        token: InteractionToken | None = None,
+        interaction: discord.Interaction[Any] | None = None,
+        message_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.channel_id = channel_id
+        self.guild_id = guild_id
+        self.user_id = user_id
+        self.token = token
+        self.interaction = interaction  # live only in the process that received it
+        self.message_id = message_id
+        self.reply_to = reply_to
+        self.left_interaction = False
+        self.updates: LatestUpdate[Shown, int] | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> JobMessage:
+        """Rebuild from the stored job (after a restart, or for a job approved later)."""
+        token = job.interaction(time.time())
+        if token is not None:
+            return cls.from_job(job, token=token, message_id=job.status_message_id)
+        if job.interaction_expires_at is not None:
+            # It was shown through an interaction whose token is gone: reply to that message.
+            message = cls.from_job(job, reply_to=job.status_message_id)
+            message.left_interaction = True
+            return message
+        return cls.from_job(job, message_id=job.status_message_id, reply_to=job.reply_to_message_id)
+
+    @classmethod
+    def from_job(cls, job: Job, **where: Any) -> JobMessage:
+        return cls(
+            job.id, channel_id=job.channel_id, guild_id=job.guild_id, user_id=job.user_id, **where
+        )
+
+    def uses_interaction(self) -> bool:
+        return self.token is not None and self.token.usable(time.time())
+
+    def leave_interaction(self) -> None:
+        """Continue in the channel, replying to the interaction's message if there is one."""
+        self.token = None
+        self.interaction = None
+        self.reply_to = self.message_id or self.reply_to
+        self.message_id = None
+        self.left_interaction = True
+
+
+class DiscordNotifier:
+    """Implements bot.jobs.notifier.JobNotifier for Discord (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        lookup: JobLookup,
+        shown_in: ShownIn,
+        turns: ChannelTurns,
+        result_view: ResultViewFactory | None = None,
+        queued_view: QueuedViewFactory | None = None,
+        progress_interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        self._client = client
+        self._lookup = lookup
+        self._shown_in = shown_in
+        self._turns = turns
+        self._result_view = result_view
+        self._queued_view = queued_view
+        self._progress_interval = progress_interval
+        self._messages: OrderedDict[str, JobMessage] = OrderedDict()
+
+    # ----------------------------------------------------------------- for the cogs
+    def expect_interaction(
+        self,
+        job_id: str,
+        interaction: discord.Interaction[Any],
+        *,
+        message_id: int | None = None,
+    ) -> None:
+        """Before the job is accepted: show it through this interaction. `message_id`: the
+        interaction was already answered (deferred) with this message."""
+        channel_id = interaction.channel_id or 0
+        self._track(
+            JobMessage(
+                job_id,
+                channel_id=channel_id,
+                guild_id=interaction.guild_id,
+                user_id=interaction.user.id,
+                token=token_for(interaction),
+                interaction=interaction,
+                message_id=message_id,
+            )
+        )
+
+    def forget(self, job_id: str) -> None:
+        """The job was never accepted."""
+        self._messages.pop(job_id, None)
+
+    def waiting_posts(self) -> int:
+        return self._turns.waiting()
+
+    # ----------------------------------------------------------------- JobNotifier
+    async def job_progress(self, job: Job, *, queue_position: int | None) -> None:
+        message = self._message(job)
+        if message.updates is not None and message.updates.finished:
+            return
+        queued = job.state is JobState.QUEUED
+        # While it waits in line the request can be cancelled; once running, it can't.
+        view = self._queued_view(job) if queued and self._queued_view else None
+        self._updates(message).show(Shown(progress_text(job, queue_position), view=view))
+
+    async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:
+        filenames = [f"flux-{job.id}-{i + 1}.{image.extension}" for i, image in enumerate(images)]
+        parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None
+        embeds = [result_embed(job, images[0], filenames[0], parent)]
+        # Further images of a multi-image result: one embed each, so all are shown together.
+        embeds += [discord.Embed().set_image(url=f"attachment://{name}") for name in filenames[1:]]
+        view = self._result_view(job, len(images)) if self._result_view else None
+        shown = Shown(
+            f"<@{job.user_id}>",
+            embeds,
+            images,
+            filenames,
+            view,
+            _requester_only(job),
+            nonce=message_nonce(job),
+        )
+        return await self._finish(job, shown)
+
+    async def job_failed(self, job: Job) -> None:
+        shown = Shown(failure_text(job), mentions=_requester_only(job), nonce=message_nonce(job))
+        await self._finish(job, shown)
+
+    # ----------------------------------------------------------------- internals
+    async def _finish(self, job: Job, shown: Shown) -> int:
+        message = self._message(job)
+        message_id = await self._updates(message).finish(shown)
+        self._messages.pop(job.id, None)  # its story is told; a re-delivery starts afresh
+        return message_id
+
+    def _track(self, message: JobMessage) -> JobMessage:
+        self._messages[message.job_id] = message
+        while len(self._messages) > MAX_TRACKED_JOBS:
+            self._messages.popitem(last=False)
+        return message
+
+    def _message(self, job: Job) -> JobMessage:
+        message = self._messages.get(job.id)
+        return message if message is not None else self._track(JobMessage.of(job))
+
+    def _updates(self, message: JobMessage) -> LatestUpdate[Shown, int]:
+        if message.updates is None:
+
+            async def apply(shown: Shown, final: bool) -> int:
+                return await self._apply(message, shown)
+
+            def gate() -> Gate:
+                if message.uses_interaction():
+                    return no_gate
+                turns = self._turns[message.channel_id]
+                return lambda urgent: turns.turn(message.job_id, urgent=urgent)
+
+            updates: LatestUpdate[Shown, int] = LatestUpdate(
+                apply, gate=gate, progress_interval=self._progress_interval
+            )
+            updates.on_final = lambda: self._turns[message.channel_id].hurry(message.job_id)
+            message.updates = updates
+        return message.updates
+
+    async def _apply(self, message: JobMessage, shown: Shown) -> int:
+        if message.uses_interaction() and message.message_id is None and not message.interaction:
+            # Answered before a restart, but its message was never recorded: use the channel.
+            message.leave_interaction()
+        if message.uses_interaction():
+            try:
+                return await self._through_interaction(message, shown)
+            except discord.HTTPException as exc:
+                if not is_refused_token(exc):
+                    raise
+                log.info(
+                    "job %s: the interaction is gone; continuing in the channel", message.job_id
+                )
+                message.leave_interaction()
+            # Not gated by the channel's turns yet: take a turn now.
+            async with self._turns[message.channel_id].turn(message.job_id, urgent=True):
+                return await self._in_channel(message, shown)
+        return await self._in_channel(message, shown)
+
+    async def _through_interaction(self, message: JobMessage, shown: Shown) -> int:
+        interaction = message.interaction
+        if interaction is not None and not interaction.response.is_done():
+            # The first answer: its message (the interaction's @original) is the job's.
+            kwargs: dict[str, Any] = {"allowed_mentions": shown.mentions}
+            if shown.embeds:
+                kwargs["embeds"] = shown.embeds
+            if shown.images:
+                kwargs["files"] = shown.files()
+            if shown.view is not None:
+                kwargs["view"] = shown.view
+            response = await interaction.response.send_message(shown.content, **kwargs)
+            message_id = response.message_id
+            if message_id is None:
+                message_id = (await interaction.original_response()).id
+            await self._record(message, message_id)
+            return message_id
+        assert message.token is not None
+        if message.message_id is None:
+            assert interaction is not None  # see _apply
+            edited = await interaction.edit_original_response(
+                content=shown.content,
+                embeds=shown.embeds,
+                attachments=shown.files(),
+                view=shown.view,
+                allowed_mentions=shown.mentions,
+            )
+            await self._record(message, edited.id)
+            return edited.id
+        application_id = self._client.application_id
+        assert application_id is not None
+        webhook = discord.Webhook.partial(application_id, message.token.token, client=self._client)
+        edited_message = await webhook.edit_message(
+            message.message_id,
+            content=shown.content,
+            embeds=shown.embeds,
+            attachments=shown.files(),
+            view=shown.view,
+            allowed_mentions=shown.mentions,
+        )
+        return edited_message.id
+
+    async def _in_channel(self, message: JobMessage, shown: Shown) -> int:
+        channel = self._client.get_partial_messageable(
+            message.channel_id, guild_id=message.guild_id
+        )
+        try:
+            if message.message_id is not None:
+                try:
+                    edited = await channel.get_partial_message(message.message_id).edit(
+                        content=shown.content,
+                        embeds=shown.embeds,
+                        attachments=shown.files(),
+                        allowed_mentions=shown.mentions,
+                        view=shown.view,
+                    )
+                    assert edited is not None
+                    return edited.id
+                except discord.NotFound:
+                    log.info("job %s: its message is gone; posting a new one", message.job_id)
+                    message.message_id = None
+            reference = None
+            if message.reply_to is not None:
+                reference = discord.MessageReference(
+                    message_id=message.reply_to,
+                    channel_id=message.channel_id,
+                    guild_id=message.guild_id,
+                    fail_if_not_exists=False,
+                )
+            sent = await channel.send(
+                content=shown.content,
+                embeds=shown.embeds,
+                files=shown.files(),
+                allowed_mentions=shown.mentions,
+                reference=reference,  # type: ignore[arg-type]
+                nonce=shown.nonce,  # type: ignore[arg-type]
+                view=shown.view,  # type: ignore[arg-type]
+            )
+        except (discord.Forbidden, discord.NotFound) as exc:
+            raise DeliveryImpossible(
+                f"{type(exc).__name__} in channel {message.channel_id}"
+            ) from None
+        await self._record(message, sent.id)
+        return sent.id
+
+    async def _record(self, message: JobMessage, message_id: int) -> None:
+        message.message_id = message_id
+        try:
+            await self._shown_in(message.job_id, message_id, message.left_interaction)
+        except Exception:  # the message is up; a restart will at worst post a second one
+            log.exception("job %s: could not record its message", message.job_id)
+
+
+def _requester_only(job: Job) -> discord.AllowedMentions:
+    # Only the requester may be pinged, whatever the prompt says.
+    return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])
+
+
+class ChannelPoster:
+    """Side posts (audit entries, public refusals, review requests): they wait for their
+    turn in the channel behind nobody's interaction, and are retried through transient
+    trouble (discord.py itself waits out 429s) instead of being lost."""
+
+    def __init__(self, client: discord.Client, turns: ChannelTurns) -> None:
+        self._client = client
+        self._turns = turns
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sequence = 0
+
+    async def send(
+        self, channel_id: int, *, guild_id: int | None = None, **kwargs: Any
+    ) -> discord.Message:
+        """Post now (in the channel's turn) and return the message; raises on failure."""
+        self._sequence += 1
+        channel = self._client.get_partial_messageable(channel_id, guild_id=guild_id)
+        async with self._turns[channel_id].turn(("side", self._sequence), urgent=True):
+            return await channel.send(**kwargs)
+
+    def send_soon(
+        self,
+        channel_id: int,
+        *,
+        guild_id: int | None = None,
+        delete_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Post in the background; nothing waits for it."""
+
+        async def post() -> None:
+            for attempt in range(1, SIDE_POST_ATTEMPTS + 1):
+                try:
+                    message = await self.send(channel_id, guild_id=guild_id, **kwargs)
+                except (discord.Forbidden, discord.NotFound):
+                    log.warning("cannot post in channel %s", channel_id)
+                    return
+                except discord.HTTPException as exc:
+                    if exc.status < 500 or attempt == SIDE_POST_ATTEMPTS:
+                        log.warning("a post in channel %s failed", channel_id, exc_info=True)
+                        return
+                except OSError:
+                    if attempt == SIDE_POST_ATTEMPTS:
+                        log.warning("a post in channel %s failed", channel_id, exc_info=True)
+                        return
+                else:
+                    if delete_after is not None:
+                        await message.delete(delay=delete_after)
+                    return
+                await asyncio.sleep(min(30.0, 2.0**attempt) * random.uniform(0.8, 1.2))
+
+        task = asyncio.create_task(post(), name=f"post-{channel_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, within: float = 5.0) -> None:
+        """Let the posts already queued go out (at shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=within)
