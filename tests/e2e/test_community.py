@@ -95,6 +95,19 @@ def audit_messages(world: World, channel: Channel) -> list[Message]:
     return [m for m in world.discord.messages(channel.id) if not m.ephemeral]
 
 
+async def audit_posted(
+    world: World, channel: Channel, count: int, *, containing: str = ""
+) -> list[str]:
+    """The audit channel's posts once `count` of them (containing the text) have arrived:
+    they go out in the background, at the channel's pace, after the command's answer."""
+
+    def posted() -> list[str] | None:
+        texts = [m.content for m in audit_messages(world, channel) if containing in m.content]
+        return texts if len(texts) >= count else None
+
+    return await world.discord.wait_for(posted, timeout=30)
+
+
 # --------------------------------------------------------------------------- settings
 async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_audited(
     world: World,
@@ -241,7 +254,7 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
         r"regular expression `\bwyrms?\b`",
         r"`\bwyrms?\b`",
     ]
-    posted = [message.content for message in audit_messages(world, log)]
+    posted = await audit_posted(world, log, len(rows))
     assert posted == [f"**{r['action']}** · {m} · {r['detail']}" for r in rows]
     assert all(message.allowed_mentions == {"parse": []} for message in audit_messages(world, log))
     # Settings survive a restart (they are read back from the table).
@@ -541,7 +554,7 @@ async def test_banned_terms_and_their_disguises_are_refused_and_look_alikes_pass
         ] == prompt
 
     # Moderators see what was refused in the audit channel; the member never sees the term.
-    refusals = [m.content for m in audit_messages(world, log) if "prompt refused" in m.content]
+    refusals = await audit_posted(world, log, len(BYPASSES), containing="prompt refused")
     assert len(refusals) == len(BYPASSES)
     assert refusals[0] == (
         f"**prompt refused** · <@{world.alice.id}> · hit banned term `dragon` in: "
@@ -594,6 +607,8 @@ async def test_strikes_escalate_to_blocks_that_moderators_can_lift(
     assert "**Latest audit entries about them**" in why
     assert "**blocked** · Fluxcord · " in why and "**prompt refused** · " in why
 
+    await audit_posted(world, log, 3, containing="**prompt refused**")
+    await audit_posted(world, log, 2, containing="**blocked**")
     posted = [m.content for m in audit_messages(world, log)]
     assert sum("**prompt refused**" in p for p in posted) == 3
     assert [p for p in posted if p.startswith("**blocked**")] == [
@@ -604,8 +619,8 @@ async def test_strikes_escalate_to_blocks_that_moderators_can_lift(
     assert await say(world, mod, "mod unblock", user=world.alice) == (
         f"Unblocked {alice} and cleared their strikes: they start from zero."
     )
-    posted = [m.content for m in audit_messages(world, log)]
-    assert posted[-1] == f"**unblocked** · <@{mod.id}> · {alice}; strikes cleared"
+    [unblocked] = await audit_posted(world, log, 1, containing="**unblocked**")
+    assert unblocked == f"**unblocked** · <@{mod.id}> · {alice}; strikes cleared"
     await imagine(world, world.alice, world.channel, prompt="a kitten")
     assert (await say(world, mod, "mod strikes", user=world.alice)).startswith(
         f"**Strikes of {alice}**: 0 active"

@@ -29,10 +29,14 @@ Quick tour
 Lifecycle & identity
 --------------------
 ``FakeDiscord(*, token="test-discord-token", bot_name="Fluxcord", bot_permissions=...,
-interaction_deadline=3.0, attachment_size_limit=10 MiB, privileged_intents=ALL, ...)``;
+interaction_deadline=3.0, attachment_size_limit=10 MiB, privileged_intents=ALL,
+rate_limits=True, interaction_token_lifetime=900.0, ...)``;
 ``await start()`` / ``await close()`` / ``async with``; ``base_url``; ``token``;
 ``application_id`` (== ``bot_id``); ``bot_user`` (user dict); ``interaction_deadline``
-(settable; ``None`` disables); ``patch_discord_py()`` (context manager, restores the
+(settable; ``None`` disables); ``rate_limits`` (settable, also mid-test: ``False`` answers
+never-exhausted headers and no 429s, for tests that deliberately flood);
+``interaction_token_lifetime`` (settable: seconds after its creation an interaction's
+webhook routes answer 401 50027); ``patch_discord_py()`` (context manager, restores the
 originals on exit). State survives client restarts: stop one ``discord.Client`` and log in
 another against the same fake. Close discord.py clients *before* closing the fake.
 
@@ -106,7 +110,11 @@ change, so ``pred`` should read fake state, not the bot's variables; returns ``p
 ``archived, locked, auto_archive_duration, owner_id, parent_id``; DMs ``recipient_id``),
 ``dm_channel(user) -> Channel | None`` (did anyone open that DM?), ``requests`` /
 ``unhandled_requests`` (``LoggedRequest(method, path, json, query, files, status)``;
-unpacks as ``method, path, json``), ``cdn_requests``, ``typing``, ``interactions``,
+unpacks as ``method, path, json``; 429s are in there with ``status == 429``),
+``rate_limited`` (every 429 given: ``RateLimitHit(method, path, bucket, scope, retry_after,
+is_global, time)``; ``bucket`` is the route's ``X-RateLimit-Bucket`` hash, ``scope``
+``"user"`` or ``"global"``, ``time`` a ``time.time()``), ``cdn_requests``, ``typing``,
+``interactions``,
 ``identify_count``, ``resume_count``, ``gateway_connected``, ``last_identify``.
 ``Message`` fields: ``id, channel_id, guild_id, author_id, type, content, embeds, components,
 attachments`` (``Attachment``: ``filename, content_type, data``/``bytes, size, width, height,
@@ -159,15 +167,41 @@ Discord behaviour implemented
 * Age-restricted: nsfw channels report ``nsfw``; threads carry no ``nsfw`` of their own
   (discord.py's ``Thread.is_nsfw()`` reads the parent, which the fake keeps consistent).
 * Attachments are served at ``{base_url}/attachments/...`` (``/media/...`` as proxy_url).
+* Interaction tokens expire ``interaction_token_lifetime`` s (Discord: 15 min) after the
+  interaction was created: then followup create and GET/PATCH/DELETE of ``@original`` or a
+  followup answer 401 ``{"message": "Invalid Webhook Token", "code": 50027}``. Once a deferred
+  "thinking" ``@original`` is deleted, a followup is a new message with its own flags.
+* Rate limits (``ratelimits.py``; on unless ``rate_limits=False``), checked before a route's
+  handler runs, so a refused request has no effect. Fixed windows starting at the first
+  request after the previous window ended, counted per major parameter:
+  ``POST /channels/{id}/messages`` 5/5 s per channel; ``PATCH …/messages/{id}`` 5/5 s per
+  channel, counted apart from POST but answering the same ``X-RateLimit-Bucket``
+  (discord-api-docs#1442); ``DELETE …/messages/{id}`` 5/1 s; own reactions (``PUT`` and
+  ``DELETE …/reactions/{emoji}/@me``, one budget, discord-api-docs#981) 1/0.25 s; interaction
+  webhooks (``/webhooks/{application_id}/{token}[/messages/{message}]``, every method) 5/2 s
+  per interaction token (discord-api-docs#2701); the interaction callback 5/2 s per
+  interaction; every other authenticated route 50/1 s per route and channel (else guild).
+  Global: 50 requests/s per bot over all authenticated requests except the interaction routes
+  (unauthenticated ``GET /gateway`` is not limited). Every answer of a limited route, errors
+  included, carries counting ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` (Unix s, ms)/
+  ``-Reset-After``/``-Bucket`` (one stable hash per bucket group, not per channel). Over a
+  limit: 429 ``{"message": "You are being rate limited.", "retry_after": s, "global": bool,
+  "code": 0}`` with ``Retry-After`` (whole seconds, rounded up), ``X-RateLimit-Scope``
+  (``user`` / ``global``), ``X-RateLimit-Global: true`` on global ones and ``Via: 1.1 google``
+  (without it discord.py takes a 429 for a Cloudflare ban). A refused request does not count.
+  discord.py reads the headers and sleeps, so the unmodified client flooding one route gets
+  no 429 (mixing sends and edits in one channel can: it keys both by their shared hash, as
+  on Discord); it learns nothing of the global limit before a 429, so a bot over 50
+  requests/s gets global 429s (and retries after ``retry_after``).
 * Unknown routes: 404 ``{"message": "404: Not Found", "code": 0}`` + ``unhandled_requests``.
-  Rate limit headers never run out, so discord.py never sleeps.
 
 Not implemented (on purpose): group DMs and user installs, voice, forum channels, channel
 permission overwrites and permission checks on REST calls (except the thread rules above),
-thread member lists, channel deletion, slowmode enforcement, rate limiting, webhooks other
-than interaction tokens, autocomplete injection, message forwarding, polls beyond storing them,
-presence updates, sharding, zlib compression (plain JSON text frames are sent, which discord.py
-accepts).
+thread member lists, channel deletion, slowmode enforcement, rate limits other than those
+above (per-guild followup limits, sub-limits such as channel renames, the invalid-request
+ban, Cloudflare), webhooks other than interaction tokens, autocomplete injection, message
+forwarding, polls beyond storing them, presence updates, sharding, zlib compression (plain
+JSON text frames are sent, which discord.py accepts).
 """
 
 from .models import (
@@ -183,6 +217,7 @@ from .models import (
     Upload,
     User,
 )
+from .ratelimits import RateLimitHit
 from .server import DEFAULT_TOKEN, FakeDiscord
 
 __all__ = [
@@ -196,6 +231,7 @@ __all__ = [
     "LoggedRequest",
     "Member",
     "Message",
+    "RateLimitHit",
     "Role",
     "Upload",
     "User",

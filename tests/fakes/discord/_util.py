@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import itertools
 import json
 import mimetypes
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -67,12 +67,15 @@ CONTEXT_GUILD = 0
 CONTEXT_BOT_DM = 1
 
 DEFAULT_ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+#: Discord: interaction tokens are valid for 15 minutes.
+INTERACTION_TOKEN_LIFETIME_S = 15 * 60.0
 
 # --- Discord JSON error codes used by the fake ---------------------------------------------
 UNKNOWN_CHANNEL = 10003
 UNKNOWN_GUILD = 10004
 UNKNOWN_MEMBER = 10007
 UNKNOWN_MESSAGE = 10008
+INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
 UNKNOWN_USER = 10013
 UNKNOWN_APPLICATION = 10002
@@ -157,29 +160,21 @@ def form_error(path: str, message: str, code: str = "BASE_TYPE_BAD_VALUE") -> Di
     return DiscordHTTPError(400, INVALID_FORM_BODY, "Invalid Form Body", tree)
 
 
-def ratelimit_headers(bucket_key: str) -> dict[str, str]:
-    """Generous, never-exhausted rate limit headers so discord.py never sleeps."""
-    return {
-        "X-RateLimit-Limit": "50",
-        "X-RateLimit-Remaining": "49",
-        "X-RateLimit-Reset": f"{time.time() + 1:.3f}",
-        "X-RateLimit-Reset-After": "1.000",
-        "X-RateLimit-Bucket": hashlib.md5(bucket_key.encode()).hexdigest()[:16],
-    }
-
-
-def json_response(data: Any, status: int = 200, *, bucket: str = "global") -> web.Response:
+def json_response(
+    data: Any, status: int = 200, *, headers: Mapping[str, str] | None = None
+) -> web.Response:
     # discord.py only parses bodies whose content-type is exactly "application/json".
+    # Rate limit headers are added by RestApi from its RateLimiter, not here.
     return web.Response(
         body=dumps(data).encode(),
         status=status,
         content_type="application/json",
-        headers=ratelimit_headers(bucket),
+        headers=headers,
     )
 
 
-def empty_response(*, bucket: str = "global") -> web.Response:
-    return web.Response(status=204, headers=ratelimit_headers(bucket))
+def empty_response(*, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=204, headers=headers)
 
 
 def guess_content_type(filename: str, data: bytes) -> str | None:

@@ -29,6 +29,7 @@ from ._util import (
     INTERACTION_AUTOCOMPLETE,
     INTERACTION_COMPONENT,
     INTERACTION_MODAL_SUBMIT,
+    INVALID_WEBHOOK_TOKEN,
     JSON,
     MSG_CHAT_INPUT_COMMAND,
     MSG_CONTEXT_MENU_COMMAND,
@@ -49,6 +50,7 @@ from ._util import (
 from .commands import store_commands, stored_command, validate_command
 from .messages import MessageWriter
 from .models import Callback, Channel, InteractionHandle, LoggedRequest, Message, Upload
+from .ratelimits import RateLimiter
 from .state import DiscordState
 
 Handler = Callable[["RestRequest"], Awaitable[web.Response]]
@@ -96,6 +98,7 @@ class RestApi:
     def __init__(self, state: DiscordState) -> None:
         self.state = state
         self.writer = MessageWriter(state)
+        self.limiter = RateLimiter()
         self.routes: list[Route] = []
         add = self._add
         add("GET", "/users/@me", self.get_me)
@@ -174,18 +177,24 @@ class RestApi:
             match = route.pattern.match(path)
             if match is None or route.method != request.method:
                 continue
-            bucket = f"{route.method} {route.template}"
             if route.auth and request.headers.get("Authorization") != f"Bot {self.state.token}":
-                return json_response(
-                    {"message": "401: Unauthorized", "code": 0}, 401, bucket=bucket
-                )
-            rest_request = RestRequest(request, match.groupdict(), dict(request.query), body, files)
+                return json_response({"message": "401: Unauthorized", "code": 0}, 401)
+            params = match.groupdict()
+            verdict = self.limiter.check(
+                request.method, path, route.template, params, authenticated=route.auth
+            )
+            if verdict.hit is not None:  # refused before the handler runs: no side effects
+                return json_response(verdict.hit.body(), 429, headers=verdict.headers)
+            rest_request = RestRequest(request, params, dict(request.query), body, files)
             try:
-                return await route.handler(rest_request)
+                response = await route.handler(rest_request)
             except DiscordHTTPError as error:
                 if isinstance(error, FakeNotImplemented):
                     self.state.unhandled_requests.append(entry)
-                return json_response(error.body(), error.status, bucket=bucket)
+                response = json_response(error.body(), error.status)
+            # Discord sends the bucket's headers on every answer of a limited route, errors too.
+            response.headers.update(verdict.headers)
+            return response
         self.state.unhandled_requests.append(entry)
         return json_response({"message": "404: Not Found", "code": 0}, 404)
 
@@ -668,6 +677,9 @@ class RestApi:
         it = self.state.interactions_by_token.get(req.params["token"])
         if it is None or req.params["application_id"] != str(self.state.application_id):
             raise not_found(UNKNOWN_WEBHOOK, "Webhook")
+        if time.monotonic() - it.created_monotonic > self.state.interaction_token_lifetime:
+            # Discord's answer once the token's 15 minutes are over, on every webhook route.
+            raise DiscordHTTPError(401, INVALID_WEBHOOK_TOKEN, "Invalid Webhook Token")
         if not it.acknowledged:
             raise not_found(UNKNOWN_WEBHOOK, "Webhook")
         return it
@@ -693,9 +705,15 @@ class RestApi:
         if state.check_thread_post(channel, state.bot.id):
             await state.unarchive_thread(channel)
         original = it.original
-        if original is not None and original.loading and it.callbacks[0].type == 5:
+        if (
+            original is not None
+            and original.loading
+            and not original.deleted
+            and it.callbacks[0].type == 5
+        ):
             # Discord: the first followup after a deferral replaces the "thinking" message,
-            # keeping the deferral's visibility.
+            # keeping the deferral's visibility (once that message is deleted, a followup is a
+            # new message with its own flags).
             previous, _ = self._apply_edit(original, {**req.body, "flags": None}, req.files)
             it.followup_ids.append(original.id)
             await state.message_edited(original, previous, was_loading=True)

@@ -30,6 +30,7 @@ from ._util import (
     INTERACTION_APPLICATION_COMMAND,
     INTERACTION_COMPONENT,
     INTERACTION_MODAL_SUBMIT,
+    INTERACTION_TOKEN_LIFETIME_S,
     JSON,
     MSG_DEFAULT,
     MSG_REPLY,
@@ -48,6 +49,7 @@ from .models import (
     Upload,
     User,
 )
+from .ratelimits import RateLimitHit
 from .rest import RestApi, message_reference
 from .state import DiscordState
 
@@ -82,6 +84,8 @@ class FakeDiscord(LoopbackServer):
         heartbeat_interval_ms: int = 41250,
         host: str = "127.0.0.1",
         port: int = 0,
+        rate_limits: bool = True,
+        interaction_token_lifetime: float = INTERACTION_TOKEN_LIFETIME_S,
     ) -> None:
         self._state = DiscordState(
             token=token,
@@ -89,11 +93,13 @@ class FakeDiscord(LoopbackServer):
             bot_permissions=bot_permissions,
             interaction_deadline=interaction_deadline,
             attachment_size_limit=attachment_size_limit,
+            interaction_token_lifetime=interaction_token_lifetime,
         )
         self._gateway = GatewayServer(self._state, heartbeat_interval_ms=heartbeat_interval_ms)
         self._gateway.allowed_privileged_intents = privileged_intents
         self._state.gateway = self._gateway
         self._rest = RestApi(self._state)
+        self._rest.limiter.enabled = rate_limits
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -165,6 +171,29 @@ class FakeDiscord(LoopbackServer):
     @interaction_deadline.setter
     def interaction_deadline(self, value: float | None) -> None:
         self._state.interaction_deadline = value
+
+    @property
+    def rate_limits(self) -> bool:
+        """Whether Discord's rate limits are enforced (on by default; settable mid-test)."""
+        return self._rest.limiter.enabled
+
+    @rate_limits.setter
+    def rate_limits(self, value: bool) -> None:
+        self._rest.limiter.enabled = value
+
+    @property
+    def rate_limited(self) -> list[RateLimitHit]:
+        """Every 429 the stand-in gave, oldest first (they are in ``requests`` too)."""
+        return self._rest.limiter.hits
+
+    @property
+    def interaction_token_lifetime(self) -> float:
+        """Seconds an interaction's webhook routes work after it was created (Discord: 900)."""
+        return self._state.interaction_token_lifetime
+
+    @interaction_token_lifetime.setter
+    def interaction_token_lifetime(self, value: float) -> None:
+        self._state.interaction_token_lifetime = value
 
     # ------------------------------------------------------------------ world setup
     def add_guild(self, name: str, *, owner_id: int | None = None) -> Guild:

@@ -28,6 +28,7 @@ from ._util import (
     INTENT_GUILD_MESSAGES,
     INTENT_GUILDS,
     INTENT_MESSAGE_CONTENT,
+    INTERACTION_TOKEN_LIFETIME_S,
     JSON,
     MANAGE_THREADS,
     MISSING_PERMISSIONS,
@@ -98,6 +99,7 @@ class DiscordState:
         bot_permissions: int,
         interaction_deadline: float | None,
         attachment_size_limit: int = DEFAULT_ATTACHMENT_SIZE_LIMIT,
+        interaction_token_lifetime: float = INTERACTION_TOKEN_LIFETIME_S,
     ) -> None:
         self.snowflake = SnowflakeFactory()
         self.token = token
@@ -106,6 +108,8 @@ class DiscordState:
         self.bot = User(id=self.application_id, username=bot_name, global_name=bot_name, bot=True)
         self.bot_permissions = bot_permissions
         self.interaction_deadline = interaction_deadline
+        #: Seconds after its creation an interaction's token stops working (401 50027).
+        self.interaction_token_lifetime = interaction_token_lifetime
         self.attachment_size_limit = attachment_size_limit
         self.base_url = "http://127.0.0.1:0"
 

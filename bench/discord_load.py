@@ -1,0 +1,320 @@
+"""The whole bot in one busy channel, against Discord's rate limits.
+
+The real bot (its cogs, engine and web server, assembled as `python -m bot` does) runs in a
+child process against the Discord stand-in, with Discord's rate limits on, and the BFL
+stand-in; this process hosts both stand-ins and plays the members.
+
+- imagine: N `/imagine` from M members in one channel, dispatched over about 10 s (BFL cap
+  24, 1 s per image). Prints the makespan (first submit → last result visible) against the
+  ideal ceil(N/cap) × latency, ready → visible p50/p95 (ready: the provider finished the
+  task), the slowest first acknowledgement, Discord 429s, and Discord requests per job by
+  route. Once with polling, once with BFL webhooks.
+- replies: R reply-to-edit messages in one channel: makespan (first reply → last result
+  visible) against the channel's post limit (R posts at 1 per second).
+
+    python -m bench.discord_load                       # everything, default sizes
+    python -m bench.discord_load --scenario imagine --jobs 96 --mode polling
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import math
+import os
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from tests.fakes.bfl_server import FakeBFL
+from tests.fakes.discord.models import InteractionHandle, Message, Upload
+from tests.fakes.discord_server import FakeDiscord
+
+API_KEY = "bench-bfl-key-0123456789"
+ACK_DEADLINE = 3.0
+_SNOWFLAKE = re.compile(r"/\d{15,}")
+_TOKEN = re.compile(r"/(webhooks/\{id\}|interactions/\{id\})/[^/]+")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def route_of(method: str, path: str) -> str:
+    path = _SNOWFLAKE.sub("/{id}", path)
+    path = _TOKEN.sub(r"/\1/{token}", path)
+    return f"{method} {path}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class Watch:
+    """When each thing became visible in the stand-in, in wall-clock time. `scan` is called
+    on every change of the stand-in's state (by `watch`, and by whoever waits on it)."""
+
+    fake: FakeDiscord
+    channel_id: int
+    handles: list[InteractionHandle] = field(default_factory=list)
+    acked: dict[int, float] = field(default_factory=dict)  # interaction id → first callback
+    visible: dict[int, float] = field(default_factory=dict)  # message id → image shown
+    _unanswered: dict[int, InteractionHandle] = field(default_factory=dict)
+    _seen_handles: int = 0
+
+    def scan(self) -> None:
+        now = time.time()
+        for it in self.handles[self._seen_handles :]:
+            self._unanswered[it.id] = it
+        self._seen_handles = len(self.handles)
+        for it in list(self._unanswered.values()):
+            if it.callbacks:
+                self.acked[it.id] = now
+                del self._unanswered[it.id]
+        for message in self.fake.messages(self.channel_id, include_ephemeral=False):
+            if message.id not in self.visible and is_result(self.fake, message):
+                self.visible[message.id] = now
+
+    async def until_shown(self, count: int, within: float) -> None:
+        def done() -> bool:
+            self.scan()
+            return len(self.visible) >= count
+
+        await self.fake.wait_for(done, timeout=within)
+
+
+async def watch(state: Watch) -> None:
+    """Keep scanning until cancelled (the stand-in wakes it on every change)."""
+
+    def scan() -> bool:
+        state.scan()
+        return False
+
+    with contextlib.suppress(TimeoutError):
+        await state.fake.wait_for(scan, timeout=3600)
+
+
+def is_result(fake: FakeDiscord, message: Message) -> bool:
+    return message.author_id == fake.application_id and bool(message.attachments)
+
+
+async def start_bot(
+    fake: FakeDiscord, bfl: FakeBFL, folder: Path, guild_id: int, *, webhooks: bool
+) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FAKE_DISCORD_URL": fake.base_url,
+        "DISCORD_TOKEN": fake.token,
+        "BFL_API_KEY": API_KEY,
+        "BFL_API_BASE": bfl.base_url,
+        "DATABASE_PATH": str(folder / "bench.sqlite3"),
+        "DEV_GUILD_ID": str(guild_id),
+        "WEB_PORT": str(port),
+        "LOG_LEVEL": os.environ.get("BENCH_BOT_LOG_LEVEL", "WARNING"),
+        "DEFAULT_USER_DAILY_IMAGES": "100000",
+        "DEFAULT_USER_DAILY_CREDITS": "1000000",
+        "DEFAULT_USER_MONTHLY_CREDITS": "1000000",
+        "DEFAULT_GUILD_MONTHLY_CREDITS": "100000000",
+    }
+    if webhooks:
+        env["WEBHOOK_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+        env["WEBHOOK_GRACE_SECONDS"] = "5"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.discord_load", "--child", env=env
+    )
+    await fake.wait_until_connected(timeout=30)
+    await fake.wait_for(lambda: fake.commands(guild_id) or None, timeout=30)
+    return process, port
+
+
+async def stop_bot(process: asyncio.subprocess.Process) -> None:
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 15)
+    except TimeoutError:
+        process.kill()
+
+
+def requests_per_job(fake: FakeDiscord, jobs: int, since: int) -> list[tuple[str, float]]:
+    counts = Counter(route_of(r.method, r.path) for r in fake.requests[since:])
+    return [(route, count / jobs) for route, count in counts.most_common()]
+
+
+async def imagine(
+    jobs: int, users: int, cap: int, latency: float, spread: float, webhooks: bool
+) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as folder:
+        async with (
+            FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as bfl,
+            FakeDiscord() as fake,
+        ):
+            guild = fake.add_guild("Bench")
+            channel = fake.add_text_channel(guild.id, "flux")
+            members = [fake.add_member(guild.id, f"member{n}") for n in range(users)]
+            process, _ = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=webhooks)
+            try:
+                since = len(fake.requests)
+                state = Watch(fake, channel.id)
+                handles = state.handles
+                watcher = asyncio.create_task(watch(state))
+                dispatched: dict[int, float] = {}
+                for n in range(jobs):
+                    it = await fake.invoke_slash(
+                        members[n % users], channel, "imagine", {"prompt": f"bench image {n}"}
+                    )
+                    handles.append(it)
+                    dispatched[it.id] = time.time()
+                    await asyncio.sleep(spread / jobs)
+                await state.until_shown(jobs, within=jobs * 2 + 60)
+                watcher.cancel()
+                by_bytes = {bfl.image_bytes(task.id): task for task in bfl.tasks.values()}
+                ready_to_visible = []
+                for message_id, shown_at in state.visible.items():
+                    data = fake.message(message_id).attachments[0].data
+                    task = by_bytes.get(data)
+                    if task is not None:
+                        ready_to_visible.append(shown_at - (task.created_wall + task.latency))
+                first_submit = min(task.created_wall for task in bfl.tasks.values())
+                makespan = max(state.visible.values()) - first_submit
+                acks = [state.acked[i] - dispatched[i] for i in dispatched if i in state.acked]
+                ideal = math.ceil(jobs / cap) * latency
+                return {
+                    "makespan": makespan,
+                    "ideal": ideal,
+                    "ratio": makespan / ideal,
+                    "p50_ms": statistics.median(ready_to_visible) * 1000,
+                    "p95_ms": percentile(ready_to_visible, 0.95) * 1000,
+                    "delivered": len(state.visible),
+                    "acked": len(acks),
+                    "late_acks": sum(1 for a in acks if a > ACK_DEADLINE),
+                    "max_ack_ms": max(acks) * 1000,
+                    "discord_429": len(fake.rate_limited),
+                    "routes": requests_per_job(fake, jobs, since),
+                }
+            finally:
+                await stop_bot(process)
+
+
+async def replies(count: int, latency: float) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as folder:
+        async with FakeBFL(api_key=API_KEY, latency=latency) as bfl, FakeDiscord() as fake:
+            guild = fake.add_guild("Bench")
+            channel = fake.add_text_channel(guild.id, "flux")
+            members = [fake.add_member(guild.id, f"member{n}") for n in range(count)]
+            process, _ = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=False)
+            try:
+                source = await fake.post_user_message(
+                    members[0],
+                    channel,
+                    "a photo",
+                    attachments=[Upload("cat.png", png((200, 10, 10)))],
+                )
+                since = len(fake.requests)
+                state = Watch(fake, channel.id)
+                watcher = asyncio.create_task(watch(state))
+                started = time.time()
+                for n in range(count):
+                    await fake.post_user_message(
+                        members[n], channel, f"make it blue {n}", reply_to=source, mention_bot=True
+                    )
+                await state.until_shown(count, within=count * 3 + 60)
+                watcher.cancel()
+                makespan = max(state.visible.values()) - started
+                ideal = count * 1.0
+                return {
+                    "makespan": makespan,
+                    "ideal": ideal,
+                    "ratio": makespan / ideal,
+                    "delivered": len(state.visible),
+                    "discord_429": len(fake.rate_limited),
+                    "routes": requests_per_job(fake, count, since),
+                }
+            finally:
+                await stop_bot(process)
+
+
+def child() -> None:
+    """The bot, as `python -m bot` runs it, pointed at the Discord stand-in."""
+    import yarl
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    from bot.__main__ import main as bot_main
+
+    base = os.environ["FAKE_DISCORD_URL"]
+    Route.BASE = f"{base}/api/v10"
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(f"{base.replace('http', 'ws', 1)}/gateway/")
+    sys.exit(bot_main(["run"]))
+
+
+def report(title: str, figures: dict[str, object], target: str) -> None:
+    print(f"--- {title}")
+    for key, value in figures.items():
+        if key == "routes":
+            continue
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        suffix = f"  (target {target})" if key == "ratio" else ""
+        print(f"{key:<14}{text}{suffix}")
+    print("Discord requests per job:")
+    for route, per_job in figures["routes"]:  # type: ignore[attr-defined]
+        print(f"  {per_job:6.2f}  {route}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", choices=["imagine", "replies", "all"], default="all")
+    parser.add_argument("--jobs", type=int, default=480)
+    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--cap", type=int, default=24)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--spread", type=float, default=10.0, help="seconds to dispatch over")
+    parser.add_argument("--replies", type=int, default=60)
+    parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
+    args = parser.parse_args()
+    if args.child:
+        child()
+        return
+    if args.scenario in ("imagine", "all"):
+        modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
+        for mode in modes:
+            figures = asyncio.run(
+                imagine(
+                    args.jobs, args.users, args.cap, args.latency, args.spread, mode == "webhook"
+                )
+            )
+            report(
+                f"imagine ({mode}): {args.jobs} from {args.users} members in one channel, "
+                f"cap {args.cap}, {args.latency}s per image",
+                figures,
+                "≤ 1.10",
+            )
+    if args.scenario in ("replies", "all"):
+        figures = asyncio.run(replies(args.replies, args.latency))
+        report(f"replies: {args.replies} reply-to-edit in one channel", figures, "≤ 1.15")
+
+
+if __name__ == "__main__":
+    main()
