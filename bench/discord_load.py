@@ -101,7 +101,8 @@ class Watch:
             self.scan()
             return len(self.visible) >= count
 
-        await self.fake.wait_for(done, timeout=within)
+        with contextlib.suppress(TimeoutError):  # report what was shown by then
+            await self.fake.wait_for(done, timeout=within)
 
 
 async def watch(state: Watch) -> None:
@@ -163,7 +164,7 @@ def requests_per_job(fake: FakeDiscord, jobs: int, since: int) -> list[tuple[str
 
 
 async def imagine(
-    jobs: int, users: int, cap: int, latency: float, spread: float, webhooks: bool
+    jobs: int, users: int, cap: int, latency: float, spread: float, webhooks: bool, within: float
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         async with (
@@ -187,7 +188,7 @@ async def imagine(
                     handles.append(it)
                     dispatched[it.id] = time.time()
                     await asyncio.sleep(spread / jobs)
-                await state.until_shown(jobs, within=jobs * 2 + 60)
+                await state.until_shown(jobs, within=within)
                 watcher.cancel()
                 by_bytes = {bfl.image_bytes(task.id): task for task in bfl.tasks.values()}
                 ready_to_visible = []
@@ -209,7 +210,8 @@ async def imagine(
                     "delivered": len(state.visible),
                     "acked": len(acks),
                     "late_acks": sum(1 for a in acks if a > ACK_DEADLINE),
-                    "max_ack_ms": max(acks) * 1000,
+                    "max_ack_ms": max(acks, default=0.0) * 1000,
+                    "unanswered": jobs - len(acks),
                     "discord_429": len(fake.rate_limited),
                     "routes": requests_per_job(fake, jobs, since),
                 }
@@ -293,6 +295,9 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=10.0, help="seconds to dispatch over")
     parser.add_argument("--replies", type=int, default=60)
     parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
+    parser.add_argument(
+        "--within", type=float, default=600.0, help="stop waiting after this many seconds"
+    )
     args = parser.parse_args()
     if args.child:
         child()
@@ -302,7 +307,13 @@ def main() -> None:
         for mode in modes:
             figures = asyncio.run(
                 imagine(
-                    args.jobs, args.users, args.cap, args.latency, args.spread, mode == "webhook"
+                    args.jobs,
+                    args.users,
+                    args.cap,
+                    args.latency,
+                    args.spread,
+                    mode == "webhook",
+                    args.within,
                 )
             )
             report(

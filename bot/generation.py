@@ -258,8 +258,8 @@ class GenerationService:
         """The job is now shown in this message. `left_interaction`: it moved to a channel
         message (the interaction's token expired or was refused), so the token is dropped."""
         fields: dict[str, Any] = {"status_message_id": message_id}
-        if left_interaction:
-            fields["interaction_token"] = None
+        if left_interaction:  # from now on its message is a plain channel message
+            fields.update(interaction_token=None, interaction_expires_at=None)
         await self.engine.store.update(job_id, **fields)
 
     async def mark_deleted(self, job: Job, actor_id: int) -> None:

@@ -167,6 +167,8 @@ class DiscordNotifier:
         self._queued_view = queued_view
         self._progress_interval = progress_interval
         self._messages: OrderedDict[str, JobMessage] = OrderedDict()
+        # Jobs whose outcome is shown: a progress report that arrives late must not undo it.
+        self._done: OrderedDict[str, None] = OrderedDict()
 
     # ----------------------------------------------------------------- for the cogs
     def expect_interaction(
@@ -200,9 +202,9 @@ class DiscordNotifier:
 
     # ----------------------------------------------------------------- JobNotifier
     async def job_progress(self, job: Job, *, queue_position: int | None) -> None:
-        message = self._message(job)
-        if message.updates is not None and message.updates.finished:
+        if job.id in self._done:
             return
+        message = self._message(job)
         queued = job.state is JobState.QUEUED
         # While it waits in line the request can be cancelled; once running, it can't.
         view = self._queued_view(job) if queued and self._queued_view else None
@@ -235,6 +237,9 @@ class DiscordNotifier:
         message = self._message(job)
         message_id = await self._updates(message).finish(shown)
         self._messages.pop(job.id, None)  # its story is told; a re-delivery starts afresh
+        self._done[job.id] = None
+        while len(self._done) > MAX_TRACKED_JOBS:
+            self._done.popitem(last=False)
         return message_id
 
     def _track(self, message: JobMessage) -> JobMessage:

@@ -142,13 +142,15 @@ async def start_interaction(
     # Registered before the job exists: the engine may report on it at once.
     bot.notifier.expect_interaction(job_id, interaction, message_id=message_id)
     try:
-        await bot.generation.submit(
+        job, position = await bot.generation.submit(
             replace(request, job_id=job_id, interaction=token_for(interaction)),
             status_message_id=message_id,
         )
     except BaseException:
         bot.notifier.forget(job_id)
         raise
+    # The engine reports progress too; this makes sure the interaction is answered at once.
+    await bot.notifier.job_progress(job, queue_position=position)
 
 
 async def hold(
