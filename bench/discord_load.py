@@ -14,6 +14,8 @@ stand-in; this process hosts both stand-ins and plays the members.
 
     python -m bench.discord_load                       # everything, default sizes
     python -m bench.discord_load --scenario imagine --jobs 96 --mode polling
+
+BENCH_BOT_LOG_LEVEL=DEBUG shows the bot's own log (WARNING by default).
 """
 
 from __future__ import annotations

@@ -116,9 +116,6 @@ class ChannelTurns:
             turns = self._channels[channel_id] = SendTurns()
         return turns
 
-    def waiting(self) -> int:
-        return sum(turns.waiting for turns in self._channels.values())
-
 
 Gate = Callable[[bool], contextlib.AbstractAsyncContextManager[None]]
 

@@ -197,9 +197,6 @@ class DiscordNotifier:
         """The job was never accepted."""
         self._messages.pop(job_id, None)
 
-    def waiting_posts(self) -> int:
-        return self._turns.waiting()
-
     # ----------------------------------------------------------------- JobNotifier
     async def job_progress(self, job: Job, *, queue_position: int | None) -> None:
         if job.id in self._done:
