@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,11 @@ import pytest
 from discord import app_commands
 from PIL import Image
 
+from tests.e2e.standin_clients import (
+    connected,
+    no_leaks,  # noqa: F401 (autouse)
+    sync_to_guild,
+)
 from tests.fakes.discord_server import Channel as FakeChannel
 from tests.fakes.discord_server import FakeDiscord, Guild, Upload, User
 
@@ -213,31 +218,18 @@ async def world() -> AsyncIterator[World]:
 async def running(
     world: World, *, sync: bool = True, message_content: bool = True
 ) -> AsyncIterator[StandinClient]:
-    client = StandinClient(message_content=message_content)
-    task = asyncio.create_task(client.start(world.fake.token))
-    try:
-        await asyncio.wait_for(client.ready.wait(), 5)
+    async with connected(
+        StandinClient(message_content=message_content), world.fake.token
+    ) as client:
         if sync:
-            guild = discord.Object(world.guild.id)
-            client.tree.copy_global_to(guild=guild)
-            await client.tree.sync(guild=guild)
+            await sync_to_guild(client, world.guild.id)
         yield client
-    finally:
-        await client.close()
-        await task
 
 
 def text_channel(client: discord.Client, channel_id: int) -> discord.TextChannel:
     channel = client.get_channel(channel_id)
     assert isinstance(channel, discord.TextChannel)
     return channel
-
-
-@pytest.fixture(autouse=True)
-def _no_leaks(recwarn: pytest.WarningsRecorder) -> Iterator[None]:
-    yield
-    leaks = [str(w.message) for w in recwarn if "Unclosed" in str(w.message)]
-    assert not leaks, leaks
 
 
 async def test_login_ready_and_guild_cache(world: World) -> None:

@@ -5,7 +5,7 @@ age-restricted (nsfw) channels."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +15,10 @@ import discord
 import pytest
 from discord import app_commands
 
+from tests.e2e.standin_clients import (
+    connected,
+    no_leaks,  # noqa: F401 (autouse)
+)
 from tests.fakes.discord_server import Channel as FakeChannel
 from tests.fakes.discord_server import FakeDiscord, Guild, Role, User
 
@@ -166,22 +170,9 @@ async def world() -> AsyncIterator[World]:
 
 @asynccontextmanager
 async def running(world: World, **options: Any) -> AsyncIterator[CommunityClient]:
-    client = CommunityClient(**options)
-    task = asyncio.create_task(client.start(world.fake.token))
-    try:
-        await asyncio.wait_for(client.ready.wait(), 5)
+    async with connected(CommunityClient(**options), world.fake.token) as client:
         await client.tree.sync()  # global commands: usable in guilds and (unless guild-only) DMs
         yield client
-    finally:
-        await client.close()
-        await task
-
-
-@pytest.fixture(autouse=True)
-def _no_leaks(recwarn: pytest.WarningsRecorder) -> Iterator[None]:
-    yield
-    leaks = [str(w.message) for w in recwarn if "Unclosed" in str(w.message)]
-    assert not leaks, leaks
 
 
 async def next_item(queue: asyncio.Queue[Any]) -> Any:

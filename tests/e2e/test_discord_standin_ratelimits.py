@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,11 @@ import discord
 import pytest
 from discord import app_commands
 
+from tests.e2e.standin_clients import (
+    connected,
+    no_leaks,  # noqa: F401 (autouse)
+    sync_to_guild,
+)
 from tests.fakes.discord_server import Channel as FakeChannel
 from tests.fakes.discord_server import FakeDiscord, Guild, InteractionHandle, User
 
@@ -131,24 +136,9 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
 
 @asynccontextmanager
 async def running(world: World) -> AsyncIterator[HoldClient]:
-    client = HoldClient()
-    task = asyncio.create_task(client.start(world.fake.token))
-    try:
-        await asyncio.wait_for(client.ready.wait(), 5)
-        guild = discord.Object(world.guild.id)
-        client.tree.copy_global_to(guild=guild)
-        await client.tree.sync(guild=guild)
+    async with connected(HoldClient(), world.fake.token) as client:
+        await sync_to_guild(client, world.guild.id)
         yield client
-    finally:
-        await client.close()
-        await task
-
-
-@pytest.fixture(autouse=True)
-def _no_leaks(recwarn: pytest.WarningsRecorder) -> Iterator[None]:
-    yield
-    leaks = [str(w.message) for w in recwarn if "Unclosed" in str(w.message)]
-    assert not leaks, leaks
 
 
 def assert_refused(answer: Answer, *, is_global: bool, max_retry: float) -> float:
