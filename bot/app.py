@@ -215,6 +215,8 @@ class FluxcordBot(commands.Bot):
         policy = CommunityPolicy(self.server_settings, self.moderation, dm_allowed=self.dm_allowed)
         self.studios = Studios(self.db, self.audit, policy=policy)
         await self.studios.load()
+        # An ended studio posts its gallery once the jobs still running in it are done.
+        self.engine.on_job_closed(self.studios.job_closed)
         self.generation = GenerationService(
             self.engine,
             self.variants,

@@ -24,11 +24,12 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import discord
 
+from bot.image_fit import CannotFit, fit_images, fits
 from bot.jobs.models import InteractionToken, Job, JobState
 from bot.jobs.notifier import DeliveryImpossible
 from bot.outbox import ChannelTurns, Gate, LatestUpdate, no_gate
@@ -48,6 +49,13 @@ PROGRESS_INTERVAL = 1.0
 SIDE_POST_ATTEMPTS = 6
 # Jobs whose message state is kept in memory (finished ones are dropped at once).
 MAX_TRACKED_JOBS = 20_000
+# Discord counts the whole request against the upload limit: leave room for the JSON part.
+UPLOAD_MARGIN = 64 * 1024
+# After a 413 the result is fitted into half the budget, at most this many times.
+TOO_LARGE_RETRIES = 2
+# Discord: the thread is archived (50083) or locked (160005): post in its parent channel.
+THREAD_CLOSED_CODES = frozenset({50083, 160005})
+TOO_LARGE_CODE = 40005
 
 JobLookup = Callable[[str], Awaitable[Job | None]]
 ResultViewFactory = Callable[[Job, int], discord.ui.View]
@@ -88,6 +96,22 @@ def is_refused_token(exc: discord.HTTPException) -> bool:
     return exc.status in (401, 404)
 
 
+class TooLarge(Exception):
+    """Discord refused the files as larger than the destination's upload limit."""
+
+
+def refusal_reason(exc: discord.HTTPException) -> str | None:
+    """Why Discord will never take this message, in words for the member; None when trying
+    again later may work (5xx; 429s are waited out by discord.py)."""
+    if exc.status == 403:
+        return "the bot is not allowed to post there"
+    if exc.status == 404:
+        return "the channel is gone"
+    if 400 <= exc.status < 500 and exc.status != 429:
+        return f"Discord refused the message (error {exc.code or exc.status})"
+    return None
+
+
 class JobMessage:
     """One job's message: where it is and how it is updated."""
 
@@ -112,6 +136,10 @@ class JobMessage:
         self.message_id = message_id
         self.reply_to = reply_to
         self.left_interaction = False
+        # Set once the job moved out of its (archived or locked) thread into the parent.
+        self.moved_from_thread: int | None = None
+        # The interaction's upload limit when we have it live (it covers DMs and boosts).
+        self.upload_limit: int | None = interaction.filesize_limit if interaction else None
         self.updates: LatestUpdate[Shown, int] | None = None
 
     @classmethod
@@ -143,6 +171,13 @@ class JobMessage:
         self.reply_to = self.message_id or self.reply_to
         self.message_id = None
         self.left_interaction = True
+
+    def move_to_parent(self, parent_id: int) -> None:
+        """The thread takes no more messages: continue as a new post in its parent."""
+        self.leave_interaction()
+        self.moved_from_thread = self.channel_id
+        self.channel_id = parent_id
+        self.reply_to = None  # a reply must be in the same channel
 
 
 class DiscordNotifier:
@@ -208,22 +243,59 @@ class DiscordNotifier:
         self._updates(message).show(Shown(progress_text(job, queue_position), view=view))
 
     async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:
-        filenames = [f"flux-{job.id}-{i + 1}.{image.extension}" for i, image in enumerate(images)]
         parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None
+        budget = self._upload_limit(self._message(job)) - UPLOAD_MARGIN
+        for _ in range(TOO_LARGE_RETRIES + 1):
+            shown = await self._result(job, images, parent, budget)
+            try:
+                return await self._finish(job, shown)
+            except TooLarge:
+                # Our idea of the limit was too generous (the server lost its boost…).
+                log.info("job %s: Discord says the result is too large; reducing it", job.id)
+                budget //= 2
+        raise DeliveryImpossible("it is larger than this server's upload limit, even reduced")
+
+    async def _result(
+        self, job: Job, images: list[OutputImage], parent: Job | None, budget: int
+    ) -> Shown:
+        shown_images = images
+        if not fits(images, budget):
+            try:
+                shown_images = await asyncio.to_thread(fit_images, images, budget)
+            except CannotFit:
+                raise DeliveryImpossible(
+                    "it is larger than this server's upload limit, even reduced"
+                ) from None
+        filenames = [
+            f"flux-{job.id}-{i + 1}.{image.extension}" for i, image in enumerate(shown_images)
+        ]
         embeds = [result_embed(job, images[0], filenames[0], parent)]
+        if shown_images is not images:
+            embeds[0].add_field(
+                name="Shown", value="reduced to fit this server's upload limit", inline=False
+            )
         # Further images of a multi-image result: one embed each, so all are shown together.
         embeds += [discord.Embed().set_image(url=f"attachment://{name}") for name in filenames[1:]]
         view = self._result_view(job, len(images)) if self._result_view else None
-        shown = Shown(
+        return Shown(
             f"<@{job.user_id}>",
             embeds,
-            images,
+            shown_images,
             filenames,
             view,
             _requester_only(job),
             nonce=message_nonce(job),
         )
-        return await self._finish(job, shown)
+
+    def _upload_limit(self, message: JobMessage) -> int:
+        if message.upload_limit is not None:
+            return message.upload_limit
+        guild = self._client.get_guild(message.guild_id) if message.guild_id else None
+        return (
+            guild.filesize_limit
+            if guild is not None
+            else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+        )
 
     async def job_failed(self, job: Job) -> None:
         shown = Shown(failure_text(job), mentions=_requester_only(job), nonce=message_nonce(job))
@@ -269,6 +341,39 @@ class DiscordNotifier:
         return message.updates
 
     async def _apply(self, message: JobMessage, shown: Shown) -> int:
+        """Show it where the job is, moving to the parent channel if its thread was closed;
+        raises DeliveryImpossible (never will work), TooLarge, or a transient error."""
+        try:
+            try:
+                return await self._apply_here(message, shown)
+            except discord.HTTPException as exc:
+                if exc.code not in THREAD_CLOSED_CODES or message.moved_from_thread:
+                    raise
+            parent_id = await self._parent_of(message.channel_id)
+            if parent_id is None:
+                raise DeliveryImpossible("its thread is closed")
+            log.info("job %s: its thread is closed; posting in the parent", message.job_id)
+            message.move_to_parent(parent_id)
+            async with self._turns[parent_id].turn(message.job_id, urgent=True):
+                return await self._in_channel(message, shown)
+        except discord.HTTPException as exc:
+            if exc.status == 413 or exc.code == TOO_LARGE_CODE:
+                raise TooLarge() from None
+            reason = refusal_reason(exc)
+            if reason is None:
+                raise
+            raise DeliveryImpossible(reason) from None
+
+    async def _parent_of(self, channel_id: int) -> int | None:
+        channel = self._client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self._client.fetch_channel(channel_id)
+            except discord.HTTPException:
+                return None
+        return channel.parent_id if isinstance(channel, discord.Thread) else None
+
+    async def _apply_here(self, message: JobMessage, shown: Shown) -> int:
         if message.uses_interaction() and message.message_id is None and not message.interaction:
             # Answered before a restart, but its message was never recorded: use the channel.
             message.leave_interaction()
@@ -330,45 +435,43 @@ class DiscordNotifier:
         return edited_message.id
 
     async def _in_channel(self, message: JobMessage, shown: Shown) -> int:
+        if message.moved_from_thread is not None:
+            note = f"-# Posted here: <#{message.moved_from_thread}> is closed."
+            shown = replace(shown, content=f"{shown.content}\n{note}")
         channel = self._client.get_partial_messageable(
             message.channel_id, guild_id=message.guild_id
         )
-        try:
-            if message.message_id is not None:
-                try:
-                    edited = await channel.get_partial_message(message.message_id).edit(
-                        content=shown.content,
-                        embeds=shown.embeds,
-                        attachments=shown.files(),
-                        allowed_mentions=shown.mentions,
-                        view=shown.view,
-                    )
-                    assert edited is not None
-                    return edited.id
-                except discord.NotFound:
-                    log.info("job %s: its message is gone; posting a new one", message.job_id)
-                    message.message_id = None
-            reference = None
-            if message.reply_to is not None:
-                reference = discord.MessageReference(
-                    message_id=message.reply_to,
-                    channel_id=message.channel_id,
-                    guild_id=message.guild_id,
-                    fail_if_not_exists=False,
+        if message.message_id is not None:
+            try:
+                edited = await channel.get_partial_message(message.message_id).edit(
+                    content=shown.content,
+                    embeds=shown.embeds,
+                    attachments=shown.files(),
+                    allowed_mentions=shown.mentions,
+                    view=shown.view,
                 )
-            sent = await channel.send(
-                content=shown.content,
-                embeds=shown.embeds,
-                files=shown.files(),
-                allowed_mentions=shown.mentions,
-                reference=reference,  # type: ignore[arg-type]
-                nonce=shown.nonce,  # type: ignore[arg-type]
-                view=shown.view,  # type: ignore[arg-type]
+                assert edited is not None
+                return edited.id
+            except discord.NotFound:
+                log.info("job %s: its message is gone; posting a new one", message.job_id)
+                message.message_id = None
+        reference = None
+        if message.reply_to is not None:
+            reference = discord.MessageReference(
+                message_id=message.reply_to,
+                channel_id=message.channel_id,
+                guild_id=message.guild_id,
+                fail_if_not_exists=False,
             )
-        except (discord.Forbidden, discord.NotFound) as exc:
-            raise DeliveryImpossible(
-                f"{type(exc).__name__} in channel {message.channel_id}"
-            ) from None
+        sent = await channel.send(
+            content=shown.content,
+            embeds=shown.embeds,
+            files=shown.files(),
+            allowed_mentions=shown.mentions,
+            reference=reference,  # type: ignore[arg-type]
+            nonce=shown.nonce,  # type: ignore[arg-type]
+            view=shown.view,  # type: ignore[arg-type]
+        )
         await self._record(message, sent.id)
         return sent.id
 

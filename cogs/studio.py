@@ -26,6 +26,7 @@ from bot.community.studio import (
     MIN_HOURS,
     Studio,
     announcement_text,
+    ending_text,
     intro_text,
 )
 from bot.variants import InvalidRequest
@@ -193,12 +194,9 @@ class StudioCog(commands.Cog):
         studio = await self.bot.studios.end(
             interaction.channel_id, interaction.user.id, is_moderator=may_moderate(interaction)
         )
+        running = await self.bot.studios.running_jobs(studio.thread_id)
         # Answer before the thread is archived: nothing can be sent there afterwards.
-        await interaction.response.send_message(
-            f"Ending the studio: its gallery is being posted here and in "
-            f"<#{studio.parent_channel_id}>.",
-            ephemeral=True,
-        )
+        await interaction.response.send_message(ending_text(studio, running), ephemeral=True)
         await self.bot.studios.finish(studio.thread_id)
 
 

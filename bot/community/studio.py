@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from bot.community.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.community.policy import CommunityPolicy, Requester
-from bot.jobs.models import GenerationRequest
+from bot.jobs.models import GenerationRequest, Job
 from bot.ledger import Metric, credits_to_mc, format_amount
 from bot.storage.db import Database
 from bot.variants import InvalidRequest, ReferenceSize, Variant
@@ -49,6 +49,9 @@ MAX_BUDGET_CREDITS = 1_000_000.0
 THREAD_NAME_CHARS = 100  # Discord's limit
 # How often ended studios are looked for; the sweep also runs once right after startup.
 SWEEP_SECONDS = 30.0
+# An ended studio waits for the jobs still running in its thread before its gallery is
+# posted and the thread archived; past this, it closes anyway (late results go to the parent).
+DRAIN_SECONDS = 15 * 60.0
 
 MESSAGE_CHARS = 2000  # Discord's limit for a message's text
 GALLERY_FILENAME = "studio-gallery.png"
@@ -244,6 +247,18 @@ def announcement_text(studio: Studio) -> str:
     )
 
 
+def ending_text(studio: Studio, running_jobs: int) -> str:
+    """The answer to `/studio end`."""
+    where = f"here and in <#{studio.parent_channel_id}>"
+    if not running_jobs:
+        return f"Ending the studio: its gallery is being posted {where}."
+    images = "image is" if running_jobs == 1 else "images are"
+    return (
+        f"Ending the studio: no new requests. {running_jobs} {images} still being made; "
+        f"the gallery is posted {where} once they are done."
+    )
+
+
 def lock_notice(studio: Studio, actor_id: int) -> str:
     return (
         f"🔒 <@{actor_id}> locked this studio: no new images. Its gallery is posted "
@@ -412,6 +427,10 @@ class Studios:
         self.view: StudioView | None = None
         self._studios: dict[int, Studio] = {}
         self._finishing: set[int] = set()  # endings in progress (a command and the sweep)
+        self.drain_seconds = DRAIN_SECONDS
+        # When this process first found each ended studio waiting for its jobs.
+        self._draining_since: dict[int, float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def load(self) -> None:
         # Ended studios stay known, so that a thread a moderator reopens still refuses requests.
@@ -715,6 +734,8 @@ class Studios:
         view = self.view
         if view is None or thread_id in self._finishing:
             return False
+        if await self._still_running(thread_id):
+            return False  # `job_closed` (or the sweep) finishes it once they are done
         self._finishing.add(thread_id)
         try:
             items = await self.gallery(studio)
@@ -748,6 +769,33 @@ class Studios:
             return False
         finally:
             self._finishing.discard(thread_id)
+
+    async def running_jobs(self, thread_id: int) -> int:
+        """Jobs of the thread that have not shown their outcome yet."""
+        row = await self._db.fetch_one(
+            "SELECT COUNT(*) AS n FROM jobs WHERE channel_id = ? AND closed = 0", (thread_id,)
+        )
+        return int(row["n"]) if row is not None else 0
+
+    async def _still_running(self, thread_id: int) -> bool:
+        """Whether the ending should still wait for the thread's jobs (bounded in time)."""
+        if not await self.running_jobs(thread_id):
+            self._draining_since.pop(thread_id, None)
+            return False
+        since = self._draining_since.setdefault(thread_id, self.clock())
+        if self.clock() - since < self.drain_seconds:
+            return True
+        log.warning("studio %s: closing with jobs still running", thread_id)
+        return False
+
+    def job_closed(self, job: Job) -> None:
+        """An engine listener: the last job of an ended studio lets its ending go on."""
+        studio = self._studios.get(job.channel_id)
+        if studio is None or not studio.needs_finishing:
+            return
+        task = asyncio.create_task(self.finish(studio.thread_id), name="studio-finish")
+        self._tasks.add(task)  # keep a reference until it finishes
+        task.add_done_callback(self._tasks.discard)
 
     async def _sheet(
         self, view: StudioView, studio: Studio, items: Sequence[GalleryItem]

@@ -59,7 +59,15 @@ INTERRUPTED_MESSAGE = (
 )
 TIMED_OUT_MESSAGE = "The image service took too long to finish this image. Please try again."
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our side. Please try again."
-UNDELIVERABLE_MESSAGE = "The finished image could not be posted in that channel."
+# The image exists and the provider billed it, so the charge stands; the member is told so.
+UNDELIVERABLE_MESSAGE = (
+    "Your image was made, but it could not be posted here: {reason}. "
+    "You were charged {credits:g} credits for it."
+)
+# Posting a result or a failure: attempts through transient trouble (Discord 5xx, network)
+# before it is given up, with a backoff of 2, 4, 8… seconds capped at a minute (~7 min).
+DELIVERY_ATTEMPTS = 12
+DELIVERY_BACKOFF_CAP = 60.0
 CANCELLED_MESSAGE = "Cancelled before it started. Nothing was charged."
 REFERENCE_PURGE_INTERVAL = 3600.0
 TOKEN_SWEEP_INTERVAL = 60.0
@@ -130,6 +138,8 @@ class JobEngine:
         self.stats = EngineStats()
         self._providers = dict(providers)
         self._polling = polling or PollingPolicy()
+        self.delivery_attempts = DELIVERY_ATTEMPTS
+        self.delivery_backoff = 2.0  # seconds before the second attempt; doubles each time
         self._clock = clock
         caps = max_active if isinstance(max_active, Mapping) else {}
         default_cap = max_active if isinstance(max_active, int) else 24
@@ -527,15 +537,19 @@ class JobEngine:
             message_id = await self._with_retries(lambda: self.notifier.job_delivered(job, images))
         except DeliveryImpossible as exc:
             log.warning("job %s: result cannot be posted: %s", job_id, exc)
-            await self.store.transition(
+            credits = job.cost if job.cost is not None else job.estimated_cost
+            failed = await self.store.transition(
                 job_id,
                 from_states=(JobState.READY,),
                 to=JobState.FAILED,
-                error=UNDELIVERABLE_MESSAGE,
+                error=UNDELIVERABLE_MESSAGE.format(reason=exc, credits=credits),
                 finished_at=self._clock(),
-                closed=1,
             )
-            self.metrics.job_state_changed(JobState.FAILED, job.variant)
+            if failed is not None:
+                self.metrics.job_state_changed(JobState.FAILED, job.variant)
+                # Often a text fits where the image did not (too large, form rejected).
+                await self._announce_failure(job_id)
+                return
         else:
             await self.store.mark_delivered(job_id, message_id)
             self.metrics.job_state_changed(JobState.DELIVERED, job.variant)
@@ -572,17 +586,20 @@ class JobEngine:
         await self._job_closed(job_id)
 
     async def _with_retries(self, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-        """Retry a Discord-side call through transient trouble; DeliveryImpossible stops it."""
-        attempt = 0
-        while True:
+        """Retry a Discord-side call through transient trouble, a bounded number of times;
+        DeliveryImpossible stops it at once, and is what running out of attempts raises."""
+        for attempt in range(1, self.delivery_attempts + 1):
             try:
                 return await call()
             except (DeliveryImpossible, asyncio.CancelledError):
                 raise
             except Exception:
-                attempt += 1
-                log.exception("notifying failed (attempt %d); retrying", attempt)
-                await asyncio.sleep(min(60.0, 2.0**attempt) * random.uniform(0.8, 1.2))
+                log.exception("notifying failed (attempt %d)", attempt)
+                if attempt == self.delivery_attempts:
+                    break
+                delay = min(DELIVERY_BACKOFF_CAP, self.delivery_backoff * 2.0 ** (attempt - 1))
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+        raise DeliveryImpossible("Discord kept failing, so the bot gave up")
 
     def _progress(self, job: Job) -> None:
         if self._running:

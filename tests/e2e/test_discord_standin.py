@@ -428,6 +428,24 @@ async def test_send_with_nonce_is_deduplicated_and_edit_replaces_attachments(wor
         assert stored.content == "v2" and stored.edits == 2
 
 
+async def test_upload_limit_counts_the_files_of_one_request_together(world: World) -> None:
+    world.fake.attachment_size_limit = 1000
+    async with running(world, sync=False) as client:
+        channel = text_channel(client, world.channel.id)
+        part = b"x" * 600  # each file is under the limit, both together are over it
+        with pytest.raises(discord.HTTPException) as refused:
+            await channel.send(
+                files=[
+                    discord.File(io.BytesIO(part), "a.bin"),
+                    discord.File(io.BytesIO(part), "b.bin"),
+                ]
+            )
+        assert (refused.value.status, refused.value.code) == (413, 40005)
+        assert world.fake.messages(world.channel.id) == []
+        sent = await channel.send(file=discord.File(io.BytesIO(part), "a.bin"))
+        assert [a.size for a in sent.attachments] == [600]
+
+
 async def test_gateway_drop_resumes_and_events_keep_flowing(world: World) -> None:
     fake = world.fake
     async with running(world, sync=False) as client:

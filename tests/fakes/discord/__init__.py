@@ -147,7 +147,8 @@ Discord behaviour implemented
   edit (keep attachments listed by id, append uploads), delete, get, list, typing, threads
   (from a message: thread id == message id; standalone), own reactions; MESSAGE_CREATE/
   UPDATE/DELETE and THREAD_CREATE dispatched. Validation of content/embed/component limits,
-  duplicate custom_ids, empty messages, file size (413); ``attachment://`` in embeds resolved.
+  duplicate custom_ids, empty messages, the files of one request together over
+  ``attachment_size_limit`` (413 40005); ``attachment://`` in embeds resolved.
 * Channel/thread edits (``PATCH /channels/{id}``): threads ``name, archived, locked, invitable,
   auto_archive_duration, rate_limit_per_user``; text channels ``name, topic, nsfw,
   rate_limit_per_user, default_auto_archive_duration`` (other fields: 400 and listed in

@@ -195,6 +195,15 @@ class FakeDiscord(LoopbackServer):
     def interaction_token_lifetime(self, value: float) -> None:
         self._state.interaction_token_lifetime = value
 
+    @property
+    def attachment_size_limit(self) -> int:
+        """Bytes the files of one request may add up to (Discord: 10 MiB without boosts)."""
+        return self._state.attachment_size_limit
+
+    @attachment_size_limit.setter
+    def attachment_size_limit(self, value: int) -> None:
+        self._state.attachment_size_limit = value
+
     # ------------------------------------------------------------------ world setup
     def add_guild(self, name: str, *, owner_id: int | None = None) -> Guild:
         """Create a guild with an @everyone role (id == guild id), the bot and an owner."""
