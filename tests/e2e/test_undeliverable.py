@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
+import bot.community.studio as studio_module
 from bot.jobs.models import JobState
 from tests.e2e.conftest import AIML_KEY, World
 from tests.e2e.test_experience import image_file, job_id_of
@@ -158,3 +159,28 @@ async def test_ending_a_studio_lets_its_running_jobs_finish_first(world: World) 
     )
     [job] = await bot.engine.wait_closed([job_id_of(heron)], 5)
     assert job.state is JobState.DELIVERED
+
+
+async def test_a_studio_ending_waits_for_running_jobs_only_so_long(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(studio_module, "SWEEP_SECONDS", 0.05)
+    bot = await world.start_bot()
+    bot.studios.drain_seconds = 0.3
+    mods = world.discord.add_role(world.guild.id, "Thread mods", permissions=MANAGE_THREADS)
+    dave = world.discord.add_member(world.guild.id, "dave", roles=[mods.id])
+    thread, _ = await open_studio(world, world.alice, "ink sketch")
+    world.bfl.latency = 3.0
+    it = await world.discord.invoke_slash(world.bob, thread, "imagine", {"prompt": "a heron"})
+    await it.response()
+    end = await world.discord.invoke_slash(dave, thread, "studio end")
+    await end.response()
+    await wait_closed(world, thread)  # closed while the heron is still being made
+    assert not [m for m in bot_messages(world, world.channel.id) if m.attachments]
+    heron = await world.discord.wait_for_message(
+        lambda m: m.author_id == world.discord.application_id and bool(m.attachments),
+        channel_id=world.channel.id, timeout=15,
+    )
+    assert f"<#{thread.id}> is closed" in heron.content
+    [job] = await bot.engine.wait_closed([job_id_of(heron)], 5)
+    assert job.state is JobState.DELIVERED and job.result_message_id == heron.id
