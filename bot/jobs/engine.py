@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,9 @@ UNDELIVERABLE_MESSAGE = "The finished image could not be posted in that channel.
 CANCELLED_MESSAGE = "Cancelled before it started. Nothing was charged."
 REFERENCE_PURGE_INTERVAL = 3600.0
 TOKEN_SWEEP_INTERVAL = 60.0
+# Jobs whose follower ended recently, so a late or duplicate webhook for them is still verified
+# (and answered 200); any other id unknown to this engine is refused without a database read.
+RECENT_WEBHOOK_JOBS = 4096
 # Consecutive "Task not found" answers tolerated right after a submit before giving up.
 NOT_FOUND_TOLERANCE = 3
 
@@ -148,6 +152,7 @@ class JobEngine:
         # Jobs this engine is following, woken early by a verified webhook.
         self._wake: dict[str, asyncio.Event] = {}
         self._pushed: dict[str, tuple[str, TaskResult]] = {}
+        self._recently_followed: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
         self._closed_listeners: list[Callable[[Job], None]] = []
@@ -199,6 +204,7 @@ class JobEngine:
             )
         elif job.state is JobState.SUBMITTED:
             assert lane is not None
+            self._wake.setdefault(job.id, asyncio.Event())  # its webhook may come any moment
             self._spawn(self._follow(job, lane.occupy(), first_delay=0.0))
         else:
             self._spawn(self._announce_failure(job.id))
@@ -374,11 +380,19 @@ class JobEngine:
         return WebhookRequest(webhook_url(self._webhooks.public_url, job.id), secret)
 
     def _forget_webhook(self, job_id: str) -> None:
-        self._wake.pop(job_id, None)
+        if self._wake.pop(job_id, None) is not None:
+            self._recently_followed[job_id] = None
+            self._recently_followed.move_to_end(job_id)
+            while len(self._recently_followed) > RECENT_WEBHOOK_JOBS:
+                self._recently_followed.popitem(last=False)
         self._pushed.pop(job_id, None)
 
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
+        if job_id not in self._wake and job_id not in self._recently_followed:
+            # Not a job this engine follows or recently followed: answered from memory, so
+            # a flood of made-up ids costs no database read.
+            return None
         job = await self.store.get(job_id)
         if job is None or job.webhook_secret is None:
             return None  # finished jobs still answer, so a late duplicate is not retried
