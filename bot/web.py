@@ -12,11 +12,14 @@ Routes
     job; the per-job secret is what authenticates.
 
     Order of checks, each ending the request with no side effect:
-    size (413, by Content-Length before reading, then by a capped read) → job known (404) →
+    size (413, by Content-Length before reading, then by a capped read) → job known (404;
+    an id the engine is not following is refused from memory, without a database read) →
     authenticated (401: ``X-Webhook-Secret`` equal to the job's secret, or
     ``X-BFL-Signature: sha256=<hex HMAC-SHA256 of the raw body>``, both compared in constant
     time) → JSON body with a task id (400) → task id is the job's (404) → handed over (200).
     Deduplication is the target's job: a verified duplicate is handed over again.
+    Rejections are counted in the metrics every time but logged at most once a minute per
+    reason (with the number held back): anyone can send them.
 ``GET /healthz``
     200 when the database answers and Discord is connected, 503 otherwise; JSON with each
     check and the queue depth. No secrets, no error texts.
