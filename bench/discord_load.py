@@ -132,6 +132,7 @@ async def start_bot(
         "DISCORD_TOKEN": fake.token,
         "BFL_API_KEY": API_KEY,
         "BFL_API_BASE": bfl.base_url,
+        "ALLOW_LOOPBACK_PROVIDER_URLS": "true",  # test-only: the stand-ins are on 127.0.0.1
         "DATABASE_PATH": str(folder / "bench.sqlite3"),
         "DEV_GUILD_ID": str(guild_id),
         "WEB_PORT": str(port),

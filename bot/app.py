@@ -56,6 +56,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             settings.bfl_api_base,
             max_result_bytes=settings.max_result_bytes,
             max_connections=settings.provider_max_active * 2 + 8,
+            allow_loopback=settings.allow_loopback_provider_urls,
         )
     if settings.aiml_api_key is not None:
         providers["aiml"] = AIMLClient(
@@ -65,6 +66,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             max_result_bytes=settings.max_result_bytes,
             max_connections=settings.aiml_max_active * 2 + 8,
             units_per_credit=settings.aiml_units_per_credit,
+            allow_loopback=settings.allow_loopback_provider_urls,
         )
     return providers
 
@@ -183,6 +185,7 @@ class FluxcordBot(commands.Bot):
             ledger=self.ledger,
             metrics=self.metrics,
             reference_retention=self.settings.reference_retention_days * 86400,
+            max_reported_cost=self.settings.max_reported_cost_credits,
             webhooks=(
                 WebhookConfig(public_url, self.settings.webhook_grace_seconds)
                 if public_url

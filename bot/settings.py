@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.ledger.windows import parse_reset_time
+from bot.providers.base import DEFAULT_MAX_REPORTED_COST
+from bot.providers.egress import EgressPolicy
 
 # Words that mean "no limit" in an allowance setting (an empty value means "the default").
 UNLIMITED_WORDS = frozenset({"unlimited", "none", "off", "-1"})
@@ -56,6 +58,16 @@ class Settings(BaseSettings):
     aiml_units_per_credit: float = Field(
         default=20_000, gt=0, description="AI/ML API credits per Fluxcord credit ($0.01)"
     )
+    max_reported_cost_credits: float = Field(
+        default=DEFAULT_MAX_REPORTED_COST,
+        gt=0,
+        le=1_000_000,
+        description="Largest cost per job believed from a provider; above it the estimate stands",
+    )
+    allow_loopback_provider_urls: bool = Field(
+        default=False,
+        description="TEST ONLY: let the provider clients reach 127.0.0.1 stand-ins over http",
+    )
     prefer_aiml_pro: bool = Field(
         default=False, description="Serve `pro` through the AI/ML API even with a BFL key"
     )
@@ -98,6 +110,18 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _keys_travel_safely(self) -> Settings:
+        # API keys go only over https on the default port (plain http to loopback only
+        # under the test switch): refuse a base they could not be sent to, at start-up.
+        for name in ("bfl_api_base", "aiml_api_base"):
+            try:
+                EgressPolicy(getattr(self, name), allow_loopback=self.allow_loopback_provider_urls)
+            except ValueError as exc:
+                message = f"{name.upper()}: {exc} (API keys are sent only over https)"
+                raise ValueError(message) from None
+        return self
 
     @field_validator("quota_reset_time")
     @classmethod
@@ -149,7 +173,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_input=False, include_url=False):
-            name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            name = ".".join(str(part) for part in error["loc"]).upper()
             reason = "is required" if error["type"] == "missing" else error["msg"]
-            problems.append(f"{name} {reason}")
+            if not name:  # a check across settings: its message names them
+                reason = reason.removeprefix("Value error, ")
+            problems.append(f"{name} {reason}" if name else reason)
         raise SettingsError("; ".join(problems)) from None

@@ -12,11 +12,14 @@ Routes
     job; the per-job secret is what authenticates.
 
     Order of checks, each ending the request with no side effect:
-    size (413, by Content-Length before reading, then by a capped read) → job known (404) →
+    size (413, by Content-Length before reading, then by a capped read) → job known (404;
+    an id the engine is not following is refused from memory, without a database read) →
     authenticated (401: ``X-Webhook-Secret`` equal to the job's secret, or
     ``X-BFL-Signature: sha256=<hex HMAC-SHA256 of the raw body>``, both compared in constant
     time) → JSON body with a task id (400) → task id is the job's (404) → handed over (200).
     Deduplication is the target's job: a verified duplicate is handed over again.
+    Rejections are counted in the metrics every time but logged at most once a minute per
+    reason (with the number held back): anyone can send them.
 ``GET /healthz``
     200 when the database answers and Discord is connected, 503 otherwise; JSON with each
     check and the queue depth. No secrets, no error texts.
@@ -36,6 +39,7 @@ import json
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
@@ -63,6 +67,46 @@ _JOB_ID = r"[A-Za-z0-9_-]{1,64}"
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 
 
+# Unauthenticated requests can come by the thousand: one WARNING line per reason per interval.
+REJECTION_LOG_INTERVAL = 60.0
+
+
+class ThrottledWarnings:
+    """At most one WARNING per key per `interval`; the next line that gets through says how
+    many were held back. The metrics still count every one."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = REJECTION_LOG_INTERVAL,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held_back: dict[str, int] = {}
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._held_back[key] = self._held_back.get(key, 0) + 1
+            return
+        self._last[key] = now
+        held = self._held_back.pop(key, 0)
+        if held:
+            self._log.warning(
+                message + " (and %d more like it in the last %.0f s)",
+                *args,
+                held,
+                self._interval if last is None else now - last,
+            )
+        else:
+            self._log.warning(message, *args)
+
+
 # --------------------------------------------------------------------------- the engine side
 @dataclass(frozen=True)
 class WebhookSubscription:
@@ -79,7 +123,9 @@ class WebhookTarget(Protocol):
 
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
         """The job's secret and task id; None when no such job exists (or it has no secret).
-        Finished jobs should still answer, so a late duplicate gets 200 and is not retried."""
+        Finished jobs should still answer, so a late duplicate gets 200 and is not retried.
+        Called for every request before it is authenticated: unknown ids should be answered
+        from memory, without a database read."""
         ...
 
     async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
@@ -165,6 +211,7 @@ def create_app(
     health: HealthChecks,
     webhook_target: WebhookTarget | None = None,
     max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES,
+    rejection_log_interval: float = REJECTION_LOG_INTERVAL,
 ) -> web.Application:
     """The bot's web application. Without a `webhook_target` there is no webhook route (the
     receiver is off and polling alone delivers)."""
@@ -173,7 +220,13 @@ def create_app(
     # client_max_size caps any body aiohttp reads for us (request.read/json/post) as a second
     # guard; the webhook handler does its own capped read.
     app = web.Application(client_max_size=max_webhook_bytes)
-    routes = _Routes(metrics, health, webhook_target, max_webhook_bytes)
+    routes = _Routes(
+        metrics,
+        health,
+        webhook_target,
+        max_webhook_bytes,
+        ThrottledWarnings(log, rejection_log_interval),
+    )
     app.router.add_get("/healthz", routes.healthz, allow_head=True)
     app.router.add_get("/metrics", routes.metrics)
     if webhook_target is not None:
@@ -192,8 +245,10 @@ class _Routes:
         health: HealthChecks,
         target: WebhookTarget | None,
         max_webhook_bytes: int,
+        rejections: ThrottledWarnings,
     ) -> None:
         self._metrics = metrics
+        self._rejections = rejections
         self._health = health
         self._target = target
         self._max_bytes = max_webhook_bytes
@@ -266,8 +321,11 @@ class _Routes:
 
     def _reject(self, job_id: str, reason: WebhookRejection, status: HTTPStatus) -> web.Response:
         self._metrics.webhook_rejected(reason)
-        # The job id and the reason only: never headers or the body.
-        log.warning("webhook for job %s rejected: %s", job_id, reason.value)
+        # The job id and the reason only: never headers or the body. Throttled: anyone can
+        # send these, and each must not cost a log line.
+        self._rejections.warning(
+            reason.value, "webhook for job %s rejected: %s", job_id, reason.value
+        )
         return _plain(status)
 
     # ----------------------------------------------------------------- health

@@ -59,7 +59,7 @@ async def make_engine(
         polling: PollingPolicy = FAST_POLLING,
         start: bool = True,
     ) -> JobEngine:
-        client = BFLClient(BFL_KEY, fake_bfl.base_url, backoff_base=0.01)
+        client = BFLClient(BFL_KEY, fake_bfl.base_url, backoff_base=0.01, allow_loopback=True)
         engine = JobEngine(
             database or db, {"bfl": client}, job_notifier or notifier,
             max_active=max_active, polling=polling,

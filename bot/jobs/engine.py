@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from bot.jobs.scheduler import ProviderLane, Slot
 from bot.ledger import Ledger
 from bot.metrics import Metrics
 from bot.providers.base import (
+    DEFAULT_MAX_REPORTED_COST,
     OutputImage,
     Provider,
     ProviderAccessDenied,
@@ -41,6 +43,7 @@ from bot.providers.base import (
     TaskOutcome,
     TaskResult,
     WebhookRequest,
+    sane_cost,
 )
 from bot.storage.db import Database
 from bot.storage.jobs import JobStore
@@ -71,6 +74,9 @@ DELIVERY_BACKOFF_CAP = 60.0
 CANCELLED_MESSAGE = "Cancelled before it started. Nothing was charged."
 REFERENCE_PURGE_INTERVAL = 3600.0
 TOKEN_SWEEP_INTERVAL = 60.0
+# Jobs whose follower ended recently, so a late or duplicate webhook for them is still verified
+# (and answered 200); any other id unknown to this engine is refused without a database read.
+RECENT_WEBHOOK_JOBS = 4096
 # Consecutive "Task not found" answers tolerated right after a submit before giving up.
 NOT_FOUND_TOLERANCE = 3
 
@@ -130,6 +136,7 @@ class JobEngine:
         webhooks: WebhookConfig | None = None,
         metrics: Metrics | None = None,
         reference_retention: float | None = None,
+        max_reported_cost: float = DEFAULT_MAX_REPORTED_COST,
     ) -> None:
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
@@ -149,11 +156,13 @@ class JobEngine:
         }
         self._webhooks = webhooks
         self._reference_retention = reference_retention
+        self._max_reported_cost = max_reported_cost
         self.metrics = metrics or Metrics(process_metrics=False)
         self.metrics.bind_engine(queue_depth=self.queue_depth, active_tasks=self.active_tasks)
         # Jobs this engine is following, woken early by a verified webhook.
         self._wake: dict[str, asyncio.Event] = {}
         self._pushed: dict[str, tuple[str, TaskResult]] = {}
+        self._recently_followed: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
         self._closed_listeners: list[Callable[[Job], None]] = []
@@ -205,6 +214,7 @@ class JobEngine:
             )
         elif job.state is JobState.SUBMITTED:
             assert lane is not None
+            self._wake.setdefault(job.id, asyncio.Event())  # its webhook may come any moment
             self._spawn(self._follow(job, lane.occupy(), first_delay=0.0))
         else:
             self._spawn(self._announce_failure(job.id))
@@ -348,7 +358,7 @@ class JobEngine:
                 provider_task_id=submission.task_id,
                 polling_url=submission.polling_url,
                 submitted_at=self._clock(),
-                cost=submission.cost,
+                cost=self._believed_cost(job_id, submission.cost, "submit answer"),
             )
             if submitted is None:
                 return
@@ -380,11 +390,19 @@ class JobEngine:
         return WebhookRequest(webhook_url(self._webhooks.public_url, job.id), secret)
 
     def _forget_webhook(self, job_id: str) -> None:
-        self._wake.pop(job_id, None)
+        if self._wake.pop(job_id, None) is not None:
+            self._recently_followed[job_id] = None
+            self._recently_followed.move_to_end(job_id)
+            while len(self._recently_followed) > RECENT_WEBHOOK_JOBS:
+                self._recently_followed.popitem(last=False)
         self._pushed.pop(job_id, None)
 
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
+        if job_id not in self._wake and job_id not in self._recently_followed:
+            # Not a job this engine follows or recently followed: answered from memory, so
+            # a flood of made-up ids costs no database read.
+            return None
         job = await self.store.get(job_id)
         if job is None or job.webhook_secret is None:
             return None  # finished jobs still answer, so a late duplicate is not retried
@@ -436,13 +454,13 @@ class JobEngine:
     async def _await_outcome(self, job: Job, first_delay: float, since: float | None) -> TaskResult:
         assert job.provider_task_id is not None
         provider = self._providers[job.provider]
-        deadline = (job.submitted_at or self._clock()) + self._polling.deadline
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline(job, since, loop.time())
         last_status = job.provider_status
         not_found = 0
-        loop = asyncio.get_running_loop()
         poll_at = loop.time() if since is None else since
         for interval in self._polling.intervals(first_delay):
-            remaining = deadline - self._clock()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
             # Polls keep to a schedule counted from the submit, so time spent in earlier
@@ -475,6 +493,17 @@ class JobEngine:
                 continue
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _deadline(self, job: Job, since: float | None, now: float) -> float:
+        """The job's deadline on the loop's monotonic clock, so that a wall-clock jump (NTP,
+        a VM resumed) can neither expire nor extend a running job. A job submitted in this
+        run counts from the submit's answer (`since`, loop time); one recovered after a
+        restart converts its persisted wall-clock submit time once, here."""
+        if since is not None:
+            return since + self._polling.deadline
+        submitted_at = job.submitted_at
+        elapsed = 0.0 if submitted_at is None else max(0.0, self._clock() - submitted_at)
+        return now + max(0.0, self._polling.deadline - elapsed)
 
     async def _wait_for_webhook(self, job: Job, delay: float) -> TaskResult | None:
         """Sleep until the next poll is due, or until a webhook reports the task's end.
@@ -518,7 +547,8 @@ class JobEngine:
         outputs: list[OutputImage] = list(
             await asyncio.gather(*(download(url) for url in result.sample_urls))
         )
-        cost = result.cost if result.cost is not None else job.cost
+        reported = self._believed_cost(job.id, result.cost, "final status")
+        cost = reported if reported is not None else job.cost
         won = await self.store.mark_ready(
             job.id,
             outputs,
@@ -529,6 +559,20 @@ class JobEngine:
             self.metrics.job_state_changed(JobState.READY, job.variant)
             self.metrics.spent_credits(job.provider, job.variant, cost or job.estimated_cost)
             await self._deliver(job.id)
+
+    def _believed_cost(self, job_id: str, reported: float | None, source: str) -> float | None:
+        """The provider's cost if it is sane, else None (the job keeps the cost it has, or
+        its estimate). Each source is read once per job, so this logs once per job."""
+        cost, problem = sane_cost(reported, self._max_reported_cost)
+        if problem is not None:
+            log.warning(
+                "job %s: not believing the cost %r in the %s (%s); the estimate stands",
+                job_id,
+                reported,
+                source,
+                problem,
+            )
+        return cost
 
     async def _deliver(self, job_id: str) -> None:
         job = await self.store.require(job_id)

@@ -21,6 +21,7 @@ per-member levels; the server budget is never raised by them.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -92,6 +93,11 @@ class Breach:
             f"Left {self.period.current}: {left}; it needs {need}. "
             f"It resets {format_reset(self.resets_at)}."
         )
+
+
+class InvalidCharge(ValueError):
+    """A charge that cannot be real (negative, not finite, beyond any budget): refused, so a
+    provider's bad figure can neither pay a member back nor break the window totals."""
 
 
 class QuotaExceeded(InvalidRequest):
@@ -442,7 +448,14 @@ class Ledger:
     ) -> bool:
         """Settle a job that produced its image: `credits` is the provider's cost (None: the
         estimate stands), `images` how many were made (None: as reserved). Returns False if
-        the job was already settled or never reserved."""
+        the job was already settled or never reserved; raises InvalidCharge for a negative,
+        non-finite or absurd amount, having written nothing."""
+        if credits is not None and not (
+            math.isfinite(credits) and 0 <= credits_to_mc(credits) <= MAX_AMOUNT
+        ):
+            raise InvalidCharge(f"refusing to charge {credits!r} credits for job {job_id}")
+        if images is not None and images < 0:
+            raise InvalidCharge(f"refusing to charge {images} images for job {job_id}")
         return self._settle(
             conn,
             job_id,

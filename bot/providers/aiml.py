@@ -55,7 +55,9 @@ from bot.providers.base import (
     TaskOutcome,
     TaskResult,
     WebhookRequest,
+    reported_number,
 )
+from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client
 from bot.providers.http import (
     download_image,
     output_image,
@@ -417,14 +419,14 @@ def read_usage(data: Mapping[str, Any]) -> tuple[float | None, str | None]:
     usage = meta.get("usage") if isinstance(meta, dict) else None
     if isinstance(usage, dict):
         for name in ("credits_used", "tokens_used"):
-            value = usage.get(name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-                return float(value), name
+            value = reported_number(usage.get(name))
+            if value is not None and value >= 0:
+                return value, name  # may be infinite: the engine does not believe that
     legacy = data.get("usage")
     if isinstance(legacy, dict):
-        value = legacy.get("total_tokens")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            return float(value), "total_tokens"
+        value = reported_number(legacy.get("total_tokens"))
+        if value is not None and value > 0:
+            return value, "total_tokens"
     return None, None
 
 
@@ -466,6 +468,7 @@ class AIMLClient:
         backoff_base: float = 0.5,
         units_per_credit: float = AIML_UNITS_PER_CREDIT,
         hold_results_for: float = 900.0,
+        allow_loopback: bool = False,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         """`read_timeout` bounds how long one generation may take to answer (the API holds
@@ -474,8 +477,8 @@ class AIMLClient:
             raise ValueError("units_per_credit must be positive")
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
-        base = urlsplit(self.base_url)
-        self._api_origin = (base.scheme, base.netloc)
+        # Raises ValueError for a base the key may not travel to (http, another port).
+        self._policy = EgressPolicy(self.base_url, allow_loopback=allow_loopback)
         self._max_result_bytes = max_result_bytes
         self._download_timeout = download_timeout
         self._connect_attempts = max(1, connect_attempts)
@@ -484,13 +487,13 @@ class AIMLClient:
         self._hold_results_for = hold_results_for
         self._held: dict[str, _Held] = {}
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
+        self._http = http or guarded_client(
             # pool: a request waiting for a free connection waits as long as a generation.
             timeout=httpx.Timeout(
                 connect=connect_timeout, read=read_timeout, write=60.0, pool=read_timeout
             ),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
-            headers={"accept": "application/json", "user-agent": "Fluxcord (discord bot)"},
+            allow_loopback=allow_loopback,
         )
 
     async def aclose(self) -> None:
@@ -498,11 +501,11 @@ class AIMLClient:
             await self._http.aclose()
 
     def _key_header(self, url: str) -> dict[str, str]:
-        parts = urlsplit(url)
-        if (parts.scheme, parts.netloc) == self._api_origin:
-            return {"authorization": f"Bearer {self._api_key}"}
-        log.warning("not sending the AI/ML API key to unexpected host %s", parts.hostname)
-        return {}
+        if not self._policy.may_receive_key(url):
+            raise UnsafeProviderURL(
+                f"refusing to send the AI/ML API key to {urlsplit(url).hostname}"
+            )
+        return {"authorization": f"Bearer {self._api_key}"}
 
     # ------------------------------------------------------------------ generate
 
@@ -551,7 +554,7 @@ class AIMLClient:
 
         async def send() -> tuple[int, httpx.Headers, bytes]:
             async with self._http.stream(
-                "POST", url, json=body, headers=self._key_header(url)
+                "POST", url, json=body, headers=self._key_header(url), follow_redirects=False
             ) as response:
                 if response.status_code == 200:
                     raw = await self._read_answer(response)
@@ -654,14 +657,12 @@ class AIMLClient:
         the byte cap. No API key: result URLs are on CDN hosts."""
         if url.startswith(_RESULT_SCHEME):
             return self._take_held(url.removeprefix(_RESULT_SCHEME))
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise ResultUnavailable("result link is not http(s)")
         return await download_image(
             self._http,
             url,
             self._max_result_bytes,
+            policy=self._policy,
             read_timeout=self._download_timeout,
-            follow_redirects=True,
         )
 
     def _take_held(self, ref: str) -> OutputImage:
@@ -736,6 +737,9 @@ def _error_for(status: int, raw: bytes, headers: httpx.Headers, api_key: str) ->
         return ProviderAccessDenied(summary)
     if status == 429:
         return ProviderBusy(summary, retry_after=retry_after(headers))
+    if 300 <= status < 400:
+        # Never followed: the key would go with it. Whether it ran is unknown, so no retry.
+        return UnsafeProviderURL(f"{summary} (a redirect, not followed)")
     if status == 503:
         # Refused before any work (documented "service unavailable"): nothing was made.
         return ProviderUnavailable(summary)

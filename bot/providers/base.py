@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -72,6 +73,48 @@ class ResultUnavailable(ProviderError):
 
 class ResultTooLarge(ResultUnavailable):
     user_message = "The finished image was larger than the bot accepts."
+
+
+class AnswerTooLarge(ProviderError):
+    """A status or JSON answer was larger than any real one: it is not read further."""
+
+    user_message = (
+        "The image service sent an answer far larger than it should, so the bot stopped "
+        "following this request. You were not charged."
+    )
+
+
+def reported_number(value: object) -> float | None:
+    """A JSON number from a provider as a float, or None when it is not a number. Never
+    raises: an integer too large for a float becomes infinity (for `sane_cost` to refuse)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+# Largest cost per job (credits) believed from a provider: nearly three times the priciest
+# request the catalogue estimates at usual sizes (flex, 4 MP out, eight 4 MP references:
+# 5 + 3×5 + 32×5 = 180 credits, $1.80).
+DEFAULT_MAX_REPORTED_COST = 500.0
+
+
+def sane_cost(reported: float | None, maximum: float) -> tuple[float | None, str | None]:
+    """(cost to believe, why the reported one was not believed). A cost that is not finite,
+    is negative or is above `maximum` credits is not believed at all: the job keeps its
+    estimate (what the member agreed to when it was reserved) instead of a figure that would
+    pay the member back (-5), charge them for ever (1e300) or break the ledger (nan)."""
+    if reported is None:
+        return None, None
+    if not math.isfinite(reported):
+        return None, "is not a finite number"
+    if reported < 0:
+        return None, "is negative"
+    if reported > maximum:
+        return None, f"is above MAX_REPORTED_COST_CREDITS ({maximum:g})"
+    return reported, None
 
 
 class TaskOutcome(StrEnum):

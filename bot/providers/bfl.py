@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bot.providers.base import (
+    AnswerTooLarge,
     InputImage,
     InsufficientCredits,
     OutputImage,
@@ -25,8 +26,17 @@ from bot.providers.base import (
     TaskOutcome,
     TaskResult,
     WebhookRequest,
+    reported_number,
 )
-from bot.providers.http import download_image, post_at_most_once, retry_after
+from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client
+from bot.providers.http import (
+    Answer,
+    download_image,
+    json_object,
+    post_at_most_once,
+    request_capped,
+    retry_after,
+)
 from bot.variants import JobParams, Variant
 
 log = logging.getLogger(__name__)
@@ -36,9 +46,6 @@ _READY = {"ready", "success", "succeeded"}
 _MODERATED = {"request moderated", "content moderated"}
 _FAILED = {"error", "failed", "failure"}
 _NOT_FOUND = {"task not found"}
-
-# Hosts that may receive our API key besides the configured base (BFL's regional clusters).
-_TRUSTED_KEY_SUFFIXES = (".bfl.ai", ".bfl.ml")
 
 
 def classify_status(status: str) -> TaskOutcome:
@@ -80,9 +87,9 @@ def parse_task_payload(payload: Mapping[str, Any]) -> TaskResult:
         raw_status=raw_status,
         sample_urls=samples,
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        cost=reported_number(cost),
         details=details if isinstance(details, dict) else {},
-        progress=float(progress) if isinstance(progress, int | float) else None,
+        progress=reported_number(progress),
     )
 
 
@@ -119,7 +126,8 @@ def build_payload(
 
 class BFLClient:
     """One shared httpx client for every BFL call. The API key is sent per request, and only
-    to BFL hosts: result links live on delivery hosts that must never see it."""
+    to BFL API hosts over https (see bot/providers/egress.py): result links live on delivery
+    hosts that must never see it. `allow_loopback` is for the tests' loopback stand-in only."""
 
     name = "bfl"
     supports_webhooks = True
@@ -133,29 +141,42 @@ class BFLClient:
         max_connections: int = 64,
         submit_attempts: int = 4,
         backoff_base: float = 0.5,
+        allow_loopback: bool = False,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
-        self._base_host = urlsplit(self.base_url).hostname or ""
+        # Raises ValueError for a base the key may not travel to (http, another port).
+        self._policy = EgressPolicy(self.base_url, allow_loopback=allow_loopback, bfl=True)
         self._max_result_bytes = max_result_bytes
         self._submit_attempts = submit_attempts
         self._backoff_base = backoff_base
-        self._http = http or httpx.AsyncClient(
+        self._http = http or guarded_client(
             timeout=httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=60.0),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
-            headers={"accept": "application/json", "user-agent": "Fluxcord (discord bot)"},
+            allow_loopback=allow_loopback,
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     def _key_header(self, url: str) -> dict[str, str]:
-        host = urlsplit(url).hostname or ""
-        if host == self._base_host or host.endswith(_TRUSTED_KEY_SUFFIXES):
-            return {"x-key": self._api_key}
-        log.warning("not sending the BFL key to unexpected polling host %s", host)
-        return {}
+        if not self._policy.may_receive_key(url):
+            # Callers only build requests to trusted hosts; this is the last line.
+            raise UnsafeProviderURL(f"refusing to send the BFL key to {urlsplit(url).hostname}")
+        return {"x-key": self._api_key}
+
+    def _trusted_polling_url(self, task_id: str, polling_url: str | None) -> str | None:
+        """The polling_url if the key may go there, else None (poll `get_result` on the
+        configured host instead): a hostile polling_url is never fetched."""
+        if polling_url is None or self._policy.may_receive_key(polling_url):
+            return polling_url
+        log.warning(
+            "task %s: ignoring a polling_url on an untrusted host (%s); polling get_result",
+            task_id,
+            urlsplit(polling_url).hostname,
+        )
+        return None
 
     async def submit(
         self,
@@ -171,44 +192,52 @@ class BFLClient:
 
     async def submit_body(self, endpoint: str, body: dict[str, Any]) -> Submission:
         url = f"{self.base_url}{endpoint}"
-        response = await post_at_most_once(
-            lambda: self._http.post(url, json=body, headers=self._key_header(url)),
-            status=lambda answer: (answer.status_code, answer.headers),
-            service="BFL",
-            attempts=self._submit_attempts,
-            backoff_base=self._backoff_base,
-        )
-        return self._parse_submit(response)
+        headers = self._key_header(url)
+        try:
+            answer = await post_at_most_once(
+                lambda: request_capped(self._http, "POST", url, json=body, headers=headers),
+                status=lambda answer: (answer.status, answer.headers),
+                service="BFL",
+                attempts=self._submit_attempts,
+                backoff_base=self._backoff_base,
+            )
+        except AnswerTooLarge:
+            # A 200 we could not read: the task exists (and is billed) but has no known id.
+            raise SubmitOutcomeUnknown("submit answer exceeded the byte cap") from None
+        return self._parse_submit(answer)
 
-    def _parse_submit(self, response: httpx.Response) -> Submission:
-        status = response.status_code
-        if status == 200:
-            data = _json(response)
+    def _parse_submit(self, answer: Answer) -> Submission:
+        if answer.status == 200:
+            data = json_object(answer.body)
             task_id = data.get("id")
             if not isinstance(task_id, str) or not task_id:
                 raise SubmitOutcomeUnknown("submit answer has no task id")
             polling_url = data.get("polling_url")
-            cost = data.get("cost")
             return Submission(
                 task_id=task_id,
-                polling_url=polling_url if isinstance(polling_url, str) and polling_url else None,
-                cost=float(cost) if isinstance(cost, int | float) else None,
+                polling_url=self._trusted_polling_url(
+                    task_id, polling_url if isinstance(polling_url, str) and polling_url else None
+                ),
+                cost=reported_number(data.get("cost")),
             )
-        raise _error_for(response, during_submit=True)
+        raise _error_for(answer, during_submit=True)
 
     async def poll(self, task_id: str, polling_url: str | None) -> TaskResult:
         """One status reading. Transient failures raise ProviderUnavailable: poll again later."""
+        polling_url = self._trusted_polling_url(task_id, polling_url)
         if polling_url:
             url, query = polling_url, None
         else:
             url, query = f"{self.base_url}/v1/get_result", {"id": task_id}
         try:
-            response = await self._http.get(url, params=query, headers=self._key_header(url))
+            answer = await request_capped(
+                self._http, "GET", url, params=query, headers=self._key_header(url)
+            )
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"poll failed: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise _error_for(response, during_submit=False)
-        result = parse_task_payload(_json(response))
+        if answer.status != 200:
+            raise _error_for(answer, during_submit=False)
+        result = parse_task_payload(json_object(answer.body))
         if result.outcome is TaskOutcome.UNKNOWN:
             log.warning(
                 "task %s has an unknown status %r; still waiting", task_id, result.raw_status
@@ -217,28 +246,20 @@ class BFLClient:
 
     async def download(self, url: str) -> OutputImage:
         """Stream the signed result up to the byte cap. No API key: not a BFL API host."""
-        return await download_image(self._http, url, self._max_result_bytes)
+        return await download_image(self._http, url, self._max_result_bytes, policy=self._policy)
 
     async def credits(self) -> float:
         url = f"{self.base_url}/v1/credits"
         try:
-            response = await self._http.get(url, headers=self._key_header(url))
+            answer = await request_capped(self._http, "GET", url, headers=self._key_header(url))
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"credits check failed: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise _error_for(response, during_submit=False)
-        value = _json(response).get("credits")
-        if not isinstance(value, int | float):
+        if answer.status != 200:
+            raise _error_for(answer, during_submit=False)
+        value = reported_number(json_object(answer.body).get("credits"))
+        if value is None:
             raise ProviderError("credits answer has no number")
-        return float(value)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+        return value
 
 
 def _detail_text(data: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -254,10 +275,13 @@ def _detail_text(data: Mapping[str, Any]) -> tuple[str, str | None]:
     return "", None
 
 
-def _error_for(response: httpx.Response, *, during_submit: bool) -> ProviderError:
-    status = response.status_code
-    message, field = _detail_text(_json(response))
+def _error_for(answer: Answer, *, during_submit: bool) -> ProviderError:
+    status = answer.status
+    message, field = _detail_text(json_object(answer.body))
     summary = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if 300 <= status < 400:
+        # API calls never follow redirects: wherever it points, the key would go with it.
+        return UnsafeProviderURL(f"{summary} (a redirect, not followed)")
     if status == 402:
         return InsufficientCredits(summary)
     if status in (401, 403):
@@ -265,7 +289,7 @@ def _error_for(response: httpx.Response, *, during_submit: bool) -> ProviderErro
     if status in (400, 422):
         return ProviderRejected(message or "invalid request", field=field)
     if status == 429:
-        return ProviderBusy(summary, retry_after=retry_after(response.headers))
+        return ProviderBusy(summary, retry_after=retry_after(answer.headers))
     if status == 503 or not during_submit:
         return ProviderUnavailable(summary)
     # Any other 5xx answer to a submit: the task may exist and be billed.

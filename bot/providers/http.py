@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import json as json_module
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from bot.images import NotAnImage, inspect_image
 from bot.providers.base import (
+    AnswerTooLarge,
     OutputImage,
+    ProviderError,
     ProviderUnavailable,
     ResultTooLarge,
     ResultUnavailable,
     SubmitOutcomeUnknown,
 )
+from bot.providers.egress import EgressPolicy, UnsafeProviderURL, same_host
 
 AnswerT = TypeVar("AnswerT")
+
+# A status or submit answer is about 1 KB; a few MiB leaves room for verbose `details` or an
+# inline preview, and stops a hostile endless body long before memory suffers.
+MAX_JSON_ANSWER_BYTES: Final = 4 * 1024 * 1024
+# Error bodies are read only for their message.
+ERROR_BODY_CAP: Final = 64 * 1024
+MAX_DOWNLOAD_REDIRECTS: Final = 3
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
@@ -36,17 +49,66 @@ async def backoff(attempt: int, base: float, hinted: float | None = None) -> Non
     await asyncio.sleep(min(delay, 60.0) * random.uniform(0.8, 1.25))
 
 
-async def read_capped(response: httpx.Response, cap: int, *, truncate: bool = False) -> bytes:
-    """The body, streamed; over `cap` bytes raises ResultTooLarge (or, with `truncate`, for
+async def read_capped(
+    response: httpx.Response,
+    cap: int,
+    *,
+    truncate: bool = False,
+    too_large: type[ProviderError] = ResultTooLarge,
+) -> bytes:
+    """The body, streamed; over `cap` bytes raises `too_large` (or, with `truncate`, for
     error bodies read only for their message, stops at the cap)."""
+    declared = response.headers.get("content-length")
+    if not truncate and declared and declared.isdigit() and int(declared) > cap:
+        raise too_large(f"answer declares {declared} bytes, over the cap of {cap}")
     chunks = bytearray()
     async for chunk in response.aiter_bytes():
         chunks.extend(chunk)
         if len(chunks) > cap:
             if truncate:
                 return bytes(chunks[:cap])
-            raise ResultTooLarge("answer exceeded the byte cap")
+            raise too_large(f"answer exceeded the cap of {cap} bytes")
     return bytes(chunks)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A provider's answer, its body read up to a cap."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+async def request_capped(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    cap: int = MAX_JSON_ANSWER_BYTES,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    json: Any = None,
+) -> Answer:
+    """One API call, never following a redirect, its body streamed and capped: a 200's body
+    past `cap` raises AnswerTooLarge, any other answer's is cut at ERROR_BODY_CAP."""
+    async with http.stream(
+        method, url, headers=headers, params=params, json=json, follow_redirects=False
+    ) as response:
+        if response.status_code == 200:
+            body = await read_capped(response, cap, too_large=AnswerTooLarge)
+        else:
+            body = await read_capped(response, ERROR_BODY_CAP, truncate=True)
+        return Answer(response.status_code, response.headers, body)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object from a body, or {} when it is not one."""
+    try:
+        data = json_module.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def output_image(data: bytes) -> OutputImage:
@@ -62,27 +124,33 @@ async def download_image(
     url: str,
     max_bytes: int,
     *,
+    policy: EgressPolicy,
     read_timeout: float | None = None,
-    follow_redirects: bool = False,
+    max_redirects: int = MAX_DOWNLOAD_REDIRECTS,
 ) -> OutputImage:
     """Stream a result image, refusing it past `max_bytes`. Sent without any API key: result
-    links live on delivery/CDN hosts that must never see one."""
-    try:
-        async with http.stream(
-            "GET",
-            url,
-            follow_redirects=follow_redirects,
-            timeout=read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        ) as response:
-            if response.status_code != 200:
-                raise ResultUnavailable(f"result download answered {response.status_code}")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise ResultTooLarge(f"result is {declared} bytes")
-            data = await read_capped(response, max_bytes)
-    except httpx.TransportError as exc:
-        raise ResultUnavailable(f"result download failed: {type(exc).__name__}") from None
-    return output_image(data)
+    links live on delivery/CDN hosts that must never see one. The link must pass `policy`
+    (https, default port, public addresses); a redirect is followed only to the same host,
+    each hop checked again."""
+    timeout = read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT
+    for _ in range(max_redirects + 1):
+        await policy.check_fetch(url)
+        try:
+            async with http.stream("GET", url, follow_redirects=False, timeout=timeout) as response:
+                if response.is_redirect:
+                    target = urljoin(url, response.headers["location"])
+                    if not same_host(url, target):
+                        host = urlsplit(target).hostname
+                        raise UnsafeProviderURL(f"result link redirects to another host ({host})")
+                    url = target
+                    continue
+                if response.status_code != 200:
+                    raise ResultUnavailable(f"result download answered {response.status_code}")
+                data = await read_capped(response, max_bytes)
+        except httpx.TransportError as exc:
+            raise ResultUnavailable(f"result download failed: {type(exc).__name__}") from None
+        return output_image(data)
+    raise ResultUnavailable("result link redirects too many times")
 
 
 async def post_at_most_once(

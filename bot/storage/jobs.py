@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sqlite3
 from collections.abc import Callable, Collection
@@ -12,9 +13,12 @@ import aiosqlite
 
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.ledger import Ledger, credits_to_mc
+from bot.ledger.ledger import InvalidCharge
 from bot.providers.base import InputImage, OutputImage
 from bot.storage.db import Database
 from bot.variants import JobParams
+
+log = logging.getLogger(__name__)
 
 # Columns a transition may set besides `state`; anything else is a programming error.
 _UPDATABLE = frozenset(
@@ -268,14 +272,22 @@ class JobStore:
             return
         if job.state in _CHARGED_STATES:
             # The provider's cost (from the poll, else the submit); None keeps the estimate.
-            self._ledger.charge(
-                conn,
-                job.id,
-                credits=job.cost,
-                images=images,
-                settled_by=job.state.value,
-                now=now,
-            )
+            try:
+                self._ledger.charge(
+                    conn,
+                    job.id,
+                    credits=job.cost,
+                    images=images,
+                    settled_by=job.state.value,
+                    now=now,
+                )
+            except InvalidCharge as exc:
+                # The image exists: it is still delivered, charged the estimate instead of
+                # a figure the ledger cannot hold (the engine filters these out first).
+                log.warning("job %s: %s; charging the estimate", job.id, exc)
+                self._ledger.charge(
+                    conn, job.id, credits=None, images=images, settled_by=job.state.value, now=now
+                )
         elif job.state.is_terminal:
             # Failed, moderated or cancelled before any image existed: nothing is charged,
             # even where the provider may have billed an unconfirmed submit.

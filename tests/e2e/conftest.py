@@ -44,6 +44,7 @@ class World:
             "poll_max_interval": 0.2,
             "job_deadline_seconds": 20,
             "web_port": 0,  # an ephemeral port: several bots may run in one test session
+            "allow_loopback_provider_urls": True,  # the stand-ins live on 127.0.0.1
         }
         if self.aiml is not None:
             values.update(aiml_api_key=AIML_KEY, aiml_api_base=self.aiml.base_url)

@@ -5,7 +5,7 @@ the caller's event loop, so pytest fixtures and benchmark scripts can drive it a
 code under test::
 
     async with FakeAIML(api_key="test-aiml-key", latency=0.02) as fake:
-        client = AIMLClient("test-aiml-key", fake.base_url)
+        client = AIMLClient("test-aiml-key", fake.base_url, allow_loopback=True)
         ...
 
 It follows the documented contract (``/work/shared/reference/aiml-api.md`` and the original

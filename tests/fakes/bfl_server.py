@@ -62,6 +62,16 @@ Knobs (plain attributes; change them at any time)
   ``body`` (None: a default body; ``str``: sent as text, HTML if it starts with ``<``;
   anything else: JSON). Defaults: 503 ``{"detail": "Service overloaded"}``, 502 an HTML
   gateway page, 429 the concurrency message (+ ``Retry-After`` when ``retry_after`` is set).
+* Hostile answers (what a compromised or buggy API could send; the client must not trust
+  them): ``polling_url_override`` replaces the submit's ``polling_url`` and
+  ``sample_url_override`` the Ready answer's ``result.sample`` (both are format strings:
+  ``{base}``, ``{id}``, ``{region}``, ``{token}``, and ``{sample}`` / ``{sample_quoted}``
+  for the genuine result link, plain or percent-encoded for a query); ``reported_cost``
+  replaces ``cost`` in the submit and Ready answers with any JSON value (``-5``, ``1e300``,
+  ``float("nan")`` sent as ``NaN``, ``"nan"``, ``10**400``);
+  ``poll_padding`` adds that many bytes of filler to every poll answer; with
+  ``endless_poll_body`` polls answer 200 with a chunked body that never ends (until the client
+  hangs up). ``GET /redirect?to=<url>[&status=302]`` answers a redirect to ``to``.
 * ``poll_faults``: a list of HTTP statuses; each poll (either poll route, after auth) pops the
   first one and answers it with a default body.
 * ``webhook_mode``: ``"secret"`` (default: ``X-Webhook-Secret: <webhook_secret>``),
@@ -76,6 +86,7 @@ Inspection
 ----------
 ``submissions`` (every POST to a model endpoint, including rejected ones), ``tasks`` (by id),
 ``webhook_attempts``, ``poll_count`` (all poll requests) and ``Task.polls``,
+``requests_seen`` (``(Host header, path)`` of every request, to prove what was fetched),
 ``active_count()``, ``max_active_seen``, ``rejected_429``, ``image_bytes(task_id)``.
 """
 
@@ -94,7 +105,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -126,6 +137,8 @@ CONCURRENCY_DETAIL: Final = (
 )
 CONTENT_TYPES: Final = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 PIL_FORMATS: Final = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+_GENUINE: Final = object()  # `reported_cost` unset: answers carry the real quote
 
 WebhookMode = Literal["secret", "hmac", "both", "drop", "duplicate", "wrong_secret"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -358,6 +371,12 @@ class FakeBFL(LoopbackServer):
         self.webhook_delay = 0.0
         self.webhook_timeout = 5.0
         self.webhook_responses_include_polling_url = False
+        self.polling_url_override: str | None = None
+        self.sample_url_override: str | None = None
+        self.reported_cost: Any = _GENUINE
+        self.poll_padding = 0
+        self.endless_poll_body = False
+        self.requests_seen: list[tuple[str, str]] = []
 
         self.submissions: list[Submission] = []
         self.tasks: dict[str, Task] = {}
@@ -387,6 +406,7 @@ class FakeBFL(LoopbackServer):
         app.router.add_get("/v1/get_result", self._handle_get_result)
         app.router.add_get("/v1/credits", self._handle_credits)
         app.router.add_get("/delivery/{task_id}/{filename}", self._handle_delivery)
+        app.router.add_get("/redirect", self._handle_redirect)
         self._closing = asyncio.Event()
         self._runner, self._base_url = await serve_on_loopback(app)
         self._session = aiohttp.ClientSession()
@@ -499,6 +519,7 @@ class FakeBFL(LoopbackServer):
     @web.middleware
     async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """FastAPI-like JSON bodies for routing errors."""
+        self.requests_seen.append((request.headers.get("Host", ""), request.path))
         try:
             return await handler(request)
         except web.HTTPNotFound:
@@ -710,6 +731,12 @@ class FakeBFL(LoopbackServer):
             if self.webhook_responses_include_polling_url:
                 payload["polling_url"] = polling_url
         payload.update(cost=task.cost, input_mp=task.input_mp, output_mp=task.output_mp)
+        if self.polling_url_override is not None and "polling_url" in payload:
+            payload["polling_url"] = self.polling_url_override.format(
+                base=self.base_url, id=task.id, region=task.region, token=task.token
+            )
+        if self.reported_cost is not _GENUINE:
+            payload["cost"] = self.reported_cost
         return payload
 
     def _result_payload(self, task: Task) -> dict[str, Any]:
@@ -735,7 +762,16 @@ class FakeBFL(LoopbackServer):
                 "end_time": task.end_wall,
             }
             payload["details"] = task.outcome.details
-            payload["cost"] = task.cost
+            payload["cost"] = task.cost if self.reported_cost is _GENUINE else self.reported_cost
+            if self.sample_url_override is not None:
+                payload["result"]["sample"] = self.sample_url_override.format(
+                    base=self.base_url,
+                    id=task.id,
+                    region=task.region,
+                    token=task.token,
+                    sample=payload["result"]["sample"],
+                    sample_quoted=quote(payload["result"]["sample"], safe=""),
+                )
         elif status in ("Request Moderated", "Content Moderated"):
             payload["details"] = task.outcome.details or {
                 "moderation_reasons": ["Content policy violation"]
@@ -841,7 +877,7 @@ class FakeBFL(LoopbackServer):
             return self._fault_response(self.poll_faults.pop(0))
         return None
 
-    async def _handle_poll(self, request: web.Request) -> web.Response:
+    async def _handle_poll(self, request: web.Request) -> web.StreamResponse:
         early = self._poll_prelude(request)
         if early is not None:
             return early
@@ -852,9 +888,28 @@ class FakeBFL(LoopbackServer):
         if request.match_info["region"] != task.region or request.query.get("token") != task.token:
             return _json_response({"detail": "Invalid or missing polling token"}, 403)
         task.polls += 1
-        return _json_response(self._result_payload(task))
+        return await self._poll_answer(request, task)
 
-    async def _handle_get_result(self, request: web.Request) -> web.Response:
+    async def _poll_answer(self, request: web.Request, task: Task) -> web.StreamResponse:
+        if self.endless_poll_body:
+            endless = web.StreamResponse(headers={"Content-Type": "application/json"})
+            endless.enable_chunked_encoding()
+            await endless.prepare(request)
+            with contextlib.suppress(ConnectionError):
+                await endless.write(b'{"status": "Pending", "details": "')
+                for _ in range(16 * 1024):  # at most 1 GiB: the client should hang up long before
+                    await endless.write(b"x" * 65536)
+            return endless
+        payload = self._result_payload(task)
+        if self.poll_padding:
+            payload["padding"] = "x" * self.poll_padding
+        return _json_response(payload)
+
+    async def _handle_redirect(self, request: web.Request) -> web.Response:
+        status = int(request.query.get("status", "302"))
+        return web.Response(status=status, headers={"Location": request.query.get("to", "/")})
+
+    async def _handle_get_result(self, request: web.Request) -> web.StreamResponse:
         early = self._poll_prelude(request)
         if early is not None:
             return early
@@ -866,7 +921,7 @@ class FakeBFL(LoopbackServer):
         if task is None:
             return _json_response({"id": task_id, "status": "Task not found"})
         task.polls += 1
-        return _json_response(self._result_payload(task))
+        return await self._poll_answer(request, task)
 
     async def _handle_credits(self, request: web.Request) -> web.Response:
         auth_error = self._auth_error(request)

@@ -79,7 +79,7 @@ async def fake() -> AsyncIterator[FakeAIML]:
 
 @pytest.fixture
 async def client(fake: FakeAIML) -> AsyncIterator[AIMLClient]:
-    aiml = AIMLClient(KEY, fake.base_url, read_timeout=5.0, backoff_base=0.001)
+    aiml = AIMLClient(KEY, fake.base_url, read_timeout=5.0, backoff_base=0.001, allow_loopback=True)
     yield aiml
     await aiml.aclose()
 
@@ -404,8 +404,9 @@ async def test_url_and_base64_results_exact_bytes(
 async def test_usage_is_converted_from_either_field(fake: FakeAIML, usage_field: str) -> None:
     fake.usage_field = usage_field  # type: ignore[assignment]
     body = build_payload(PRO, "p", size=(1472, 512), seed=1)
-    default = AIMLClient(KEY, fake.base_url)
-    custom = AIMLClient(KEY, fake.base_url, units_per_credit=10_000)  # e.g. another currency
+    default = AIMLClient(KEY, fake.base_url, allow_loopback=True)
+    # e.g. another currency
+    custom = AIMLClient(KEY, fake.base_url, units_per_credit=10_000, allow_loopback=True)
     try:
         first, second = await default.generate(body), await custom.generate(body)
     finally:
@@ -474,14 +475,14 @@ async def test_429_carries_retry_after_and_the_concurrency_cap_is_busy(
 
 
 async def test_bad_key_is_access_denied_and_credits_exhausted_is_403(fake: FakeAIML) -> None:
-    wrong = AIMLClient("wrong-key", fake.base_url)
+    wrong = AIMLClient("wrong-key", fake.base_url, allow_loopback=True)
     try:
         with pytest.raises(ProviderAccessDenied):
             await wrong.generate(build_payload(DEV, "p"))
     finally:
         await wrong.aclose()
     fake.credits = 1000  # less than one image
-    right = AIMLClient(KEY, fake.base_url)
+    right = AIMLClient(KEY, fake.base_url, allow_loopback=True)
     try:
         with pytest.raises(InsufficientCredits) as caught:
             await right.generate(build_payload(DEV, "p"))
@@ -536,7 +537,7 @@ async def test_503_is_retried_then_unavailable(client: AIMLClient, fake: FakeAIM
 
 async def test_no_retry_after_a_read_timeout(fake: FakeAIML) -> None:
     fake.faults.append(Fault(200, delay=2.0))  # the generation outlasts our read timeout
-    impatient = AIMLClient(KEY, fake.base_url, read_timeout=0.1)
+    impatient = AIMLClient(KEY, fake.base_url, read_timeout=0.1, allow_loopback=True)
     try:
         with pytest.raises(SubmitOutcomeUnknown) as caught:
             await impatient.generate(build_payload(DEV, "p"))
@@ -568,7 +569,7 @@ async def test_connect_errors_are_retried_with_backoff(fake: FakeAIML) -> None:
     fake.result_mode = "b64_json"  # so that the transport sees only the POSTs
     transport = FlakyTransport(failures=2)
     async with httpx.AsyncClient(transport=transport) as http:
-        flaky = AIMLClient(KEY, fake.base_url, backoff_base=0.001, http=http)
+        flaky = AIMLClient(KEY, fake.base_url, backoff_base=0.001, http=http, allow_loopback=True)
         generation = await flaky.generate(build_payload(DEV, "p"))
     assert len(generation.images) == 1
     assert transport.attempts == 3 and len(fake.requests) == 1
@@ -576,7 +577,10 @@ async def test_connect_errors_are_retried_with_backoff(fake: FakeAIML) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dead = AIMLClient(KEY, f"http://127.0.0.1:{port}", backoff_base=0.001, connect_attempts=3)
+    dead = AIMLClient(
+        KEY, f"http://127.0.0.1:{port}", backoff_base=0.001, connect_attempts=3,
+        allow_loopback=True,
+    )
     try:
         with pytest.raises(ProviderUnavailable, match="ConnectError"):
             await dead.generate(build_payload(DEV, "p"))
@@ -600,8 +604,8 @@ async def test_byte_cap(fake: FakeAIML, mode: str) -> None:
     fake.result_mode = "b64_json" if mode == "b64_json" else "url"
     body = build_payload(DEV, "p", {"output_format": "png"}, seed=1)
     size = len(await _one_image(fake, body))
-    exact = AIMLClient(KEY, fake.base_url, max_result_bytes=size)
-    tight = AIMLClient(KEY, fake.base_url, max_result_bytes=size - 1)
+    exact = AIMLClient(KEY, fake.base_url, max_result_bytes=size, allow_loopback=True)
+    tight = AIMLClient(KEY, fake.base_url, max_result_bytes=size - 1, allow_loopback=True)
     try:
         assert len((await exact.generate(body)).images[0].data) == size
         with pytest.raises(ResultTooLarge):
@@ -612,7 +616,7 @@ async def test_byte_cap(fake: FakeAIML, mode: str) -> None:
 
 
 async def _one_image(fake: FakeAIML, body: dict[str, Any]) -> bytes:
-    probe = AIMLClient(KEY, fake.base_url)
+    probe = AIMLClient(KEY, fake.base_url, allow_loopback=True)
     try:
         return (await probe.generate(body)).images[0].data
     finally:

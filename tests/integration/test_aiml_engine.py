@@ -26,7 +26,7 @@ async def aiml() -> AsyncIterator[FakeAIML]:
 
 async def started(db: Database, fake: FakeAIML, notifier: RecordingNotifier,
                   cap: int = 8) -> tuple[JobEngine, AIMLClient]:
-    client = AIMLClient(KEY, fake.base_url)
+    client = AIMLClient(KEY, fake.base_url, allow_loopback=True)
     engine = JobEngine(db, {"aiml": client}, notifier, polling=FAST_POLLING,
                        max_active={"aiml": cap})
     await engine.start()

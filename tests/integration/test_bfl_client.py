@@ -16,7 +16,7 @@ from tests.fakes.bfl_server import FakeBFL
 
 @pytest.fixture
 async def client(fake_bfl: FakeBFL) -> AsyncIterator[BFLClient]:
-    bfl = BFLClient(BFL_KEY, fake_bfl.base_url, backoff_base=0.01)
+    bfl = BFLClient(BFL_KEY, fake_bfl.base_url, backoff_base=0.01, allow_loopback=True)
     yield bfl
     await bfl.aclose()
 
@@ -38,7 +38,7 @@ async def test_credits_reads_the_balance(client: BFLClient, fake_bfl: FakeBFL) -
 
 
 async def test_a_wrong_key_is_access_denied(fake_bfl: FakeBFL) -> None:
-    bad = BFLClient("not-the-key", fake_bfl.base_url)
+    bad = BFLClient("not-the-key", fake_bfl.base_url, allow_loopback=True)
     try:
         with pytest.raises(ProviderAccessDenied):
             await bad.credits()
@@ -47,7 +47,7 @@ async def test_a_wrong_key_is_access_denied(fake_bfl: FakeBFL) -> None:
 
 
 async def test_results_over_the_byte_cap_are_refused(fake_bfl: FakeBFL) -> None:
-    small = BFLClient(BFL_KEY, fake_bfl.base_url, max_result_bytes=100)
+    small = BFLClient(BFL_KEY, fake_bfl.base_url, max_result_bytes=100, allow_loopback=True)
     try:
         fake_bfl.latency = 0  # ready at once
         variant = get_variant("klein-4b")
@@ -74,7 +74,8 @@ async def test_the_key_is_never_sent_to_the_image_delivery_host() -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    client = BFLClient(BFL_KEY, "http://127.0.0.1:1")  # the API base is elsewhere
+    # the API base is elsewhere
+    client = BFLClient(BFL_KEY, "http://127.0.0.1:1", allow_loopback=True)
     try:
         with pytest.raises(Exception, match="403"):
             await client.download(f"http://127.0.0.1:{port}/sample.jpg")

@@ -26,7 +26,7 @@ async def test_every_saved_state_is_resumed_exactly_once(
     submitting = await store.create(make_request("submitting"), estimated_cost=3)
     await store.transition(submitting.id, from_states=[JobState.QUEUED], to=JobState.SUBMITTING)
 
-    client = BFLClient(BFL_KEY, fake_bfl.base_url)
+    client = BFLClient(BFL_KEY, fake_bfl.base_url, allow_loopback=True)
     submitted = await store.create(make_request("submitted"), estimated_cost=3)
     request = make_request("submitted")
     task = await client.submit(request.variant, request.params, [], user_id=1)

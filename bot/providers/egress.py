@@ -1,0 +1,281 @@
+"""Where the provider clients may connect, and which hosts may see an API key.
+
+Provider answers carry URLs that come from the network (BFL's `polling_url` and result links,
+the AI/ML API's result links). Nothing in them is trusted:
+
+* an API key goes only over https, on the default port, to the configured API host or one of
+  BFL's documented API hosts (`api.bfl.ai`, `api.eu.bfl.ai`, `api.us.bfl.ai` and regional
+  clusters such as `api.eu2.bfl.ai` that a `polling_url` may name);
+* no connection goes to a non-global address (loopback, private, link-local, CGNAT,
+  multicast, reserved, unspecified, IPv6 ULA/link-local, and IPv4 addresses hidden in IPv6
+  forms): every address a hostname resolves to is checked (with `loop.getaddrinfo`, off the
+  event loop), and the connection is then made *to the checked address* by `GuardedBackend`,
+  so a DNS answer that changes between the check and the connect (rebinding) cannot slip by;
+* TLS still verifies the certificate for the URL's hostname (httpcore passes it as SNI).
+
+The stand-ins used by the tests live on 127.0.0.1: `allow_loopback` (the test-only setting
+`ALLOW_LOOPBACK_PROVIDER_URLS`) admits loopback addresses, and lets the key travel over plain
+http to a loopback host. It never admits private or link-local addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+from typing import Any, Final
+from urllib.parse import SplitResult, urlsplit
+
+import httpcore
+import httpx
+
+from bot.providers.base import ResultUnavailable
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# BFL's documented API hosts (reference: "Auth and hosts").
+BFL_API_HOSTS: Final = frozenset({"api.bfl.ai", "api.eu.bfl.ai", "api.us.bfl.ai"})
+# A `polling_url` may point at another cluster, e.g. api.eu2.bfl.ai: a region code and an
+# optional number. Delivery hosts (delivery-eu1.bfl.ai) never match: they must not see a key.
+_BFL_REGIONAL_API_HOST: Final = re.compile(r"api\.[a-z]{2}[0-9]{0,2}\.bfl\.ai")
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
+
+
+class UnsafeProviderURL(ResultUnavailable):
+    """A provider answer pointed somewhere the bot will not go (a private address, plain
+    http, another port, a redirect to another host). Nothing was fetched from there. Never
+    retried: the same answer would point there again."""
+
+    user_message = (
+        "The image service answered with a link the bot does not trust, so it was not "
+        "followed. You were not charged."
+    )
+
+
+def is_bfl_api_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    return host in BFL_API_HOSTS or _BFL_REGIONAL_API_HOST.fullmatch(host) is not None
+
+
+def address_allowed(address: IPAddress, *, allow_loopback: bool = False) -> bool:
+    """True only for a globally routable unicast address (or loopback, when allowed)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address.teredo is not None:
+            embedded = address.teredo[1]
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_allowed(embedded, allow_loopback=allow_loopback)
+        if address.is_site_local:
+            return False
+    if address.is_loopback:
+        return allow_loopback
+    return address.is_global and not (
+        address.is_private
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or address.is_link_local
+    )
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """A loopback IP literal or the name localhost (for the test-only loopback setting)."""
+    literal = _literal_address(host)
+    if literal is not None:
+        return literal.is_loopback
+    return host.lower().rstrip(".") in _LOOPBACK_NAMES
+
+
+async def resolve_allowed(host: str, port: int, *, allow_loopback: bool = False) -> list[str]:
+    """The addresses `host` resolves to, every one checked; raises UnsafeProviderURL if any is
+    not allowed (a name that also resolves to a private address is refused, not filtered:
+    which address a later lookup returns is the attacker's choice), httpcore.ConnectError when
+    it does not resolve."""
+    literal = _literal_address(host)
+    if literal is not None:
+        candidates: Iterable[str] = [str(literal)]
+    else:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+        candidates = dict.fromkeys(str(info[4][0]) for info in infos)
+    addresses: list[str] = []
+    for text in candidates:
+        address = _literal_address(text)
+        if address is None or not address_allowed(address, allow_loopback=allow_loopback):
+            raise UnsafeProviderURL(f"{host} resolves to a non-public address ({text})")
+        addresses.append(str(address))
+    if not addresses:
+        raise httpcore.ConnectError(f"{host} has no address")
+    return addresses
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to checked addresses: the hostname is
+    resolved here, every address checked, and the socket opened to the checked address."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, *, allow_loopback: bool) -> None:
+        self._inner = inner
+        self._allow_loopback = allow_loopback
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await resolve_allowed(host, port, allow_loopback=self._allow_loopback)
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise UnsafeProviderURL("provider clients never use unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def guarded_transport(*, limits: httpx.Limits, allow_loopback: bool) -> httpx.AsyncHTTPTransport:
+    """An httpx transport whose every connection goes through `GuardedBackend`.
+
+    httpx does not take a network backend, so the one httpcore pool it builds gets ours; the
+    test `test_the_transport_refuses_private_addresses` fails if an upgrade moves it."""
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    pool = transport._pool
+    inner = getattr(pool, "_network_backend", None)
+    if not isinstance(inner, httpcore.AsyncNetworkBackend):
+        raise RuntimeError("httpcore changed: cannot guard provider connections")
+    pool._network_backend = GuardedBackend(inner, allow_loopback=allow_loopback)
+    return transport
+
+
+def guarded_client(
+    *, timeout: httpx.Timeout, limits: httpx.Limits, allow_loopback: bool
+) -> httpx.AsyncClient:
+    """The shared client of a provider: guarded connections, no redirects followed for it
+    (downloads follow same-host redirects themselves), no proxies or netrc from the
+    environment (a proxy would connect where we cannot check)."""
+    return httpx.AsyncClient(
+        timeout=timeout,
+        transport=guarded_transport(limits=limits, allow_loopback=allow_loopback),
+        headers={"accept": "application/json", "user-agent": "Fluxcord (discord bot)"},
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return -1
+
+
+class EgressPolicy:
+    """The rules for one provider: its configured API base, and the loopback test switch."""
+
+    def __init__(self, api_base: str, *, allow_loopback: bool = False, bfl: bool = False) -> None:
+        self.allow_loopback = allow_loopback
+        self._bfl = bfl
+        base = urlsplit(api_base)
+        self._base_host = (base.hostname or "").lower()
+        problem = self._key_problem(base)
+        if problem is not None:
+            raise ValueError(f"the API base {problem}")
+
+    def _key_problem(self, parts: SplitResult) -> str | None:
+        host = (parts.hostname or "").lower()
+        if not host or parts.username is not None or parts.password is not None:
+            return "has no host (or carries a user name)"
+        if self.allow_loopback and is_loopback_host(host):
+            return None  # the loopback stand-ins of the tests, over http on any port
+        if parts.scheme != "https":
+            return "is not https"
+        if _port(parts) not in (None, 443):
+            return "is not on the default https port"
+        return None
+
+    def may_receive_key(self, url: str) -> bool:
+        """Only over https to the configured API host or a documented BFL API host, default
+        port (or, with the test switch, a loopback host)."""
+        parts = urlsplit(url)
+        if self._key_problem(parts) is not None:
+            return False
+        host = (parts.hostname or "").lower()
+        if self.allow_loopback and is_loopback_host(host):
+            return True
+        return host == self._base_host or (self._bfl and is_bfl_api_host(host))
+
+    def check_fetch_url(self, url: str) -> SplitResult:
+        """A result link: https on the default port (plain http only to loopback under the
+        test switch), no user name. Raises UnsafeProviderURL."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise UnsafeProviderURL("result link is not http(s)")
+        host = (parts.hostname or "").lower()
+        if not host or parts.username is not None or parts.password is not None:
+            raise UnsafeProviderURL("result link has no host, or carries a user name")
+        if self.allow_loopback and is_loopback_host(host):
+            return parts
+        if parts.scheme != "https":
+            raise UnsafeProviderURL(f"link to {host} is not https")
+        if _port(parts) not in (None, 443):
+            raise UnsafeProviderURL(f"link to {host} is not on the default https port")
+        return parts
+
+    async def check_addresses(self, url: str) -> None:
+        """Resolve the URL's host and refuse it when any address is not public. The guarded
+        transport checks again at connect time; this check also covers injected clients and
+        fails before anything is sent."""
+        parts = urlsplit(url)
+        port = _port(parts) or (443 if parts.scheme == "https" else 80)
+        await resolve_allowed(parts.hostname or "", port, allow_loopback=self.allow_loopback)
+
+    async def check_fetch(self, url: str) -> None:
+        self.check_fetch_url(url)
+        await self.check_addresses(url)
+
+
+def same_host(first: str, second: str) -> bool:
+    """Same scheme-independent host and effective port (a redirect may go http → https on
+    loopback in tests; elsewhere both are https already)."""
+    a, b = urlsplit(first), urlsplit(second)
+    return (a.hostname or "").lower() == (b.hostname or "").lower() and _effective_port(
+        a
+    ) == _effective_port(b)
+
+
+def _effective_port(parts: SplitResult) -> int | None:
+    port = _port(parts)
+    if port is None:
+        return {"https": 443, "http": 80}.get(parts.scheme)
+    return port
