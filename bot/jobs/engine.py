@@ -95,6 +95,11 @@ def _estimate(request: GenerationRequest) -> float:
     return request.variant.estimate_cost(request.params, references)
 
 
+def _images(request: GenerationRequest) -> int:
+    """Every image the request can produce is reserved: a job of 4 is charged up to 4."""
+    return request.variant.image_count(request.params)
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
     """Where BFL can reach our receiver, and how long to wait for a webhook before polling."""
@@ -229,8 +234,9 @@ class JobEngine:
         if lane is None:
             raise InvalidRequest(f"{variant.label} is not available on this bot.")
         variant.check_reference_count(len(request.inputs))
-        # One image per job for now; a provider that makes several will reserve that many.
-        job = await self.store.create(request, estimated_cost=_estimate(request), images=1)
+        job = await self.store.create(
+            request, estimated_cost=_estimate(request), images=_images(request)
+        )
         lane.enqueue(job.user_id, job.id)
         self.metrics.job_state_changed(job.state, job.variant)
         self._progress(job)
@@ -244,7 +250,7 @@ class JobEngine:
             request.user_id,
             request.role_ids,
             credits=_estimate(request),
-            images=1,
+            images=_images(request),
         )
 
     def on_job_closed(self, listener: Callable[[Job], None]) -> None:
@@ -505,8 +511,11 @@ class JobEngine:
             with self.metrics.time_provider_call(job.provider, "download"):
                 return await provider.download(url)
 
+        # Never more images than were asked for (and reserved): the rest would be charged
+        # beyond what the allowance check admitted.
+        wanted = get_variant(job.variant).image_count(job.params)
         outputs: list[OutputImage] = list(
-            await asyncio.gather(*(download(url) for url in result.sample_urls))
+            await asyncio.gather(*(download(url) for url in result.sample_urls[:wanted]))
         )
         cost = result.cost if result.cost is not None else job.cost
         won = await self.store.mark_ready(
