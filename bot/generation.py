@@ -26,6 +26,7 @@ REFERENCES_PURGED_TEXT = (
     "This image's reference images are no longer kept, so it can't be rerolled or remixed "
     "with them. Use Edit on it, or start a new edit with the original images."
 )
+BUTTON_NOT_HERE_TEXT = "This button doesn't belong to this channel, so it did nothing."
 # The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
 
@@ -271,3 +272,20 @@ class GenerationService:
 def _excerpt(job: Job, limit: int = 200) -> str:
     prompt = job.params.prompt.replace("`", "'")
     return f"image `{prompt[:limit]}{'…' if len(prompt) > limit else ''}` ({job.id})"
+
+
+def check_button_place(
+    job: Job, *, guild_id: int | None, channel_id: int | None, message_id: int | None
+) -> None:
+    """A result's button acts only where its job lives: its server, and its channel or its
+    own message (a result posted elsewhere, e.g. in a thread's parent, keeps its buttons).
+    A custom id copied into another server's or channel's message does nothing. Raises
+    InvalidRequest."""
+    if job.guild_id != guild_id:
+        raise InvalidRequest(BUTTON_NOT_HERE_TEXT)
+    own_message = message_id is not None and message_id in (
+        job.result_message_id,
+        job.status_message_id,
+    )
+    if job.channel_id != channel_id and not own_message:
+        raise InvalidRequest(BUTTON_NOT_HERE_TEXT)

@@ -84,8 +84,12 @@ class ReviewButton(
             await interaction.response.send_message(REVIEW_REFUSED_TEXT, ephemeral=True)
             return
         bot = bot_of(interaction)
-        if self.action == "reject":
-            await bot.approvals.require(self.approval_id)
+        approving = self.action == "approve"
+        await bot.approvals.check_click(
+            self.approval_id, interaction.user.id, interaction.guild_id, interaction.channel_id,
+            approving=approving,
+        )  # fmt: skip
+        if not approving:
             await interaction.response.send_modal(RejectModal(self.approval_id))
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -110,6 +114,10 @@ class RejectModal(FriendlyModal, title="Reject this request"):
         bot = bot_of(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
+            await bot.approvals.check_click(
+                self.approval_id, interaction.user.id, interaction.guild_id,
+                interaction.channel_id, approving=False,
+            )  # fmt: skip
             await bot.approvals.reject(self.approval_id, interaction.user.id, self.reason.value)
         except InvalidRequest as exc:
             await interaction.edit_original_response(content=str(exc))

@@ -32,6 +32,11 @@ REVIEW_UNREACHABLE_TEXT = (
     "Nothing was charged; please tell a moderator."
 )
 ALREADY_DECIDED_TEXT = "This request has already been {state}."
+SELF_APPROVAL_TEXT = (
+    "You can't approve your own request: another moderator has to review it. "
+    "(You can still reject it to withdraw it.)"
+)
+NOT_HERE_TEXT = "This button doesn't belong to this channel, so it did nothing."
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,24 @@ class Approval:
     decided_by: int | None
     reason: str | None
     job_id: str | None
+
+
+def check_review(
+    approval: Approval,
+    *,
+    actor_id: int,
+    guild_id: int | None,
+    channel_id: int | None,
+    approving: bool,
+) -> None:
+    """May this click decide this approval? Only in the review channel it was posted to (a
+    custom id copied into another server's or channel's message must not act), and never
+    the requester approving their own request: Manage Messages in the review channel alone
+    would otherwise let a member wave their own requests through. Raises InvalidRequest."""
+    if approval.guild_id != guild_id or approval.review_channel_id != channel_id:
+        raise InvalidRequest(NOT_HERE_TEXT)
+    if approving and approval.user_id == actor_id:
+        raise InvalidRequest(SELF_APPROVAL_TEXT)
 
 
 class ApprovalView(Protocol):
@@ -200,6 +223,18 @@ class ApprovalQueue:
             current = await self.require(approval_id)
             raise InvalidRequest(ALREADY_DECIDED_TEXT.format(state=current.state))
         return _approval(rows[0])
+
+    async def check_click(
+        self, approval_id: str, actor_id: int, guild_id: int | None, channel_id: int | None,
+        *, approving: bool,
+    ) -> Approval:  # fmt: skip
+        """The approval a review button or modal acts on, if this click may decide it."""
+        approval = await self.require(approval_id)
+        check_review(
+            approval, actor_id=actor_id, guild_id=guild_id, channel_id=channel_id,
+            approving=approving,
+        )  # fmt: skip
+        return approval
 
     async def approve(self, approval_id: str, moderator_id: int) -> Approval:
         approval = await self._decide(approval_id, "approved", moderator_id, None)
