@@ -233,6 +233,8 @@ class FluxcordBot(commands.Bot):
             variant_for=lambda name: self.generation.pick_variant(name),
             submit=self.generation.submit,
             job_exists=self.engine.store.get,
+            ledger=self.ledger,
+            max_pending_per_member=self.settings.max_pending_approvals_per_member,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import aiosqlite
@@ -145,6 +145,22 @@ class QuotaState:
             if level.scope is scope:
                 return self.remaining_at(level, key)
         return None
+
+    def with_held(self, held: Mapping[Metric, int]) -> QuotaState:
+        """This state with `held` counted as used in every window, at the member's and the
+        server's levels: amounts promised but not in the ledger yet (requests waiting for a
+        moderator's approval)."""
+        if not any(held.values()):
+            return self
+
+        def plus(used: Mapping[LimitKey, int]) -> dict[LimitKey, int]:
+            totals = dict(used)
+            for period in PERIODS:
+                for metric in METRICS:
+                    totals[(period, metric)] = totals.get((period, metric), 0) + held[metric]
+            return totals
+
+        return replace(self, used_user=plus(self.used_user), used_guild=plus(self.used_guild))
 
     def breaches(self, need: Mapping[Metric, int]) -> list[Breach]:
         found = []
@@ -428,6 +444,27 @@ class Ledger:
     ) -> None:
         """The test `reserve` makes, holding nothing (raises QuotaExceeded)."""
         state = await self._state(guild_key(guild_id), user_id, role_ids, self._clock())
+        _refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
+
+    def check_in(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int],
+        credits: float,
+        images: int,
+        held: Mapping[Metric, int] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """The test `reserve` makes, inside the caller's transaction, holding nothing; `held`
+        (images, millicredits) counts as already used. Raises QuotaExceeded."""
+        now = self._clock() if now is None else now
+        query = self._state_query(guild_key(guild_id), user_id, role_ids, now)
+        state = query.build(conn.execute(query.sql, query.params).fetchall())
+        if held is not None:
+            state = state.with_held(held)
         _refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
 
     def charge(

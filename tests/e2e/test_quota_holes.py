@@ -3,13 +3,17 @@ the approval queue, provider moderation, and buttons used where they don't belon
 
 from __future__ import annotations
 
+import io
+import os
 from typing import Any
 
 import discord
+from PIL import Image
 
 from bot.app import FluxcordBot
-from bot.community.approvals import NOT_HERE_TEXT, SELF_APPROVAL_TEXT
+from bot.community.approvals import NOT_HERE_TEXT, PENDING_CAP_TEXT, SELF_APPROVAL_TEXT
 from bot.generation import BUTTON_NOT_HERE_TEXT
+from bot.ledger import Metric, Period, Scope
 from cogs.approvals import ReviewButton
 from cogs.results import RESULT_ACTIONS, ResultButton
 from tests.e2e.conftest import World
@@ -21,8 +25,8 @@ from tests.e2e.test_approvals import (
     review_message,
     setup_world,
 )
-from tests.e2e.test_experience import job_id_of
-from tests.fakes.discord_server import Message
+from tests.e2e.test_experience import decoded_inputs, job_id_of
+from tests.fakes.discord_server import Message, Upload
 
 
 async def test_four_images_with_an_allowance_of_two_are_refused_and_nothing_is_charged(
@@ -137,3 +141,76 @@ async def copied_message(
         view.add_item(item)
     sent = await bot.get_partial_messageable(channel_id).send("copied", view=view)
     return world.discord.message(sent.id)
+
+
+# --------------------------------------------------------------------------- item 6: the queue
+async def test_pending_requests_are_capped_and_count_toward_the_allowance(world: World) -> None:
+    review, _, trusted = setup_world(world)
+    bot = await world.start_bot(default_user_daily_images=2, max_pending_approvals_per_member=3)
+    await enable_approvals(bot, world, review, trusted)
+    for prompt in ("one", "two"):
+        await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": prompt})
+    await world.discord.wait_for(
+        lambda: len([m for m in world.discord.messages(review.id) if m.custom_ids]) == 2
+    )
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "3"})
+    text = await world.refusal(it)
+    assert "Left today: 0 images and 94 credits; it needs 1 image and 3 credits" in text
+    assert text.endswith(
+        "(Your 2 requests waiting for approval count as used until a moderator decides.)"
+    )
+
+    # Bob has room in his allowance but not in the queue.
+    await bot.ledger.set_limit(world.guild.id, 1, Scope.USER, world.bob.id, Period.DAY,
+                               Metric.IMAGES, 100)  # fmt: skip
+    for prompt in ("a", "b", "c"):
+        await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": prompt})
+    await world.discord.wait_for(
+        lambda: len([m for m in world.discord.messages(review.id) if m.custom_ids]) == 5
+    )
+    it = await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "d"})
+    assert await world.refusal(it) == PENDING_CAP_TEXT.format(count=3)
+    assert await bot.db.fetch_value("SELECT count(*) FROM approvals") == 5
+    assert await counts(bot) == (0, 0) and world.bfl.submissions == []
+
+
+async def test_review_images_are_thumbnails_and_a_too_small_limit_still_gets_reviewed(
+    world: World,
+) -> None:
+    review, moderator, trusted = setup_world(world)
+    bot = await world.start_bot()
+    await enable_approvals(bot, world, review, trusted)
+    big = Image.frombytes("RGB", (1800, 1200), os.urandom(1800 * 1200 * 3))
+    buffer = io.BytesIO()
+    big.save(buffer, "JPEG", quality=20)  # under the BFL stand-in's 1 MiB body limit
+    reference = Upload("big.jpg", buffer.getvalue(), "image/jpeg")
+
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a big cat", "image": reference}
+    )
+    queued = await review_message(world, review)
+    [shown] = queued.attachments
+    assert shown.filename == "reference-1.jpg" and len(shown.data) < len(reference.data)
+    with Image.open(io.BytesIO(shown.data)) as opened:
+        assert opened.size == (1024, 683)
+
+    # A channel whose upload limit is below even the thumbnail: posted without the image,
+    # and the member is told to wait, not that the review channel can't be reached.
+    world.discord._state.attachment_size_limit = 20_000
+    before = world.newest_message_id()
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "another", "image": reference}
+    )
+    await world.discord.wait_for_message(
+        lambda m: "Waiting for a moderator" in m.content, channel_id=world.channel.id,
+        after=before,
+    )  # fmt: skip
+    second = await review_message(world, review, after=queued.id)
+    assert second.attachments == []
+    assert any("Too large to post" in f["value"] for f in second.embeds[0]["fields"])
+    assert it.original is not None and "can't post" not in it.original.content
+    world.discord._state.attachment_size_limit = 10 * 1024 * 1024
+    before = world.newest_message_id()
+    await world.discord.click(moderator, second, button(second, "approve"))
+    await world.discord.wait_for(lambda: len(world.bfl.submissions) == 1)
+    assert decoded_inputs(world.bfl.submissions[0].body) == [reference.data]
