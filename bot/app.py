@@ -183,6 +183,7 @@ class FluxcordBot(commands.Bot):
             ledger=self.ledger,
             metrics=self.metrics,
             reference_retention=self.settings.reference_retention_days * 86400,
+            provider_moderation_strikes=self.settings.provider_moderation_strikes,
             webhooks=(
                 WebhookConfig(public_url, self.settings.webhook_grace_seconds)
                 if public_url
@@ -226,6 +227,7 @@ class FluxcordBot(commands.Bot):
             policy=policy,
             audit=self.audit,
             studios=self.studios,
+            provider_moderation_strikes=self.settings.provider_moderation_strikes,
         )
         self.approvals = ApprovalQueue(
             self.db,

@@ -53,6 +53,10 @@ MODERATED_MESSAGE = (
     "The image service's safety filter blocked this request, so no image was made. "
     "You were not charged."
 )
+MODERATED_STRIKE_MESSAGE = (
+    "The image service's safety filter blocked this request, so no image was made. "
+    "You were not charged, but it counts as a strike on this server, like a banned term."
+)
 INTERRUPTED_MESSAGE = (
     "The bot restarted while sending this request, so it was stopped rather than risk "
     "paying twice. Please try again."
@@ -127,6 +131,7 @@ class JobEngine:
         webhooks: WebhookConfig | None = None,
         metrics: Metrics | None = None,
         reference_retention: float | None = None,
+        provider_moderation_strikes: bool = False,
     ) -> None:
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
@@ -144,6 +149,7 @@ class JobEngine:
         }
         self._webhooks = webhooks
         self._reference_retention = reference_retention
+        self._moderation_strikes = provider_moderation_strikes
         self.metrics = metrics or Metrics(process_metrics=False)
         self.metrics.bind_engine(queue_depth=self.queue_depth, active_tasks=self.active_tasks)
         # Jobs this engine is following, woken early by a verified webhook.
@@ -494,7 +500,10 @@ class JobEngine:
     async def _complete(self, job: Job, result: TaskResult) -> None:
         if result.outcome is TaskOutcome.MODERATED:
             log.info("job %s: %s %s", job.id, result.raw_status, result.details or "")
-            await self._fail(job.id, (JobState.SUBMITTED,), JobState.MODERATED, MODERATED_MESSAGE)
+            # Servers count it as a strike (GenerationService); direct messages have none.
+            strike = self._moderation_strikes and job.guild_id is not None
+            message = MODERATED_STRIKE_MESSAGE if strike else MODERATED_MESSAGE
+            await self._fail(job.id, (JobState.SUBMITTED,), JobState.MODERATED, message)
             return
         if result.outcome is not TaskOutcome.READY:
             log.warning("job %s: provider says %r %s", job.id, result.raw_status, result.details)

@@ -94,6 +94,20 @@ class Breach:
         )
 
 
+class TooManyRefunds(InvalidRequest):
+    """The member had too many jobs refunded today after the provider had them; nothing was
+    reserved. The message says why and when they can ask again."""
+
+    def __init__(self, count: int, resets_at: int) -> None:
+        self.count = count
+        self.resets_at = resets_at
+        super().__init__(
+            f"You've had {count} requests refunded here today after the image service had "
+            "already taken them (blocked by its safety filter, or failed), and each of those "
+            f"still costs the bot. You can ask again {format_reset(resets_at)}."
+        )
+
+
 class QuotaExceeded(InvalidRequest):
     """A request does not fit an allowance; nothing was reserved and no job was created.
     The message names the limit, what is left and when it resets (safe to show the user)."""
@@ -121,6 +135,8 @@ class QuotaState:
     levels: Mapping[LimitKey, tuple[LevelLimit, ...]]  # the levels that limit each key
     used_user: Mapping[LimitKey, int]
     used_guild: Mapping[LimitKey, int]
+    refunded_today: int = 0  # counted only when the policy caps refunds
+    max_refunded: int | None = None
 
     def used(self, scope: Scope, key: LimitKey) -> int:
         return (self.used_guild if scope is Scope.GUILD else self.used_user).get(key, 0)
@@ -196,6 +212,8 @@ def _same(a: LevelLimit, b: LevelLimit) -> bool:
 
 
 def _refuse_if_over(state: QuotaState, need: Mapping[Metric, int]) -> None:
+    if state.max_refunded is not None and state.refunded_today >= state.max_refunded:
+        raise TooManyRefunds(state.refunded_today, state.ends[Period.DAY])
     breaches = state.breaches(need)
     if breaches:
         raise QuotaExceeded(most_binding(breaches))
@@ -289,7 +307,11 @@ class _StateQuery:
         used_user: dict[LimitKey, int] = {}
         used_guild: dict[LimitKey, int] = {}
         bonus: dict[LimitKey, int] = {}
+        refunded = 0
         for kind, scope, who, period_name, metric_name, a, b in rows:
+            if kind == "refunds":
+                refunded = a
+                continue
             # Plain dict lookups: Enum(value) calls cost more than the rest of this loop.
             period = _PERIOD_BY_NAME[period_name]
             if kind == "limit":
@@ -323,7 +345,10 @@ class _StateQuery:
                     found.append(LevelLimit(Scope.GUILD, None, limit, 0))
                 levels[key] = tuple(found)
         windows = policy.schedule.windows(self.now)
-        return QuotaState(guild_id, windows.starts, windows.ends, levels, used_user, used_guild)
+        return QuotaState(
+            guild_id, windows.starts, windows.ends, levels, used_user, used_guild,
+            refunded, policy.max_refunded_per_day,
+        )  # fmt: skip
 
 
 class Ledger:
@@ -378,7 +403,18 @@ class Ledger:
             f" OR (scope = 'role' AND target_id IN ({role_marks})))"
             f" UNION ALL {used_sql} UNION ALL {grants_sql}"
         )
-        params = (guild_id, user_id, *roles, *keys, *keys)
+        params: tuple[Any, ...] = (guild_id, user_id, *roles, *keys, *keys)
+        if self.policy.max_refunded_per_day is not None:
+            # Refunds that cost the operator: the provider had the job (a task id), so it
+            # billed it, and its safety filter or a failure ended it. Cancelled jobs and
+            # failures before the provider took the job never had a task id.
+            sql += (
+                " UNION ALL SELECT 'refunds', NULL, NULL, NULL, NULL, count(*), NULL"
+                " FROM ledger JOIN jobs ON jobs.id = ledger.job_id"
+                " WHERE ledger.guild_id = ? AND ledger.user_id = ? AND ledger.reserved_at >= ?"
+                " AND ledger.status = 'refunded' AND jobs.provider_task_id IS NOT NULL"
+            )
+            params += (guild_id, user_id, starts[Period.DAY])
         return _StateQuery(self.policy, guild_id, user_id, roles, now, sql, params)
 
     async def _state(

@@ -3,6 +3,7 @@ the approval queue, provider moderation, and buttons used where they don't belon
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from typing import Any
@@ -14,6 +15,7 @@ from bot.app import FluxcordBot
 from bot.community.approvals import NOT_HERE_TEXT, PENDING_CAP_TEXT, SELF_APPROVAL_TEXT
 from bot.generation import BUTTON_NOT_HERE_TEXT
 from bot.ledger import Metric, Period, Scope
+from bot.moderation.strikes import PROVIDER_MODERATION_TERM
 from cogs.approvals import ReviewButton
 from cogs.results import RESULT_ACTIONS, ResultButton
 from tests.e2e.conftest import World
@@ -26,6 +28,7 @@ from tests.e2e.test_approvals import (
     setup_world,
 )
 from tests.e2e.test_experience import decoded_inputs, job_id_of
+from tests.fakes.bfl_server import Outcome
 from tests.fakes.discord_server import Message, Upload
 
 
@@ -214,3 +217,66 @@ async def test_review_images_are_thumbnails_and_a_too_small_limit_still_gets_rev
     await world.discord.click(moderator, second, button(second, "approve"))
     await world.discord.wait_for(lambda: len(world.bfl.submissions) == 1)
     assert decoded_inputs(world.bfl.submissions[0].body) == [reference.data]
+
+
+# --------------------------------------------------------------------------- item 4: refunds
+async def moderated(world: World, member: Any, prompt: str) -> str:
+    """Ask for `prompt`, which the BFL stand-in's safety filter blocks; the text shown."""
+    world.bfl.script(prompt, Outcome(final_status="Content Moderated"))
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(member, world.channel, "imagine", {"prompt": prompt})
+    shown = await world.discord.wait_for_message(
+        lambda m: "safety filter" in m.content, channel_id=world.channel.id, after=before
+    )
+    return shown.content
+
+
+async def test_after_too_many_refunds_a_member_is_told_to_wait_until_the_reset(
+    world: World,
+) -> None:
+    bot = await world.start_bot(max_refunded_jobs_per_day=2, provider_moderation_strikes=False)
+    for n in range(2):
+        text = await moderated(world, world.alice, f"a risky scene {n}")
+        assert text.endswith("You were not charged.")
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a calm lake"}
+    )
+    text = await world.refusal(it)
+    assert text.startswith(
+        "You've had 2 requests refunded here today after the image service had already taken "
+        "them (blocked by its safety filter, or failed), and each of those still costs the bot. "
+        "You can ask again at 00:00 UTC on "
+    )
+    assert len(world.bfl.submissions) == 2
+    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 2
+    # Bob is not affected.
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "a lake"})
+    await world.result_after(before)
+
+
+async def test_provider_moderation_counts_as_a_strike_and_blocks_at_the_threshold(
+    world: World,
+) -> None:
+    bot = await world.start_bot()  # PROVIDER_MODERATION_STRIKES is on by default
+    await bot.server_settings.update(
+        world.guild.id, 1, "strikes", strike_warn=1, strike_temp_block=2, strike_block=5
+    )
+    for n in range(2):
+        text = await moderated(world, world.alice, f"a risky scene {n}")
+        assert "it counts as a strike on this server" in text and "not charged" in text
+    for _ in range(100):  # the strike is recorded just after the refusal is shown
+        if bot.moderation.block_of(world.guild.id, world.alice.id):
+            break
+        await asyncio.sleep(0.05)
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a calm lake"}
+    )
+    assert (await world.refusal(it)).startswith(
+        "You are blocked from making images on this server until <t:"
+    )
+    assert len(world.bfl.submissions) == 2
+    strikes = await bot.moderation.strikes(world.guild.id, world.alice.id)
+    assert [s.term for s in strikes] == [PROVIDER_MODERATION_TERM] * 2
+    rows = await bot.db.fetch_all("SELECT status FROM ledger")
+    assert [r["status"] for r in rows] == ["refunded", "refunded"]
