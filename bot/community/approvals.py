@@ -206,6 +206,8 @@ class ApprovalQueue:
         approval_id = new_job_id()
         now = self._clock()
         need = _need(request)
+        # A refusal before the thumbnails are made costs no decoding; the write checks again.
+        await self._db.run(lambda conn: self._admit(conn, request, need, now))
         images = await asyncio.to_thread(review_images, request.inputs)  # decoding: CPU work
         entry = self._audit.entry(
             request.guild_id,

@@ -3,6 +3,7 @@ member and count toward the allowance, and review images always fit the upload b
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from dataclasses import dataclass, field, replace
@@ -183,3 +184,23 @@ def test_small_review_images_are_posted_as_they_are_and_transparency_on_white() 
         assert opened.size == (1024, 683)
         red, green, blue = opened.convert("RGB").getpixel((10, 10))
         assert min(red, green, blue) > 240  # fully transparent shows as white, not black
+
+
+async def test_simultaneous_requests_cannot_slip_past_the_cap_or_the_allowance(
+    db: Database,
+) -> None:
+    approvals, _ = queue(db, max_pending=3)
+    results = await asyncio.gather(
+        *(hold(approvals, make_request(f"burst {n}")) for n in range(10)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, Approval) for r in results) == 3
+    assert all(isinstance(r, (Approval, InvalidRequest)) for r in results)
+
+    await Ledger(db).set_limit(GUILD, MOD, Scope.USER, 2002, Period.DAY, Metric.IMAGES, 2)
+    results = await asyncio.gather(
+        *(hold(approvals, make_request(f"bob {n}", user_id=2002)) for n in range(10)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, Approval) for r in results) == 2
+    assert await db.fetch_value("SELECT count(*) FROM approvals") == 5
