@@ -1,5 +1,7 @@
 """The approval queue: on servers that turn it on, requests by members without a trusted role
-wait for a moderator before anything is reserved or sent.
+wait for a moderator before anything is reserved or sent. Waiting requests are capped per
+member and count as used when the member's next request is checked against their allowance;
+moderators see their references as thumbnails that fit any upload limit.
 
 A held request is stored whole (parameters and reference images), so it survives restarts.
 Approving it is a compare-and-set (pending → approved) followed by the normal acceptance,
@@ -126,8 +128,9 @@ def review_image(index: int, image: InputImage, budget: int) -> ReviewImage:
     if extension is not None and small and len(image.data) <= budget:
         return ReviewImage(f"reference-{index}.{extension}", image.data)
     with Image.open(io.BytesIO(image.data)) as opened:
-        opened.draft("RGB", (REVIEW_IMAGE_SIDE, REVIEW_IMAGE_SIDE))  # JPEG: decode reduced
-        opened.seek(0)
+        # Shrunk before anything else (a JPEG is even decoded reduced): a 40 MP reference is
+        # never held at full size in RGBA.
+        opened.thumbnail((REVIEW_IMAGE_SIDE, REVIEW_IMAGE_SIDE))
         picture = opened.convert("RGBA")
     flat = Image.new("RGB", picture.size, (255, 255, 255))
     flat.paste(picture, mask=picture.getchannel("A"))  # transparency shown on white
