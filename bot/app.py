@@ -186,6 +186,7 @@ class FluxcordBot(commands.Bot):
             metrics=self.metrics,
             reference_retention=self.settings.reference_retention_days * 86400,
             max_reported_cost=self.settings.max_reported_cost_credits,
+            provider_moderation_strikes=self.settings.provider_moderation_strikes,
             webhooks=(
                 WebhookConfig(public_url, self.settings.webhook_grace_seconds)
                 if public_url
@@ -231,6 +232,7 @@ class FluxcordBot(commands.Bot):
             policy=policy,
             audit=self.audit,
             studios=self.studios,
+            provider_moderation_strikes=self.settings.provider_moderation_strikes,
         )
         self.approvals = ApprovalQueue(
             self.db,
@@ -238,6 +240,8 @@ class FluxcordBot(commands.Bot):
             variant_for=lambda name: self.generation.pick_variant(name),
             submit=self.generation.submit,
             job_exists=self.engine.store.get,
+            ledger=self.ledger,
+            max_pending_per_member=self.settings.max_pending_approvals_per_member,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)

@@ -8,6 +8,7 @@ written once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,11 +22,14 @@ from bot.providers.base import InputImage
 from bot.references import ReferenceCandidate, ReferenceLimits, load_references, precheck
 from bot.variants import InvalidRequest, JobParams, Variant
 
+log = logging.getLogger(__name__)
+
 INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
 REFERENCES_PURGED_TEXT = (
     "This image's reference images are no longer kept, so it can't be rerolled or remixed "
     "with them. Use Edit on it, or start a new edit with the original images."
 )
+BUTTON_NOT_HERE_TEXT = "This button doesn't belong to this channel, so it did nothing."
 # The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
 
@@ -59,6 +63,7 @@ class GenerationService:
         policy: CommunityPolicy | None = None,
         audit: AuditLog | None = None,
         studios: Studios | None = None,
+        provider_moderation_strikes: bool = False,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
@@ -67,7 +72,9 @@ class GenerationService:
         self.policy = policy
         self.audit = audit
         self.studios = studios  # a studio thread's theme, required words and budget
-        if audit is not None:
+        # A provider's safety refusal is a strike on the member's server (see strikes.py).
+        self.provider_moderation_strikes = provider_moderation_strikes and policy is not None
+        if audit is not None or self.provider_moderation_strikes:
             engine.on_job_closed(self._audit_provider_moderation)
         self._audit_tasks: set[asyncio.Task[None]] = set()
 
@@ -194,10 +201,19 @@ class GenerationService:
     def _audit_provider_moderation(self, job: Job) -> None:
         if job.state is not JobState.MODERATED:
             return
-        detail = f"the image service's safety filter refused <@{job.user_id}>'s {_excerpt(job)}"
-        task = asyncio.create_task(self._record(job, BOT_ACTOR, "provider moderation", detail))
+        task = asyncio.create_task(self._provider_moderated(job))
         self._audit_tasks.add(task)  # keep a reference until it finishes
         task.add_done_callback(self._audit_tasks.discard)
+
+    async def _provider_moderated(self, job: Job) -> None:
+        detail = f"the image service's safety filter refused <@{job.user_id}>'s {_excerpt(job)}"
+        try:
+            await self._record(job, BOT_ACTOR, "provider moderation", detail)
+            if self.provider_moderation_strikes and self.policy and job.guild_id is not None:
+                moderation = self.policy.moderation
+                await moderation.provider_moderation(job.guild_id, job.user_id, job.prompt)
+        except Exception:
+            log.exception("job %s: recording the provider's moderation failed", job.id)
 
     # ----------------------------------------------------------------- jobs
     async def job(self, job_id: str) -> Job | None:
@@ -271,3 +287,20 @@ class GenerationService:
 def _excerpt(job: Job, limit: int = 200) -> str:
     prompt = job.params.prompt.replace("`", "'")
     return f"image `{prompt[:limit]}{'…' if len(prompt) > limit else ''}` ({job.id})"
+
+
+def check_button_place(
+    job: Job, *, guild_id: int | None, channel_id: int | None, message_id: int | None
+) -> None:
+    """A result's button acts only where its job lives: its server, and its channel or its
+    own message (a result posted elsewhere, e.g. in a thread's parent, keeps its buttons).
+    A custom id copied into another server's or channel's message does nothing. Raises
+    InvalidRequest."""
+    if job.guild_id != guild_id:
+        raise InvalidRequest(BUTTON_NOT_HERE_TEXT)
+    own_message = message_id is not None and message_id in (
+        job.result_message_id,
+        job.status_message_id,
+    )
+    if job.channel_id != channel_id and not own_message:
+        raise InvalidRequest(BUTTON_NOT_HERE_TEXT)

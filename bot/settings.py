@@ -104,6 +104,19 @@ class Settings(BaseSettings):
     default_guild_monthly_images: int | None = Field(default=None, ge=0)
     default_guild_monthly_credits: float | None = Field(default=10000, ge=0)
 
+    # Abuse limits (issue 12): the approval queue and refunded requests.
+    max_pending_approvals_per_member: int = Field(
+        default=3, ge=1, le=100, description="Requests one member may have waiting for approval"
+    )
+    provider_moderation_strikes: bool = Field(
+        default=True, description="A request the provider's safety filter blocks is a strike"
+    )
+    max_refunded_jobs_per_day: int = Field(
+        default=10,
+        ge=0,
+        description="Refunds per member, server and day of jobs the provider had; 0 = no cap",
+    )
+
     @field_validator("bfl_api_base", "aiml_api_base")
     @classmethod
     def _base_is_http_url(cls, value: str) -> str:

@@ -287,11 +287,15 @@ class Variant:
             return int(first.width * scale), int(first.height * scale)
         return DEFAULT_OUTPUT_SIZE
 
+    def image_count(self, params: JobParams) -> int:
+        """How many images the request can produce: what it reserves and may be charged."""
+        return max(1, int(params.options.get("num_images") or 1))
+
     def estimate_cost(self, params: JobParams, references: Sequence[ReferenceSize]) -> float:
         width, height = self.output_size(params, references)
         first = self.pricing.estimate(width * height, [r.width * r.height for r in references])
         # Each further image of a multi-image request costs its output again (not the inputs).
-        extra_images = max(0, int(params.options.get("num_images") or 1) - 1)
+        extra_images = self.image_count(params) - 1
         return round(first + extra_images * self.pricing.estimate(width * height, []), 2)
 
 

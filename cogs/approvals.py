@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.community.approvals import Approval
+from bot.community.approvals import Approval, ReviewChannelUnreachable, ReviewImage
 from bot.generation import INTERNAL_ERROR_TEXT
-from bot.providers.base import InputImage
 from bot.variants import InvalidRequest
 from cogs.flow import reply_privately
 from cogs.render import NO_PINGS
@@ -26,6 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REVIEW_REFUSED_TEXT = "Only moderators (Manage Messages) can review requests."
+REVIEW_IMAGES_TOO_LARGE_TEXT = (
+    "Too large to post in this channel; they are sent with the request once approved."
+)
 
 
 def rejected_text(approval: Approval) -> str:
@@ -84,8 +86,12 @@ class ReviewButton(
             await interaction.response.send_message(REVIEW_REFUSED_TEXT, ephemeral=True)
             return
         bot = bot_of(interaction)
-        if self.action == "reject":
-            await bot.approvals.require(self.approval_id)
+        approving = self.action == "approve"
+        await bot.approvals.check_click(
+            self.approval_id, interaction.user.id, interaction.guild_id, interaction.channel_id,
+            approving=approving,
+        )  # fmt: skip
+        if not approving:
             await interaction.response.send_modal(RejectModal(self.approval_id))
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -110,6 +116,10 @@ class RejectModal(FriendlyModal, title="Reject this request"):
         bot = bot_of(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
+            await bot.approvals.check_click(
+                self.approval_id, interaction.user.id, interaction.guild_id,
+                interaction.channel_id, approving=False,
+            )  # fmt: skip
             await bot.approvals.reject(self.approval_id, interaction.user.id, self.reason.value)
         except InvalidRequest as exc:
             await interaction.edit_original_response(content=str(exc))
@@ -125,7 +135,7 @@ class DiscordApprovalView:
         return self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
 
     async def post_review(
-        self, approval: Approval, inputs: list[InputImage], channel_id: int
+        self, approval: Approval, images: list[ReviewImage], channel_id: int
     ) -> int:
         params = approval.params
         embed = discord.Embed(
@@ -136,25 +146,38 @@ class DiscordApprovalView:
         embed.add_field(name="Channel", value=f"<#{approval.channel_id}>")
         if params.width and params.height:
             embed.add_field(name="Size", value=f"{params.width}×{params.height}")
-        if inputs:
-            embed.add_field(name="Reference images", value=str(len(inputs)))
-        files = [
-            discord.File(
-                io.BytesIO(image.data), f"reference-{i + 1}.{image.content_type.split('/')[-1]}"
-            )
-            for i, image in enumerate(inputs[:10])
-        ]
+        if images:
+            embed.add_field(name="Reference images", value=str(len(images)))
         view = discord.ui.View(timeout=None)
         view.add_item(ReviewButton("approve", approval.id))
         view.add_item(ReviewButton("reject", approval.id))
-        message = await self.bot.poster.send(
-            channel_id,
-            guild_id=approval.guild_id,
-            embed=embed,
-            files=files,
-            view=view,
-            allowed_mentions=NO_PINGS,
-        )
+
+        async def send(with_images: bool) -> discord.Message:
+            files = [discord.File(io.BytesIO(i.data), i.filename) for i in images]
+            return await self.bot.poster.send(
+                channel_id,
+                guild_id=approval.guild_id,
+                embed=embed,
+                files=files if with_images else [],
+                view=view,
+                allowed_mentions=NO_PINGS,
+            )
+
+        try:
+            try:
+                message = await send(with_images=True)
+            except discord.HTTPException as exc:
+                if exc.status != 413 or not images:
+                    raise
+                # Only the files were too big for this channel (a limit below our budget):
+                # the request is still reviewable without them.
+                log.warning("review images of %s too large here; posting without", approval.id)
+                embed.add_field(
+                    name="Reference images", value=REVIEW_IMAGES_TOO_LARGE_TEXT, inline=False
+                )
+                message = await send(with_images=False)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            raise ReviewChannelUnreachable(str(exc)) from exc
         return message.id
 
     async def show_decision(self, approval: Approval) -> None:

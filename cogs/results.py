@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation import INTERNAL_ERROR_TEXT, Draft
+from bot.generation import INTERNAL_ERROR_TEXT, Draft, check_button_place
 from bot.jobs.models import Job, JobState
 from bot.variants import InvalidRequest
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
@@ -113,6 +113,16 @@ class ResultButton(
         job = await bot.generation.job(self.job_id)
         if job is None:
             await interaction.response.send_message(UNKNOWN_JOB_TEXT, ephemeral=True)
+            return
+        try:
+            check_button_place(
+                job,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                message_id=interaction.message.id if interaction.message else None,
+            )
+        except InvalidRequest as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
             return
         if self.action == "reroll":
             try:

@@ -56,6 +56,10 @@ MODERATED_MESSAGE = (
     "The image service's safety filter blocked this request, so no image was made. "
     "You were not charged."
 )
+MODERATED_STRIKE_MESSAGE = (
+    "The image service's safety filter blocked this request, so no image was made. "
+    "You were not charged, but it counts as a strike on this server, like a banned term."
+)
 INTERRUPTED_MESSAGE = (
     "The bot restarted while sending this request, so it was stopped rather than risk "
     "paying twice. Please try again."
@@ -109,6 +113,11 @@ def _estimate(request: GenerationRequest) -> float:
     return request.variant.estimate_cost(request.params, references)
 
 
+def _images(request: GenerationRequest) -> int:
+    """Every image the request can produce is reserved: a job of 4 is charged up to 4."""
+    return request.variant.image_count(request.params)
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
     """Where BFL can reach our receiver, and how long to wait for a webhook before polling."""
@@ -137,6 +146,7 @@ class JobEngine:
         metrics: Metrics | None = None,
         reference_retention: float | None = None,
         max_reported_cost: float = DEFAULT_MAX_REPORTED_COST,
+        provider_moderation_strikes: bool = False,
     ) -> None:
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
@@ -157,6 +167,7 @@ class JobEngine:
         self._webhooks = webhooks
         self._reference_retention = reference_retention
         self._max_reported_cost = max_reported_cost
+        self._moderation_strikes = provider_moderation_strikes
         self.metrics = metrics or Metrics(process_metrics=False)
         self.metrics.bind_engine(queue_depth=self.queue_depth, active_tasks=self.active_tasks)
         # Jobs this engine is following, woken early by a verified webhook.
@@ -249,8 +260,9 @@ class JobEngine:
         if lane is None:
             raise InvalidRequest(f"{variant.label} is not available on this bot.")
         variant.check_reference_count(len(request.inputs))
-        # One image per job for now; a provider that makes several will reserve that many.
-        job = await self.store.create(request, estimated_cost=_estimate(request), images=1)
+        job = await self.store.create(
+            request, estimated_cost=_estimate(request), images=_images(request)
+        )
         lane.enqueue(job.user_id, job.id)
         self.metrics.job_state_changed(job.state, job.variant)
         self._progress(job)
@@ -264,7 +276,7 @@ class JobEngine:
             request.user_id,
             request.role_ids,
             credits=_estimate(request),
-            images=1,
+            images=_images(request),
         )
 
     def on_job_closed(self, listener: Callable[[Job], None]) -> None:
@@ -527,7 +539,10 @@ class JobEngine:
     async def _complete(self, job: Job, result: TaskResult) -> None:
         if result.outcome is TaskOutcome.MODERATED:
             log.info("job %s: %s %s", job.id, result.raw_status, result.details or "")
-            await self._fail(job.id, (JobState.SUBMITTED,), JobState.MODERATED, MODERATED_MESSAGE)
+            # Servers count it as a strike (GenerationService); direct messages have none.
+            strike = self._moderation_strikes and job.guild_id is not None
+            message = MODERATED_STRIKE_MESSAGE if strike else MODERATED_MESSAGE
+            await self._fail(job.id, (JobState.SUBMITTED,), JobState.MODERATED, message)
             return
         if result.outcome is not TaskOutcome.READY:
             log.warning("job %s: provider says %r %s", job.id, result.raw_status, result.details)
@@ -544,8 +559,11 @@ class JobEngine:
             with self.metrics.time_provider_call(job.provider, "download"):
                 return await provider.download(url)
 
+        # Never more images than were asked for (and reserved): the rest would be charged
+        # beyond what the allowance check admitted.
+        wanted = get_variant(job.variant).image_count(job.params)
         outputs: list[OutputImage] = list(
-            await asyncio.gather(*(download(url) for url in result.sample_urls))
+            await asyncio.gather(*(download(url) for url in result.sample_urls[:wanted]))
         )
         reported = self._believed_cost(job.id, result.cost, "final status")
         cost = reported if reported is not None else job.cost

@@ -25,7 +25,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import aiosqlite
@@ -100,6 +100,20 @@ class InvalidCharge(ValueError):
     provider's bad figure can neither pay a member back nor break the window totals."""
 
 
+class TooManyRefunds(InvalidRequest):
+    """The member had too many jobs refunded today after the provider had them; nothing was
+    reserved. The message says why and when they can ask again."""
+
+    def __init__(self, count: int, resets_at: int) -> None:
+        self.count = count
+        self.resets_at = resets_at
+        super().__init__(
+            f"You've had {count} requests refunded here today after the image service had "
+            "already taken them (blocked by its safety filter, or failed), and each of those "
+            f"still costs the bot. You can ask again {format_reset(resets_at)}."
+        )
+
+
 class QuotaExceeded(InvalidRequest):
     """A request does not fit an allowance; nothing was reserved and no job was created.
     The message names the limit, what is left and when it resets (safe to show the user)."""
@@ -127,6 +141,8 @@ class QuotaState:
     levels: Mapping[LimitKey, tuple[LevelLimit, ...]]  # the levels that limit each key
     used_user: Mapping[LimitKey, int]
     used_guild: Mapping[LimitKey, int]
+    refunded_today: int = 0  # counted only when the policy caps refunds
+    max_refunded: int | None = None
 
     def used(self, scope: Scope, key: LimitKey) -> int:
         return (self.used_guild if scope is Scope.GUILD else self.used_user).get(key, 0)
@@ -151,6 +167,22 @@ class QuotaState:
             if level.scope is scope:
                 return self.remaining_at(level, key)
         return None
+
+    def with_held(self, held: Mapping[Metric, int]) -> QuotaState:
+        """This state with `held` counted as used in every window, at the member's and the
+        server's levels: amounts promised but not in the ledger yet (requests waiting for a
+        moderator's approval)."""
+        if not any(held.values()):
+            return self
+
+        def plus(used: Mapping[LimitKey, int]) -> dict[LimitKey, int]:
+            totals = dict(used)
+            for period in PERIODS:
+                for metric in METRICS:
+                    totals[(period, metric)] = totals.get((period, metric), 0) + held[metric]
+            return totals
+
+        return replace(self, used_user=plus(self.used_user), used_guild=plus(self.used_guild))
 
     def breaches(self, need: Mapping[Metric, int]) -> list[Breach]:
         found = []
@@ -186,6 +218,8 @@ def _same(a: LevelLimit, b: LevelLimit) -> bool:
 
 
 def _refuse_if_over(state: QuotaState, need: Mapping[Metric, int]) -> None:
+    if state.max_refunded is not None and state.refunded_today >= state.max_refunded:
+        raise TooManyRefunds(state.refunded_today, state.ends[Period.DAY])
     breaches = state.breaches(need)
     if breaches:
         raise QuotaExceeded(most_binding(breaches))
@@ -279,7 +313,11 @@ class _StateQuery:
         used_user: dict[LimitKey, int] = {}
         used_guild: dict[LimitKey, int] = {}
         bonus: dict[LimitKey, int] = {}
+        refunded = 0
         for kind, scope, who, period_name, metric_name, a, b in rows:
+            if kind == "refunds":
+                refunded = a
+                continue
             # Plain dict lookups: Enum(value) calls cost more than the rest of this loop.
             period = _PERIOD_BY_NAME[period_name]
             if kind == "limit":
@@ -313,7 +351,10 @@ class _StateQuery:
                     found.append(LevelLimit(Scope.GUILD, None, limit, 0))
                 levels[key] = tuple(found)
         windows = policy.schedule.windows(self.now)
-        return QuotaState(guild_id, windows.starts, windows.ends, levels, used_user, used_guild)
+        return QuotaState(
+            guild_id, windows.starts, windows.ends, levels, used_user, used_guild,
+            refunded, policy.max_refunded_per_day,
+        )  # fmt: skip
 
 
 class Ledger:
@@ -368,7 +409,18 @@ class Ledger:
             f" OR (scope = 'role' AND target_id IN ({role_marks})))"
             f" UNION ALL {used_sql} UNION ALL {grants_sql}"
         )
-        params = (guild_id, user_id, *roles, *keys, *keys)
+        params: tuple[Any, ...] = (guild_id, user_id, *roles, *keys, *keys)
+        if self.policy.max_refunded_per_day is not None:
+            # Refunds that cost the operator: the provider had the job (a task id), so it
+            # billed it, and its safety filter or a failure ended it. Cancelled jobs and
+            # failures before the provider took the job never had a task id.
+            sql += (
+                " UNION ALL SELECT 'refunds', NULL, NULL, NULL, NULL, count(*), NULL"
+                " FROM ledger JOIN jobs ON jobs.id = ledger.job_id"
+                " WHERE ledger.guild_id = ? AND ledger.user_id = ? AND ledger.reserved_at >= ?"
+                " AND ledger.status = 'refunded' AND jobs.provider_task_id IS NOT NULL"
+            )
+            params += (guild_id, user_id, starts[Period.DAY])
         return _StateQuery(self.policy, guild_id, user_id, roles, now, sql, params)
 
     async def _state(
@@ -434,6 +486,27 @@ class Ledger:
     ) -> None:
         """The test `reserve` makes, holding nothing (raises QuotaExceeded)."""
         state = await self._state(guild_key(guild_id), user_id, role_ids, self._clock())
+        _refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
+
+    def check_in(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int],
+        credits: float,
+        images: int,
+        held: Mapping[Metric, int] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """The test `reserve` makes, inside the caller's transaction, holding nothing; `held`
+        (images, millicredits) counts as already used. Raises QuotaExceeded."""
+        now = self._clock() if now is None else now
+        query = self._state_query(guild_key(guild_id), user_id, role_ids, now)
+        state = query.build(conn.execute(query.sql, query.params).fetchall())
+        if held is not None:
+            state = state.with_held(held)
         _refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
 
     def charge(

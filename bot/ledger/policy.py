@@ -79,6 +79,9 @@ class QuotaPolicy:
     schedule: ResetSchedule = field(default_factory=ResetSchedule)
     user: Limits = field(default_factory=unlimited_limits)
     guild: Limits = field(default_factory=unlimited_limits)
+    # Jobs a member may have refunded per server and day after the provider had them (and
+    # billed them): past it their next request waits for the reset. None: no cap.
+    max_refunded_per_day: int | None = None
 
     @classmethod
     def unlimited(cls, schedule: ResetSchedule | None = None) -> QuotaPolicy:
@@ -104,6 +107,7 @@ class QuotaPolicy:
             schedule=ResetSchedule(parse_reset_time(settings.quota_reset_time)),
             user=limits("user"),
             guild=limits("guild"),
+            max_refunded_per_day=settings.max_refunded_jobs_per_day or None,
         )
 
 

@@ -29,6 +29,8 @@ WARNING_TEXT = (
     "This is a warning: more refused prompts will block you from making images here for a while."
 )
 PROMPT_EXCERPT = 300  # what /mod why shows of a refused prompt
+# The "term" of a strike the image service's own safety filter gave (see provider_moderation).
+PROVIDER_MODERATION_TERM = "the image service's safety filter"
 
 
 class PromptRefused(InvalidRequest):
@@ -184,6 +186,35 @@ class Moderation:
             )
         ]
 
+        count, block = await self._strike(guild_id, user_id, now, label, prompt, entries)
+        if block is not None:
+            raise PromptRefused(f"{REFUSED_TEXT} {block.describe()}")
+        if count >= settings.strike_warn:
+            raise PromptRefused(f"{REFUSED_TEXT} {WARNING_TEXT}")
+        raise PromptRefused(REFUSED_TEXT)
+
+    async def provider_moderation(self, guild_id: int, user_id: int, prompt: str) -> Block | None:
+        """The image service's safety filter refused a request: a strike like a banned term
+        (the provider billed it, and a refund alone would make retrying free). Returns the
+        block it led to, if any."""
+        _, block = await self._strike(
+            guild_id, user_id, self._clock(), PROVIDER_MODERATION_TERM, prompt, []
+        )
+        return block
+
+    async def _strike(
+        self,
+        guild_id: int,
+        user_id: int,
+        now: float,
+        label: str,
+        prompt: str,
+        entries: list[AuditEntry],
+    ) -> tuple[int, Block | None]:
+        """Record a strike, escalating at the server's thresholds; audits `entries` with it.
+        Returns the member's active strikes and the block it led to, if any."""
+        settings = self._settings(guild_id)
+
         def write(conn: sqlite3.Connection) -> tuple[int, Block | None]:
             conn.execute(
                 "INSERT INTO strikes (guild_id, user_id, at, term, prompt) VALUES (?,?,?,?,?)",
@@ -194,11 +225,12 @@ class Moderation:
                 (guild_id, user_id),
             ).fetchone()[0]
             block: Block | None = None
+            reason = f"{count} refused prompts"
             if count >= settings.strike_block:
-                block = Block(guild_id, user_id, None, f"{count} refused prompts", BOT_ACTOR, now)
+                block = Block(guild_id, user_id, None, reason, BOT_ACTOR, now)
             elif count >= settings.strike_temp_block:
                 until = now + settings.temp_block_hours * 3600
-                block = Block(guild_id, user_id, until, f"{count} refused prompts", BOT_ACTOR, now)
+                block = Block(guild_id, user_id, until, reason, BOT_ACTOR, now)
             if block is not None:
                 _write_block(conn, block)
                 entries.append(_block_entry(self._audit, block))
@@ -211,11 +243,7 @@ class Moderation:
             self._blocks[(guild_id, user_id)] = block
         for entry in entries:
             await self._audit.publish(entry)
-        if block is not None:
-            raise PromptRefused(f"{REFUSED_TEXT} {block.describe()}")
-        if count >= settings.strike_warn:
-            raise PromptRefused(f"{REFUSED_TEXT} {WARNING_TEXT}")
-        raise PromptRefused(REFUSED_TEXT)
+        return count, block
 
     # ----------------------------------------------------------------- moderators
     async def block(

@@ -83,7 +83,8 @@ async def test_moderated_request_shows_a_clear_message(world: World) -> None:
     )
     assert message.content == (
         f"🛡️ <@{world.alice.id}> The image service's safety filter blocked this request, so no "
-        "image was made. You were not charged."
+        "image was made. You were not charged, but it counts as a strike on this server, like "
+        "a banned term."
     )
     assert message.attachments == []
 

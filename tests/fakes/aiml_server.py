@@ -300,6 +300,8 @@ class FakeAIML(LoopbackServer):
         self.strict = strict
         self.image_side = image_side
         self.download_chunked = False
+        # Images added to every answer beyond what was asked (a misbehaving provider).
+        self.extra_images = 0
         self.download_faults: list[int] = []
         self.faults: list[Fault] = []
 
@@ -494,7 +496,7 @@ class FakeAIML(LoopbackServer):
         assert isinstance(request.body, dict)
         fmt = request.body.get("output_format", "png")
         items: list[dict[str, Any]] = []
-        for n in range(_image_count(spec, request.body)):
+        for n in range(_image_count(spec, request.body) + self.extra_images):
             data = self.image_bytes(request.index, n)
             if self.result_mode == "b64_json":
                 items.append({"url": None, "b64_json": base64.b64encode(data).decode("ascii")})
