@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -26,7 +27,13 @@ from bot.providers.base import (
     TaskResult,
     WebhookRequest,
 )
-from bot.providers.http import download_image, post_at_most_once, retry_after
+from bot.providers.http import (
+    JSON_HEADERS,
+    download_image,
+    json_bytes,
+    post_at_most_once,
+    retry_after,
+)
 from bot.variants import JobParams, Variant
 
 log = logging.getLogger(__name__)
@@ -166,13 +173,19 @@ class BFLClient:
         user_id: int,
         webhook: WebhookRequest | None = None,
     ) -> Submission:
-        body = build_payload(variant, params, inputs, user_id=user_id, webhook=webhook)
+        # Base64 of up to 8 large references: CPU work kept off the event loop.
+        body = await asyncio.to_thread(
+            build_payload, variant, params, inputs, user_id=user_id, webhook=webhook
+        )
         return await self.submit_body(variant.endpoint, body)
 
     async def submit_body(self, endpoint: str, body: dict[str, Any]) -> Submission:
         url = f"{self.base_url}{endpoint}"
+        content = await json_bytes(body)
         response = await post_at_most_once(
-            lambda: self._http.post(url, json=body, headers=self._key_header(url)),
+            lambda: self._http.post(
+                url, content=content, headers={**self._key_header(url), **JSON_HEADERS}
+            ),
             status=lambda answer: (answer.status_code, answer.headers),
             service="BFL",
             attempts=self._submit_attempts,

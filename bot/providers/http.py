@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -19,6 +20,18 @@ from bot.providers.base import (
 )
 
 AnswerT = TypeVar("AnswerT")
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+async def json_bytes(body: object) -> bytes:
+    """A request body as JSON, encoded off the event loop: with large references it is
+    tens of megabytes of base64. The same encoding httpx's `json=` uses."""
+
+    def encode() -> bytes:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8")
+
+    return await asyncio.to_thread(encode)
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
