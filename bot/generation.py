@@ -73,8 +73,6 @@ class Draft:
     height: int | None = None
     seed: int | None = None
     references: Sequence[ReferenceCandidate] = ()
-    # Already-verified images.
-    inputs: Sequence[InputImage] = ()
     # A stored job's references (Reroll, Remix), loaded after the checks.
     stored: StoredReferences | None = None
     parent_job_id: str | None = None
@@ -146,7 +144,7 @@ class GenerationService:
         included (except the prompt's banned terms: see `precheck`)."""
         policy = self.policy
         stored = len(draft.stored.sizes) if draft.stored else 0
-        needs_edit = draft.needs_edit or bool(draft.references or draft.inputs or stored)
+        needs_edit = draft.needs_edit or bool(draft.references or stored)
         variant = self.pick_variant(
             draft.variant,
             needs_edit=needs_edit,
@@ -154,7 +152,7 @@ class GenerationService:
         )
         if policy is not None:
             policy.check_variant(requester, self.offered_name(variant), variant)
-        variant.check_reference_count(len(draft.references) + len(draft.inputs) + stored)
+        variant.check_reference_count(len(draft.references) + stored)
         prompt = draft.prompt
         if self.studios is not None:
             prompt = self.studios.apply(requester.channel_id, prompt, variant)
@@ -188,14 +186,15 @@ class GenerationService:
         variant, params = self.validate(draft, requester)
         for reference in draft.references:
             precheck(reference, self.limits)
-        described = [
-            InputImage(reference.content_type or "", reference.width, reference.height, b"")
+        # The references as their sizes alone (the estimate needs nothing else); a size
+        # Discord did not report is counted by the check after the download.
+        sizes = [*_stored_sizes(draft)] + [
+            ReferenceSize(reference.width, reference.height)
             for reference in draft.references
-            if reference.width and reference.height  # unknown sizes: counted after download
+            if reference.width and reference.height
         ]
-        stored = [InputImage("", s.width, s.height, b"") for s in _stored_sizes(draft)]
-        estimate = self._request(draft, requester, variant, params, [*draft.inputs, *stored])
-        await self._check_budgets(replace(estimate, inputs=[*estimate.inputs, *described]))
+        described = [InputImage("", size.width, size.height, b"") for size in sizes]
+        await self._check_budgets(self._request(draft, requester, variant, params, described))
 
     async def prepare(self, draft: Draft, requester: Requester) -> GenerationRequest:
         """After `precheck` (which admitted the member): validate, check the prompt, then
@@ -207,9 +206,7 @@ class GenerationService:
         downloaded = await load_references(
             draft.references, variant, self.limits, budget=self.downloads
         )
-        request = self._request(
-            draft, requester, variant, params, [*draft.inputs, *stored, *downloaded]
-        )
+        request = self._request(draft, requester, variant, params, [*stored, *downloaded])
         await self._check_budgets(request)  # again, with the real sizes
         return request
 

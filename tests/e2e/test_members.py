@@ -341,3 +341,55 @@ async def test_a_ledger_export_ending_at_the_end_of_the_calendar_stops_today(
     assert len(rows) == 1
     assert message.content.startswith("Ledger from ")
     assert "9999" not in message.content
+
+
+async def test_a_request_over_a_studio_budget_downloads_none_of_its_references(
+    world: World,
+) -> None:
+    from tests.e2e.test_studio import imagine_in, open_studio
+
+    await world.start_bot()
+    thread, _ = await open_studio(world, world.alice, "pixel art", budget=5)
+    await imagine_in(world, world.bob, thread, "a castle")  # more than half the budget
+    cdn_before = list(world.discord.cdn_requests)
+    it = await world.discord.invoke_slash(
+        world.alice, thread, "edit", {"prompt": "a moat", "image": photo("m.png", (3, 3, 3))}
+    )
+    assert (await private_text(it)).startswith("This image would go over this studio's budget")
+    assert world.discord.cdn_requests == cdn_before
+    assert len(world.bfl.submissions) == 1
+
+
+async def test_a_request_that_could_not_be_held_for_review_leaves_no_waiting_message(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.test_approvals import enable_approvals, setup_world
+
+    review, _, trusted = setup_world(world)
+    bot = await world.start_bot()
+    await enable_approvals(bot, world, review, trusted)
+
+    async def hold_fails(*args: object, **kwargs: object) -> None:
+        locked()
+
+    monkeypatch.setattr(bot.approvals, "hold", hold_fails)
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "x"})
+    assert await world.refusal(it) == INTERNAL_ERROR_TEXT
+    source = await world.discord.post_user_message(
+        world.bob, world.channel, "", attachments=[photo("b.png", (7, 7, 7))]
+    )
+    before = world.newest_message_id()
+    await world.discord.post_user_message(
+        world.alice, world.channel, "in autumn", reply_to=source, mention_bot=True
+    )
+    await world.discord.wait_for_message(
+        lambda m: m.content == INTERNAL_ERROR_TEXT, channel_id=world.channel.id, after=before
+    )
+    waiting = [m for m in public_messages(world) if "Waiting for a moderator" in m.content]
+    assert waiting == []  # posted before the hold failed, then taken back
+    assert [
+        m.content
+        for m in public_messages(world, include_deleted=True)
+        if "Waiting for a moderator" in m.content and m.deleted
+    ] != []
+    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
