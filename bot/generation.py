@@ -47,8 +47,8 @@ class TooManyInFlight(InvalidRequest):
 
     def __init__(self, limit: int) -> None:
         super().__init__(
-            f"You already have {limit} image{'s' if limit != 1 else ''} queued or being made, "
-            "the most one member can have at once. Wait for one to finish, then try again."
+            f"You already have {limit} request{'s' if limit != 1 else ''} queued or being "
+            "made, the most one member can have at once. Wait for one to finish, then try again."
         )
 
 

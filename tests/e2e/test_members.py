@@ -20,8 +20,8 @@ from tests.fakes.discord_server import InteractionHandle, Message, Upload, User
 
 MANAGE_GUILD = 1 << 5
 IN_FLIGHT_TEXT = (
-    "You already have 2 images queued or being made, the most one member can have at once. "
-    "Wait for one to finish, then try again."
+    "You already have 2 requests queued or being made, the most one member can have at "
+    "once. Wait for one to finish, then try again."
 )
 COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in 3 s."
 
