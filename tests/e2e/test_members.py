@@ -101,8 +101,8 @@ async def test_a_request_over_the_allowance_downloads_none_of_its_references(
     assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
 
 
-async def test_a_reroll_over_the_allowance_reads_no_stored_image(world: World) -> None:
-    bot = await world.start_bot(default_user_daily_images=1)
+async def test_a_reroll_or_remix_over_the_allowance_reads_no_stored_image(world: World) -> None:
+    bot = await world.start_bot(default_user_daily_images=1, button_cooldown_seconds=0)
     before = world.newest_message_id()
     await world.discord.invoke_slash(
         world.alice, world.channel, "edit", {"prompt": "sepia", "image": photo("a.png", (1, 2, 3))}
@@ -119,6 +119,13 @@ async def test_a_reroll_over_the_allowance_reads_no_stored_image(world: World) -
     bot.engine.store.inputs = counting  # type: ignore[method-assign]
     it = await world.discord.click(world.alice, result, f"flux:reroll:{job_id_of(result)}")
     assert (await world.refusal(it)).startswith("This request would go over your daily image")
+    it = await world.discord.click(world.alice, result, f"flux:remix:{job_id_of(result)}")
+    modal = await it.response()
+    fields = {"prompt": "sepia, softer", "variant": "pro", "size": "", "seed": ""}
+    submitted = await world.discord.submit_modal(
+        world.alice, world.channel, modal.data["custom_id"], fields
+    )
+    assert (await world.refusal(submitted)).startswith("This request would go over your daily")
     assert loads == []  # the stored reference was never read
     assert len(world.bfl.submissions) == 1
 
