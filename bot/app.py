@@ -26,7 +26,7 @@ from bot.moderation.strikes import Moderation
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
-from bot.references import ReferenceLimits
+from bot.references import ByteBudget, ReferenceLimits
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.variants import MEGAPIXEL, InvalidRequest, Variant, available_variants
@@ -233,6 +233,8 @@ class FluxcordBot(commands.Bot):
             audit=self.audit,
             studios=self.studios,
             provider_moderation_strikes=self.settings.provider_moderation_strikes,
+            downloads=ByteBudget(self.settings.reference_download_budget_bytes),
+            max_in_flight=self.settings.max_jobs_in_flight_per_member,
         )
         self.approvals = ApprovalQueue(
             self.db,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,8 +20,17 @@ from bot.community.studio import Studios
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.providers.base import InputImage
-from bot.references import ReferenceCandidate, ReferenceLimits, load_references, precheck
-from bot.variants import InvalidRequest, JobParams, Variant
+from bot.references import (
+    ByteBudget,
+    ReferenceCandidate,
+    ReferenceLimits,
+    load_references,
+    precheck,
+)
+from bot.storage.jobs import JobStore
+from bot.variants import InvalidRequest, JobParams, ReferenceSize, Variant
+
+log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +42,26 @@ REFERENCES_PURGED_TEXT = (
 BUTTON_NOT_HERE_TEXT = "This button doesn't belong to this channel, so it did nothing."
 # The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
+DEFAULT_MAX_IN_FLIGHT = 4
+
+
+class TooManyInFlight(InvalidRequest):
+    """The member already has as many requests queued or running as one member may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already have {limit} request{'s' if limit != 1 else ''} queued or being "
+            "made, the most one member can have at once. Wait for one to finish, then try again."
+        )
+
+
+@dataclass(frozen=True)
+class StoredReferences:
+    """A stored job's reference images, described but not loaded: Reroll and Remix reuse
+    them, and the images themselves are read only once every check has passed."""
+
+    job_id: str
+    sizes: tuple[ReferenceSize, ...]
 
 
 @dataclass(frozen=True)
@@ -46,8 +76,8 @@ class Draft:
     height: int | None = None
     seed: int | None = None
     references: Sequence[ReferenceCandidate] = ()
-    # Already-verified images (e.g. a stored job's references for Reroll).
-    inputs: Sequence[InputImage] = ()
+    # A stored job's references (Reroll, Remix), loaded after the checks.
+    stored: StoredReferences | None = None
     parent_job_id: str | None = None
     needs_edit: bool = False  # only edit-capable variants qualify
 
@@ -64,6 +94,8 @@ class GenerationService:
         audit: AuditLog | None = None,
         studios: Studios | None = None,
         provider_moderation_strikes: bool = False,
+        downloads: ByteBudget | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
@@ -74,6 +106,8 @@ class GenerationService:
         self.studios = studios  # a studio thread's theme, required words and budget
         # A provider's safety refusal is a strike on the member's server (see strikes.py).
         self.provider_moderation_strikes = provider_moderation_strikes and policy is not None
+        self.downloads = downloads  # shared by every reference download
+        self.max_in_flight = max_in_flight  # per member: queued or running jobs
         if audit is not None or self.provider_moderation_strikes:
             engine.on_job_closed(self._audit_provider_moderation)
         self._audit_tasks: set[asyncio.Task[None]] = set()
@@ -115,7 +149,8 @@ class GenerationService:
         """Everything that can be checked without downloading anything, server rules
         included (except the prompt's banned terms: see `precheck`)."""
         policy = self.policy
-        needs_edit = draft.needs_edit or bool(draft.references or draft.inputs)
+        stored = len(draft.stored.sizes) if draft.stored else 0
+        needs_edit = draft.needs_edit or bool(draft.references or stored)
         variant = self.pick_variant(
             draft.variant,
             needs_edit=needs_edit,
@@ -123,7 +158,7 @@ class GenerationService:
         )
         if policy is not None:
             policy.check_variant(requester, self.offered_name(variant), variant)
-        variant.check_reference_count(len(draft.references) + len(draft.inputs))
+        variant.check_reference_count(len(draft.references) + stored)
         prompt = draft.prompt
         if self.studios is not None:
             prompt = self.studios.apply(requester.channel_id, prompt, variant)
@@ -148,47 +183,108 @@ class GenerationService:
         return server.approval_channel_id if server else None
 
     async def precheck(self, draft: Draft, requester: Requester) -> None:
-        """The checks that need no download and count no strike; raises InvalidRequest."""
+        """Everything that needs no download and counts no strike, the member's allowance and
+        the studio's budget included (estimated from what Discord says of the attachments):
+        a refused request downloads nothing. Raises InvalidRequest."""
         if self.policy is not None:
             await self.policy.admit(requester)
-        self.validate(draft, requester)
+        await self.check_in_flight(requester.user_id)
+        variant, params = self.validate(draft, requester)
         for reference in draft.references:
             precheck(reference, self.limits)
+        # The references as their sizes alone (the estimate needs nothing else); a size
+        # Discord did not report is counted by the check after the download.
+        sizes = [*_stored_sizes(draft)] + [
+            ReferenceSize(reference.width, reference.height)
+            for reference in draft.references
+            if reference.width and reference.height
+        ]
+        described = [InputImage("", size.width, size.height, b"") for size in sizes]
+        await self._check_budgets(self._request(draft, requester, variant, params, described))
 
     async def prepare(self, draft: Draft, requester: Requester) -> GenerationRequest:
         """After `precheck` (which admitted the member): validate, check the prompt, then
-        download and verify the references. Raises InvalidRequest."""
+        download and verify the references, or load a stored job's. Raises InvalidRequest."""
         variant, params = self.validate(draft, requester)
         if self.policy is not None:
             await self.policy.check_prompt(requester, params.prompt)
-        downloaded = await load_references(draft.references, variant, self.limits)
-        request = GenerationRequest(
+        stored = await self._load_stored(draft.stored) if draft.stored else []
+        downloaded = await load_references(
+            draft.references, variant, self.limits, budget=self.downloads
+        )
+        request = self._request(draft, requester, variant, params, [*stored, *downloaded])
+        await self._check_budgets(request)  # again, with the real sizes
+        return request
+
+    def _request(
+        self,
+        draft: Draft,
+        requester: Requester,
+        variant: Variant,
+        params: JobParams,
+        inputs: list[InputImage],
+    ) -> GenerationRequest:
+        return GenerationRequest(
             user_id=requester.user_id,
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
             variant=variant,
             params=params,
-            inputs=[*draft.inputs, *downloaded],
+            inputs=inputs,
             parent_job_id=draft.parent_job_id,
             role_ids=requester.role_ids,
         )
+
+    async def _check_budgets(self, request: GenerationRequest) -> None:
         await self.engine.check_quota(request)  # refuse before anything is posted
         if self.studios is not None:
             await self.studios.precheck(request)
-        return request
+
+    async def check_in_flight(self, user_id: int) -> None:
+        """Refuse a member who already has `max_in_flight` requests queued or running."""
+        if await self.engine.store.open_count_for_user(user_id) >= self.max_in_flight:
+            raise TooManyInFlight(self.max_in_flight)
+
+    def _in_flight_admission(
+        self, user_id: int, then: Callable[[sqlite3.Connection, int], None] | None
+    ) -> Callable[[sqlite3.Connection, int], None]:
+        """The in-flight cap, decided in the transaction that creates the job: requests sent
+        at the same moment cannot all slip past the check in `precheck`."""
+        limit = self.max_in_flight
+
+        def admit(conn: sqlite3.Connection, need_mc: int) -> None:
+            if JobStore.open_count_for_user_in(conn, user_id) >= limit:
+                raise TooManyInFlight(limit)
+            if then is not None:
+                then(conn, need_mc)
+
+        return admit
 
     async def submit(
-        self, request: GenerationRequest, *, status_message_id: int | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        status_message_id: int | None = None,
+        limit_in_flight: bool = False,
     ) -> tuple[Job, int | None]:
         """Accept the request as a job: it goes to the scheduler at once, before anything is
-        shown (the notifier posts its status beside it). Raises InvalidRequest."""
+        shown (the notifier posts its status beside it). Raises InvalidRequest, and then no
+        job exists. `limit_in_flight`: a member's own request (not one a moderator approved)
+        counts against the in-flight cap."""
         if self.studios is not None:  # also for approved requests: the studio may have closed
             request = self.studios.bind(request)
+        if limit_in_flight:
+            request = replace(
+                request, admission=self._in_flight_admission(request.user_id, request.admission)
+            )
         if status_message_id is not None:
             request = replace(request, status_message_id=status_message_id)
         job, position = await self.engine.accept(request)
+        # From here on the job exists and runs: nothing may fail the request any more.
         action = "edit" if request.inputs else "generate"
-        await self._record(job, job.user_id, action, f"{request.variant.label}: {_excerpt(job)}")
+        await self._record_best_effort(
+            job, job.user_id, action, f"{request.variant.label}: {_excerpt(job)}"
+        )
         return job, position
 
     # ----------------------------------------------------------------- audit
@@ -197,6 +293,14 @@ class GenerationService:
             await self.audit.record(
                 job.guild_id, actor_id, action, detail, target_id=job.user_id, job_id=job.id
             )
+
+    async def _record_best_effort(self, job: Job, actor_id: int, action: str, detail: str) -> None:
+        """An audit line for something that already happened: losing it (the database busy
+        or full) must not undo or misreport the job, so it is logged and let go."""
+        try:
+            await self._record(job, actor_id, action, detail)
+        except Exception:
+            log.exception("job %s: the audit record of %r could not be written", job.id, action)
 
     def _audit_provider_moderation(self, job: Job) -> None:
         if job.state is not JobState.MODERATED:
@@ -223,21 +327,43 @@ class GenerationService:
         """The job whose result (or progress) message this is, if it is one of ours."""
         return await self.engine.store.find_by_message(message_id)
 
-    async def stored_inputs(self, job: Job) -> list[InputImage]:
-        """The job's reference images, to use them again (Reroll, Remix). Raises if they have
-        been purged: silently dropping them would turn an edit into a new image."""
-        inputs = await self.engine.store.inputs(job.id)
-        if len(inputs) < job.reference_count:
+    async def stored_references(self, job: Job) -> StoredReferences | None:
+        """The job's reference images described (not loaded), to use them again (Reroll,
+        Remix); None if it had none. Raises if they have been purged: silently dropping them
+        would turn an edit into a new image."""
+        if job.reference_count == 0:
+            return None
+        sizes = await self.engine.store.input_sizes(job.id)
+        if len(sizes) < job.reference_count:
+            raise InvalidRequest(REFERENCES_PURGED_TEXT)
+        return StoredReferences(job.id, tuple(sizes))
+
+    async def _load_stored(self, stored: StoredReferences) -> list[InputImage]:
+        inputs = await self.engine.store.inputs(stored.job_id)
+        if len(inputs) < len(stored.sizes):  # purged since the checks
             raise InvalidRequest(REFERENCES_PURGED_TEXT)
         return inputs
 
-    async def lineage(self, job: Job) -> list[Job]:
-        """The chain from its first image to `job`, oldest first."""
+    @staticmethod
+    def visible_to(job: Job, user_id: int, guild_id: int | None) -> bool:
+        """Whether a member asking in `guild_id` (None: direct messages) may look a job up:
+        a server's jobs in that server; a direct-message job only by its own requester."""
+        if job.guild_id is None:
+            return guild_id is None and job.user_id == user_id
+        return job.guild_id == guild_id
+
+    async def lineage(
+        self, job: Job, *, viewer_id: int | None = None, guild_id: int | None = None
+    ) -> list[Job]:
+        """The chain from its first image to `job`, oldest first. With a viewer, it stops at
+        a step that viewer may not see (`visible_to`)."""
         chain = [job]
         seen = {job.id}
         while chain[0].parent_job_id and len(chain) < MAX_LINEAGE:
             parent = await self.engine.store.get(chain[0].parent_job_id)
             if parent is None or parent.id in seen:
+                break
+            if viewer_id is not None and not self.visible_to(parent, viewer_id, guild_id):
                 break
             seen.add(parent.id)
             chain.insert(0, parent)
@@ -255,7 +381,7 @@ class GenerationService:
         """Cancel a request still waiting in line (refunded in full); False once it started."""
         cancelled = await self.engine.cancel(job.id)
         if cancelled:
-            await self._record(job, actor_id, "cancelled", _excerpt(job))
+            await self._record_best_effort(job, actor_id, "cancelled", _excerpt(job))
         return cancelled
 
     async def reroll_draft(self, job: Job) -> Draft:
@@ -266,7 +392,7 @@ class GenerationService:
             options=job.params.options,
             width=job.params.width,
             height=job.params.height,
-            inputs=await self.stored_inputs(job),
+            stored=await self.stored_references(job),
             parent_job_id=job.parent_job_id,
         )
 
@@ -281,7 +407,13 @@ class GenerationService:
     async def mark_deleted(self, job: Job, actor_id: int) -> None:
         """Its message is gone: chains and /history stop linking to it."""
         await self.engine.store.update(job.id, result_message_id=None, status_message_id=None)
-        await self._record(job, actor_id, "deleted", f"<@{job.user_id}>'s {_excerpt(job)}")
+        await self._record_best_effort(
+            job, actor_id, "deleted", f"<@{job.user_id}>'s {_excerpt(job)}"
+        )
+
+
+def _stored_sizes(draft: Draft) -> tuple[ReferenceSize, ...]:
+    return draft.stored.sizes if draft.stored else ()
 
 
 def _excerpt(job: Job, limit: int = 200) -> str:

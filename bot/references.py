@@ -3,14 +3,21 @@ or sent to a provider.
 
 Checks run cheapest first: count against the variant's limit, then the declared type and size
 (no download), then the bytes themselves (real format from the file header, byte cap, and a
-pixel cap that stops decompression bombs before Pillow decodes a single pixel).
+pixel cap that stops decompression bombs before Pillow decodes a single pixel), and last a
+real (reduced where the format allows) decode: a file that is cut short or animated is refused
+here rather than by the provider after it billed.
+
+Downloads share one byte budget (`ByteBudget`) over all members, so many large references
+asked for at once wait their turn instead of filling the memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from PIL import Image
@@ -24,6 +31,17 @@ GIF_MESSAGE = (
     "GIF images can't be used as references (FLUX.2 takes PNG, JPEG or WebP). "
     "Convert {name} to PNG and try again."
 )
+ANIMATED_MESSAGE = (
+    "{name} is animated; references must be still images. Save one frame as a PNG or JPEG "
+    "and try again."
+)
+DAMAGED_MESSAGE = (
+    "{name} is damaged or incomplete (part of the image is missing), so it can't be a "
+    "reference. Upload it again, or save it again as a PNG or JPEG."
+)
+# A reduced decode is enough to prove every byte of the image data is there: JPEG's draft
+# mode decodes at 1/8 scale, far cheaper than the full image.
+DRAFT_SCALE = 8
 
 
 class ReferenceRejected(InvalidRequest):
@@ -109,16 +127,85 @@ def verify_bytes(name: str, data: bytes, limits: ReferenceLimits) -> InputImage:
     _check_pixels(name, info.width, info.height, limits)
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # structural check (truncation, bad chunks) without keeping pixels
+            image.verify()  # structural check (bad chunks, checksums) without keeping pixels
     except Exception:
-        raise ReferenceRejected(f"{name} is damaged or incomplete.") from None
+        raise ReferenceRejected(DAMAGED_MESSAGE.format(name=name)) from None
+    _decode(name, data)
     return InputImage(info.content_type, info.width, info.height, data)
 
 
+def _decode(name: str, data: bytes) -> None:
+    """Decode the pixels once (reduced where possible): `verify` misses a JPEG cut short or a
+    PNG whose image data is missing, and says nothing about frames. CPU-bound: in a thread."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+                raise ReferenceRejected(ANIMATED_MESSAGE.format(name=name))
+            width, height = image.size
+            image.draft("RGB", (max(1, width // DRAFT_SCALE), max(1, height // DRAFT_SCALE)))
+            image.load()  # raises on truncated data (LOAD_TRUNCATED_IMAGES stays off)
+    except ReferenceRejected:
+        raise
+    except Exception:
+        raise ReferenceRejected(DAMAGED_MESSAGE.format(name=name)) from None
+
+
+class ByteBudget:
+    """At most `capacity` bytes held by downloads at once, granted first come, first served.
+    A single file larger than the whole budget waits until it can go alone."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self.in_use = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        need = min(max(size, 1), self.capacity)
+        await self._acquire(need)
+        try:
+            yield
+        finally:
+            self._release(need)
+
+    async def _acquire(self, need: int) -> None:
+        if not self._waiters and self.in_use + need <= self.capacity:
+            self.in_use += need
+            return
+        granted = asyncio.get_running_loop().create_future()
+        waiter = (need, granted)
+        self._waiters.append(waiter)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release(need)  # granted just as it was cancelled: hand it on
+            else:
+                self._waiters.remove(waiter)
+                self._grant()  # it may have been holding up smaller requests behind it
+            raise
+
+    def _release(self, need: int) -> None:
+        self.in_use -= need
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.in_use + self._waiters[0][0] <= self.capacity:
+            need, granted = self._waiters.popleft()
+            self.in_use += need
+            granted.set_result(None)
+
+
 async def load_references(
-    candidates: Sequence[ReferenceCandidate], variant: Variant, limits: ReferenceLimits
+    candidates: Sequence[ReferenceCandidate],
+    variant: Variant,
+    limits: ReferenceLimits,
+    *,
+    budget: ByteBudget | None = None,
 ) -> list[InputImage]:
-    """All checks, then the downloads (in parallel), then byte-level verification."""
+    """All checks, then the downloads (in parallel, within `budget`), then verification."""
     variant.check_reference_count(len(candidates))
     for candidate in candidates:
         precheck(candidate, limits)
@@ -132,4 +219,11 @@ async def load_references(
             ) from None
         return await asyncio.to_thread(verify_bytes, candidate.filename, data, limits)
 
-    return list(await asyncio.gather(*(load(c) for c in candidates)))
+    async def load_within_budget(candidate: ReferenceCandidate) -> InputImage:
+        if budget is None:
+            return await load(candidate)
+        # Held through the decode too: that is when the bytes (and pixels) are in memory.
+        async with budget.hold(candidate.size or limits.max_bytes):
+            return await load(candidate)
+
+    return list(await asyncio.gather(*(load_within_budget(c) for c in candidates)))

@@ -51,6 +51,17 @@ class Settings(BaseSettings):
     )
     max_reference_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_reference_megapixels: int = Field(default=40, gt=0, le=200)
+    reference_download_budget_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Most reference-image bytes being downloaded at once, over all members",
+    )
+    max_jobs_in_flight_per_member: int = Field(
+        default=4, ge=1, le=100, description="Requests one member may have queued or running"
+    )
+    button_cooldown_seconds: float = Field(
+        default=3.0, ge=0, le=600, description="Pause between one member's result-button clicks"
+    )
     aiml_api_key: SecretStr | None = Field(default=None, description="AI/ML API key")
     aiml_api_base: str = Field(default="https://api.aimlapi.com")
     aiml_read_timeout: float = Field(default=300.0, gt=0, le=1800)

@@ -6,13 +6,15 @@ slash-command options and cost estimates: add a model here and the rest follows.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 MEGAPIXEL = 1024 * 1024
 SEED_MAX = 2**32 - 1
@@ -47,6 +49,8 @@ class OptionSpec:
     max_length: int = 500  # TEXT only
     pattern: str | None = None  # TEXT only: the whole value must match (re.fullmatch)
     pattern_hint: str = ""  # TEXT only: what `pattern` means, for the refusal
+    # TEXT only, after `pattern`: returns why the value is refused, or None to accept it.
+    check: Callable[[str], str | None] | None = field(default=None, compare=False)
 
     def coerce(self, value: Any) -> Any:
         label = self.name.replace("_", " ")
@@ -66,6 +70,9 @@ class OptionSpec:
                 raise InvalidRequest(f"{label} must be at most {self.max_length} characters.")
             if self.pattern is not None and not re.fullmatch(self.pattern, text):
                 raise InvalidRequest(f"{label} must be {self.pattern_hint or 'well-formed'}.")
+            problem = self.check(text) if self.check is not None else None
+            if problem is not None:
+                raise InvalidRequest(f"{label} {problem}.")
             return text
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidRequest(f"{label} must be a number.")
@@ -358,8 +365,43 @@ _PRO_PRICING = Pricing(first_mp=3.0, per_extra_mp=1.5)
 AIML_DEV = "blackforestlabs/flux-2"  # "-edit" is appended when references are given
 AIML_LORA = "blackforestlabs/flux-2-lora"
 AIML_PRO = "blackforestlabs/flux-2-pro"
-# An http(s) URL or a Hugging Face repo id (owner/repo), as the AI/ML API documents.
-LORA_PATH_PATTERN = r"https?://\S+|[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*"
+# An https URL or a Hugging Face repo id (owner/repo). The AI/ML API documents "URL or Hugging
+# Face owner/repo" and names no hosts; the help promises https, and a URL naming a private
+# or local address (or carrying a password) is refused by `lora_path_problem`.
+LORA_PATH_PATTERN = r"https://\S+|[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*"
+LORA_PATH_HINT = "an https URL or a Hugging Face repo (owner/repo)"
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".localdomain")
+
+
+def lora_path_problem(path: str) -> str | None:
+    """Why a LoRA path (already matching LORA_PATH_PATTERN) is refused, or None."""
+    if not path.startswith("https://"):
+        return None  # a Hugging Face repo id
+    try:
+        url = urlsplit(path)
+        port = url.port
+    except ValueError:
+        return f"must be {LORA_PATH_HINT}"
+    host = (url.hostname or "").rstrip(".").lower()
+    if url.username is not None or url.password is not None:
+        return "must not contain a user name or password"
+    if port not in (None, 443):
+        return "must use the standard https port"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return "must name a public host (like huggingface.co), not an IP address"
+    # A public name ends in a letters-only top-level domain: this also refuses the numeric
+    # spellings of addresses ("127.1", "0x7f.0.0.1") that ip_address does not parse.
+    top = host.rpartition(".")[2]
+    public_tld = re.fullmatch(r"[a-z]{2,63}|xn--[a-z0-9-]{1,59}", top) is not None
+    if "." not in host or not public_tld or host.endswith(_LOCAL_SUFFIXES):
+        return "must name a public host (like huggingface.co)"
+    return None
+
+
 _FORMATS = OptionSpec(
     "output_format", OptionKind.CHOICE, "Image file format", default="jpeg", choices=OUTPUT_FORMATS
 )
@@ -422,7 +464,8 @@ def _lora_options() -> tuple[OptionSpec, ...]:
                 default=None,
                 max_length=500,
                 pattern=LORA_PATH_PATTERN,
-                pattern_hint="an http(s) URL or a Hugging Face repo (owner/repo)",
+                pattern_hint=LORA_PATH_HINT,
+                check=lora_path_problem,
             ),
             OptionSpec(
                 f"lora_{n}_scale",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.community.policy import Requester
-from bot.generation import Draft
+from bot.generation import INTERNAL_ERROR_TEXT, Draft
 from bot.jobs.models import GenerationRequest
 from bot.references import ReferenceCandidate
 from bot.storage.jobs import new_job_id
@@ -96,24 +96,31 @@ async def generate_from_interaction(
     handed to the scheduler, and its status shows in the interaction's own answer."""
     who = requester(interaction)
     try:
-        await bot.generation.precheck(draft, who)
+        await _generate_from_interaction(bot, interaction, draft, who)
     except InvalidRequest as exc:
         await reply_privately(interaction, str(exc))
-        return
+    except Exception:
+        # Before a job was accepted (after that nothing raises: see start_interaction), so
+        # "nothing was charged" is true; a public "thinking…" answer is removed with it.
+        log.exception("request by %s failed before it became a job", who.user_id)
+        await reply_privately(interaction, INTERNAL_ERROR_TEXT)
+
+
+async def _generate_from_interaction(
+    bot: FluxcordBot, interaction: discord.Interaction[Any], draft: Draft, who: Requester
+) -> None:
+    # Every check that needs no download (the allowance and studio budget included).
+    await bot.generation.precheck(draft, who)
     if not isinstance(interaction.channel, discord.abc.Messageable):
-        await reply_privately(interaction, "I can't post images here.")
-        return
+        raise InvalidRequest("I can't post images here.")
     message_id: int | None = None
-    if draft.references:
-        # Downloading references can outlast Discord's 3 seconds: answer "thinking…" now,
-        # publicly, since that message becomes the job's.
+    if draft.references or draft.stored:
+        # Downloading (or loading) references can outlast Discord's 3 seconds: answer
+        # "thinking…" now, publicly, since that message becomes the job's.
         deferred = await interaction.response.defer(thinking=True)
         message_id = deferred.message_id if deferred is not None else None
-    try:
-        request = await bot.generation.prepare(draft, who)
-        await start_interaction(bot, who, request, interaction, message_id)
-    except InvalidRequest as exc:
-        await reply_privately(interaction, str(exc))
+    request = await bot.generation.prepare(draft, who)
+    await start_interaction(bot, who, request, interaction, message_id)
 
 
 async def start_interaction(
@@ -123,7 +130,8 @@ async def start_interaction(
     interaction: discord.Interaction[Any],
     message_id: int | None,
 ) -> None:
-    """Accept the job now, shown through the interaction; or hold it for a moderator."""
+    """Accept the job now, shown through the interaction; or hold it for a moderator.
+    Raises only while nothing has been accepted or held."""
     review_channel = bot.generation.review_channel(who)
     if review_channel is not None:
         if not interaction.response.is_done():
@@ -134,9 +142,13 @@ async def start_interaction(
         if message_id is None:
             message_id = (await interaction.original_response()).id
         await hold(bot, request, message_id, review_channel)
-        await interaction.edit_original_response(
-            content=waiting_text(who.user_id, request.variant.label), allowed_mentions=NO_PINGS
-        )
+        try:
+            await interaction.edit_original_response(
+                content=waiting_text(who.user_id, request.variant.label),
+                allowed_mentions=NO_PINGS,
+            )
+        except discord.HTTPException:  # held all the same: the decision edits this message
+            log.warning("could not show that a request waits for review", exc_info=True)
         return
     job_id = new_job_id()
     # Registered before the job exists: the engine may report on it at once.
@@ -145,12 +157,17 @@ async def start_interaction(
         job, position = await bot.generation.submit(
             replace(request, job_id=job_id, interaction=token_for(interaction)),
             status_message_id=message_id,
+            limit_in_flight=True,
         )
     except BaseException:
-        bot.notifier.forget(job_id)
+        bot.notifier.forget(job_id)  # no job was created
         raise
     # The engine reports progress too; this makes sure the interaction is answered at once.
-    await bot.notifier.job_progress(job, queue_position=position)
+    # The job exists and runs now, so a failure here must not reach the member as an error.
+    try:
+        await bot.notifier.job_progress(job, queue_position=position)
+    except Exception:
+        log.warning("job %s: its status could not be shown yet", job.id, exc_info=True)
 
 
 async def hold(
@@ -168,13 +185,16 @@ async def generate_from_message(bot: FluxcordBot, message: discord.Message, draf
     """Reply-to-edit: the job is accepted at once; its status and result reply to the
     member's message, posted in the channel's turn (see cogs/delivery.py)."""
     who = requester_for(message.author, message.channel, message.channel.id)
+    waiting: discord.Message | None = None
     try:
         await bot.generation.precheck(draft, who)
         request = await bot.generation.prepare(draft, who)
         review_channel = bot.generation.review_channel(who)
         if review_channel is None:
-            await bot.generation.submit(replace(request, reply_to_message_id=message.id))
-            return
+            await bot.generation.submit(
+                replace(request, reply_to_message_id=message.id), limit_in_flight=True
+            )
+            return  # after the job is accepted nothing raises (see GenerationService.submit)
         waiting = await bot.poster.send(
             message.channel.id,
             guild_id=who.guild_id,
@@ -184,7 +204,21 @@ async def generate_from_message(bot: FluxcordBot, message: discord.Message, draf
         )
         await hold(bot, request, waiting.id, review_channel)
     except InvalidRequest as exc:
+        await _remove(waiting)
         refuse_in_reply(bot, message, str(exc))
+    except Exception:
+        log.exception("reply request by %s failed before it became a job", who.user_id)
+        await _remove(waiting)  # no "waiting for review" left behind a request that isn't
+        refuse_in_reply(bot, message, INTERNAL_ERROR_TEXT)
+
+
+async def _remove(message: discord.Message | None) -> None:
+    if message is None:
+        return
+    try:
+        await message.delete()
+    except discord.HTTPException:
+        log.warning("could not remove message %s", message.id, exc_info=True)
 
 
 def refuse_in_reply(bot: FluxcordBot, message: discord.Message, text: str) -> None:

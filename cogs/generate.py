@@ -58,6 +58,11 @@ def draft_from_options(variant: str | None, values: dict[str, Any], *, needs_edi
     )
 
 
+def mentions_in_text(content: str, user_id: int) -> bool:
+    """Whether the text itself mentions `user_id` (`<@id>` or the older `<@!id>`)."""
+    return re.search(rf"<@!?{user_id}>", content) is not None
+
+
 class Generate(commands.Cog):
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
@@ -148,12 +153,14 @@ class Generate(commands.Cog):
     # ----------------------------------------------------------------- reply-to-edit
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        """A reply that mentions the bot edits the replied-to message's images; in an open
-        studio thread, any reply with words to an image does (a shared chain, no mention)."""
+        """A reply that mentions the bot in its text edits the replied-to message's images; in
+        an open studio thread, any reply with words to an image does (a shared chain, no
+        mention). A reply's ping alone ("thanks!" to a result) is not a request: it puts the
+        bot in `message.mentions` without the member writing the mention."""
         me = self.bot.user
         if me is None or message.author.bot or message.reference is None:
             return
-        mentioned = me in message.mentions
+        mentioned = mentions_in_text(message.content, me.id)
         if not mentioned and not self.bot.studios.accepts_replies(message.channel.id):
             return
         target = await self._referenced(message)

@@ -19,6 +19,13 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def quoted_prompt(text: str, limit: int) -> str:
+    """A member's prompt quoted on one line in the bot's own text: shortened, and with its
+    markdown and mentions made inert (it may be someone else's, written to look like ours)."""
+    shortened = truncate(" ".join(text.split()), limit)
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(shortened))
+
+
 def variant_label(job: Job) -> str:
     variant = CATALOGUE.get(job.variant)
     return variant.label if variant else job.variant

@@ -7,6 +7,7 @@ pattern, so they keep working after a restart without any view state in memory.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -14,11 +15,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cooldown import Cooldown
 from bot.generation import INTERNAL_ERROR_TEXT, Draft, check_button_place
 from bot.jobs.models import Job, JobState
 from bot.variants import InvalidRequest
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
-from cogs.render import job_link, truncate, variant_label
+from cogs.render import NO_PINGS, job_link, quoted_prompt, variant_label
 
 if TYPE_CHECKING:
     from bot.app import FluxcordBot
@@ -39,7 +41,11 @@ UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
 DELETE_REFUSED_TEXT = "Only the person who made this image or a moderator can delete it."
 CANCEL_REFUSED_TEXT = "Only the person who asked for this image or a moderator can cancel it."
 CANCEL_TOO_LATE_TEXT = "It's already being made, so it can't be cancelled any more."
-_MESSAGE_LINK = re.compile(r"/channels/(?:\d+|@me)/\d+/(?P<message_id>\d+)")
+NOT_FOUND_TEXT = "I can't find that result. Paste a result's message link or its job id."
+COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in {seconds} s."
+# The buttons that start (or open the form for) a new paid request share the cooldown.
+COOLDOWN_ACTIONS = frozenset({"reroll", "edit", "remix"})
+_MESSAGE_LINK = re.compile(r"/channels/(?:[0-9]+|@me)/[0-9]+/(?P<message_id>[0-9]+)")
 
 
 def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
@@ -124,6 +130,13 @@ class ResultButton(
         except InvalidRequest as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return
+        # Only a click that would act counts toward (and is slowed by) the cooldown.
+        if self.action in COOLDOWN_ACTIONS:
+            wait = button_cooldown(bot).retry_after(interaction.user.id)
+            if wait > 0:
+                text = COOLDOWN_TEXT.format(seconds=max(1, math.ceil(wait)))
+                await interaction.response.send_message(text, ephemeral=True)
+                return
         if self.action == "reroll":
             try:
                 draft = await bot.generation.reroll_draft(job)
@@ -136,12 +149,23 @@ class ResultButton(
         elif self.action == "remix":
             await interaction.response.send_modal(RemixModal(job))
         elif self.action == "chain":
-            lineage = await bot.generation.lineage(job)
-            await interaction.response.send_message(render_lineage(lineage), ephemeral=True)
+            lineage = await bot.generation.lineage(
+                job, viewer_id=interaction.user.id, guild_id=interaction.guild_id
+            )
+            await interaction.response.send_message(
+                render_lineage(lineage), ephemeral=True, allowed_mentions=NO_PINGS
+            )
         elif self.action == "cancel":
             await cancel_request(bot, interaction, job)
         else:
             await delete_result(bot, interaction, job)
+
+
+def button_cooldown(bot: FluxcordBot) -> Cooldown:
+    # By name: load_extension imports this module afresh, so the class may be another copy.
+    cooldown = getattr(bot.get_cog(Results.__cog_name__), "cooldown", None)
+    assert isinstance(cooldown, Cooldown)
+    return cooldown
 
 
 def may_manage(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> bool:
@@ -263,7 +287,7 @@ class RemixModal(FriendlyModal, title="Remix"):
         try:
             width, height = parse_size(self.size.value)
             seed = parse_seed(self.seed.value)
-            inputs = await bot.generation.stored_inputs(self.job)
+            stored = await bot.generation.stored_references(self.job)
         except InvalidRequest as exc:
             await reply_privately(interaction, str(exc))
             return
@@ -278,7 +302,7 @@ class RemixModal(FriendlyModal, title="Remix"):
             width=width,
             height=height,
             seed=seed,
-            inputs=inputs,
+            stored=stored,
             parent_job_id=self.job.parent_job_id,
         )
         await generate_from_interaction(bot, interaction, draft)
@@ -288,7 +312,7 @@ def parse_size(text: str) -> tuple[int | None, int | None]:
     text = text.strip().lower().replace("×", "x").replace(" ", "")
     if not text:
         return None, None
-    match = re.fullmatch(r"(\d{2,5})x(\d{2,5})", text)
+    match = re.fullmatch(r"([0-9]{2,5})x([0-9]{2,5})", text)
     if match is None:
         raise InvalidRequest("Write the size as WIDTHxHEIGHT, for example 1024x768.")
     return int(match[1]), int(match[2])
@@ -298,7 +322,8 @@ def parse_seed(text: str) -> int | None:
     text = text.strip()
     if not text:
         return None
-    if not text.isdigit():
+    # Only ASCII digits: str.isdigit also accepts "²" or "①", which int() refuses.
+    if not re.fullmatch(r"[0-9]+", text):
         raise InvalidRequest("The seed must be a whole number, or empty for a new one.")
     return int(text)
 
@@ -307,7 +332,7 @@ def render_lineage(chain: list[Job]) -> str:
     lines = [f"**This image's history** ({len(chain)} step{'s' if len(chain) != 1 else ''}):"]
     for index, job in enumerate(chain, start=1):
         link = job_link(job)
-        prompt = truncate(job.prompt.replace("\n", " "), 80)
+        prompt = quoted_prompt(job.prompt, 80)
         where = f"[view]({link})" if link else "deleted"
         lines.append(f"{index}. {prompt} — {variant_label(job)} · {where}")
     return "\n".join(lines)[:2000]
@@ -319,7 +344,7 @@ def render_history(jobs: list[Job]) -> str:
     lines = ["**Your recent images:**"]
     for job in jobs:
         link = job_link(job)
-        prompt = truncate(job.prompt.replace("\n", " "), 70)
+        prompt = quoted_prompt(job.prompt, 70)
         gone = "deleted" if job.state is JobState.DELIVERED else job.state.value
         where = f"[view]({link})" if link else gone
         lines.append(f"• <t:{int(job.created_at)}:R> {prompt} — {variant_label(job)} · {where}")
@@ -329,6 +354,7 @@ def render_history(jobs: list[Job]) -> str:
 class Results(commands.Cog):
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
+        self.cooldown = Cooldown(bot.settings.button_cooldown_seconds)
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ResultButton)
@@ -342,28 +368,40 @@ class Results(commands.Cog):
         self, interaction: discord.Interaction[Any], result: str | None = None
     ) -> None:
         service = self.bot.generation
+        user_id, guild_id = interaction.user.id, interaction.guild_id
         if result is None:
-            jobs = await service.history(interaction.user.id, interaction.guild_id)
-            await interaction.response.send_message(render_history(jobs), ephemeral=True)
-            return
-        job = await self._find(result.strip())
-        if job is None or job.guild_id != interaction.guild_id:
+            jobs = await service.history(user_id, guild_id)
             await interaction.response.send_message(
-                "I can't find that result. Paste a result's message link or its job id.",
-                ephemeral=True,
+                render_history(jobs), ephemeral=True, allowed_mentions=NO_PINGS
             )
             return
+        job = await self._find(result.strip())
+        # Someone else's direct-message job answers exactly like one that doesn't exist.
+        if job is None or not service.visible_to(job, user_id, guild_id):
+            await interaction.response.send_message(NOT_FOUND_TEXT, ephemeral=True)
+            return
+        lineage = await service.lineage(job, viewer_id=user_id, guild_id=guild_id)
         await interaction.response.send_message(
-            render_lineage(await service.lineage(job)), ephemeral=True
+            render_lineage(lineage), ephemeral=True, allowed_mentions=NO_PINGS
         )
 
     async def _find(self, reference: str) -> Job | None:
         match = _MESSAGE_LINK.search(reference)
-        if match:
-            return await self.bot.generation.job_for_message(int(match["message_id"]))
-        if reference.isdigit():
-            return await self.bot.generation.job_for_message(int(reference))
+        message_id = _snowflake(match["message_id"] if match else reference)
+        if message_id is not None:
+            job = await self.bot.generation.job_for_message(message_id)
+            if job is not None or match:
+                return job
+        if match or not re.fullmatch(r"[0-9a-fA-F]{16}", reference):
+            return None  # neither a message of ours nor a job id
         return await self.bot.generation.job(reference.lower())
+
+
+def _snowflake(text: str) -> int | None:
+    """A Discord id (ASCII digits that fit SQLite's integers), else None."""
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) >= 2**63:
+        return None
+    return int(text)
 
 
 async def setup(bot: FluxcordBot) -> None:

@@ -734,10 +734,10 @@ class Studios:
         view = self.view
         if view is None or thread_id in self._finishing:
             return False
-        if await self._still_running(thread_id):
-            return False  # `job_closed` (or the sweep) finishes it once they are done
         self._finishing.add(thread_id)
         try:
+            if await self._still_running(thread_id):
+                return False  # `job_closed` (or the sweep) finishes it once they are done
             items = await self.gallery(studio)
             sheet: bytes | None = None
             if items and (

@@ -122,9 +122,13 @@ def export_range(first: str | None, last: str | None, now: float) -> tuple[dt.da
     """The inclusive UTC date range to export; defaults to this calendar month so far."""
     today = dt.datetime.fromtimestamp(now, UTC).date()
     end = parse_date(last, "end") if last else today
-    start = parse_date(first, "start") if first else end.replace(day=1)
+    start = parse_date(first, "start") if first else min(end, today).replace(day=1)
     if start > end:
         raise InvalidRequest("The start date is after the end date.")
+    if start > today:
+        raise InvalidRequest(f"The start date is after today ({today}): nothing to export yet.")
+    # Nothing is recorded after today; and the day after 9999-12-31 does not exist.
+    end = min(end, today)
     if (end - start).days + 1 > MAX_EXPORT_DAYS:
         raise InvalidRequest(f"Export at most {MAX_EXPORT_DAYS} days at a time.")
     return start, end

@@ -59,7 +59,9 @@ from bot.providers.base import (
 )
 from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client
 from bot.providers.http import (
+    JSON_HEADERS,
     download_image,
+    json_bytes,
     output_image,
     post_at_most_once,
     read_capped,
@@ -551,10 +553,15 @@ class AIMLClient:
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.base_url}{GENERATIONS_PATH}"
+        content = await json_bytes(body)
 
         async def send() -> tuple[int, httpx.Headers, bytes]:
             async with self._http.stream(
-                "POST", url, json=body, headers=self._key_header(url), follow_redirects=False
+                "POST",
+                url,
+                content=content,
+                headers={**self._key_header(url), **JSON_HEADERS},
+                follow_redirects=False,
             ) as response:
                 if response.status_code == 200:
                     raw = await self._read_answer(response)
@@ -617,7 +624,8 @@ class AIMLClient:
     ) -> Submission:
         """Generate at once (the API is synchronous); the result is held for `poll`."""
         try:
-            body = payload_for(variant, params, inputs)
+            # Base64 of the references: CPU work kept off the event loop.
+            body = await asyncio.to_thread(payload_for, variant, params, inputs)
         except InvalidRequest as exc:
             # A catalogue/model mismatch: refuse it as the API would, before paying.
             raise ProviderRejected(str(exc)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -30,8 +31,10 @@ from bot.providers.base import (
 )
 from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client
 from bot.providers.http import (
+    JSON_HEADERS,
     Answer,
     download_image,
+    json_bytes,
     json_object,
     post_at_most_once,
     request_capped,
@@ -187,15 +190,19 @@ class BFLClient:
         user_id: int,
         webhook: WebhookRequest | None = None,
     ) -> Submission:
-        body = build_payload(variant, params, inputs, user_id=user_id, webhook=webhook)
+        # Base64 of up to 8 large references: CPU work kept off the event loop.
+        body = await asyncio.to_thread(
+            build_payload, variant, params, inputs, user_id=user_id, webhook=webhook
+        )
         return await self.submit_body(variant.endpoint, body)
 
     async def submit_body(self, endpoint: str, body: dict[str, Any]) -> Submission:
         url = f"{self.base_url}{endpoint}"
-        headers = self._key_header(url)
+        headers = {**self._key_header(url), **JSON_HEADERS}
+        content = await json_bytes(body)  # tens of MiB with references: off the event loop
         try:
             answer = await post_at_most_once(
-                lambda: request_capped(self._http, "POST", url, json=body, headers=headers),
+                lambda: request_capped(self._http, "POST", url, content=content, headers=headers),
                 status=lambda answer: (answer.status, answer.headers),
                 service="BFL",
                 attempts=self._submit_attempts,

@@ -25,6 +25,19 @@ from bot.providers.base import (
 from bot.providers.egress import EgressPolicy, UnsafeProviderURL, same_host
 
 AnswerT = TypeVar("AnswerT")
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+async def json_bytes(body: object) -> bytes:
+    """A request body as JSON, encoded off the event loop: with large references it is
+    tens of megabytes of base64. The same encoding httpx's `json=` uses."""
+
+    def encode() -> bytes:
+        text = json_module.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8")
+
+    return await asyncio.to_thread(encode)
+
 
 # A status or submit answer is about 1 KB; a few MiB leaves room for verbose `details` or an
 # inline preview, and stops a hostile endless body long before memory suffers.
@@ -89,11 +102,18 @@ async def request_capped(
     headers: dict[str, str] | None = None,
     params: dict[str, str] | None = None,
     json: Any = None,
+    content: bytes | None = None,
 ) -> Answer:
     """One API call, never following a redirect, its body streamed and capped: a 200's body
     past `cap` raises AnswerTooLarge, any other answer's is cut at ERROR_BODY_CAP."""
     async with http.stream(
-        method, url, headers=headers, params=params, json=json, follow_redirects=False
+        method,
+        url,
+        headers=headers,
+        params=params,
+        json=json,
+        content=content,
+        follow_redirects=False,
     ) as response:
         if response.status_code == 200:
             body = await read_capped(response, cap, too_large=AnswerTooLarge)

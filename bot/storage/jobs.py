@@ -16,7 +16,7 @@ from bot.ledger import Ledger, credits_to_mc
 from bot.ledger.ledger import InvalidCharge
 from bot.providers.base import InputImage, OutputImage
 from bot.storage.db import Database
-from bot.variants import JobParams
+from bot.variants import JobParams, ReferenceSize
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class JobStore:
         now = self._clock()
         interaction = request.interaction
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: sqlite3.Connection) -> Job:
             if request.admission is not None:
                 request.admission(conn, credits_to_mc(estimated_cost))
             if self._ledger is not None:
@@ -126,11 +126,12 @@ class JobStore:
                     images=images,
                     now=now,
                 )
-            conn.execute(
+            row = conn.execute(
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
                 " estimated_cost, reference_count, interaction_token, interaction_expires_at,"
-                " reply_to_message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " reply_to_message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " RETURNING *",
                 (
                     job_id,
                     now,
@@ -151,7 +152,7 @@ class JobStore:
                     interaction.expires_at if interaction else None,
                     request.reply_to_message_id,
                 ),
-            )
+            ).fetchone()
             conn.executemany(
                 "INSERT INTO job_inputs (job_id, position, content_type, width, height, data)"
                 " VALUES (?,?,?,?,?,?)",
@@ -160,11 +161,11 @@ class JobStore:
                     for index, image in enumerate(request.inputs)
                 ],
             )
+            return _row_to_job(row)
 
-        await self._db.run(insert)
-        job = await self.get(job_id)
-        assert job is not None
-        return job
+        # The job comes back from its own transaction: once that commits, nothing else can
+        # fail between "the job exists" and the caller knowing it.
+        return await self._db.run(insert)
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -198,6 +199,30 @@ class JobStore:
             (user_id, guild_id, limit),
         )
         return [_row_to_job(row) for row in rows]
+
+    async def open_count_for_user(self, user_id: int) -> int:
+        """The member's requests not yet ended and shown, over every server and DMs."""
+        return int(
+            await self._db.fetch_value(
+                "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?", (user_id,)
+            )
+        )
+
+    @staticmethod
+    def open_count_for_user_in(conn: sqlite3.Connection, user_id: int) -> int:
+        """`open_count_for_user` inside a transaction (on the database thread)."""
+        row = conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?", (user_id,)
+        ).fetchone()
+        return int(row[0])
+
+    async def input_sizes(self, job_id: str) -> list[ReferenceSize]:
+        """The sizes of a job's stored reference images, without reading the images."""
+        rows = await self._db.fetch_all(
+            "SELECT width, height FROM job_inputs WHERE job_id = ? ORDER BY position",
+            (job_id,),
+        )
+        return [ReferenceSize(r["width"], r["height"]) for r in rows]
 
     async def open_jobs(self) -> list[Job]:
         """Jobs whose requester has not yet been shown an outcome, oldest first."""

@@ -79,8 +79,17 @@ async def test_lora_paths_are_validated_and_sent(world_with_aiml: World) -> None
         world.alice, world.channel, "flux lora", {"prompt": "x", "lora_1": "not a path"}
     )
     assert await world.refusal(it) == (
-        "lora 1 must be an http(s) URL or a Hugging Face repo (owner/repo)."
+        "lora 1 must be an https URL or a Hugging Face repo (owner/repo)."
     )
+    # The help promises https, and the API fetches the URL: plain http and private hosts fail.
+    for path, reason in [
+        ("http://huggingface.co/a/b.safetensors", "be an https URL or a Hugging Face repo"),
+        ("https://10.0.0.7/lora.safetensors", "name a public host (like huggingface.co)"),
+    ]:
+        it = await world.discord.invoke_slash(
+            world.alice, world.channel, "flux lora", {"prompt": "x", "lora_1": path}
+        )
+        assert (await world.refusal(it)).startswith(f"lora 1 must {reason}")
     assert world.aiml.requests == []
 
     before = world.newest_message_id()

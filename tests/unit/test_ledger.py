@@ -565,3 +565,21 @@ def test_bad_allowance_settings_name_the_setting(overrides: dict[str, object], m
     with pytest.raises(SettingsError) as error:
         load_settings(discord_token="x", **overrides)
     assert str(error.value) == message
+
+
+def test_export_dates_at_the_edges_of_the_calendar_get_a_clear_answer() -> None:
+    now = at("2025-06-17 08:00")
+    # A month asked for in full before it ends: what exists so far.
+    assert export_range("2025-06-01", "2025-06-30", now) == (
+        dt.date(2025, 6, 1),
+        dt.date(2025, 6, 17),
+    )
+    assert export_range("2025-06-10", "9999-12-31", now) == (
+        dt.date(2025, 6, 10),
+        dt.date(2025, 6, 17),
+    )
+    assert export_range(None, "9999-12-31", now) == (dt.date(2025, 6, 1), dt.date(2025, 6, 17))
+    with pytest.raises(InvalidRequest, match=r"start date is after today \(2025-06-17\)"):
+        export_range("9999-12-31", "9999-12-31", now)
+    with pytest.raises(InvalidRequest, match="at most"):
+        export_range("0001-01-01", None, now)

@@ -191,3 +191,44 @@ def test_payload_for_pro_maps_upsampling_to_disable_pup_and_numbers_inputs() -> 
         "user": body["user"],
     }
     assert len(body["user"]) == 32 and "42" not in body["user"]
+
+
+# ---------------------------------------------------------------------- LoRA paths
+NOT_AN_ADDRESS = r"must name a public host \(like huggingface.co\), not an IP address"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "someone/watercolor-lora",
+        "https://huggingface.co/someone/watercolor/resolve/main/lora.safetensors",
+        "https://civitai.com/api/download/models/12345",
+        "https://cdn.example.org:443/l.safetensors",
+    ],
+)
+def test_lora_accepts_a_repo_or_an_https_url_on_a_public_host(path: str) -> None:
+    params = get_variant("lora").validate("a castle", options={"lora_1": path})
+    assert params.options["lora_1"] == path
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("http://huggingface.co/a/b.safetensors", "must be an https URL or a Hugging Face repo"),
+        ("ftp://example.com/a", "must be an https URL or a Hugging Face repo"),
+        ("https://127.0.0.1/a", NOT_AN_ADDRESS),
+        ("https://[::1]/a", NOT_AN_ADDRESS),
+        ("https://169.254.169.254/latest/meta-data", NOT_AN_ADDRESS),
+        ("https://127.1/a", "must name a public host"),
+        ("https://localhost/a", "must name a public host"),
+        ("https://printer.local/a", "must name a public host"),
+        ("https://metadata.google.internal/a", "must name a public host"),
+        ("https://intranet/a", "must name a public host"),
+        ("https://huggingface.co:8443/a", "must use the standard https port"),
+        ("https://user:secret@huggingface.co/a", "must not contain a user name or password"),
+        ("https://huggingface.co:99999/a", "must be an https URL or a Hugging Face repo"),
+    ],
+)
+def test_lora_refuses_other_schemes_and_private_hosts_clearly(path: str, reason: str) -> None:
+    with pytest.raises(InvalidRequest, match=rf"^lora 2 {reason}"):
+        get_variant("lora").validate("a castle", options={"lora_2": path})
