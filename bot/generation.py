@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bot.community.approvals import NOT_HERE_TEXT
 from bot.community.audit import BOT_ACTOR, AuditLog
 from bot.community.policy import CommunityPolicy, Requester
 from bot.community.studio import Studios
@@ -39,7 +40,8 @@ REFERENCES_PURGED_TEXT = (
     "This image's reference images are no longer kept, so it can't be rerolled or remixed "
     "with them. Use Edit on it, or start a new edit with the original images."
 )
-BUTTON_NOT_HERE_TEXT = "This button doesn't belong to this channel, so it did nothing."
+# A result button and a review button refuse a click out of place with the same words.
+BUTTON_NOT_HERE_TEXT = NOT_HERE_TEXT
 # The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
 DEFAULT_MAX_IN_FLIGHT = 4
