@@ -60,7 +60,9 @@ class Database:
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: in WAL mode NORMAL may lose the last commits on power failure, and losing
+        # a job's queued -> submitting commit means sending (and paying for) it twice.
+        await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute("PRAGMA wal_autocheckpoint=4000")

@@ -82,6 +82,8 @@ async def test_migrations_are_recorded_and_wal_is_on(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "x.sqlite3")
     try:
         assert await db.fetch_value("PRAGMA journal_mode") == "wal"
+        # FULL (2): a commit survives power loss, so a job is never submitted twice.
+        assert await db.fetch_value("PRAGMA synchronous") == 2
         versions = [r[0] for r in await db.fetch_all("SELECT version FROM schema_migrations")]
         assert versions == [m.version for m in discover()]
         assert await apply_migrations(db) == []  # running again changes nothing
