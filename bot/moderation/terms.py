@@ -427,7 +427,8 @@ class TermMatcher:
 
     Regex terms are searched case-insensitively in the same forms, so they see normalised
     text: lower case, no accents, single spaces, leetspeak decoded in one form and kept in
-    another (write ``nude``, not ``n[uü]de``). Word boundaries are up to the moderator.
+    another (write ``nude``, not ``n[uü]de``). Word boundaries are up to the moderator; in
+    RE2 ``\\b``, ``\\w`` and ``\\d`` are ASCII-only, which normalised Latin text is.
 
     Everything a moderator wrote, plain or regex, is matched with RE2, whose time grows
     linearly with the prompt whatever the pattern: a plain term is a regex too, and one such
