@@ -1,4 +1,8 @@
 # Fluxcord: slim Python, non-root, data on a volume.
+# WEB_HOST=0.0.0.0 is the container's own address, so a proxy or a `-p 127.0.0.1:8080:8080`
+# mapping can reach the webhooks. /healthz and /metrics answer there too and need no login:
+# publish the port on the host's loopback only, or set WEB_HOST=127.0.0.1 when nothing outside
+# the container needs it (README, "Operating it").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,7 +26,8 @@ RUN pip install -e .
 
 USER fluxcord
 VOLUME ["/data"]
-# The bot's web server: BFL webhooks (publish it only behind a proxy), /healthz, /metrics.
+# The bot's web server: BFL webhooks (publish it only behind a proxy that forwards just
+# /webhooks/bfl/), /healthz, /metrics (private).
 EXPOSE 8080
 # The slim image has no curl: Python's urllib it is. A 503 raises, so the exit code is 1.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

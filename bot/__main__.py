@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from bot.instance import InstanceLock, StartupError, check_web_address
 from bot.settings import Settings, SettingsError, load_settings
 
 
@@ -48,6 +49,11 @@ async def _run(settings: Settings) -> None:
         logging.getLogger("bot").warning(
             "neither BFL_API_KEY nor AIML_API_KEY is set: no image model is available"
         )
+    if str(settings.database_path) != ":memory:":
+        # Before the bot opens the database: a second instance would fail the first's jobs.
+        # Held until the process ends.
+        InstanceLock(settings.database_path).acquire()
+    check_web_address(settings.web_host, settings.web_port)
     bot = FluxcordBot(settings)
     # `docker stop` sends SIGTERM: close cleanly (unfinished jobs resume on the next start).
     loop = asyncio.get_running_loop()
@@ -77,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_run(settings))
     except KeyboardInterrupt:
         pass
+    except StartupError as exc:  # another instance, a busy port: the message says it all
+        print(str(exc), file=sys.stderr)
+        return 1
     except Exception as exc:  # one clear line for start-up failures such as a bad token
         import discord
 

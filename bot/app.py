@@ -17,6 +17,7 @@ from bot.community.policy import CommunityPolicy
 from bot.community.settings import SettingsStore
 from bot.community.studio import Studios
 from bot.generation import INTERNAL_ERROR_TEXT, GenerationService
+from bot.instance import StartupError, address_in_use_message
 from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import Job
 from bot.jobs.notifier import JobNotifier
@@ -206,7 +207,12 @@ class FluxcordBot(commands.Bot):
             self.settings.web_host,
             self.settings.web_port,
         )
-        await self.web.start()
+        try:
+            await self.web.start()
+        except OSError as exc:
+            # Not "Cannot reach Discord": say which address and which setting moves it.
+            host, port = self.settings.web_host, self.settings.web_port
+            raise StartupError(address_in_use_message(host, port, exc)) from exc
         self.audit = AuditLog(
             self.db, audit_channel=lambda guild: self.server_settings.get(guild).audit_channel_id
         )

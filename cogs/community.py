@@ -554,7 +554,7 @@ class Community(commands.Cog):
     @settings.command(name="terms-add", description="Refuse prompts containing a term")
     @app_commands.describe(
         term="A word or phrase (disguised spellings match too)",
-        regex="Treat the term as a Python regular expression (matched in lower case)",
+        regex="Treat the term as a regular expression (RE2: no backreferences or lookaround)",
     )
     @moderator_only
     async def settings_terms_add(

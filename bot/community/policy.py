@@ -109,7 +109,7 @@ class CommunityPolicy:
         built-in list alone (no server, so no strikes)."""
         if place.guild_id is not None:
             await self.moderation.check_prompt(place.guild_id, place.user_id, prompt)
-        elif self.moderation.matcher(DIRECT_MESSAGES).first_hit(prompt) is not None:
+        elif await self.moderation.first_hit(DIRECT_MESSAGES, prompt) is not None:
             raise PromptRefused(REFUSED_TEXT)
 
     def needs_approval(self, place: Requester) -> bool:

@@ -7,6 +7,8 @@ a warning, then a temporary block, then a block until a moderator lifts it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from bot.moderation.terms import (
     DEFAULT_TERMS,
     BannedTerm,
     InvalidPattern,
+    TermHit,
     TermMatcher,
     validate_pattern,
 )
@@ -31,6 +34,19 @@ WARNING_TEXT = (
 PROMPT_EXCERPT = 300  # what /mod why shows of a refused prompt
 # The "term" of a strike the image service's own safety filter gave (see provider_moderation).
 PROVIDER_MODERATION_TERM = "the image service's safety filter"
+# With at most this many terms of at most MAX_PATTERN_LENGTH characters each, all matched in
+# linear time (see TermMatcher), checking a prompt of the longest length a variant accepts
+# takes milliseconds.
+MAX_SERVER_TERMS = 500
+# Defence in depth: matching runs off the event loop, and a check that overruns this is
+# refused (no strike) rather than waited for.
+MATCH_TIME_BUDGET = 2.0  # seconds
+NOT_CHECKED_TEXT = (
+    "This prompt couldn't be checked against this server's banned terms in time. "
+    "Nothing was charged; try again, or shorten it."
+)
+
+log = logging.getLogger(__name__)
 
 
 class PromptRefused(InvalidRequest):
@@ -90,6 +106,19 @@ class Moderation:
         for row in await self._db.fetch_all("SELECT * FROM banned_terms ORDER BY id"):
             term = BannedTerm(row["pattern"], bool(row["is_regex"]), "server")
             self._terms.setdefault(row["guild_id"], []).append((row["id"], term))
+            try:
+                validate_pattern(term.pattern, is_regex=term.is_regex)
+            except InvalidPattern as exc:
+                # Stored before the rules tightened (say, a backreference, which RE2 can't
+                # run). It stays listed so a moderator can remove it, but is not in force:
+                # reading it as a literal would refuse nothing anyone types.
+                log.warning(
+                    "Banned term %d of server %d is skipped, not matched: %s (pattern %r)",
+                    row["id"],
+                    row["guild_id"],
+                    exc,
+                    term.pattern,
+                )
         self._blocks = {
             (row["guild_id"], row["user_id"]): _block(row)
             for row in await self._db.fetch_all("SELECT * FROM blocks")
@@ -102,7 +131,9 @@ class Moderation:
     def matcher(self, guild_id: int) -> TermMatcher:
         matcher = self._matchers.get(guild_id)
         if matcher is None:
-            matcher = TermMatcher((*DEFAULT_TERMS, *self.server_terms(guild_id)))
+            matcher = TermMatcher(
+                (*DEFAULT_TERMS, *self.server_terms(guild_id)), skip_unusable=True
+            )
             self._matchers[guild_id] = matcher
         return matcher
 
@@ -117,6 +148,11 @@ class Moderation:
             t.pattern == cleaned and t.is_regex == is_regex for t in self.server_terms(guild_id)
         ):
             raise InvalidRequest("That term is already on this server's list.")
+        if len(self.server_terms(guild_id)) >= MAX_SERVER_TERMS:
+            raise InvalidRequest(
+                f"This server already has {MAX_SERVER_TERMS} banned terms, the most it can "
+                "have. Remove one with /settings terms-remove first."
+            )
         TermMatcher([BannedTerm(cleaned, is_regex, "server")])  # compiles, or InvalidPattern
         kind = "regular expression" if is_regex else "term"
         entry = self._audit.entry(guild_id, actor_id, "banned term added", f"{kind} `{cleaned}`")
@@ -166,9 +202,26 @@ class Moderation:
         if block is not None:
             raise Blocked(block.describe())
 
+    async def first_hit(self, guild_id: int, prompt: str) -> TermHit | None:
+        """The server's first banned term in `prompt`, found off the event loop within
+        MATCH_TIME_BUDGET (else InvalidRequest, and no strike)."""
+        matcher = self.matcher(guild_id)
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(matcher.first_hit, prompt), MATCH_TIME_BUDGET
+            )
+        except TimeoutError:
+            log.warning(
+                "Checking a %d-character prompt against server %d's banned terms took over %gs",
+                len(prompt),
+                guild_id,
+                MATCH_TIME_BUDGET,
+            )
+            raise InvalidRequest(NOT_CHECKED_TEXT) from None
+
     async def check_prompt(self, guild_id: int, user_id: int, prompt: str) -> None:
         """Refuse a prompt that hits a banned term, counting a strike (raises PromptRefused)."""
-        hit = self.matcher(guild_id).first_hit(prompt)
+        hit = await self.first_hit(guild_id, prompt)
         if hit is None:
             return
         settings = self._settings(guild_id)

@@ -12,8 +12,10 @@ prompt is compared in a few *normalised forms* rather than as typed:
   (``a n u d e`` -> ``a nude``), because the article is usually not part of the trick.
 
 Plain terms match whole words of those forms, with a few allowances (see `TermMatcher`);
-regex terms are the moderator's own Python expressions, searched case-insensitively in the
-same forms. Everything here is pure and synchronous.
+regex terms are the moderator's own expressions (RE2 syntax: Python's, less backreferences
+and lookaround), searched case-insensitively in the same forms. Every moderator's pattern is
+matched in time linear in the prompt's length (see `TermMatcher`). Everything here is pure
+and synchronous.
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+import re2  # google-re2: linear-time matching, whatever the moderator writes
 
 MAX_PATTERN_LENGTH = 200
+# RE2's memory for one compiled expression (program and DFA cache). A moderator's 200
+# characters fit easily; when the DFA cache fills, RE2 falls back to a slower engine that is
+# still linear in the prompt's length.
+_RE2_MAX_MEM = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -269,76 +278,54 @@ def _prompt_forms(prompt: str) -> list[str]:
 
 # --- Validation ---------------------------------------------------------------------------
 
-_REPEAT_AFTER = re.compile(r"[*+]|\{(\d*),(\d*)\}|\{(\d+)\}")
 _PROBES = ("", "a", "a b", "the quick brown fox 123")
 
 
-def _repetition_at(pattern: str, index: int) -> tuple[int, bool, bool]:
-    """The quantifier starting at `index`, if any: (length, repeats, unbounded).
-
-    "Repeats" means it can match its operand more than once; "?" does not repeat.
-    """
-    match = _REPEAT_AFTER.match(pattern, index)
-    if match is None:
-        return 0, False, False
-    if match.group(3) is not None:  # {n}
-        return len(match.group()), int(match.group(3)) > 1, False
-    if match.group() in ("*", "+"):
-        return 1, True, True
-    upper = match.group(2)
-    return len(match.group()), upper == "" or int(upper) > 1, upper == ""
+def _re2_options(*, case_sensitive: bool) -> Any:
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.log_errors = False  # RE2 would print its own copy of every refusal to stderr
+    options.max_mem = _RE2_MAX_MEM
+    return options
 
 
-def _has_nested_repetition(pattern: str) -> bool:
-    """Whether a repeated group contains an unbounded repetition, as in (a+)+ or (.*)*.
-
-    That shape is what makes Python's backtracking engine take exponential time on a
-    near-miss. A cheap syntactic check: it does not catch overlapping alternatives such as
-    (a|aa)+, but it catches the common accident.
-    """
-    # One flag per open group: does it contain an unbounded repetition?
-    open_groups: list[bool] = []
-    index, in_class = 0, False
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            index += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-            index += 1
-            continue
-        if char == "[":
-            in_class = True
-            index += 1
-            # A "]" straight after "[" or "[^" is a literal, not the end of the class.
-            if pattern.startswith("^", index):
-                index += 1
-            if pattern.startswith("]", index):
-                index += 1
-            continue
-        if char == "(":
-            open_groups.append(False)
-        elif char == ")":
-            inner_unbounded = open_groups.pop() if open_groups else False
-            _, repeats, unbounded = _repetition_at(pattern, index + 1)
-            if inner_unbounded and repeats:
-                return True
-            if open_groups and (inner_unbounded or unbounded):
-                open_groups[-1] = True
-        else:
-            length, _, unbounded = _repetition_at(pattern, index)
-            if length and unbounded and open_groups:
-                open_groups[-1] = True
-            index += max(length, 1)
-            continue
-        index += 1
-    return False
+_MODERATOR_OPTIONS = _re2_options(case_sensitive=False)
+_PLAIN_OPTIONS = _re2_options(case_sensitive=True)  # prompts and plain terms are casefolded
 
 
-def validate_pattern(pattern: str, *, is_regex: bool) -> str:
+def _re2_refusal(detail: str) -> str:
+    """The moderator's explanation of why RE2 will not take a pattern Python accepts."""
+    if any(operator in detail for operator in ("(?=", "(?!", "(?<")):
+        what = "lookaround, such as (?=…), (?!…), (?<=…) or (?<!…)"
+    elif re.search(r"\\[1-9]|\(\?P$", detail):
+        what = r"a backreference, such as \1 or (?P=name)"
+    else:
+        what = f"something the matching engine doesn't support ({detail})"
+    return (
+        f"That regular expression uses {what}. Banned terms are matched with RE2, an engine "
+        "that always finishes quickly whatever the pattern, so backreferences, lookaround, "
+        "possessive or atomic groups and \\Z (write \\z) can't be used. Rewrite it without them."
+    )
+
+
+def _compile_moderator_regex(cleaned: str, *, pattern: str) -> Any:
+    """`cleaned` compiled for linear-time matching, or `InvalidPattern` saying why not."""
+    try:
+        return re2.compile(cleaned, _MODERATOR_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise InvalidPattern(_re2_refusal(str(detail)), pattern=pattern) from exc
+
+
+def validate_pattern(pattern: str, *, is_regex: bool, builtin: bool = False) -> str:
     """The cleaned pattern (trimmed; a plain term's inner spacing collapsed), or raise
-    `InvalidPattern` with a message for the moderator."""
+    `InvalidPattern` with a message for the moderator.
+
+    A moderator's regex must compile with RE2 (see `TermMatcher`); `builtin` expressions,
+    ours, are checked with Python's engine instead.
+    """
     cleaned = pattern.strip()
     if not cleaned:
         raise InvalidPattern("The term is empty.", pattern=pattern)
@@ -357,19 +344,18 @@ def validate_pattern(pattern: str, *, is_regex: bool) -> str:
             )
         return " ".join(cleaned.split())
 
+    # Python's parser first: its messages are the clearer ones for plain syntax errors.
     try:
-        compiled = re.compile(cleaned, re.IGNORECASE)
+        re.compile(cleaned)
     except re.error as exc:
         raise InvalidPattern(
             f"That regular expression is not valid: {exc.msg}.", pattern=pattern
         ) from exc
-    if _has_nested_repetition(cleaned):
-        raise InvalidPattern(
-            "That regular expression repeats a group that itself repeats, like (a+)+ or "
-            "(.*)*; that could stall the bot on a long prompt. Write it without the "
-            "nested repetition.",
-            pattern=pattern,
-        )
+    compiled = (
+        re.compile(cleaned, re.IGNORECASE)
+        if builtin
+        else _compile_moderator_regex(cleaned, pattern=pattern)
+    )
     if any(match.group() == "" for probe in _PROBES for match in compiled.finditer(probe)):
         raise InvalidPattern(
             "That regular expression can match empty text, so it would refuse every prompt.",
@@ -380,8 +366,9 @@ def validate_pattern(pattern: str, *, is_regex: bool) -> str:
 
 # --- Matching -----------------------------------------------------------------------------
 
-# A letter, for word boundaries. Digits do not count, so "nude2" is still the word "nude".
-_LETTER = r"[^\W\d_]"
+# A letter, for word boundaries (what Python calls a word character, less digits and "_"):
+# digits do not count, so "nude2" is still the word "nude".
+_LETTERS = r"\pL\p{Nl}\p{No}"
 # Plain terms also match their plural: "nudes", "asses".
 _PLURAL = r"(?:e?s)?"
 _WORD_GAP = " ?"  # between the words of a phrase: one space or none ("childporn")
@@ -418,7 +405,8 @@ class _TrieNode:
     def to_regex(self) -> str:
         # Shared prefixes are written once, so 500 terms cost a handful of character tests
         # per position instead of 500 alternatives. The empty named group at each end says
-        # which term matched (match.lastgroup); longer continuations are tried first.
+        # which term matched; longer continuations are tried first (RE2, like Python, prefers
+        # the earlier alternative).
         branches = [unit + child.to_regex() for unit, child in self.children.items()]
         if self.term_index is not None:
             branches.append(f"(?P<t{self.term_index}>)")
@@ -439,41 +427,77 @@ class TermMatcher:
 
     Regex terms are searched case-insensitively in the same forms, so they see normalised
     text: lower case, no accents, single spaces, leetspeak decoded in one form and kept in
-    another (write ``nude``, not ``n[uü]de``). Word boundaries are up to the moderator.
+    another (write ``nude``, not ``n[uü]de``). Word boundaries are up to the moderator; in
+    RE2 ``\\b``, ``\\w`` and ``\\d`` are ASCII-only, which normalised Latin text is.
+
+    Everything a moderator wrote, plain or regex, is matched with RE2, whose time grows
+    linearly with the prompt whatever the pattern: a plain term is a regex too, and one such
+    as "aaaaaaab" is as slow as ``a+a+a+a+a+a+a+b+`` under a backtracking engine. Only the
+    built-in expressions, which need lookaround and are tested here for speed on hostile
+    prompts, use Python's engine.
 
     Each prompt form (see the module docstring) is searched. All plain terms share a single
     compiled pattern; each regex term is compiled on its own, because joining the
-    moderator's expressions into one would renumber their backreferences.
+    moderator's expressions into one would change what their groups mean.
+
+    ``skip_unusable`` leaves out terms that no longer pass `validate_pattern` (say, stored
+    before a rule was added) instead of raising; they are listed in `skipped`.
     """
 
-    def __init__(self, terms: Iterable[BannedTerm]) -> None:
+    def __init__(self, terms: Iterable[BannedTerm], *, skip_unusable: bool = False) -> None:
         self._plain_terms: list[BannedTerm] = []
-        self._regex_terms: list[tuple[BannedTerm, re.Pattern[str]]] = []
+        self._regex_terms: list[tuple[BannedTerm, Any]] = []  # compiled re or re2 patterns
+        self.skipped: list[tuple[BannedTerm, InvalidPattern]] = []
         trie = _TrieNode()
         for term in terms:
-            cleaned = validate_pattern(term.pattern, is_regex=term.is_regex)
+            builtin = term.source == "default"
+            try:
+                cleaned = validate_pattern(term.pattern, is_regex=term.is_regex, builtin=builtin)
+            except InvalidPattern as exc:
+                if not skip_unusable:
+                    raise
+                self.skipped.append((term, exc))
+                continue
             if term.is_regex:
-                self._regex_terms.append((term, re.compile(cleaned, re.IGNORECASE)))
+                compiled = (
+                    re.compile(cleaned, re.IGNORECASE)
+                    if builtin
+                    else _compile_moderator_regex(cleaned, pattern=term.pattern)
+                )
+                self._regex_terms.append((term, compiled))
                 continue
             trie.add(_term_units(cleaned), len(self._plain_terms))
             self._plain_terms.append(term)
-        self._plain_pattern = (
-            re.compile(f"(?<!{_LETTER}){trie.to_regex()}{_PLURAL}(?!{_LETTER})")
-            if trie.children
-            else None
-        )
+        self._plain_pattern: Any = None
+        self._marker_groups: list[tuple[int, int]] = []  # (group number, plain term index)
+        if trie.children:
+            # RE2 has no lookbehind, so the letter-free edges are matched (one character, or
+            # either end of the text) and the hit itself is group 1.
+            self._plain_pattern = re2.compile(
+                f"(?:^|[^{_LETTERS}])({trie.to_regex()}{_PLURAL})(?:[^{_LETTERS}]|$)",
+                _PLAIN_OPTIONS,
+            )
+            self._marker_groups = [
+                (number, int(name[1:])) for name, number in self._plain_pattern.groupindex.items()
+            ]
 
     @property
     def compiled_pattern_count(self) -> int:
         """How many regular expressions each form of a prompt is searched with."""
         return len(self._regex_terms) + (self._plain_pattern is not None)
 
+    def _plain_hits(self, form: str) -> Iterator[TermHit]:
+        position = 0
+        while (match := self._plain_pattern.search(form, position)) is not None:
+            term_index = next(i for number, i in self._marker_groups if match.start(number) >= 0)
+            yield TermHit(self._plain_terms[term_index], match.group(1))
+            # From the end of the hit, not of the match: the character after a hit is also
+            # the edge before the next one ("nude nude").
+            position = match.end(1)
+
     def _hits_in(self, form: str) -> Iterator[TermHit]:
         if self._plain_pattern is not None:
-            for match in self._plain_pattern.finditer(form):
-                assert match.lastgroup is not None  # every branch ends in a named group
-                term = self._plain_terms[int(match.lastgroup[1:])]
-                yield TermHit(term, match.group())
+            yield from self._plain_hits(form)
         for term, pattern in self._regex_terms:
             found = pattern.search(form)
             if found is not None:

@@ -22,6 +22,7 @@ logging.getLogger("aiosqlite").setLevel(logging.INFO)
 T = TypeVar("T")
 # A transaction body that runs on the database thread, against the plain sqlite3 connection.
 TransactionBody = Callable[[sqlite3.Connection], T]
+WAL_SWITCH_ATTEMPTS = 50  # 0.1 s apart
 
 
 async def _finish(statement: Awaitable[T]) -> T:
@@ -38,6 +39,20 @@ async def _finish(statement: Awaitable[T]) -> T:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
         raise
+
+
+async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
+    # Switching (or checking) the journal mode needs a moment's exclusive lock, and SQLite
+    # answers "locked" at once, without the busy timeout, while another process opening the
+    # same new file holds it: retry for as long as the busy timeout would have waited.
+    for attempt in range(WAL_SWITCH_ATTEMPTS):
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.1)
 
 
 class Database:
@@ -58,15 +73,22 @@ class Database:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(str(path), isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.execute("PRAGMA wal_autocheckpoint=4000")
-        db = cls(conn)
-        if migrate:
-            await apply_migrations(db)
+        try:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute("PRAGMA busy_timeout=5000")
+            await _switch_to_wal(conn)
+            # FULL: in WAL mode NORMAL may lose the last commits on power failure, and losing
+            # a job's queued -> submitting commit means sending (and paying for) it twice.
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA wal_autocheckpoint=4000")
+            db = cls(conn)
+            if migrate:
+                await apply_migrations(db)
+        except BaseException:
+            # aiosqlite's thread is not a daemon: left open, it would keep the process alive.
+            await conn.close()
+            raise
         return db
 
     async def close(self) -> None:

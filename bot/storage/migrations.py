@@ -51,6 +51,13 @@ async def apply_migrations(db: Database, directory: Path = MIGRATIONS_DIR) -> li
         if migration.version in applied:
             continue
         async with db.transaction() as conn:
+            # Read again under the write lock (BEGIN IMMEDIATE): another process may have
+            # applied it since the read above, and running it twice would fail or duplicate.
+            cursor = await conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+            )
+            if await cursor.fetchone() is not None:
+                continue
             # executescript would COMMIT our transaction; run statement by statement instead.
             for statement in _split_statements(migration.sql):
                 await conn.execute(statement)

@@ -285,9 +285,11 @@ async def test_invalid_settings_are_explained_and_change_nothing(world: World) -
          "channel-add; the others are then off."),
         ("settings trusted-remove", {"role": world.guild.id},
          f"<@&{world.guild.id}> isn't a trusted role."),
-        ("settings terms-add", {"term": "(a+)+", "regex": True},
-         "That regular expression repeats a group that itself repeats, like (a+)+ or (.*)*; "
-         "that could stall the bot on a long prompt. Write it without the nested repetition."),
+        ("settings terms-add", {"term": r"(\w+) \1", "regex": True},
+         "That regular expression uses a backreference, such as \\1 or (?P=name). Banned "
+         "terms are matched with RE2, an engine that always finishes quickly whatever the "
+         "pattern, so backreferences, lookaround, possessive or atomic groups and \\Z (write "
+         "\\z) can't be used. Rewrite it without them."),
         ("settings terms-add", {"term": "[unclosed", "regex": True},
          "That regular expression is not valid: unterminated character set."),
         ("settings terms-add", {"term": "..."},

@@ -3,6 +3,8 @@ suggestions, the audit log's per-member filter, and moderators' pattern mistakes
 
 from __future__ import annotations
 
+import logging
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -10,8 +12,9 @@ import pytest
 
 from bot.community.audit import AuditLog
 from bot.community.settings import ServerSettings, SettingsStore
-from bot.moderation.strikes import Moderation
-from bot.moderation.terms import BannedTerm
+from bot.moderation import strikes
+from bot.moderation.strikes import Moderation, PromptRefused
+from bot.moderation.terms import BannedTerm, TermMatcher
 from bot.storage.db import Database
 from bot.variants import InvalidRequest
 from cogs.community import (
@@ -83,8 +86,11 @@ def test_allowed_variants_are_a_list_or_all(typed: str, expected: set[str] | Non
     ("typed", "message"),
     [
         (" , ", "List at least one variant, or write all."),
-        ("pro, turbo, zoom", "There is no variant called turbo, zoom. Choose from: pro, max, "
-         "flex, klein-4b, klein-9b."),
+        (
+            "pro, turbo, zoom",
+            "There is no variant called turbo, zoom. Choose from: pro, max, "
+            "flex, klein-4b, klein-9b.",
+        ),
     ],
 )
 def test_bad_variant_lists_are_explained(typed: str, message: str) -> None:
@@ -175,7 +181,8 @@ async def test_recent_audit_entries_can_be_narrowed_to_one_member(core: Any) -> 
 
 
 @pytest.mark.parametrize(
-    ("pattern", "is_regex"), [("(a+)+", True), ("[oops", True), ("   ", False), ("!!!", False)]
+    ("pattern", "is_regex"),
+    [(r"(a+)\1", True), ("(?<!x)y", True), ("[oops", True), ("   ", False), ("!!!", False)],
 )
 async def test_bad_patterns_reach_moderators_as_friendly_refusals(
     core: Any, pattern: str, is_regex: bool
@@ -184,3 +191,57 @@ async def test_bad_patterns_reach_moderators_as_friendly_refusals(
         await core.moderation.add_term(GUILD, MOD, pattern, is_regex=is_regex)
     assert await core.db.fetch_value("SELECT count(*) FROM banned_terms") == 0
     assert await core.db.fetch_value("SELECT count(*) FROM audit_log") == 0
+
+
+async def test_a_server_has_at_most_max_server_terms(
+    core: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(strikes, "MAX_SERVER_TERMS", 3)
+    for n in range(3):
+        await core.moderation.add_term(GUILD, MOD, f"word{n}", is_regex=False)
+    with pytest.raises(InvalidRequest, match="already has 3 banned terms, the most it can have"):
+        await core.moderation.add_term(GUILD, MOD, "one more", is_regex=False)
+    assert await core.db.fetch_value("SELECT count(*) FROM banned_terms") == 3
+    await core.moderation.add_term(GUILD + 1, MOD, "word0", is_regex=False)  # per server
+
+
+async def test_a_stored_term_rules_now_refuse_is_skipped_with_a_warning(
+    core: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As if stored by an older version: a backreference RE2 can't run, and a usable term.
+    for pattern, is_regex in ((r"(a+)\1b", 1), ("dragon", 0)):
+        await core.db.execute(
+            "INSERT INTO banned_terms (guild_id, pattern, is_regex, added_by, added_at)"
+            " VALUES (?,?,?,?,?)",
+            (GUILD, pattern, is_regex, MOD, 0.0),
+        )
+    with caplog.at_level(logging.WARNING, logger="bot.moderation.strikes"):
+        await core.moderation.load()
+    assert [r.getMessage() for r in caplog.records] == [
+        "Banned term 1 of server 10 is skipped, not matched: That regular expression uses a "
+        "backreference, such as \\1 or (?P=name). Banned terms are matched with RE2, an "
+        "engine that always finishes quickly whatever the pattern, so backreferences, "
+        "lookaround, possessive or atomic groups and \\Z (write \\z) can't be used. Rewrite "
+        "it without them. (pattern '(a+)\\\\1b')"
+    ]
+    assert await core.moderation.first_hit(GUILD, "aab") is None
+    with pytest.raises(PromptRefused):
+        await core.moderation.check_prompt(GUILD, ALICE, "a dragon")
+    # Still listed, so a moderator can take it off the list.
+    assert [t.pattern for t in core.moderation.server_terms(GUILD)] == [r"(a+)\1b", "dragon"]
+    await core.moderation.remove_term(GUILD, MOD, r"(a+)\1b")
+
+
+async def test_a_check_that_overruns_its_budget_is_refused_without_a_strike(
+    core: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow_first_hit(self: TermMatcher, prompt: str) -> None:
+        time.sleep(0.3)
+
+    monkeypatch.setattr(strikes, "MATCH_TIME_BUDGET", 0.05)
+    monkeypatch.setattr(TermMatcher, "first_hit", slow_first_hit)
+    with pytest.raises(InvalidRequest) as raised:
+        await core.moderation.check_prompt(GUILD, ALICE, "a dragon")
+    assert str(raised.value) == strikes.NOT_CHECKED_TEXT
+    assert not isinstance(raised.value, PromptRefused)
+    assert await core.db.fetch_value("SELECT count(*) FROM strikes") == 0

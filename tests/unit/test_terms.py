@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 import string
+import time
 
 import pytest
 
@@ -280,11 +281,21 @@ def test_an_invalid_stored_regex_is_refused_when_compiling() -> None:
         ("a*", True, "can match empty text"),
         ("x?", True, "can match empty text"),
         (r"\b", True, "can match empty text"),
-        ("(a+)+", True, "repeats a group that itself repeats"),
-        ("(.*)*", True, "repeats a group that itself repeats"),
-        (r"(?:\w+\s?)+x", True, "repeats a group that itself repeats"),
-        ("(a{2,})*b", True, "repeats a group that itself repeats"),
-        ("((ab+)c)+", True, "repeats a group that itself repeats"),
+        ("(.*)*", True, "can match empty text"),
+        (r"(a+)\1", True, r"uses a backreference, such as \1 or (?P=name)."),
+        ("(?P<x>a+)(?P=x)", True, r"uses a backreference, such as \1 or (?P=name)."),
+        ("(?<!al )gore", True, "uses lookaround, such as (?=…), (?!…), (?<=…) or (?<!…)."),
+        ("cat(?!fish)", True, "uses lookaround"),
+        ("a++b", True, "something the matching engine doesn't support (bad repetition operator"),
+        ("(?>ab)c", True, "something the matching engine doesn't support"),
+        ("a{1001}", True, "(invalid repetition size: {1001})"),
+        (
+            r"(a)\1",
+            True,
+            "Banned terms are matched with RE2, an engine that always finishes "
+            "quickly whatever the pattern, so backreferences, lookaround, possessive or atomic "
+            "groups and \\Z (write \\z) can't be used. Rewrite it without them.",
+        ),
     ],
 )
 def test_unusable_patterns_are_refused_with_a_reason(
@@ -304,7 +315,10 @@ def test_unusable_patterns_are_refused_with_a_reason(
         ("[+*(]+", True, "[+*(]+"),  # quantifier characters inside a class are literals
         (r"\(a+\)+", True, r"\(a+\)+"),  # escaped parentheses are not a group
         ("(a+)?b", True, "(a+)?b"),  # optional, not repeated
-        (r"(?P<x>a+)\1", True, r"(?P<x>a+)\1"),
+        # Nested and overlapping repetition is harmless in a linear-time engine.
+        ("(a+)+", True, "(a+)+"),
+        ("(a|aa)+b", True, "(a|aa)+b"),
+        (r"(?:\w+\s?)+x", True, r"(?:\w+\s?)+x"),
     ],
 )
 def test_usable_patterns_come_back_cleaned(pattern: str, is_regex: bool, cleaned: str) -> None:
@@ -315,7 +329,87 @@ def test_default_terms_are_valid_and_short() -> None:
     assert 0 < len(DEFAULT_TERMS) <= 30
     for term in DEFAULT_TERMS:
         assert term.source == "default"
-        assert validate_pattern(term.pattern, is_regex=term.is_regex) == term.pattern
+        cleaned = validate_pattern(term.pattern, is_regex=term.is_regex, builtin=True)
+        assert cleaned == term.pattern
+
+
+# --- Bounded time -------------------------------------------------------------------------
+
+# Shapes that take a backtracking engine exponential or high-polynomial time on a near miss;
+# "(a|aa)+b" alone took 1.3 s on 32 characters in Python's engine, "aaaaaaab" as a plain term
+# (a+a+a+…b+) 19 s on 200.
+HOSTILE_REGEXES = ("(a|aa)+b", "(a|a)*b", "(?:a|ab)+c", "a*a*a*a*a*a*a*a*b", "(a+)+b", "(.*a){12}x")
+HOSTILE_PLAIN = ("aaaaaaaab", "lililililx", "a a a a a a a a b")
+NEAR_MISSES = ("a" * 10_000, "a" * 10_000 + "!", "ab" * 5_000, "i" * 10_000, "a " * 5_000)
+TIME_LIMIT = 0.5  # seconds per prompt; RE2 needs a few milliseconds
+
+
+def _slowest_check(matcher: TermMatcher, prompts: tuple[str, ...]) -> float:
+    slowest = 0.0
+    for prompt in prompts:
+        started = time.perf_counter()
+        matcher.hits(prompt)  # every form, every term: the most work a prompt can cause
+        slowest = max(slowest, time.perf_counter() - started)
+    return slowest
+
+
+def test_hostile_patterns_are_accepted_and_matched_in_bounded_time() -> None:
+    for pattern in HOSTILE_REGEXES:
+        assert validate_pattern(pattern, is_regex=True) == pattern
+    matcher = TermMatcher(
+        [*DEFAULT_TERMS, *server(*HOSTILE_REGEXES, regex=True), *server(*HOSTILE_PLAIN)]
+    )
+    assert _slowest_check(matcher, NEAR_MISSES) < TIME_LIMIT
+
+
+def test_hostile_patterns_still_refuse_what_they_describe() -> None:
+    for pattern, prompt in [
+        ("(a|aa)+b", "aaab"),
+        ("(a|a)*b", "xab"),
+        ("(?:a|ab)+c", "aabc"),
+        ("a*a*a*a*a*a*a*a*b", "aaaab"),
+    ]:
+        hit = TermMatcher(server(pattern, regex=True)).first_hit(prompt)
+        assert hit is not None and hit.term.pattern == pattern, pattern
+    hit = TermMatcher(server("aaaaaaaab")).first_hit("aaaaaaaaaab!")
+    assert hit is not None and hit.matched == "aaaaaaaaaab"
+    assert TermMatcher(server("aaaaaaaab")).first_hit("a" * 10_000) is None
+
+
+def test_built_in_expressions_are_fast_on_hostile_prompts() -> None:
+    # The built-in expressions use lookaround, so they run in Python's engine: make sure the
+    # prompts that come closest to them stay cheap.
+    matcher = TermMatcher(DEFAULT_TERMS)
+    prompts = (
+        "n" * 10_000,
+        "nakedmole" * 1_000,
+        "naked " * 1_600,
+        "g" * 5_000 + "o" * 5_000,
+        "al " * 3_000 + "gore",
+        "n a k e d " * 1_000,
+    )
+    assert _slowest_check(matcher, prompts) < TIME_LIMIT
+
+
+def test_terms_stored_before_the_rules_tightened_are_skipped_not_fatal() -> None:
+    stored = [*server("dragon"), *server(r"(a+)\1b", "(?<!x)wyrm", regex=True)]
+    with pytest.raises(InvalidPattern, match="backreference"):
+        TermMatcher(stored)
+    matcher = TermMatcher(stored, skip_unusable=True)
+    assert [term.pattern for term, _ in matcher.skipped] == [r"(a+)\1b", "(?<!x)wyrm"]
+    assert "lookaround" in str(matcher.skipped[1][1])
+    hit = matcher.first_hit("a dragon")
+    assert hit is not None and hit.term.pattern == "dragon"
+    assert matcher.first_hit("aab wyrm") is None  # skipped: neither is in force
+
+
+def test_adjacent_hits_are_both_found() -> None:
+    # RE2 has no lookbehind: the space between two hits is the edge of both.
+    matcher = TermMatcher(server("ass", "cunt"))
+    assert [hit.term.pattern for hit in matcher.hits("ass cunt")] == ["ass", "cunt"]
+    assert [hit.matched for hit in matcher.hits("nude nude ass")] == ["ass"]
+    assert matcher.first_hit("classic ass") is not None
+    assert matcher.first_hit("classic") is None
 
 
 # --- Normalisation ------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""What stops a start-up early with one clear line: another instance on the same database,
+or an address the web server can't listen on."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+
+class StartupError(Exception):
+    """A start-up failure the operator can fix; the message is the whole explanation."""
+
+
+class AnotherInstanceRunning(StartupError):
+    pass
+
+
+class InstanceLock:
+    """An exclusive `flock` on ``<database>.lock``, held for the life of the process.
+
+    Two bots on one database would each take the other's running jobs for interrupted ones
+    and fail them. The kernel drops the lock when the process ends, however it ends, so a
+    crash never leaves a stale lock behind.
+    """
+
+    def __init__(self, database_path: Path) -> None:
+        self.database_path = database_path
+        self.path = database_path.with_name(database_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise `AnotherInstanceRunning`."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise AnotherInstanceRunning(
+                f"Another Fluxcord instance is already running on the database "
+                f"{self.database_path} (it holds {self.path}): stop it first, or give this "
+                "one its own DATABASE_PATH."
+            ) from None
+        # The holder's process id, for an operator who wonders which one it is.
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> InstanceLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def address_in_use_message(host: str, port: int, exc: OSError) -> str:
+    """One line for a web server that can't listen: which address, and what to change."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        problem = "is already in use by another program"
+    else:
+        problem = f"can't be listened on ({exc.strerror or type(exc).__name__})"
+    return (
+        f"The web server's address {shown} {problem}: set WEB_PORT (or WEB_HOST) to "
+        "another address, or stop what is using it."
+    )
+
+
+def check_web_address(host: str, port: int) -> None:
+    """Raise `StartupError` now if the web server could not listen on `host:port`.
+
+    Checked before connecting to Discord, so a busy port is reported as such (the bot
+    re-checks when it really listens: the address can be taken in between).
+    """
+    if port == 0:
+        return  # any free port
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As the web server itself binds: a port left in TIME_WAIT is free to reuse.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise StartupError(address_in_use_message(host, port, exc)) from None
