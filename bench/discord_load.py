@@ -142,7 +142,7 @@ async def start_bot(
         "DEFAULT_USER_MONTHLY_CREDITS": "1000000",
         "DEFAULT_GUILD_MONTHLY_CREDITS": "100000000",
         # Each member sends 12 at once here: the load, not the per-member cap, is measured.
-        "MAX_JOBS_IN_FLIGHT_PER_MEMBER": "1000",
+        "MAX_JOBS_IN_FLIGHT_PER_MEMBER": "100",
     }
     if webhooks:
         env["WEBHOOK_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
