@@ -16,7 +16,7 @@ from bot.community.approvals import Approval, ReviewChannelUnreachable, ReviewIm
 from bot.generation import INTERNAL_ERROR_TEXT
 from bot.variants import InvalidRequest
 from cogs.flow import reply_privately
-from cogs.render import NO_PINGS
+from cogs.render import NO_PINGS, inert, truncate
 from cogs.results import FriendlyModal, bot_of
 
 if TYPE_CHECKING:
@@ -139,7 +139,9 @@ class DiscordApprovalView:
     ) -> int:
         params = approval.params
         embed = discord.Embed(
-            title="Approval needed", description=params.prompt[:4000], colour=0xF1C40F
+            title="Approval needed",
+            description=truncate(inert(params.prompt), 4000),
+            colour=0xF1C40F,
         )
         embed.add_field(name="Requested by", value=f"<@{approval.user_id}>")
         embed.add_field(name="Model", value=approval.variant)

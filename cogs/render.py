@@ -19,11 +19,15 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def inert(text: str) -> str:
+    """A member's text shown by the bot: its markdown (masked links, headings) and mentions
+    made inert, since it may be written to look like the bot's own words."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
 def quoted_prompt(text: str, limit: int) -> str:
-    """A member's prompt quoted on one line in the bot's own text: shortened, and with its
-    markdown and mentions made inert (it may be someone else's, written to look like ours)."""
-    shortened = truncate(" ".join(text.split()), limit)
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(shortened))
+    """A member's prompt quoted on one line in the bot's own text: shortened and inert."""
+    return inert(truncate(" ".join(text.split()), limit))
 
 
 def variant_label(job: Job) -> str:
@@ -68,7 +72,7 @@ def failure_text(job: Job) -> str:
 
 
 def result_embed(job: Job, image: OutputImage, filename: str, parent: Job | None) -> discord.Embed:
-    embed = discord.Embed(description=truncate(job.prompt, PROMPT_PREVIEW_CHARS))
+    embed = discord.Embed(description=truncate(inert(job.prompt), PROMPT_PREVIEW_CHARS))
     embed.set_image(url=f"attachment://{filename}")
     embed.add_field(name="Model", value=variant_label(job))
     embed.add_field(name="Size", value=f"{image.width}×{image.height}")

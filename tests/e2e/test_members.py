@@ -400,3 +400,19 @@ async def test_a_request_that_could_not_be_held_for_review_leaves_no_waiting_mes
         if "Waiting for a moderator" in m.content and m.deleted
     ] != []
     assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+
+
+async def test_a_prompt_shown_on_its_result_cannot_pass_for_the_bots_own_text(
+    world: World,
+) -> None:
+    await world.start_bot()
+    prompt = "[free nitro](https://evil.example) **now** <@&112233445566778899>"
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": prompt})
+    result = await world.result_after(before)
+    [submission] = world.bfl.submissions
+    assert submission.body["prompt"] == prompt  # sent as typed
+    description = result.embeds[0]["description"]
+    # An escaped "[" is no masked link, escaped "**" no bold, and the role shows as text.
+    assert description.startswith(r"\[free nitro](https://evil.example) \*\*now\*\*")
+    assert "<@&112233445566778899>" not in description
