@@ -118,7 +118,12 @@ async def test_result_buttons_copied_into_another_server_do_nothing(world: World
     job_id = job_id_of(result)
     other = world.discord.add_guild("Elsewhere")
     channel = world.discord.add_text_channel(other.id, "general")
-    mallory = world.discord.add_member(other.id, "mallory", permissions=MANAGE_MESSAGES)
+    # Manage Messages in every channel of her own server (and able to see them).
+    mallory = world.discord.add_member(
+        other.id,
+        "mallory",
+        permissions=MANAGE_MESSAGES | discord.Permissions(view_channel=True).value,
+    )
     await world.discord.wait_for(lambda: bot.get_guild(other.id))
     copy = await copied_message(
         world, bot, channel.id, [ResultButton(a, job_id) for a in RESULT_ACTIONS]
