@@ -69,9 +69,7 @@ class World:
         bot_id = self.discord.application_id
         return await self.discord.wait_for_message(
             lambda m: m.author_id == bot_id and bool(m.attachments) and not m.ephemeral,
-            channel_id=self.channel.id,
-            after=after,
-            timeout=within,
+            channel_id=self.channel.id, after=after, timeout=within,
         )
 
     async def refusal(self, it: InteractionHandle) -> str:
@@ -132,9 +130,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         alice = discord_fake.add_member(guild.id, "alice")
         bob = discord_fake.add_member(guild.id, "bob")
         with discord_fake.patch_discord_py():
-            state = World(
-                discord_fake, bfl, guild, channel, alice, bob, tmp_path / "fluxcord.sqlite3"
-            )
+            state = World(discord_fake, bfl, guild, channel, alice, bob,
+                          tmp_path / "fluxcord.sqlite3")
             try:
                 yield state
             finally:

@@ -72,9 +72,8 @@ async def test_thirty_requests_in_one_channel_all_arrive_through_their_interacti
 
 async def test_reroll_answers_in_its_own_interaction(world: World) -> None:
     await world.start_bot()
-    first = await world.discord.invoke_slash(
-        world.alice, world.channel, "imagine", {"prompt": "a lighthouse"}
-    )
+    first = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                             {"prompt": "a lighthouse"})
     result = await first.wait_original(lambda m: bool(m.attachments))
     reroll = next(c for c in result.custom_ids if c.startswith("flux:reroll:"))
 
@@ -94,9 +93,8 @@ async def test_a_job_that_outlives_its_token_ends_in_one_channel_reply(world: Wo
     world.discord.interaction_token_lifetime = 1.0
     world.bfl.latency = 1.5
     bot = await world.start_bot()
-    it = await world.discord.invoke_slash(
-        world.alice, world.channel, "imagine", {"prompt": "a slow sunset"}
-    )
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                          {"prompt": "a slow sunset"})
     original = await it.wait_original()
 
     result = await world.result_after(original.id, within=10)
@@ -117,9 +115,8 @@ async def test_a_job_that_outlives_its_token_ends_in_one_channel_reply(world: Wo
 async def test_a_restart_within_the_tokens_life_edits_the_same_message(world: World) -> None:
     world.bfl.latency = 2.0
     bot = await world.start_bot()
-    it = await world.discord.invoke_slash(
-        world.alice, world.channel, "imagine", {"prompt": "a patient heron"}
-    )
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                          {"prompt": "a patient heron"})
     await it.wait_original()
     await world.discord.wait_for(lambda: world.bfl.submissions or None)
     # The token is stored with the job (it is how the new process reaches the message).
@@ -172,9 +169,8 @@ async def test_moderators_are_answered_at_once_while_the_audit_channel_is_busy(
     posts_before = audit_posts(world, log.id)
     # Refused prompts fill the audit channel's bucket (one post each).
     for n in range(8):
-        it = await world.discord.invoke_slash(
-            world.bob, world.channel, "imagine", {"prompt": f"nude {n}"}
-        )
+        it = await world.discord.invoke_slash(world.bob, world.channel, "imagine",
+                                              {"prompt": f"nude {n}"})
         await world.refusal(it)
 
     commands = [

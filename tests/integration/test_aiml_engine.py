@@ -24,13 +24,11 @@ async def aiml() -> AsyncIterator[FakeAIML]:
         yield fake
 
 
-async def started(
-    db: Database, fake: FakeAIML, notifier: RecordingNotifier, cap: int = 8
-) -> tuple[JobEngine, AIMLClient]:
+async def started(db: Database, fake: FakeAIML, notifier: RecordingNotifier,
+                  cap: int = 8) -> tuple[JobEngine, AIMLClient]:
     client = AIMLClient(KEY, fake.base_url, allow_loopback=True)
-    engine = JobEngine(
-        db, {"aiml": client}, notifier, polling=FAST_POLLING, max_active={"aiml": cap}
-    )
+    engine = JobEngine(db, {"aiml": client}, notifier, polling=FAST_POLLING,
+                       max_active={"aiml": cap})
     await engine.start()
     return engine, client
 
@@ -71,10 +69,8 @@ async def test_the_aiml_cap_is_its_own_and_every_job_is_delivered(
     notifier = RecordingNotifier()
     engine, client = await started(db, aiml, notifier, cap=2)
     try:
-        jobs = [
-            (await engine.accept(make_request(f"n{n}", variant="dev", user_id=n % 3)))[0]
-            for n in range(6)
-        ]
+        jobs = [(await engine.accept(make_request(f"n{n}", variant="dev", user_id=n % 3)))[0]
+                for n in range(6)]
         finals = await engine.wait_closed([j.id for j in jobs], 10)
     finally:
         await engine.stop()

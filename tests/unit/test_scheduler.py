@@ -80,9 +80,8 @@ async def test_lane_never_exceeds_its_cap_and_serves_everything() -> None:
 async def test_provider_busy_pauses_admission() -> None:
     started: list[str] = []
     now = [100.0]
-    lane = ProviderLane(
-        "test", 5, lambda job_id, slot: started.append(job_id), monotonic=lambda: now[0]
-    )
+    lane = ProviderLane("test", 5, lambda job_id, slot: started.append(job_id),
+                        monotonic=lambda: now[0])
     lane.provider_busy(retry_after=2.0)
     lane.enqueue(1, "job")
     runner = asyncio.create_task(lane.run())

@@ -24,18 +24,13 @@ SECRET = "sk-very-secret-value-123"
 
 
 def run_bot(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DISCORD_", "BFL_", "DATABASE_", "PROVIDER_", "LOG_"))
-    }
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DISCORD_", "BFL_", "DATABASE_", "PROVIDER_", "LOG_"))}
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
         cwd=tmp_path,  # no stray .env from the developer's checkout
         env={**clean, "PYTHONPATH": str(ROOT), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
+        capture_output=True, text=True, timeout=60,
     )
 
 
@@ -48,11 +43,8 @@ def test_missing_token_is_one_line_without_traceback(tmp_path: Path) -> None:
 
 def test_malformed_settings_are_named_and_secrets_never_shown(tmp_path: Path) -> None:
     result = run_bot(
-        tmp_path,
-        DISCORD_TOKEN=SECRET,
-        BFL_API_KEY=SECRET,
-        PROVIDER_MAX_ACTIVE="lots",
-        BFL_API_BASE="ftp://example",
+        tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET,
+        PROVIDER_MAX_ACTIVE="lots", BFL_API_BASE="ftp://example",
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -153,12 +145,8 @@ def test_two_migrators_started_together_both_succeed(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_PATH": str(database)}
         runs = [
             subprocess.Popen(
-                [sys.executable, "-m", "bot", "migrate"],
-                cwd=tmp_path,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+                [sys.executable, "-m", "bot", "migrate"], cwd=tmp_path, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             for _ in range(2)
         ]
@@ -180,11 +168,8 @@ HOLD_LOCK = (
 def test_a_second_instance_on_the_same_database_stops_with_one_line(tmp_path: Path) -> None:
     database = tmp_path / "data" / "bot.sqlite3"
     first = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(database)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", HOLD_LOCK, str(database)], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert first.stdout is not None and first.stdout.readline() == "locked\n"
@@ -213,10 +198,7 @@ def test_a_busy_web_port_is_named_with_the_setting_that_moves_it(tmp_path: Path)
         taken.listen()
         port = taken.getsockname()[1]
         result = run_bot(
-            tmp_path,
-            DISCORD_TOKEN=SECRET,
-            BFL_API_KEY=SECRET,
-            WEB_HOST="127.0.0.1",
+            tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET, WEB_HOST="127.0.0.1",
             WEB_PORT=str(port),
             DATABASE_PATH=str(tmp_path / "bot.sqlite3"),
         )
