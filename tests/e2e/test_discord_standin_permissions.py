@@ -21,7 +21,7 @@ from tests.e2e.standin_clients import (
     no_leaks,  # noqa: F401 (autouse)
 )
 from tests.fakes.discord_server import Channel as FakeChannel
-from tests.fakes.discord_server import FakeDiscord, Guild, Role, User
+from tests.fakes.discord_server import FakeDiscord, Guild, Role, Upload, User
 
 P = discord.Permissions
 MANAGE_MESSAGES = P(manage_messages=True).value
@@ -290,3 +290,40 @@ async def test_overwrites_hold_channel_permissions_only(world: World) -> None:
     with pytest.raises(ValueError, match="neither a role nor a member"):
         fake.set_overwrite(world.review, 12345, allow=SEND)
     assert fake.channel(world.review.id).overwrites == []
+
+
+async def test_the_bot_posts_only_where_its_permissions_let_it(world: World) -> None:
+    fake = world.fake
+    bot_role = fake.guild(world.guild.id).bot_role_id
+    assert bot_role is not None
+    hidden = fake.add_text_channel(world.guild.id, "hidden")
+    fake.set_overwrite(hidden, world.guild, deny=VIEW)  # @everyone can't see it, nor can the bot
+    fake.set_overwrite(world.review, bot_role, deny=SEND)
+    fake.set_overwrite(world.general, bot_role, deny=P(attach_files=True).value)
+    async with running(world) as client:
+        for channel_id, code in ((hidden.id, 50001), (world.review.id, 50013)):
+            channel = client.get_channel(channel_id)
+            assert isinstance(channel, discord.TextChannel)
+            assert not channel.permissions_for(channel.guild.me).send_messages
+            with pytest.raises(discord.Forbidden) as refused:
+                await channel.send("hello")
+            assert refused.value.code == code
+        general = client.get_channel(world.general.id)
+        assert isinstance(general, discord.TextChannel)
+        with pytest.raises(discord.Forbidden) as refused:
+            await general.send("a file", file=discord.File(__file__))
+        assert refused.value.code == 50013
+        await general.send("text is fine")
+        assert [m.content for m in fake.messages(world.general.id)] == ["text is fine"]
+        assert fake.messages(world.review.id) == fake.messages(hidden.id) == []
+
+        # Members: the same rules, refused before anything is posted.
+        fake.set_overwrite(world.general, world.guild, deny=P(attach_files=True).value)
+        with pytest.raises(PermissionError, match="ATTACH_FILES"):
+            await fake.post_user_message(
+                world.bob, world.general, "look", attachments=[Upload("a.txt", b"hi")]
+            )
+        await fake.post_user_message(world.bob, world.general, "no file then")
+        # ...and interaction answers (webhooks) still reach a channel the bot can't post in.
+        it = await fake.invoke_slash(world.bob, world.review, "perms")
+        assert (await it.wait_original()).channel_id == world.review.id

@@ -193,7 +193,10 @@ Discord behaviour implemented
   Interactions report channel-level values: ``member.permissions`` (the invoker's),
   ``app_permissions`` (the bot's), resolved members' ``permissions`` (in the interaction's
   channel) and resolved channels' ``permissions`` (the invoker's in that channel); the thread
-  rules and command visibility use them too.
+  rules and command visibility use them too. ``POST /channels/{id}/messages`` by the bot
+  needs VIEW_CHANNEL (else 403 50001 Missing Access), SEND_MESSAGES (in threads
+  SEND_MESSAGES_IN_THREADS) and for files ATTACH_FILES (else 403 50013); interaction
+  responses and followups do not (webhooks), as on Discord.
 * Age-restricted: nsfw channels report ``nsfw``; threads carry no ``nsfw`` of their own
   (discord.py's ``Thread.is_nsfw()`` reads the parent, which the fake keeps consistent).
 * Attachments are served at ``{base_url}/attachments/...`` (``/media/...`` as proxy_url).
@@ -228,7 +231,8 @@ Discord behaviour implemented
 Not implemented (on purpose): group DMs and user installs, voice, forum channels, categories
 (and overwrites synced from them), member timeouts, the bot editing overwrites
 (``PUT``/``DELETE /channels/{id}/permissions/{target}``), permission checks on the bot's REST
-calls (except the thread rules above: a bot denied SEND_MESSAGES still posts),
+calls other than posting and the thread rules above (e.g. EMBED_LINKS, ADD_REACTIONS,
+READ_MESSAGE_HISTORY for replies, CREATE_*_THREADS, MANAGE_MESSAGES to delete others'),
 thread member lists, channel deletion, slowmode enforcement, rate limits other than those
 above (per-guild followup limits, sub-limits such as channel renames, the invalid-request
 ban, Cloudflare), webhooks other than interaction tokens, autocomplete injection, message

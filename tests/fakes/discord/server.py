@@ -18,7 +18,6 @@ from tests.fakes.common import LoopbackServer, serve_on_loopback
 
 from ._util import (
     ADMINISTRATOR,
-    ATTACH_FILES,
     CHANNEL_PRIVATE_THREAD,
     CHANNEL_PUBLIC_THREAD,
     CHANNEL_TEXT,
@@ -33,11 +32,10 @@ from ._util import (
     INTERACTION_MODAL_SUBMIT,
     INTERACTION_TOKEN_LIFETIME_S,
     JSON,
+    MISSING_ACCESS,
     MSG_DEFAULT,
     MSG_REPLY,
     PRIVILEGED_INTENTS,
-    SEND_MESSAGES,
-    SEND_MESSAGES_IN_THREADS,
     USE_APPLICATION_COMMANDS,
     VIEW_CHANNEL,
     DiscordHTTPError,
@@ -743,15 +741,16 @@ class FakeDiscord(LoopbackServer):
                 raise PermissionError(f"user {uid} is not the recipient of DM {channel.id}")
         else:
             state.get_member(channel.guild_id, uid)
-            have = state.channel_permissions(channel, uid)
-            send = SEND_MESSAGES_IN_THREADS if channel.is_thread else SEND_MESSAGES
-            for needed, what in (
-                (VIEW_CHANNEL, "VIEW_CHANNEL"),
-                (send, "SEND_MESSAGES" + ("_IN_THREADS" if channel.is_thread else "")),
-                (ATTACH_FILES if attachments else 0, "ATTACH_FILES"),
-            ):
-                if have & needed != needed:
-                    raise PermissionError(f"user {uid} lacks {what} in channel {channel.id}")
+            try:
+                state.check_can_post(channel, uid, with_files=bool(attachments))
+            except DiscordHTTPError as error:
+                send = "SEND_MESSAGES_IN_THREADS" if channel.is_thread else "SEND_MESSAGES"
+                needs = "VIEW_CHANNEL" if error.code == MISSING_ACCESS else send
+                if needs == send and attachments:
+                    needs += " (and ATTACH_FILES for files)"
+                raise PermissionError(
+                    f"user {uid} cannot post in channel {channel.id}: lacks {needs}"
+                ) from None
             try:
                 unarchive = state.check_thread_post(channel, uid)
             except DiscordHTTPError as error:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._util import (
     ADMINISTRATOR,
     ALL_CHANNEL_PERMISSIONS,
+    ATTACH_FILES,
     CHANNEL_DM,
     CHANNEL_PRIVATE_THREAD,
     CHANNEL_TEXT,
@@ -33,9 +34,12 @@ from ._util import (
     INTERACTION_TOKEN_LIFETIME_S,
     JSON,
     MANAGE_THREADS,
+    MISSING_ACCESS,
     MISSING_PERMISSIONS,
     OVERWRITE_MEMBER,
     OVERWRITE_ROLE,
+    SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
     THREAD_ARCHIVED,
     THREAD_LOCKED,
     UNKNOWN_CHANNEL,
@@ -43,6 +47,7 @@ from ._util import (
     UNKNOWN_MEMBER,
     UNKNOWN_MESSAGE,
     UNKNOWN_USER,
+    VIEW_CHANNEL,
     WRONG_CHANNEL_TYPE,
     DiscordHTTPError,
     FakeNotImplemented,
@@ -304,6 +309,18 @@ class DiscordState:
             existing.allow, existing.deny = allow, deny
         else:
             channel.overwrites.append(Overwrite(id=target_id, type=kind, allow=allow, deny=deny))
+
+    def check_can_post(self, channel: Channel, user_id: int, *, with_files: bool) -> None:
+        """Posting needs VIEW_CHANNEL (else 403 50001), SEND_MESSAGES or in threads
+        SEND_MESSAGES_IN_THREADS, and ATTACH_FILES for files (else 403 50013). DMs: no rule."""
+        if channel.guild_id is None:
+            return
+        have = self.channel_permissions(channel, user_id)
+        if not have & VIEW_CHANNEL:
+            raise DiscordHTTPError(403, MISSING_ACCESS, "Missing Access")
+        send = SEND_MESSAGES_IN_THREADS if channel.is_thread else SEND_MESSAGES
+        if not have & send or (with_files and not have & ATTACH_FILES):
+            raise DiscordHTTPError(403, MISSING_PERMISSIONS, "Missing Permissions")
 
     def can_manage_threads(self, channel: Channel, user_id: int) -> bool:
         return bool(self.channel_permissions(channel, user_id) & MANAGE_THREADS)
