@@ -53,6 +53,16 @@ class PermissionsClient(discord.Client):
             }
             await interaction.response.send_message(json.dumps(answer))
 
+        @tree.command(description="Someone's permissions here, and yours in another channel")
+        async def peek(
+            interaction: discord.Interaction,
+            who: discord.Member,
+            where: app_commands.AppCommandChannel,
+        ) -> None:
+            assert who.resolved_permissions is not None
+            answer = {"who": who.resolved_permissions.value, "where": where.permissions.value}
+            await interaction.response.send_message(json.dumps(answer))
+
         @tree.context_menu(name="Moderate message")
         @app_commands.default_permissions(manage_messages=True)
         async def moderate(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -148,6 +158,23 @@ async def test_a_member_overwrite_shows_in_the_cache_and_in_interactions(world: 
         assert (await updated(client, world.general)).overwrites == {}
         assert not (await perms(world, world.alice, world.general))["interaction"].manage_messages
         assert fake.channel(world.general.id).overwrites == []
+
+
+async def test_resolved_options_carry_channel_permissions(world: World) -> None:
+    fake = world.fake
+    fake.set_overwrite(world.review, world.bob, allow=MANAGE_MESSAGES)
+    fake.set_overwrite(world.general, world.mods, deny=SEND)
+    async with running(world):
+        # Alice, in #review, asks about Bob (resolved: his permissions in #review) and #general
+        # (resolved: her own permissions there).
+        it = await fake.invoke_slash(
+            world.alice, world.review, "peek", {"who": world.bob, "where": world.general}
+        )
+        answer = json.loads((await it.wait_original()).content)
+        assert answer["who"] == fake.channel_permissions(world.review, world.bob)
+        assert P(answer["who"]).manage_messages
+        assert answer["where"] == fake.channel_permissions(world.general, world.alice)
+        assert not P(answer["where"]).send_messages
 
 
 async def test_member_overwrite_beats_role_overwrites_and_role_allows_beat_role_denies(
