@@ -354,3 +354,14 @@ async def test_the_bot_posts_only_where_its_permissions_let_it(world: World) -> 
         # ...and interaction answers (webhooks) still reach a channel the bot can't post in.
         it = await fake.invoke_slash(world.bob, world.review, "perms")
         assert (await it.wait_original()).channel_id == world.review.id
+
+
+def test_the_stand_ins_permission_sets_are_discord_pys() -> None:
+    # If a discord.py upgrade changes these, the stand-in must follow or the two views differ.
+    from tests.fakes.discord import _util
+
+    assert P.all_channel().value == _util.ALL_CHANNEL_PERMISSIONS
+    assert P.voice().value == _util.VOICE_PERMISSIONS
+    implied = P(send_tts_messages=True, mention_everyone=True, embed_links=True, attach_files=True)
+    assert implied.value == _util.NEEDS_SEND_PERMISSIONS
+    assert P.all().value == _util.ALL_PERMISSIONS
