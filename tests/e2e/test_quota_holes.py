@@ -16,7 +16,7 @@ from bot.community.approvals import NOT_HERE_TEXT, PENDING_CAP_TEXT, SELF_APPROV
 from bot.generation import BUTTON_NOT_HERE_TEXT
 from bot.ledger import Metric, Period, Scope
 from bot.moderation.strikes import PROVIDER_MODERATION_TERM
-from cogs.approvals import ReviewButton
+from cogs.approvals import REVIEW_REFUSED_TEXT, ReviewButton
 from cogs.results import RESULT_ACTIONS, ResultButton
 from tests.e2e.conftest import World
 from tests.e2e.test_approvals import (
@@ -66,26 +66,41 @@ async def test_four_images_with_an_allowance_of_two_are_refused_and_nothing_is_c
 
 # --------------------------------------------------------------------------- item 10: buttons
 async def test_a_member_cannot_approve_their_own_request(world: World) -> None:
-    review, moderator, trusted = setup_world(world)
+    review, _, trusted = setup_world(world)
+    fake = world.discord
+    # Manage Messages through an overwrite on the review channel only, as a server would set up
+    # review helpers; Dave has it in the channel members post in, not in the review channel.
+    carol = fake.add_member(world.guild.id, "carol")
+    dave = fake.add_member(world.guild.id, "dave")
+    for helper in (world.alice, carol):
+        fake.set_overwrite(review, helper, allow=MANAGE_MESSAGES)
+    fake.set_overwrite(world.channel, dave, allow=MANAGE_MESSAGES)
+    assert fake.channel_permissions(review, world.alice) & MANAGE_MESSAGES
+    assert not fake.channel_permissions(world.channel, world.alice) & MANAGE_MESSAGES
+    assert not fake.channel_permissions(review, dave) & MANAGE_MESSAGES
     bot = await world.start_bot()
     await enable_approvals(bot, world, review, trusted)
     before = world.newest_message_id()
-    await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "a cat"})
+    # Not a moderator where she asks, so her request waits for review like anyone's.
+    await fake.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "a cat"})
     queued = await review_message(world, review)
-    # Alice now has Manage Messages (as with a role that grants it in the review channel only).
-    mods = next(r for r in world.guild.roles.values() if r.name == "Mods")
-    world.discord.set_member_roles(world.guild.id, world.alice.id, [mods.id])
 
-    it = await world.discord.click(world.alice, queued, button(queued, "approve"))
+    it = await fake.click(world.alice, queued, button(queued, "approve"))
+    assert it.payload["member"]["permissions"] == str(fake.channel_permissions(review, world.alice))
     assert await world.refusal(it) == SELF_APPROVAL_TEXT
+    # Manage Messages elsewhere does not make a reviewer: neither button acts, no modal opens.
+    for action in ("approve", "reject"):
+        it = await fake.click(dave, queued, button(queued, action))
+        assert await world.refusal(it) == REVIEW_REFUSED_TEXT, action
     assert await counts(bot) == (0, 0) and world.bfl.submissions == []
     approval = await bot.db.fetch_one("SELECT state FROM approvals")
     assert approval is not None and approval["state"] == "pending"
-    assert button(world.discord.message(queued.id), "approve")  # still reviewable
+    assert button(fake.message(queued.id), "approve")  # still reviewable
 
-    await world.discord.click(moderator, queued, button(queued, "approve"))
+    await fake.click(carol, queued, button(queued, "approve"))
     await world.result_after(before)
     assert await counts(bot) == (1, 1)
+    assert f"Approved by <@{carol.id}>" in fake.message(queued.id).content
 
 
 async def test_a_review_button_copied_into_another_channel_does_nothing(world: World) -> None:
@@ -118,7 +133,12 @@ async def test_result_buttons_copied_into_another_server_do_nothing(world: World
     job_id = job_id_of(result)
     other = world.discord.add_guild("Elsewhere")
     channel = world.discord.add_text_channel(other.id, "general")
-    mallory = world.discord.add_member(other.id, "mallory", permissions=MANAGE_MESSAGES)
+    # Manage Messages in every channel of her own server (and able to see them).
+    mallory = world.discord.add_member(
+        other.id,
+        "mallory",
+        permissions=MANAGE_MESSAGES | discord.Permissions(view_channel=True).value,
+    )
     await world.discord.wait_for(lambda: bot.get_guild(other.id))
     copy = await copied_message(
         world, bot, channel.id, [ResultButton(a, job_id) for a in RESULT_ACTIONS]

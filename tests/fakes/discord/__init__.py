@@ -12,6 +12,7 @@ Quick tour
         channel = fake.add_text_channel(guild.id, "general")
         mods = fake.add_role(guild.id, "Moderator", permissions=1 << 5)
         alice = fake.add_member(guild.id, "alice", roles=[mods.id])
+        fake.set_overwrite(channel, alice, allow=1 << 13)  # Manage Messages in #general only
 
         with fake.patch_discord_py():                 # Route.BASE, DEFAULT_GATEWAY, Asset.BASE
             client = MyClient(intents=..., guild_ready_timeout=0.05)
@@ -50,7 +51,8 @@ World setup (sync; dispatched as GUILD_CREATE/CHANNEL_CREATE/... if a bot is con
 ``add_text_channel(guild_id, name, *, topic=None, nsfw=False) -> Channel``,
 ``add_role(guild_id, name, *, permissions=0) -> Role``,
 ``add_member(guild_id, name, *, roles=(), permissions=None, nick=None, bot=False, user_id=None)
--> User`` (``permissions`` overrides the role-computed value reported in interactions),
+-> User`` (``permissions`` replaces the computed value in every channel, overwrites and
+implicit rules included: give it VIEW_CHANNEL etc. too),
 ``add_thread(channel, name, *, owner_id=None, message=None, private=False, archived=False,
 locked=False, auto_archive_duration=1440) -> Channel`` (a thread a member started; from
 ``message`` it shares the message's id), ``open_dm(user) -> Channel`` (the bot's DM channel with
@@ -58,7 +60,13 @@ that user, type 1, created once; the same one ``POST /users/@me/channels`` retur
 ``set_member_roles(guild_id, user_id, roles) -> Member`` (GUILD_MEMBER_UPDATE only with the
 GUILD_MEMBERS intent, or when the member is the bot; interactions always report the new roles
 and permissions; an ``add_member(permissions=...)`` override keeps winning),
-``set_accepts_dms(user, accepts)`` (``False``: the bot's DMs to them fail with 403 50007).
+``set_accepts_dms(user, accepts)`` (``False``: the bot's DMs to them fail with 403 50007),
+``set_overwrite(channel, target, *, allow=0, deny=0) -> Channel`` (a channel permission
+overwrite, as under Edit Channel → Permissions: ``target`` a ``Role``, a ``User``/member, or
+the ``Guild``/guild id for @everyone; replaces that target's overwrite, ``allow=deny=0``
+removes it; dispatches CHANNEL_UPDATE; its threads follow it; ``ValueError`` on threads and
+DMs, for bits outside ``discord.Permissions.all_channel()`` such as ADMINISTRATOR, and for a
+bit both allowed and denied).
 
 Injection (all ``async``; they first wait until a bot session is READY)
 -----------------------------------------------------------------------
@@ -79,11 +87,16 @@ lacking ``default_member_permissions`` (in guilds only), guild-only commands (``
 without 1, or legacy ``dm_permission: false``) and guild-scoped commands in DMs, commands with
 ``contexts`` without 0 in guilds, age-restricted (``nsfw``) commands outside nsfw channels and
 their threads, any interaction in an archived thread, and users other than a DM's recipient.
+In guilds the user must also have VIEW_CHANNEL in the channel for any interaction, and for
+commands USE_APPLICATION_COMMANDS and ``default_member_permissions`` *in that channel*
+(overwrites count, as in the Discord client).
 ``ignore_default_permissions=True`` skips only the ``default_member_permissions`` check, as
 when a server admin grants the command under Server Settings → Integrations: use it to prove
 the bot re-checks permissions itself.
 ``post_user_message(user, channel, content="", *, attachments=(), reply_to=None,
-mention_bot=False, reply_ping=True, embeds=()) -> Message`` (in threads: un-archives an
+mention_bot=False, reply_ping=True, embeds=()) -> Message`` (``PermissionError`` without
+VIEW_CHANNEL and SEND_MESSAGES, in threads SEND_MESSAGES_IN_THREADS, in the channel, or
+ATTACH_FILES for ``attachments``; in threads: un-archives an
 archived thread first, dispatching THREAD_UPDATE; ``PermissionError`` in a locked thread unless
 the user has MANAGE_THREADS, and always in a locked archived one; in DMs only the recipient
 may post); ``delete_message(message)``;
@@ -106,8 +119,10 @@ change, so ``pred`` should read fake state, not the bot's variables; returns ``p
 ``await wait_for_message(pred=None, *, channel_id=None, after=None)``,
 ``await wait_until_connected()``, ``commands(guild_id=None)``,
 ``command(name, *, guild_id=None, type=1)``, ``threads(parent_id=None)``,
-``channel(id) -> Channel`` (as stored now: ``name, topic, nsfw, rate_limit_per_user``; threads
+``channel(id) -> Channel`` (as stored now: ``name, topic, nsfw, rate_limit_per_user``,
+``overwrites`` (``Overwrite(id, type, allow, deny)``, type 0 role / 1 member); threads
 ``archived, locked, auto_archive_duration, owner_id, parent_id``; DMs ``recipient_id``),
+``channel_permissions(channel, user) -> int`` (what interactions there report),
 ``dm_channel(user) -> Channel | None`` (did anyone open that DM?), ``requests`` /
 ``unhandled_requests`` (``LoggedRequest(method, path, json, query, files, status)``;
 unpacks as ``method, path, json``; 429s are in there with ``status == 429``),
@@ -165,6 +180,23 @@ Discord behaviour implemented
   ``contexts`` (or legacy ``dm_permission`` when null); ``default_member_permissions`` does not
   apply there (Discord documents it as restricting use "in a guild"); ``app_permissions`` is
   discord.py's DM permission set; ``authorizing_integration_owners`` is ``{"0": "0"}``.
+* Permissions (https://discord.com/developers/docs/topics/permissions): guild level is
+  @everyone | the member's roles (owner or ADMINISTRATOR: everything, no overwrite applies);
+  in a channel the @everyone overwrite (deny, then allow), then the union of the member's role
+  overwrites (all denies, then all allows), then the member's own overwrite; threads use their
+  parent's overwrites; then the implicit rules exactly as discord.py's ``permissions_for``
+  applies them (no VIEW_CHANNEL: no channel permission; no SEND_MESSAGES, in threads
+  SEND_MESSAGES_IN_THREADS: no embeds/files/TTS/@everyone; text channels drop the voice bits),
+  so ``channel.permissions_for(member)`` computed by discord.py from the cached channel equals
+  what interactions report. Channels carry ``permission_overwrites`` (``{id, type, allow,
+  deny}``, strings) in GUILD_CREATE, CHANNEL_CREATE/UPDATE and ``GET /channels/{id}``.
+  Interactions report channel-level values: ``member.permissions`` (the invoker's),
+  ``app_permissions`` (the bot's), resolved members' ``permissions`` (in the interaction's
+  channel) and resolved channels' ``permissions`` (the invoker's in that channel); the thread
+  rules and command visibility use them too. ``POST /channels/{id}/messages`` by the bot
+  needs VIEW_CHANNEL (else 403 50001 Missing Access), SEND_MESSAGES (in threads
+  SEND_MESSAGES_IN_THREADS) and for files ATTACH_FILES (else 403 50013); interaction
+  responses and followups do not (webhooks), as on Discord.
 * Age-restricted: nsfw channels report ``nsfw``; threads carry no ``nsfw`` of their own
   (discord.py's ``Thread.is_nsfw()`` reads the parent, which the fake keeps consistent).
 * Attachments are served at ``{base_url}/attachments/...`` (``/media/...`` as proxy_url).
@@ -196,8 +228,11 @@ Discord behaviour implemented
   requests/s gets global 429s (and retries after ``retry_after``).
 * Unknown routes: 404 ``{"message": "404: Not Found", "code": 0}`` + ``unhandled_requests``.
 
-Not implemented (on purpose): group DMs and user installs, voice, forum channels, channel
-permission overwrites and permission checks on REST calls (except the thread rules above),
+Not implemented (on purpose): group DMs and user installs, voice, forum channels, categories
+(and overwrites synced from them), member timeouts, the bot editing overwrites
+(``PUT``/``DELETE /channels/{id}/permissions/{target}``), permission checks on the bot's REST
+calls other than posting and the thread rules above (e.g. EMBED_LINKS, ADD_REACTIONS,
+READ_MESSAGE_HISTORY for replies, CREATE_*_THREADS, MANAGE_MESSAGES to delete others'),
 thread member lists, channel deletion, slowmode enforcement, rate limits other than those
 above (per-guild followup limits, sub-limits such as channel renames, the invalid-request
 ban, Cloudflare), webhooks other than interaction tokens, autocomplete injection, message
@@ -214,6 +249,7 @@ from .models import (
     LoggedRequest,
     Member,
     Message,
+    Overwrite,
     Role,
     Upload,
     User,
@@ -232,6 +268,7 @@ __all__ = [
     "LoggedRequest",
     "Member",
     "Message",
+    "Overwrite",
     "RateLimitHit",
     "Role",
     "Upload",

@@ -25,6 +25,19 @@ DEFAULT_EVERYONE_PERMISSIONS = 448928271937
 #: The bot's managed role: @everyone plus manage messages/threads and private threads.
 DEFAULT_BOT_PERMISSIONS = 534827626049
 MANAGE_THREADS = 1 << 34
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+ATTACH_FILES = 1 << 15
+USE_APPLICATION_COMMANDS = 1 << 31
+SEND_MESSAGES_IN_THREADS = 1 << 38
+#: discord.py's ``Permissions.all_channel()``: the bits an overwrite can set, and the bits a
+#: member without VIEW_CHANNEL loses in that channel.
+ALL_CHANNEL_PERMISSIONS = 8555290110197585
+#: Lost without SEND_MESSAGES (in threads: SEND_MESSAGES_IN_THREADS): send TTS, mention
+#: @everyone, embed links, attach files (Discord's "implicit permissions").
+NEEDS_SEND_PERMISSIONS = 184320
+#: discord.py's ``Permissions.voice()``, which its ``TextChannel.permissions_for`` drops.
+VOICE_PERMISSIONS = 321607217185536
 #: Permissions in a DM with the bot (discord.py's ``Permissions._dm_permissions()``, which
 #: already has the ATTACH_FILES/EMBED_LINKS/MENTION_EVERYONE/USE_EXTERNAL_EMOJIS Discord adds).
 DM_PERMISSIONS = 4011158005075008
@@ -207,6 +220,11 @@ def image_size(data: bytes, content_type: str | None) -> tuple[int | None, int |
         return None, None
 
 
+#: Overwrite ``type`` values.
+OVERWRITE_ROLE = 0
+OVERWRITE_MEMBER = 1
+
+
 def compute_permissions(
     everyone: int, role_permissions: list[int], *, is_owner: bool = False
 ) -> int:
@@ -217,4 +235,41 @@ def compute_permissions(
         value |= perms
     if value & ADMINISTRATOR:
         return ALL_PERMISSIONS
+    return value
+
+
+def apply_overwrites(
+    base: int,
+    overwrites: list[tuple[int, int, int, int]],
+    *,
+    everyone_id: int,
+    role_ids: set[int],
+    user_id: int,
+) -> int:
+    """Discord's channel step on guild-level ``base``: the @everyone overwrite, then the union
+    of the member's role overwrites (denies, then allows), then the member's own overwrite.
+    ``overwrites`` are ``(id, type, allow, deny)``; administrators must not get here."""
+    by_target = {(target, kind): (allow, deny) for target, kind, allow, deny in overwrites}
+    allow, deny = by_target.get((everyone_id, OVERWRITE_ROLE), (0, 0))
+    value = (base & ~deny) | allow
+    allows = denies = 0
+    for target, kind, role_allow, role_deny in overwrites:
+        if kind == OVERWRITE_ROLE and target in role_ids and target != everyone_id:
+            allows |= role_allow
+            denies |= role_deny
+    value = (value & ~denies) | allows
+    allow, deny = by_target.get((user_id, OVERWRITE_MEMBER), (0, 0))
+    return (value & ~deny) | allow
+
+
+def apply_implicit_permissions(value: int, *, in_thread: bool) -> int:
+    """What a channel's permissions imply, exactly as discord.py's ``TextChannel`` and
+    ``Thread.permissions_for`` apply it (text channels also lose the voice permissions)."""
+    send = SEND_MESSAGES_IN_THREADS if in_thread else SEND_MESSAGES
+    if not value & send:
+        value &= ~NEEDS_SEND_PERMISSIONS
+    if not value & VIEW_CHANNEL:
+        value &= ~ALL_CHANNEL_PERMISSIONS
+    if not in_thread:
+        value &= ~VOICE_PERMISSIONS
     return value

@@ -132,6 +132,25 @@ class Role:
 
 
 @dataclass
+class Overwrite:
+    """A channel permission overwrite: ``type`` 0 for a role (the @everyone role's id is the
+    guild's), 1 for a member; ``allow``/``deny`` are permission bit sets."""
+
+    id: int
+    type: int
+    allow: int = 0
+    deny: int = 0
+
+    def to_payload(self) -> JSON:
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "allow": str(self.allow),
+            "deny": str(self.deny),
+        }
+
+
+@dataclass
 class Channel:
     """A guild text channel, category or thread, or a DM between the bot and one user."""
 
@@ -157,6 +176,8 @@ class Channel:
     archive_timestamp: dt.datetime | None = None
     #: DMs only: the user the bot talks to.
     recipient_id: int | None = None
+    #: Text channels only (threads use their parent's), in the order they were first set.
+    overwrites: list[Overwrite] = field(default_factory=list)
     created_at: dt.datetime = field(default_factory=utcnow)
 
     @property
@@ -202,7 +223,7 @@ class Channel:
         else:
             payload.update(
                 position=self.position,
-                permission_overwrites=[],
+                permission_overwrites=[o.to_payload() for o in self.overwrites],
                 nsfw=self.nsfw,
                 topic=self.topic,
                 default_auto_archive_duration=self.default_auto_archive_duration,

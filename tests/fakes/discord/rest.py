@@ -362,6 +362,7 @@ class RestApi:
             recipient = state.get_user(channel.recipient_id)
             if recipient.bot or not recipient.accepts_dms:
                 raise DiscordHTTPError(403, CANNOT_DM_USER, "Cannot send messages to this user")
+        state.check_can_post(channel, state.bot.id, with_files=bool(req.files))
         unarchive = state.check_thread_post(channel, state.bot.id)
         message = Message(
             id=state.snowflake(),

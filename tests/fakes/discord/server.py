@@ -32,9 +32,12 @@ from ._util import (
     INTERACTION_MODAL_SUBMIT,
     INTERACTION_TOKEN_LIFETIME_S,
     JSON,
+    MISSING_ACCESS,
     MSG_DEFAULT,
     MSG_REPLY,
     PRIVILEGED_INTENTS,
+    USE_APPLICATION_COMMANDS,
+    VIEW_CHANNEL,
     DiscordHTTPError,
 )
 from .gateway import GatewayServer
@@ -351,6 +354,33 @@ class FakeDiscord(LoopbackServer):
         )
         return member
 
+    def set_overwrite(
+        self,
+        channel_id: int | Channel,
+        target: int | Role | User | Guild,
+        *,
+        allow: int = 0,
+        deny: int = 0,
+    ) -> Channel:
+        """Set the permission overwrite of a role (a ``Guild`` or its id: @everyone) or member on
+        a text channel, as a moderator would under Edit Channel → Permissions; ``allow`` and
+        ``deny`` both 0 removes it. Its threads follow it. CHANNEL_UPDATE is dispatched.
+        ``ValueError`` for threads/DMs, non-channel permission bits, or a bit both allowed and
+        denied; from then on interactions, posting and thread rules use the new permissions."""
+        state = self._state
+        channel = state.get_channel(_id(channel_id))
+        state.set_overwrite(channel, _id(target), allow, deny)
+        payload = channel.to_payload()
+        self._broadcast("CHANNEL_UPDATE", lambda i: payload if i & INTENT_GUILDS else None)
+        return channel
+
+    def channel_permissions(self, channel_id: int | Channel, user_id: int | User) -> int:
+        """A user's permissions in a channel or thread as the fake computes them now (what
+        interactions there report as ``member.permissions``/``app_permissions``)."""
+        return self._state.channel_permissions(
+            self._state.get_channel(_id(channel_id)), _id(user_id)
+        )
+
     def _broadcast(self, event: str, data: Callable[[int], JSON | None]) -> None:
         if self._gateway.live_sessions():
             self._state.spawn(self._gateway.dispatch(event, data))
@@ -538,7 +568,7 @@ class FakeDiscord(LoopbackServer):
             names = [d["name"] for d in definitions]
             raise ValueError(f"/{' '.join(path)} needs a sub-command, one of {names}")
         resolved: JSON = {}
-        values = self._build_options(definitions, dict(options or {}), resolved, channel)
+        values = self._build_options(definitions, dict(options or {}), resolved, channel, uid)
         for parent in reversed(chain):
             values = [{"name": parent["name"], "type": parent["type"], "options": values}]
         data: JSON = {"id": registered["id"], "name": registered["name"], "type": 1}
@@ -593,7 +623,7 @@ class FakeDiscord(LoopbackServer):
             name, channel, uid, 2, ignore_default_permissions=ignore_default_permissions
         )
         resolved: JSON = {}
-        target = self._resolve_user(_id(target_user_id), resolved, channel.guild_id)
+        target = self._resolve_user(_id(target_user_id), resolved, channel)
         data: JSON = {
             "id": registered["id"],
             "name": registered["name"],
@@ -651,7 +681,7 @@ class FakeDiscord(LoopbackServer):
         if component["type"] != 3:
             resolved: JSON = {}
             for value in raw:
-                self._resolve_snowflake(int(value), resolved, channel.guild_id)
+                self._resolve_snowflake(int(value), resolved, channel, uid)
             data["resolved"] = resolved
         return await self._interact(INTERACTION_COMPONENT, uid, channel, data, source=message)
 
@@ -711,6 +741,16 @@ class FakeDiscord(LoopbackServer):
                 raise PermissionError(f"user {uid} is not the recipient of DM {channel.id}")
         else:
             state.get_member(channel.guild_id, uid)
+            try:
+                state.check_can_post(channel, uid, with_files=bool(attachments))
+            except DiscordHTTPError as error:
+                send = "SEND_MESSAGES_IN_THREADS" if channel.is_thread else "SEND_MESSAGES"
+                needs = "VIEW_CHANNEL" if error.code == MISSING_ACCESS else send
+                if needs == send and attachments:
+                    needs += " (and ATTACH_FILES for files)"
+                raise PermissionError(
+                    f"user {uid} cannot post in channel {channel.id}: lacks {needs}"
+                ) from None
             try:
                 unarchive = state.check_thread_post(channel, uid)
             except DiscordHTTPError as error:
@@ -831,14 +871,25 @@ class FakeDiscord(LoopbackServer):
             raise PermissionError(f"{name!r} is not available in guilds")
         if command.get("nsfw") and not self._is_nsfw(channel):
             raise PermissionError(f"{name!r} is age-restricted and channel {channel.id} is not")
+        # The Discord client offers commands by the member's permissions *in this channel*.
+        have = state.channel_permissions(channel, user_id)
+        if not have & VIEW_CHANNEL:
+            raise PermissionError(f"user {user_id} cannot see channel {channel.id}")
+        if not have & USE_APPLICATION_COMMANDS:
+            raise PermissionError(
+                f"user {user_id} lacks USE_APPLICATION_COMMANDS in channel {channel.id}"
+            )
         required = command.get("default_member_permissions")
-        if required is not None and not ignore_default_permissions:
-            have = state.permissions(channel.guild_id, user_id)
-            if not have & ADMINISTRATOR and have & int(required) != int(required):
-                raise PermissionError(
-                    f"user {user_id} lacks default_member_permissions {required} for "
-                    f"{name!r} (Discord would not show it)"
-                )
+        if (
+            required is not None
+            and not ignore_default_permissions
+            and not have & ADMINISTRATOR
+            and have & int(required) != int(required)
+        ):
+            raise PermissionError(
+                f"user {user_id} lacks default_member_permissions {required} for "
+                f"{name!r} (Discord would not show it)"
+            )
 
     def _is_nsfw(self, channel: Channel) -> bool:
         """Age-restricted: the channel's flag; threads inherit their parent's."""
@@ -852,6 +903,7 @@ class FakeDiscord(LoopbackServer):
         given: dict[str, OptionValue],
         resolved: JSON,
         channel: Channel,
+        invoker_id: int,
     ) -> list[JSON]:
         known = {d["name"]: d for d in definitions}
         unknown = set(given) - set(known)
@@ -869,13 +921,20 @@ class FakeDiscord(LoopbackServer):
                 {
                     "name": name,
                     "type": definition["type"],
-                    "value": self._option_value(definition, given[name], resolved, channel),
+                    "value": self._option_value(
+                        definition, given[name], resolved, channel, invoker_id
+                    ),
                 }
             )
         return built
 
     def _option_value(
-        self, definition: JSON, value: OptionValue, resolved: JSON, channel: Channel
+        self,
+        definition: JSON,
+        value: OptionValue,
+        resolved: JSON,
+        channel: Channel,
+        invoker_id: int,
     ) -> Any:
         type_, name = int(definition["type"]), definition["name"]
         result: Any
@@ -907,7 +966,7 @@ class FakeDiscord(LoopbackServer):
             if isinstance(value, float | bool | Upload):
                 raise ValueError(f"option {name!r} needs an id or a User/Role/Channel")
             snowflake = _id(value)
-            kind = self._resolve_snowflake(snowflake, resolved, channel.guild_id)
+            kind = self._resolve_snowflake(snowflake, resolved, channel, invoker_id)
             expected = {6: {"user"}, 7: {"channel"}, 8: {"role"}, 9: {"user", "role"}}[type_]
             if kind not in expected:
                 raise ValueError(f"option {name!r}: {snowflake} is a {kind}, expected {expected}")
@@ -923,26 +982,30 @@ class FakeDiscord(LoopbackServer):
             raise ValueError(f"option {name!r}={result!r} is not one of the choices {choices}")
         return result
 
-    def _resolve_user(self, user_id: int, resolved: JSON, guild_id: int | None) -> str:
-        state = self._state
+    def _resolve_user(self, user_id: int, resolved: JSON, channel: Channel) -> str:
+        state, guild_id = self._state, channel.guild_id
         resolved.setdefault("users", {})[str(user_id)] = state.user_payload(user_id)
         if guild_id is not None and user_id in state.get_guild(guild_id).members:
-            member = state.member_payload(guild_id, user_id, with_user=False, with_permissions=True)
+            # Resolved members carry their permissions in the channel the interaction is in.
+            member = state.member_payload(guild_id, user_id, with_user=False, in_channel=channel)
             resolved.setdefault("members", {})[str(user_id)] = member
         return str(user_id)
 
-    def _resolve_snowflake(self, snowflake: int, resolved: JSON, guild_id: int | None) -> str:
+    def _resolve_snowflake(
+        self, snowflake: int, resolved: JSON, channel: Channel, invoker_id: int
+    ) -> str:
         state = self._state
-        guild = None if guild_id is None else state.get_guild(guild_id)
+        guild = None if channel.guild_id is None else state.get_guild(channel.guild_id)
         if snowflake in state.users:
-            self._resolve_user(snowflake, resolved, guild_id)
+            self._resolve_user(snowflake, resolved, channel)
             return "user"
         if guild is not None and snowflake in guild.roles:
             resolved.setdefault("roles", {})[str(snowflake)] = guild.roles[snowflake].to_payload()
             return "role"
         if snowflake in state.channels:
-            channel = state.channel_payload(snowflake, for_user=state.bot.id)
-            resolved.setdefault("channels", {})[str(snowflake)] = channel
+            # Discord: the invoking user's permissions in the resolved channel.
+            payload = state.channel_payload(snowflake, for_user=invoker_id)
+            resolved.setdefault("channels", {})[str(snowflake)] = payload
             return "channel"
         raise LookupError(f"{snowflake} is not a known user, role or channel")
 
@@ -1029,10 +1092,13 @@ class FakeDiscord(LoopbackServer):
                 raise PermissionError(
                     f"thread {channel.id} is archived: Discord users cannot interact in it"
                 )
+            if not state.channel_permissions(channel, user_id) & VIEW_CHANNEL:
+                raise PermissionError(f"user {user_id} cannot see channel {channel.id}")
             payload.update(
                 guild_id=str(guild_id),
                 guild={"id": str(guild_id), "locale": "en-US", "features": []},
-                member=state.member_payload(guild_id, user_id, with_permissions=True),
+                # Discord: the member's permissions in this channel, overwrites included.
+                member=state.member_payload(guild_id, user_id, in_channel=channel),
                 guild_locale="en-US",
                 authorizing_integration_owners={"0": str(guild_id)},
                 context=CONTEXT_GUILD,

@@ -17,6 +17,9 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._util import (
+    ADMINISTRATOR,
+    ALL_CHANNEL_PERMISSIONS,
+    ATTACH_FILES,
     CHANNEL_DM,
     CHANNEL_PRIVATE_THREAD,
     CHANNEL_TEXT,
@@ -31,7 +34,12 @@ from ._util import (
     INTERACTION_TOKEN_LIFETIME_S,
     JSON,
     MANAGE_THREADS,
+    MISSING_ACCESS,
     MISSING_PERMISSIONS,
+    OVERWRITE_MEMBER,
+    OVERWRITE_ROLE,
+    SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
     THREAD_ARCHIVED,
     THREAD_LOCKED,
     UNKNOWN_CHANNEL,
@@ -39,10 +47,13 @@ from ._util import (
     UNKNOWN_MEMBER,
     UNKNOWN_MESSAGE,
     UNKNOWN_USER,
+    VIEW_CHANNEL,
     WRONG_CHANNEL_TYPE,
     DiscordHTTPError,
     FakeNotImplemented,
     SnowflakeFactory,
+    apply_implicit_permissions,
+    apply_overwrites,
     compute_permissions,
     form_error,
     guess_content_type,
@@ -59,6 +70,7 @@ from .models import (
     LoggedRequest,
     Member,
     Message,
+    Overwrite,
     Role,
     Upload,
     User,
@@ -231,6 +243,7 @@ class DiscordState:
 
     # ------------------------------------------------------------------ permissions
     def permissions(self, guild_id: int, user_id: int) -> int:
+        """Guild-level permissions: @everyone | the member's roles (owner, ADMINISTRATOR: all)."""
         guild = self.get_guild(guild_id)
         member = guild.members.get(user_id)
         if member is not None and member.permissions is not None:
@@ -242,10 +255,72 @@ class DiscordState:
         return compute_permissions(everyone, roles, is_owner=guild.owner_id == user_id)
 
     def channel_permissions(self, channel: Channel, user_id: int) -> int:
-        """A user's permissions in a channel (no overwrites: the guild-level value; DMs: fixed)."""
+        """A user's permissions in a channel, as Discord computes them (DMs: a fixed set).
+
+        https://discord.com/developers/docs/topics/permissions#permission-overwrites: the
+        guild-level value, then the channel's overwrites (a thread uses its parent's), then
+        the implicit rules discord.py's ``permissions_for`` applies too. An ``add_member``
+        ``permissions`` override is the answer everywhere."""
         if channel.guild_id is None:
             return DM_PERMISSIONS
-        return self.permissions(channel.guild_id, user_id)
+        guild = self.get_guild(channel.guild_id)
+        member = guild.members.get(user_id)
+        if member is not None and member.permissions is not None:
+            return member.permissions
+        value = self.permissions(guild.id, user_id)
+        # Owners and administrators (ALL_PERMISSIONS) bypass every overwrite.
+        if not value & ADMINISTRATOR:
+            source = channel
+            if channel.is_thread and channel.parent_id is not None:
+                source = self.get_channel(channel.parent_id)
+            value = apply_overwrites(
+                value,
+                [(o.id, o.type, o.allow, o.deny) for o in source.overwrites],
+                everyone_id=guild.id,
+                role_ids=set(member.roles) if member is not None else set(),
+                user_id=user_id,
+            )
+        return apply_implicit_permissions(value, in_thread=channel.is_thread)
+
+    def set_overwrite(self, channel: Channel, target_id: int, allow: int, deny: int) -> None:
+        """Create, replace or (``allow == deny == 0``) remove an overwrite, like
+        ``PUT``/``DELETE /channels/{id}/permissions/{target}``. Raises ``ValueError``."""
+        if channel.guild_id is None or channel.is_thread:
+            raise ValueError("overwrites exist only on guild channels (threads use their parent's)")
+        guild = self.get_guild(channel.guild_id)
+        if target_id in guild.roles:
+            kind = OVERWRITE_ROLE
+        elif target_id in guild.members:
+            kind = OVERWRITE_MEMBER
+        else:
+            raise ValueError(f"{target_id} is neither a role nor a member of guild {guild.id}")
+        for name, bits in (("allow", allow), ("deny", deny)):
+            if bits < 0 or bits & ~ALL_CHANNEL_PERMISSIONS:
+                raise ValueError(
+                    f"{name}={bits}: overwrites hold only channel permissions "
+                    f"(not in discord.Permissions.all_channel(): {bits & ~ALL_CHANNEL_PERMISSIONS})"
+                )
+        if allow & deny:
+            raise ValueError(f"bits {allow & deny} are both allowed and denied")
+        existing = next((o for o in channel.overwrites if o.id == target_id), None)
+        if not allow and not deny:
+            channel.overwrites = [o for o in channel.overwrites if o is not existing]
+        elif existing is not None:
+            existing.allow, existing.deny = allow, deny
+        else:
+            channel.overwrites.append(Overwrite(id=target_id, type=kind, allow=allow, deny=deny))
+
+    def check_can_post(self, channel: Channel, user_id: int, *, with_files: bool) -> None:
+        """Posting needs VIEW_CHANNEL (else 403 50001), SEND_MESSAGES or in threads
+        SEND_MESSAGES_IN_THREADS, and ATTACH_FILES for files (else 403 50013). DMs: no rule."""
+        if channel.guild_id is None:
+            return
+        have = self.channel_permissions(channel, user_id)
+        if not have & VIEW_CHANNEL:
+            raise DiscordHTTPError(403, MISSING_ACCESS, "Missing Access")
+        send = SEND_MESSAGES_IN_THREADS if channel.is_thread else SEND_MESSAGES
+        if not have & send or (with_files and not have & ATTACH_FILES):
+            raise DiscordHTTPError(403, MISSING_PERMISSIONS, "Missing Permissions")
 
     def can_manage_threads(self, channel: Channel, user_id: int) -> bool:
         return bool(self.channel_permissions(channel, user_id) & MANAGE_THREADS)
@@ -450,8 +525,14 @@ class DiscordState:
         return self.get_user(user_id).to_payload()
 
     def member_payload(
-        self, guild_id: int, user_id: int, *, with_user: bool = True, with_permissions: bool = False
+        self,
+        guild_id: int,
+        user_id: int,
+        *,
+        with_user: bool = True,
+        in_channel: Channel | None = None,
     ) -> JSON:
+        """The member object; ``in_channel``: with ``permissions`` there (interactions only)."""
         member = self.get_member(guild_id, user_id)
         payload: JSON = {
             "roles": [str(r) for r in member.roles],
@@ -468,8 +549,8 @@ class DiscordState:
         }
         if with_user:
             payload["user"] = self.user_payload(user_id)
-        if with_permissions:
-            payload["permissions"] = str(self.permissions(guild_id, user_id))
+        if in_channel is not None:
+            payload["permissions"] = str(self.channel_permissions(in_channel, user_id))
         return payload
 
     def channel_payload(self, channel_id: int, *, for_user: int | None = None) -> JSON:
