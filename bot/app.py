@@ -250,6 +250,7 @@ class FluxcordBot(commands.Bot):
             job_exists=self.engine.store.get,
             ledger=self.ledger,
             max_pending_per_member=self.settings.max_pending_approvals_per_member,
+            expiry_hours=self.settings.approval_expiry_hours,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)

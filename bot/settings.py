@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     max_pending_approvals_per_member: int = Field(
         default=3, ge=1, le=100, description="Requests one member may have waiting for approval"
     )
+    approval_expiry_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 30,
+        description="Hours a request waits for review before it expires (nothing is charged)",
+    )
     provider_moderation_strikes: bool = Field(
         default=True, description="A request the provider's safety filter blocks is a strike"
     )

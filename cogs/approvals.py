@@ -4,6 +4,8 @@ status message that says what happened."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import logging
 import re
@@ -31,14 +33,17 @@ REVIEW_IMAGES_TOO_LARGE_TEXT = (
 
 
 def rejected_text(approval: Approval) -> str:
+    if not approval.decided_by:  # nobody decided: it expired
+        return f"⌛ <@{approval.user_id}>'s request: {approval.reason}"
     return f"❌ <@{approval.user_id}>'s request was not approved: {approval.reason}"
 
 
 def decision_text(approval: Approval) -> str:
     if approval.state == "approved":
         return f"✅ Approved by <@{approval.decided_by}>."
-    by = f" by <@{approval.decided_by}>" if approval.decided_by else ""
-    return f"❌ Rejected{by}: {approval.reason}"
+    if not approval.decided_by:
+        return f"⌛ {approval.reason}"
+    return f"❌ Rejected by <@{approval.decided_by}>: {approval.reason}"
 
 
 def may_review(interaction: discord.Interaction[Any]) -> bool:
@@ -203,12 +208,19 @@ class DiscordApprovalView:
 class Approvals(commands.Cog):
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ReviewButton)
         self.bot.approvals.view = DiscordApprovalView(self.bot)
+        # Expires requests nobody reviewed, also those that expired while the bot was offline.
+        self._sweeper = asyncio.create_task(self.bot.approvals.run(self.bot.wait_until_ready))
 
     async def cog_unload(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         self.bot.remove_dynamic_items(ReviewButton)
         self.bot.approvals.view = None
 

@@ -57,6 +57,13 @@ REVIEW_UPLOAD_BUDGET = 8 * 1024 * 1024
 MAX_REVIEW_IMAGES = 10
 _SHOWN_AS_IS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 ALREADY_DECIDED_TEXT = "This request has already been {state}."
+# A request nobody reviews must not hold its place (and the member's allowance) for ever.
+DEFAULT_EXPIRY_HOURS = 72.0
+EXPIRY_SWEEP_SECONDS = 600.0
+EXPIRED_TEXT = (
+    "No moderator reviewed it within {hours:g} hours, so it expired. Nothing was charged; "
+    "ask again if you still want it."
+)
 SELF_APPROVAL_TEXT = (
     "You can't approve your own request: another moderator has to review it. "
     "(You can still reject it to withdraw it.)"
@@ -182,8 +189,11 @@ class ApprovalQueue:
         clock: Callable[[], float] = time.time,
         ledger: Ledger | None = None,
         max_pending_per_member: int = DEFAULT_MAX_PENDING,
+        expiry_hours: float = DEFAULT_EXPIRY_HOURS,
     ) -> None:
         self._db = db
+        self.expiry_hours = expiry_hours
+        self.sweep_interval = EXPIRY_SWEEP_SECONDS
         self._ledger = ledger
         self._max_pending = max_pending_per_member
         self._audit = audit
@@ -426,6 +436,37 @@ class ApprovalQueue:
         )
         if self.view is not None:
             await self.view.show_decision(approval)
+
+    async def expire_due(self) -> int:
+        """Reject the pending requests older than `expiry_hours` (their waiting messages say
+        so); returns how many expired."""
+        cutoff = self._clock() - self.expiry_hours * 3600
+        rows = await self._db.fetch_all(
+            "SELECT id FROM approvals WHERE state = 'pending' AND created_at < ?"
+            " ORDER BY created_at",
+            (cutoff,),
+        )
+        reason = EXPIRED_TEXT.format(hours=self.expiry_hours)
+        expired = 0
+        for row in rows:
+            try:
+                approval = await self._decide(row["id"], "rejected", 0, reason)
+            except InvalidRequest:  # a moderator decided it meanwhile
+                continue
+            await self._finish(approval, 0, "expired", reason)
+            expired += 1
+        return expired
+
+    async def run(self, ready: Callable[[], Awaitable[object]]) -> None:
+        """The background sweep: once the bot is ready, then every `sweep_interval`
+        seconds, expire requests nobody reviewed. Runs until cancelled."""
+        await ready()
+        while True:
+            try:
+                await self.expire_due()
+            except Exception:
+                log.exception("approval expiry sweep failed")
+            await asyncio.sleep(self.sweep_interval)
 
     async def resume(self) -> int:
         """After a restart: finish approvals that were approved but not yet started."""

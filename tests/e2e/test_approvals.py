@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from bot.app import FluxcordBot
+from bot.variants import InvalidRequest
 from tests.e2e.conftest import World
 from tests.e2e.test_experience import decoded_inputs, image_file
 from tests.fakes.bfl_server import Outcome
@@ -188,3 +191,42 @@ async def test_provider_moderation_is_shown_refunded_and_audited(world: World) -
     assert f"<@{world.alice.id}>" in posted.content and not posted.mentions
     row = await bot.db.fetch_one("SELECT * FROM audit_log WHERE action = 'provider moderation'")
     assert row is not None and row["target_id"] == world.alice.id
+
+
+async def test_a_request_nobody_reviews_expires_and_frees_its_place(world: World) -> None:
+    review, moderator, trusted = setup_world(world)
+    bot = await world.start_bot()
+    await enable_approvals(bot, world, review, trusted)
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "a fox"})
+    status = await world.discord.wait_for_message(
+        lambda m: "Waiting for a moderator" in m.content, channel_id=world.channel.id,
+        after=before,
+    )  # fmt: skip
+    queued = await review_message(world, review)
+    approve = button(queued, "approve")
+
+    assert await bot.approvals.expire_due() == 0  # not yet 72 hours old
+    bot.approvals.expiry_hours = 1e-9  # as if the hours had passed
+    assert await bot.approvals.expire_due() == 1
+    expired = await world.discord.wait_for(
+        lambda: (m := world.discord.message(status.id)) and "expired" in m.content and m
+    )
+    assert expired.content == (
+        f"⌛ <@{world.alice.id}>'s request: No moderator reviewed it within 1e-09 hours, so it "
+        "expired. Nothing was charged; ask again if you still want it."
+    )
+    review_post = await world.discord.wait_for(
+        lambda: (m := world.discord.message(queued.id)) and not m.custom_ids and m
+    )
+    assert review_post.content.startswith("⌛ No moderator reviewed it")
+    # Its buttons are gone; a stale click (an old client) is too late all the same.
+    approval_id = approve.rsplit(":", 1)[1]
+    with pytest.raises(InvalidRequest, match="already been rejected"):
+        await bot.approvals.approve(approval_id, moderator.id)
+    assert await counts(bot) == (0, 0) and world.bfl.submissions == []
+    # It no longer counts against the member's waiting requests or allowance.
+    pending = "SELECT count(*) FROM approvals WHERE state = 'pending'"
+    assert await bot.db.fetch_value(pending) == 0
+    row = await bot.db.fetch_one("SELECT action FROM audit_log ORDER BY id DESC LIMIT 1")
+    assert row is not None and row["action"] == "expired"
