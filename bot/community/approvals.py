@@ -26,6 +26,7 @@ from PIL import Image
 from bot.community.audit import AuditLog
 from bot.jobs.models import GenerationRequest, Job
 from bot.ledger import Ledger, Metric, QuotaExceeded, credits_to_mc
+from bot.periodic import repeat
 from bot.providers.base import InputImage
 from bot.storage.db import Database
 from bot.storage.jobs import new_job_id
@@ -461,12 +462,7 @@ class ApprovalQueue:
         """The background sweep: once the bot is ready, then every `sweep_interval`
         seconds, expire requests nobody reviewed. Runs until cancelled."""
         await ready()
-        while True:
-            try:
-                await self.expire_due()
-            except Exception:
-                log.exception("approval expiry sweep failed")
-            await asyncio.sleep(self.sweep_interval)
+        await repeat(self.expire_due, lambda: self.sweep_interval, what="approval expiry sweep")
 
     async def resume(self) -> int:
         """After a restart: finish approvals that were approved but not yet started."""

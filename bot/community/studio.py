@@ -34,6 +34,7 @@ from bot.community.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.community.policy import CommunityPolicy, Requester
 from bot.jobs.models import GenerationRequest, Job
 from bot.ledger import Metric, credits_to_mc, format_amount
+from bot.periodic import repeat
 from bot.storage.db import Database
 from bot.variants import InvalidRequest, ReferenceSize, Variant
 
@@ -823,9 +824,4 @@ class Studios:
         """The background sweep: once when the bot is ready (studios that ended while it was
         offline), then every `sweep_interval` seconds. Runs until cancelled."""
         await ready()
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("studio sweep failed")
-            await asyncio.sleep(self.sweep_interval)
+        await repeat(self.sweep, lambda: self.sweep_interval, what="studio sweep")

@@ -32,6 +32,7 @@ from bot.jobs.notifier import DeliveryImpossible, JobNotifier
 from bot.jobs.scheduler import ProviderLane, Slot
 from bot.ledger import Ledger
 from bot.metrics import Metrics
+from bot.periodic import repeat
 from bot.providers.base import (
     DEFAULT_MAX_REPORTED_COST,
     OutputImage,
@@ -233,23 +234,21 @@ class JobEngine:
     async def _purge_old_references(self, retention: float) -> None:
         """Stored reference images are only needed to reroll or remix: drop them after
         `retention` seconds so the database does not grow for ever."""
-        while True:
-            try:
-                purged = await self.store.purge_inputs(self._clock() - retention)
-                if purged:
-                    log.info("purged %d stored reference images", purged)
-            except Exception:
-                log.exception("purging old reference images failed")
-            await asyncio.sleep(REFERENCE_PURGE_INTERVAL)
+
+        async def purge() -> None:
+            purged = await self.store.purge_inputs(self._clock() - retention)
+            if purged:
+                log.info("purged %d stored reference images", purged)
+
+        await repeat(purge, lambda: REFERENCE_PURGE_INTERVAL, what="purging old reference images")
 
     async def _erase_expired_tokens(self) -> None:
         """Interaction tokens are credentials: none is kept past its 15 minutes."""
-        while True:
-            try:
-                await self.store.erase_expired_tokens(self._clock())
-            except Exception:
-                log.exception("erasing expired interaction tokens failed")
-            await asyncio.sleep(TOKEN_SWEEP_INTERVAL)
+        await repeat(
+            lambda: self.store.erase_expired_tokens(self._clock()),
+            lambda: TOKEN_SWEEP_INTERVAL,
+            what="erasing expired interaction tokens",
+        )
 
     # ----------------------------------------------------------------- public API
     async def accept(self, request: GenerationRequest) -> tuple[Job, int | None]:

@@ -49,11 +49,9 @@ def record_threads(
     monkeypatch.setattr(target, name, spy)
 
 
-async def test_bfl_encodes_references_off_the_event_loop(
-    fake_bfl: FakeBFL, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def spy_encoders(monkeypatch: pytest.MonkeyPatch, image: InputImage) -> list[int]:
+    """The threads the client's base64 of `image` and JSON of its body ran in, filled in."""
     encoded_in: list[int] = []
-    image = reference()
     record_threads(monkeypatch, base64, "b64encode", encoded_in, lambda a: a is image.data)
     record_threads(
         monkeypatch,
@@ -62,6 +60,14 @@ async def test_bfl_encodes_references_off_the_event_loop(
         encoded_in,
         lambda a: isinstance(a, dict) and "prompt" in a,
     )
+    return encoded_in
+
+
+async def test_bfl_encodes_references_off_the_event_loop(
+    fake_bfl: FakeBFL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = reference()
+    encoded_in = spy_encoders(monkeypatch, image)
     client = BFLClient(BFL_KEY, fake_bfl.base_url, backoff_base=0.01, allow_loopback=True)
     try:
         variant = get_variant("klein-4b")
@@ -74,16 +80,8 @@ async def test_bfl_encodes_references_off_the_event_loop(
 
 
 async def test_aiml_encodes_references_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    encoded_in: list[int] = []
     image = reference()
-    record_threads(monkeypatch, base64, "b64encode", encoded_in, lambda a: a is image.data)
-    record_threads(
-        monkeypatch,
-        provider_http.json_module,
-        "dumps",
-        encoded_in,
-        lambda a: isinstance(a, dict) and "prompt" in a,
-    )
+    encoded_in = spy_encoders(monkeypatch, image)
     async with FakeAIML(api_key=AIML_KEY, latency=0.01, strict=True) as fake:
         client = AIMLClient(
             AIML_KEY, fake.base_url, read_timeout=5.0, backoff_base=0.001, allow_loopback=True

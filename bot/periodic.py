@@ -1,0 +1,23 @@
+"""Background chores that run for the bot's whole life (sweeps, purges)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
+
+log = logging.getLogger(__name__)
+
+
+async def repeat(
+    step: Callable[[], Awaitable[object]], interval: Callable[[], float], *, what: str
+) -> NoReturn:
+    """Run `step` now, then every `interval()` seconds (read each time: tests shorten it),
+    until cancelled. A failed round is logged as "`what` failed" and the next one goes on."""
+    while True:
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed", what)
+        await asyncio.sleep(interval())
