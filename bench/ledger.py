@@ -44,7 +44,7 @@ from bot.ledger import (
     credits_to_mc,
     unlimited_limits,
 )
-from bot.ledger.windows import PERIODS
+from bot.periods import PERIODS
 from bot.storage.db import Database
 
 # With synchronous=FULL every commit waits for its fsync (a queued → submitting commit must

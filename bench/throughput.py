@@ -23,12 +23,13 @@ from pathlib import Path
 
 from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import GenerationRequest, Job
+from bot.jobs.webhooks import WebhookSubscription
 from bot.metrics import Metrics
 from bot.providers.base import OutputImage, TaskResult
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
 from bot.variants import get_variant
-from bot.web import HealthChecks, WebhookSubscription, WebServer, create_app
+from bot.web import HealthChecks, WebServer, create_app
 from tests.fakes.bfl_server import FakeBFL
 
 API_KEY = "bench-key"

@@ -9,8 +9,9 @@ import logging
 import signal
 import sys
 
-from bot.instance import InstanceLock, StartupError, check_web_address
-from bot.settings import Settings, SettingsError, load_settings
+from bot.errors import SettingsError, StartupError
+from bot.instance import InstanceLock, check_web_address
+from bot.settings import Settings, load_settings
 
 
 def _configure_logging(level: str) -> None:
@@ -43,7 +44,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _run(settings: Settings) -> None:
-    from bot.app import FluxcordBot
+    from cogs.client import FluxcordBot
 
     if settings.bfl_api_key is None and settings.aiml_api_key is None:
         logging.getLogger("bot").warning(

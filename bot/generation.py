@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.community.approvals import NOT_HERE_TEXT
-from bot.community.audit import BOT_ACTOR, AuditLog
 from bot.community.policy import CommunityPolicy, Requester
 from bot.community.studio import Studios
+from bot.errors import InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import GenerationRequest, Job, JobState
+from bot.jobs.store import JobStore
 from bot.providers.base import InputImage
 from bot.references import (
     ByteBudget,
@@ -28,14 +29,14 @@ from bot.references import (
     load_references,
     precheck,
 )
-from bot.storage.jobs import JobStore
-from bot.variants import InvalidRequest, JobParams, ReferenceSize, Variant
+from bot.servers.audit import BOT_ACTOR, AuditLog
+from bot.text import code_excerpt
+from bot.variants import JobParams, ReferenceSize, Variant
 
 log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
-INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
 REFERENCES_PURGED_TEXT = (
     "This image's reference images are no longer kept, so it can't be rerolled or remixed "
     "with them. Use Edit on it, or start a new edit with the original images."
@@ -419,8 +420,7 @@ def _stored_sizes(draft: Draft) -> tuple[ReferenceSize, ...]:
 
 
 def _excerpt(job: Job, limit: int = 200) -> str:
-    prompt = job.params.prompt.replace("`", "'")
-    return f"image `{prompt[:limit]}{'…' if len(prompt) > limit else ''}` ({job.id})"
+    return f"image {code_excerpt(job.params.prompt, limit)} ({job.id})"
 
 
 def check_button_place(

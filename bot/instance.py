@@ -9,13 +9,7 @@ import os
 import socket
 from pathlib import Path
 
-
-class StartupError(Exception):
-    """A start-up failure the operator can fix; the message is the whole explanation."""
-
-
-class AnotherInstanceRunning(StartupError):
-    pass
+from bot.errors import AnotherInstanceRunning, StartupError
 
 
 class InstanceLock:

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from bot.errors import InvalidRequest
 from bot.images import ImageTooLarge, NotAnImage, inspect_image
 from bot.providers.base import InputImage
-from bot.variants import MEGAPIXEL, InvalidRequest, Variant
+from bot.variants import MEGAPIXEL, Variant
 
 ACCEPTED_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WebP"}
 GIF_MESSAGE = (

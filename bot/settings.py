@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.ledger.windows import parse_reset_time
+from bot.errors import SettingsError
+from bot.periods import parse_reset_time
 from bot.providers.base import DEFAULT_MAX_REPORTED_COST
 from bot.providers.egress import EgressPolicy
 
@@ -190,10 +191,6 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
-
-
-class SettingsError(Exception):
-    """A setting is missing or malformed; the message names it and never shows its value."""
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -16,13 +16,11 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.errors import InvalidRequest
+
 MEGAPIXEL = 1024 * 1024
 SEED_MAX = 2**32 - 1
 OUTPUT_FORMATS = ("jpeg", "png", "webp")
-
-
-class InvalidRequest(ValueError):
-    """The request breaks a variant's rules; the message is safe to show to the user."""
 
 
 class OptionKind(StrEnum):

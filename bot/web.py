@@ -33,33 +33,25 @@ operator.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Protocol
-from urllib.parse import quote
+from typing import Any
 
 from aiohttp import web
 
+from bot.jobs.webhooks import WEBHOOK_PATH, WebhookTarget, verify_webhook, webhook_task_result
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.metrics import Metrics, WebhookRejection
-from bot.providers.base import TaskOutcome, TaskResult
-from bot.providers.bfl import classify_status, parse_task_payload
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_PATH = "/webhooks/bfl"
 # A finished-task payload is ~1 KB; 64 KiB leaves room for verbose `details` and nothing more.
 DEFAULT_MAX_WEBHOOK_BYTES = 64 * 1024
-# BFL's limit for `webhook_url`.
-MAX_WEBHOOK_URL_LENGTH = 2083
 # Job ids are 16 hex digits today; the pattern leaves room but keeps paths (and so access-log
 # lines) to a harmless alphabet.
 _JOB_ID = r"[A-Za-z0-9_-]{1,64}"
@@ -107,35 +99,6 @@ class ThrottledWarnings:
             self._log.warning(message, *args)
 
 
-# --------------------------------------------------------------------------- the engine side
-@dataclass(frozen=True)
-class WebhookSubscription:
-    """What the receiver needs to know about a job to verify a delivery for it."""
-
-    secret: str = field(repr=False)  # never in a repr, so never in a log line
-    # The provider task id once the submit answer is recorded; None before that (a webhook
-    # may arrive first: then the delivery's own task id is accepted).
-    task_id: str | None = None
-
-
-class WebhookTarget(Protocol):
-    """How the receiver talks to the job engine."""
-
-    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
-        """The job's secret and task id; None when no such job exists (or it has no secret).
-        Finished jobs should still answer, so a late duplicate gets 200 and is not retried.
-        Called for every request before it is authenticated: unknown ids should be answered
-        from memory, without a database read."""
-        ...
-
-    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
-        """A verified delivery. Must be idempotent (duplicates, late arrivals, races with
-        polling) and return promptly: downloads and posting belong in the engine's tasks.
-        `result.outcome` may be RUNNING/UNKNOWN (e.g. "Ready" without an image link): treat
-        those as a hint to poll now, not as an ending."""
-        ...
-
-
 @dataclass(frozen=True)
 class HealthChecks:
     """What `/healthz` asks. `ping_database` runs `SELECT 1` (raises or hangs when broken)."""
@@ -144,64 +107,6 @@ class HealthChecks:
     discord_connected: Callable[[], bool]
     queue_depth: Callable[[], int]
     timeout: float = 2.0
-
-
-def new_webhook_secret() -> str:
-    """A per-job webhook secret: 256 random bits, URL- and header-safe."""
-    return secrets.token_urlsafe(32)
-
-
-def webhook_url(public_base: str, job_id: str) -> str:
-    """The URL BFL should call for `job_id`, e.g. ``https://bot.example.com/webhooks/bfl/ab12…``.
-    `public_base` is WEBHOOK_PUBLIC_URL: where this server's root is reachable from outside."""
-    url = f"{public_base.rstrip('/')}{WEBHOOK_PATH}/{quote(job_id, safe='')}"
-    if len(url) > MAX_WEBHOOK_URL_LENGTH:
-        raise ValueError(f"webhook URL is longer than BFL accepts ({MAX_WEBHOOK_URL_LENGTH})")
-    return url
-
-
-def verify_webhook(raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
-    """True when the delivery carries the secret itself or a valid HMAC-SHA256 of the body.
-
-    Both forms are checked in constant time, and either alone is enough: BFL's SDK documents
-    the echoed secret, one unofficial source the signature; which one BFL sends is unsure.
-    """
-    if not secret:
-        return False  # an empty secret would match an empty header
-    key = secret.encode()
-    verified = False
-    given_secret = headers.get("X-Webhook-Secret")
-    if given_secret is not None:
-        verified |= hmac.compare_digest(_header_bytes(given_secret), key)
-    signature = headers.get("X-BFL-Signature")
-    if signature is not None:
-        scheme, _, digest = signature.strip().partition("=")
-        if scheme.strip().lower() == "sha256" and digest:
-            expected = hmac.new(key, raw_body, hashlib.sha256).hexdigest().encode()
-            verified |= hmac.compare_digest(_header_bytes(digest.strip().lower()), expected)
-    return verified
-
-
-def _header_bytes(value: str) -> bytes:
-    # aiohttp decodes header bytes as UTF-8 with surrogateescape; this is the exact inverse,
-    # so odd bytes compare (unequal) instead of raising.
-    return value.encode("utf-8", "surrogateescape")
-
-
-def webhook_task_result(payload: Mapping[str, Any]) -> TaskResult:
-    """Read a webhook body with the provider's own defensive parser.
-
-    One difference from a poll: a body that says Ready but has no image link we can read is
-    not proof that the task failed (the webhook format is undocumented), so it is handed over
-    as UNKNOWN, and the engine confirms with a poll.
-    """
-    result = parse_task_payload(payload)
-    if (
-        result.outcome is TaskOutcome.FAILED
-        and classify_status(str(payload.get("status") or "")) is TaskOutcome.READY
-    ):
-        result = replace(result, outcome=TaskOutcome.UNKNOWN)
-    return result
 
 
 # --------------------------------------------------------------------------- the application

@@ -15,14 +15,15 @@ import discord
 from discord.ext import commands
 
 from bot.community.approvals import Approval, ReviewChannelUnreachable, ReviewImage
-from bot.generation import INTERNAL_ERROR_TEXT
-from bot.variants import InvalidRequest
+from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
+from bot.text import truncate
+from cogs.checks import may_review_requests
 from cogs.flow import reply_privately
-from cogs.render import NO_PINGS, inert, truncate
-from cogs.results import FriendlyModal, bot_of
+from cogs.render import NO_PINGS, inert
+from cogs.results import FriendlyModal
 
 if TYPE_CHECKING:
-    from bot.app import FluxcordBot
+    from cogs.client import FluxcordBot
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,6 @@ def decision_text(approval: Approval) -> str:
     if not approval.decided_by:
         return f"⌛ {approval.reason}"
     return f"❌ Rejected by <@{approval.decided_by}>: {approval.reason}"
-
-
-def may_review(interaction: discord.Interaction[Any]) -> bool:
-    permissions = interaction.permissions
-    return permissions.manage_messages or permissions.manage_guild
 
 
 class ReviewButton(
@@ -87,12 +83,12 @@ class ReviewButton(
             await reply_privately(interaction, INTERNAL_ERROR_TEXT)
 
     async def _run(self, interaction: discord.Interaction[Any]) -> None:
-        if not may_review(interaction):
+        if not may_review_requests(interaction.permissions):
             await interaction.response.send_message(REVIEW_REFUSED_TEXT, ephemeral=True)
             return
-        bot = bot_of(interaction)
+        bot: FluxcordBot = interaction.client
         approving = self.action == "approve"
-        await bot.approvals.check_click(
+        await bot.services.approvals.check_click(
             self.approval_id, interaction.user.id, interaction.guild_id, interaction.channel_id,
             approving=approving,
         )  # fmt: skip
@@ -100,7 +96,7 @@ class ReviewButton(
             await interaction.response.send_modal(RejectModal(self.approval_id))
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await bot.approvals.approve(self.approval_id, interaction.user.id)
+        await bot.services.approvals.approve(self.approval_id, interaction.user.id)
         await interaction.delete_original_response()
 
 
@@ -118,14 +114,16 @@ class RejectModal(FriendlyModal, title="Reject this request"):
         self.approval_id = approval_id
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        bot = bot_of(interaction)
+        bot: FluxcordBot = interaction.client
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            await bot.approvals.check_click(
+            await bot.services.approvals.check_click(
                 self.approval_id, interaction.user.id, interaction.guild_id,
                 interaction.channel_id, approving=False,
             )  # fmt: skip
-            await bot.approvals.reject(self.approval_id, interaction.user.id, self.reason.value)
+            await bot.services.approvals.reject(
+                self.approval_id, interaction.user.id, self.reason.value
+            )
         except InvalidRequest as exc:
             await interaction.edit_original_response(content=str(exc))
             return
@@ -212,9 +210,11 @@ class Approvals(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ReviewButton)
-        self.bot.approvals.view = DiscordApprovalView(self.bot)
+        self.bot.services.approvals.view = DiscordApprovalView(self.bot)
         # Expires requests nobody reviewed, also those that expired while the bot was offline.
-        self._sweeper = asyncio.create_task(self.bot.approvals.run(self.bot.wait_until_ready))
+        self._sweeper = asyncio.create_task(
+            self.bot.services.approvals.run(self.bot.wait_until_ready)
+        )
 
     async def cog_unload(self) -> None:
         if self._sweeper is not None:
@@ -222,7 +222,7 @@ class Approvals(commands.Cog):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         self.bot.remove_dynamic_items(ReviewButton)
-        self.bot.approvals.view = None
+        self.bot.services.approvals.view = None
 
 
 async def setup(bot: FluxcordBot) -> None:

@@ -23,22 +23,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.community.audit import BOT_ACTOR, AuditEntry
-from bot.community.settings import MAX_SAFETY, ServerSettings
+from bot.errors import InvalidRequest
 from bot.moderation.strikes import Block, Strike
 from bot.moderation.terms import DEFAULT_TERMS, BannedTerm
-from bot.variants import InvalidRequest
-from cogs.render import NO_PINGS, truncate
-from cogs.usage import is_moderator, moderator_group, moderator_only
+from bot.servers.audit import BOT_ACTOR, AuditEntry
+from bot.servers.settings import MAX_SAFETY, ServerSettings
+from bot.text import MESSAGE_LIMIT, code_excerpt, message_text, plural, truncate
+from cogs.checks import may_configure_server, server_manager_group, server_managers_only
+from cogs.render import NO_PINGS
 
 if TYPE_CHECKING:
-    from bot.app import FluxcordBot
+    from cogs.client import FluxcordBot
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
 BOT_DEFAULT = "bot-default"  # `/settings variants default:` value for "the bot's own default"
-MESSAGE_LIMIT = 2000
+
 TERMS_INLINE_LIMIT = 1800  # longer term lists are sent as a text file
 CHOICE_LIMIT = 25  # Discord's cap on autocomplete suggestions
 CHOICE_VALUE_LIMIT = 100  # and on a suggestion's name and value
@@ -70,20 +71,12 @@ LABELS: dict[str, str] = {
 
 
 # --------------------------------------------------------------------------- text
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def format_hours(hours: float) -> str:
     if hours < 1:
         return f"{hours * 60:g} min"
     return f"{hours:g} h"
-
-
-def excerpt(text: str, limit: int = EXCERPT) -> str:
-    """A prompt as a code span: backticks can't break out of it."""
-    quoted = truncate(text.replace("`", "'"), limit)
-    return f"`{quoted}`"
 
 
 @dataclass(frozen=True)
@@ -228,7 +221,7 @@ def block_text(block: Block | None, mention: str) -> str:
 
 
 def strike_line(strike: Strike) -> str:
-    line = f"<t:{int(strike.at)}:R> · `{strike.term}` · {excerpt(strike.prompt)}"
+    line = f"<t:{int(strike.at)}:R> · `{strike.term}` · {code_excerpt(strike.prompt, EXCERPT)}"
     return f"~~{line}~~ (cleared)" if strike.cleared else line
 
 
@@ -262,7 +255,7 @@ class ChannelAuditSink:
         self.bot.poster.send_soon(
             channel_id,
             guild_id=entry.guild_id,
-            content=entry.line()[:2000],
+            content=message_text(entry.line()),
             allowed_mentions=NO_PINGS,
             silent=True,
         )
@@ -276,26 +269,26 @@ async def reply(interaction: discord.Interaction[Any], text: str, **extra: Any) 
 
 # --------------------------------------------------------------------------- the cog
 class Community(commands.Cog):
-    settings = moderator_group("settings", "How Fluxcord works on this server (moderators)")
-    mod = moderator_group("mod", "Strikes and blocks of members (moderators)")
+    settings = server_manager_group("settings", "How Fluxcord works on this server (moderators)")
+    mod = server_manager_group("mod", "Strikes and blocks of members (moderators)")
 
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.audit.sink = ChannelAuditSink(self.bot)
+        self.bot.services.audit.sink = ChannelAuditSink(self.bot)
 
     async def cog_unload(self) -> None:
-        self.bot.audit.sink = None
+        self.bot.services.audit.sink = None
 
     # ----------------------------------------------------------------- helpers
     def variant_keys(self) -> list[str]:
-        return list(self.bot.generation.variants)
+        return list(self.bot.services.generation.variants)
 
     def bot_default(self) -> str:
         """The variant /imagine uses on a server without its own default."""
         keys = self.variant_keys()
-        default = self.bot.generation.default_variant
+        default = self.bot.services.generation.default_variant
         return default if default in keys or not keys else keys[0]
 
     def text(self) -> SettingsText:
@@ -306,7 +299,7 @@ class Community(commands.Cog):
     ) -> None:
         """Validate, audit and confirm a settings change; a change to nothing is not logged."""
         assert interaction.guild_id is not None  # guild_only
-        store = self.bot.server_settings
+        store = self.bot.services.server_settings
         before = store.get(interaction.guild_id)
         after = store.validate(before, changes)  # InvalidRequest before anything is written
         text = self.text()
@@ -321,11 +314,11 @@ class Community(commands.Cog):
 
     # ----------------------------------------------------------------- /settings
     @settings.command(name="show", description="Every setting of this server")
-    @moderator_only
+    @server_managers_only
     async def settings_show(self, interaction: discord.Interaction[Any]) -> None:
         assert interaction.guild_id is not None
-        current = self.bot.server_settings.get(interaction.guild_id)
-        terms = len(self.bot.moderation.server_terms(interaction.guild_id))
+        current = self.bot.services.server_settings.get(interaction.guild_id)
+        terms = len(self.bot.services.moderation.server_terms(interaction.guild_id))
         embed = discord.Embed(title="Fluxcord settings", colour=discord.Colour.blurple())
         for title, value in self.text().show(current, server_terms=terms):
             embed.add_field(name=title, value=value[:1024], inline=False)
@@ -334,12 +327,12 @@ class Community(commands.Cog):
 
     @settings.command(name="channel-add", description="Allow images in a channel (only there)")
     @app_commands.describe(channel="A channel where members may make images")
-    @moderator_only
+    @server_managers_only
     async def settings_channel_add(
         self, interaction: discord.Interaction[Any], channel: discord.TextChannel
     ) -> None:
         assert interaction.guild_id is not None
-        enabled = self.bot.server_settings.get(interaction.guild_id).enabled_channels
+        enabled = self.bot.services.server_settings.get(interaction.guild_id).enabled_channels
         await self._change(
             interaction,
             "Requests in other channels are refused; threads follow their channel.",
@@ -348,12 +341,12 @@ class Community(commands.Cog):
 
     @settings.command(name="channel-remove", description="Stop allowing images in a channel")
     @app_commands.describe(channel="One of the enabled channels")
-    @moderator_only
+    @server_managers_only
     async def settings_channel_remove(
         self, interaction: discord.Interaction[Any], channel: discord.TextChannel
     ) -> None:
         assert interaction.guild_id is not None
-        enabled = self.bot.server_settings.get(interaction.guild_id).enabled_channels
+        enabled = self.bot.services.server_settings.get(interaction.guild_id).enabled_channels
         if enabled is None:
             # "All but these" is not a setting: the server lists the channels it enables.
             raise InvalidRequest(
@@ -365,7 +358,7 @@ class Community(commands.Cog):
         await self._change(interaction, enabled_channels=enabled - {channel.id})
 
     @settings.command(name="channel-all", description="Allow images in every channel again")
-    @moderator_only
+    @server_managers_only
     async def settings_channel_all(self, interaction: discord.Interaction[Any]) -> None:
         await self._change(interaction, enabled_channels=None)
 
@@ -374,7 +367,7 @@ class Community(commands.Cog):
         allowed='Comma-separated variants, e.g. "pro, flex", or "all"',
         default="The model /imagine uses when a member doesn't choose one",
     )
-    @moderator_only
+    @server_managers_only
     async def settings_variants(
         self,
         interaction: discord.Interaction[Any],
@@ -395,7 +388,7 @@ class Community(commands.Cog):
             changes["default_variant"] = None if key == BOT_DEFAULT else key
         if not changes:
             raise InvalidRequest("Give the allowed variants, a default, or both.")
-        proposed = replace(self.bot.server_settings.get(interaction.guild_id), **changes)
+        proposed = replace(self.bot.services.server_settings.get(interaction.guild_id), **changes)
         effective = proposed.default_variant or self.bot_default()
         if not proposed.variant_allowed(effective):
             if default is not None or proposed.allowed_variants is None:
@@ -411,7 +404,7 @@ class Community(commands.Cog):
     async def _allowed_autocomplete(
         self, interaction: discord.Interaction[Any], current: str
     ) -> list[app_commands.Choice[str]]:
-        if not is_moderator(interaction):
+        if not may_configure_server(interaction):
             return []
         return variant_list_choices(current, self.variant_keys())
 
@@ -419,12 +412,12 @@ class Community(commands.Cog):
     async def _default_autocomplete(
         self, interaction: discord.Interaction[Any], current: str
     ) -> list[app_commands.Choice[str]]:
-        if not is_moderator(interaction):
+        if not may_configure_server(interaction):
             return []
         needle = current.strip().lower()
         choices = [
             app_commands.Choice(name=f"{v.label} ({key})", value=key)
-            for key, v in self.bot.generation.variants.items()
+            for key, v in self.bot.services.generation.variants.items()
             if needle in key  # not the labels: every one of them contains "flux"
         ]
         choices.append(
@@ -437,7 +430,7 @@ class Community(commands.Cog):
         max_megapixels="Largest image members may ask for, in megapixels (0: no cap)",
         safety_cap=f"Most lenient safety tolerance members may use, 0–{MAX_SAFETY} (-1: no cap)",
     )
-    @moderator_only
+    @server_managers_only
     async def settings_limits(
         self,
         interaction: discord.Interaction[Any],
@@ -455,7 +448,7 @@ class Community(commands.Cog):
 
     @settings.command(name="dms", description="Whether members may use Fluxcord in direct messages")
     @app_commands.describe(allowed="Members of this server may make images in DMs with the bot")
-    @moderator_only
+    @server_managers_only
     async def settings_dms(self, interaction: discord.Interaction[Any], allowed: bool) -> None:
         await self._change(interaction, allow_dms=allowed)
 
@@ -463,7 +456,7 @@ class Community(commands.Cog):
     @app_commands.describe(
         allow_outside_age_restricted="Off: uploads can only be edited in age-restricted channels"
     )
-    @moderator_only
+    @server_managers_only
     async def settings_uploads(
         self, interaction: discord.Interaction[Any], allow_outside_age_restricted: bool
     ) -> None:
@@ -471,7 +464,7 @@ class Community(commands.Cog):
 
     @settings.command(name="audit-channel", description="Where moderation entries are posted")
     @app_commands.describe(channel="The moderators' channel; leave empty to stop posting")
-    @moderator_only
+    @server_managers_only
     async def settings_audit_channel(
         self, interaction: discord.Interaction[Any], channel: discord.TextChannel | None = None
     ) -> None:
@@ -491,7 +484,7 @@ class Community(commands.Cog):
         channel="The moderators' channel where requests wait",
         trusted_role="Members with this role skip the queue (adds to the trusted roles)",
     )
-    @moderator_only
+    @server_managers_only
     async def settings_approval(
         self,
         interaction: discord.Interaction[Any],
@@ -506,18 +499,18 @@ class Community(commands.Cog):
         if trusted_role is not None:
             if trusted_role.is_default():
                 raise InvalidRequest("Everyone has @everyone: turn the queue off instead.")
-            trusted = self.bot.server_settings.get(interaction.guild_id).trusted_roles
+            trusted = self.bot.services.server_settings.get(interaction.guild_id).trusted_roles
             changes["trusted_roles"] = trusted | {trusted_role.id}
         await self._change(interaction, **changes)
 
     @settings.command(name="trusted-remove", description="A role no longer skips the approvals")
     @app_commands.describe(role="One of the trusted roles")
-    @moderator_only
+    @server_managers_only
     async def settings_trusted_remove(
         self, interaction: discord.Interaction[Any], role: discord.Role
     ) -> None:
         assert interaction.guild_id is not None
-        trusted = self.bot.server_settings.get(interaction.guild_id).trusted_roles
+        trusted = self.bot.services.server_settings.get(interaction.guild_id).trusted_roles
         if role.id not in trusted:
             raise InvalidRequest(f"{role.mention} isn't a trusted role.")
         await self._change(interaction, trusted_roles=trusted - {role.id})
@@ -529,7 +522,7 @@ class Community(commands.Cog):
         block="Refused prompts before a block until a moderator lifts it",
         temp_block_hours="How long a temporary block lasts, in hours",
     )
-    @moderator_only
+    @server_managers_only
     async def settings_strikes(
         self,
         interaction: discord.Interaction[Any],
@@ -556,7 +549,7 @@ class Community(commands.Cog):
         term="A word or phrase (disguised spellings match too)",
         regex="Treat the term as a regular expression (RE2: no backreferences or lookaround)",
     )
-    @moderator_only
+    @server_managers_only
     async def settings_terms_add(
         self,
         interaction: discord.Interaction[Any],
@@ -564,7 +557,7 @@ class Community(commands.Cog):
         regex: bool = False,
     ) -> None:
         assert interaction.guild_id is not None
-        added = await self.bot.moderation.add_term(
+        added = await self.bot.services.moderation.add_term(
             interaction.guild_id, interaction.user.id, term, is_regex=regex
         )
         kind = "regular expression" if regex else "term"
@@ -576,10 +569,12 @@ class Community(commands.Cog):
 
     @settings.command(name="terms-remove", description="Stop refusing a term")
     @app_commands.describe(term="One of this server's terms")
-    @moderator_only
+    @server_managers_only
     async def settings_terms_remove(self, interaction: discord.Interaction[Any], term: str) -> None:
         assert interaction.guild_id is not None
-        await self.bot.moderation.remove_term(interaction.guild_id, interaction.user.id, term)
+        await self.bot.services.moderation.remove_term(
+            interaction.guild_id, interaction.user.id, term
+        )
         await reply(interaction, f"Removed `{term.strip()}` from this server's banned terms.")
 
     @settings_terms_remove.autocomplete("term")
@@ -587,15 +582,17 @@ class Community(commands.Cog):
         self, interaction: discord.Interaction[Any], current: str
     ) -> list[app_commands.Choice[str]]:
         # Autocomplete runs no command checks, and terms are for moderators only.
-        if not is_moderator(interaction) or interaction.guild_id is None:
+        if not may_configure_server(interaction) or interaction.guild_id is None:
             return []
-        return term_choices(self.bot.moderation.server_terms(interaction.guild_id), current)
+        return term_choices(
+            self.bot.services.moderation.server_terms(interaction.guild_id), current
+        )
 
     @settings.command(name="terms-list", description="This server's banned terms")
-    @moderator_only
+    @server_managers_only
     async def settings_terms_list(self, interaction: discord.Interaction[Any]) -> None:
         assert interaction.guild_id is not None
-        terms = self.bot.moderation.server_terms(interaction.guild_id)
+        terms = self.bot.services.moderation.server_terms(interaction.guild_id)
         text = terms_text(terms)
         if len(text) <= TERMS_INLINE_LIMIT:
             await reply(interaction, text)
@@ -619,16 +616,16 @@ class Community(commands.Cog):
 
     @mod.command(name="strikes", description="A member's refused prompts and block")
     @app_commands.describe(user="The member")
-    @moderator_only
+    @server_managers_only
     async def mod_strikes(
         self, interaction: discord.Interaction[Any], user: discord.Member | discord.User
     ) -> None:
         assert interaction.guild_id is not None
         guild_id = interaction.guild_id
-        moderation = self.bot.moderation
+        moderation = self.bot.services.moderation
         strikes = await moderation.strikes(guild_id, user.id)
         active = await moderation.active_strike_count(guild_id, user.id)
-        current = self.bot.server_settings.get(guild_id)
+        current = self.bot.services.server_settings.get(guild_id)
         lines = [
             f"**Strikes of {user.mention}**: {active} active (warning at {current.strike_warn},"
             f" temporary block at {current.strike_temp_block}, block at {current.strike_block})",
@@ -645,7 +642,7 @@ class Community(commands.Cog):
     @app_commands.describe(
         user="The member", hours="How long (leave empty: until unblocked)", reason="Why (logged)"
     )
-    @moderator_only
+    @server_managers_only
     async def mod_block(
         self,
         interaction: discord.Interaction[Any],
@@ -655,7 +652,7 @@ class Community(commands.Cog):
     ) -> None:
         assert interaction.guild_id is not None
         self._target(interaction, user)
-        block = await self.bot.moderation.block(
+        block = await self.bot.services.moderation.block(
             interaction.guild_id, interaction.user.id, user.id, hours=hours, reason=reason or ""
         )
         until = (
@@ -667,12 +664,12 @@ class Community(commands.Cog):
 
     @mod.command(name="unblock", description="Lift a member's block and clear their strikes")
     @app_commands.describe(user="The member")
-    @moderator_only
+    @server_managers_only
     async def mod_unblock(
         self, interaction: discord.Interaction[Any], user: discord.Member | discord.User
     ) -> None:
         assert interaction.guild_id is not None
-        changed = await self.bot.moderation.unblock(
+        changed = await self.bot.services.moderation.unblock(
             interaction.guild_id, interaction.user.id, user.id
         )
         if changed:
@@ -683,15 +680,15 @@ class Community(commands.Cog):
 
     @mod.command(name="why", description="Why a member is blocked or was refused")
     @app_commands.describe(user="The member")
-    @moderator_only
+    @server_managers_only
     async def mod_why(
         self, interaction: discord.Interaction[Any], user: discord.Member | discord.User
     ) -> None:
         assert interaction.guild_id is not None
         guild_id = interaction.guild_id
-        moderation = self.bot.moderation
+        moderation = self.bot.services.moderation
         strikes = await moderation.strikes(guild_id, user.id, limit=3)
-        entries = await self.bot.audit.recent(guild_id, limit=5, target_id=user.id)
+        entries = await self.bot.services.audit.recent(guild_id, limit=5, target_id=user.id)
         active = await moderation.active_strike_count(guild_id, user.id)
         lines = [
             f"**About {user.mention}**",

@@ -25,16 +25,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.errors import DeliveryImpossible
 from bot.image_fit import CannotFit, fit_images, fits
 from bot.jobs.models import InteractionToken, Job, JobState
-from bot.jobs.notifier import DeliveryImpossible
 from bot.outbox import ChannelTurns, Gate, LatestUpdate, no_gate
 from bot.providers.base import OutputImage
 from cogs.render import NO_PINGS, failure_text, message_nonce, progress_text, result_embed
+
+if TYPE_CHECKING:
+    from cogs.client import FluxcordBot
 
 log = logging.getLogger(__name__)
 
@@ -547,3 +550,24 @@ class ChannelPoster:
         """Let the posts already queued go out (at shutdown)."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=within)
+
+
+def attach_delivery(
+    bot: FluxcordBot, *, result_view: ResultViewFactory, queued_view: QueuedViewFactory
+) -> None:
+    """Give the core its Discord notifier, and the cogs their poster for side posts. Both
+    share one queue of senders per channel. Called from the results cog's `cog_load`."""
+    services = bot.services
+    turns = ChannelTurns()
+    bot.poster = ChannelPoster(bot, turns)
+    bot.notifier = DiscordNotifier(
+        bot,
+        lookup=services.engine.store.get,
+        shown_in=lambda job_id, message_id, left: services.generation.shown_in(
+            job_id, message_id, left_interaction=left
+        ),
+        turns=turns,
+        result_view=result_view,
+        queued_view=queued_view,
+    )
+    services.engine.notifier = bot.notifier

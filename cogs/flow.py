@@ -14,16 +14,17 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.community.policy import Requester
-from bot.generation import INTERNAL_ERROR_TEXT, Draft
+from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
+from bot.generation import Draft
 from bot.jobs.models import GenerationRequest
+from bot.jobs.store import new_job_id
 from bot.references import ReferenceCandidate
-from bot.storage.jobs import new_job_id
-from bot.variants import InvalidRequest
+from cogs.checks import may_review_requests
 from cogs.delivery import token_for
 from cogs.render import NO_PINGS, waiting_text
 
 if TYPE_CHECKING:
-    from bot.app import FluxcordBot
+    from cogs.client import FluxcordBot
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,7 @@ def requester_for(user: discord.User | discord.Member, channel: Any, channel_id:
         channel_id=channel_id,
         parent_channel_id=channel.parent_id if is_thread else None,
         role_ids=tuple(role.id for role in roles if not role.is_default()),
-        # Whoever may review requests (see cogs/approvals.py) needs no review of their own.
-        is_moderator=bool(
-            permissions and (permissions.manage_guild or permissions.manage_messages)
-        ),
+        is_moderator=permissions is not None and may_review_requests(permissions),
         age_restricted=bool(nsfw()) if callable(nsfw) else False,
     )
 
@@ -110,7 +108,7 @@ async def _generate_from_interaction(
     bot: FluxcordBot, interaction: discord.Interaction[Any], draft: Draft, who: Requester
 ) -> None:
     # Every check that needs no download (the allowance and studio budget included).
-    await bot.generation.precheck(draft, who)
+    await bot.services.generation.precheck(draft, who)
     if not isinstance(interaction.channel, discord.abc.Messageable):
         raise InvalidRequest("I can't post images here.")
     message_id: int | None = None
@@ -119,7 +117,7 @@ async def _generate_from_interaction(
         # "thinking…" now, publicly, since that message becomes the job's.
         deferred = await interaction.response.defer(thinking=True)
         message_id = deferred.message_id if deferred is not None else None
-    request = await bot.generation.prepare(draft, who)
+    request = await bot.services.generation.prepare(draft, who)
     await start_interaction(bot, who, request, interaction, message_id)
 
 
@@ -132,7 +130,7 @@ async def start_interaction(
 ) -> None:
     """Accept the job now, shown through the interaction; or hold it for a moderator.
     Raises only while nothing has been accepted or held."""
-    review_channel = bot.generation.review_channel(who)
+    review_channel = bot.services.generation.review_channel(who)
     if review_channel is not None:
         if not interaction.response.is_done():
             # The review post must succeed before the member is told to wait; until then
@@ -154,7 +152,7 @@ async def start_interaction(
     # Registered before the job exists: the engine may report on it at once.
     bot.notifier.expect_interaction(job_id, interaction, message_id=message_id)
     try:
-        job, position = await bot.generation.submit(
+        job, position = await bot.services.generation.submit(
             replace(request, job_id=job_id, interaction=token_for(interaction)),
             status_message_id=message_id,
             limit_in_flight=True,
@@ -173,9 +171,9 @@ async def start_interaction(
 async def hold(
     bot: FluxcordBot, request: GenerationRequest, status_message_id: int, review_channel: int
 ) -> None:
-    await bot.approvals.hold(
+    await bot.services.approvals.hold(
         request,
-        variant_name=bot.generation.offered_name(request.variant),
+        variant_name=bot.services.generation.offered_name(request.variant),
         status_message_id=status_message_id,
         review_channel_id=review_channel,
     )
@@ -187,11 +185,11 @@ async def generate_from_message(bot: FluxcordBot, message: discord.Message, draf
     who = requester_for(message.author, message.channel, message.channel.id)
     waiting: discord.Message | None = None
     try:
-        await bot.generation.precheck(draft, who)
-        request = await bot.generation.prepare(draft, who)
-        review_channel = bot.generation.review_channel(who)
+        await bot.services.generation.precheck(draft, who)
+        request = await bot.services.generation.prepare(draft, who)
+        review_channel = bot.services.generation.review_channel(who)
         if review_channel is None:
-            await bot.generation.submit(
+            await bot.services.generation.submit(
                 replace(request, reply_to_message_id=message.id), limit_in_flight=True
             )
             return  # after the job is accepted nothing raises (see GenerationService.submit)

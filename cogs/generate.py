@@ -23,7 +23,7 @@ from cogs.options import OptionSet, variant_command
 from cogs.results import EditModal
 
 if TYPE_CHECKING:
-    from bot.app import FluxcordBot
+    from cogs.client import FluxcordBot
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Generate(commands.Cog):
 
     # ----------------------------------------------------------------- commands
     def _variants(self) -> dict[str, Variant]:
-        return self.bot.generation.variants
+        return self.bot.services.generation.variants
 
     def _build_imagine(self) -> app_commands.Command[Any, Any, None]:
         options = OptionSet()
@@ -123,7 +123,7 @@ class Generate(commands.Cog):
         options.add(
             "prompt", app_commands.Range[str, 1, 4000], "How to change the image(s)", required=True
         )
-        edit_variants = self.bot.generation.edit_variants()
+        edit_variants = self.bot.services.generation.edit_variants()
         count = min(EDIT_IMAGES, max((v.max_references for v in edit_variants.values()), default=1))
         options.add_images(count, first_required=True)
         options.add(
@@ -147,7 +147,7 @@ class Generate(commands.Cog):
         if not image_attachments(message):
             await interaction.response.send_message(NO_IMAGES_TEXT, ephemeral=True)
             return
-        parent = await self.bot.generation.job_for_message(message.id)
+        parent = await self.bot.services.generation.job_for_message(message.id)
         await interaction.response.send_modal(EditModal(message, parent))
 
     # ----------------------------------------------------------------- reply-to-edit
@@ -161,7 +161,7 @@ class Generate(commands.Cog):
         if me is None or message.author.bot or message.reference is None:
             return
         mentioned = mentions_in_text(message.content, me.id)
-        if not mentioned and not self.bot.studios.accepts_replies(message.channel.id):
+        if not mentioned and not self.bot.services.studios.accepts_replies(message.channel.id):
             return
         target = await self._referenced(message)
         if target is None:
@@ -175,7 +175,7 @@ class Generate(commands.Cog):
         if not references:
             refuse_in_reply(self.bot, message, NO_IMAGES_TEXT)
             return
-        parent = await self.bot.generation.job_for_message(target.id)
+        parent = await self.bot.services.generation.job_for_message(target.id)
         draft = Draft(
             prompt=prompt,
             references=references,

@@ -8,15 +8,12 @@ import discord
 
 from bot.jobs.models import Job, JobState
 from bot.providers.base import OutputImage
+from bot.text import message_link, truncate
 from bot.variants import CATALOGUE
 
 PROMPT_PREVIEW_CHARS = 1000
 # Prompt text is user input: progress and errors never ping anyone.
 NO_PINGS = discord.AllowedMentions.none()
-
-
-def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def inert(text: str) -> str:
@@ -33,10 +30,6 @@ def quoted_prompt(text: str, limit: int) -> str:
 def variant_label(job: Job) -> str:
     variant = CATALOGUE.get(job.variant)
     return variant.label if variant else job.variant
-
-
-def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
-    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
 
 def job_link(job: Job) -> str | None:

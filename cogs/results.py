@@ -16,14 +16,17 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cooldown import Cooldown
-from bot.generation import INTERNAL_ERROR_TEXT, Draft, check_button_place
+from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
+from bot.generation import Draft, check_button_place
 from bot.jobs.models import Job, JobState
-from bot.variants import InvalidRequest
+from bot.text import message_text
+from cogs.checks import may_remove_results
+from cogs.delivery import attach_delivery
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
 from cogs.render import NO_PINGS, job_link, quoted_prompt, variant_label
 
 if TYPE_CHECKING:
-    from bot.app import FluxcordBot
+    from cogs.client import FluxcordBot
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +70,6 @@ def queued_view(job: Job) -> discord.ui.View:
     return view
 
 
-def bot_of(interaction: discord.Interaction[Any]) -> FluxcordBot:
-    from bot.app import FluxcordBot
-
-    client = interaction.client
-    assert isinstance(client, FluxcordBot)
-    return client
-
-
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=(
@@ -115,8 +110,8 @@ class ResultButton(
             await reply_privately(interaction, INTERNAL_ERROR_TEXT)
 
     async def _run(self, interaction: discord.Interaction[Any]) -> None:
-        bot = bot_of(interaction)
-        job = await bot.generation.job(self.job_id)
+        bot: FluxcordBot = interaction.client
+        job = await bot.services.generation.job(self.job_id)
         if job is None:
             await interaction.response.send_message(UNKNOWN_JOB_TEXT, ephemeral=True)
             return
@@ -139,7 +134,7 @@ class ResultButton(
                 return
         if self.action == "reroll":
             try:
-                draft = await bot.generation.reroll_draft(job)
+                draft = await bot.services.generation.reroll_draft(job)
             except InvalidRequest as exc:
                 await reply_privately(interaction, str(exc))
                 return
@@ -149,7 +144,7 @@ class ResultButton(
         elif self.action == "remix":
             await interaction.response.send_modal(RemixModal(job))
         elif self.action == "chain":
-            lineage = await bot.generation.lineage(
+            lineage = await bot.services.generation.lineage(
                 job, viewer_id=interaction.user.id, guild_id=interaction.guild_id
             )
             await interaction.response.send_message(
@@ -169,8 +164,8 @@ def button_cooldown(bot: FluxcordBot) -> Cooldown:
 
 
 def may_manage(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> bool:
-    is_moderator = interaction.permissions.manage_messages
-    return bot.generation.may_manage(job, interaction.user.id, is_moderator=is_moderator)
+    is_moderator = may_remove_results(interaction.permissions)
+    return bot.services.generation.may_manage(job, interaction.user.id, is_moderator=is_moderator)
 
 
 async def cancel_request(bot: FluxcordBot, interaction: discord.Interaction[Any], job: Job) -> None:
@@ -179,7 +174,7 @@ async def cancel_request(bot: FluxcordBot, interaction: discord.Interaction[Any]
         return
     # Answer first: the cancellation then edits the request's own message.
     await interaction.response.defer(ephemeral=True, thinking=True)
-    if await bot.generation.cancel(job, interaction.user.id):
+    if await bot.services.generation.cancel(job, interaction.user.id):
         await interaction.delete_original_response()
     else:
         await interaction.edit_original_response(content=CANCEL_TOO_LATE_TEXT)
@@ -191,7 +186,7 @@ async def delete_result(bot: FluxcordBot, interaction: discord.Interaction[Any],
         return
     if interaction.message is not None:
         await interaction.message.delete()
-    await bot.generation.mark_deleted(job, interaction.user.id)
+    await bot.services.generation.mark_deleted(job, interaction.user.id)
     log.info("job %s: result deleted by %s", job.id, interaction.user.id)
     await interaction.response.send_message("Deleted.", ephemeral=True)
 
@@ -228,12 +223,12 @@ class EditModal(FriendlyModal, title="Edit with FLUX"):
         self.index = index
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        bot = bot_of(interaction)
+        bot: FluxcordBot = interaction.client
         images = image_attachments(self.message) if self.message else []
         if self.index is not None:  # one image of a multi-image result
             images = images[self.index - 1 : self.index]
         job = self.job
-        variant = bot.generation.variants.get(job.variant) if job else None
+        variant = bot.services.generation.variants.get(job.variant) if job else None
         ours = _ours(bot, self.message)
         draft = Draft(
             prompt=self.prompt.value,
@@ -283,16 +278,16 @@ class RemixModal(FriendlyModal, title="Remix"):
             self.add_item(item)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        bot = bot_of(interaction)
+        bot: FluxcordBot = interaction.client
         try:
             width, height = parse_size(self.size.value)
             seed = parse_seed(self.seed.value)
-            stored = await bot.generation.stored_references(self.job)
+            stored = await bot.services.generation.stored_references(self.job)
         except InvalidRequest as exc:
             await reply_privately(interaction, str(exc))
             return
         variant_key = self.variant.value.strip().lower()
-        variant = bot.generation.variants.get(variant_key)
+        variant = bot.services.generation.variants.get(variant_key)
         # Keep the options the chosen model understands; the rest fall back to its defaults.
         names = {spec.name for spec in variant.options} if variant else set()
         draft = Draft(
@@ -335,7 +330,7 @@ def render_lineage(chain: list[Job]) -> str:
         prompt = quoted_prompt(job.prompt, 80)
         where = f"[view]({link})" if link else "deleted"
         lines.append(f"{index}. {prompt} — {variant_label(job)} · {where}")
-    return "\n".join(lines)[:2000]
+    return message_text("\n".join(lines))
 
 
 def render_history(jobs: list[Job]) -> str:
@@ -348,7 +343,7 @@ def render_history(jobs: list[Job]) -> str:
         gone = "deleted" if job.state is JobState.DELIVERED else job.state.value
         where = f"[view]({link})" if link else gone
         lines.append(f"• <t:{int(job.created_at)}:R> {prompt} — {variant_label(job)} · {where}")
-    return "\n".join(lines)[:2000]
+    return message_text("\n".join(lines))
 
 
 class Results(commands.Cog):
@@ -358,6 +353,7 @@ class Results(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ResultButton)
+        attach_delivery(self.bot, result_view=result_view, queued_view=queued_view)
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(ResultButton)
@@ -367,7 +363,7 @@ class Results(commands.Cog):
     async def history(
         self, interaction: discord.Interaction[Any], result: str | None = None
     ) -> None:
-        service = self.bot.generation
+        service = self.bot.services.generation
         user_id, guild_id = interaction.user.id, interaction.guild_id
         if result is None:
             jobs = await service.history(user_id, guild_id)
@@ -389,12 +385,12 @@ class Results(commands.Cog):
         match = _MESSAGE_LINK.search(reference)
         message_id = _snowflake(match["message_id"] if match else reference)
         if message_id is not None:
-            job = await self.bot.generation.job_for_message(message_id)
+            job = await self.bot.services.generation.job_for_message(message_id)
             if job is not None or match:
                 return job
         if match or not re.fullmatch(r"[0-9a-fA-F]{16}", reference):
             return None  # neither a message of ours nor a job id
-        return await self.bot.generation.job(reference.lower())
+        return await self.bot.services.generation.job(reference.lower())
 
 
 def _snowflake(text: str) -> int | None:

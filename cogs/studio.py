@@ -29,24 +29,19 @@ from bot.community.studio import (
     ending_text,
     intro_text,
 )
-from bot.variants import InvalidRequest
+from bot.errors import InvalidRequest
+from cogs.checks import may_run_studios
 from cogs.flow import image_attachments, requester
 from cogs.render import NO_PINGS
 
 if TYPE_CHECKING:
-    from bot.app import FluxcordBot
+    from cogs.client import FluxcordBot
 
 log = logging.getLogger(__name__)
 
 # Discord's longest auto-archive delay (minutes): a quiet studio stays in the channel list.
 AUTO_ARCHIVE_MINUTES: Final = 10080
 MAX_READ_BYTES = 25 * 1024 * 1024  # a result image is far smaller; never read more
-
-
-def may_moderate(interaction: discord.Interaction[Any]) -> bool:
-    """Moderators of studios: Manage Server or Manage Threads (where the command runs)."""
-    permissions = interaction.permissions
-    return permissions.administrator or permissions.manage_guild or permissions.manage_threads
 
 
 class DiscordStudioView:
@@ -124,16 +119,18 @@ class StudioCog(commands.Cog):
         self._sweeper: asyncio.Task[None] | None = None
 
     async def cog_load(self) -> None:
-        self.bot.studios.view = DiscordStudioView(self.bot)
+        self.bot.services.studios.view = DiscordStudioView(self.bot)
         # Ends studios whose time is up, also those that ended while the bot was offline.
-        self._sweeper = asyncio.create_task(self.bot.studios.run(self.bot.wait_until_ready))
+        self._sweeper = asyncio.create_task(
+            self.bot.services.studios.run(self.bot.wait_until_ready)
+        )
 
     async def cog_unload(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        self.bot.studios.view = None
+        self.bot.services.studios.view = None
 
     @studio.command(name="start", description="Open a shared creation thread with a theme")
     @app_commands.describe(
@@ -155,7 +152,7 @@ class StudioCog(commands.Cog):
             raise InvalidRequest("Start a studio from a text channel (not inside a thread).")
         if not interaction.permissions.create_public_threads:
             raise InvalidRequest("You need permission to create threads here to start a studio.")
-        plan = await self.bot.studios.plan(
+        plan = await self.bot.services.studios.plan(
             requester(interaction), theme, required_words, duration, budget
         )
         await interaction.response.defer(thinking=True)
@@ -168,7 +165,7 @@ class StudioCog(commands.Cog):
             )
         except discord.Forbidden:
             raise InvalidRequest("I'm not allowed to create threads in this channel.") from None
-        studio = await self.bot.studios.start(
+        studio = await self.bot.services.studios.start(
             plan,
             thread_id=thread.id,
             guild_id=channel.guild.id,
@@ -180,8 +177,10 @@ class StudioCog(commands.Cog):
 
     @studio.command(name="lock", description="Stop new images in this studio (starter, moderators)")
     async def lock(self, interaction: discord.Interaction[Any]) -> None:
-        studio = await self.bot.studios.lock(
-            interaction.channel_id, interaction.user.id, is_moderator=may_moderate(interaction)
+        studio = await self.bot.services.studios.lock(
+            interaction.channel_id,
+            interaction.user.id,
+            is_moderator=may_run_studios(interaction.permissions),
         )
         await interaction.response.send_message(
             f"Locked. The gallery is posted <t:{int(studio.ends_at)}:R>, or now with "
@@ -191,13 +190,15 @@ class StudioCog(commands.Cog):
 
     @studio.command(name="end", description="End this studio and post its gallery (starter, mods)")
     async def end(self, interaction: discord.Interaction[Any]) -> None:
-        studio = await self.bot.studios.end(
-            interaction.channel_id, interaction.user.id, is_moderator=may_moderate(interaction)
+        studio = await self.bot.services.studios.end(
+            interaction.channel_id,
+            interaction.user.id,
+            is_moderator=may_run_studios(interaction.permissions),
         )
-        running = await self.bot.studios.running_jobs(studio.thread_id)
+        running = await self.bot.services.studios.running_jobs(studio.thread_id)
         # Answer before the thread is archived: nothing can be sent there afterwards.
         await interaction.response.send_message(ending_text(studio, running), ephemeral=True)
-        await self.bot.studios.finish(studio.thread_id)
+        await self.bot.services.studios.finish(studio.thread_id)
 
 
 async def setup(bot: FluxcordBot) -> None:

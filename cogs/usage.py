@@ -29,11 +29,13 @@ from bot.ledger import (
 )
 from bot.ledger.chart import daily_spend_png
 from bot.ledger.reports import ServerReport, export_csv, export_range, server_report
+from bot.text import message_text
 from bot.variants import CATALOGUE
+from cogs.checks import server_manager_group, server_managers_only
 from cogs.render import NO_PINGS
 
 if TYPE_CHECKING:
-    from bot.app import FluxcordBot
+    from cogs.client import FluxcordBot
 
 WindowName = Literal["day", "week", "month"]
 KindName = Literal["images", "credits"]
@@ -41,32 +43,6 @@ WINDOW_TITLES = {Period.DAY: "Today", Period.WEEK: "This week", Period.MONTH: "T
 
 
 # --------------------------------------------------------------------------- permissions
-def is_moderator(interaction: discord.Interaction[Any]) -> bool:
-    permissions = interaction.permissions
-    return interaction.guild_id is not None and (
-        permissions.manage_guild or permissions.administrator
-    )
-
-
-async def require_moderator(interaction: discord.Interaction[Any]) -> bool:
-    """The runtime half of the permission rule (see the module docstring)."""
-    if not is_moderator(interaction):
-        raise app_commands.MissingPermissions(["manage_guild"])
-    return True
-
-
-moderator_only = app_commands.check(require_moderator)
-
-
-def moderator_group(name: str, description: str) -> app_commands.Group:
-    """A server-only command group Discord shows to Manage Server holders only (each command
-    still checks with `moderator_only`: admins can change who sees a command)."""
-    return app_commands.Group(
-        name=name,
-        description=description,
-        guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
 
 
 def role_ids(user: discord.abc.User) -> tuple[int, ...]:
@@ -135,8 +111,8 @@ def server_text(report: ServerReport) -> str:
 
 # --------------------------------------------------------------------------- the cog
 class Usage(commands.Cog):
-    usage_admin = moderator_group("usage-admin", "Usage reports for moderators")
-    quota = moderator_group("quota", "Change allowances on this server (moderators)")
+    usage_admin = server_manager_group("usage-admin", "Usage reports for moderators")
+    quota = server_manager_group("quota", "Change allowances on this server (moderators)")
 
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
@@ -144,8 +120,8 @@ class Usage(commands.Cog):
     async def _member_text(
         self, guild_id: int | None, user: discord.abc.User, *, whose: str
     ) -> str:
-        usage = await self.bot.ledger.member_usage(guild_id, user.id, role_ids(user))
-        queued, running = await self.bot.engine.store.open_counts(guild_id, user.id)
+        usage = await self.bot.services.ledger.member_usage(guild_id, user.id, role_ids(user))
+        queued, running = await self.bot.services.engine.store.open_counts(guild_id, user.id)
         return usage_text(usage, queued, running, whose=whose)
 
     @app_commands.command(name="usage", description="Your image allowance, spend and jobs")
@@ -155,7 +131,7 @@ class Usage(commands.Cog):
 
     @usage_admin.command(name="user", description="A member's allowance, spend and jobs")
     @app_commands.describe(member="Whose usage to show")
-    @moderator_only
+    @server_managers_only
     async def usage_user(
         self, interaction: discord.Interaction[Any], member: discord.Member
     ) -> None:
@@ -166,13 +142,13 @@ class Usage(commands.Cog):
 
     @usage_admin.command(name="server", description="Server totals by model and member, chart")
     @app_commands.describe(window="Which window to total (default: this month)")
-    @moderator_only
+    @server_managers_only
     async def usage_server(
         self, interaction: discord.Interaction[Any], window: WindowName = "month"
     ) -> None:
         assert interaction.guild_id is not None  # guild_only
         await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await server_report(self.bot.ledger, interaction.guild_id, Period(window))
+        report = await server_report(self.bot.services.ledger, interaction.guild_id, Period(window))
         chart = daily_spend_png(report.daily, f"Daily spend, last {len(report.daily)} days")
         await interaction.followup.send(
             server_text(report),
@@ -186,7 +162,7 @@ class Usage(commands.Cog):
         start="First day, YYYY-MM-DD (UTC; default: the 1st of the month)",
         end="Last day, YYYY-MM-DD (UTC; default: today)",
     )
-    @moderator_only
+    @server_managers_only
     async def usage_export(
         self,
         interaction: discord.Interaction[Any],
@@ -194,9 +170,9 @@ class Usage(commands.Cog):
         end: str | None = None,
     ) -> None:
         assert interaction.guild_id is not None
-        first, last = export_range(start, end, self.bot.ledger.now())
+        first, last = export_range(start, end, self.bot.services.ledger.now())
         await interaction.response.defer(ephemeral=True, thinking=True)
-        export = await export_csv(self.bot.ledger, interaction.guild_id, first, last)
+        export = await export_csv(self.bot.services.ledger, interaction.guild_id, first, last)
         await interaction.followup.send(
             f"Ledger from {first} to {last} (UTC): {export.rows}"
             f" {'job' if export.rows == 1 else 'jobs'}.",
@@ -211,7 +187,7 @@ class Usage(commands.Cog):
         amount="The limit; -1 for unlimited",
         target="A member or a role; leave empty for the whole server's budget",
     )
-    @moderator_only
+    @server_managers_only
     async def quota_set(
         self,
         interaction: discord.Interaction[Any],
@@ -223,7 +199,7 @@ class Usage(commands.Cog):
         assert interaction.guild_id is not None
         metric = Metric(kind)
         scope, target_id = _scope(target, interaction.guild_id)
-        change = await self.bot.ledger.set_limit(
+        change = await self.bot.services.ledger.set_limit(
             interaction.guild_id,
             interaction.user.id,
             scope,
@@ -243,7 +219,7 @@ class Usage(commands.Cog):
         amount="How many more",
         window="Which window (default: today)",
     )
-    @moderator_only
+    @server_managers_only
     async def quota_grant(
         self,
         interaction: discord.Interaction[Any],
@@ -256,7 +232,7 @@ class Usage(commands.Cog):
         metric = Metric(kind)
         extra = parse_amount(metric, amount)
         assert extra is not None  # the option's minimum is 0, so never -1 (unlimited)
-        change = await self.bot.ledger.grant(
+        change = await self.bot.services.ledger.grant(
             interaction.guild_id, interaction.user.id, member.id, Period(window), metric, extra
         )
         await interaction.response.send_message(
@@ -265,7 +241,7 @@ class Usage(commands.Cog):
 
     @quota.command(name="reset", description="Put a member, a role or the server back on defaults")
     @app_commands.describe(target="A member or a role; leave empty for the server's budget")
-    @moderator_only
+    @server_managers_only
     async def quota_reset(
         self,
         interaction: discord.Interaction[Any],
@@ -273,7 +249,7 @@ class Usage(commands.Cog):
     ) -> None:
         assert interaction.guild_id is not None
         scope, target_id = _scope(target, interaction.guild_id)
-        change = await self.bot.ledger.reset(
+        change = await self.bot.services.ledger.reset(
             interaction.guild_id, interaction.user.id, scope, target_id
         )
         await interaction.response.send_message(
@@ -281,11 +257,11 @@ class Usage(commands.Cog):
         )
 
     @quota.command(name="show", description="This server's allowances and recent changes")
-    @moderator_only
+    @server_managers_only
     async def quota_show(self, interaction: discord.Interaction[Any]) -> None:
         assert interaction.guild_id is not None
         guild_id = interaction.guild_id
-        ledger = self.bot.ledger
+        ledger = self.bot.services.ledger
         policy = ledger.policy
         lines = [
             f"**Allowances** (windows reset at {policy.schedule.describe()};"
@@ -307,7 +283,7 @@ class Usage(commands.Cog):
             for row in changes:
                 lines.append(f"<t:{int(row['at'])}:R> <@{row['actor_id']}>: {row['summary']}")
         await interaction.response.send_message(
-            "\n".join(lines)[:2000], ephemeral=True, allowed_mentions=NO_PINGS
+            message_text("\n".join(lines)), ephemeral=True, allowed_mentions=NO_PINGS
         )
 
 

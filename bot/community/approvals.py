@@ -23,14 +23,15 @@ from typing import Protocol
 
 from PIL import Image
 
-from bot.community.audit import AuditLog
+from bot.errors import InvalidRequest
 from bot.jobs.models import GenerationRequest, Job
+from bot.jobs.store import new_job_id
 from bot.ledger import Ledger, Metric, QuotaExceeded, credits_to_mc
 from bot.periodic import repeat
 from bot.providers.base import InputImage
+from bot.servers.audit import AuditLog
 from bot.storage.db import Database
-from bot.storage.jobs import new_job_id
-from bot.variants import InvalidRequest, JobParams, ReferenceSize, Variant
+from bot.variants import JobParams, ReferenceSize, Variant
 
 log = logging.getLogger(__name__)
 

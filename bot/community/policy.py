@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from bot.community.settings import ServerSettings, SettingsStore
+from bot.errors import InvalidRequest
 from bot.moderation.strikes import REFUSED_TEXT, Moderation, PromptRefused
-from bot.variants import MEGAPIXEL, InvalidRequest, JobParams, Variant
+from bot.servers.settings import ServerSettings, SettingsStore
+from bot.variants import MEGAPIXEL, JobParams, Variant
 
 DMS_CLOSED_TEXT = (
     "Image generation in direct messages isn't enabled. Use me on a server, or ask its "

@@ -30,13 +30,15 @@ from typing import Any, Protocol
 
 from PIL import Image, ImageDraw, ImageFont
 
-from bot.community.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.community.policy import CommunityPolicy, Requester
+from bot.errors import InvalidRequest
 from bot.jobs.models import GenerationRequest, Job
 from bot.ledger import Metric, credits_to_mc, format_amount
 from bot.periodic import repeat
+from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.storage.db import Database
-from bot.variants import InvalidRequest, ReferenceSize, Variant
+from bot.text import MESSAGE_LIMIT, one_line, truncate
+from bot.variants import ReferenceSize, Variant
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ SWEEP_SECONDS = 30.0
 # posted and the thread archived; past this, it closes anyway (late results go to the parent).
 DRAIN_SECONDS = 15 * 60.0
 
-MESSAGE_CHARS = 2000  # Discord's limit for a message's text
 GALLERY_FILENAME = "studio-gallery.png"
 SHEET_MAX_IMAGES = 30  # a 5×6 grid at most: the gallery lists the rest
 SHEET_TILE = 256
@@ -144,19 +145,11 @@ def _contains(prompt: str, word: str) -> bool:
     return re.search(rf"(?<!\w){pattern}(?!\w)", prompt, re.IGNORECASE) is not None
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 def parse_words(text: str | None) -> tuple[str, ...]:
     """Comma-separated required words, trimmed, without blanks or repeats (any case)."""
     words: list[str] = []
     for raw in (text or "").split(","):
-        word = _one_line(raw)
+        word = one_line(raw)
         if word and word.casefold() not in {w.casefold() for w in words}:
             words.append(word)
     return tuple(words)
@@ -174,14 +167,14 @@ class StudioPlan:
 
     @property
     def thread_name(self) -> str:
-        return _truncate(f"🎨 {self.theme}", THREAD_NAME_CHARS)
+        return truncate(f"🎨 {self.theme}", THREAD_NAME_CHARS)
 
 
 def make_plan(
     theme: str, required_words: str | None, hours: float, budget_credits: float | None
 ) -> StudioPlan:
     """Check what was typed; raises InvalidRequest with what to change."""
-    theme = _one_line(theme)
+    theme = one_line(theme)
     if not theme:
         raise InvalidRequest("Give the studio a theme, e.g. “watercolour, soft morning light”.")
     if len(theme) > MAX_THEME_CHARS:
@@ -281,14 +274,14 @@ class GalleryItem:
             f"https://discord.com/channels/{studio.guild_id}/{studio.thread_id}/{self.message_id}"
         )
         edit = f" (edit of #{self.edit_of})" if self.edit_of is not None else ""
-        prompt = _truncate(_one_line(self.prompt).replace("`", "'"), 60)
+        prompt = truncate(one_line(self.prompt).replace("`", "'"), 60)
         return f"**#{self.number}** <@{self.user_id}>{edit} · `{prompt}` · [view]({link})"
 
 
 def gallery_text(studio: Studio, items: Sequence[GalleryItem], *, in_thread: bool) -> str:
     """Who made what, numbered like the contact sheet, within one message."""
     where = "" if in_thread else f" from <#{studio.thread_id}>"
-    lines = [f"🖼️ **Studio gallery: {_truncate(studio.theme, 120)}**{where}"]
+    lines = [f"🖼️ **Studio gallery: {truncate(studio.theme, 120)}**{where}"]
     if not items:
         lines.append("No images were made in this studio.")
         return "\n".join(lines)
@@ -301,7 +294,7 @@ def gallery_text(studio: Studio, items: Sequence[GalleryItem], *, in_thread: boo
     used = sum(len(line) + 1 for line in lines)
     for index, item in enumerate(items):
         line = item.line(studio)
-        if used + len(line) + 1 > MESSAGE_CHARS - reserve:
+        if used + len(line) + 1 > MESSAGE_LIMIT - reserve:
             lines.append(f"…and {len(items) - index} more in <#{studio.thread_id}>.")
             break
         lines.append(line)
@@ -560,7 +553,7 @@ class Studios:
             state=StudioState.OPEN,
             created_at=now,
         )
-        detail = f"<#{thread_id}> “{_truncate(plan.theme, 200)}” until <t:{int(studio.ends_at)}:f>"
+        detail = f"<#{thread_id}> “{truncate(plan.theme, 200)}” until <t:{int(studio.ends_at)}:f>"
         if plan.required_words:
             detail += f" · required: {', '.join(plan.required_words)}"
         if plan.budget_mc is not None:

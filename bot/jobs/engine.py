@@ -27,9 +27,19 @@ from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.errors import (
+    DeliveryImpossible,
+    InvalidRequest,
+    ProviderAccessDenied,
+    ProviderBusy,
+    ProviderError,
+    ProviderUnavailable,
+)
 from bot.jobs.models import GenerationRequest, Job, JobState
-from bot.jobs.notifier import DeliveryImpossible, JobNotifier
+from bot.jobs.notifier import JobNotifier
 from bot.jobs.scheduler import ProviderLane, Slot
+from bot.jobs.store import JobStore
+from bot.jobs.webhooks import WebhookSubscription, new_webhook_secret, webhook_url
 from bot.ledger import Ledger
 from bot.metrics import Metrics
 from bot.periodic import repeat
@@ -37,19 +47,13 @@ from bot.providers.base import (
     DEFAULT_MAX_REPORTED_COST,
     OutputImage,
     Provider,
-    ProviderAccessDenied,
-    ProviderBusy,
-    ProviderError,
-    ProviderUnavailable,
     TaskOutcome,
     TaskResult,
     WebhookRequest,
     sane_cost,
 )
 from bot.storage.db import Database
-from bot.storage.jobs import JobStore
-from bot.variants import InvalidRequest, ReferenceSize, get_variant
-from bot.web import WebhookSubscription, new_webhook_secret, webhook_url
+from bot.variants import ReferenceSize, get_variant
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +134,27 @@ class WebhookConfig:
 _FINAL_OUTCOMES = (TaskOutcome.READY, TaskOutcome.MODERATED, TaskOutcome.FAILED)
 
 
+class _Unattached:
+    """The notifier before the adapter attaches its own: nothing may be told yet."""
+
+    async def job_progress(self, job: Job, *, queue_position: int | None) -> None:
+        raise RuntimeError("no notifier attached")
+
+    async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:
+        raise RuntimeError("no notifier attached")
+
+    async def job_failed(self, job: Job) -> None:
+        raise RuntimeError("no notifier attached")
+
+
 class JobEngine:
-    """Implements bot.web.WebhookTarget too: a verified webhook wakes the job's follower."""
+    """Implements bot.jobs.webhooks.WebhookTarget: a verified webhook wakes the job's follower."""
 
     def __init__(
         self,
         db: Database,
         providers: Mapping[str, Provider],
-        notifier: JobNotifier,
+        notifier: JobNotifier | None = None,
         *,
         max_active: int | Mapping[str, int] = 24,
         polling: PollingPolicy | None = None,
@@ -152,7 +169,8 @@ class JobEngine:
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
         self.store = JobStore(db, clock, ledger=self.ledger)
-        self.notifier = notifier
+        # The Discord adapter attaches its notifier before `start` (see cogs/delivery.py).
+        self.notifier: JobNotifier = notifier or _Unattached()
         self.stats = EngineStats()
         self._providers = dict(providers)
         self._polling = polling or PollingPolicy()
@@ -184,6 +202,8 @@ class JobEngine:
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         """Resume every unfinished job, then start admitting queued ones."""
+        if isinstance(self.notifier, _Unattached):
+            raise RuntimeError("attach a notifier before starting the engine")
         for job in await self.store.open_jobs():
             self._recover(job)
         for lane in self._lanes.values():

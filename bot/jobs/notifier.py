@@ -8,10 +8,6 @@ from bot.jobs.models import Job
 from bot.providers.base import OutputImage
 
 
-class DeliveryImpossible(Exception):
-    """The result can never be posted (channel gone, no permission): stop retrying."""
-
-
 class JobNotifier(Protocol):
     async def job_progress(self, job: Job, *, queue_position: int | None) -> None:
         """Best effort: show that the job is queued (with its place) or running."""

@@ -28,7 +28,7 @@ from bot.ledger.policy import (
     parse_amount,
     unlimited_limits,
 )
-from bot.ledger.windows import Period, ResetSchedule, format_reset, parse_reset_time
+from bot.periods import Period, ResetSchedule, format_reset, parse_reset_time
 
 __all__ = [
     "MILLI",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from bot.ledger.policy import format_credits
-from bot.ledger.windows import UTC
+from bot.periods import UTC
 
 WIDTH, HEIGHT = 900, 380
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 20, 50, 50

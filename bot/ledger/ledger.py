@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import aiosqlite
 
+from bot.errors import InvalidCharge, InvalidRequest
 from bot.ledger.policy import (
     METRICS,
     LimitKey,
@@ -40,9 +41,9 @@ from bot.ledger.policy import (
     credits_to_mc,
     format_amount,
 )
-from bot.ledger.windows import PERIODS, Period, format_reset
+from bot.periods import PERIODS, Period, format_reset
 from bot.storage.db import Database
-from bot.variants import InvalidRequest
+from bot.text import plural
 
 # The order levels are named in when two breached limits reset at the same moment.
 _LEVEL_ORDER = {Scope.USER: 0, Scope.ROLE: 1, Scope.GUILD: 2}
@@ -93,11 +94,6 @@ class Breach:
             f"Left {self.period.current}: {left}; it needs {need}. "
             f"It resets {format_reset(self.resets_at)}."
         )
-
-
-class InvalidCharge(ValueError):
-    """A charge that cannot be real (negative, not finite, beyond any budget): refused, so a
-    provider's bad figure can neither pay a member back nor break the window totals."""
 
 
 class TooManyRefunds(InvalidRequest):
@@ -760,8 +756,8 @@ class Ledger:
                 )
                 grants = cursor.rowcount
             if removed or grants:
-                parts = [_plural(removed, "override")] if removed else []
-                parts += [_plural(grants, "grant")] if grants else []
+                parts = [plural(removed, "override")] if removed else []
+                parts += [plural(grants, "grant")] if grants else []
                 summary = f"Reset {who} to the defaults: removed {' and '.join(parts)}."
             else:
                 summary = f"Nothing to reset: {who} already has the defaults."
@@ -842,7 +838,3 @@ def _allowance_name(
         role = describe_target(scope, target_id, guild_id)
         return f"the {kind} allowance for members with {role}"
     return f"the {kind} allowance of <@{target_id}>"
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"

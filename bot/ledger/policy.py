@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from bot.ledger.windows import PERIODS, Period, ResetSchedule, parse_reset_time
-from bot.variants import InvalidRequest
+from bot.errors import InvalidRequest
+from bot.periods import PERIODS, Period, ResetSchedule, parse_reset_time
 
 if TYPE_CHECKING:
     from bot.settings import Settings

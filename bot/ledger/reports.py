@@ -7,10 +7,10 @@ import datetime as dt
 import io
 from dataclasses import dataclass
 
+from bot.errors import InvalidRequest
 from bot.ledger.ledger import Ledger
 from bot.ledger.policy import Metric, Scope, format_credits
-from bot.ledger.windows import UTC, Period
-from bot.variants import InvalidRequest
+from bot.periods import UTC, Period
 
 DAY = 86_400
 MAX_EXPORT_DAYS = 366

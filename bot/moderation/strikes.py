@@ -14,18 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.community.audit import BOT_ACTOR, AuditEntry, AuditLog
-from bot.community.settings import ServerSettings
-from bot.moderation.terms import (
-    DEFAULT_TERMS,
-    BannedTerm,
-    InvalidPattern,
-    TermHit,
-    TermMatcher,
-    validate_pattern,
-)
+from bot.errors import InvalidPattern, InvalidRequest
+from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher, validate_pattern
+from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
+from bot.servers.settings import ServerSettings
 from bot.storage.db import Database
-from bot.variants import InvalidRequest
 
 REFUSED_TEXT = "This prompt can't be used on this server. Nothing was charged."
 WARNING_TEXT = (

@@ -28,6 +28,8 @@ from typing import Any
 
 import re2  # google-re2: linear-time matching, whatever the moderator writes
 
+from bot.errors import InvalidPattern
+
 MAX_PATTERN_LENGTH = 200
 # RE2's memory for one compiled expression (program and DFA cache). A moderator's 200
 # characters fit easily; when the DFA cache fills, RE2 falls back to a slower engine that is
@@ -46,14 +48,6 @@ class BannedTerm:
 class TermHit:
     term: BannedTerm
     matched: str  # the fragment of the normalised prompt that matched; for moderators only
-
-
-class InvalidPattern(ValueError):
-    """A banned term that cannot be used; the message is safe to show to a moderator."""
-
-    def __init__(self, message: str, *, pattern: str = "") -> None:
-        super().__init__(message)
-        self.pattern = pattern
 
 
 def _default(pattern: str, *, is_regex: bool = False) -> BannedTerm:

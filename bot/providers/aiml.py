@@ -39,10 +39,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bot.providers.base import (
-    InputImage,
+from bot.errors import (
     InsufficientCredits,
-    OutputImage,
+    InvalidRequest,
     ProviderAccessDenied,
     ProviderBusy,
     ProviderError,
@@ -50,8 +49,12 @@ from bot.providers.base import (
     ProviderUnavailable,
     ResultTooLarge,
     ResultUnavailable,
-    Submission,
     SubmitOutcomeUnknown,
+)
+from bot.providers.base import (
+    InputImage,
+    OutputImage,
+    Submission,
     TaskOutcome,
     TaskResult,
     WebhookRequest,
@@ -67,7 +70,7 @@ from bot.providers.http import (
     read_capped,
     retry_after,
 )
-from bot.variants import InvalidRequest, JobParams, Variant
+from bot.variants import JobParams, Variant
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What every image provider offers the job engine, and the errors it may raise."""
+"""What every image provider offers the job engine (its errors are in `bot.errors`)."""
 
 from __future__ import annotations
 
@@ -8,80 +8,6 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from bot.variants import JobParams, Variant
-
-
-class ProviderError(Exception):
-    """A provider call failed. `user_message` is safe to show in Discord (no secrets, no URLs)."""
-
-    user_message = "The image service failed. Nothing was charged; please try again."
-
-    def __init__(self, detail: str = "", *, user_message: str | None = None) -> None:
-        super().__init__(detail or self.user_message)
-        if user_message is not None:
-            self.user_message = user_message
-
-
-class InsufficientCredits(ProviderError):
-    user_message = "The bot's image-service account is out of credits. Please tell a server admin."
-
-
-class ProviderAccessDenied(ProviderError):
-    user_message = "The bot's API key is not allowed to use this model. Please tell a server admin."
-
-
-class ProviderRejected(ProviderError):
-    """The provider refused the request as invalid (400/422)."""
-
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
-        where = f" ({field})" if field else ""
-        super().__init__(
-            detail, user_message=f"The image service rejected the request{where}: {detail}"
-        )
-        self.field = field
-
-
-class ProviderBusy(ProviderError):
-    """Too many active tasks (429): wait and try again; never a failure on its own."""
-
-    user_message = "The image service is busy."
-
-    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
-class ProviderUnavailable(ProviderError):
-    """The provider could not be reached or is overloaded, and the task was not created."""
-
-    user_message = (
-        "The image service is unavailable right now. Nothing was charged; please try again."
-    )
-
-
-class SubmitOutcomeUnknown(ProviderError):
-    """The submit may or may not have created (and billed) a task: never resubmit blindly."""
-
-    user_message = (
-        "The image service did not confirm the request, so it was stopped rather than risk "
-        "paying twice. Please try again."
-    )
-
-
-class ResultUnavailable(ProviderError):
-    user_message = "The finished image could not be downloaded (its link may have expired)."
-
-
-class ResultTooLarge(ResultUnavailable):
-    user_message = "The finished image was larger than the bot accepts."
-
-
-class AnswerTooLarge(ProviderError):
-    """A status or JSON answer was larger than any real one: it is not read further."""
-
-    user_message = (
-        "The image service sent an answer far larger than it should, so the bot stopped "
-        "following this request. You were not charged."
-    )
 
 
 def reported_number(value: object) -> float | None:

@@ -12,18 +12,20 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bot.providers.base import (
+from bot.errors import (
     AnswerTooLarge,
-    InputImage,
     InsufficientCredits,
-    OutputImage,
     ProviderAccessDenied,
     ProviderBusy,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
-    Submission,
     SubmitOutcomeUnknown,
+)
+from bot.providers.base import (
+    InputImage,
+    OutputImage,
+    Submission,
     TaskOutcome,
     TaskResult,
     WebhookRequest,

@@ -31,7 +31,7 @@ from urllib.parse import SplitResult, urlsplit
 import httpcore
 import httpx
 
-from bot.providers.base import ResultUnavailable
+from bot.errors import ResultUnavailable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -12,16 +12,16 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from bot.images import NotAnImage, inspect_image
-from bot.providers.base import (
+from bot.errors import (
     AnswerTooLarge,
-    OutputImage,
     ProviderError,
     ProviderUnavailable,
     ResultTooLarge,
     ResultUnavailable,
     SubmitOutcomeUnknown,
 )
+from bot.images import NotAnImage, inspect_image
+from bot.providers.base import OutputImage
 from bot.providers.egress import EgressPolicy, UnsafeProviderURL, same_host
 
 AnswerT = TypeVar("AnswerT")

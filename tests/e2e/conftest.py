@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from bot.app import FluxcordBot
 from bot.settings import Settings
+from cogs.client import FluxcordBot
 from tests.conftest import BFL_KEY
 from tests.fakes.aiml_server import FakeAIML
 from tests.fakes.bfl_server import FakeBFL

@@ -50,7 +50,7 @@ async def test_flux_dev_with_four_images_posts_them_together(world_with_aiml: Wo
     assert len(message.embeds) == 4
     job_id = job_id_of(message)
     assert {f"flux:edit:{job_id}:{n}" for n in range(1, 5)} <= set(message.custom_ids)
-    [job] = await bot.engine.wait_closed([job_id], 5)
+    [job] = await bot.services.engine.wait_closed([job_id], 5)
     assert job.state is JobState.DELIVERED and job.cost is not None
 
     # "Edit 3" edits exactly the third image, with the -edit model.
@@ -124,7 +124,7 @@ async def test_an_aiml_failure_is_shown_and_refunded(world_with_aiml: World) -> 
         lambda m: m.content.startswith("❌"), channel_id=world.channel.id, timeout=10
     )
     assert "out of credits" in message.content
-    assert await bot.db.fetch_value("SELECT status FROM ledger") == "refunded"
+    assert await bot.services.db.fetch_value("SELECT status FROM ledger") == "refunded"
 
 
 async def test_without_a_bfl_key_pro_is_served_by_the_aiml_api(world_with_aiml: World) -> None:

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from bot.app import FluxcordBot
-from bot.variants import InvalidRequest
+from bot.errors import InvalidRequest
+from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
 from tests.e2e.test_experience import decoded_inputs, image_file
 from tests.fakes.bfl_server import Outcome
@@ -17,7 +17,7 @@ MANAGE_MESSAGES = 1 << 13
 
 
 async def enable_approvals(bot: FluxcordBot, world: World, review: Channel, trusted: int) -> None:
-    await bot.server_settings.update(
+    await bot.services.server_settings.update(
         world.guild.id, 1, "approval on",
         approval_enabled=True, approval_channel_id=review.id, trusted_roles=frozenset({trusted}),
     )  # fmt: skip
@@ -35,8 +35,8 @@ def button(message: Message, action: str) -> str:
 
 
 async def counts(bot: FluxcordBot) -> tuple[int, int]:
-    jobs = await bot.db.fetch_value("SELECT count(*) FROM jobs")
-    ledger = await bot.db.fetch_value("SELECT count(*) FROM ledger")
+    jobs = await bot.services.db.fetch_value("SELECT count(*) FROM jobs")
+    ledger = await bot.services.db.fetch_value("SELECT count(*) FROM ledger")
     return int(jobs), int(ledger)
 
 
@@ -85,14 +85,14 @@ async def test_request_waits_for_approval_across_a_restart_then_is_made(world: W
     assert submission.body["prompt"] == "a red cat"
     assert decoded_inputs(submission.body) == [reference.data]
     assert result.attachments[0].data == world.bfl.image_bytes(submission.task_id or "")
-    row = await bot.db.fetch_one("SELECT status, job_id FROM ledger")
+    row = await bot.services.db.fetch_one("SELECT status, job_id FROM ledger")
     assert row is not None and row["status"] == "charged"
-    approval = await bot.db.fetch_one("SELECT id, state, job_id FROM approvals")
+    approval = await bot.services.db.fetch_one("SELECT id, state, job_id FROM approvals")
     assert approval is not None and approval["state"] == "approved"
     assert approval["job_id"] == approval["id"] == row["job_id"]
     decided = world.discord.message(queued.id)
     assert f"Approved by <@{moderator.id}>" in decided.content and not decided.custom_ids
-    actions = [r["action"] for r in await bot.db.fetch_all("SELECT action FROM audit_log")]
+    actions = [r["action"] for r in await bot.services.db.fetch_all("SELECT action FROM audit_log")]
     assert {"approval requested", "approved", "edit"} <= set(actions)
 
 
@@ -130,19 +130,19 @@ async def test_trusted_members_and_moderators_skip_the_queue(world: World) -> No
         before = world.newest_message_id()
         await world.discord.invoke_slash(member, world.channel, "imagine", {"prompt": "a boat"})
         await world.result_after(before)
-    assert await bot.db.fetch_value("SELECT count(*) FROM approvals") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM approvals") == 0
 
 
 async def test_unreachable_review_channel_withdraws_the_request(world: World) -> None:
     _, _, trusted = setup_world(world)
     bot = await world.start_bot()
-    await bot.server_settings.update(
+    await bot.services.server_settings.update(
         world.guild.id, 1, "approval on", approval_enabled=True, approval_channel_id=999,
         trusted_roles=frozenset({trusted}),
     )  # fmt: skip
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "x"})
     assert "can't post in the review channel" in await world.refusal(it)
-    assert await bot.db.fetch_value("SELECT count(*) FROM approvals") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM approvals") == 0
     assert await counts(bot) == (0, 0)
     world.discord.unhandled_requests.clear()  # the post to the missing channel
 
@@ -173,7 +173,9 @@ async def test_an_approval_interrupted_by_a_crash_is_started_once_on_restart(
 async def test_provider_moderation_is_shown_refunded_and_audited(world: World) -> None:
     audit = world.discord.add_text_channel(world.guild.id, "audit")
     bot = await world.start_bot()
-    await bot.server_settings.update(world.guild.id, 1, "audit on", audit_channel_id=audit.id)
+    await bot.services.server_settings.update(
+        world.guild.id, 1, "audit on", audit_channel_id=audit.id
+    )
     world.bfl.script("a risky scene", Outcome(final_status="Content Moderated"))
     before = world.newest_message_id()
     await world.discord.invoke_slash(
@@ -183,13 +185,15 @@ async def test_provider_moderation_is_shown_refunded_and_audited(world: World) -
         lambda m: "safety filter" in m.content, channel_id=world.channel.id, after=before
     )
     assert "not charged" in shown.content
-    ledger = await bot.db.fetch_one("SELECT status FROM ledger")
+    ledger = await bot.services.db.fetch_one("SELECT status FROM ledger")
     assert ledger is not None and ledger["status"] == "refunded"
     posted = await world.discord.wait_for_message(
         lambda m: "provider moderation" in m.content, channel_id=audit.id
     )
     assert f"<@{world.alice.id}>" in posted.content and not posted.mentions
-    row = await bot.db.fetch_one("SELECT * FROM audit_log WHERE action = 'provider moderation'")
+    row = await bot.services.db.fetch_one(
+        "SELECT * FROM audit_log WHERE action = 'provider moderation'"
+    )
     assert row is not None and row["target_id"] == world.alice.id
 
 
@@ -206,9 +210,9 @@ async def test_a_request_nobody_reviews_expires_and_frees_its_place(world: World
     queued = await review_message(world, review)
     approve = button(queued, "approve")
 
-    assert await bot.approvals.expire_due() == 0  # not yet 72 hours old
-    bot.approvals.expiry_hours = 1e-9  # as if the hours had passed
-    assert await bot.approvals.expire_due() == 1
+    assert await bot.services.approvals.expire_due() == 0  # not yet 72 hours old
+    bot.services.approvals.expiry_hours = 1e-9  # as if the hours had passed
+    assert await bot.services.approvals.expire_due() == 1
     expired = await world.discord.wait_for(
         lambda: (m := world.discord.message(status.id)) and "expired" in m.content and m
     )
@@ -223,10 +227,10 @@ async def test_a_request_nobody_reviews_expires_and_frees_its_place(world: World
     # Its buttons are gone; a stale click (an old client) is too late all the same.
     approval_id = approve.rsplit(":", 1)[1]
     with pytest.raises(InvalidRequest, match="already been rejected"):
-        await bot.approvals.approve(approval_id, moderator.id)
+        await bot.services.approvals.approve(approval_id, moderator.id)
     assert await counts(bot) == (0, 0) and world.bfl.submissions == []
     # It no longer counts against the member's waiting requests or allowance.
     pending = "SELECT count(*) FROM approvals WHERE state = 'pending'"
-    assert await bot.db.fetch_value(pending) == 0
-    row = await bot.db.fetch_one("SELECT action FROM audit_log ORDER BY id DESC LIMIT 1")
+    assert await bot.services.db.fetch_value(pending) == 0
+    row = await bot.services.db.fetch_one("SELECT action FROM audit_log ORDER BY id DESC LIMIT 1")
     assert row is not None and row["action"] == "expired"

@@ -63,17 +63,18 @@ async def test_thirty_requests_in_one_channel_all_arrive_through_their_interacti
     assert shown <= set(by_bytes) and len(shown) == 30  # 30 different images, each once
     assert channel_posts(world) == []  # not one channel post: nothing waits on its bucket
     assert world.discord.rate_limited == []
-    job_ids = [row["id"] for row in await bot.db.fetch_all("SELECT id FROM jobs")]
-    finished = await bot.engine.wait_closed(job_ids, 10)
+    job_ids = [row["id"] for row in await bot.services.db.fetch_all("SELECT id FROM jobs")]
+    finished = await bot.services.engine.wait_closed(job_ids, 10)
     assert [job.state for job in finished] == [JobState.DELIVERED] * 30
-    jobs = await bot.db.fetch_all("SELECT interaction_token FROM jobs")
+    jobs = await bot.services.db.fetch_all("SELECT interaction_token FROM jobs")
     assert all(row["interaction_token"] is None for row in jobs)  # erased once delivered
 
 
 async def test_reroll_answers_in_its_own_interaction(world: World) -> None:
     await world.start_bot()
-    first = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                             {"prompt": "a lighthouse"})
+    first = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a lighthouse"}
+    )
     result = await first.wait_original(lambda m: bool(m.attachments))
     reroll = next(c for c in result.custom_ids if c.startswith("flux:reroll:"))
 
@@ -93,8 +94,9 @@ async def test_a_job_that_outlives_its_token_ends_in_one_channel_reply(world: Wo
     world.discord.interaction_token_lifetime = 1.0
     world.bfl.latency = 1.5
     bot = await world.start_bot()
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "a slow sunset"})
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a slow sunset"}
+    )
     original = await it.wait_original()
 
     result = await world.result_after(original.id, within=10)
@@ -104,9 +106,13 @@ async def test_a_job_that_outlives_its_token_ends_in_one_channel_reply(world: Wo
         world.bfl.submissions[0].task_id or ""
     )
     assert [m.id for m in results(world)] == [result.id]  # exactly one visible result
-    [job] = await bot.engine.wait_closed([await bot.db.fetch_value("SELECT id FROM jobs")], 5)
+    [job] = await bot.services.engine.wait_closed(
+        [await bot.services.db.fetch_value("SELECT id FROM jobs")], 5
+    )
     assert job.state is JobState.DELIVERED
-    row = await bot.db.fetch_one("SELECT state, result_message_id, interaction_token FROM jobs")
+    row = await bot.services.db.fetch_one(
+        "SELECT state, result_message_id, interaction_token FROM jobs"
+    )
     assert row is not None
     assert (row["state"], row["result_message_id"]) == ("delivered", result.id)
     assert row["interaction_token"] is None
@@ -115,12 +121,13 @@ async def test_a_job_that_outlives_its_token_ends_in_one_channel_reply(world: Wo
 async def test_a_restart_within_the_tokens_life_edits_the_same_message(world: World) -> None:
     world.bfl.latency = 2.0
     bot = await world.start_bot()
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "a patient heron"})
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a patient heron"}
+    )
     await it.wait_original()
     await world.discord.wait_for(lambda: world.bfl.submissions or None)
     # The token is stored with the job (it is how the new process reaches the message).
-    assert await bot.db.fetch_value("SELECT interaction_token FROM jobs") == it.token
+    assert await bot.services.db.fetch_value("SELECT interaction_token FROM jobs") == it.token
     await world.stop_bot(bot)
 
     bot = await world.start_bot()
@@ -164,13 +171,14 @@ async def test_moderators_are_answered_at_once_while_the_audit_channel_is_busy(
     log = world.discord.add_text_channel(world.guild.id, "mod-log")
     await say(world, mod, "settings audit-channel", channel=log)
     await say(world, mod, "settings strikes", warn=100, temp_block=100, block=100)
-    rows_before = await bot.db.fetch_value("SELECT count(*) FROM audit_log")
+    rows_before = await bot.services.db.fetch_value("SELECT count(*) FROM audit_log")
     await world.discord.wait_for(lambda: audit_posts(world, log.id) >= 1)
     posts_before = audit_posts(world, log.id)
     # Refused prompts fill the audit channel's bucket (one post each).
     for n in range(8):
-        it = await world.discord.invoke_slash(world.bob, world.channel, "imagine",
-                                              {"prompt": f"nude {n}"})
+        it = await world.discord.invoke_slash(
+            world.bob, world.channel, "imagine", {"prompt": f"nude {n}"}
+        )
         await world.refusal(it)
 
     commands = [
@@ -187,7 +195,7 @@ async def test_moderators_are_answered_at_once_while_the_audit_channel_is_busy(
         assert callback.type == 4 and callback.data and callback.data.get("flags", 0) & 64
 
     # Every audit entry still arrives, afterwards, without a 429.
-    rows = await bot.db.fetch_value("SELECT count(*) FROM audit_log")
+    rows = await bot.services.db.fetch_value("SELECT count(*) FROM audit_log")
     assert rows - rows_before == 8 + len(commands)
     await world.discord.wait_for(
         lambda: audit_posts(world, log.id) - posts_before >= rows - rows_before, timeout=30

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.app import FluxcordBot
 from bot.community.policy import DMS_CLOSED_TEXT
 from bot.moderation.strikes import REFUSED_TEXT, WARNING_TEXT
 from bot.moderation.terms import DEFAULT_TERMS
+from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
 from tests.fakes.bfl_server import Submission
 from tests.fakes.discord_server import Channel, InteractionHandle, Message, Upload, User
@@ -57,9 +57,9 @@ async def imagine(
     submitted = len(world.bfl.submissions)
     await world.discord.invoke_slash(user, channel, command, options)
     await world.discord.wait_for_message(
-        lambda m: m.author_id == world.discord.application_id
-        and bool(m.attachments)
-        and not m.ephemeral,
+        lambda m: (
+            m.author_id == world.discord.application_id and bool(m.attachments) and not m.ephemeral
+        ),
         channel_id=channel.id,
         after=before,
         timeout=10,
@@ -71,14 +71,14 @@ async def refused(
     world: World, bot: FluxcordBot, user: User, channel: Channel, **options: Any
 ) -> str:
     """A request that is refused: the private text, and proof that nothing happened."""
-    jobs = await bot.db.fetch_value("SELECT count(*) FROM jobs")
-    ledger = await bot.db.fetch_value("SELECT count(*) FROM ledger")
+    jobs = await bot.services.db.fetch_value("SELECT count(*) FROM jobs")
+    ledger = await bot.services.db.fetch_value("SELECT count(*) FROM ledger")
     submissions = len(world.bfl.submissions)
     public = len(world.discord.messages(channel.id, include_deleted=True, include_ephemeral=False))
     it = await world.discord.invoke_slash(user, channel, "imagine", options)
     text = await world.refusal(it)
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == jobs
-    assert await bot.db.fetch_value("SELECT count(*) FROM ledger") == ledger
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == jobs
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM ledger") == ledger
     assert len(world.bfl.submissions) == submissions
     ever = world.discord.messages(channel.id, include_deleted=True, include_ephemeral=False)
     assert len(ever) == public, "nothing public, not even briefly"
@@ -209,8 +209,12 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
             r"Added the regular expression `\bwyrms?\b`. Prompts that contain it are refused "
             "with a neutral message and count as a strike.",
         ),
-        ("settings terms-remove", {"term": r"\bwyrms?\b"}, r"Removed `\bwyrms?\b` from this "
-         "server's banned terms."),
+        (
+            "settings terms-remove",
+            {"term": r"\bwyrms?\b"},
+            r"Removed `\bwyrms?\b` from this "
+            "server's banned terms.",
+        ),
     ]
     for path, options, expected in terms:
         assert await say(world, mod, path, **options) == expected, path
@@ -241,7 +245,9 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
     }
 
     # Every change is in the table, by whom, and was posted to the audit channel.
-    rows = await bot.db.fetch_all("SELECT actor_id, action, detail FROM audit_log ORDER BY id")
+    rows = await bot.services.db.fetch_all(
+        "SELECT actor_id, action, detail FROM audit_log ORDER BY id"
+    )
     assert [(r["actor_id"], r["action"]) for r in rows] == [
         *[(mod.id, "settings")] * len(steps),
         (mod.id, "banned term added"),
@@ -260,54 +266,86 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
     # Settings survive a restart (they are read back from the table).
     await world.stop_bot(bot)
     bot = await world.start_bot()
-    assert bot.server_settings.get(world.guild.id).allowed_variants == {"pro", "flex"}
-    assert [t.pattern for t in bot.moderation.server_terms(world.guild.id)] == ["Dragon"]
+    assert bot.services.server_settings.get(world.guild.id).allowed_variants == {"pro", "flex"}
+    assert [t.pattern for t in bot.services.moderation.server_terms(world.guild.id)] == ["Dragon"]
 
 
 async def test_invalid_settings_are_explained_and_change_nothing(world: World) -> None:
     bot = await world.start_bot()
     mod = add_moderator(world)
     cases: list[tuple[str, dict[str, Any], str]] = [
-        ("settings variants", {"allowed": "pro, turbo"},
-         "There is no variant called turbo. Choose from: pro, max, flex, klein-4b, klein-9b."),
-        ("settings variants", {"allowed": "flex", "default": "pro"},
-         "The default (pro) must be one of the allowed variants."),
+        (
+            "settings variants",
+            {"allowed": "pro, turbo"},
+            "There is no variant called turbo. Choose from: pro, max, flex, klein-4b, klein-9b.",
+        ),
+        (
+            "settings variants",
+            {"allowed": "flex", "default": "pro"},
+            "The default (pro) must be one of the allowed variants.",
+        ),
         ("settings variants", {}, "Give the allowed variants, a default, or both."),
-        ("settings limits", {"max_megapixels": 0.01},
-         "The megapixel cap must be between 0.05 and 16."),
+        (
+            "settings limits",
+            {"max_megapixels": 0.01},
+            "The megapixel cap must be between 0.05 and 16.",
+        ),
         ("settings limits", {}, "Give max_megapixels, safety_cap or both."),
-        ("settings strikes", {"warn": 4, "temp_block": 3},
-         "Strike thresholds must grow: warning ≤ temporary block ≤ block, from 1."),
-        ("settings approval", {"enabled": True},
-         "Choose the moderators' channel where requests wait for review."),
-        ("settings channel-remove", {"channel": world.channel},
-         "Every channel is enabled now. Choose the channels to keep with /settings "
-         "channel-add; the others are then off."),
-        ("settings trusted-remove", {"role": world.guild.id},
-         f"<@&{world.guild.id}> isn't a trusted role."),
-        ("settings terms-add", {"term": r"(\w+) \1", "regex": True},
-         "That regular expression uses a backreference, such as \\1 or (?P=name). Banned "
-         "terms are matched with RE2, an engine that always finishes quickly whatever the "
-         "pattern, so backreferences, lookaround, possessive or atomic groups and \\Z (write "
-         "\\z) can't be used. Rewrite it without them."),
-        ("settings terms-add", {"term": "[unclosed", "regex": True},
-         "That regular expression is not valid: unterminated character set."),
-        ("settings terms-add", {"term": "..."},
-         "That term has no letters or numbers left once accents, symbols and spacing are "
-         "removed, so it could never match."),
-        ("settings terms-remove", {"term": "nude"},
-         "That term is not on this server's list (the built-in list can't be changed)."),
+        (
+            "settings strikes",
+            {"warn": 4, "temp_block": 3},
+            "Strike thresholds must grow: warning ≤ temporary block ≤ block, from 1.",
+        ),
+        (
+            "settings approval",
+            {"enabled": True},
+            "Choose the moderators' channel where requests wait for review.",
+        ),
+        (
+            "settings channel-remove",
+            {"channel": world.channel},
+            "Every channel is enabled now. Choose the channels to keep with /settings "
+            "channel-add; the others are then off.",
+        ),
+        (
+            "settings trusted-remove",
+            {"role": world.guild.id},
+            f"<@&{world.guild.id}> isn't a trusted role.",
+        ),
+        (
+            "settings terms-add",
+            {"term": r"(\w+) \1", "regex": True},
+            "That regular expression uses a backreference, such as \\1 or (?P=name). Banned "
+            "terms are matched with RE2, an engine that always finishes quickly whatever the "
+            "pattern, so backreferences, lookaround, possessive or atomic groups and \\Z (write "
+            "\\z) can't be used. Rewrite it without them.",
+        ),
+        (
+            "settings terms-add",
+            {"term": "[unclosed", "regex": True},
+            "That regular expression is not valid: unterminated character set.",
+        ),
+        (
+            "settings terms-add",
+            {"term": "..."},
+            "That term has no letters or numbers left once accents, symbols and spacing are "
+            "removed, so it could never match.",
+        ),
+        (
+            "settings terms-remove",
+            {"term": "nude"},
+            "That term is not on this server's list (the built-in list can't be changed).",
+        ),
     ]
     for path, options, expected in cases:
         assert await say(world, mod, path, **options) == expected, (path, options)
-    assert await bot.db.fetch_value("SELECT count(*) FROM guild_settings") == 0
-    assert await bot.db.fetch_value("SELECT count(*) FROM banned_terms") == 0
-    assert await bot.db.fetch_value("SELECT count(*) FROM audit_log") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM guild_settings") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM banned_terms") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM audit_log") == 0
 
     # Allowing variants without the current default moves the default onto an allowed one.
     assert await say(world, mod, "settings variants", allowed="max, flex") == (
-        "Allowed variants: max, flex (was all); Default variant: max (was the bot's default, "
-        "pro)."
+        "Allowed variants: max, flex (was all); Default variant: max (was the bot's default, pro)."
     )
     assert await say(world, mod, "settings terms-list") == (
         "This server has added no banned terms.\n"
@@ -322,8 +360,9 @@ async def test_a_long_term_list_arrives_as_a_file(world: World) -> None:
     bot = await world.start_bot()
     mod = add_moderator(world)
     for n in range(100):  # straight to the core: 60 commands would say nothing new
-        await bot.moderation.add_term(world.guild.id, mod.id, f"forbidden-word-{n:02}",
-                                      is_regex=False)
+        await bot.services.moderation.add_term(
+            world.guild.id, mod.id, f"forbidden-word-{n:02}", is_regex=False
+        )
     it = await world.discord.invoke_slash(mod, world.channel, "settings terms-list")
     data = await answer(it)
     assert data["content"].startswith("This server has 100 banned terms: see the file.")
@@ -381,7 +420,7 @@ async def test_members_without_manage_server_can_neither_see_nor_run_them(world:
         assert (await answer(it))["content"] == MISSING_PERMISSION, path
         assert not (await answer(it)).get("embeds"), path
     for table in ("guild_settings", "audit_log", "banned_terms", "blocks", "strikes"):
-        assert await bot.db.fetch_value(f"SELECT count(*) FROM {table}") == 0, table
+        assert await bot.services.db.fetch_value(f"SELECT count(*) FROM {table}") == 0, table
     await imagine(world, world.alice, world.channel, prompt="still fine")  # not blocked
 
 
@@ -445,15 +484,17 @@ async def test_the_safety_cap_lowers_what_is_sent_never_raises_it(world: World) 
     ] == 1
     await say(world, mod, "settings limits", safety_cap=3)
     sent = [
-        (await imagine(world, world.alice, world.channel, "flux pro", prompt="b",
-                       safety_tolerance=asked)).body["safety_tolerance"]
+        (
+            await imagine(
+                world, world.alice, world.channel, "flux pro", prompt="b", safety_tolerance=asked
+            )
+        ).body["safety_tolerance"]
         for asked in (5, 0)
     ]
     assert sent == [3, 0]  # min(requested, cap)
     await say(world, mod, "settings limits", safety_cap=-1)
     assert (
-        await imagine(world, world.alice, world.channel, "flux pro", prompt="c",
-                      safety_tolerance=5)
+        await imagine(world, world.alice, world.channel, "flux pro", prompt="c", safety_tolerance=5)
     ).body["safety_tolerance"] == 5
 
 
@@ -466,14 +507,16 @@ async def test_uploaded_images_only_in_age_restricted_channels_when_the_server_s
     await imagine(world, world.alice, world.channel, prompt="recolour", image=png_upload())
 
     await say(world, mod, "settings uploads", allow_outside_age_restricted=False)
-    text = await refused(world, bot, world.alice, world.channel, prompt="recolour",
-                         image=png_upload())
+    text = await refused(
+        world, bot, world.alice, world.channel, prompt="recolour", image=png_upload()
+    )
     assert text == (
         "On this server, uploaded images can only be edited in age-restricted channels. "
         "You can still edit images Fluxcord made."
     )
-    submission = await imagine(world, world.alice, after_dark, prompt="recolour",
-                               image=png_upload())
+    submission = await imagine(
+        world, world.alice, after_dark, prompt="recolour", image=png_upload()
+    )
     assert submission.body["input_image"]  # the upload was sent along
     await imagine(world, world.alice, world.channel, prompt="no upload, no problem")
 
@@ -495,13 +538,13 @@ async def test_direct_messages_are_off_until_a_server_allows_them(world: World) 
     await say(world, mod, "settings dms", allowed=True)
     submission = await imagine(world, world.alice, alice_dm, prompt="a comet")
     assert submission.body["prompt"] == "a comet"
-    job = await bot.db.fetch_one("SELECT guild_id, channel_id FROM jobs")
+    job = await bot.services.db.fetch_one("SELECT guild_id, channel_id FROM jobs")
     assert job is not None and (job["guild_id"], job["channel_id"]) == (None, alice_dm.id)
     # Dave's only server never allowed direct messages.
     assert await refused(world, bot, dave, dave_dm, prompt="a comet") == DMS_CLOSED_TEXT
     # The built-in terms apply in DMs too (no server, so no strike).
     assert await refused(world, bot, world.alice, alice_dm, prompt="n.u.d.e") == REFUSED_TEXT
-    assert await bot.db.fetch_value("SELECT count(*) FROM strikes") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM strikes") == 0
 
 
 # --------------------------------------------------------------------------- banned terms
@@ -548,7 +591,7 @@ async def test_banned_terms_and_their_disguises_are_refused_and_look_alikes_pass
     for prompt in BYPASSES:
         text = await refused(world, bot, world.alice, world.channel, prompt=prompt)
         assert text == REFUSED_TEXT, prompt
-    assert await bot.db.fetch_value("SELECT count(*) FROM strikes") == len(BYPASSES)
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM strikes") == len(BYPASSES)
 
     for prompt in INNOCENT:
         assert (await imagine(world, world.alice, world.channel, prompt=prompt)).body[
@@ -588,7 +631,7 @@ async def test_strikes_escalate_to_blocks_that_moderators_can_lift(
 
     # Two hours later the temporary block is over; the next strike blocks for good.
     later = time.time() + 7200
-    monkeypatch.setattr(bot.moderation, "_clock", lambda: later)
+    monkeypatch.setattr(bot.services.moderation, "_clock", lambda: later)
     text = await refused(world, bot, world.alice, world.channel, prompt="porn")
     assert text == f"{REFUSED_TEXT} {BLOCKED}"
     assert await refused(world, bot, world.alice, world.channel, prompt="a kitten") == BLOCKED
@@ -642,7 +685,7 @@ async def test_moderators_block_and_unblock_members_but_not_themselves_or_the_bo
     assert await say(world, mod, "mod block", user=world.discord.application_id) == (
         "I can't block myself: I'm the one making the images."
     )
-    assert await bot.db.fetch_value("SELECT count(*) FROM blocks") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM blocks") == 0
 
     text = await say(world, mod, "mod block", user=world.bob, hours=2.0, reason="spamming")
     assert text.startswith(f"Blocked {bob} until <t:") and text.endswith(":R>): spamming.")
@@ -659,13 +702,16 @@ async def test_moderators_block_and_unblock_members_but_not_themselves_or_the_bo
         why.splitlines()[1],
         "Active strikes: 0.",
     ]
-    assert why.splitlines()[1].startswith(f"{bob} is blocked until a moderator unblocks them, "
-                                          f"by <@{mod.id}> <t:")
+    assert why.splitlines()[1].startswith(
+        f"{bob} is blocked until a moderator unblocks them, by <@{mod.id}> <t:"
+    )
     assert f"**blocked** · <@{mod.id}> · {bob} until unblocked: no reason given" in why
     await say(world, mod, "mod unblock", user=world.bob)
     await imagine(world, world.bob, world.channel, prompt="hi")
-    rows = await bot.db.fetch_all("SELECT actor_id, action, target_id FROM audit_log "
-                                  "WHERE action IN ('blocked', 'unblocked') ORDER BY id")
+    rows = await bot.services.db.fetch_all(
+        "SELECT actor_id, action, target_id FROM audit_log "
+        "WHERE action IN ('blocked', 'unblocked') ORDER BY id"
+    )
     assert [tuple(r) for r in rows] == [
         (mod.id, "blocked", world.bob.id),
         (mod.id, "blocked", world.bob.id),

@@ -163,7 +163,7 @@ async def test_reply_to_edit_builds_a_chain_of_three(world: World) -> None:
         results.append(result)
         target = result
 
-    jobs = [await bot.generation.job_for_message(r.id) for r in results]
+    jobs = [await bot.services.generation.job_for_message(r.id) for r in results]
     assert [j.parent_job_id if j else "missing" for j in jobs] == [
         None, jobs[0].id if jobs[0] else "", jobs[1].id if jobs[1] else ""
     ]
@@ -229,7 +229,7 @@ async def test_edit_button_uses_the_result_as_reference_and_records_the_parent(
     submission = world.bfl.submissions[1]
     assert submission.endpoint == "flux-2-flex"
     assert decoded_inputs(submission.body) == [result.attachments[0].data]
-    child = await bot.generation.job_for_message(edited.id)
+    child = await bot.services.generation.job_for_message(edited.id)
     assert child is not None and child.parent_job_id == job_id and child.user_id == world.bob.id
 
 
@@ -358,7 +358,7 @@ async def test_bad_input_is_refused_privately_and_changes_nothing(
     it = await world.discord.invoke_slash(world.alice, world.channel, command, options)
     assert await world.refusal(it) == message
     assert world.bfl.submissions == []
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0
     assert [m for m in world.discord.messages(world.channel.id) if not m.ephemeral] == []
 
 
@@ -368,7 +368,7 @@ async def test_an_oversized_reference_is_refused_before_download(world: World) -
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
                                           {"prompt": "x", "image": big})
     assert await world.refusal(it) == "big.png is 3 KB; references can be at most 1 KB."
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0
 
 
 async def test_reroll_after_its_references_were_purged_is_refused_clearly(world: World) -> None:
@@ -384,8 +384,8 @@ async def test_reroll_after_its_references_were_purged_is_refused_clearly(world:
     )
     result = await world.result_after(before)
     job_id = job_id_of(result)
-    await bot.engine.wait_closed([job_id], 5)
-    assert await bot.engine.store.purge_inputs(time.time() + 1) == 1
+    await bot.services.engine.wait_closed([job_id], 5)
+    assert await bot.services.engine.store.purge_inputs(time.time() + 1) == 1
 
     it = await world.discord.click(world.bob, result, f"flux:reroll:{job_id}")
     assert await world.refusal(it) == REFERENCES_PURGED_TEXT
@@ -417,7 +417,7 @@ async def test_a_queued_request_can_be_cancelled_by_its_requester_only(world: Wo
         f"🚫 <@{world.alice.id}> Cancelled before it started. Nothing was charged.")
     assert cancelled.components == []
     job_id = custom_id.removeprefix("flux:cancel:")
-    assert await bot.db.fetch_value(
+    assert await bot.services.db.fetch_value(
         "SELECT status FROM ledger WHERE job_id = ?", (job_id,)) == "refunded"
     assert [s.body["prompt"] for s in world.bfl.submissions] == ["first, keeps the only slot"]
 
@@ -433,7 +433,7 @@ async def make_result_started(world: World, prompt: str) -> None:
 async def test_unexpected_failures_get_a_private_apology_not_a_dead_interaction(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.generation import INTERNAL_ERROR_TEXT
+    from bot.errors import INTERNAL_ERROR_TEXT
 
     bot = await world.start_bot()
     result = await make_result(world)
@@ -441,13 +441,13 @@ async def test_unexpected_failures_get_a_private_apology_not_a_dead_interaction(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(bot.generation, "prepare", broken)
+    monkeypatch.setattr(bot.services.generation, "prepare", broken)
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "x"})
     message = await it.wait_for(lambda: any(
         m.content == INTERNAL_ERROR_TEXT for m in [it.original, *it.followups] if m))
     assert message
 
-    monkeypatch.setattr(bot.generation, "reroll_draft", broken)
+    monkeypatch.setattr(bot.services.generation, "reroll_draft", broken)
     it = await world.discord.click(world.bob, result, f"flux:reroll:{job_id_of(result)}")
     assert await world.refusal(it) == INTERNAL_ERROR_TEXT
     assert len(world.bfl.submissions) == 1

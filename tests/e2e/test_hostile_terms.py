@@ -53,7 +53,7 @@ async def test_hostile_terms_do_not_delay_other_members_or_health(world: World) 
     )
     await it.response(timeout=ACKNOWLEDGED_WITHIN)
     assert time.monotonic() - started < ACKNOWLEDGED_WITHIN
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bot.web.port}") as http:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bot.services.web.port}") as http:
         health = await http.get("/healthz", timeout=ACKNOWLEDGED_WITHIN)
     assert health.status_code == 200
     result = await world.result_after(before)
@@ -63,4 +63,4 @@ async def test_hostile_terms_do_not_delay_other_members_or_health(world: World) 
     for prompt in ("aaab", "aaaaaaaaab"):
         text = await refused(world, bot, world.alice, world.channel, prompt=prompt)
         assert text.startswith(REFUSED_TEXT), prompt
-    assert await bot.db.fetch_value("SELECT count(*) FROM strikes") == 2
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM strikes") == 2

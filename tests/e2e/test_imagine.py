@@ -39,8 +39,8 @@ async def test_imagine_posts_the_generated_image_with_its_parameters(world: Worl
     assert it.original is not None and it.original.id == message.id
     assert not [r for r in world.discord.requests
                 if r.method == "POST" and r.path.startswith("/channels/")]
-    job_id = await bot.db.fetch_value("SELECT id FROM jobs")
-    [job] = await bot.engine.wait_closed([job_id], 5)
+    job_id = await bot.services.db.fetch_value("SELECT id FROM jobs")
+    [job] = await bot.services.engine.wait_closed([job_id], 5)
     assert job.state is JobState.DELIVERED and job.result_message_id == message.id
 
 
@@ -69,7 +69,7 @@ async def test_a_blank_prompt_is_refused_privately_and_nothing_is_created(world:
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "   "})
     assert await world.refusal(it) == "Please give a prompt describing the image."
     assert world.bfl.submissions == []
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0
     assert [m for m in world.discord.messages(world.channel.id) if not m.ephemeral] == []
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.generation import INTERNAL_ERROR_TEXT
+from bot.errors import INTERNAL_ERROR_TEXT
 from cogs.results import NOT_FOUND_TEXT
 from tests.e2e.conftest import World
 from tests.fakes.discord_server import InteractionHandle, Message, Upload, User
@@ -98,7 +98,7 @@ async def test_a_request_over_the_allowance_downloads_none_of_its_references(
     assert refusal.content.startswith("This request would go over your daily image allowance")
     assert world.discord.cdn_requests == []  # not one reference was downloaded
     assert world.bfl.submissions == []
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0
 
 
 async def test_a_reroll_or_remix_over_the_allowance_reads_no_stored_image(world: World) -> None:
@@ -108,15 +108,15 @@ async def test_a_reroll_or_remix_over_the_allowance_reads_no_stored_image(world:
         world.alice, world.channel, "edit", {"prompt": "sepia", "image": photo("a.png", (1, 2, 3))}
     )
     result = await world.result_after(before)
-    await bot.engine.wait_closed([job_id_of(result)], 5)
+    await bot.services.engine.wait_closed([job_id_of(result)], 5)
     loads: list[str] = []
-    original = bot.engine.store.inputs
+    original = bot.services.engine.store.inputs
 
     async def counting(job_id: str) -> Any:
         loads.append(job_id)
         return await original(job_id)
 
-    bot.engine.store.inputs = counting  # type: ignore[method-assign]
+    bot.services.engine.store.inputs = counting  # type: ignore[method-assign]
     it = await world.discord.click(world.alice, result, f"flux:reroll:{job_id_of(result)}")
     assert (await world.refusal(it)).startswith("This request would go over your daily image")
     it = await world.discord.click(world.alice, result, f"flux:remix:{job_id_of(result)}")
@@ -147,7 +147,9 @@ async def test_a_member_with_too_many_requests_in_flight_is_told_to_wait(world: 
     refused = [c for c in callbacks if c.data.get("flags", 0) & 64]
     assert [c.data["content"] for c in refused] == [IN_FLIGHT_TEXT]
     assert (
-        await bot.db.fetch_value("SELECT count(*) FROM jobs WHERE user_id = ?", (world.alice.id,))
+        await bot.services.db.fetch_value(
+            "SELECT count(*) FROM jobs WHERE user_id = ?", (world.alice.id,)
+        )
         == 2
     )
     # Somebody else is not held up by Alice's requests.
@@ -157,9 +159,11 @@ async def test_a_member_with_too_many_requests_in_flight_is_told_to_wait(world: 
     # Once hers are finished, Alice may ask again.
     job_ids = [
         r["id"]
-        for r in await bot.db.fetch_all("SELECT id FROM jobs WHERE user_id = ?", (world.alice.id,))
+        for r in await bot.services.db.fetch_all(
+            "SELECT id FROM jobs WHERE user_id = ?", (world.alice.id,)
+        )
     ]
-    await bot.engine.wait_closed(job_ids, 15)
+    await bot.services.engine.wait_closed(job_ids, 15)
     again = await world.discord.invoke_slash(
         world.alice, world.channel, "flux klein-4b", {"prompt": "later"}
     )
@@ -222,7 +226,7 @@ async def test_history_in_direct_messages_shows_a_dm_chain_to_its_owner_only(
     await world.discord.wait_for_message(
         lambda m: bool(m.attachments), channel_id=alice_dm.id, timeout=10
     )
-    job_id = await bot.db.fetch_value("SELECT id FROM jobs WHERE guild_id IS NULL")
+    job_id = await bot.services.db.fetch_value("SELECT id FROM jobs WHERE guild_id IS NULL")
     assert job_id
 
     for where in (bob_dm, world.channel):  # another member, in DMs or on the server
@@ -263,7 +267,7 @@ async def test_a_failed_audit_write_does_not_fail_an_accepted_job(
     async def audit_down(*args: object, **kwargs: object) -> None:
         locked()
 
-    monkeypatch.setattr(bot.audit, "record", audit_down)
+    monkeypatch.setattr(bot.services.audit, "record", audit_down)
     before = world.newest_message_id()
     it = await world.discord.invoke_slash(
         world.alice, world.channel, "edit", {"prompt": "winter", "image": photo("a.png", (5, 5, 5))}
@@ -272,9 +276,9 @@ async def test_a_failed_audit_write_does_not_fail_an_accepted_job(
     assert result.id == (await it.wait_original(lambda m: bool(m.attachments))).id
     shown = [m.content for m in [it.original, *it.followups] if m is not None]
     assert INTERNAL_ERROR_TEXT not in shown
-    job = await bot.db.fetch_one("SELECT state FROM jobs")
+    job = await bot.services.db.fetch_one("SELECT state FROM jobs")
     assert job is not None and job["state"] == "delivered"
-    assert await bot.db.fetch_value("SELECT status FROM ledger") == "charged"
+    assert await bot.services.db.fetch_value("SELECT status FROM ledger") == "charged"
     assert "audit record" in caplog.text
 
 
@@ -286,7 +290,7 @@ async def test_a_job_that_could_not_be_written_leaves_nothing_public_and_says_so
     async def create_fails(*args: object, **kwargs: object) -> None:
         locked()
 
-    monkeypatch.setattr(bot.engine.store, "create", create_fails)
+    monkeypatch.setattr(bot.services.engine.store, "create", create_fails)
     # With a reference the interaction is answered "thinking…" publicly first.
     it = await world.discord.invoke_slash(
         world.alice, world.channel, "edit", {"prompt": "winter", "image": photo("a.png", (5, 5, 5))}
@@ -309,8 +313,8 @@ async def test_a_job_that_could_not_be_written_leaves_nothing_public_and_says_so
     await asyncio.sleep(0.3)
     bot_posts = [m for m in public_messages(world) if m.author_id == world.discord.application_id]
     assert [m.content for m in bot_posts] == [INTERNAL_ERROR_TEXT]
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
-    assert await bot.db.fetch_value("SELECT count(*) FROM ledger") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM ledger") == 0
 
 
 # ---------------------------------------------------------------------- odd input
@@ -379,7 +383,7 @@ async def test_a_request_that_could_not_be_held_for_review_leaves_no_waiting_mes
     async def hold_fails(*args: object, **kwargs: object) -> None:
         locked()
 
-    monkeypatch.setattr(bot.approvals, "hold", hold_fails)
+    monkeypatch.setattr(bot.services.approvals, "hold", hold_fails)
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "x"})
     assert await world.refusal(it) == INTERNAL_ERROR_TEXT
     source = await world.discord.post_user_message(
@@ -399,7 +403,7 @@ async def test_a_request_that_could_not_be_held_for_review_leaves_no_waiting_mes
         for m in public_messages(world, include_deleted=True)
         if "Waiting for a moderator" in m.content and m.deleted
     ] != []
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0
 
 
 async def test_a_prompt_shown_on_its_result_cannot_pass_for_the_bots_own_text(

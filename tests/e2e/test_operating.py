@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from bot.app import FluxcordBot
-from bot.instance import StartupError
+from bot.errors import StartupError
+from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
 
 

@@ -11,12 +11,12 @@ from typing import Any
 import discord
 from PIL import Image
 
-from bot.app import FluxcordBot
 from bot.community.approvals import NOT_HERE_TEXT, PENDING_CAP_TEXT, SELF_APPROVAL_TEXT
 from bot.generation import BUTTON_NOT_HERE_TEXT
 from bot.ledger import Metric, Period, Scope
 from bot.moderation.strikes import PROVIDER_MODERATION_TERM
 from cogs.approvals import REVIEW_REFUSED_TEXT, ReviewButton
+from cogs.client import FluxcordBot
 from cogs.results import RESULT_ACTIONS, ResultButton
 from tests.e2e.conftest import World
 from tests.e2e.test_approvals import (
@@ -48,8 +48,8 @@ async def test_four_images_with_an_allowance_of_two_are_refused_and_nothing_is_c
     )
     assert "it needs 4 images" in text and "It resets at 00:00 UTC" in text
     assert world.aiml.requests == []
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 0
-    assert await bot.db.fetch_value("SELECT count(*) FROM ledger") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM ledger") == 0
 
     # Two still fit, and use the whole day's allowance.
     before = world.newest_message_id()
@@ -93,7 +93,7 @@ async def test_a_member_cannot_approve_their_own_request(world: World) -> None:
         it = await fake.click(dave, queued, button(queued, action))
         assert await world.refusal(it) == REVIEW_REFUSED_TEXT, action
     assert await counts(bot) == (0, 0) and world.bfl.submissions == []
-    approval = await bot.db.fetch_one("SELECT state FROM approvals")
+    approval = await bot.services.db.fetch_one("SELECT state FROM approvals")
     assert approval is not None and approval["state"] == "pending"
     assert button(fake.message(queued.id), "approve")  # still reviewable
 
@@ -121,7 +121,7 @@ async def test_a_review_button_copied_into_another_channel_does_nothing(world: W
     it = await world.discord.click(moderator, copy, f"flux:review:reject:{approval_id}")
     assert await world.refusal(it) == NOT_HERE_TEXT  # no modal opened either
     assert await counts(bot) == (0, 0) and world.bfl.submissions == []
-    approval = await bot.db.fetch_one("SELECT state FROM approvals")
+    approval = await bot.services.db.fetch_one("SELECT state FROM approvals")
     assert approval is not None and approval["state"] == "pending"
 
 
@@ -149,7 +149,7 @@ async def test_result_buttons_copied_into_another_server_do_nothing(world: World
         assert await world.refusal(it) == BUTTON_NOT_HERE_TEXT, action
     assert not world.discord.message(result.id).deleted
     assert len(world.bfl.submissions) == 1
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 1
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 1
     # In its own channel the same button still works.
     it = await world.discord.click(world.alice, result, f"flux:chain:{job_id}")
     assert "history" in (await it.response()).data["content"]
@@ -184,7 +184,7 @@ async def test_pending_requests_are_capped_and_count_toward_the_allowance(world:
     )
 
     # Bob has room in his allowance but not in the queue.
-    await bot.ledger.set_limit(world.guild.id, 1, Scope.USER, world.bob.id, Period.DAY,
+    await bot.services.ledger.set_limit(world.guild.id, 1, Scope.USER, world.bob.id, Period.DAY,
                                Metric.IMAGES, 100)  # fmt: skip
     for prompt in ("a", "b", "c"):
         await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": prompt})
@@ -193,7 +193,7 @@ async def test_pending_requests_are_capped_and_count_toward_the_allowance(world:
     )
     it = await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "d"})
     assert await world.refusal(it) == PENDING_CAP_TEXT.format(count=3)
-    assert await bot.db.fetch_value("SELECT count(*) FROM approvals") == 5
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM approvals") == 5
     assert await counts(bot) == (0, 0) and world.bfl.submissions == []
 
 
@@ -268,7 +268,7 @@ async def test_after_too_many_refunds_a_member_is_told_to_wait_until_the_reset(
         "You can ask again at 00:00 UTC on "
     )
     assert len(world.bfl.submissions) == 2
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 2
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 2
     # Bob is not affected.
     before = world.newest_message_id()
     await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "a lake"})
@@ -279,14 +279,14 @@ async def test_provider_moderation_counts_as_a_strike_and_blocks_at_the_threshol
     world: World,
 ) -> None:
     bot = await world.start_bot()  # PROVIDER_MODERATION_STRIKES is on by default
-    await bot.server_settings.update(
+    await bot.services.server_settings.update(
         world.guild.id, 1, "strikes", strike_warn=1, strike_temp_block=2, strike_block=5
     )
     for n in range(2):
         text = await moderated(world, world.alice, f"a risky scene {n}")
         assert "it counts as a strike on this server" in text and "not charged" in text
     for _ in range(100):  # the strike is recorded just after the refusal is shown
-        if bot.moderation.block_of(world.guild.id, world.alice.id):
+        if bot.services.moderation.block_of(world.guild.id, world.alice.id):
             break
         await asyncio.sleep(0.05)
     it = await world.discord.invoke_slash(
@@ -296,7 +296,7 @@ async def test_provider_moderation_counts_as_a_strike_and_blocks_at_the_threshol
         "You are blocked from making images on this server until <t:"
     )
     assert len(world.bfl.submissions) == 2
-    strikes = await bot.moderation.strikes(world.guild.id, world.alice.id)
+    strikes = await bot.services.moderation.strikes(world.guild.id, world.alice.id)
     assert [s.term for s in strikes] == [PROVIDER_MODERATION_TERM] * 2
-    rows = await bot.db.fetch_all("SELECT status FROM ledger")
+    rows = await bot.services.db.fetch_all("SELECT status FROM ledger")
     assert [r["status"] for r in rows] == ["refunded", "refunded"]

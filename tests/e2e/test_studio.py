@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 import bot.community.studio as studio_module
-from bot.app import FluxcordBot
 from bot.community.studio import (
     ALREADY_ENDED_TEXT,
     LOCKED_TEXT,
@@ -22,7 +21,8 @@ from bot.community.studio import (
     SHEET_GAP,
     SHEET_TILE,
 )
-from bot.variants import InvalidRequest
+from bot.errors import InvalidRequest
+from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
 from tests.e2e.test_experience import decoded_inputs, image_file
 from tests.fakes.discord_server import Channel, Message, User
@@ -79,14 +79,14 @@ async def wait_closed(world: World, thread: Channel) -> None:
 
 
 async def studio_audit(bot: FluxcordBot) -> list[tuple[str, int]]:
-    rows = await bot.db.fetch_all(
+    rows = await bot.services.db.fetch_all(
         "SELECT action, actor_id FROM audit_log WHERE action LIKE 'studio%' ORDER BY id"
     )
     return [(row["action"], row["actor_id"]) for row in rows]
 
 
 async def count(bot: FluxcordBot, table: str) -> int:
-    return int(await bot.db.fetch_value(f"SELECT count(*) FROM {table}"))
+    return int(await bot.services.db.fetch_value(f"SELECT count(*) FROM {table}"))
 
 
 # ---------------------------------------------------------------------- the thread's rules
@@ -128,8 +128,8 @@ async def test_a_studio_themes_prompts_checks_words_and_any_reply_edits(world: W
     edit = world.bfl.submissions[1]
     assert decoded_inputs(edit.body) == [first.attachments[0].data]
     assert edit.body["prompt"] == "the fox jumps over the MOON, watercolour, soft light"
-    parent = await bot.generation.job_for_message(first.id)
-    child = await bot.generation.job_for_message(second.id)
+    parent = await bot.services.generation.job_for_message(first.id)
+    child = await bot.services.generation.job_for_message(second.id)
     assert parent is not None and child is not None
     assert (child.parent_job_id, child.user_id) == (parent.id, carol.id)
 
@@ -165,7 +165,7 @@ async def test_a_studio_budget_refuses_what_would_go_over(world: World) -> None:
     thread, _ = await open_studio(world, world.alice, "pixel art", budget=5)
     assert "Budget: 5 credits for this thread" in world.discord.messages(thread.id)[0].content
     first = await imagine_in(world, world.bob, thread, "a castle")
-    spent = await bot.studios.spent_mc(thread.id)
+    spent = await bot.services.studios.spent_mc(thread.id)
     assert spent > 2500  # one image at least half the budget: a second does not fit
 
     ledger_rows = await count(bot, "ledger")
@@ -274,13 +274,13 @@ async def test_ending_a_studio_posts_a_gallery_and_closes_the_thread(world: Worl
         ("studio ended", dave.id),
         ("studio gallery", 0),
     ]
-    stored = bot.studios.get(thread.id)
+    stored = bot.services.studios.get(thread.id)
     assert stored is not None and stored.finished_at is not None
     assert stored.gallery_message_id == in_channel.id
     with pytest.raises(PermissionError):  # archived: Discord itself takes nothing more
         await world.discord.invoke_slash(world.alice, thread, "studio end")
     with pytest.raises(InvalidRequest, match=ALREADY_ENDED_TEXT):
-        await bot.studios.end(thread.id, world.alice.id, is_moderator=True)
+        await bot.services.studios.end(thread.id, world.alice.id, is_moderator=True)
 
 
 # ---------------------------------------------------------------------- automatic end
@@ -294,7 +294,7 @@ async def test_a_studio_ends_by_itself_once_its_time_is_up(
     await asyncio.sleep(0.2)
     assert not world.discord.channel(thread.id).archived  # not yet: an hour to go
 
-    bot.studios.clock = lambda: time.time() + 2 * 3600
+    bot.services.studios.clock = lambda: time.time() + 2 * 3600
     await wait_closed(world, thread)
     await asyncio.sleep(0.3)  # several more sweeps
     assert len(galleries(world, world.channel.id)) == len(galleries(world, thread.id)) == 1

@@ -62,7 +62,7 @@ async def test_four_images_over_the_upload_limit_are_reduced_to_fit_together(
     assert fields["Shown"] == "reduced to fit this server's upload limit"
     assert fields["Size"] == "2048×2048"  # what was made
     assert not [r for r in world.discord.requests if r.status == 413]
-    [job] = await bot.engine.wait_closed([job_id_of(message)], 5)
+    [job] = await bot.services.engine.wait_closed([job_id_of(message)], 5)
     assert job.state is JobState.DELIVERED and job.result_message_id == message.id
 
 
@@ -74,7 +74,7 @@ async def test_a_result_that_can_never_fit_ends_with_a_message_saying_it_was_cha
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
                                           {"prompt": "a heron"})
     original = await it.wait_original(lambda m: "could not be posted" in m.content, timeout=15)
-    [job] = await bot.engine.wait_closed(await jobs_of(bot), 5)
+    [job] = await bot.services.engine.wait_closed(await jobs_of(bot), 5)
     charged = job.cost if job.cost is not None else job.estimated_cost
     assert original.content == (
         f"❌ <@{world.alice.id}> Your image was made, but it could not be posted here: it is "
@@ -83,12 +83,12 @@ async def test_a_result_that_can_never_fit_ends_with_a_message_saying_it_was_cha
     )
     assert not original.attachments
     assert job.state is JobState.FAILED and job.closed
-    row = await bot.db.fetch_one("SELECT status FROM ledger WHERE job_id = ?", (job.id,))
+    row = await bot.services.db.fetch_one("SELECT status FROM ledger WHERE job_id = ?", (job.id,))
     assert row is not None and row["status"] == "charged"
 
 
 async def jobs_of(bot: object) -> list[str]:
-    rows = await bot.db.fetch_all(  # type: ignore[attr-defined]
+    rows = await bot.services.db.fetch_all(  # type: ignore[attr-defined]
         "SELECT id FROM jobs ORDER BY created_at"
     )
     return [row["id"] for row in rows]
@@ -115,7 +115,7 @@ async def test_a_413_is_answered_by_reducing_a_bounded_number_of_times(world: Wo
     too_large = [r for r in world.discord.requests if r.status == 413]
     assert len(too_large) == 3  # the first try and two reductions, then the text
     [job_id] = await jobs_of(bot)
-    [job] = await bot.engine.wait_closed([job_id], 5)
+    [job] = await bot.services.engine.wait_closed([job_id], 5)
     assert job.state is JobState.FAILED and job.closed
 
 
@@ -132,7 +132,7 @@ async def test_a_result_whose_thread_was_archived_is_posted_in_the_parent(world:
     )
     assert result.content.startswith(f"<@{world.alice.id}>")
     assert f"<#{thread.id}> is closed" in result.content
-    [job] = await bot.engine.wait_closed([job_id_of(result)], 5)
+    [job] = await bot.services.engine.wait_closed([job_id_of(result)], 5)
     assert job.state is JobState.DELIVERED and job.result_message_id == result.id
     assert [m.id for m in bot_messages(world, world.channel.id)] == [result.id]
 
@@ -157,7 +157,7 @@ async def test_ending_a_studio_lets_its_running_jobs_finish_first(world: World) 
     assert f"[view](https://discord.com/channels/{world.guild.id}/{thread.id}/{heron.id})" in (
         gallery.content
     )
-    [job] = await bot.engine.wait_closed([job_id_of(heron)], 5)
+    [job] = await bot.services.engine.wait_closed([job_id_of(heron)], 5)
     assert job.state is JobState.DELIVERED
 
 
@@ -166,7 +166,7 @@ async def test_a_studio_ending_waits_for_running_jobs_only_so_long(
 ) -> None:
     monkeypatch.setattr(studio_module, "SWEEP_SECONDS", 0.05)
     bot = await world.start_bot()
-    bot.studios.drain_seconds = 0.3
+    bot.services.studios.drain_seconds = 0.3
     mods = world.discord.add_role(world.guild.id, "Thread mods", permissions=MANAGE_THREADS)
     dave = world.discord.add_member(world.guild.id, "dave", roles=[mods.id])
     thread, _ = await open_studio(world, world.alice, "ink sketch")
@@ -182,5 +182,5 @@ async def test_a_studio_ending_waits_for_running_jobs_only_so_long(
         channel_id=world.channel.id, timeout=15,
     )
     assert f"<#{thread.id}> is closed" in heron.content
-    [job] = await bot.engine.wait_closed([job_id_of(heron)], 5)
+    [job] = await bot.services.engine.wait_closed([job_id_of(heron)], 5)
     assert job.state is JobState.DELIVERED and job.result_message_id == heron.id

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 from PIL import Image
 
-from bot.app import FluxcordBot
 from bot.ledger import Period, format_reset
+from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
 from tests.fakes.discord_server import InteractionHandle, Message, User
 
@@ -57,7 +57,7 @@ async def make_image(world: World, user: User, prompt: str) -> Message:
 
 
 def resets(bot: FluxcordBot, period: Period) -> Callable[[], int]:
-    return lambda: bot.ledger.policy.schedule.end(period, time.time())
+    return lambda: bot.services.ledger.policy.schedule.end(period, time.time())
 
 
 def public_messages(world: World) -> list[Message]:
@@ -72,8 +72,9 @@ async def test_a_member_over_quota_is_told_privately_and_nothing_is_submitted(
     await make_image(world, world.alice, "the only one today")
     before_reset = resets(bot, Period.DAY)()
 
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "one more please"})
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "one more please"}
+    )
     text = await world.refusal(it)
 
     possible = {before_reset, resets(bot, Period.DAY)()}  # in case midnight passed meanwhile
@@ -84,12 +85,13 @@ async def test_a_member_over_quota_is_told_privately_and_nothing_is_submitted(
         for moment in possible
     }
     assert len(world.bfl.submissions) == 1
-    assert await bot.db.fetch_value("SELECT count(*) FROM jobs") == 1
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 1
     assert len(public_messages(world)) == 1  # the first result; no stray "Queued" message
     assert not any("Queued" in m.content for m in public_messages(world))
     # Not even briefly: the refusal comes before anything is posted in the channel.
-    ever_posted = world.discord.messages(world.channel.id, include_deleted=True,
-                                         include_ephemeral=False)
+    ever_posted = world.discord.messages(
+        world.channel.id, include_deleted=True, include_ephemeral=False
+    )
     assert len(ever_posted) == 1
 
 
@@ -130,8 +132,10 @@ async def test_the_moderator_commands_are_hidden_from_members_without_manage_ser
     for name in ("usage-admin", "quota"):
         command = world.discord.command(name, guild_id=world.guild.id)
         assert command["default_member_permissions"] == str(MANAGE_GUILD)
-    assert world.discord.command("usage", guild_id=world.guild.id)[
-        "default_member_permissions"] is None
+    assert (
+        world.discord.command("usage", guild_id=world.guild.id)["default_member_permissions"]
+        is None
+    )
     for path, options in MODERATOR_COMMANDS:
         values = {k: (world.alice if v == 0 else v) for k, v in options.items()}
         with pytest.raises(PermissionError):
@@ -151,9 +155,9 @@ async def test_the_bot_checks_the_permission_itself_when_an_admin_unhides_the_co
         it = await world.discord.invoke_slash(world.bob, world.channel, path, values)
         assert await reply(it) == MISSING_PERMISSION, path
         assert it.original is None or not it.original.attachments
-    assert await bot.db.fetch_value("SELECT count(*) FROM quota_audit") == 0
-    assert await bot.db.fetch_value("SELECT count(*) FROM quota_limits") == 0
-    assert await bot.db.fetch_value("SELECT count(*) FROM quota_grants") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_audit") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_limits") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_grants") == 0
 
 
 # --------------------------------------------------------------------------- moderators
@@ -164,14 +168,20 @@ async def test_a_moderator_sets_grants_and_resets_and_every_change_is_audited(
     mod = add_moderator(world)
     alice = f"<@{world.alice.id}>"
 
-    text = await reply(await world.discord.invoke_slash(
-        mod, world.channel, "quota set",
-        {"window": "day", "kind": "images", "amount": 0, "target": world.alice}))
+    text = await reply(
+        await world.discord.invoke_slash(
+            mod,
+            world.channel,
+            "quota set",
+            {"window": "day", "kind": "images", "amount": 0, "target": world.alice},
+        )
+    )
     assert text == (
         f"Set the daily image allowance of {alice} to 0 images (was 25 images, the default)."
     )
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "blocked"})
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "blocked"}
+    )
     refusal = await world.refusal(it)
     assert refusal.startswith(
         "This request would go over your daily image allowance (0 images a day). "
@@ -179,21 +189,34 @@ async def test_a_moderator_sets_grants_and_resets_and_every_change_is_audited(
     )
     assert world.bfl.submissions == []
 
-    text = await reply(await world.discord.invoke_slash(
-        mod, world.channel, "quota grant", {"member": world.alice, "kind": "images", "amount": 1}))
+    text = await reply(
+        await world.discord.invoke_slash(
+            mod,
+            world.channel,
+            "quota grant",
+            {"member": world.alice, "kind": "images", "amount": 1},
+        )
+    )
     assert text.startswith(f"Gave {alice} 1 image more today; the extra lapses at the reset at ")
     await make_image(world, world.alice, "thanks to the grant")
 
-    view = await reply(await world.discord.invoke_slash(
-        mod, world.channel, "usage-admin user", {"member": world.alice}))
-    assert view.startswith(f"**Usage of {alice}**\n**Today**: 1 image · 3 credits ($0.03) — "
-                           "0 images · 97 credits left")
+    view = await reply(
+        await world.discord.invoke_slash(
+            mod, world.channel, "usage-admin user", {"member": world.alice}
+        )
+    )
+    assert view.startswith(
+        f"**Usage of {alice}**\n**Today**: 1 image · 3 credits ($0.03) — 0 images · 97 credits left"
+    )
 
-    text = await reply(await world.discord.invoke_slash(
-        mod, world.channel, "quota reset", {"target": world.alice}))
+    text = await reply(
+        await world.discord.invoke_slash(mod, world.channel, "quota reset", {"target": world.alice})
+    )
     assert text == f"Reset {alice} to the defaults: removed 1 override and 1 grant."
 
-    rows = await bot.db.fetch_all("SELECT actor_id, action, target_id, at FROM quota_audit")
+    rows = await bot.services.db.fetch_all(
+        "SELECT actor_id, action, target_id, at FROM quota_audit"
+    )
     assert [(r["actor_id"], r["action"], r["target_id"]) for r in rows] == [
         (mod.id, "set", world.alice.id),
         (mod.id, "grant", world.alice.id),
@@ -211,9 +234,14 @@ async def test_a_role_allowance_applies_to_members_with_that_role(world: World) 
     mod = add_moderator(world)
     guests = world.discord.add_role(world.guild.id, "Guests")
     carol = world.discord.add_member(world.guild.id, "carol", roles=[guests.id])
-    text = await reply(await world.discord.invoke_slash(
-        mod, world.channel, "quota set",
-        {"window": "week", "kind": "credits", "amount": 2.5, "target": guests}))
+    text = await reply(
+        await world.discord.invoke_slash(
+            mod,
+            world.channel,
+            "quota set",
+            {"window": "week", "kind": "credits", "amount": 2.5, "target": guests},
+        )
+    )
     assert text == (
         f"Set the weekly credit allowance for members with <@&{guests.id}> to 2.5 credits "
         "(was no limit from this role)."
@@ -236,11 +264,10 @@ async def test_the_server_report_arrives_with_a_png_chart(world: World) -> None:
     await make_image(world, world.alice, "three")
 
     message = await with_file(
-        await world.discord.invoke_slash(mod, world.channel, "usage-admin server"))
-    lines = message.content.splitlines()
-    assert lines[1] == (
-        "Total: 3 images · 9 credits ($0.09) — budget: 9991 credits left"
+        await world.discord.invoke_slash(mod, world.channel, "usage-admin server")
     )
+    lines = message.content.splitlines()
+    assert lines[1] == ("Total: 3 images · 9 credits ($0.09) — budget: 9991 credits left")
     assert lines[2:] == [
         "**By model**",
         "FLUX.2 [pro]: 3 images · 9 credits",
@@ -258,21 +285,35 @@ async def test_the_ledger_export_arrives_as_a_csv_file(world: World) -> None:
     bot = await world.start_bot()
     mod = add_moderator(world)
     await make_image(world, world.alice, "for the books")
-    job_id = await bot.db.fetch_value("SELECT id FROM jobs")
-    await bot.engine.wait_closed([job_id], 5)  # the image is posted just before it is recorded
+    job_id = await bot.services.db.fetch_value("SELECT id FROM jobs")
+    await bot.services.engine.wait_closed(
+        [job_id], 5
+    )  # the image is posted just before it is recorded
 
     message = await with_file(
-        await world.discord.invoke_slash(mod, world.channel, "usage-admin export"))
+        await world.discord.invoke_slash(mod, world.channel, "usage-admin export")
+    )
     [export] = message.attachments
     assert export.filename.startswith(f"ledger-{world.guild.id}-") and export.filename.endswith(
-        ".csv")
+        ".csv"
+    )
     assert message.content.endswith("(UTC): 1 job.")
     rows = list(csv.DictReader(io.StringIO(export.data.decode())))
-    assert [(r["job_id"], r["user_id"], r["variant"], r["status"], r["job_state"],
-             r["reserved_credits"], r["charged_credits"], r["charged_images"]) for r in rows] == [
-        (job_id, str(world.alice.id), "pro", "charged", "delivered", "3", "3", "1")
-    ]
+    assert [
+        (
+            r["job_id"],
+            r["user_id"],
+            r["variant"],
+            r["status"],
+            r["job_state"],
+            r["reserved_credits"],
+            r["charged_credits"],
+            r["charged_images"],
+        )
+        for r in rows
+    ] == [(job_id, str(world.alice.id), "pro", "charged", "delivered", "3", "3", "1")]
 
-    it = await world.discord.invoke_slash(mod, world.channel, "usage-admin export",
-                                          {"start": "yesterday"})
+    it = await world.discord.invoke_slash(
+        mod, world.channel, "usage-admin export", {"start": "yesterday"}
+    )
     assert await reply(it) == "The start date must look like 2025-01-31."

@@ -14,6 +14,18 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.errors import (
+    InsufficientCredits,
+    InvalidRequest,
+    ProviderAccessDenied,
+    ProviderBusy,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    ResultTooLarge,
+    ResultUnavailable,
+    SubmitOutcomeUnknown,
+)
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import JobState
 from bot.providers.aiml import (
@@ -31,24 +43,11 @@ from bot.providers.aiml import (
     read_usage,
     usage_to_credits,
 )
-from bot.providers.base import (
-    InputImage,
-    InsufficientCredits,
-    ProviderAccessDenied,
-    ProviderBusy,
-    ProviderError,
-    ProviderRejected,
-    ProviderUnavailable,
-    ResultTooLarge,
-    ResultUnavailable,
-    SubmitOutcomeUnknown,
-    TaskOutcome,
-)
+from bot.providers.base import InputImage, TaskOutcome
 from bot.storage.db import Database
 from bot.variants import (
     CATALOGUE,
     MEGAPIXEL,
-    InvalidRequest,
     JobParams,
     OptionKind,
     OptionSpec,

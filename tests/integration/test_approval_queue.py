@@ -24,12 +24,13 @@ from bot.community.approvals import (
     ReviewImage,
     review_images,
 )
-from bot.community.audit import AuditLog
+from bot.errors import InvalidRequest
 from bot.jobs.models import GenerationRequest, Job
 from bot.ledger import Ledger, Metric, Period, Scope
 from bot.providers.base import InputImage
+from bot.servers.audit import AuditLog
 from bot.storage.db import Database
-from bot.variants import InvalidRequest, get_variant
+from bot.variants import get_variant
 from tests.conftest import make_request
 
 GUILD, MEMBER, MOD, REVIEW = 42, 1001, 9, 77

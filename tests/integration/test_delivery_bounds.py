@@ -3,8 +3,8 @@ failure that says the image was charged (it exists, and the provider billed it).
 
 from __future__ import annotations
 
+from bot.errors import DeliveryImpossible
 from bot.jobs.models import Job, JobState
-from bot.jobs.notifier import DeliveryImpossible
 from bot.providers.base import OutputImage
 from bot.storage.db import Database
 from tests.conftest import EngineFactory, make_request

@@ -11,11 +11,12 @@ import pytest
 
 from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import JobState
+from bot.jobs.webhooks import WebhookSubscription
 from bot.metrics import Metrics
 from bot.providers.base import TaskResult
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
-from bot.web import HealthChecks, WebhookSubscription, WebServer, create_app
+from bot.web import HealthChecks, WebServer, create_app
 from tests.conftest import BFL_KEY, make_request
 from tests.fakes.bfl_server import FakeBFL
 from tests.fakes.notifier import RecordingNotifier

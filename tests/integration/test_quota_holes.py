@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.community.audit import AuditLog
 from bot.community.studio import StudioBudgetExceeded, Studios, make_plan
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import JobState
 from bot.ledger import Ledger, Metric, Period, QuotaExceeded, Scope
 from bot.providers.aiml import AIMLClient
+from bot.servers.audit import AuditLog
 from bot.storage.db import Database
 from tests.conftest import FAST_POLLING, make_request
 from tests.fakes.aiml_server import FakeAIML

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from bot.errors import DeliveryImpossible
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Job, JobState
-from bot.jobs.notifier import DeliveryImpossible
 from bot.ledger import Ledger, Metric, Period, QuotaExceeded, Scope
 from bot.providers.base import OutputImage
 from bot.providers.bfl import BFLClient

@@ -18,18 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.errors import AnswerTooLarge, InvalidCharge, ResultUnavailable, SettingsError
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import JobState
-from bot.ledger.ledger import InvalidCharge
 from bot.ledger.policy import credits_to_mc
 from bot.providers.aiml import AIMLClient, build_payload
-from bot.providers.base import (
-    AnswerTooLarge,
-    OutputImage,
-    ResultUnavailable,
-    reported_number,
-    sane_cost,
-)
+from bot.providers.base import OutputImage, reported_number, sane_cost
 from bot.providers.bfl import BFLClient
 from bot.providers.egress import (
     EgressPolicy,
@@ -38,7 +32,7 @@ from bot.providers.egress import (
     guarded_client,
     resolve_allowed,
 )
-from bot.settings import SettingsError, load_settings
+from bot.settings import load_settings
 from bot.storage.db import Database
 from tests.conftest import BFL_KEY, FAST_POLLING, EngineFactory, make_request
 from tests.fakes.aiml_server import FakeAIML, Fault

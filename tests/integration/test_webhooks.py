@@ -20,20 +20,18 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import Metrics
-from bot.providers.base import TaskOutcome, TaskResult
-from bot.storage.db import Database
-from bot.web import (
+from bot.jobs.webhooks import (
     WEBHOOK_PATH,
-    HealthChecks,
     WebhookSubscription,
-    WebServer,
-    create_app,
     new_webhook_secret,
     verify_webhook,
     webhook_task_result,
     webhook_url,
 )
+from bot.metrics import Metrics
+from bot.providers.base import TaskOutcome, TaskResult
+from bot.storage.db import Database
+from bot.web import HealthChecks, WebServer, create_app
 from tests.conftest import BFL_KEY
 from tests.fakes.bfl_server import FakeBFL, Outcome
 

@@ -10,13 +10,13 @@ from typing import Any, cast
 
 import pytest
 
-from bot.community.audit import AuditLog
-from bot.community.settings import ServerSettings, SettingsStore
+from bot.errors import InvalidRequest
 from bot.moderation import strikes
 from bot.moderation.strikes import Moderation, PromptRefused
 from bot.moderation.terms import BannedTerm, TermMatcher
+from bot.servers.audit import AuditLog
+from bot.servers.settings import ServerSettings, SettingsStore
 from bot.storage.db import Database
-from bot.variants import InvalidRequest
 from cogs.community import (
     BOT_DEFAULT,
     Community,
@@ -131,12 +131,13 @@ def interaction(*, moderator: bool) -> Any:
 def cog(terms: list[BannedTerm]) -> Community:
     from bot.variants import CATALOGUE
 
-    bot = SimpleNamespace(
+    services = SimpleNamespace(
         moderation=SimpleNamespace(server_terms=lambda guild_id: terms),
         generation=SimpleNamespace(
             variants={key: CATALOGUE[key] for key in KEYS}, default_variant="pro"
         ),
     )
+    bot = SimpleNamespace(services=services)
     return Community(cast(Any, bot))
 
 

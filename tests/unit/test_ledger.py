@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.errors import InvalidRequest, SettingsError
 from bot.ledger import (
     Ledger,
     Metric,
@@ -28,9 +29,8 @@ from bot.ledger import (
 )
 from bot.ledger.chart import daily_spend_png
 from bot.ledger.reports import export_csv, export_range, server_report
-from bot.settings import SettingsError, load_settings
+from bot.settings import load_settings
 from bot.storage.db import Database
-from bot.variants import InvalidRequest
 
 UTC = dt.UTC
 GUILD = 42

@@ -14,15 +14,16 @@ from bot.community.approvals import (
     Approval,
     check_review,
 )
-from bot.community.audit import AuditLog
-from bot.community.settings import ServerSettings
+from bot.errors import InvalidRequest
 from bot.generation import BUTTON_NOT_HERE_TEXT, check_button_place
 from bot.jobs.models import JobState
+from bot.jobs.store import JobStore
 from bot.ledger import Ledger, QuotaPolicy, TooManyRefunds
 from bot.moderation.strikes import PROVIDER_MODERATION_TERM, Moderation
+from bot.servers.audit import AuditLog
+from bot.servers.settings import ServerSettings
 from bot.storage.db import Database
-from bot.storage.jobs import JobStore
-from bot.variants import InvalidRequest, get_variant
+from bot.variants import get_variant
 from tests.conftest import make_request
 
 REQUESTER, MODERATOR, GUILD, REVIEW = 1, 2, 42, 77

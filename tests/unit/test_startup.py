@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from bot.errors import SettingsError
 from bot.instance import InstanceLock
-from bot.settings import SettingsError, load_settings
+from bot.settings import load_settings
 from bot.storage import migrations
 from bot.storage.db import Database
 from bot.storage.migrations import apply_migrations, discover

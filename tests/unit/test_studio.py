@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 import pytest
 from PIL import Image
 
-from bot.community.audit import AuditLog
 from bot.community.studio import (
     ENDED_TEXT,
     LOCKED_TEXT,
@@ -27,12 +26,14 @@ from bot.community.studio import (
     make_plan,
     parse_words,
 )
+from bot.errors import InvalidRequest
 from bot.jobs.models import JobState
+from bot.jobs.store import JobStore
 from bot.ledger import Ledger, QuotaPolicy
 from bot.providers.base import OutputImage
+from bot.servers.audit import AuditLog
 from bot.storage.db import Database
-from bot.storage.jobs import JobStore
-from bot.variants import InvalidRequest, get_variant
+from bot.variants import get_variant
 from tests.conftest import make_request
 
 THREAD = 4242  # make_request's channel

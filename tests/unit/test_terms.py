@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from bot.errors import InvalidPattern
 from bot.moderation import (
     DEFAULT_TERMS,
     MAX_PATTERN_LENGTH,
     BannedTerm,
-    InvalidPattern,
     TermMatcher,
     normalise,
     validate_pattern,

@@ -6,16 +6,10 @@ import random
 
 import pytest
 
+from bot.errors import InvalidRequest
 from bot.providers.base import InputImage
 from bot.providers.bfl import build_payload
-from bot.variants import (
-    CATALOGUE,
-    SEED_MAX,
-    InvalidRequest,
-    ReferenceSize,
-    available_variants,
-    get_variant,
-)
+from bot.variants import CATALOGUE, SEED_MAX, ReferenceSize, available_variants, get_variant
 
 BFL_KEYS = ["pro", "max", "flex", "klein-4b", "klein-9b", "pro-preview", "klein-9b-preview"]
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from bot.community.audit import AuditLog
+from bot.errors import InvalidRequest
+from bot.servers.audit import AuditLog
 from bot.storage.db import Database
-from bot.variants import InvalidRequest
 
 MAX_SAFETY = 5  # BFL's most lenient safety_tolerance
 

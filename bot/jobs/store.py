@@ -11,9 +11,9 @@ from typing import Any
 
 import aiosqlite
 
+from bot.errors import InvalidCharge
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.ledger import Ledger, credits_to_mc
-from bot.ledger.ledger import InvalidCharge
 from bot.providers.base import InputImage, OutputImage
 from bot.storage.db import Database
 from bot.variants import JobParams, ReferenceSize

@@ -1,0 +1,147 @@
+"""The bot's errors: one small hierarchy, each class carrying the text it shows by default.
+
+    FluxcordError                 user_message: safe to show a member (no secrets, no URLs)
+    ├── InvalidRequest            the member's request breaks a rule: str(exc) is the message
+    │     (leaves near their rules: QuotaExceeded and TooManyRefunds in bot.ledger.quotas,
+    │      ReferenceRejected in bot.references, PromptRefused and Blocked in
+    │      bot.moderation.strikes, TooManyInFlight in bot.generation, StudioBudgetExceeded in
+    │      bot.community.studio)
+    ├── ProviderError             a provider call failed; the message is for logs only
+    │   ├── InsufficientCredits, ProviderAccessDenied, ProviderRejected, ProviderBusy,
+    │   │   ProviderUnavailable, SubmitOutcomeUnknown, AnswerTooLarge
+    │   └── ResultUnavailable ─ ResultTooLarge (UnsafeProviderURL and ResultLost near
+    │                           the code that detects them, in bot.providers)
+    ├── DeliveryImpossible        a finished result can never be posted where it was asked
+    ├── InvalidCharge             a provider's cost figure that cannot be real
+    ├── InvalidPattern            a banned term the matcher cannot run (shown to moderators)
+    ├── StartupError ─ AnotherInstanceRunning    for the operator; the message says it all
+    └── SettingsError             a malformed setting; names it, never shows its value
+
+The adapters show `user_message` (or `str()` of an InvalidRequest) and log the rest.
+"""
+
+from __future__ import annotations
+
+INTERNAL_ERROR_TEXT = "Something went wrong on our side, and nothing was charged. Please try again."
+
+
+class FluxcordError(Exception):
+    """Base of the bot's own errors. `user_message` is the text safe to show; a subclass sets
+    its default, an instance may carry a more precise one. `detail` (the exception's message)
+    is for the logs."""
+
+    user_message: str = INTERNAL_ERROR_TEXT
+
+    def __init__(self, detail: str = "", *, user_message: str | None = None) -> None:
+        super().__init__(detail or user_message or self.user_message)
+        if user_message is not None:
+            self.user_message = user_message
+
+
+class InvalidRequest(FluxcordError, ValueError):
+    """The request breaks a rule (a variant's limits, a quota, a server's settings). The
+    message is written for the member and is safe to show: nothing was charged or stored."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, user_message=message)
+
+
+# --------------------------------------------------------------------------- providers
+class ProviderError(FluxcordError):
+    """A provider call failed. `user_message` is safe to show in Discord (no secrets, no URLs)."""
+
+    user_message = "The image service failed. Nothing was charged; please try again."
+
+
+class InsufficientCredits(ProviderError):
+    user_message = "The bot's image-service account is out of credits. Please tell a server admin."
+
+
+class ProviderAccessDenied(ProviderError):
+    user_message = "The bot's API key is not allowed to use this model. Please tell a server admin."
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request as invalid (400/422)."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        where = f" ({field})" if field else ""
+        super().__init__(
+            detail, user_message=f"The image service rejected the request{where}: {detail}"
+        )
+        self.field = field
+
+
+class ProviderBusy(ProviderError):
+    """Too many active tasks (429): wait and try again; never a failure on its own."""
+
+    user_message = "The image service is busy."
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached or is overloaded, and the task was not created."""
+
+    user_message = (
+        "The image service is unavailable right now. Nothing was charged; please try again."
+    )
+
+
+class SubmitOutcomeUnknown(ProviderError):
+    """The submit may or may not have created (and billed) a task: never resubmit blindly."""
+
+    user_message = (
+        "The image service did not confirm the request, so it was stopped rather than risk "
+        "paying twice. Please try again."
+    )
+
+
+class ResultUnavailable(ProviderError):
+    user_message = "The finished image could not be downloaded (its link may have expired)."
+
+
+class ResultTooLarge(ResultUnavailable):
+    user_message = "The finished image was larger than the bot accepts."
+
+
+class AnswerTooLarge(ProviderError):
+    """A status or JSON answer was larger than any real one: it is not read further."""
+
+    user_message = (
+        "The image service sent an answer far larger than it should, so the bot stopped "
+        "following this request. You were not charged."
+    )
+
+
+# --------------------------------------------------------------------------- the rest
+class DeliveryImpossible(FluxcordError):
+    """The result can never be posted (channel gone, no permission): stop retrying.
+    `user_message` says why, for the failure text."""
+
+
+class InvalidCharge(FluxcordError, ValueError):
+    """A charge that cannot be real (negative, not finite, beyond any budget): refused, so a
+    provider's bad figure can neither pay a member back nor break the window totals."""
+
+
+class InvalidPattern(FluxcordError, ValueError):
+    """A banned term that cannot be used; the message is safe to show to a moderator."""
+
+    def __init__(self, message: str, *, pattern: str = "") -> None:
+        super().__init__(message, user_message=message)
+        self.pattern = pattern
+
+
+class StartupError(FluxcordError):
+    """A start-up failure the operator can fix; the message is the whole explanation."""
+
+
+class AnotherInstanceRunning(StartupError):
+    pass
+
+
+class SettingsError(FluxcordError):
+    """A setting is missing or malformed; the message names it and never shows its value."""

@@ -1,0 +1,199 @@
+"""The core, assembled: `build_services(settings)` opens the database, makes one client per
+provider and wires the stores, rules and the job engine together. It knows nothing of
+Discord: the client (`cogs/client.py`) holds the services and its cogs attach the Discord
+implementations of the core's ports (job notifier, audit sink, studio and approval views)
+in their `cog_load`, before `start()`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.community.approvals import ApprovalQueue
+from bot.community.policy import CommunityPolicy
+from bot.community.studio import Studios
+from bot.errors import StartupError
+from bot.generation import GenerationService
+from bot.instance import address_in_use_message
+from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
+from bot.ledger import Ledger, QuotaPolicy
+from bot.metrics import Metrics
+from bot.moderation.strikes import Moderation
+from bot.providers.aiml import AIMLClient
+from bot.providers.base import Provider
+from bot.providers.bfl import BFLClient
+from bot.references import ByteBudget, ReferenceLimits
+from bot.servers.audit import AuditLog
+from bot.servers.settings import SettingsStore
+from bot.settings import Settings
+from bot.storage.db import Database
+from bot.variants import MEGAPIXEL, Variant, available_variants
+from bot.web import HealthChecks, WebServer, create_app
+
+
+@dataclass
+class Services:
+    """Everything the adapters may call. Built by `build_services`; `start` after the ports
+    are attached, `close` once."""
+
+    settings: Settings
+    db: Database
+    providers: dict[str, Provider]
+    variants: dict[str, Variant]
+    metrics: Metrics
+    ledger: Ledger
+    engine: JobEngine
+    web: WebServer
+    audit: AuditLog
+    server_settings: SettingsStore
+    moderation: Moderation
+    studios: Studios
+    generation: GenerationService
+    approvals: ApprovalQueue
+
+    async def start(self) -> None:
+        """Open the web server, then resume and run jobs and pending approvals."""
+        try:
+            await self.web.start()
+        except OSError as exc:
+            # Not "Cannot reach Discord": say which address and which setting moves it.
+            host, port = self.settings.web_host, self.settings.web_port
+            raise StartupError(address_in_use_message(host, port, exc)) from exc
+        await self.engine.start()
+        await self.approvals.resume()
+
+    async def close(self) -> None:
+        """Stop taking webhooks, stop the engine (open jobs resume on the next start), then
+        close the provider clients and the database."""
+        await self.web.stop()
+        await self.engine.stop()
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.db.close()
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    """One client (one shared HTTP connection pool) per configured provider."""
+    providers: dict[str, Provider] = {}
+    if settings.bfl_api_key is not None:
+        providers["bfl"] = BFLClient(
+            settings.bfl_api_key.get_secret_value(),
+            settings.bfl_api_base,
+            max_result_bytes=settings.max_result_bytes,
+            max_connections=settings.provider_max_active * 2 + 8,
+            allow_loopback=settings.allow_loopback_provider_urls,
+        )
+    if settings.aiml_api_key is not None:
+        providers["aiml"] = AIMLClient(
+            settings.aiml_api_key.get_secret_value(),
+            settings.aiml_api_base,
+            read_timeout=settings.aiml_read_timeout,
+            max_result_bytes=settings.max_result_bytes,
+            max_connections=settings.aiml_max_active * 2 + 8,
+            units_per_credit=settings.aiml_units_per_credit,
+            allow_loopback=settings.allow_loopback_provider_urls,
+        )
+    return providers
+
+
+async def build_services(
+    settings: Settings,
+    *,
+    dm_allowed: Callable[[int], Awaitable[bool]],
+    discord_connected: Callable[[], bool],
+) -> Services:
+    """Assemble the core. `dm_allowed(user_id)` says whether a member of a server that allows
+    direct messages wrote; `discord_connected()` feeds `/healthz`. Both come from the client."""
+    db = await Database.open(settings.database_path)
+    providers = build_providers(settings)
+    variants = available_variants(
+        include_preview=settings.bfl_enable_preview,
+        providers=list(providers),
+        prefer_aiml=settings.prefer_aiml_pro,
+    )
+    public_url = settings.webhook_public_url
+    metrics = Metrics()
+    ledger = Ledger(db, QuotaPolicy.from_settings(settings))
+    engine = JobEngine(
+        db,
+        providers,
+        max_active={"bfl": settings.provider_max_active, "aiml": settings.aiml_max_active},
+        polling=PollingPolicy(
+            initial=settings.poll_initial_interval,
+            maximum=settings.poll_max_interval,
+            deadline=settings.job_deadline_seconds,
+        ),
+        ledger=ledger,
+        metrics=metrics,
+        reference_retention=settings.reference_retention_days * 86400,
+        max_reported_cost=settings.max_reported_cost_credits,
+        provider_moderation_strikes=settings.provider_moderation_strikes,
+        webhooks=(
+            WebhookConfig(public_url, settings.webhook_grace_seconds) if public_url else None
+        ),
+    )
+    web = WebServer(
+        create_app(
+            metrics=metrics,
+            health=HealthChecks(
+                ping_database=lambda: db.fetch_value("SELECT 1"),
+                discord_connected=discord_connected,
+                queue_depth=engine.queue_depth,
+            ),
+            webhook_target=engine if public_url else None,
+        ),
+        settings.web_host,
+        settings.web_port,
+    )
+    server_settings: SettingsStore
+    audit = AuditLog(db, audit_channel=lambda guild: server_settings.get(guild).audit_channel_id)
+    server_settings = SettingsStore(db, audit, known_variants=lambda: variants)
+    moderation = Moderation(db, audit, settings=server_settings.get)
+    await server_settings.load()
+    await moderation.load()
+    policy = CommunityPolicy(server_settings, moderation, dm_allowed=dm_allowed)
+    studios = Studios(db, audit, policy=policy)
+    await studios.load()
+    # An ended studio posts its gallery once the jobs still running in it are done.
+    engine.on_job_closed(studios.job_closed)
+    generation = GenerationService(
+        engine,
+        variants,
+        default_variant=settings.default_variant,
+        limits=ReferenceLimits(
+            max_bytes=settings.max_reference_bytes,
+            max_pixels=settings.max_reference_megapixels * MEGAPIXEL,
+        ),
+        policy=policy,
+        audit=audit,
+        studios=studios,
+        provider_moderation_strikes=settings.provider_moderation_strikes,
+        downloads=ByteBudget(settings.reference_download_budget_bytes),
+        max_in_flight=settings.max_jobs_in_flight_per_member,
+    )
+    approvals = ApprovalQueue(
+        db,
+        audit,
+        variant_for=generation.pick_variant,
+        submit=generation.submit,
+        job_exists=engine.store.get,
+        ledger=ledger,
+        max_pending_per_member=settings.max_pending_approvals_per_member,
+        expiry_hours=settings.approval_expiry_hours,
+    )
+    return Services(
+        settings=settings,
+        db=db,
+        providers=providers,
+        variants=variants,
+        metrics=metrics,
+        ledger=ledger,
+        engine=engine,
+        web=web,
+        audit=audit,
+        server_settings=server_settings,
+        moderation=moderation,
+        studios=studios,
+        generation=generation,
+        approvals=approvals,
+    )

@@ -1,0 +1,157 @@
+"""The Discord client: holds the core's services (`bot.services`), loads the cogs, syncs
+the command tree and turns any command failure into a private, friendly message."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
+from bot.services import Services, build_services
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from cogs.delivery import ChannelPoster, DiscordNotifier
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (
+    "cogs.generate",
+    "cogs.results",
+    "cogs.usage",
+    "cogs.community",
+    "cogs.approvals",
+    "cogs.studio",
+)
+
+
+class FluxcordTree(app_commands.CommandTree["FluxcordBot"]):
+    async def on_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        """One place that turns any command failure into a friendly, private message."""
+        original = getattr(error, "original", error)
+        if isinstance(original, InvalidRequest):
+            text = str(original)
+        elif isinstance(error, app_commands.MissingPermissions):
+            text = str(error)  # "You are missing Manage Server permission(s) to run this …"
+        elif isinstance(error, app_commands.CommandOnCooldown):
+            text = f"Slow down a little: try again in {error.retry_after:.0f}s."
+        elif isinstance(error, app_commands.CheckFailure):
+            text = "You can't use this command here."
+        else:
+            log.error(
+                "command %s failed",
+                interaction.command and interaction.command.name,
+                exc_info=original,
+            )
+            text = INTERNAL_ERROR_TEXT
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the user about an error", exc_info=True)
+
+
+# The bot never joins voice: don't warn admins about voice libraries it doesn't need.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
+class FluxcordBot(commands.Bot):
+    services: Services
+    # Attached by the results cog (cogs/delivery.py `attach_delivery`).
+    notifier: DiscordNotifier
+    poster: ChannelPoster
+
+    def __init__(self, settings: Settings, **client_options: Any) -> None:
+        intents = discord.Intents.default()
+        # Needed to read images in a message someone replies to (not just the reply itself).
+        intents.message_content = settings.message_content_intent
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            tree_cls=FluxcordTree,
+            # Prompts are user text: they must never ping @everyone, @here or roles.
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            **client_options,
+        )
+        self.settings = settings
+
+    async def setup_hook(self) -> None:
+        self.services = await build_services(
+            self.settings, dm_allowed=self.dm_allowed, discord_connected=self.discord_connected
+        )
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+        await self.services.start()
+
+    async def dm_allowed(self, user_id: int) -> bool:
+        """Direct messages work for members of a server that allows them."""
+        for guild_id in self.services.server_settings.guilds_allowing_dms():
+            guild = self.get_guild(guild_id)
+            if guild is None:
+                continue
+            if guild.get_member(user_id) is not None:
+                return True
+            try:
+                await guild.fetch_member(user_id)
+            except discord.NotFound:
+                continue
+            except discord.HTTPException:
+                log.warning("could not check membership in %s", guild_id, exc_info=True)
+                continue
+            return True
+        return False
+
+    def discord_connected(self) -> bool:
+        return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open
+
+    async def sync_commands(self) -> None:
+        """Sync slash commands only when they changed: global syncs are rate limited."""
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        digest = hashlib.sha256(
+            json.dumps([payload, guild and guild.id], sort_keys=True).encode()
+        ).hexdigest()
+        key = "command_tree_hash"
+        if (
+            await self.services.db.fetch_value("SELECT value FROM app_state WHERE key = ?", (key,))
+            == digest
+        ):
+            return
+        await self.tree.sync(guild=guild)
+        await self.services.db.execute(
+            "INSERT INTO app_state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, digest),
+        )
+        log.info("slash commands synced (%s)", f"guild {guild.id}" if guild else "global")
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No text commands: replies that mention the bot are handled by the generate cog."""
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
+
+    async def close(self) -> None:
+        poster = getattr(self, "poster", None)
+        if poster is not None:
+            await poster.drain()
+        services = getattr(self, "services", None)
+        if services is not None:
+            await services.close()
+        await super().close()
