@@ -4,8 +4,8 @@
     ├── InvalidRequest            the member's request breaks a rule: str(exc) is the message
     │     (leaves near their rules: QuotaExceeded and TooManyRefunds in bot.ledger.quotas,
     │      ReferenceRejected in bot.references, PromptRefused and Blocked in
-    │      bot.moderation.strikes, TooManyInFlight in bot.generation, StudioBudgetExceeded in
-    │      bot.community.studio)
+    │      bot.moderation.strikes, TooManyInFlight in bot.generation, StudioBudgetExceeded,
+    │      RequiredWordsMissing and ThemedPromptTooLong in bot.community.studios.rules)
     ├── ProviderError             a provider call failed; the message is for logs only
     │   ├── InsufficientCredits, ProviderAccessDenied, ProviderRejected, ProviderBusy,
     │   │   ProviderUnavailable, SubmitOutcomeUnknown, AnswerTooLarge

@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
 from PIL import Image
 
-from bot.community.studio import (
+from bot.community.studios import (
     ENDED_TEXT,
     LOCKED_TEXT,
     SHEET_GAP,
     SHEET_PLACEHOLDER,
     SHEET_TILE,
+    GalleryItem,
     Studio,
     StudioBudgetExceeded,
     StudioPlan,
@@ -34,6 +36,7 @@ from bot.providers.base import OutputImage
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database
 from bot.variants import get_variant
+from cogs.studio import gallery_text
 from tests.conftest import make_request
 
 THREAD = 4242  # make_request's channel
@@ -162,13 +165,17 @@ class RecordingView:
     async def read_image(self, studio: Studio, message_id: int) -> bytes | None:
         return self.images.get(message_id)
 
-    async def post(self, channel_id: int, text: str, sheet: bytes | None) -> int | None:
+    async def post_gallery(
+        self, studio: Studio, items: Sequence[GalleryItem], sheet: bytes | None, *, in_thread: bool
+    ) -> int | None:
+        channel_id = studio.thread_id if in_thread else studio.parent_channel_id
         if channel_id in self.fail_posts_to:
             raise ConnectionError("Discord is down")
-        self.posts.append((channel_id, text, sheet))
+        # The cog's rendering, so that the gallery's lines are checked as members see them.
+        self.posts.append((channel_id, gallery_text(studio, items, in_thread=in_thread), sheet))
         return 1000 + len(self.posts)
 
-    async def lock_thread(self, studio: Studio) -> None:
+    async def lock_thread(self, studio: Studio, actor_id: int) -> None:
         pass
 
     async def close_thread(self, studio: Studio) -> None:
