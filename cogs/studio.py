@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import discord
@@ -217,6 +217,18 @@ class StudioCog(commands.Cog):
         await self._sweeper.stop()
         self.bot.services.studios.view = None
 
+    @staticmethod
+    async def _manage(
+        interaction: discord.Interaction[Any], change: Callable[..., Awaitable[Studio]]
+    ) -> Studio:
+        """Lock or end the studio of this thread, as the member who asked (the core checks
+        that they started it or are a moderator)."""
+        return await change(
+            interaction.channel_id,
+            interaction.user.id,
+            is_moderator=may_run_studios(interaction.permissions),
+        )
+
     @studio.command(name="start", description="Open a shared creation thread with a theme")
     @app_commands.describe(
         theme="A style added to every prompt made in the thread",
@@ -262,11 +274,7 @@ class StudioCog(commands.Cog):
 
     @studio.command(name="lock", description="Stop new images in this studio (starter, moderators)")
     async def lock(self, interaction: discord.Interaction[Any]) -> None:
-        studio = await self.bot.services.studios.lock(
-            interaction.channel_id,
-            interaction.user.id,
-            is_moderator=may_run_studios(interaction.permissions),
-        )
+        studio = await self._manage(interaction, self.bot.services.studios.lock)
         await interaction.response.send_message(
             f"Locked. The gallery is posted <t:{int(studio.ends_at)}:R>, or now with "
             "`/studio end`.",
@@ -275,11 +283,7 @@ class StudioCog(commands.Cog):
 
     @studio.command(name="end", description="End this studio and post its gallery (starter, mods)")
     async def end(self, interaction: discord.Interaction[Any]) -> None:
-        studio = await self.bot.services.studios.end(
-            interaction.channel_id,
-            interaction.user.id,
-            is_moderator=may_run_studios(interaction.permissions),
-        )
+        studio = await self._manage(interaction, self.bot.services.studios.end)
         running = await self.bot.services.studios.running_jobs(studio.thread_id)
         # Answer before the thread is archived: nothing can be sent there afterwards.
         await interaction.response.send_message(ending_text(studio, running), ephemeral=True)
