@@ -226,3 +226,24 @@ def test_the_contact_sheet_numbers_tiles_and_keeps_unreadable_ones_as_placeholde
     assert sheet.getpixel((centre + step, centre)) == SHEET_PLACEHOLDER
     assert sheet.getpixel((centre + 2 * step, centre)) == (0, 0, 250)
     assert sheet.getpixel((centre, centre + step)) == SHEET_PLACEHOLDER
+
+
+# --------------------------------------------------------------------------- replies
+async def test_a_reply_is_a_request_if_it_mentions_the_bot_or_has_words_for_an_open_studio(
+    db: Database,
+) -> None:
+    studios = await open_studio(db)
+
+    def asks(channel_id: int, mentioned: bool, has_words: bool, to_images: bool) -> bool:
+        return studios.reply_is_request(
+            channel_id, mentioned=mentioned, has_words=has_words, to_images=to_images
+        )
+
+    assert asks(99, mentioned=True, has_words=False, to_images=False)  # anywhere
+    assert asks(THREAD, mentioned=False, has_words=True, to_images=True)
+    assert not asks(99, mentioned=False, has_words=True, to_images=True)  # not a studio
+    assert not asks(THREAD, mentioned=False, has_words=False, to_images=True)  # a ping alone
+    assert not asks(THREAD, mentioned=False, has_words=True, to_images=False)  # chatting
+    await studios.lock(THREAD, 1, is_moderator=False)
+    assert not asks(THREAD, mentioned=False, has_words=True, to_images=True)
+    assert asks(THREAD, mentioned=True, has_words=True, to_images=True)
