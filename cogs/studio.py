@@ -20,6 +20,7 @@ from discord.ext import commands
 
 from bot.community.studios import (
     DEFAULT_HOURS,
+    MAX_BUDGET_CREDITS,
     MAX_HOURS,
     MAX_THEME_CHARS,
     MIN_HOURS,
@@ -242,7 +243,7 @@ class StudioCog(commands.Cog):
         theme: app_commands.Range[str, 1, MAX_THEME_CHARS],
         required_words: app_commands.Range[str, 1, 500] | None = None,
         duration: app_commands.Range[float, MIN_HOURS, MAX_HOURS] = DEFAULT_HOURS,
-        budget: app_commands.Range[float, 0.001, 1_000_000.0] | None = None,
+        budget: app_commands.Range[float, 0.001, MAX_BUDGET_CREDITS] | None = None,
     ) -> None:
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
