@@ -152,6 +152,13 @@ class Pricing:
         return round(self.first_mp + extra * self.per_extra_mp, 2)
 
 
+class PromptMissing(InvalidRequest):
+    """The request has no prompt, or only spaces."""
+
+    def __init__(self) -> None:
+        super().__init__("Please give a prompt describing the image.")
+
+
 @dataclass(frozen=True)
 class ReferenceSize:
     width: int
@@ -249,7 +256,7 @@ class Variant:
         """Check a request against this variant's rules; raise InvalidRequest with the reason."""
         prompt = prompt.strip()
         if not prompt:
-            raise InvalidRequest("Please give a prompt describing the image.")
+            raise PromptMissing()
         if len(prompt) > self.max_prompt_chars:
             raise InvalidRequest(
                 f"The prompt is {len(prompt)} characters; {self.label} accepts at most "

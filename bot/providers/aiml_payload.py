@@ -38,9 +38,10 @@ from bot.providers.aiml_options import (
     SIDE_MULTIPLE,
     STEPS,
     TARGET_EDIT_PIXELS,
+    AIMLModel,
 )
 from bot.providers.base import InputImage
-from bot.variants import OUTPUT_FORMAT, JobParams, OptionSpec, Variant
+from bot.variants import OUTPUT_FORMAT, JobParams, OptionSpec, PromptMissing, Variant
 
 _HF_REPO = re.compile(HF_REPO_PATTERN)
 
@@ -56,10 +57,14 @@ class LoRA:
 def model_for(base: str, *, edit: bool) -> str:
     """The model for a catalogue endpoint: `…/flux-2` becomes `…/flux-2-edit` with images."""
     name = base.removesuffix("-edit")
-    name = f"{name}-edit" if edit else name
-    if name not in MODELS:
-        raise InvalidRequest(f"The AI/ML API has no model {name}.")
-    return name
+    return _model(f"{name}-edit" if edit else name).name
+
+
+def _model(name: str) -> AIMLModel:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise InvalidRequest(f"The AI/ML API has no model {name}.") from None
 
 
 def fit_size(width: int, height: int, *, pixels: int = TARGET_EDIT_PIXELS) -> tuple[int, int]:
@@ -132,12 +137,10 @@ def build_payload(
     `enable_safety_checker` (all). `None` values are left out (the API default applies).
     Raises `InvalidRequest` (a user-safe message) for anything the model does not accept.
     """
-    spec = MODELS.get(model)
-    if spec is None:
-        raise InvalidRequest(f"The AI/ML API has no model {model}.")
+    spec = _model(model)
     prompt = prompt.strip()
     if not prompt:
-        raise InvalidRequest("Please give a prompt describing the image.")
+        raise PromptMissing()
     if len(prompt) > PROMPT_MAX_CHARS:
         raise InvalidRequest(
             f"The prompt is {len(prompt)} characters; the limit is {PROMPT_MAX_CHARS}."

@@ -8,6 +8,7 @@ lists the entries. Change a BFL option, limit or price here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Final
 
@@ -117,23 +118,20 @@ KLEIN_9B: Final = _bfl(
     pricing=_KLEIN_9B_PRICING,
     options=COMMON_OPTIONS,
 )
-PRO_PREVIEW: Final = _bfl(
+# A preview is its model with the latest improvements first: same options, limits and price.
+PRO_PREVIEW: Final = replace(
+    PRO,
     key="pro-preview",
     label="FLUX.2 [pro] preview",
     description="Pro with the latest improvements first",
     endpoint="/v1/flux-2-pro-preview",
-    max_references=8,
-    pricing=_PRO_PRICING,
-    options=(PROMPT_UPSAMPLING, *COMMON_OPTIONS),
     preview=True,
 )
-KLEIN_9B_PREVIEW: Final = _bfl(
+KLEIN_9B_PREVIEW: Final = replace(
+    KLEIN_9B,
     key="klein-9b-preview",
     label="FLUX.2 [klein] 9B preview",
     description="Klein 9B with the latest improvements first",
     endpoint="/v1/flux-2-klein-9b-preview",
-    max_references=4,
-    pricing=_KLEIN_9B_PRICING,
-    options=COMMON_OPTIONS,
     preview=True,
 )
