@@ -3,7 +3,8 @@
 The entries are declared next to their provider (`bot/providers/bfl_options.py`,
 `bot/providers/aiml_options.py`) with the rules of `bot/variants.py`; this table lists them
 in the order the slash commands offer them. It is the single source for validation, the
-slash-command options and cost estimates: add a model here and the rest follows.
+slash-command options and cost estimates: declare a model in its provider's options file,
+list it here, and the rest follows.
 """
 
 from __future__ import annotations
