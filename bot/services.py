@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bot.catalogue import available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.policy import CommunityPolicy
 from bot.community.studio import Studios
@@ -27,7 +28,7 @@ from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
 from bot.settings import Settings
 from bot.storage.db import Database
-from bot.variants import MEGAPIXEL, Variant, available_variants
+from bot.variants import MEGAPIXEL, Variant
 from bot.web import HealthChecks, WebServer, create_app
 
 

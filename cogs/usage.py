@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.catalogue import CATALOGUE
 from bot.ledger import (
     Limits,
     MemberUsage,
@@ -30,7 +31,6 @@ from bot.ledger import (
 from bot.ledger.chart import daily_spend_png
 from bot.ledger.reports import ServerReport, export_csv, export_range, server_report
 from bot.text import message_text
-from bot.variants import CATALOGUE
 from cogs.checks import server_manager_group, server_managers_only
 from cogs.render import NO_PINGS
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 from PIL import Image
 
+from bot.catalogue import get_variant
 from bot.community.approvals import (
     MAX_REVIEW_IMAGES,
     PENDING_CAP_TEXT,
@@ -30,7 +31,6 @@ from bot.ledger import Ledger, Metric, Period, Scope
 from bot.providers.base import InputImage
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database
-from bot.variants import get_variant
 from tests.conftest import make_request
 
 GUILD, MEMBER, MOD, REVIEW = 42, 1001, 9, 77

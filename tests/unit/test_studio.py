@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 from PIL import Image
 
+from bot.catalogue import get_variant
 from bot.community.studio import (
     ENDED_TEXT,
     LOCKED_TEXT,
@@ -33,7 +34,6 @@ from bot.ledger import Ledger, QuotaPolicy
 from bot.providers.base import OutputImage
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database
-from bot.variants import get_variant
 from tests.conftest import make_request
 
 THREAD = 4242  # make_request's channel
