@@ -8,7 +8,7 @@ import io
 from dataclasses import dataclass
 
 from bot.errors import InvalidRequest
-from bot.ledger.ledger import Ledger
+from bot.ledger.accounts import Ledger
 from bot.ledger.policy import Metric, Scope, format_credits
 from bot.periods import UTC, Period
 
