@@ -13,6 +13,7 @@ from PIL import Image
 from bot.ledger import Period, format_reset
 from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
+from tests.e2e.test_community import audit_messages, audit_posted
 from tests.fakes.discord_server import InteractionHandle, Message, User
 
 MANAGE_GUILD = 1 << 5
@@ -156,6 +157,7 @@ async def test_the_bot_checks_the_permission_itself_when_an_admin_unhides_the_co
         assert await reply(it) == MISSING_PERMISSION, path
         assert it.original is None or not it.original.attachments
     assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_audit") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM audit_log") == 0
     assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_limits") == 0
     assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_grants") == 0
 
@@ -223,10 +225,44 @@ async def test_a_moderator_sets_grants_and_resets_and_every_change_is_audited(
         (mod.id, "reset", world.alice.id),
     ]
     assert all(abs(r["at"] - time.time()) < 60 for r in rows)
+    # The same changes, by the same moderator at the same moments, are in the server's one
+    # audit log (which posts to the audit channel: see the next test).
+    audited = await bot.services.db.fetch_all(
+        "SELECT actor_id, action, target_id, at FROM audit_log WHERE action LIKE 'quota %'"
+    )
+    assert [(r["actor_id"], r["action"], r["target_id"], r["at"]) for r in audited] == [
+        (mod.id, f"quota {r['action']}", r["target_id"], r["at"]) for r in rows
+    ]
 
     shown = await reply(await world.discord.invoke_slash(mod, world.channel, "quota show"))
     assert "No overrides: the defaults apply." in shown
     assert f"<@{mod.id}>: Reset {alice} to the defaults" in shown
+
+
+async def test_a_moderators_quota_change_is_posted_in_the_audit_channel(world: World) -> None:
+    await world.start_bot()
+    mod = add_moderator(world)
+    log = world.discord.add_text_channel(world.guild.id, "mod-log")
+    await reply(
+        await world.discord.invoke_slash(
+            mod, world.channel, "settings audit-channel", {"channel": log}
+        )
+    )
+    confirmation = await reply(
+        await world.discord.invoke_slash(
+            mod,
+            world.channel,
+            "quota set",
+            {"window": "week", "kind": "credits", "amount": 50, "target": world.alice},
+        )
+    )
+    assert confirmation == (
+        f"Set the weekly credit allowance of <@{world.alice.id}> to 50 credits"
+        " (was unlimited, the default)."
+    )
+    [post] = await audit_posted(world, log, 1, containing="**quota set**")
+    assert post == f"**quota set** · <@{mod.id}> · {confirmation}"
+    assert all(m.allowed_mentions == {"parse": []} for m in audit_messages(world, log))
 
 
 async def test_a_role_allowance_applies_to_members_with_that_role(world: World) -> None:

@@ -198,7 +198,7 @@ async def test_simultaneous_requests_cannot_slip_past_the_cap_or_the_allowance(
     assert sum(isinstance(r, Approval) for r in results) == 3
     assert all(isinstance(r, (Approval, InvalidRequest)) for r in results)
 
-    await Ledger(db).set_limit(GUILD, MOD, Scope.USER, 2002, Period.DAY, Metric.IMAGES, 2)
+    await Ledger(db).admin.set_limit(GUILD, MOD, Scope.USER, 2002, Period.DAY, Metric.IMAGES, 2)
     results = await asyncio.gather(
         *(hold(approvals, make_request(f"bob {n}", user_id=2002)) for n in range(10)),
         return_exceptions=True,

@@ -87,7 +87,7 @@ async def test_four_connections_to_one_database_reserve_exactly_10(tmp_path: Pat
     databases = [await Database.open(path) for _ in range(4)]
     try:
         ledgers = [Ledger(database) for database in databases]
-        await ledgers[0].set_limit(GUILD, MOD, Scope.GUILD, 0, Period.DAY, Metric.IMAGES, 10)
+        await ledgers[0].admin.set_limit(GUILD, MOD, Scope.GUILD, 0, Period.DAY, Metric.IMAGES, 10)
 
         async def reserve(ledger: Ledger, name: str) -> bool:
             try:

@@ -459,6 +459,15 @@ async def test_every_change_is_audited_with_who_and_when(mem_db: Database) -> No
     ]
     assert [r["summary"] for r in rows[:3]] == [first.summary, second.summary, third.summary]
     assert (rows[0]["before"], rows[0]["after"]) == ("25 images, the default", "10 images")
+    # Every change is also in the server's one audit log, filed under the member or role.
+    audited = await mem_db.fetch_all(
+        "SELECT actor_id, action, target_id, at, detail FROM audit_log ORDER BY id"
+    )
+    assert [tuple(a) for a in audited] == [
+        (r["actor_id"], f"quota {r['action']}", None if r["scope"] == "guild" else r["target_id"],
+         r["at"], r["summary"])
+        for r in rows
+    ]  # fmt: skip
     assert [(o.scope, o.target_id) for o in await ledger.admin.overrides(GUILD)] == [
         (Scope.GUILD, GUILD), (Scope.ROLE, HELPERS)]
     assert await window(ledger, Period.DAY) == (0, 0, 25, None)  # back on the default
@@ -471,6 +480,7 @@ async def test_moderator_amounts_are_checked(mem_db: Database) -> None:
     with pytest.raises(InvalidRequest):
         await ledger.admin.grant(GUILD, MOD, ALICE, Period.DAY, Metric.IMAGES, 0)
     assert await mem_db.fetch_value("SELECT count(*) FROM quota_audit") == 0
+    assert await mem_db.fetch_value("SELECT count(*) FROM audit_log") == 0
 
 
 # --------------------------------------------------------------------------- reports
