@@ -9,7 +9,7 @@ permission when they run. All answers are ephemeral: usage is nobody else's busi
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -24,6 +24,7 @@ from bot.ledger import (
     Metric,
     Override,
     Period,
+    QuotaAdmin,
     QuotaPolicy,
     Scope,
     describe_limit,
@@ -151,6 +152,17 @@ class Usage(commands.Cog):
         queued, running = await self.bot.services.engine.store.open_counts(guild_id, user.id)
         return usage_text(usage, queued, running, whose=whose)
 
+    async def _change(
+        self,
+        interaction: discord.Interaction[Any],
+        change: Callable[[QuotaAdmin, int, int], Awaitable[Change]],
+    ) -> None:
+        """Make a moderator's change (given the server and the moderator) and confirm it
+        privately with its audited summary."""
+        admin = self.bot.services.ledger.admin
+        made = await change(admin, _guild(interaction), interaction.user.id)
+        await _answer(interaction, made.summary)
+
     @app_commands.command(name="usage", description="Your image allowance, spend and jobs")
     async def usage(self, interaction: discord.Interaction[Any]) -> None:
         await _answer(
@@ -216,13 +228,14 @@ class Usage(commands.Cog):
         amount: app_commands.Range[float, -1.0, 1e9],
         target: discord.Member | discord.User | discord.Role | None = None,
     ) -> None:
-        guild_id, metric = _guild(interaction), Metric(kind)
-        scope, target_id = _scope(target, guild_id)
+        metric = Metric(kind)
         limit = parse_amount(metric, amount)
-        change = await self.bot.services.ledger.admin.set_limit(
-            guild_id, interaction.user.id, scope, target_id, Period(window), metric, limit
+        await self._change(
+            interaction,
+            lambda admin, guild_id, actor_id: admin.set_limit(
+                guild_id, actor_id, *_scope(target, guild_id), Period(window), metric, limit
+            ),
         )
-        await _answer(interaction, change.summary)
 
     @quota.command(name="grant", description="Give a member extra allowance for this window")
     @app_commands.describe(
@@ -240,13 +253,15 @@ class Usage(commands.Cog):
         amount: app_commands.Range[float, 0.0, 1e9],
         window: WindowName = "day",
     ) -> None:
-        guild_id, metric = _guild(interaction), Metric(kind)
+        metric = Metric(kind)
         extra = parse_amount(metric, amount)
         assert extra is not None  # the option's minimum is 0, so never -1 (unlimited)
-        change = await self.bot.services.ledger.admin.grant(
-            guild_id, interaction.user.id, member.id, Period(window), metric, extra
+        await self._change(
+            interaction,
+            lambda admin, guild_id, actor_id: admin.grant(
+                guild_id, actor_id, member.id, Period(window), metric, extra
+            ),
         )
-        await _answer(interaction, change.summary)
 
     @quota.command(name="reset", description="Put a member, a role or the server back on defaults")
     @app_commands.describe(target="A member or a role; leave empty for the server's budget")
@@ -256,12 +271,12 @@ class Usage(commands.Cog):
         interaction: discord.Interaction[Any],
         target: discord.Member | discord.User | discord.Role | None = None,
     ) -> None:
-        guild_id = _guild(interaction)
-        scope, target_id = _scope(target, guild_id)
-        change = await self.bot.services.ledger.admin.reset(
-            guild_id, interaction.user.id, scope, target_id
+        await self._change(
+            interaction,
+            lambda admin, guild_id, actor_id: admin.reset(
+                guild_id, actor_id, *_scope(target, guild_id)
+            ),
         )
-        await _answer(interaction, change.summary)
 
     @quota.command(name="show", description="This server's allowances and recent changes")
     @server_managers_only
