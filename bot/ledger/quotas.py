@@ -62,30 +62,6 @@ class Breach:
     need: Mapping[Metric, int]
     resets_at: int
 
-    def subject(self) -> str:
-        kind = f"{self.period.adjective} {self.metric.singular}"
-        if self.scope is Scope.USER:
-            return f"your {kind} allowance"
-        if self.scope is Scope.ROLE:
-            if self.role_id == self.guild_id:  # @everyone shares the server's id
-                return f"the {kind} allowance for everyone on this server"
-            return f"the {kind} allowance for your role <@&{self.role_id}>"
-        return f"this server's {kind} budget"
-
-    def message(self) -> str:
-        limit = f"{format_amount(self.metric, self.limit)} a {self.period.value}"
-        left = " and ".join(
-            format_amount(metric, amount)
-            for metric in METRICS
-            if (amount := self.remaining.get(metric)) is not None
-        )
-        need = " and ".join(format_amount(metric, self.need[metric]) for metric in METRICS)
-        return (
-            f"This request would go over {self.subject()} ({limit}). "
-            f"Left {self.period.current}: {left}; it needs {need}. "
-            f"It resets {format_reset(self.resets_at)}."
-        )
-
 
 class TooManyRefunds(InvalidRequest):
     """The member had too many jobs refunded today after the provider had them; nothing was
@@ -107,7 +83,30 @@ class QuotaExceeded(InvalidRequest):
 
     def __init__(self, breach: Breach) -> None:
         self.breach = breach
-        super().__init__(breach.message())
+        limit = f"{format_amount(breach.metric, breach.limit)} a {breach.period.value}"
+        left = " and ".join(
+            format_amount(metric, amount)
+            for metric in METRICS
+            if (amount := breach.remaining.get(metric)) is not None
+        )
+        need = " and ".join(format_amount(metric, breach.need[metric]) for metric in METRICS)
+        super().__init__(
+            f"This request would go over {_subject(breach)} ({limit}). "
+            f"Left {breach.period.current}: {left}; it needs {need}. "
+            f"It resets {format_reset(breach.resets_at)}."
+        )
+
+
+def _subject(breach: Breach) -> str:
+    """The allowance a refusal names, as the member sees it."""
+    kind = f"{breach.period.adjective} {breach.metric.singular}"
+    if breach.scope is Scope.USER:
+        return f"your {kind} allowance"
+    if breach.scope is Scope.ROLE:
+        if breach.role_id == breach.guild_id:  # @everyone shares the server's id
+            return f"the {kind} allowance for everyone on this server"
+        return f"the {kind} allowance for your role <@&{breach.role_id}>"
+    return f"this server's {kind} budget"
 
 
 # --------------------------------------------------------------------------- allowance state
