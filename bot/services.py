@@ -114,7 +114,10 @@ async def build_services(
     )
     public_url = settings.webhook_public_url
     metrics = Metrics()
-    ledger = Ledger(db, QuotaPolicy.from_settings(settings))
+    server_settings: SettingsStore
+    audit = AuditLog(db, audit_channel=lambda guild: server_settings.get(guild).audit_channel_id)
+    # Moderators' /quota changes are audited like every other moderation action.
+    ledger = Ledger(db, QuotaPolicy.from_settings(settings), audit=audit)
     engine = JobEngine(
         db,
         providers,
@@ -146,8 +149,6 @@ async def build_services(
         settings.web_host,
         settings.web_port,
     )
-    server_settings: SettingsStore
-    audit = AuditLog(db, audit_channel=lambda guild: server_settings.get(guild).audit_channel_id)
     server_settings = SettingsStore(db, audit, known_variants=lambda: variants)
     moderation = Moderation(db, audit, settings=server_settings.get)
     await server_settings.load()

@@ -1,0 +1,22 @@
+"""Rows to dataclasses: stores return typed values, never raw rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def from_row(cls: type[T], row: sqlite3.Row, **converters: Callable[[Any], Any]) -> T:
+    """`cls` built from the row's columns of the same names as its fields; a converter named
+    for a field turns its column's value (unless NULL) into the field's type, e.g.
+    `from_row(Override, row, scope=Scope)`. Columns without a field are ignored."""
+    values = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = row[field.name]
+        convert = converters.get(field.name)
+        values[field.name] = value if convert is None or value is None else convert(value)
+    return cls(**values)
