@@ -84,7 +84,7 @@ def policy() -> QuotaPolicy:
 async def prepare(path: Path) -> None:
     db = await Database.open(path)
     ledger = Ledger(db, policy())
-    await ledger.set_limit(GUILD, 0, Scope.ROLE, ROLE, Period.WEEK, Metric.IMAGES, 10**9)
+    await ledger.admin.set_limit(GUILD, 0, Scope.ROLE, ROLE, Period.WEEK, Metric.IMAGES, 10**9)
     await db.close()
 
 

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from bot.catalogue import CATALOGUE
 from bot.moderation.strikes import MATCH_TIME_BUDGET, MAX_SERVER_TERMS
 from bot.moderation.terms import MAX_PATTERN_LENGTH, BannedTerm, TermMatcher
-from bot.variants import CATALOGUE
 
 LONGEST_PROMPT = max(variant.max_prompt_chars for variant in CATALOGUE.values())
 # Patterns that backtrack exponentially (or polynomially) in Python's engine.

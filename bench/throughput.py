@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bot.catalogue import get_variant
 from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
 from bot.jobs.models import GenerationRequest, Job
 from bot.jobs.webhooks import WebhookSubscription
@@ -28,7 +29,6 @@ from bot.metrics import Metrics
 from bot.providers.base import OutputImage, TaskResult
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
-from bot.variants import get_variant
 from bot.web import HealthChecks, WebServer, create_app
 from tests.fakes.bfl_server import FakeBFL
 

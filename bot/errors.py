@@ -2,7 +2,8 @@
 
     FluxcordError                 user_message: safe to show a member (no secrets, no URLs)
     ├── InvalidRequest            the member's request breaks a rule: str(exc) is the message
-    │     (leaves near their rules: QuotaExceeded and TooManyRefunds in bot.ledger.quotas,
+    │     (leaves near their rules: PromptMissing in bot.variants, QuotaExceeded and
+    │      TooManyRefunds in bot.ledger.quotas,
     │      ReferenceRejected in bot.references, PromptRefused and Blocked in
     │      bot.moderation.strikes, TooManyInFlight in bot.generation, StudioBudgetExceeded,
     │      RequiredWordsMissing and ThemedPromptTooLong in bot.community.studios.rules)

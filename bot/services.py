@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bot.catalogue import available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.policy import CommunityPolicy
 from bot.community.studios import Studios
@@ -27,7 +28,7 @@ from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
 from bot.settings import Settings
 from bot.storage.db import Database
-from bot.variants import MEGAPIXEL, Variant, available_variants
+from bot.variants import MEGAPIXEL, Variant
 from bot.web import HealthChecks, WebServer, create_app
 
 
@@ -113,7 +114,10 @@ async def build_services(
     )
     public_url = settings.webhook_public_url
     metrics = Metrics()
-    ledger = Ledger(db, QuotaPolicy.from_settings(settings))
+    server_settings: SettingsStore
+    audit = AuditLog(db, audit_channel=lambda guild: server_settings.get(guild).audit_channel_id)
+    # Moderators' /quota changes are audited like every other moderation action.
+    ledger = Ledger(db, QuotaPolicy.from_settings(settings), audit=audit)
     engine = JobEngine(
         db,
         providers,
@@ -145,8 +149,6 @@ async def build_services(
         settings.web_host,
         settings.web_port,
     )
-    server_settings: SettingsStore
-    audit = AuditLog(db, audit_channel=lambda guild: server_settings.get(guild).audit_channel_id)
     server_settings = SettingsStore(db, audit, known_variants=lambda: variants)
     moderation = Moderation(db, audit, settings=server_settings.get)
     await server_settings.load()

@@ -1,12 +1,15 @@
-"""The FLUX.2 catalogue as data.
+"""What a catalogue entry is, and the rules every request is checked against.
 
-One `Variant` per model we offer. This table is the single source for validation, the
-slash-command options and cost estimates: add a model here and the rest follows.
+A `Variant` is one model we offer: its options (`OptionSpec`), sizes (`SizeRule`), price
+(`Pricing`) and reference limit; `Variant.validate` turns a member's request into
+`JobParams` or raises `InvalidRequest` with the reason. The entries themselves are declared
+next to their provider, in `bot/providers/bfl_options.py` and `bot/providers/aiml_options.py`,
+and listed in `bot/catalogue.py`: that table is the single source for validation, the
+slash-command options and cost estimates.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import random
 import re
@@ -14,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from bot.errors import InvalidRequest
 
@@ -86,7 +88,12 @@ class OptionSpec:
         return number
 
     def to_api(self, value: Any) -> tuple[str, Any]:
-        return (self.api_field or self.name, (not value) if self.negate else value)
+        return (self.api_name, (not value) if self.negate else value)
+
+    @property
+    def api_name(self) -> str:
+        """The provider's field this option sets."""
+        return self.api_field or self.name
 
 
 def _fmt(number: float | None) -> str:
@@ -116,10 +123,6 @@ class SizeRule:
             )
 
 
-BFL_SIZES = SizeRule(min_side=64, max_side=None, multiple=16, max_pixels=4 * MEGAPIXEL)
-# The AI/ML API's FLUX.2 models: each side 512–2048 and a multiple of 32.
-AIML_SIZES = SizeRule(min_side=512, max_side=2048, multiple=32, max_pixels=2048 * 2048)
-
 # Presets offered as choices; each variant shows the ones its size rule accepts.
 SIZE_PRESETS: dict[str, tuple[int, int]] = {
     "square_1mp": (1024, 1024),
@@ -147,6 +150,13 @@ class Pricing:
         input_mp = sum(input_pixels) / MEGAPIXEL
         extra = max(0.0, output_mp - 1.0) + input_mp
         return round(self.first_mp + extra * self.per_extra_mp, 2)
+
+
+class PromptMissing(InvalidRequest):
+    """The request has no prompt, or only spaces."""
+
+    def __init__(self) -> None:
+        super().__init__("Please give a prompt describing the image.")
 
 
 @dataclass(frozen=True)
@@ -246,7 +256,7 @@ class Variant:
         """Check a request against this variant's rules; raise InvalidRequest with the reason."""
         prompt = prompt.strip()
         if not prompt:
-            raise InvalidRequest("Please give a prompt describing the image.")
+            raise PromptMissing()
         if len(prompt) > self.max_prompt_chars:
             raise InvalidRequest(
                 f"The prompt is {len(prompt)} characters; {self.label} accepts at most "
@@ -304,356 +314,7 @@ class Variant:
         return round(first + extra_images * self.pricing.estimate(width * height, []), 2)
 
 
-def _common_bfl_options() -> tuple[OptionSpec, ...]:
-    return (
-        OptionSpec(
-            "safety_tolerance",
-            OptionKind.INT,
-            "Moderation strictness: 0 strictest, 5 most lenient",
-            default=2,
-            minimum=0,
-            maximum=5,
-        ),
-        OptionSpec(
-            "output_format",
-            OptionKind.CHOICE,
-            "Image file format",
-            default="jpeg",
-            choices=OUTPUT_FORMATS,
-        ),
-    )
-
-
-_PUP = OptionSpec(
-    "prompt_upsampling",
-    OptionKind.BOOL,
-    "Let the model expand your prompt",
-    default=True,
-    api_field="disable_pup",
-    negate=True,
-)
-
-
-def _bfl(
-    key: str,
-    label: str,
-    description: str,
-    endpoint: str,
-    max_refs: int,
-    pricing: Pricing,
-    extra: tuple[OptionSpec, ...] = (),
-    preview: bool = False,
-) -> Variant:
-    return Variant(
-        key=key,
-        label=label,
-        description=description,
-        provider="bfl",
-        endpoint=endpoint,
-        max_references=max_refs,
-        sizes=BFL_SIZES,
-        pricing=pricing,
-        options=extra + _common_bfl_options(),
-        preview=preview,
-    )
-
-
-_PRO_PRICING = Pricing(first_mp=3.0, per_extra_mp=1.5)
-
-AIML_DEV = "blackforestlabs/flux-2"  # "-edit" is appended when references are given
-AIML_LORA = "blackforestlabs/flux-2-lora"
-AIML_PRO = "blackforestlabs/flux-2-pro"
-# An https URL or a Hugging Face repo id (owner/repo). The AI/ML API documents "URL or Hugging
-# Face owner/repo" and names no hosts; the help promises https, and a URL naming a private
-# or local address (or carrying a password) is refused by `lora_path_problem`.
-LORA_PATH_PATTERN = r"https://\S+|[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*"
-LORA_PATH_HINT = "an https URL or a Hugging Face repo (owner/repo)"
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".localdomain")
-
-
-def lora_path_problem(path: str) -> str | None:
-    """Why a LoRA path (already matching LORA_PATH_PATTERN) is refused, or None."""
-    if not path.startswith("https://"):
-        return None  # a Hugging Face repo id
-    try:
-        url = urlsplit(path)
-        port = url.port
-    except ValueError:
-        return f"must be {LORA_PATH_HINT}"
-    host = (url.hostname or "").rstrip(".").lower()
-    if url.username is not None or url.password is not None:
-        return "must not contain a user name or password"
-    if port not in (None, 443):
-        return "must use the standard https port"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return "must name a public host (like huggingface.co), not an IP address"
-    # A public name ends in a letters-only top-level domain: this also refuses the numeric
-    # spellings of addresses ("127.1", "0x7f.0.0.1") that ip_address does not parse.
-    top = host.rpartition(".")[2]
-    public_tld = re.fullmatch(r"[a-z]{2,63}|xn--[a-z0-9-]{1,59}", top) is not None
-    if "." not in host or not public_tld or host.endswith(_LOCAL_SUFFIXES):
-        return "must name a public host (like huggingface.co)"
-    return None
-
-
-_FORMATS = OptionSpec(
+# Every provider takes the same output formats, offered the same way.
+OUTPUT_FORMAT = OptionSpec(
     "output_format", OptionKind.CHOICE, "Image file format", default="jpeg", choices=OUTPUT_FORMATS
 )
-
-
-def _aiml_dev_options() -> tuple[OptionSpec, ...]:
-    return (
-        OptionSpec(
-            "guidance",
-            OptionKind.FLOAT,
-            "How closely to follow the prompt",
-            default=2.5,
-            minimum=0,
-            maximum=20,
-            api_field="guidance_scale",
-        ),
-        OptionSpec(
-            "steps",
-            OptionKind.INT,
-            "Sampling steps (more is slower, finer)",
-            default=28,
-            minimum=4,
-            maximum=50,
-            api_field="num_inference_steps",
-        ),
-        OptionSpec(
-            "acceleration",
-            OptionKind.CHOICE,
-            "Faster generation at some cost in quality",
-            default="regular",
-            choices=("none", "regular", "high"),
-        ),
-        OptionSpec(
-            "prompt_upsampling",
-            OptionKind.BOOL,
-            "Let the model expand your prompt",
-            default=False,
-            api_field="enable_prompt_expansion",
-        ),
-        OptionSpec(
-            "num_images",
-            OptionKind.INT,
-            "How many images to make (posted together)",
-            default=1,
-            minimum=1,
-            maximum=4,
-        ),
-        _FORMATS,
-    )
-
-
-def _lora_options() -> tuple[OptionSpec, ...]:
-    specs: list[OptionSpec] = []
-    for n in (1, 2, 3):
-        specs += (
-            OptionSpec(
-                f"lora_{n}",
-                OptionKind.TEXT,
-                f"LoRA {n}: an https URL or a Hugging Face repo (owner/repo)",
-                default=None,
-                max_length=500,
-                pattern=LORA_PATH_PATTERN,
-                pattern_hint=LORA_PATH_HINT,
-                check=lora_path_problem,
-            ),
-            OptionSpec(
-                f"lora_{n}_scale",
-                OptionKind.FLOAT,
-                f"Strength of LoRA {n}",
-                default=1.0,
-                minimum=0,
-                maximum=4,
-            ),
-        )
-    return tuple(specs)
-
-
-def _aiml(
-    key: str,
-    label: str,
-    description: str,
-    endpoint: str,
-    pricing: Pricing,
-    options: tuple[OptionSpec, ...],
-    alias_of: str | None = None,
-) -> Variant:
-    return Variant(
-        key=key,
-        label=label,
-        description=description,
-        provider="aiml",
-        endpoint=endpoint,
-        max_references=3,
-        sizes=AIML_SIZES,
-        pricing=pricing,
-        options=options,
-        min_seed=1,
-        alias_of=alias_of,
-    )
-
-
-_KLEIN_9B_PRICING = Pricing(first_mp=1.5, per_extra_mp=0.2)
-
-CATALOGUE: dict[str, Variant] = {
-    v.key: v
-    for v in (
-        _bfl(
-            "pro",
-            "FLUX.2 [pro]",
-            "Best default for generating and editing",
-            "/v1/flux-2-pro",
-            8,
-            _PRO_PRICING,
-            (_PUP,),
-        ),
-        _bfl(
-            "max",
-            "FLUX.2 [max]",
-            "Highest quality, with grounded web search",
-            "/v1/flux-2-max",
-            8,
-            Pricing(7.0, 3.0),
-            (_PUP,),
-        ),
-        _bfl(
-            "flex",
-            "FLUX.2 [flex]",
-            "Tunable steps and guidance, strong typography",
-            "/v1/flux-2-flex",
-            8,
-            Pricing(5.0, 5.0),
-            (
-                OptionSpec(
-                    "steps",
-                    OptionKind.INT,
-                    "Sampling steps (more is slower, finer)",
-                    default=50,
-                    minimum=1,
-                    maximum=50,
-                ),
-                OptionSpec(
-                    "guidance",
-                    OptionKind.FLOAT,
-                    "How closely to follow the prompt",
-                    default=4.5,
-                    minimum=1.5,
-                    maximum=10,
-                ),
-                OptionSpec(
-                    "prompt_upsampling",
-                    OptionKind.BOOL,
-                    "Let the model expand your prompt",
-                    default=True,
-                ),
-            ),
-        ),
-        _bfl(
-            "klein-4b",
-            "FLUX.2 [klein] 4B",
-            "Fastest and cheapest",
-            "/v1/flux-2-klein-4b",
-            4,
-            Pricing(1.4, 0.1),
-        ),
-        _bfl(
-            "klein-9b",
-            "FLUX.2 [klein] 9B",
-            "Fast, better quality than 4B",
-            "/v1/flux-2-klein-9b",
-            4,
-            _KLEIN_9B_PRICING,
-        ),
-        _bfl(
-            "pro-preview",
-            "FLUX.2 [pro] preview",
-            "Pro with the latest improvements first",
-            "/v1/flux-2-pro-preview",
-            8,
-            _PRO_PRICING,
-            (_PUP,),
-            preview=True,
-        ),
-        # AI/ML API prices ($1 = 2,000,000 of its credits; ours are $0.01), per output image.
-        _aiml(
-            "dev",
-            "FLUX.2 [dev]",
-            "Open-weights FLUX.2, tunable steps and guidance",
-            AIML_DEV,
-            Pricing(1.26, 1.26),
-            _aiml_dev_options(),
-        ),
-        _aiml(
-            "lora",
-            "FLUX.2 [dev] + LoRA",
-            "FLUX.2 [dev] with up to 3 LoRA adapters",
-            AIML_LORA,
-            Pricing(2.205, 2.205),
-            _aiml_dev_options() + _lora_options(),
-        ),
-        _aiml(
-            "pro-aiml",
-            "FLUX.2 [pro]",
-            "Best default for generating and editing",
-            AIML_PRO,
-            Pricing(3.15, 1.575),
-            (
-                OptionSpec(
-                    "safety_tolerance",
-                    OptionKind.INT,
-                    "Moderation strictness: 1 strictest, 6 most lenient",
-                    default=2,
-                    minimum=1,
-                    maximum=6,
-                ),
-                _FORMATS,
-            ),
-            alias_of="pro",
-        ),
-        _bfl(
-            "klein-9b-preview",
-            "FLUX.2 [klein] 9B preview",
-            "Klein 9B with the latest improvements first",
-            "/v1/flux-2-klein-9b-preview",
-            4,
-            _KLEIN_9B_PRICING,
-            preview=True,
-        ),
-    )
-}
-
-
-def available_variants(
-    *, include_preview: bool, providers: Sequence[str], prefer_aiml: bool = False
-) -> dict[str, Variant]:
-    """The variants this installation offers, given its settings and configured providers.
-    An alias (`pro-aiml`) is offered under its alias key (`pro`) when its provider is
-    preferred or the original's provider is not configured."""
-    offered = {
-        key: variant
-        for key, variant in CATALOGUE.items()
-        if variant.alias_of is None
-        and variant.provider in providers
-        and (include_preview or not variant.preview)
-    }
-    for variant in CATALOGUE.values():
-        alias = variant.alias_of
-        routed = alias is not None and (prefer_aiml or alias not in offered)
-        if routed and variant.provider in providers:
-            offered[str(alias)] = variant
-    return offered
-
-
-def get_variant(key: str) -> Variant:
-    try:
-        return CATALOGUE[key]
-    except KeyError:
-        raise InvalidRequest(f"There is no FLUX.2 variant called “{key}”.") from None

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
+from bot.errors import INTERNAL_ERROR_TEXT, FluxcordError, InvalidRequest
 from bot.services import Services, build_services
 from bot.settings import Settings
 
@@ -38,7 +38,13 @@ class FluxcordTree(app_commands.CommandTree["FluxcordBot"]):
         """One place that turns any command failure into a friendly, private message."""
         original = getattr(error, "original", error)
         if isinstance(original, InvalidRequest):
-            text = str(original)
+            text = original.user_message
+        elif isinstance(original, FluxcordError):
+            # One of ours that is not the member's doing: its text is safe, the detail logged.
+            log.warning(
+                "command %s failed: %s", interaction.command and interaction.command.name, original
+            )
+            text = original.user_message
         elif isinstance(error, app_commands.MissingPermissions):
             text = str(error)  # "You are missing Manage Server permission(s) to run this …"
         elif isinstance(error, app_commands.CommandOnCooldown):

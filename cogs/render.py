@@ -6,10 +6,10 @@ import time
 
 import discord
 
+from bot.catalogue import CATALOGUE
 from bot.jobs.models import Job, JobState
 from bot.providers.base import OutputImage
 from bot.text import message_link, truncate
-from bot.variants import CATALOGUE
 
 PROMPT_PREVIEW_CHARS = 1000
 # Prompt text is user input: progress and errors never ping anyone.

@@ -9,30 +9,35 @@ permission when they run. All answers are ephemeral: usage is nobody else's busi
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.catalogue import CATALOGUE
 from bot.ledger import (
+    MILLI,
+    Change,
     Limits,
     MemberUsage,
     Metric,
+    Override,
     Period,
+    QuotaAdmin,
+    QuotaPolicy,
     Scope,
     describe_limit,
     describe_target,
     format_amount,
-    format_dollars,
     parse_amount,
 )
-from bot.ledger.chart import daily_spend_png
 from bot.ledger.reports import ServerReport, export_csv, export_range, server_report
-from bot.text import message_text
-from bot.variants import CATALOGUE
+from bot.text import message_text, plural
 from cogs.checks import server_manager_group, server_managers_only
 from cogs.render import NO_PINGS
+from cogs.usage_chart import daily_spend_png
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
@@ -52,6 +57,12 @@ def role_ids(user: discord.abc.User) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------- text
+def format_dollars(mc: int) -> str:
+    """Credits as money, to the cent: 1 credit is one cent."""
+    cents = round(mc / MILLI)
+    return f"${cents // 100}.{cents % 100:02d}"
+
+
 def _used(images: int, mc: int) -> str:
     return f"{format_amount(Metric.IMAGES, images)} · {format_amount(Metric.CREDITS, mc)}"
 
@@ -110,6 +121,23 @@ def server_text(report: ServerReport) -> str:
 
 
 # --------------------------------------------------------------------------- the cog
+async def _answer(interaction: discord.Interaction[Any], text: str) -> None:
+    """The private answer to a command; mentions show as names and never ping."""
+    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def _answer_with_file(
+    interaction: discord.Interaction[Any], text: str, data: bytes, filename: str
+) -> None:
+    """The private answer to a command that deferred (building the file takes a while)."""
+    await interaction.followup.send(
+        text,
+        file=discord.File(io.BytesIO(data), filename=filename),
+        ephemeral=True,
+        allowed_mentions=NO_PINGS,
+    )
+
+
 class Usage(commands.Cog):
     usage_admin = server_manager_group("usage-admin", "Usage reports for moderators")
     quota = server_manager_group("quota", "Change allowances on this server (moderators)")
@@ -124,10 +152,23 @@ class Usage(commands.Cog):
         queued, running = await self.bot.services.engine.store.open_counts(guild_id, user.id)
         return usage_text(usage, queued, running, whose=whose)
 
+    async def _change(
+        self,
+        interaction: discord.Interaction[Any],
+        change: Callable[[QuotaAdmin, int, int], Awaitable[Change]],
+    ) -> None:
+        """Make a moderator's change (given the server and the moderator) and confirm it
+        privately with its audited summary."""
+        admin = self.bot.services.ledger.admin
+        made = await change(admin, _guild(interaction), interaction.user.id)
+        await _answer(interaction, made.summary)
+
     @app_commands.command(name="usage", description="Your image allowance, spend and jobs")
     async def usage(self, interaction: discord.Interaction[Any]) -> None:
-        text = await self._member_text(interaction.guild_id, interaction.user, whose="Your usage")
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+        await _answer(
+            interaction,
+            await self._member_text(interaction.guild_id, interaction.user, whose="Your usage"),
+        )
 
     @usage_admin.command(name="user", description="A member's allowance, spend and jobs")
     @app_commands.describe(member="Whose usage to show")
@@ -135,10 +176,10 @@ class Usage(commands.Cog):
     async def usage_user(
         self, interaction: discord.Interaction[Any], member: discord.Member
     ) -> None:
-        text = await self._member_text(
-            interaction.guild_id, member, whose=f"Usage of {member.mention}"
+        whose = f"Usage of {member.mention}"
+        await _answer(
+            interaction, await self._member_text(interaction.guild_id, member, whose=whose)
         )
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @usage_admin.command(name="server", description="Server totals by model and member, chart")
     @app_commands.describe(window="Which window to total (default: this month)")
@@ -146,16 +187,11 @@ class Usage(commands.Cog):
     async def usage_server(
         self, interaction: discord.Interaction[Any], window: WindowName = "month"
     ) -> None:
-        assert interaction.guild_id is not None  # guild_only
+        guild_id = _guild(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await server_report(self.bot.services.ledger, interaction.guild_id, Period(window))
+        report = await server_report(self.bot.services.ledger, guild_id, Period(window))
         chart = daily_spend_png(report.daily, f"Daily spend, last {len(report.daily)} days")
-        await interaction.followup.send(
-            server_text(report),
-            file=discord.File(io.BytesIO(chart), filename="daily-spend.png"),
-            ephemeral=True,
-            allowed_mentions=NO_PINGS,
-        )
+        await _answer_with_file(interaction, server_text(report), chart, "daily-spend.png")
 
     @usage_admin.command(name="export", description="The ledger as a CSV file")
     @app_commands.describe(
@@ -169,16 +205,12 @@ class Usage(commands.Cog):
         start: str | None = None,
         end: str | None = None,
     ) -> None:
-        assert interaction.guild_id is not None
+        guild_id = _guild(interaction)
         first, last = export_range(start, end, self.bot.services.ledger.now())
         await interaction.response.defer(ephemeral=True, thinking=True)
-        export = await export_csv(self.bot.services.ledger, interaction.guild_id, first, last)
-        await interaction.followup.send(
-            f"Ledger from {first} to {last} (UTC): {export.rows}"
-            f" {'job' if export.rows == 1 else 'jobs'}.",
-            file=discord.File(io.BytesIO(export.data), filename=export.filename),
-            ephemeral=True,
-        )
+        export = await export_csv(self.bot.services.ledger, guild_id, first, last)
+        text = f"Ledger from {first} to {last} (UTC): {plural(export.rows, 'job')}."
+        await _answer_with_file(interaction, text, export.data, export.filename)
 
     @quota.command(name="set", description="Set an allowance for a member, a role or the server")
     @app_commands.describe(
@@ -196,20 +228,13 @@ class Usage(commands.Cog):
         amount: app_commands.Range[float, -1.0, 1e9],
         target: discord.Member | discord.User | discord.Role | None = None,
     ) -> None:
-        assert interaction.guild_id is not None
         metric = Metric(kind)
-        scope, target_id = _scope(target, interaction.guild_id)
-        change = await self.bot.services.ledger.set_limit(
-            interaction.guild_id,
-            interaction.user.id,
-            scope,
-            target_id,
-            Period(window),
-            metric,
-            parse_amount(metric, amount),
-        )
-        await interaction.response.send_message(
-            change.summary, ephemeral=True, allowed_mentions=NO_PINGS
+        limit = parse_amount(metric, amount)
+        await self._change(
+            interaction,
+            lambda admin, guild_id, actor_id: admin.set_limit(
+                guild_id, actor_id, *_scope(target, guild_id), Period(window), metric, limit
+            ),
         )
 
     @quota.command(name="grant", description="Give a member extra allowance for this window")
@@ -228,15 +253,14 @@ class Usage(commands.Cog):
         amount: app_commands.Range[float, 0.0, 1e9],
         window: WindowName = "day",
     ) -> None:
-        assert interaction.guild_id is not None
         metric = Metric(kind)
         extra = parse_amount(metric, amount)
         assert extra is not None  # the option's minimum is 0, so never -1 (unlimited)
-        change = await self.bot.services.ledger.grant(
-            interaction.guild_id, interaction.user.id, member.id, Period(window), metric, extra
-        )
-        await interaction.response.send_message(
-            change.summary, ephemeral=True, allowed_mentions=NO_PINGS
+        await self._change(
+            interaction,
+            lambda admin, guild_id, actor_id: admin.grant(
+                guild_id, actor_id, member.id, Period(window), metric, extra
+            ),
         )
 
     @quota.command(name="reset", description="Put a member, a role or the server back on defaults")
@@ -247,44 +271,51 @@ class Usage(commands.Cog):
         interaction: discord.Interaction[Any],
         target: discord.Member | discord.User | discord.Role | None = None,
     ) -> None:
-        assert interaction.guild_id is not None
-        scope, target_id = _scope(target, interaction.guild_id)
-        change = await self.bot.services.ledger.reset(
-            interaction.guild_id, interaction.user.id, scope, target_id
-        )
-        await interaction.response.send_message(
-            change.summary, ephemeral=True, allowed_mentions=NO_PINGS
+        await self._change(
+            interaction,
+            lambda admin, guild_id, actor_id: admin.reset(
+                guild_id, actor_id, *_scope(target, guild_id)
+            ),
         )
 
     @quota.command(name="show", description="This server's allowances and recent changes")
     @server_managers_only
     async def quota_show(self, interaction: discord.Interaction[Any]) -> None:
-        assert interaction.guild_id is not None
-        guild_id = interaction.guild_id
+        guild_id = _guild(interaction)
         ledger = self.bot.services.ledger
-        policy = ledger.policy
-        lines = [
-            f"**Allowances** (windows reset at {policy.schedule.describe()};"
-            " weeks start on Monday)",
-            f"Default per member: {_limits_line(policy.user)}",
-            f"Default server budget: {_limits_line(policy.guild)}",
-        ]
-        overrides = await ledger.overrides(guild_id)
-        lines.append("**Overrides**" if overrides else "No overrides: the defaults apply.")
-        for item in overrides:
-            who = describe_target(item.scope, item.target_id, guild_id)
-            lines.append(
-                f"{who}: {item.period.adjective} {item.metric.value} →"
-                f" {describe_limit(item.metric, item.amount)}"
-            )
-        changes = await ledger.audit_log(guild_id, limit=5)
-        if changes:
-            lines.append("**Recent changes**")
-            for row in changes:
-                lines.append(f"<t:{int(row['at'])}:R> <@{row['actor_id']}>: {row['summary']}")
-        await interaction.response.send_message(
-            message_text("\n".join(lines)), ephemeral=True, allowed_mentions=NO_PINGS
+        overrides = await ledger.admin.overrides(guild_id)
+        changes = await ledger.admin.history(guild_id, limit=5)
+        await _answer(
+            interaction, message_text(quota_text(ledger.policy, guild_id, overrides, changes))
         )
+
+
+def quota_text(
+    policy: QuotaPolicy, guild_id: int, overrides: Sequence[Override], changes: Sequence[Change]
+) -> str:
+    """What `/quota show` lists: the defaults, the overrides and the latest changes."""
+    lines = [
+        f"**Allowances** (windows reset at {policy.schedule.describe()}; weeks start on Monday)",
+        f"Default per member: {_limits_line(policy.user)}",
+        f"Default server budget: {_limits_line(policy.guild)}",
+    ]
+    lines.append("**Overrides**" if overrides else "No overrides: the defaults apply.")
+    for item in overrides:
+        who = describe_target(item.scope, item.target_id, guild_id)
+        lines.append(
+            f"{who}: {item.period.adjective} {item.metric.value} →"
+            f" {describe_limit(item.metric, item.amount)}"
+        )
+    if changes:
+        lines.append("**Recent changes**")
+        for change in changes:
+            lines.append(f"<t:{int(change.at)}:R> <@{change.actor_id}>: {change.summary}")
+    return "\n".join(lines)
+
+
+def _guild(interaction: discord.Interaction[Any]) -> int:
+    assert interaction.guild_id is not None  # the moderator groups are guild_only
+    return interaction.guild_id
 
 
 def _scope(

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from bot.catalogue import get_variant
 from bot.jobs.engine import JobEngine, PollingPolicy
 from bot.jobs.models import GenerationRequest, Job
 from bot.providers.base import InputImage
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
-from bot.variants import get_variant
 from tests.fakes.bfl_server import FakeBFL
 from tests.fakes.notifier import RecordingNotifier
 

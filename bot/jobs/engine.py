@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.catalogue import get_variant
 from bot.errors import (
     DeliveryImpossible,
     InvalidRequest,
@@ -53,7 +54,7 @@ from bot.providers.base import (
     sane_cost,
 )
 from bot.storage.db import Database
-from bot.variants import ReferenceSize, get_variant
+from bot.variants import ReferenceSize
 
 log = logging.getLogger(__name__)
 

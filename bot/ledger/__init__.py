@@ -1,20 +1,17 @@
-"""Quotas and usage accounting: reserve at admission, settle at the job's end (see
-`bot.ledger.ledger` for the rules)."""
+"""Quotas and usage accounting: what a caller of the ledger needs.
 
-from bot.ledger.ledger import (
-    Breach,
-    Change,
-    Ledger,
-    MemberUsage,
-    Override,
-    QuotaExceeded,
-    QuotaState,
-    TooManyRefunds,
-    WindowUsage,
-    describe_limit,
-    describe_target,
-    guild_key,
-)
+- `bot.ledger.quotas`: judging a request against the allowances (QuotaState, Breach and the
+  refusals QuotaExceeded and TooManyRefunds).
+- `bot.ledger.accounts`: the money path, `Ledger`: reserve at admission, charge or refund at
+  the job's end, what members used.
+- `bot.ledger.admin`: moderators' overrides, grants and resets (`Ledger.admin`), each
+  recorded in the quota history and the server's audit log.
+- `bot.ledger.policy`: units, defaults and amounts; `bot.ledger.reports`: moderators' totals
+  and the CSV export.
+"""
+
+from bot.ledger.accounts import Ledger, MemberUsage, WindowUsage
+from bot.ledger.admin import Change, Override, QuotaAdmin, describe_limit, describe_target
 from bot.ledger.policy import (
     MILLI,
     Limits,
@@ -24,10 +21,10 @@ from bot.ledger.policy import (
     credits_to_mc,
     format_amount,
     format_credits,
-    format_dollars,
     parse_amount,
     unlimited_limits,
 )
+from bot.ledger.quotas import Breach, QuotaExceeded, QuotaState, TooManyRefunds, guild_key
 from bot.periods import Period, ResetSchedule, format_reset, parse_reset_time
 
 __all__ = [
@@ -40,6 +37,7 @@ __all__ = [
     "Metric",
     "Override",
     "Period",
+    "QuotaAdmin",
     "QuotaExceeded",
     "QuotaPolicy",
     "QuotaState",
@@ -52,7 +50,6 @@ __all__ = [
     "describe_target",
     "format_amount",
     "format_credits",
-    "format_dollars",
     "format_reset",
     "guild_key",
     "parse_amount",

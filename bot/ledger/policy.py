@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 # Credits are BFL's unit (1 credit = $0.01). Prices have up to two decimals and the API may
 # return more, so the ledger counts integer thousandths of a credit: sums stay exact.
 MILLI = 1000
+# Largest amount a moderator may set or a provider may charge: far beyond any real budget,
+# far below SQLite's limit.
+MAX_AMOUNT = 10**12
 
 
 class Metric(StrEnum):
@@ -60,12 +63,6 @@ def format_amount(metric: Metric, amount: int) -> str:
         return f"{amount} {'image' if amount == 1 else 'images'}"
     number = format_credits(amount)
     return f"{number} {'credit' if number == '1' else 'credits'}"
-
-
-def format_dollars(mc: int) -> str:
-    """Credits as money, to the cent: 1 credit is one cent."""
-    cents = round(mc / MILLI)
-    return f"${cents // 100}.{cents % 100:02d}"
 
 
 def unlimited_limits() -> dict[LimitKey, int | None]:

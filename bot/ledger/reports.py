@@ -8,9 +8,10 @@ import io
 from dataclasses import dataclass
 
 from bot.errors import InvalidRequest
-from bot.ledger.ledger import Ledger
+from bot.ledger.accounts import Ledger
 from bot.ledger.policy import Metric, Scope, format_credits
 from bot.periods import UTC, Period
+from bot.storage.rows import from_row
 
 DAY = 86_400
 MAX_EXPORT_DAYS = 366
@@ -73,15 +74,15 @@ async def server_report(
         (guild_id, period.value, start),
     )
     by_variant = await db.fetch_all(
-        "SELECT variant AS key, SUM(images) AS images, SUM(credits_mc) AS mc FROM ledger"
-        " WHERE guild_id = ? AND reserved_at >= ? AND reserved_at < ?"
-        " GROUP BY variant ORDER BY mc DESC, images DESC, variant",
+        "SELECT variant AS key, SUM(images) AS images, SUM(credits_mc) AS credits_mc"
+        " FROM ledger WHERE guild_id = ? AND reserved_at >= ? AND reserved_at < ?"
+        " GROUP BY variant ORDER BY credits_mc DESC, images DESC, variant",
         (guild_id, start, end),
     )
     by_user = await db.fetch_all(
-        "SELECT user_id AS key, SUM(images) AS images, SUM(credits_mc) AS mc FROM ledger"
-        " WHERE guild_id = ? AND reserved_at >= ? AND reserved_at < ?"
-        " GROUP BY user_id ORDER BY mc DESC, images DESC, user_id LIMIT ?",
+        "SELECT user_id AS key, SUM(images) AS images, SUM(credits_mc) AS credits_mc"
+        " FROM ledger WHERE guild_id = ? AND reserved_at >= ? AND reserved_at < ?"
+        " GROUP BY user_id ORDER BY credits_mc DESC, images DESC, user_id LIMIT ?",
         (guild_id, start, end, top),
     )
     today = schedule.start(Period.DAY, now)
@@ -105,8 +106,8 @@ async def server_report(
         credits_mc=totals["credits_mc"] if totals else 0,
         budget_images=state.remaining_for(Scope.GUILD, (period, Metric.IMAGES)),
         budget_mc=state.remaining_for(Scope.GUILD, (period, Metric.CREDITS)),
-        by_variant=tuple(Total(r["key"], r["images"], r["mc"]) for r in by_variant),
-        by_user=tuple(Total(r["key"], r["images"], r["mc"]) for r in by_user),
+        by_variant=tuple(from_row(Total, r) for r in by_variant),
+        by_user=tuple(from_row(Total, r) for r in by_user),
         daily=tuple((day, spent.get(day, 0)) for day in range(first_day, today + 1, DAY)),
     )
 

@@ -20,6 +20,9 @@ The engine today polls every submitted task. `AIMLClient.submit` therefore retur
 `FinishedSubmission` and keeps the images in memory under a synthetic task id: `poll`
 reports them Ready at once and `download` hands them over, so the existing engine works
 unchanged (see `FinishedSubmission` for the proposed protocol extension).
+
+The body is built by `bot/providers/aiml_payload.py` from the options and limits declared in
+`bot/providers/aiml_options.py`; this module sends it and reads the answer.
 """
 
 from __future__ import annotations
@@ -32,10 +35,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from typing import Any, Final
 
 import httpx
 
@@ -51,6 +53,8 @@ from bot.errors import (
     ResultUnavailable,
     SubmitOutcomeUnknown,
 )
+from bot.providers.aiml_options import BODY_FIELDS, MAX_NUM_IMAGES
+from bot.providers.aiml_payload import payload_for
 from bot.providers.base import (
     InputImage,
     OutputImage,
@@ -62,6 +66,7 @@ from bot.providers.base import (
 )
 from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client
 from bot.providers.http import (
+    ERROR_BODY_CAP,
     JSON_HEADERS,
     download_image,
     json_bytes,
@@ -80,93 +85,10 @@ GENERATIONS_PATH: Final = "/v1/images/generations"
 AIML_UNITS_PER_USD: Final = 2_000_000
 AIML_UNITS_PER_CREDIT: Final = AIML_UNITS_PER_USD / 100
 
-PROMPT_MAX_CHARS: Final = 4000
-MIN_SIDE: Final = 512
-MAX_SIDE: Final = 2048
-SIDE_MULTIPLE: Final = 32
-MAX_IMAGE_URLS: Final = 3
-MAX_LORAS: Final = 3
-MAX_NUM_IMAGES: Final = 4
-IMAGE_SIZE_PRESETS: Final = (
-    "square_hd",
-    "square",
-    "portrait_4_3",
-    "portrait_16_9",
-    "landscape_4_3",
-    "landscape_16_9",
-)
-OUTPUT_FORMATS: Final = ("jpeg", "png", "webp")
-ACCELERATIONS: Final = ("none", "regular", "high")
-DEFAULT_SIZE: Final = (1024, 1024)  # our text-to-image default, the same as BFL's
-TARGET_EDIT_PIXELS: Final = 1024 * 1024  # edits without a size: the first reference at ~1 MP
-
-# The API fields our options may set, by model family (documented in the model pages).
-_DEV_OPTIONS: Final = frozenset(
-    {
-        "guidance_scale",
-        "num_inference_steps",
-        "acceleration",
-        "enable_prompt_expansion",
-        "num_images",
-        "output_format",
-        "enable_safety_checker",
-    }
-)
-_PRO_OPTIONS: Final = frozenset({"safety_tolerance", "output_format", "enable_safety_checker"})
-# Every body field, for finding which one a 400 message is about.
-_BODY_FIELDS: Final = (
-    "image_urls",
-    "image_size",
-    "num_images",
-    "guidance_scale",
-    "num_inference_steps",
-    "acceleration",
-    "enable_prompt_expansion",
-    "enable_safety_checker",
-    "safety_tolerance",
-    "output_format",
-    "loras",
-    "prompt",
-    "seed",
-    "model",
-)
 _FIELD_IN_MESSAGE: Final = re.compile(
-    r"\b(" + "|".join(_BODY_FIELDS) + r")((?:\.[A-Za-z_]\w*|\[\d+\])*)"
+    r"\b(" + "|".join(BODY_FIELDS) + r")((?:\.[A-Za-z_]\w*|\[\d+\])*)"
 )
-_HF_REPO: Final = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-_LORA_OPTION: Final = re.compile(r"lora_([1-9])(_scale)?")
 _RESULT_SCHEME: Final = "aiml-result:"
-_ERROR_BODY_CAP: Final = 64 * 1024
-
-Family = Literal["dev", "lora", "pro"]
-
-
-@dataclass(frozen=True)
-class AIMLModel:
-    name: str
-    family: Family
-    edit: bool  # takes (and requires) 1–3 image_urls
-
-
-MODELS: Final[dict[str, AIMLModel]] = {
-    m.name: m
-    for m in (
-        AIMLModel("blackforestlabs/flux-2", "dev", False),
-        AIMLModel("blackforestlabs/flux-2-edit", "dev", True),
-        AIMLModel("blackforestlabs/flux-2-lora", "lora", False),
-        AIMLModel("blackforestlabs/flux-2-lora-edit", "lora", True),
-        AIMLModel("blackforestlabs/flux-2-pro", "pro", False),
-        AIMLModel("blackforestlabs/flux-2-pro-edit", "pro", True),
-    )
-}
-
-
-@dataclass(frozen=True)
-class LoRA:
-    """One LoRA adapter: `path` is an http(s) URL or a Hugging Face `owner/repo`."""
-
-    path: str
-    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -203,213 +125,6 @@ class ResultLost(ResultUnavailable):
     user_message = (
         "The image was made, but the bot lost it before saving it (it may have restarted). "
         "Please try again."
-    )
-
-
-# ---------------------------------------------------------------------- payloads
-
-
-def model_for(base: str, *, edit: bool) -> str:
-    """The model for a catalogue endpoint: `…/flux-2` becomes `…/flux-2-edit` with images."""
-    name = base.removesuffix("-edit")
-    name = f"{name}-edit" if edit else name
-    if name not in MODELS:
-        raise InvalidRequest(f"The AI/ML API has no model {name}.")
-    return name
-
-
-def fit_size(width: int, height: int, *, pixels: int = TARGET_EDIT_PIXELS) -> tuple[int, int]:
-    """A valid `image_size` with the aspect of `width`×`height`, about `pixels` in area:
-    each side 512–2048 and a multiple of 32 (extreme aspects are clamped)."""
-    if width <= 0 or height <= 0:
-        return DEFAULT_SIZE
-    scale = (pixels / (width * height)) ** 0.5
-
-    def side(value: float) -> int:
-        rounded = round(value / SIDE_MULTIPLE) * SIDE_MULTIPLE
-        return min(MAX_SIDE, max(MIN_SIDE, rounded))
-
-    return side(width * scale), side(height * scale)
-
-
-def image_data_url(image: InputImage) -> str:
-    """A reference image as an `image_urls` item. The docs accept "URLs or base64 data" and
-    type the items as URIs, so we send a `data:` URL (a URI that carries its type)."""
-    return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
-
-
-def _number(name: str, value: Any, lo: float, hi: float, *, integer: bool = False) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest(f"{name} must be a number.")
-    if integer and value != int(value):
-        raise InvalidRequest(f"{name} must be a whole number.")
-    if not lo <= value <= hi:
-        raise InvalidRequest(f"{name} must be between {lo:g} and {hi:g}.")
-    return int(value) if integer else value
-
-
-def _check_side(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"The {name} must be a whole number.")
-    if not MIN_SIDE <= value <= MAX_SIDE:
-        raise InvalidRequest(f"The {name} must be between {MIN_SIDE} and {MAX_SIDE} pixels.")
-    if value % SIDE_MULTIPLE:
-        raise InvalidRequest(f"The {name} must be a multiple of {SIDE_MULTIPLE} (got {value}).")
-
-
-def _check_lora(index: int, lora: LoRA) -> dict[str, Any]:
-    path = lora.path.strip() if isinstance(lora.path, str) else ""
-    url = urlsplit(path)
-    is_url = url.scheme in ("http", "https") and bool(url.netloc)
-    if not (is_url or _HF_REPO.fullmatch(path)):
-        raise InvalidRequest(
-            f"LoRA {index + 1} must be an http(s) URL or a Hugging Face repo (owner/repo)."
-        )
-    scale = _number(f"LoRA {index + 1} scale", lora.scale, 0, 4)
-    return {"path": path, "scale": scale}
-
-
-def build_payload(
-    model: str,
-    prompt: str,
-    options: Mapping[str, Any] | None = None,
-    image_urls: Sequence[str] = (),
-    *,
-    size: str | tuple[int, int] | None = None,
-    seed: int | None = None,
-    loras: Sequence[LoRA] = (),
-) -> dict[str, Any]:
-    """The exact JSON body for `model`, from plain values, checked against the documented
-    rules so that a request the API would refuse is never sent (and never billed).
-
-    `options` are API fields: `guidance_scale`, `num_inference_steps`, `acceleration`,
-    `enable_prompt_expansion`, `num_images` (dev and LoRA models); `safety_tolerance` (pro:
-    an int or string 1–6, always sent as the string the API wants); `output_format` and
-    `enable_safety_checker` (all). `None` values are left out (the API default applies).
-    Raises `InvalidRequest` (a user-safe message) for anything the model does not accept.
-    """
-    spec = MODELS.get(model)
-    if spec is None:
-        raise InvalidRequest(f"The AI/ML API has no model {model}.")
-    prompt = prompt.strip()
-    if not prompt:
-        raise InvalidRequest("Please give a prompt describing the image.")
-    if len(prompt) > PROMPT_MAX_CHARS:
-        raise InvalidRequest(
-            f"The prompt is {len(prompt)} characters; the limit is {PROMPT_MAX_CHARS}."
-        )
-    body: dict[str, Any] = {"model": model, "prompt": prompt}
-
-    if spec.edit:
-        if not 1 <= len(image_urls) <= MAX_IMAGE_URLS:
-            raise InvalidRequest(f"{model} needs 1 to {MAX_IMAGE_URLS} reference images.")
-        body["image_urls"] = list(image_urls)
-    elif image_urls:
-        # Undocumented fields are silently ignored by the API: refuse here, or the user
-        # would pay for an image that ignores the references.
-        raise InvalidRequest(f"{model} does not take reference images.")
-
-    if isinstance(size, str):
-        if size not in IMAGE_SIZE_PRESETS:
-            raise InvalidRequest(f"The size must be one of: {', '.join(IMAGE_SIZE_PRESETS)}.")
-        body["image_size"] = size
-    elif size is not None:
-        width, height = size
-        _check_side("width", width)
-        _check_side("height", height)
-        body["image_size"] = {"width": width, "height": height}
-
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
-            raise InvalidRequest("The seed must be a whole number of at least 1.")
-        body["seed"] = seed
-
-    allowed = _PRO_OPTIONS if spec.family == "pro" else _DEV_OPTIONS
-    given = {name: value for name, value in (options or {}).items() if value is not None}
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise InvalidRequest(f"{model} does not take {', '.join(unknown)}.")
-    for name, value in given.items():
-        body[name] = _checked_option(name, value)
-
-    if loras:
-        if spec.family != "lora":
-            raise InvalidRequest(f"{model} does not take LoRA adapters.")
-        if len(loras) > MAX_LORAS:
-            raise InvalidRequest(f"At most {MAX_LORAS} LoRA adapters; you gave {len(loras)}.")
-        body["loras"] = [_check_lora(index, lora) for index, lora in enumerate(loras)]
-    return body
-
-
-def _checked_option(name: str, value: Any) -> Any:
-    if name == "guidance_scale":
-        return _number("guidance scale", value, 0, 20)
-    if name == "num_inference_steps":
-        return _number("steps", value, 4, 50, integer=True)
-    if name == "num_images":
-        return _number("number of images", value, 1, MAX_NUM_IMAGES, integer=True)
-    if name == "safety_tolerance":
-        # The API wants a *string* "1"–"6"; an integer is a 400.
-        level = value if isinstance(value, str) else str(value)
-        if level not in ("1", "2", "3", "4", "5", "6"):
-            raise InvalidRequest("safety tolerance must be between 1 and 6.")
-        return level
-    if name in ("acceleration", "output_format"):
-        allowed = ACCELERATIONS if name == "acceleration" else OUTPUT_FORMATS
-        if value not in allowed:
-            raise InvalidRequest(f"{name.replace('_', ' ')} must be one of: {', '.join(allowed)}.")
-        return value
-    # enable_prompt_expansion, enable_safety_checker
-    if not isinstance(value, bool):
-        raise InvalidRequest(f"{name.replace('_', ' ')} must be true or false.")
-    return value
-
-
-def payload_for(
-    variant: Variant, params: JobParams, inputs: Sequence[InputImage]
-) -> dict[str, Any]:
-    """The body for a catalogue variant and validated params (see the proposed entries).
-
-    The model is `variant.endpoint`, or its `-edit` twin when references are given. Each
-    option goes to its `api_field` (as for BFL); the flat `lora_N` / `lora_N_scale` options
-    become the `loras` list. Without an explicit size the request still names one, so the
-    result is predictable: 1024×1024 for text-to-image (as on BFL), the first reference's
-    aspect at ~1 MP for edits (the API's own default would be landscape 4:3 either way).
-    """
-    model = model_for(variant.endpoint, edit=bool(inputs))
-    size: tuple[int, int]
-    if params.width and params.height:
-        size = (params.width, params.height)
-    elif inputs:
-        size = fit_size(inputs[0].width, inputs[0].height)
-    else:
-        size = DEFAULT_SIZE
-    options: dict[str, Any] = {}
-    lora_paths: dict[int, str] = {}
-    lora_scales: dict[int, float] = {}
-    for spec in variant.options:
-        value = params.options.get(spec.name)
-        if value is None:
-            continue
-        lora = _LORA_OPTION.fullmatch(spec.name)
-        if lora is not None:
-            slot = int(lora.group(1))
-            if lora.group(2):
-                lora_scales[slot] = value
-            else:
-                lora_paths[slot] = value
-            continue
-        name, api_value = spec.to_api(value)
-        options[name] = api_value
-    loras = [LoRA(lora_paths[slot], lora_scales.get(slot, 1.0)) for slot in sorted(lora_paths)]
-    return build_payload(
-        model,
-        params.prompt,
-        options,
-        [image_data_url(image) for image in inputs],
-        size=size,
-        seed=params.seed,
-        loras=loras,
     )
 
 
@@ -506,10 +221,7 @@ class AIMLClient:
             await self._http.aclose()
 
     def _key_header(self, url: str) -> dict[str, str]:
-        if not self._policy.may_receive_key(url):
-            raise UnsafeProviderURL(
-                f"refusing to send the AI/ML API key to {urlsplit(url).hostname}"
-            )
+        self._policy.require_key_destination(url, "the AI/ML API key")
         return {"authorization": f"Bearer {self._api_key}"}
 
     # ------------------------------------------------------------------ generate
@@ -569,7 +281,7 @@ class AIMLClient:
                 if response.status_code == 200:
                     raw = await self._read_answer(response)
                 else:  # error bodies are read only for their message
-                    raw = await read_capped(response, _ERROR_BODY_CAP, truncate=True)
+                    raw = await read_capped(response, ERROR_BODY_CAP, truncate=True)
                 return response.status_code, response.headers, raw
 
         status, headers, raw = await post_at_most_once(
@@ -585,7 +297,7 @@ class AIMLClient:
 
     async def _read_answer(self, response: httpx.Response) -> bytes:
         # Up to four inline images, base64-inflated, plus the JSON around them.
-        cap = self._max_result_bytes * MAX_NUM_IMAGES * 4 // 3 + _ERROR_BODY_CAP
+        cap = self._max_result_bytes * MAX_NUM_IMAGES * 4 // 3 + ERROR_BODY_CAP
         return await read_capped(response, cap)
 
     async def _result_image(self, item: Any) -> OutputImage:

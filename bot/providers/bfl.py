@@ -166,9 +166,7 @@ class BFLClient:
         await self._http.aclose()
 
     def _key_header(self, url: str) -> dict[str, str]:
-        if not self._policy.may_receive_key(url):
-            # Callers only build requests to trusted hosts; this is the last line.
-            raise UnsafeProviderURL(f"refusing to send the BFL key to {urlsplit(url).hostname}")
+        self._policy.require_key_destination(url, "the BFL key")
         return {"x-key": self._api_key}
 
     def _trusted_polling_url(self, task_id: str, polling_url: str | None) -> str | None:

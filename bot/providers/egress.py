@@ -235,6 +235,12 @@ class EgressPolicy:
             return True
         return host == self._base_host or (self._bfl and is_bfl_api_host(host))
 
+    def require_key_destination(self, url: str, key_name: str) -> None:
+        """Raise UnsafeProviderURL unless `key_name` may go to `url` (`may_receive_key`).
+        Callers only build requests to trusted hosts; this is the last line."""
+        if not self.may_receive_key(url):
+            raise UnsafeProviderURL(f"refusing to send {key_name} to {urlsplit(url).hostname}")
+
     def check_fetch_url(self, url: str) -> SplitResult:
         """A result link: https on the default port (plain http only to loopback under the
         test switch), no user name. Raises UnsafeProviderURL."""

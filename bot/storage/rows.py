@@ -1,31 +1,25 @@
-"""Rows to dataclasses: each store maps its rows with this one helper, never by hand."""
+"""Rows to dataclasses: stores return typed values, never raw rows."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-    T = TypeVar("T", bound=DataclassInstance)
-else:
-    T = TypeVar("T")
+T = TypeVar("T")
 
 
-class Row(Protocol):
-    """A `sqlite3.Row`, or a dict of column values."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-
-def from_row(cls: type[T], row: Row, **converters: Callable[[Any], Any]) -> T:
-    """`cls` with each field taken from the column of the same name, passed through
-    `converters[field]` when there is one (e.g. `state=StudioState`)."""
+def from_row(
+    cls: type[T], row: sqlite3.Row | Mapping[str, Any], **converters: Callable[[Any], Any]
+) -> T:
+    """`cls` built from the row's columns of the same names as its fields; a converter named
+    for a field turns its column's value (unless NULL) into the field's type, e.g.
+    `from_row(Override, row, scope=Scope)`. Columns without a field are ignored. `row` may be
+    a dict, for a row whose fields are partly kept as JSON in a column."""
     values = {}
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         value = row[field.name]
         convert = converters.get(field.name)
-        values[field.name] = value if convert is None else convert(value)
+        values[field.name] = value if convert is None or value is None else convert(value)
     return cls(**values)

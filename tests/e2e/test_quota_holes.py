@@ -184,8 +184,9 @@ async def test_pending_requests_are_capped_and_count_toward_the_allowance(world:
     )
 
     # Bob has room in his allowance but not in the queue.
-    await bot.services.ledger.set_limit(world.guild.id, 1, Scope.USER, world.bob.id, Period.DAY,
-                               Metric.IMAGES, 100)  # fmt: skip
+    await bot.services.ledger.admin.set_limit(
+        world.guild.id, 1, Scope.USER, world.bob.id, Period.DAY, Metric.IMAGES, 100
+    )
     for prompt in ("a", "b", "c"):
         await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": prompt})
     await world.discord.wait_for(

@@ -13,6 +13,7 @@ from PIL import Image
 from bot.ledger import Period, format_reset
 from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
+from tests.e2e.test_community import audit_messages, audit_posted
 from tests.fakes.discord_server import InteractionHandle, Message, User
 
 MANAGE_GUILD = 1 << 5
@@ -42,6 +43,11 @@ async def reply(it: InteractionHandle) -> str:
     message = await it.wait_original(lambda m: not m.loading)
     assert message.ephemeral
     return message.content
+
+
+async def ask(world: World, who: User, path: str, options: dict[str, object] | None = None) -> str:
+    """Run a command in the art channel; its private answer."""
+    return await reply(await world.discord.invoke_slash(who, world.channel, path, options or {}))
 
 
 async def with_file(it: InteractionHandle) -> Message:
@@ -100,7 +106,7 @@ async def test_usage_shows_spend_what_is_left_and_jobs_in_progress(world: World)
     await make_image(world, world.alice, "a quiet harbour")
     day, week, month = (resets(bot, p)() for p in (Period.DAY, Period.WEEK, Period.MONTH))
 
-    text = await reply(await world.discord.invoke_slash(world.alice, world.channel, "usage"))
+    text = await ask(world, world.alice, "usage")
     assert text == (
         "**Your usage**\n"
         "**Today**: 1 image · 3 credits ($0.03) — 24 images · 97 credits left"
@@ -113,14 +119,14 @@ async def test_usage_shows_spend_what_is_left_and_jobs_in_progress(world: World)
     world.bfl.latency = 30.0  # keep the next one running while we look
     await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "slow"})
     await world.discord.wait_for(lambda: len(world.bfl.submissions) == 2)
-    text = await reply(await world.discord.invoke_slash(world.alice, world.channel, "usage"))
+    text = await ask(world, world.alice, "usage")
     assert text.splitlines()[1].startswith("**Today**: 2 images · 6 credits ($0.06) — 23 images")
     assert text.splitlines()[-1] == (
         "Jobs: 0 queued · 1 running (holding 3 credits until they finish; anything that fails "
         "is refunded)"
     )
     # Bob's usage is his own.
-    text = await reply(await world.discord.invoke_slash(world.bob, world.channel, "usage"))
+    text = await ask(world, world.bob, "usage")
     assert "**Today**: 0 images · 0 credits ($0.00) — 25 images · 100 credits left" in text
 
 
@@ -156,6 +162,7 @@ async def test_the_bot_checks_the_permission_itself_when_an_admin_unhides_the_co
         assert await reply(it) == MISSING_PERMISSION, path
         assert it.original is None or not it.original.attachments
     assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_audit") == 0
+    assert await bot.services.db.fetch_value("SELECT count(*) FROM audit_log") == 0
     assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_limits") == 0
     assert await bot.services.db.fetch_value("SELECT count(*) FROM quota_grants") == 0
 
@@ -168,13 +175,11 @@ async def test_a_moderator_sets_grants_and_resets_and_every_change_is_audited(
     mod = add_moderator(world)
     alice = f"<@{world.alice.id}>"
 
-    text = await reply(
-        await world.discord.invoke_slash(
-            mod,
-            world.channel,
-            "quota set",
-            {"window": "day", "kind": "images", "amount": 0, "target": world.alice},
-        )
+    text = await ask(
+        world,
+        mod,
+        "quota set",
+        {"window": "day", "kind": "images", "amount": 0, "target": world.alice},
     )
     assert text == (
         f"Set the daily image allowance of {alice} to 0 images (was 25 images, the default)."
@@ -189,29 +194,18 @@ async def test_a_moderator_sets_grants_and_resets_and_every_change_is_audited(
     )
     assert world.bfl.submissions == []
 
-    text = await reply(
-        await world.discord.invoke_slash(
-            mod,
-            world.channel,
-            "quota grant",
-            {"member": world.alice, "kind": "images", "amount": 1},
-        )
+    text = await ask(
+        world, mod, "quota grant", {"member": world.alice, "kind": "images", "amount": 1}
     )
     assert text.startswith(f"Gave {alice} 1 image more today; the extra lapses at the reset at ")
     await make_image(world, world.alice, "thanks to the grant")
 
-    view = await reply(
-        await world.discord.invoke_slash(
-            mod, world.channel, "usage-admin user", {"member": world.alice}
-        )
-    )
+    view = await ask(world, mod, "usage-admin user", {"member": world.alice})
     assert view.startswith(
         f"**Usage of {alice}**\n**Today**: 1 image · 3 credits ($0.03) — 0 images · 97 credits left"
     )
 
-    text = await reply(
-        await world.discord.invoke_slash(mod, world.channel, "quota reset", {"target": world.alice})
-    )
+    text = await ask(world, mod, "quota reset", {"target": world.alice})
     assert text == f"Reset {alice} to the defaults: removed 1 override and 1 grant."
 
     rows = await bot.services.db.fetch_all(
@@ -223,10 +217,33 @@ async def test_a_moderator_sets_grants_and_resets_and_every_change_is_audited(
         (mod.id, "reset", world.alice.id),
     ]
     assert all(abs(r["at"] - time.time()) < 60 for r in rows)
+    # The same changes, by the same moderator at the same moments, are in the server's one
+    # audit log (which posts to the audit channel: see the next test).
+    audited = await bot.services.db.fetch_all(
+        "SELECT actor_id, action, target_id, at FROM audit_log WHERE action LIKE 'quota %'"
+    )
+    assert [(r["actor_id"], r["action"], r["target_id"], r["at"]) for r in audited] == [
+        (mod.id, f"quota {r['action']}", r["target_id"], r["at"]) for r in rows
+    ]
 
-    shown = await reply(await world.discord.invoke_slash(mod, world.channel, "quota show"))
+    shown = await ask(world, mod, "quota show")
     assert "No overrides: the defaults apply." in shown
     assert f"<@{mod.id}>: Reset {alice} to the defaults" in shown
+
+
+async def test_a_moderators_quota_change_is_posted_in_the_audit_channel(world: World) -> None:
+    await world.start_bot()
+    mod = add_moderator(world)
+    log = world.discord.add_text_channel(world.guild.id, "mod-log")
+    await ask(world, mod, "settings audit-channel", {"channel": log})
+    budget = {"window": "week", "kind": "credits", "amount": 50}
+    confirmation = await ask(world, mod, "quota set", budget)
+    assert confirmation == (
+        "Set this server's weekly credit budget to 50 credits (was unlimited, the default)."
+    )
+    [post] = await audit_posted(world, log, 1, containing="**quota set**")
+    assert post == f"**quota set** · <@{mod.id}> · {confirmation}"
+    assert all(m.allowed_mentions == {"parse": []} for m in audit_messages(world, log))
 
 
 async def test_a_role_allowance_applies_to_members_with_that_role(world: World) -> None:
@@ -234,13 +251,11 @@ async def test_a_role_allowance_applies_to_members_with_that_role(world: World) 
     mod = add_moderator(world)
     guests = world.discord.add_role(world.guild.id, "Guests")
     carol = world.discord.add_member(world.guild.id, "carol", roles=[guests.id])
-    text = await reply(
-        await world.discord.invoke_slash(
-            mod,
-            world.channel,
-            "quota set",
-            {"window": "week", "kind": "credits", "amount": 2.5, "target": guests},
-        )
+    text = await ask(
+        world,
+        mod,
+        "quota set",
+        {"window": "week", "kind": "credits", "amount": 2.5, "target": guests},
     )
     assert text == (
         f"Set the weekly credit allowance for members with <@&{guests.id}> to 2.5 credits "

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.catalogue import CATALOGUE
 from bot.errors import (
     InsufficientCredits,
     InvalidRequest,
@@ -33,28 +34,21 @@ from bot.providers.aiml import (
     AIMLClient,
     FinishedSubmission,
     Generation,
-    LoRA,
     ResultLost,
+    read_usage,
+    usage_to_credits,
+)
+from bot.providers.aiml_payload import (
+    LoRA,
     build_payload,
     fit_size,
     image_data_url,
     model_for,
     payload_for,
-    read_usage,
-    usage_to_credits,
 )
 from bot.providers.base import InputImage, TaskOutcome
 from bot.storage.db import Database
-from bot.variants import (
-    CATALOGUE,
-    MEGAPIXEL,
-    JobParams,
-    OptionKind,
-    OptionSpec,
-    Pricing,
-    SizeRule,
-    Variant,
-)
+from bot.variants import MEGAPIXEL, JobParams, OptionKind, OptionSpec, Pricing, SizeRule, Variant
 from tests.conftest import FAST_POLLING, make_request
 from tests.fakes.aiml_server import API_PATH, FakeAIML, Fault
 from tests.fakes.notifier import RecordingNotifier

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 from PIL import Image
 
+from bot.catalogue import get_variant
 from bot.community.approvals import (
     MAX_REVIEW_IMAGES,
     PENDING_CAP_TEXT,
@@ -30,7 +31,6 @@ from bot.ledger import Ledger, Metric, Period, Scope
 from bot.providers.base import InputImage
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database
-from bot.variants import get_variant
 from tests.conftest import make_request
 
 GUILD, MEMBER, MOD, REVIEW = 42, 1001, 9, 77
@@ -111,7 +111,7 @@ async def test_a_member_can_have_only_so_many_requests_waiting(db: Database) -> 
 async def test_pending_requests_count_toward_the_allowance(db: Database) -> None:
     approvals, _ = queue(db, max_pending=10)
     ledger = Ledger(db)
-    await ledger.set_limit(GUILD, MOD, Scope.USER, MEMBER, Period.DAY, Metric.IMAGES, 2)
+    await ledger.admin.set_limit(GUILD, MOD, Scope.USER, MEMBER, Period.DAY, Metric.IMAGES, 2)
     await hold(approvals, make_request("one"))
     await hold(approvals, make_request("two"))
     with pytest.raises(InvalidRequest) as refused:
@@ -141,7 +141,7 @@ async def test_pending_requests_count_toward_the_allowance(db: Database) -> None
 async def test_the_credit_allowance_counts_pending_credits_too(db: Database) -> None:
     approvals, _ = queue(db, max_pending=10)
     ledger = Ledger(db)
-    await ledger.set_limit(GUILD, MOD, Scope.USER, MEMBER, Period.DAY, Metric.CREDITS, 5000)
+    await ledger.admin.set_limit(GUILD, MOD, Scope.USER, MEMBER, Period.DAY, Metric.CREDITS, 5000)
     await hold(approvals, make_request("3 credits"))  # pro at 1 MP: 3 credits
     with pytest.raises(InvalidRequest, match="Left today: 2 credits"):
         await hold(approvals, make_request("3 more"))
@@ -198,7 +198,7 @@ async def test_simultaneous_requests_cannot_slip_past_the_cap_or_the_allowance(
     assert sum(isinstance(r, Approval) for r in results) == 3
     assert all(isinstance(r, (Approval, InvalidRequest)) for r in results)
 
-    await Ledger(db).set_limit(GUILD, MOD, Scope.USER, 2002, Period.DAY, Metric.IMAGES, 2)
+    await Ledger(db).admin.set_limit(GUILD, MOD, Scope.USER, 2002, Period.DAY, Metric.IMAGES, 2)
     results = await asyncio.gather(
         *(hold(approvals, make_request(f"bob {n}", user_id=2002)) for n in range(10)),
         return_exceptions=True,

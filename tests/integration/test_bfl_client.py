@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from bot.catalogue import get_variant
 from bot.errors import ProviderAccessDenied, ResultTooLarge
 from bot.providers.base import TaskOutcome
 from bot.providers.bfl import BFLClient, classify_status, parse_task_payload
-from bot.variants import get_variant
 from tests.conftest import BFL_KEY
 from tests.fakes.bfl_server import FakeBFL
 

@@ -46,7 +46,9 @@ async def engine(db: Database, aiml: FakeAIML) -> AsyncIterator[JobEngine]:
 async def test_four_images_do_not_fit_an_allowance_of_two(
     engine: JobEngine, db: Database, aiml: FakeAIML
 ) -> None:
-    await engine.ledger.set_limit(GUILD, MOD, Scope.USER, MEMBER, Period.DAY, Metric.IMAGES, 2)
+    await engine.ledger.admin.set_limit(
+        GUILD, MOD, Scope.USER, MEMBER, Period.DAY, Metric.IMAGES, 2
+    )
     request = make_request("four foxes", variant="dev", options={"num_images": 4})
 
     with pytest.raises(QuotaExceeded) as checked:
@@ -80,7 +82,9 @@ async def test_four_images_do_not_fit_an_allowance_of_two(
 async def test_a_running_multi_image_job_holds_all_its_images(
     engine: JobEngine, db: Database, aiml: FakeAIML
 ) -> None:
-    await engine.ledger.set_limit(GUILD, MOD, Scope.USER, MEMBER, Period.DAY, Metric.IMAGES, 5)
+    await engine.ledger.admin.set_limit(
+        GUILD, MOD, Scope.USER, MEMBER, Period.DAY, Metric.IMAGES, 5
+    )
     aiml.latency = 1.0  # still running while the second request arrives
     first, _ = await engine.accept(make_request("three", variant="dev", options={"num_images": 3}))
     with pytest.raises(QuotaExceeded, match="Left today: 2 images"):

@@ -53,10 +53,14 @@ async def test_200_simultaneous_requests_against_10_images_start_exactly_10(
 ) -> None:
     engine = await make_engine()
     if level == "member":  # one member fires all 200
-        await engine.ledger.set_limit(GUILD, MOD, Scope.USER, 7, Period.DAY, Metric.IMAGES, 10)
+        await engine.ledger.admin.set_limit(
+            GUILD, MOD, Scope.USER, 7, Period.DAY, Metric.IMAGES, 10
+        )
         senders = [(f"burst {n}", 7) for n in range(200)]
     else:  # 200 members share a server budget of 10
-        await engine.ledger.set_limit(GUILD, MOD, Scope.GUILD, 0, Period.DAY, Metric.IMAGES, 10)
+        await engine.ledger.admin.set_limit(
+            GUILD, MOD, Scope.GUILD, 0, Period.DAY, Metric.IMAGES, 10
+        )
         senders = [(f"burst {n}", 5000 + n) for n in range(200)]
 
     results = await accept_all(engine, senders)
@@ -83,7 +87,7 @@ async def test_four_connections_to_one_database_reserve_exactly_10(tmp_path: Pat
     databases = [await Database.open(path) for _ in range(4)]
     try:
         ledgers = [Ledger(database) for database in databases]
-        await ledgers[0].set_limit(GUILD, MOD, Scope.GUILD, 0, Period.DAY, Metric.IMAGES, 10)
+        await ledgers[0].admin.set_limit(GUILD, MOD, Scope.GUILD, 0, Period.DAY, Metric.IMAGES, 10)
 
         async def reserve(ledger: Ledger, name: str) -> bool:
             try:
@@ -138,7 +142,7 @@ async def test_moderated_or_failed_images_are_refunded_in_full(
 ) -> None:
     fake_bfl.script("forbidden", Outcome(final_status=final_status))
     engine = await make_engine()
-    await engine.ledger.set_limit(GUILD, MOD, Scope.USER, 1001, Period.DAY, Metric.IMAGES, 1)
+    await engine.ledger.admin.set_limit(GUILD, MOD, Scope.USER, 1001, Period.DAY, Metric.IMAGES, 1)
     job, _ = await engine.accept(make_request("forbidden"))
     with pytest.raises(QuotaExceeded):  # the one image is held while the job runs
         await engine.accept(make_request("meanwhile"))

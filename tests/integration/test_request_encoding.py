@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.catalogue import get_variant
 from bot.providers import http as provider_http
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import InputImage
 from bot.providers.bfl import BFLClient
-from bot.variants import get_variant
 from tests.conftest import BFL_KEY
 from tests.fakes.aiml_server import FakeAIML
 from tests.fakes.bfl_server import FakeBFL

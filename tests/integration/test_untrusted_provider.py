@@ -22,7 +22,8 @@ from bot.errors import AnswerTooLarge, InvalidCharge, ResultUnavailable, Setting
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import JobState
 from bot.ledger.policy import credits_to_mc
-from bot.providers.aiml import AIMLClient, build_payload
+from bot.providers.aiml import AIMLClient
+from bot.providers.aiml_payload import build_payload
 from bot.providers.base import OutputImage, reported_number, sane_cost
 from bot.providers.bfl import BFLClient
 from bot.providers.egress import (

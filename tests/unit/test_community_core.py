@@ -129,7 +129,7 @@ def interaction(*, moderator: bool) -> Any:
 
 
 def cog(terms: list[BannedTerm]) -> Community:
-    from bot.variants import CATALOGUE
+    from bot.catalogue import CATALOGUE
 
     services = SimpleNamespace(
         moderation=SimpleNamespace(server_terms=lambda guild_id: terms),

@@ -22,15 +22,15 @@ from bot.ledger import (
     Scope,
     credits_to_mc,
     format_credits,
-    format_dollars,
     parse_amount,
     parse_reset_time,
     unlimited_limits,
 )
-from bot.ledger.chart import daily_spend_png
 from bot.ledger.reports import export_csv, export_range, server_report
 from bot.settings import load_settings
 from bot.storage.db import Database
+from cogs.usage import format_dollars
+from cogs.usage_chart import daily_spend_png
 
 UTC = dt.UTC
 GUILD = 42
@@ -238,7 +238,7 @@ async def test_zero_means_nothing_and_unlimited_means_no_limit(mem_db: Database)
     ledger = Ledger(mem_db, policy(user={DAY_IMAGES: 0}), clock=Clock("2025-06-04 12:00"))
     with pytest.raises(QuotaExceeded):
         await reserve(ledger, "a")
-    await ledger.set_limit(GUILD, MOD, Scope.USER, ALICE, Period.DAY, Metric.IMAGES, None)
+    await ledger.admin.set_limit(GUILD, MOD, Scope.USER, ALICE, Period.DAY, Metric.IMAGES, None)
     for n in range(50):
         await reserve(ledger, f"job{n}")
     assert await window(ledger, Period.DAY) == (50, 150_000, None, None)
@@ -249,8 +249,10 @@ async def test_the_best_of_a_members_roles_applies_and_unset_roles_are_ignored(
     mem_db: Database,
 ) -> None:
     ledger = Ledger(mem_db, policy(user={DAY_IMAGES: 10}), clock=Clock("2025-06-04 12:00"))
-    await ledger.set_limit(GUILD, MOD, Scope.ROLE, GUILD, Period.DAY, Metric.IMAGES, 1)  # @everyone
-    await ledger.set_limit(GUILD, MOD, Scope.ROLE, HELPERS, Period.DAY, Metric.IMAGES, 3)
+    await ledger.admin.set_limit(
+        GUILD, MOD, Scope.ROLE, GUILD, Period.DAY, Metric.IMAGES, 1
+    )  # @everyone
+    await ledger.admin.set_limit(GUILD, MOD, Scope.ROLE, HELPERS, Period.DAY, Metric.IMAGES, 3)
     other_role = 777  # has no allowance: it neither limits nor frees anyone
     # Alice has the Helpers role: the better of @everyone (1) and Helpers (3).
     for n in range(3):
@@ -267,8 +269,8 @@ async def test_the_best_of_a_members_roles_applies_and_unset_roles_are_ignored(
         refused.value
     )
     # The member's own allowance still applies on top of a generous role.
-    await ledger.set_limit(GUILD, MOD, Scope.ROLE, VIPS, Period.DAY, Metric.IMAGES, None)
-    await ledger.set_limit(GUILD, MOD, Scope.USER, BOB, Period.DAY, Metric.IMAGES, 2)
+    await ledger.admin.set_limit(GUILD, MOD, Scope.ROLE, VIPS, Period.DAY, Metric.IMAGES, None)
+    await ledger.admin.set_limit(GUILD, MOD, Scope.USER, BOB, Period.DAY, Metric.IMAGES, 2)
     await reserve(ledger, "b1", user=BOB, roles=(VIPS,))
     with pytest.raises(QuotaExceeded) as refused:
         await reserve(ledger, "b2", user=BOB, roles=(VIPS,))
@@ -278,7 +280,7 @@ async def test_the_best_of_a_members_roles_applies_and_unset_roles_are_ignored(
 
 async def test_role_allowances_and_the_server_budget_combine(mem_db: Database) -> None:
     ledger = Ledger(mem_db, policy(guild={DAY_IMAGES: 5}), clock=Clock("2025-06-04 12:00"))
-    await ledger.set_limit(GUILD, MOD, Scope.ROLE, HELPERS, Period.DAY, Metric.IMAGES, 3)
+    await ledger.admin.set_limit(GUILD, MOD, Scope.ROLE, HELPERS, Period.DAY, Metric.IMAGES, 3)
     for n in range(3):
         await reserve(ledger, f"a{n}", roles=(HELPERS,))
     with pytest.raises(QuotaExceeded) as refused:
@@ -312,9 +314,9 @@ async def test_a_grant_raises_the_members_allowance_for_this_window_only(
 ) -> None:
     clock = Clock("2025-06-04 12:00")
     ledger = Ledger(mem_db, policy(user={DAY_IMAGES: 1}, guild={DAY_IMAGES: 3}), clock=clock)
-    await ledger.set_limit(GUILD, MOD, Scope.ROLE, HELPERS, Period.DAY, Metric.IMAGES, 1)
+    await ledger.admin.set_limit(GUILD, MOD, Scope.ROLE, HELPERS, Period.DAY, Metric.IMAGES, 1)
     await reserve(ledger, "a0", roles=(HELPERS,))
-    change = await ledger.grant(GUILD, MOD, ALICE, Period.DAY, Metric.IMAGES, 5)
+    change = await ledger.admin.grant(GUILD, MOD, ALICE, Period.DAY, Metric.IMAGES, 5)
     assert change.summary == (
         "Gave <@1001> 5 images more today; the extra lapses at the reset at 00:00 UTC on "
         f"Thursday 5 June (<t:{ts('2025-06-05 00:00')}:R>)."
@@ -420,26 +422,30 @@ def test_amount_formatting_and_parsing() -> None:
 async def test_every_change_is_audited_with_who_and_when(mem_db: Database) -> None:
     clock = Clock("2025-06-04 12:00")
     ledger = Ledger(mem_db, policy(user={DAY_IMAGES: 25}), clock=clock)
-    first = await ledger.set_limit(GUILD, MOD, Scope.USER, ALICE, Period.DAY, Metric.IMAGES, 10)
+    first = await ledger.admin.set_limit(
+        GUILD, MOD, Scope.USER, ALICE, Period.DAY, Metric.IMAGES, 10
+    )
     assert first.summary == (
         "Set the daily image allowance of <@1001> to 10 images (was 25 images, the default)."
     )
     clock.set("2025-06-04 12:05")
-    second = await ledger.set_limit(
+    second = await ledger.admin.set_limit(
         GUILD, MOD, Scope.ROLE, HELPERS, Period.WEEK, Metric.CREDITS, credits_to_mc(50)
     )
     assert second.summary == (
         "Set the weekly credit allowance for members with <@&500> to 50 credits "
         "(was no limit from this role)."
     )
-    third = await ledger.set_limit(GUILD, MOD, Scope.GUILD, 0, Period.MONTH, Metric.CREDITS, None)
+    third = await ledger.admin.set_limit(
+        GUILD, MOD, Scope.GUILD, 0, Period.MONTH, Metric.CREDITS, None
+    )
     assert third.summary == (
         "Set this server's monthly credit budget to unlimited (was unlimited, the default)."
     )
-    await ledger.grant(GUILD, MOD, ALICE, Period.DAY, Metric.CREDITS, 2500)
-    reset = await ledger.reset(GUILD, MOD + 1, Scope.USER, ALICE)
+    await ledger.admin.grant(GUILD, MOD, ALICE, Period.DAY, Metric.CREDITS, 2500)
+    reset = await ledger.admin.reset(GUILD, MOD + 1, Scope.USER, ALICE)
     assert reset.summary == "Reset <@1001> to the defaults: removed 1 override and 1 grant."
-    again = await ledger.reset(GUILD, MOD + 1, Scope.USER, ALICE)
+    again = await ledger.admin.reset(GUILD, MOD + 1, Scope.USER, ALICE)
     assert again.summary == "Nothing to reset: <@1001> already has the defaults."
 
     rows = await mem_db.fetch_all("SELECT * FROM quota_audit ORDER BY id")
@@ -453,7 +459,16 @@ async def test_every_change_is_audited_with_who_and_when(mem_db: Database) -> No
     ]
     assert [r["summary"] for r in rows[:3]] == [first.summary, second.summary, third.summary]
     assert (rows[0]["before"], rows[0]["after"]) == ("25 images, the default", "10 images")
-    assert [(o.scope, o.target_id) for o in await ledger.overrides(GUILD)] == [
+    # Every change is also in the server's one audit log, filed under the member or role.
+    audited = await mem_db.fetch_all(
+        "SELECT actor_id, action, target_id, at, detail FROM audit_log ORDER BY id"
+    )
+    assert [tuple(a) for a in audited] == [
+        (r["actor_id"], f"quota {r['action']}", None if r["scope"] == "guild" else r["target_id"],
+         r["at"], r["summary"])
+        for r in rows
+    ]  # fmt: skip
+    assert [(o.scope, o.target_id) for o in await ledger.admin.overrides(GUILD)] == [
         (Scope.GUILD, GUILD), (Scope.ROLE, HELPERS)]
     assert await window(ledger, Period.DAY) == (0, 0, 25, None)  # back on the default
 
@@ -461,10 +476,11 @@ async def test_every_change_is_audited_with_who_and_when(mem_db: Database) -> No
 async def test_moderator_amounts_are_checked(mem_db: Database) -> None:
     ledger = Ledger(mem_db, policy(), clock=Clock("2025-06-04 12:00"))
     with pytest.raises(InvalidRequest):
-        await ledger.set_limit(GUILD, MOD, Scope.USER, ALICE, Period.DAY, Metric.IMAGES, -5)
+        await ledger.admin.set_limit(GUILD, MOD, Scope.USER, ALICE, Period.DAY, Metric.IMAGES, -5)
     with pytest.raises(InvalidRequest):
-        await ledger.grant(GUILD, MOD, ALICE, Period.DAY, Metric.IMAGES, 0)
+        await ledger.admin.grant(GUILD, MOD, ALICE, Period.DAY, Metric.IMAGES, 0)
     assert await mem_db.fetch_value("SELECT count(*) FROM quota_audit") == 0
+    assert await mem_db.fetch_value("SELECT count(*) FROM audit_log") == 0
 
 
 # --------------------------------------------------------------------------- reports

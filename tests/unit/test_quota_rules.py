@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from bot.catalogue import get_variant
 from bot.community.approvals import (
     NOT_HERE_TEXT,
     SELF_APPROVAL_TEXT,
@@ -23,7 +24,6 @@ from bot.moderation.strikes import PROVIDER_MODERATION_TERM, Moderation
 from bot.servers.audit import AuditLog
 from bot.servers.settings import ServerSettings
 from bot.storage.db import Database
-from bot.variants import get_variant
 from tests.conftest import make_request
 
 REQUESTER, MODERATOR, GUILD, REVIEW = 1, 2, 42, 77

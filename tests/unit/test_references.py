@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bot import references
+from bot.catalogue import get_variant
 from bot.errors import InvalidRequest
 from bot.references import (
     ByteBudget,
@@ -24,7 +25,7 @@ from bot.references import (
     precheck,
     verify_bytes,
 )
-from bot.variants import MEGAPIXEL, get_variant
+from bot.variants import MEGAPIXEL
 
 LIMITS = ReferenceLimits(max_bytes=200_000, max_pixels=MEGAPIXEL)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 from PIL import Image
 
+from bot.catalogue import get_variant
 from bot.community.studios import (
     ENDED_TEXT,
     LOCKED_TEXT,
@@ -35,7 +36,6 @@ from bot.ledger import Ledger, QuotaPolicy
 from bot.providers.base import OutputImage
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database
-from bot.variants import get_variant
 from cogs.studio import gallery_text
 from tests.conftest import make_request
 

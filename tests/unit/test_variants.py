@@ -6,10 +6,11 @@ import random
 
 import pytest
 
+from bot.catalogue import CATALOGUE, available_variants, get_variant
 from bot.errors import InvalidRequest
 from bot.providers.base import InputImage
 from bot.providers.bfl import build_payload
-from bot.variants import CATALOGUE, SEED_MAX, ReferenceSize, available_variants, get_variant
+from bot.variants import SEED_MAX, ReferenceSize
 
 BFL_KEYS = ["pro", "max", "flex", "klein-4b", "klein-9b", "pro-preview", "klein-9b-preview"]
 

@@ -11,7 +11,7 @@ from bot.community.studios.gallery import ThreadImage
 from bot.community.studios.rules import Studio, StudioState
 from bot.servers.audit import AuditEntry, AuditLog
 from bot.storage.db import Database
-from bot.storage.rows import Row, from_row
+from bot.storage.rows import from_row
 
 # What a studio's thread has used: each job's ledger row counts its reservation while it runs,
 # then what it was charged (0 when refunded).
@@ -23,7 +23,7 @@ _SPENT_SQL = (
 UPDATABLE = frozenset({"gallery_message_id", "thread_gallery_message_id", "finished_at"})
 
 
-def _studio(row: Row) -> Studio:
+def _studio(row: sqlite3.Row) -> Studio:
     return from_row(
         Studio, row, required_words=lambda text: tuple(json.loads(text)), state=StudioState
     )

@@ -1,0 +1,305 @@
+"""The money path: every job reserves its estimated cost (and its images) in the transaction
+that creates it; the job's final state change settles the reservation in *its* transaction:
+a charge of the provider's real cost once the image exists, a full refund otherwise.
+Settlement is a compare-and-set on the ledger row's status, so it happens at most once per
+job, whatever restarts or races occur.
+
+The rules that judge a request are in `bot.ledger.quotas`; moderators' changes to the
+allowances in `bot.ledger.admin` (reached as `Ledger.admin`).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from bot.errors import InvalidCharge
+from bot.ledger.admin import QuotaAdmin
+from bot.ledger.policy import MAX_AMOUNT, Metric, QuotaPolicy, credits_to_mc
+from bot.ledger.quotas import QuotaState, guild_key, refuse_if_over, state_query
+from bot.periods import PERIODS, Period
+from bot.servers.audit import AuditLog
+from bot.storage.db import Database
+
+__all__ = ["Ledger", "MemberUsage", "WindowUsage"]
+
+
+@dataclass(frozen=True)
+class WindowUsage:
+    period: Period
+    start: int
+    resets_at: int
+    images: int  # counted: charged, plus held for jobs still running
+    credits_mc: int
+    remaining_images: int | None  # None: no limit
+    remaining_mc: int | None
+
+
+@dataclass(frozen=True)
+class MemberUsage:
+    guild_id: int
+    user_id: int
+    windows: tuple[WindowUsage, ...]
+    held_images: int  # reserved by jobs not settled yet (included in the windows)
+    held_mc: int
+
+
+class Ledger:
+    """Reservations and settlements of jobs, and what members have used.
+
+    `admin` holds the moderators' commands; each of their changes is recorded in `audit`
+    (without one, in an audit log that posts nowhere: tests, tools)."""
+
+    def __init__(
+        self,
+        db: Database,
+        policy: QuotaPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.db = db
+        self.policy = policy or QuotaPolicy.unlimited()
+        self._clock = clock
+        audit = audit or AuditLog(db, audit_channel=lambda _guild: None, clock=clock)
+        self.admin = QuotaAdmin(db, self.policy, audit, clock=clock)
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def _state(
+        self, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
+    ) -> QuotaState:
+        query = state_query(self.policy, guild_id, user_id, role_ids, now)
+        return query.build(await self.db.fetch_all(query.sql, query.params))
+
+    def _state_in(
+        self,
+        conn: sqlite3.Connection,
+        guild_id: int,
+        user_id: int,
+        role_ids: Sequence[int],
+        now: float,
+    ) -> QuotaState:
+        """The same state, read inside the caller's transaction."""
+        query = state_query(self.policy, guild_id, user_id, role_ids, now)
+        return query.build(conn.execute(query.sql, query.params).fetchall())
+
+    # ----------------------------------------------------------------- reserve and settle
+    # These run inside the caller's write transaction, on the database thread (see
+    # `Database.run`): a job's reservation is written with the job, its settlement with the
+    # state change that ends it.
+    def reserve(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        job_id: str,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int],
+        variant: str,
+        credits: float,
+        images: int,
+        now: float | None = None,
+    ) -> None:
+        """Hold `credits` and `images` for a job (its ledger row), in `conn`'s transaction.
+
+        Raises:
+            QuotaExceeded: the job does not fit an allowance; nothing was written.
+            TooManyRefunds: the member reached the day's cap on refunded jobs.
+        """
+        now = self._clock() if now is None else now
+        gid = guild_key(guild_id)
+        need = {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)}
+        state = self._state_in(conn, gid, user_id, role_ids, now)
+        refuse_if_over(state, need)
+        starts = state.starts
+        conn.execute(
+            "INSERT INTO ledger (job_id, guild_id, user_id, variant, reserved_at, day_start,"
+            " week_start, month_start, reserved_mc, reserved_images, credits_mc, images)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job_id,
+                gid,
+                user_id,
+                variant,
+                now,
+                starts[Period.DAY],
+                starts[Period.WEEK],
+                starts[Period.MONTH],
+                need[Metric.CREDITS],
+                images,
+                need[Metric.CREDITS],
+                images,
+            ),
+        )
+
+    async def check(
+        self,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int],
+        *,
+        credits: float,
+        images: int,
+    ) -> None:
+        """The test `reserve` makes, holding nothing.
+
+        Raises:
+            QuotaExceeded: the request would not fit an allowance.
+            TooManyRefunds: the member reached the day's cap on refunded jobs.
+        """
+        state = await self._state(guild_key(guild_id), user_id, role_ids, self._clock())
+        refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
+
+    def check_in(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int],
+        credits: float,
+        images: int,
+        held: Mapping[Metric, int] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """The test `reserve` makes, inside the caller's transaction, holding nothing; `held`
+        (images, millicredits) counts as already used.
+
+        Raises:
+            QuotaExceeded: the request would not fit an allowance.
+            TooManyRefunds: the member reached the day's cap on refunded jobs.
+        """
+        now = self._clock() if now is None else now
+        state = self._state_in(conn, guild_key(guild_id), user_id, role_ids, now)
+        if held is not None:
+            state = state.with_held(held)
+        refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
+
+    def charge(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        *,
+        credits: float | None,
+        images: int | None,
+        settled_by: str,
+        now: float | None = None,
+    ) -> bool:
+        """Settle a job that produced its image: `credits` is the provider's cost (None: the
+        estimate stands), `images` how many were made (None: as reserved). Returns False if
+        the job was already settled or never reserved.
+
+        Raises:
+            InvalidCharge: a negative, non-finite or absurd amount; nothing was written.
+        """
+        if credits is not None and not (
+            math.isfinite(credits) and 0 <= credits_to_mc(credits) <= MAX_AMOUNT
+        ):
+            raise InvalidCharge(f"refusing to charge {credits!r} credits for job {job_id}")
+        if images is not None and images < 0:
+            raise InvalidCharge(f"refusing to charge {images} images for job {job_id}")
+        return self._settle(
+            conn,
+            job_id,
+            "charged",
+            None if credits is None else credits_to_mc(credits),
+            images,
+            settled_by,
+            now,
+        )
+
+    def refund(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        *,
+        settled_by: str,
+        now: float | None = None,
+    ) -> bool:
+        """Settle a job that made nothing for the member: everything it held is returned.
+        Returns False if the job was already settled or never reserved."""
+        return self._settle(conn, job_id, "refunded", 0, 0, settled_by, now)
+
+    def _settle(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        status: str,
+        charged_mc: int | None,
+        charged_images: int | None,
+        settled_by: str,
+        now: float | None,
+    ) -> bool:
+        now = self._clock() if now is None else now
+        # The status test makes this a compare-and-set: the second settlement of a job (a
+        # retry, a restart, a later state change) matches no row and changes nothing. The
+        # window totals follow through the ledger_counts_settlement trigger.
+        cursor = conn.execute(
+            "UPDATE ledger SET status = ?,"
+            " charged_mc = COALESCE(?, reserved_mc), charged_images = COALESCE(?, reserved_images),"
+            " credits_mc = COALESCE(?, reserved_mc), images = COALESCE(?, reserved_images),"
+            " settled_at = ?, settled_by = ?"
+            " WHERE job_id = ? AND status = 'reserved'",
+            (
+                status,
+                charged_mc,
+                charged_images,
+                charged_mc,
+                charged_images,
+                now,
+                settled_by,
+                job_id,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    # ----------------------------------------------------------------- what members see
+    async def state(
+        self,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int] = (),
+        *,
+        now: float | None = None,
+    ) -> QuotaState:
+        """The allowances and usage that would judge a request by this member now."""
+        now = self._clock() if now is None else now
+        return await self._state(guild_key(guild_id), user_id, role_ids, now)
+
+    async def member_usage(
+        self,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int] = (),
+        *,
+        now: float | None = None,
+    ) -> MemberUsage:
+        """What the member used and has left in each window, and what their open jobs hold."""
+        now = self._clock() if now is None else now
+        gid = guild_key(guild_id)
+        state = await self._state(gid, user_id, role_ids, now)
+        windows = tuple(
+            WindowUsage(
+                period=period,
+                start=state.starts[period],
+                resets_at=state.ends[period],
+                images=state.used_user.get((period, Metric.IMAGES), 0),
+                credits_mc=state.used_user.get((period, Metric.CREDITS), 0),
+                remaining_images=state.remaining((period, Metric.IMAGES)),
+                remaining_mc=state.remaining((period, Metric.CREDITS)),
+            )
+            for period in PERIODS
+        )
+        row = await self.db.fetch_one(
+            "SELECT COALESCE(SUM(reserved_images), 0) AS images,"
+            " COALESCE(SUM(reserved_mc), 0) AS mc FROM ledger"
+            " WHERE guild_id = ? AND user_id = ? AND status = 'reserved'",
+            (gid, user_id),
+        )
+        assert row is not None
+        return MemberUsage(gid, user_id, windows, row["images"], row["mc"])
