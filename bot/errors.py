@@ -5,8 +5,8 @@
     │     (leaves near their rules: PromptMissing in bot.variants, QuotaExceeded and
     │      TooManyRefunds in bot.ledger.quotas,
     │      ReferenceRejected in bot.references, PromptRefused and Blocked in
-    │      bot.moderation.strikes, TooManyInFlight in bot.generation, StudioBudgetExceeded in
-    │      bot.community.studio)
+    │      bot.moderation.strikes, TooManyInFlight in bot.generation, StudioBudgetExceeded,
+    │      RequiredWordsMissing and ThemedPromptTooLong in bot.community.studios.rules)
     ├── ProviderError             a provider call failed; the message is for logs only
     │   ├── InsufficientCredits, ProviderAccessDenied, ProviderRejected, ProviderBusy,
     │   │   ProviderUnavailable, SubmitOutcomeUnknown, AnswerTooLarge

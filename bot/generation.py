@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.community.approvals import NOT_HERE_TEXT
 from bot.community.policy import CommunityPolicy, Requester
-from bot.community.studio import Studios
+from bot.community.studios import Studios
 from bot.errors import InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import GenerationRequest, Job, JobState

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from bot.catalogue import available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.policy import CommunityPolicy
-from bot.community.studio import Studios
+from bot.community.studios import Studios
 from bot.errors import StartupError
 from bot.generation import GenerationService
 from bot.instance import address_in_use_message

@@ -4,21 +4,19 @@ status message that says what happened."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
 
 from bot.community.approvals import Approval, ReviewChannelUnreachable, ReviewImage
-from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
+from bot.errors import InvalidRequest
 from bot.text import truncate
+from cogs.background import BackgroundLoop
+from cogs.buttons import PersistentButton
 from cogs.checks import may_review_requests
-from cogs.flow import reply_privately
 from cogs.render import NO_PINGS, inert
 from cogs.results import FriendlyModal
 
@@ -48,7 +46,7 @@ def decision_text(approval: Approval) -> str:
 
 
 class ReviewButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    PersistentButton,
     template=r"flux:review:(?P<action>approve|reject):(?P<approval_id>[0-9a-f]{16})",
 ):
     def __init__(self, action: str, approval_id: str) -> None:
@@ -63,24 +61,6 @@ class ReviewButton(
         )
         self.action = action
         self.approval_id = approval_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-    ) -> ReviewButton:
-        return cls(match["action"], match["approval_id"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            await self._run(interaction)
-        except InvalidRequest as exc:
-            await reply_privately(interaction, str(exc))
-        except Exception:
-            log.exception("review button %s failed", self.custom_id)
-            await reply_privately(interaction, INTERNAL_ERROR_TEXT)
 
     async def _run(self, interaction: discord.Interaction[Any]) -> None:
         if not may_review_requests(interaction.permissions):
@@ -187,40 +167,44 @@ class DiscordApprovalView:
 
     async def show_decision(self, approval: Approval) -> None:
         if approval.review_channel_id and approval.review_message_id:
-            try:
-                channel = self._channel(approval.review_channel_id, approval.guild_id)
-                review = channel.get_partial_message(approval.review_message_id)
-                await review.edit(content=decision_text(approval), view=None)
-            except discord.HTTPException:
-                log.warning("could not update review message of %s", approval.id, exc_info=True)
+            await self._edit(
+                approval, approval.review_channel_id, approval.review_message_id,
+                "could not update review message of %s",
+                content=decision_text(approval), view=None,
+            )  # fmt: skip
         if approval.state != "approved" and approval.status_message_id:
             # Approved requests are now jobs: the engine edits the status message from here.
-            try:
-                channel = self._channel(approval.channel_id, approval.guild_id)
-                status = channel.get_partial_message(approval.status_message_id)
-                await status.edit(content=rejected_text(approval), allowed_mentions=NO_PINGS)
-            except discord.HTTPException:
-                log.warning("could not tell the requester about %s", approval.id, exc_info=True)
+            await self._edit(
+                approval, approval.channel_id, approval.status_message_id,
+                "could not tell the requester about %s",
+                content=rejected_text(approval), allowed_mentions=NO_PINGS,
+            )  # fmt: skip
+
+    async def _edit(
+        self, approval: Approval, channel_id: int, message_id: int, failure: str, **changes: Any
+    ) -> None:
+        """Edit one of our messages about `approval`; a failure is only logged (`failure`,
+        with the approval's id): the decision stands either way."""
+        try:
+            channel = self._channel(channel_id, approval.guild_id)
+            await channel.get_partial_message(message_id).edit(**changes)
+        except discord.HTTPException:
+            log.warning(failure, approval.id, exc_info=True)
 
 
 class Approvals(commands.Cog):
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = BackgroundLoop()
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ReviewButton)
         self.bot.services.approvals.view = DiscordApprovalView(self.bot)
         # Expires requests nobody reviewed, also those that expired while the bot was offline.
-        self._sweeper = asyncio.create_task(
-            self.bot.services.approvals.run(self.bot.wait_until_ready)
-        )
+        self._sweeper.start(self.bot.services.approvals.run(self.bot.wait_until_ready))
 
     async def cog_unload(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self._sweeper.stop()
         self.bot.remove_dynamic_items(ReviewButton)
         self.bot.services.approvals.view = None
 

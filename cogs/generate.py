@@ -164,10 +164,13 @@ class Generate(commands.Cog):
         if not mentioned and not self.bot.services.studios.accepts_replies(message.channel.id):
             return
         target = await self._referenced(message)
-        if target is None:
+        if target is None or not self.bot.services.studios.reply_is_request(
+            message.channel.id,
+            mentioned=mentioned,
+            has_words=bool(message.content.strip()),
+            to_images=bool(image_attachments(target)),
+        ):
             return
-        if not mentioned and not (image_attachments(target) and message.content.strip()):
-            return  # chatting in a studio: only a reply with words to an image is a request
         ours = target.author.id == me.id
         references = [candidate(a, uploaded=not ours) for a in image_attachments(target)]
         references += [candidate(a) for a in image_attachments(message)]

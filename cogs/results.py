@@ -20,6 +20,7 @@ from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
 from bot.generation import Draft, check_button_place
 from bot.jobs.models import Job, JobState
 from bot.text import message_text
+from cogs.buttons import PersistentButton
 from cogs.checks import may_remove_results
 from cogs.delivery import attach_delivery
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
@@ -71,7 +72,7 @@ def queued_view(job: Job) -> discord.ui.View:
 
 
 class ResultButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    PersistentButton,
     template=(
         r"flux:(?P<action>reroll|edit|remix|chain|delete|cancel):(?P<job_id>[0-9a-f]{16})"
         r"(?::(?P<index>[1-9]))?"
@@ -93,21 +94,9 @@ class ResultButton(
         self.index = index
 
     @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-    ) -> ResultButton:
+    def from_match(cls, match: re.Match[str]) -> ResultButton:
         index = match["index"]
         return cls(match["action"], match["job_id"], int(index) if index else None)
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            await self._run(interaction)
-        except Exception:
-            log.exception("button %s failed", self.custom_id)
-            await reply_privately(interaction, INTERNAL_ERROR_TEXT)
 
     async def _run(self, interaction: discord.Interaction[Any]) -> None:
         bot: FluxcordBot = interaction.client

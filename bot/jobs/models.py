@@ -49,7 +49,7 @@ class GenerationRequest:
     job_id: str | None = None
     # An extra check run inside the transaction that creates the job, before anything is
     # written, with the job's estimate in millicredits; raises InvalidRequest to refuse (a
-    # studio thread's budget: see bot/community/studio.py).
+    # studio thread's budget: see bot/community/studios/).
     admission: Callable[[sqlite3.Connection, int], None] | None = field(
         default=None, repr=False, compare=False
     )

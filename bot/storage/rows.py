@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def from_row(cls: type[T], row: sqlite3.Row, **converters: Callable[[Any], Any]) -> T:
+def from_row(
+    cls: type[T], row: sqlite3.Row | Mapping[str, Any], **converters: Callable[[Any], Any]
+) -> T:
     """`cls` built from the row's columns of the same names as its fields; a converter named
     for a field turns its column's value (unless NULL) into the field's type, e.g.
-    `from_row(Override, row, scope=Scope)`. Columns without a field are ignored."""
+    `from_row(Override, row, scope=Scope)`. Columns without a field are ignored. `row` may be
+    a dict, for a row whose fields are partly kept as JSON in a column."""
     values = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         value = row[field.name]

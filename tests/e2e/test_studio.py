@@ -12,8 +12,8 @@ import time
 import pytest
 from PIL import Image
 
-import bot.community.studio as studio_module
-from bot.community.studio import (
+import bot.community.studios.service as studio_module
+from bot.community.studios import (
     ALREADY_ENDED_TEXT,
     LOCKED_TEXT,
     NOT_A_STUDIO_TEXT,

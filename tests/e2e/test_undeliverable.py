@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
-import bot.community.studio as studio_module
+import bot.community.studios.service as studio_module
 from bot.jobs.models import JobState
 from tests.e2e.conftest import AIML_KEY, World
 from tests.e2e.test_experience import image_file, job_id_of

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.community.studio import StudioBudgetExceeded, Studios, make_plan
+from bot.community.studios import StudioBudgetExceeded, Studios, make_plan
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import JobState
 from bot.ledger import Ledger, Metric, Period, QuotaExceeded, Scope

@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
 from PIL import Image
 
 from bot.catalogue import get_variant
-from bot.community.studio import (
+from bot.community.studios import (
     ENDED_TEXT,
     LOCKED_TEXT,
     SHEET_GAP,
     SHEET_PLACEHOLDER,
     SHEET_TILE,
+    GalleryItem,
     Studio,
     StudioBudgetExceeded,
     StudioPlan,
@@ -34,6 +36,7 @@ from bot.ledger import Ledger, QuotaPolicy
 from bot.providers.base import OutputImage
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database
+from cogs.studio import gallery_text
 from tests.conftest import make_request
 
 THREAD = 4242  # make_request's channel
@@ -162,13 +165,17 @@ class RecordingView:
     async def read_image(self, studio: Studio, message_id: int) -> bytes | None:
         return self.images.get(message_id)
 
-    async def post(self, channel_id: int, text: str, sheet: bytes | None) -> int | None:
+    async def post_gallery(
+        self, studio: Studio, items: Sequence[GalleryItem], sheet: bytes | None, *, in_thread: bool
+    ) -> int | None:
+        channel_id = studio.thread_id if in_thread else studio.parent_channel_id
         if channel_id in self.fail_posts_to:
             raise ConnectionError("Discord is down")
-        self.posts.append((channel_id, text, sheet))
+        # The cog's rendering, so that the gallery's lines are checked as members see them.
+        self.posts.append((channel_id, gallery_text(studio, items, in_thread=in_thread), sheet))
         return 1000 + len(self.posts)
 
-    async def lock_thread(self, studio: Studio) -> None:
+    async def lock_thread(self, studio: Studio, actor_id: int) -> None:
         pass
 
     async def close_thread(self, studio: Studio) -> None:
@@ -219,3 +226,24 @@ def test_the_contact_sheet_numbers_tiles_and_keeps_unreadable_ones_as_placeholde
     assert sheet.getpixel((centre + step, centre)) == SHEET_PLACEHOLDER
     assert sheet.getpixel((centre + 2 * step, centre)) == (0, 0, 250)
     assert sheet.getpixel((centre, centre + step)) == SHEET_PLACEHOLDER
+
+
+# --------------------------------------------------------------------------- replies
+async def test_a_reply_is_a_request_if_it_mentions_the_bot_or_has_words_for_an_open_studio(
+    db: Database,
+) -> None:
+    studios = await open_studio(db)
+
+    def asks(channel_id: int, mentioned: bool, has_words: bool, to_images: bool) -> bool:
+        return studios.reply_is_request(
+            channel_id, mentioned=mentioned, has_words=has_words, to_images=to_images
+        )
+
+    assert asks(99, mentioned=True, has_words=False, to_images=False)  # anywhere
+    assert asks(THREAD, mentioned=False, has_words=True, to_images=True)
+    assert not asks(99, mentioned=False, has_words=True, to_images=True)  # not a studio
+    assert not asks(THREAD, mentioned=False, has_words=False, to_images=True)  # a ping alone
+    assert not asks(THREAD, mentioned=False, has_words=True, to_images=False)  # chatting
+    await studios.lock(THREAD, 1, is_moderator=False)
+    assert not asks(THREAD, mentioned=False, has_words=True, to_images=True)
+    assert asks(THREAD, mentioned=True, has_words=True, to_images=True)
