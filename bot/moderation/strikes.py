@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.errors import InvalidPattern, InvalidRequest
-from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher, validate_pattern
+from bot.moderation.patterns import validate_pattern
+from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.servers.settings import ServerSettings
 from bot.storage.db import Database
