@@ -77,6 +77,19 @@ class Strike:
     cleared: bool
 
 
+def check_may_block(
+    actor_id: int, target_id: int, *, target_is_bot: bool, bot_user_id: int | None
+) -> None:
+    """Moderators can't block themselves, Fluxcord or other bots (bots can't make images
+    here, so there is nothing to block). Raises InvalidRequest."""
+    if target_id == actor_id:
+        raise InvalidRequest("You can't block yourself.")
+    if bot_user_id is not None and target_id == bot_user_id:
+        raise InvalidRequest("I can't block myself: I'm the one making the images.")
+    if target_is_bot:
+        raise InvalidRequest("Bots can't make images here, so there's nothing to block.")
+
+
 class Moderation:
     def __init__(
         self,

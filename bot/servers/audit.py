@@ -30,11 +30,6 @@ class AuditEntry:
     target_id: int | None = None
     job_id: str | None = None
 
-    def line(self) -> str:
-        """One line for the audit channel; mentions render as names and never ping."""
-        actor = "Fluxcord" if self.actor_id == BOT_ACTOR else f"<@{self.actor_id}>"
-        return f"**{self.action}** · {actor} · {self.detail}"
-
 
 class AuditSink(Protocol):
     async def post(self, channel_id: int, entry: AuditEntry) -> None: ...

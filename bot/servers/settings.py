@@ -48,6 +48,11 @@ class ServerSettings:
     def variant_allowed(self, key: str) -> bool:
         return self.allowed_variants is None or key in self.allowed_variants
 
+    def effective_default(self, bot_default: str) -> str:
+        """The variant /imagine uses here when a member doesn't choose: the server's own
+        default, else the bot's (`GenerationService.pick_variant` decides the bot's)."""
+        return self.default_variant or bot_default
+
     def needs_approval(self, role_ids: Collection[int], *, is_moderator: bool) -> bool:
         return (
             self.approval_enabled
