@@ -111,6 +111,13 @@ def audit_line(entry: AuditEntry) -> str:
     return f"<t:{int(entry.at)}:R> {audit_entry_text(entry)}"
 
 
+def section(heading: str, rows: list[str], *, empty: str | None = None) -> list[str]:
+    """A heading over its rows; with no rows, the `empty` line (or nothing)."""
+    if rows:
+        return [heading, *rows]
+    return [] if empty is None else [empty]
+
+
 def fit(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> str:
     """Join lines, dropping whole lines from the end to stay within a message."""
     kept: list[str] = []
@@ -170,11 +177,11 @@ class ModerationCommands(commands.Cog):
             f" temporary block at {current.strike_temp_block}, block at {current.strike_block})",
             block_text(moderation.block_of(guild_id, user.id), user.mention),
         ]
-        if strikes:
-            lines.append("**Latest refused prompts** (newest first)")
-            lines += [strike_line(s) for s in strikes]
-        else:
-            lines.append("No refused prompts.")
+        lines += section(
+            "**Latest refused prompts** (newest first)",
+            [strike_line(s) for s in strikes],
+            empty="No refused prompts.",
+        )
         await answer(interaction, fit(lines))
 
     @moderator_command(
@@ -231,14 +238,12 @@ class ModerationCommands(commands.Cog):
             block_text(moderation.block_of(guild_id, user.id), user.mention),
             f"Active strikes: {active}.",
         ]
-        if strikes:
-            lines.append("**Latest refused prompts**")
-            lines += [strike_line(s) for s in strikes]
-        if entries:
-            lines.append("**Latest audit entries about them**")
-            lines += [audit_line(e) for e in entries]
-        else:
-            lines.append("No audit entries about them.")
+        lines += section("**Latest refused prompts**", [strike_line(s) for s in strikes])
+        lines += section(
+            "**Latest audit entries about them**",
+            [audit_line(e) for e in entries],
+            empty="No audit entries about them.",
+        )
         await answer(interaction, fit(lines))
 
 

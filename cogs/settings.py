@@ -20,7 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import InvalidRequest
-from bot.servers.settings import MAX_SAFETY
+from bot.servers.settings import MAX_SAFETY, ServerSettings
 from bot.text import EMBED_FIELD_LIMIT
 from cogs.checks import may_configure_server, server_manager_group
 from cogs.moderation import term_choices, terms_listing
@@ -55,6 +55,10 @@ class ServerSettingsCommands(commands.Cog):
         if not generation.variants:
             return generation.default_variant
         return generation.offered_name(generation.pick_variant(None))
+
+    def current(self, interaction: Interaction) -> ServerSettings:
+        """The settings of the server the command runs on, before the change."""
+        return self.bot.services.server_settings.get(server_of(interaction))
 
     def text(self) -> SettingsText:
         return SettingsText(tuple(self.variant_keys()), self.bot_default())
@@ -96,7 +100,7 @@ class ServerSettingsCommands(commands.Cog):
     async def settings_channel_add(
         self, interaction: Interaction, channel: discord.TextChannel
     ) -> None:
-        enabled = self.bot.services.server_settings.get(server_of(interaction)).enabled_channels
+        enabled = self.current(interaction).enabled_channels
         await self._change(
             interaction,
             "Requests in other channels are refused; threads follow their channel.",
@@ -112,7 +116,7 @@ class ServerSettingsCommands(commands.Cog):
     async def settings_channel_remove(
         self, interaction: Interaction, channel: discord.TextChannel
     ) -> None:
-        enabled = self.bot.services.server_settings.get(server_of(interaction)).enabled_channels
+        enabled = self.current(interaction).enabled_channels
         if enabled is None:
             # "All but these" is not a setting: the server lists the channels it enables.
             raise InvalidRequest(
@@ -150,7 +154,7 @@ class ServerSettingsCommands(commands.Cog):
             changes["default_variant"] = None if key == BOT_DEFAULT else key
         if not changes:
             raise InvalidRequest("Give the allowed variants, a default, or both.")
-        current = self.bot.services.server_settings.get(server_of(interaction))
+        current = self.current(interaction)
         proposed = replace(current, **changes)
         effective = proposed.effective_default(self.bot_default())
         if not proposed.variant_allowed(effective):
@@ -270,7 +274,7 @@ class ServerSettingsCommands(commands.Cog):
         if trusted_role is not None:
             if trusted_role.is_default():
                 raise InvalidRequest("Everyone has @everyone: turn the queue off instead.")
-            trusted = self.bot.services.server_settings.get(server_of(interaction)).trusted_roles
+            trusted = self.current(interaction).trusted_roles
             changes["trusted_roles"] = trusted | {trusted_role.id}
         await self._change(interaction, **changes)
 
@@ -281,7 +285,7 @@ class ServerSettingsCommands(commands.Cog):
         role="One of the trusted roles",
     )
     async def settings_trusted_remove(self, interaction: Interaction, role: discord.Role) -> None:
-        trusted = self.bot.services.server_settings.get(server_of(interaction)).trusted_roles
+        trusted = self.current(interaction).trusted_roles
         if role.id not in trusted:
             raise InvalidRequest(f"{role.mention} isn't a trusted role.")
         await self._change(interaction, trusted_roles=trusted - {role.id})
