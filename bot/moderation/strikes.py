@@ -48,7 +48,17 @@ class PromptRefused(InvalidRequest):
 
 
 class Blocked(InvalidRequest):
-    pass
+    """A blocked member asked for an image: the message says until when."""
+
+    def __init__(self, block: Block) -> None:
+        super().__init__(self.text(block))
+        self.block = block
+
+    @staticmethod
+    def text(block: Block) -> str:
+        if block.until is None:
+            return "You are blocked from making images on this server."
+        return f"You are blocked from making images on this server until <t:{int(block.until)}:f>."
 
 
 @dataclass(frozen=True)
@@ -62,11 +72,6 @@ class Block:
 
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
-
-    def describe(self) -> str:
-        if self.until is None:
-            return "You are blocked from making images on this server."
-        return f"You are blocked from making images on this server until <t:{int(self.until)}:f>."
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,7 @@ class Moderation:
     def check_blocked(self, guild_id: int, user_id: int) -> None:
         block = self.block_of(guild_id, user_id)
         if block is not None:
-            raise Blocked(block.describe())
+            raise Blocked(block)
 
     async def first_hit(self, guild_id: int, prompt: str) -> TermHit | None:
         """The server's first banned term in `prompt`, found off the event loop within
@@ -248,7 +253,7 @@ class Moderation:
 
         count, block = await self._strike(guild_id, user_id, now, label, prompt, entries)
         if block is not None:
-            raise PromptRefused(f"{REFUSED_TEXT} {block.describe()}")
+            raise PromptRefused(f"{REFUSED_TEXT} {Blocked.text(block)}")
         if count >= settings.strike_warn:
             raise PromptRefused(f"{REFUSED_TEXT} {WARNING_TEXT}")
         raise PromptRefused(REFUSED_TEXT)

@@ -291,3 +291,27 @@ async def test_a_check_that_overruns_its_budget_is_refused_without_a_strike(
     assert str(raised.value) == strikes.NOT_CHECKED_TEXT
     assert not isinstance(raised.value, PromptRefused)
     assert await core.db.fetch_value("SELECT count(*) FROM strikes") == 0
+
+
+# --------------------------------------------------------------------------- layers
+def imported_packages(package: str) -> set[str]:
+    """Every `bot.*` module the files of `package` import (type-checking imports included)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    names: set[str] = set()
+    for path in (root / package.replace(".", "/")).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+    return {name for name in names if name.startswith("bot.")}
+
+
+def test_server_settings_and_the_audit_log_stand_below_moderation_and_community() -> None:
+    servers = imported_packages("bot.servers")
+    moderation = imported_packages("bot.moderation")
+    assert not {n for n in servers if n.startswith(("bot.moderation", "bot.community"))}
+    assert not {n for n in moderation if n.startswith("bot.community")}
