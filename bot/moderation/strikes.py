@@ -20,6 +20,7 @@ from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.servers.settings import ServerSettings
 from bot.storage.db import Database
+from bot.storage.rows import from_row
 
 REFUSED_TEXT = "This prompt can't be used on this server. Nothing was charged."
 WARNING_TEXT = (
@@ -132,7 +133,7 @@ class Moderation:
                     term.pattern,
                 )
         self._blocks = {
-            (row["guild_id"], row["user_id"]): _block(row)
+            (row["guild_id"], row["user_id"]): from_row(Block, row)
             for row in await self._db.fetch_all("SELECT * FROM blocks")
         }
 
@@ -368,7 +369,7 @@ class Moderation:
             " LIMIT ?",
             (guild_id, user_id, limit),
         )
-        return [Strike(r["at"], r["term"], r["prompt"], bool(r["cleared"])) for r in rows]
+        return [from_row(Strike, r, cleared=bool) for r in rows]
 
     async def active_strike_count(self, guild_id: int, user_id: int) -> int:
         value = await self._db.fetch_value(
@@ -376,12 +377,6 @@ class Moderation:
             (guild_id, user_id),
         )
         return int(value or 0)
-
-
-def _block(row: sqlite3.Row) -> Block:
-    return Block(
-        row["guild_id"], row["user_id"], row["until"], row["reason"], row["blocked_by"], row["at"]
-    )
 
 
 def _write_block(conn: sqlite3.Connection, block: Block) -> None:
