@@ -2,7 +2,9 @@
 
 A prompt that hits a banned term is refused with a neutral message before anything is
 reserved or sent, and counts as a strike. Strikes escalate at the server's thresholds:
-a warning, then a temporary block, then a block until a moderator lifts it.
+a warning, then a temporary block, then a block until a moderator lifts it. Moderators
+block and unblock members too, within `check_may_block`. `Moderation` keeps each server's
+terms, strikes and blocks (SQLite, with their audit entries in the same transaction).
 """
 
 from __future__ import annotations
