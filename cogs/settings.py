@@ -12,7 +12,6 @@ are `/settings` commands, and a command group belongs to one cog.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -154,18 +153,10 @@ class ServerSettingsCommands(commands.Cog):
             changes["default_variant"] = None if key == BOT_DEFAULT else key
         if not changes:
             raise InvalidRequest("Give the allowed variants, a default, or both.")
-        current = self.current(interaction)
-        proposed = replace(current, **changes)
-        effective = proposed.effective_default(self.bot_default())
-        if not proposed.variant_allowed(effective):
-            if default is not None or proposed.allowed_variants is None:
-                raise InvalidRequest(
-                    f"The default ({effective}) must be one of the allowed variants."
-                )
-            # Otherwise /imagine without a choice would be refused: the first allowed variant
-            # becomes the default, and the reply says so.
-            changes["default_variant"] = self.text().ordered(proposed.allowed_variants)[0]
-        await self._change(interaction, **changes)
+        completed = self.bot.services.server_settings.with_usable_default(
+            self.current(interaction), changes, bot_default=self.bot_default()
+        )
+        await self._change(interaction, **completed)  # the reply names a default chosen here
 
     @settings_variants.autocomplete("allowed")
     async def _allowed_autocomplete(

@@ -13,7 +13,7 @@ from discord import app_commands
 
 from bot.errors import InvalidRequest
 from bot.moderation.terms import DEFAULT_TERMS
-from bot.servers.settings import ServerSettings
+from bot.servers.settings import ServerSettings, in_offered_order
 from bot.text import plural
 from cogs.moderator import CHOICE_LIMIT, CHOICE_VALUE_LIMIT
 
@@ -86,8 +86,7 @@ class SettingsText:
         raise KeyError(name)
 
     def ordered(self, keys: Collection[str]) -> list[str]:
-        known = [key for key in self.variant_order if key in keys]
-        return known + sorted(set(keys) - set(known))
+        return in_offered_order(keys, self.variant_order)
 
     def changes(self, before: ServerSettings, after: ServerSettings) -> list[str]:
         """One "Label: new (was old)" per changed setting."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -59,6 +59,12 @@ class ServerSettings:
             and not is_moderator
             and not self.trusted_roles.intersection(role_ids)
         )
+
+
+def in_offered_order(keys: Collection[str], offered: Sequence[str]) -> list[str]:
+    """Variant keys in the order the bot offers its variants (`offered`), unknown ones last."""
+    known = [key for key in offered if key in keys]
+    return known + sorted(set(keys) - set(known))
 
 
 _COLUMNS = tuple(f.name for f in fields(ServerSettings) if f.name != "guild_id")
@@ -111,6 +117,22 @@ class SettingsStore:
 
     def guilds_allowing_dms(self) -> list[int]:
         return [guild for guild, settings in self._cache.items() if settings.allow_dms]
+
+    def with_usable_default(
+        self, current: ServerSettings, changes: Mapping[str, Any], *, bot_default: str
+    ) -> dict[str, Any]:
+        """A change of the allowed variants or the default, completed so that /imagine without
+        a choice still works: when the allowed variants leave out the default it would use,
+        the first allowed variant becomes the default. A default the moderator chose, or the
+        bot's on a server allowing every variant, must be allowed (else InvalidRequest)."""
+        proposed = replace(current, **changes)
+        effective = proposed.effective_default(bot_default)
+        if proposed.variant_allowed(effective):
+            return dict(changes)
+        if "default_variant" in changes or proposed.allowed_variants is None:
+            raise InvalidRequest(f"The default ({effective}) must be one of the allowed variants.")
+        allowed = in_offered_order(proposed.allowed_variants, list(self._known_variants()))
+        return {**changes, "default_variant": allowed[0]}
 
     def validate(self, current: ServerSettings, changes: Mapping[str, Any]) -> ServerSettings:
         """The settings after `changes`, or InvalidRequest explaining what is wrong."""

@@ -182,6 +182,25 @@ def test_every_moderator_command_checks_manage_server_when_it_runs() -> None:
     assert all(group.guild_only and group.default_permissions.manage_guild for group in groups)
 
 
+async def test_allowing_variants_without_the_default_makes_the_first_allowed_one_default() -> None:
+    db = await Database.open(":memory:")
+    store = SettingsStore(
+        db, AuditLog(db, audit_channel=lambda guild: None), known_variants=lambda: KEYS
+    )
+    server = ServerSettings(GUILD)
+    flex_max = {"allowed_variants": frozenset({"flex", "max"})}
+    assert store.with_usable_default(server, flex_max, bot_default="pro") == {
+        **flex_max,
+        "default_variant": "max",  # the bot's order: pro, max, flex, …
+    }
+    with_pro = {"allowed_variants": frozenset({"flex", "pro"})}
+    assert store.with_usable_default(server, with_pro, bot_default="pro") == with_pro
+    chosen = {**flex_max, "default_variant": "klein-4b"}
+    with pytest.raises(InvalidRequest, match=r"The default \(klein-4b\) must be one of"):
+        store.with_usable_default(server, chosen, bot_default="pro")
+    await db.close()
+
+
 @pytest.mark.parametrize(
     ("target", "is_bot", "refusal"),
     [
