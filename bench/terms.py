@@ -18,8 +18,9 @@ from collections.abc import Callable
 from functools import partial
 
 from bot.catalogue import CATALOGUE
+from bot.moderation.patterns import MAX_PATTERN_LENGTH
 from bot.moderation.strikes import MATCH_TIME_BUDGET, MAX_SERVER_TERMS
-from bot.moderation.terms import MAX_PATTERN_LENGTH, BannedTerm, TermMatcher
+from bot.moderation.terms import BannedTerm, TermMatcher
 
 LONGEST_PROMPT = max(variant.max_prompt_chars for variant in CATALOGUE.values())
 # Patterns that backtrack exponentially (or polynomially) in Python's engine.

@@ -25,7 +25,8 @@ EXTENSIONS = (
     "cogs.generate",
     "cogs.results",
     "cogs.usage",
-    "cogs.community",
+    "cogs.settings",
+    "cogs.moderation",
     "cogs.approvals",
     "cogs.studio",
 )

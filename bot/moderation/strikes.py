@@ -2,7 +2,9 @@
 
 A prompt that hits a banned term is refused with a neutral message before anything is
 reserved or sent, and counts as a strike. Strikes escalate at the server's thresholds:
-a warning, then a temporary block, then a block until a moderator lifts it.
+a warning, then a temporary block, then a block until a moderator lifts it. Moderators
+block and unblock members too, within `check_may_block`. `Moderation` keeps each server's
+terms, strikes and blocks (SQLite, with their audit entries in the same transaction).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.errors import InvalidPattern, InvalidRequest
-from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher, validate_pattern
+from bot.moderation.patterns import validate_pattern
+from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.servers.settings import ServerSettings
 from bot.storage.db import Database
+from bot.storage.rows import from_row
 
 REFUSED_TEXT = "This prompt can't be used on this server. Nothing was charged."
 WARNING_TEXT = (
@@ -47,7 +51,17 @@ class PromptRefused(InvalidRequest):
 
 
 class Blocked(InvalidRequest):
-    pass
+    """A blocked member asked for an image: the message says until when."""
+
+    def __init__(self, block: Block) -> None:
+        super().__init__(self.text(block))
+        self.block = block
+
+    @staticmethod
+    def text(block: Block) -> str:
+        if block.until is None:
+            return "You are blocked from making images on this server."
+        return f"You are blocked from making images on this server until <t:{int(block.until)}:f>."
 
 
 @dataclass(frozen=True)
@@ -62,11 +76,6 @@ class Block:
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
 
-    def describe(self) -> str:
-        if self.until is None:
-            return "You are blocked from making images on this server."
-        return f"You are blocked from making images on this server until <t:{int(self.until)}:f>."
-
 
 @dataclass(frozen=True)
 class Strike:
@@ -74,6 +83,19 @@ class Strike:
     term: str
     prompt: str
     cleared: bool
+
+
+def check_may_block(
+    actor_id: int, target_id: int, *, target_is_bot: bool, bot_user_id: int | None
+) -> None:
+    """Moderators can't block themselves, Fluxcord or other bots (bots can't make images
+    here, so there is nothing to block). Raises InvalidRequest."""
+    if target_id == actor_id:
+        raise InvalidRequest("You can't block yourself.")
+    if bot_user_id is not None and target_id == bot_user_id:
+        raise InvalidRequest("I can't block myself: I'm the one making the images.")
+    if target_is_bot:
+        raise InvalidRequest("Bots can't make images here, so there's nothing to block.")
 
 
 class Moderation:
@@ -113,7 +135,7 @@ class Moderation:
                     term.pattern,
                 )
         self._blocks = {
-            (row["guild_id"], row["user_id"]): _block(row)
+            (row["guild_id"], row["user_id"]): from_row(Block, row)
             for row in await self._db.fetch_all("SELECT * FROM blocks")
         }
 
@@ -193,7 +215,7 @@ class Moderation:
     def check_blocked(self, guild_id: int, user_id: int) -> None:
         block = self.block_of(guild_id, user_id)
         if block is not None:
-            raise Blocked(block.describe())
+            raise Blocked(block)
 
     async def first_hit(self, guild_id: int, prompt: str) -> TermHit | None:
         """The server's first banned term in `prompt`, found off the event loop within
@@ -234,7 +256,7 @@ class Moderation:
 
         count, block = await self._strike(guild_id, user_id, now, label, prompt, entries)
         if block is not None:
-            raise PromptRefused(f"{REFUSED_TEXT} {block.describe()}")
+            raise PromptRefused(f"{REFUSED_TEXT} {Blocked.text(block)}")
         if count >= settings.strike_warn:
             raise PromptRefused(f"{REFUSED_TEXT} {WARNING_TEXT}")
         raise PromptRefused(REFUSED_TEXT)
@@ -349,7 +371,7 @@ class Moderation:
             " LIMIT ?",
             (guild_id, user_id, limit),
         )
-        return [Strike(r["at"], r["term"], r["prompt"], bool(r["cleared"])) for r in rows]
+        return [from_row(Strike, r, cleared=bool) for r in rows]
 
     async def active_strike_count(self, guild_id: int, user_id: int) -> int:
         value = await self._db.fetch_value(
@@ -357,12 +379,6 @@ class Moderation:
             (guild_id, user_id),
         )
         return int(value or 0)
-
-
-def _block(row: sqlite3.Row) -> Block:
-    return Block(
-        row["guild_id"], row["user_id"], row["until"], row["reason"], row["blocked_by"], row["at"]
-    )
 
 
 def _write_block(conn: sqlite3.Connection, block: Block) -> None:

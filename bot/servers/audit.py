@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.storage.db import Database
+from bot.storage.rows import from_row
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,6 @@ class AuditEntry:
     detail: str
     target_id: int | None = None
     job_id: str | None = None
-
-    def line(self) -> str:
-        """One line for the audit channel; mentions render as names and never ping."""
-        actor = "Fluxcord" if self.actor_id == BOT_ACTOR else f"<@{self.actor_id}>"
-        return f"**{self.action}** · {actor} · {self.detail}"
 
 
 class AuditSink(Protocol):
@@ -121,15 +117,4 @@ class AuditLog:
             f"SELECT * FROM audit_log WHERE {where} ORDER BY at DESC, id DESC LIMIT ?",
             (*params, limit),
         )
-        return [
-            AuditEntry(
-                r["at"],
-                r["guild_id"],
-                r["actor_id"],
-                r["action"],
-                r["detail"],
-                r["target_id"],
-                r["job_id"],
-            )
-            for r in rows
-        ]
+        return [from_row(AuditEntry, r) for r in rows]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -48,12 +48,23 @@ class ServerSettings:
     def variant_allowed(self, key: str) -> bool:
         return self.allowed_variants is None or key in self.allowed_variants
 
+    def effective_default(self, bot_default: str) -> str:
+        """The variant /imagine uses here when a member doesn't choose: the server's own
+        default, else the bot's (`GenerationService.pick_variant` decides the bot's)."""
+        return self.default_variant or bot_default
+
     def needs_approval(self, role_ids: Collection[int], *, is_moderator: bool) -> bool:
         return (
             self.approval_enabled
             and not is_moderator
             and not self.trusted_roles.intersection(role_ids)
         )
+
+
+def in_offered_order(keys: Collection[str], offered: Sequence[str]) -> list[str]:
+    """Variant keys in the order the bot offers its variants (`offered`), unknown ones last."""
+    known = [key for key in offered if key in keys]
+    return known + sorted(set(keys) - set(known))
 
 
 _COLUMNS = tuple(f.name for f in fields(ServerSettings) if f.name != "guild_id")
@@ -106,6 +117,22 @@ class SettingsStore:
 
     def guilds_allowing_dms(self) -> list[int]:
         return [guild for guild, settings in self._cache.items() if settings.allow_dms]
+
+    def with_usable_default(
+        self, current: ServerSettings, changes: Mapping[str, Any], *, bot_default: str
+    ) -> dict[str, Any]:
+        """A change of the allowed variants or the default, completed so that /imagine without
+        a choice still works: when the allowed variants leave out the default it would use,
+        the first allowed variant becomes the default. A default the moderator chose, or the
+        bot's on a server allowing every variant, must be allowed (else InvalidRequest)."""
+        proposed = replace(current, **changes)
+        effective = proposed.effective_default(bot_default)
+        if proposed.variant_allowed(effective):
+            return dict(changes)
+        if "default_variant" in changes or proposed.allowed_variants is None:
+            raise InvalidRequest(f"The default ({effective}) must be one of the allowed variants.")
+        allowed = in_offered_order(proposed.allowed_variants, list(self._known_variants()))
+        return {**changes, "default_variant": allowed[0]}
 
     def validate(self, current: ServerSettings, changes: Mapping[str, Any]) -> ServerSettings:
         """The settings after `changes`, or InvalidRequest explaining what is wrong."""

@@ -11,21 +11,17 @@ from typing import Any, cast
 import pytest
 
 from bot.errors import InvalidRequest
+from bot.generation import GenerationService
 from bot.moderation import strikes
 from bot.moderation.strikes import Moderation, PromptRefused
 from bot.moderation.terms import BannedTerm, TermMatcher
+from bot.references import ReferenceLimits
 from bot.servers.audit import AuditLog
 from bot.servers.settings import ServerSettings, SettingsStore
 from bot.storage.db import Database
-from cogs.community import (
-    BOT_DEFAULT,
-    Community,
-    SettingsText,
-    fit,
-    parse_variants,
-    term_choices,
-    variant_list_choices,
-)
+from cogs.moderation import fit, term_choices
+from cogs.settings import ServerSettingsCommands
+from cogs.settings_text import BOT_DEFAULT, SettingsText, parse_variants, variant_list_choices
 
 KEYS = ("pro", "max", "flex", "klein-4b", "klein-9b")
 TEXT = SettingsText(KEYS, "pro")
@@ -128,17 +124,20 @@ def interaction(*, moderator: bool) -> Any:
     return SimpleNamespace(guild_id=GUILD, permissions=permissions)
 
 
-def cog(terms: list[BannedTerm]) -> Community:
+def cog(terms: list[BannedTerm]) -> ServerSettingsCommands:
     from bot.catalogue import CATALOGUE
 
+    generation = GenerationService(
+        cast(Any, None),  # no engine: only the variant choice is asked for
+        {key: CATALOGUE[key] for key in KEYS},
+        default_variant="pro",
+        limits=ReferenceLimits(),
+    )
     services = SimpleNamespace(
-        moderation=SimpleNamespace(server_terms=lambda guild_id: terms),
-        generation=SimpleNamespace(
-            variants={key: CATALOGUE[key] for key in KEYS}, default_variant="pro"
-        ),
+        moderation=SimpleNamespace(server_terms=lambda guild_id: terms), generation=generation
     )
     bot = SimpleNamespace(services=services)
-    return Community(cast(Any, bot))
+    return ServerSettingsCommands(cast(Any, bot))
 
 
 async def test_only_moderators_get_suggestions_terms_above_all() -> None:
@@ -153,6 +152,71 @@ async def test_only_moderators_get_suggestions_terms_above_all() -> None:
         ("FLUX.2 [flex] (flex)", "flex"),
         ("The bot's default (pro)", BOT_DEFAULT),
     ]
+
+
+def test_the_bot_default_is_the_one_the_generation_service_picks() -> None:
+    settings = cog([])
+    assert settings.bot_default() == "pro"
+    generation = settings.bot.services.generation
+    generation.default_variant = "dev"  # configured, but not offered here
+    assert settings.bot_default() == "pro" == generation.pick_variant(None).key
+    generation.variants = {}  # nothing offered at all: the configured name is shown
+    assert settings.bot_default() == "dev"
+
+
+def test_a_server_without_its_own_default_uses_the_bots() -> None:
+    assert ServerSettings(GUILD).effective_default("pro") == "pro"
+    assert ServerSettings(GUILD, default_variant="flex").effective_default("pro") == "flex"
+
+
+def test_every_moderator_command_checks_manage_server_when_it_runs() -> None:
+    from cogs.checks import server_managers_only
+    from cogs.moderation import ModerationCommands
+
+    # The predicate `server_managers_only` adds to whatever it decorates.
+    marker = server_managers_only(lambda: None).__discord_app_commands_checks__[0]
+    groups = [ServerSettingsCommands.settings, ModerationCommands.mod]
+    commands = [command for group in groups for command in group.commands]
+    assert len(commands) == 19  # 15 under /settings, 4 under /mod
+    assert all(command.checks == [marker] for command in commands)
+    assert all(group.guild_only and group.default_permissions.manage_guild for group in groups)
+
+
+async def test_allowing_variants_without_the_default_makes_the_first_allowed_one_default() -> None:
+    db = await Database.open(":memory:")
+    store = SettingsStore(
+        db, AuditLog(db, audit_channel=lambda guild: None), known_variants=lambda: KEYS
+    )
+    server = ServerSettings(GUILD)
+    flex_max = {"allowed_variants": frozenset({"flex", "max"})}
+    assert store.with_usable_default(server, flex_max, bot_default="pro") == {
+        **flex_max,
+        "default_variant": "max",  # the bot's order: pro, max, flex, …
+    }
+    with_pro = {"allowed_variants": frozenset({"flex", "pro"})}
+    assert store.with_usable_default(server, with_pro, bot_default="pro") == with_pro
+    chosen = {**flex_max, "default_variant": "klein-4b"}
+    with pytest.raises(InvalidRequest, match=r"The default \(klein-4b\) must be one of"):
+        store.with_usable_default(server, chosen, bot_default="pro")
+    await db.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "is_bot", "refusal"),
+    [
+        (MOD, False, "You can't block yourself."),
+        (99, True, "I can't block myself: I'm the one making the images."),
+        (BOB, True, "Bots can't make images here, so there's nothing to block."),
+    ],
+)
+def test_moderators_cant_block_themselves_fluxcord_or_bots(
+    target: int, is_bot: bool, refusal: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        strikes.check_may_block(MOD, target, target_is_bot=is_bot, bot_user_id=99)
+    assert str(raised.value) == refusal
+    strikes.check_may_block(MOD, ALICE, target_is_bot=False, bot_user_id=99)
+    strikes.check_may_block(MOD, ALICE, target_is_bot=False, bot_user_id=None)
 
 
 # --------------------------------------------------------------------------- core
@@ -246,3 +310,27 @@ async def test_a_check_that_overruns_its_budget_is_refused_without_a_strike(
     assert str(raised.value) == strikes.NOT_CHECKED_TEXT
     assert not isinstance(raised.value, PromptRefused)
     assert await core.db.fetch_value("SELECT count(*) FROM strikes") == 0
+
+
+# --------------------------------------------------------------------------- layers
+def imported_packages(package: str) -> set[str]:
+    """Every `bot.*` module the files of `package` import (type-checking imports included)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    names: set[str] = set()
+    for path in (root / package.replace(".", "/")).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+    return {name for name in names if name.startswith("bot.")}
+
+
+def test_server_settings_and_the_audit_log_stand_below_moderation_and_community() -> None:
+    servers = imported_packages("bot.servers")
+    moderation = imported_packages("bot.moderation")
+    assert not {n for n in servers if n.startswith(("bot.moderation", "bot.community"))}
+    assert not {n for n in moderation if n.startswith("bot.community")}
