@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.text import MESSAGE_LIMIT
+from bot.text import message_text
 from cogs.checks import server_managers_only
 from cogs.render import NO_PINGS
 
@@ -57,5 +57,5 @@ def server_of(interaction: Interaction) -> int:
 async def answer(interaction: Interaction, text: str, **extra: Any) -> None:
     """A private reply that pings nobody, cut to one message."""
     await interaction.response.send_message(
-        text[:MESSAGE_LIMIT], ephemeral=True, allowed_mentions=NO_PINGS, **extra
+        message_text(text), ephemeral=True, allowed_mentions=NO_PINGS, **extra
     )

@@ -35,7 +35,8 @@ from bot.ledger import (
 )
 from bot.ledger.reports import ServerReport, export_csv, export_range, server_report
 from bot.text import message_text, plural
-from cogs.checks import server_manager_group, server_managers_only
+from cogs.checks import server_manager_group
+from cogs.moderator import answer, moderator_command, server_of
 from cogs.render import NO_PINGS
 from cogs.usage_chart import daily_spend_png
 
@@ -121,9 +122,6 @@ def server_text(report: ServerReport) -> str:
 
 
 # --------------------------------------------------------------------------- the cog
-async def _answer(interaction: discord.Interaction[Any], text: str) -> None:
-    """The private answer to a command; mentions show as names and never ping."""
-    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
 async def _answer_with_file(
@@ -160,66 +158,74 @@ class Usage(commands.Cog):
         """Make a moderator's change (given the server and the moderator) and confirm it
         privately with its audited summary."""
         admin = self.bot.services.ledger.admin
-        made = await change(admin, _guild(interaction), interaction.user.id)
-        await _answer(interaction, made.summary)
+        made = await change(admin, server_of(interaction), interaction.user.id)
+        await answer(interaction, made.summary)
 
     @app_commands.command(name="usage", description="Your image allowance, spend and jobs")
     async def usage(self, interaction: discord.Interaction[Any]) -> None:
-        await _answer(
+        await answer(
             interaction,
             await self._member_text(interaction.guild_id, interaction.user, whose="Your usage"),
         )
 
-    @usage_admin.command(name="user", description="A member's allowance, spend and jobs")
-    @app_commands.describe(member="Whose usage to show")
-    @server_managers_only
+    @moderator_command(
+        usage_admin,
+        "user",
+        "A member's allowance, spend and jobs",
+        member="Whose usage to show",
+    )
     async def usage_user(
         self, interaction: discord.Interaction[Any], member: discord.Member
     ) -> None:
         whose = f"Usage of {member.mention}"
-        await _answer(
+        await answer(
             interaction, await self._member_text(interaction.guild_id, member, whose=whose)
         )
 
-    @usage_admin.command(name="server", description="Server totals by model and member, chart")
-    @app_commands.describe(window="Which window to total (default: this month)")
-    @server_managers_only
+    @moderator_command(
+        usage_admin,
+        "server",
+        "Server totals by model and member, chart",
+        window="Which window to total (default: this month)",
+    )
     async def usage_server(
         self, interaction: discord.Interaction[Any], window: WindowName = "month"
     ) -> None:
-        guild_id = _guild(interaction)
+        guild_id = server_of(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         report = await server_report(self.bot.services.ledger, guild_id, Period(window))
         chart = daily_spend_png(report.daily, f"Daily spend, last {len(report.daily)} days")
         await _answer_with_file(interaction, server_text(report), chart, "daily-spend.png")
 
-    @usage_admin.command(name="export", description="The ledger as a CSV file")
-    @app_commands.describe(
+    @moderator_command(
+        usage_admin,
+        "export",
+        "The ledger as a CSV file",
         start="First day, YYYY-MM-DD (UTC; default: the 1st of the month)",
         end="Last day, YYYY-MM-DD (UTC; default: today)",
     )
-    @server_managers_only
     async def usage_export(
         self,
         interaction: discord.Interaction[Any],
         start: str | None = None,
         end: str | None = None,
     ) -> None:
-        guild_id = _guild(interaction)
+        guild_id = server_of(interaction)
         first, last = export_range(start, end, self.bot.services.ledger.now())
         await interaction.response.defer(ephemeral=True, thinking=True)
         export = await export_csv(self.bot.services.ledger, guild_id, first, last)
         text = f"Ledger from {first} to {last} (UTC): {plural(export.rows, 'job')}."
         await _answer_with_file(interaction, text, export.data, export.filename)
 
-    @quota.command(name="set", description="Set an allowance for a member, a role or the server")
-    @app_commands.describe(
+    @moderator_command(
+        quota,
+        "set",
+        "Set an allowance for a member, a role or the server",
         window="The window the limit covers",
         kind="Count images or credits (1 credit = $0.01)",
         amount="The limit; -1 for unlimited",
         target="A member or a role; leave empty for the whole server's budget",
     )
-    @server_managers_only
     async def quota_set(
         self,
         interaction: discord.Interaction[Any],
@@ -237,14 +243,15 @@ class Usage(commands.Cog):
             ),
         )
 
-    @quota.command(name="grant", description="Give a member extra allowance for this window")
-    @app_commands.describe(
+    @moderator_command(
+        quota,
+        "grant",
+        "Give a member extra allowance for this window",
         member="Who gets the extra",
         kind="Images or credits",
         amount="How many more",
         window="Which window (default: today)",
     )
-    @server_managers_only
     async def quota_grant(
         self,
         interaction: discord.Interaction[Any],
@@ -263,9 +270,12 @@ class Usage(commands.Cog):
             ),
         )
 
-    @quota.command(name="reset", description="Put a member, a role or the server back on defaults")
-    @app_commands.describe(target="A member or a role; leave empty for the server's budget")
-    @server_managers_only
+    @moderator_command(
+        quota,
+        "reset",
+        "Put a member, a role or the server back on defaults",
+        target="A member or a role; leave empty for the server's budget",
+    )
     async def quota_reset(
         self,
         interaction: discord.Interaction[Any],
@@ -278,14 +288,13 @@ class Usage(commands.Cog):
             ),
         )
 
-    @quota.command(name="show", description="This server's allowances and recent changes")
-    @server_managers_only
+    @moderator_command(quota, "show", "This server's allowances and recent changes")
     async def quota_show(self, interaction: discord.Interaction[Any]) -> None:
-        guild_id = _guild(interaction)
+        guild_id = server_of(interaction)
         ledger = self.bot.services.ledger
         overrides = await ledger.admin.overrides(guild_id)
         changes = await ledger.admin.history(guild_id, limit=5)
-        await _answer(
+        await answer(
             interaction, message_text(quota_text(ledger.policy, guild_id, overrides, changes))
         )
 
@@ -311,11 +320,6 @@ def quota_text(
         for change in changes:
             lines.append(f"<t:{int(change.at)}:R> <@{change.actor_id}>: {change.summary}")
     return "\n".join(lines)
-
-
-def _guild(interaction: discord.Interaction[Any]) -> int:
-    assert interaction.guild_id is not None  # the moderator groups are guild_only
-    return interaction.guild_id
 
 
 def _scope(
