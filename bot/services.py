@@ -183,6 +183,7 @@ async def build_services(
         max_pending_per_member=settings.max_pending_approvals_per_member,
         expiry_hours=settings.approval_expiry_hours,
     )
+    generation.approvals = approvals  # held requests wait there (it submits through generation)
     return Services(
         settings=settings,
         db=db,
