@@ -8,7 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from bot.jobs.engine import MODERATED_MESSAGE, TIMED_OUT_MESSAGE, PollingPolicy
+from bot.jobs.engine import MODERATED_MESSAGE, TIMED_OUT_MESSAGE
+from bot.jobs.following import PollingPolicy
 from bot.jobs.models import JobState
 from bot.providers.base import InputImage
 from bot.providers.bfl import hash_user
