@@ -20,7 +20,7 @@ from bot.jobs.models import GenerationRequest
 from bot.jobs.store import new_job_id
 from bot.references import ReferenceCandidate
 from cogs.checks import may_review_requests
-from cogs.delivery import token_for
+from cogs.job_message import token_for
 from cogs.render import NO_PINGS, waiting_text
 
 if TYPE_CHECKING:
