@@ -51,6 +51,8 @@ TOO_LARGE_RETRIES = 2
 # Discord: the thread is archived (50083) or locked (160005): post in its parent channel.
 THREAD_CLOSED_CODES = frozenset({50083, 160005})
 TOO_LARGE_CODE = 40005
+# Why a result that cannot be reduced enough is not posted (in the member's failure text).
+TOO_LARGE_REASON = "it is larger than this server's upload limit, even reduced"
 
 JobLookup = Callable[[str], Awaitable[Job | None]]
 ResultViewFactory = Callable[[Job, int], discord.ui.View]
@@ -154,7 +156,7 @@ class DiscordNotifier:
                 # Our idea of the limit was too generous (the server lost its boost…).
                 log.info("job %s: Discord says the result is too large; reducing it", job.id)
                 budget //= 2
-        raise DeliveryImpossible("it is larger than this server's upload limit, even reduced")
+        raise DeliveryImpossible(TOO_LARGE_REASON)
 
     async def _result(
         self, job: Job, images: list[OutputImage], parent: Job | None, budget: int
@@ -164,9 +166,7 @@ class DiscordNotifier:
             try:
                 shown_images = await asyncio.to_thread(fit_images, images, budget)
             except CannotFit:
-                raise DeliveryImpossible(
-                    "it is larger than this server's upload limit, even reduced"
-                ) from None
+                raise DeliveryImpossible(TOO_LARGE_REASON) from None
         filenames = [
             f"flux-{job.id}-{i + 1}.{image.extension}" for i, image in enumerate(shown_images)
         ]

@@ -57,12 +57,10 @@ class ChannelPoster:
                 except (discord.Forbidden, discord.NotFound):
                     log.warning("cannot post in channel %s", channel_id)
                     return
-                except discord.HTTPException as exc:
-                    if exc.status < 500 or attempt == SIDE_POST_ATTEMPTS:
-                        log.warning("a post in channel %s failed", channel_id, exc_info=True)
-                        return
-                except OSError:
-                    if attempt == SIDE_POST_ATTEMPTS:
+                except (discord.HTTPException, OSError) as exc:
+                    # Network trouble and Discord's 5xx may pass; any other refusal won't.
+                    refused = isinstance(exc, discord.HTTPException) and exc.status < 500
+                    if refused or attempt == SIDE_POST_ATTEMPTS:
                         log.warning("a post in channel %s failed", channel_id, exc_info=True)
                         return
                 else:

@@ -256,11 +256,11 @@ class JobEngine:
         self.delivery.notifier = notifier
 
     def on_job_closed(self, listener: Callable[[Job], None]) -> None:
-        """Call `listener` with the final job each time a job's outcome has been shown."""
+        """See JobDelivery.on_job_closed."""
         self.delivery.on_job_closed(listener)
 
     async def wait_closed(self, job_ids: Collection[str], within: float) -> list[Job]:
-        """Wait until every given job has been shown its outcome; returns the final jobs."""
+        """See JobDelivery.wait_closed."""
         return await self.delivery.wait_closed(job_ids, within)
 
     def queue_position(self, job: Job) -> int | None:

@@ -59,6 +59,8 @@ def _params(text: str) -> JobParams:
     return JobParams.from_json(json.loads(text))
 
 
+# A member's requests not yet ended and shown, over every server and DMs.
+_OPEN_COUNT_SQL = "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?"
 _TOKEN_ERASED = {"interaction_token": None}
 
 # Settled when a job reaches these states: the image exists (and the provider billed it).
@@ -177,18 +179,12 @@ class JobStore:
 
     async def open_count_for_user(self, user_id: int) -> int:
         """The member's requests not yet ended and shown, over every server and DMs."""
-        return int(
-            await self._db.fetch_value(
-                "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?", (user_id,)
-            )
-        )
+        return int(await self._db.fetch_value(_OPEN_COUNT_SQL, (user_id,)))
 
     @staticmethod
     def open_count_for_user_in(conn: sqlite3.Connection, user_id: int) -> int:
         """`open_count_for_user` inside a transaction (on the database thread)."""
-        row = conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?", (user_id,)
-        ).fetchone()
+        row = conn.execute(_OPEN_COUNT_SQL, (user_id,)).fetchone()
         return int(row[0])
 
     async def input_sizes(self, job_id: str) -> list[ReferenceSize]:
