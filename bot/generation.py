@@ -1,8 +1,10 @@
 """Turning what a member asked for into a job, and the questions cogs ask about jobs.
 
 Every way of asking — slash commands, the context menu, a reply, a result button — ends up
-here, so the rules (which variant, which references, what a chain is, who may delete) are
-written once.
+here, so the rules (which variant, which references, what Reroll, Remix and Edit keep,
+whether a request waits for a moderator, what a chain is, who may delete) are written once.
+A request goes `precheck` (no download) → `prepare` (the prompt, the references) → `start`
+(held for review, or a job); the shapes it takes on the way are in bot/drafts.py.
 """
 
 from __future__ import annotations
