@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from bot.catalogue import get_variant
-from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
+from bot.jobs.engine import JobEngine, WebhookConfig
+from bot.jobs.following import PollingPolicy
 from bot.jobs.models import GenerationRequest, Job
 from bot.jobs.webhooks import WebhookSubscription
 from bot.metrics import Metrics

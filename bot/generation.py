@@ -1,8 +1,10 @@
 """Turning what a member asked for into a job, and the questions cogs ask about jobs.
 
 Every way of asking — slash commands, the context menu, a reply, a result button — ends up
-here, so the rules (which variant, which references, what a chain is, who may delete) are
-written once.
+here, so the rules (which variant, which references, what Reroll, Remix and Edit keep,
+whether a request waits for a moderator, what a chain is, who may delete) are written once.
+A request goes `precheck` (no download) → `prepare` (the prompt, the references) → `start`
+(held for review, or a job); the shapes it takes on the way are in bot/drafts.py.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from bot.community.approvals import NOT_HERE_TEXT
 from bot.community.policy import CommunityPolicy, Requester
 from bot.community.studios import Studios
+from bot.drafts import Checked, Draft, Held, StoredReferences, Submitted, parse_seed, parse_size
 from bot.errors import InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import GenerationRequest, Job, JobState
@@ -26,14 +29,15 @@ from bot.references import (
     ByteBudget,
     ReferenceCandidate,
     ReferenceLimits,
-    load_references,
+    download_references,
     precheck,
 )
 from bot.servers.audit import BOT_ACTOR, AuditLog
 from bot.text import code_excerpt
 from bot.variants import JobParams, ReferenceSize, Variant
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from bot.community.approvals import ApprovalQueue
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,11 @@ REFERENCES_PURGED_TEXT = (
     "This image's reference images are no longer kept, so it can't be rerolled or remixed "
     "with them. Use Edit on it, or start a new edit with the original images."
 )
-# A result button and a review button refuse a click out of place with the same words.
-BUTTON_NOT_HERE_TEXT = NOT_HERE_TEXT
 # The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
 DEFAULT_MAX_IN_FLIGHT = 4
+# Shows a held request (e.g. "waiting for a moderator") and returns that message's id.
+MessageFor = Callable[[], Awaitable[int]]
 
 
 class TooManyInFlight(InvalidRequest):
@@ -56,33 +60,6 @@ class TooManyInFlight(InvalidRequest):
             f"You already have {limit} request{'s' if limit != 1 else ''} queued or being "
             "made, the most one member can have at once. Wait for one to finish, then try again."
         )
-
-
-@dataclass(frozen=True)
-class StoredReferences:
-    """A stored job's reference images, described but not loaded: Reroll and Remix reuse
-    them, and the images themselves are read only once every check has passed."""
-
-    job_id: str
-    sizes: tuple[ReferenceSize, ...]
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A request as typed, before validation. `variant` None means the server's default."""
-
-    prompt: str
-    variant: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    size_preset: str | None = None
-    width: int | None = None
-    height: int | None = None
-    seed: int | None = None
-    references: Sequence[ReferenceCandidate] = ()
-    # A stored job's references (Reroll, Remix), loaded after the checks.
-    stored: StoredReferences | None = None
-    parent_job_id: str | None = None
-    needs_edit: bool = False  # only edit-capable variants qualify
 
 
 class GenerationService:
@@ -111,6 +88,8 @@ class GenerationService:
         self.provider_moderation_strikes = provider_moderation_strikes and policy is not None
         self.downloads = downloads  # shared by every reference download
         self.max_in_flight = max_in_flight  # per member: queued or running jobs
+        # Where held requests wait; attached by build_services (the queue submits through us).
+        self.approvals: ApprovalQueue | None = None
         if audit is not None or self.provider_moderation_strikes:
             engine.on_job_closed(self._audit_provider_moderation)
         self._audit_tasks: set[asyncio.Task[None]] = set()
@@ -185,7 +164,7 @@ class GenerationService:
         server = self.policy.server(requester)
         return server.approval_channel_id if server else None
 
-    async def precheck(self, draft: Draft, requester: Requester) -> None:
+    async def precheck(self, draft: Draft, requester: Requester) -> Checked:
         """Everything that needs no download and counts no strike, the member's allowance and
         the studio's budget included (estimated from what Discord says of the attachments):
         a refused request downloads nothing. Raises InvalidRequest."""
@@ -196,28 +175,50 @@ class GenerationService:
         for reference in draft.references:
             precheck(reference, self.limits)
         # The references as their sizes alone (the estimate needs nothing else); a size
-        # Discord did not report is counted by the check after the download.
-        sizes = [*_stored_sizes(draft)] + [
+        # Discord did not report is counted by `prepare`, after the download.
+        counted = _stored_sizes(draft) + tuple(
             ReferenceSize(reference.width, reference.height)
             for reference in draft.references
             if reference.width and reference.height
-        ]
-        described = [InputImage("", size.width, size.height, b"") for size in sizes]
-        await self._check_budgets(self._request(draft, requester, variant, params, described))
-
-    async def prepare(self, draft: Draft, requester: Requester) -> GenerationRequest:
-        """After `precheck` (which admitted the member): validate, check the prompt, then
-        download and verify the references, or load a stored job's. Raises InvalidRequest."""
-        variant, params = self.validate(draft, requester)
-        if self.policy is not None:
-            await self.policy.check_prompt(requester, params.prompt)
-        stored = await self._load_stored(draft.stored) if draft.stored else []
-        downloaded = await load_references(
-            draft.references, variant, self.limits, budget=self.downloads
         )
-        request = self._request(draft, requester, variant, params, [*stored, *downloaded])
-        await self._check_budgets(request)  # again, with the real sizes
+        described = [InputImage("", size.width, size.height, b"") for size in counted]
+        await self._check_budgets(self._request(draft, requester, variant, params, described))
+        return Checked(draft, requester, variant, params, counted)
+
+    async def prepare(self, checked: Checked) -> GenerationRequest:
+        """After `precheck`: check the prompt, then download and verify the references, or
+        load a stored job's. Raises InvalidRequest."""
+        draft, requester = checked.draft, checked.requester
+        if self.policy is not None:
+            await self.policy.check_prompt(requester, checked.params.prompt)
+        stored = await self._load_stored(draft.stored) if draft.stored else []
+        downloaded = await download_references(draft.references, self.limits, budget=self.downloads)
+        inputs = [*stored, *downloaded]
+        request = self._request(draft, requester, checked.variant, checked.params, inputs)
+        if tuple(ReferenceSize(image.width, image.height) for image in inputs) != checked.counted:
+            await self._check_budgets(request)  # again, with the sizes Discord did not report
         return request
+
+    async def start(
+        self, request: GenerationRequest, requester: Requester, *, hold_in: MessageFor
+    ) -> Held | Submitted:
+        """A member's own request: held for a moderator where the server wants its requests
+        reviewed, else accepted as a job (counted against the in-flight cap). `hold_in` is
+        called only for a held request, before it is held: the adapter shows it there and
+        returns that message's id, which the decision edits. Raises InvalidRequest, and then
+        nothing is held or accepted."""
+        review_channel = self.review_channel(requester)
+        if review_channel is None:
+            job, position = await self.submit(request, limit_in_flight=True)
+            return Submitted(job, position)
+        assert self.approvals is not None, "the approval queue is attached by build_services"
+        approval = await self.approvals.hold(
+            request,
+            variant_name=self.offered_name(request.variant),
+            status_message_id=await hold_in(),
+            review_channel_id=review_channel,
+        )
+        return Held(approval)
 
     def _request(
         self,
@@ -399,6 +400,43 @@ class GenerationService:
             parent_job_id=job.parent_job_id,
         )
 
+    async def remix_draft(
+        self, job: Job, *, prompt: str, variant: str, size: str, seed: str
+    ) -> Draft:
+        """The Remix form's plain values over `job`: its references and parent, the options
+        the chosen model understands (the rest fall back to its defaults). Raises
+        InvalidRequest for a size or seed that can't be read, or purged references."""
+        width, height = parse_size(size)
+        chosen_seed = parse_seed(seed)
+        stored = await self.stored_references(job)
+        key = variant.strip().lower()
+        chosen = self.variants.get(key)
+        names = {spec.name for spec in chosen.options} if chosen else set()
+        return Draft(
+            prompt=prompt,
+            variant=key,
+            options={k: v for k, v in job.params.options.items() if k in names},
+            width=width,
+            height=height,
+            seed=chosen_seed,
+            stored=stored,
+            parent_job_id=job.parent_job_id,
+        )
+
+    def edit_draft(
+        self, prompt: str, references: Sequence[ReferenceCandidate], parent: Job | None
+    ) -> Draft:
+        """An edit of a message's images; of one of our results (`parent`), it keeps that
+        result's model if the model can edit, and records the result as its parent."""
+        variant = self.variants.get(parent.variant) if parent else None
+        return Draft(
+            prompt=prompt,
+            variant=parent.variant if parent and variant and variant.edit_capable else None,
+            references=references,
+            parent_job_id=parent.id if parent else None,
+            needs_edit=True,
+        )
+
     async def shown_in(self, job_id: str, message_id: int, *, left_interaction: bool) -> None:
         """The job is now shown in this message. `left_interaction`: it moved to a channel
         message (the interaction's token expired or was refused), so the token is dropped."""
@@ -429,12 +467,12 @@ def check_button_place(
     """A result's button acts only where its job lives: its server, and its channel or its
     own message (a result posted elsewhere, e.g. in a thread's parent, keeps its buttons).
     A custom id copied into another server's or channel's message does nothing. Raises
-    InvalidRequest."""
+    InvalidRequest, in the words a review button out of place uses (NOT_HERE_TEXT)."""
     if job.guild_id != guild_id:
-        raise InvalidRequest(BUTTON_NOT_HERE_TEXT)
+        raise InvalidRequest(NOT_HERE_TEXT)
     own_message = message_id is not None and message_id in (
         job.result_message_id,
         job.status_message_id,
     )
     if job.channel_id != channel_id and not own_message:
-        raise InvalidRequest(BUTTON_NOT_HERE_TEXT)
+        raise InvalidRequest(NOT_HERE_TEXT)

@@ -210,6 +210,17 @@ async def load_references(
     variant.check_reference_count(len(candidates))
     for candidate in candidates:
         precheck(candidate, limits)
+    return await download_references(candidates, limits, budget=budget)
+
+
+async def download_references(
+    candidates: Sequence[ReferenceCandidate],
+    limits: ReferenceLimits,
+    *,
+    budget: ByteBudget | None = None,
+) -> list[InputImage]:
+    """Download candidates that passed `precheck` (in parallel, within `budget`) and verify
+    the bytes themselves."""
 
     async def load(candidate: ReferenceCandidate) -> InputImage:
         try:

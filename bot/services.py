@@ -16,7 +16,8 @@ from bot.community.studios import Studios
 from bot.errors import StartupError
 from bot.generation import GenerationService
 from bot.instance import address_in_use_message
-from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
+from bot.jobs.engine import JobEngine, WebhookConfig
+from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
 from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
@@ -183,6 +184,7 @@ async def build_services(
         max_pending_per_member=settings.max_pending_approvals_per_member,
         expiry_hours=settings.approval_expiry_hours,
     )
+    generation.approvals = approvals  # held requests wait there (it submits through generation)
     return Services(
         settings=settings,
         db=db,

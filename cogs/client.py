@@ -17,7 +17,8 @@ from bot.services import Services, build_services
 from bot.settings import Settings
 
 if TYPE_CHECKING:
-    from cogs.delivery import ChannelPoster, DiscordNotifier
+    from cogs.delivery import DiscordNotifier
+    from cogs.posting import ChannelPoster
 
 log = logging.getLogger(__name__)
 

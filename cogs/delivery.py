@@ -18,38 +18,30 @@ The provider never waits on any of this: a job is accepted first, and its messag
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import random
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.errors import DeliveryImpossible
 from bot.image_fit import CannotFit, fit_images, fits
-from bot.jobs.models import InteractionToken, Job, JobState
+from bot.jobs.models import Job, JobState
 from bot.outbox import ChannelTurns, Gate, LatestUpdate, no_gate
 from bot.providers.base import OutputImage
-from cogs.render import NO_PINGS, failure_text, message_nonce, progress_text, result_embed
+from cogs.job_message import JobMessage, Shown, token_for
+from cogs.posting import ChannelPoster
+from cogs.render import failure_text, message_nonce, progress_text, result_embed
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
 
 log = logging.getLogger(__name__)
 
-# Discord: an interaction token works for 15 minutes. A small margin keeps us from starting
-# an edit that Discord would refuse half-way.
-INTERACTION_TOKEN_SECONDS = 15 * 60
-TOKEN_MARGIN_SECONDS = 20
 # Progress edits of one message are spaced out; results and failures are not.
 PROGRESS_INTERVAL = 1.0
-# Side posts (audit entries, refusals in reply to a message): attempts through transient
-# trouble before one is given up and logged.
-SIDE_POST_ATTEMPTS = 6
 # Jobs whose message state is kept in memory (finished ones are dropped at once).
 MAX_TRACKED_JOBS = 20_000
 # Discord counts the whole request against the upload limit: leave room for the JSON part.
@@ -59,38 +51,14 @@ TOO_LARGE_RETRIES = 2
 # Discord: the thread is archived (50083) or locked (160005): post in its parent channel.
 THREAD_CLOSED_CODES = frozenset({50083, 160005})
 TOO_LARGE_CODE = 40005
+# Why a result that cannot be reduced enough is not posted (in the member's failure text).
+TOO_LARGE_REASON = "it is larger than this server's upload limit, even reduced"
 
 JobLookup = Callable[[str], Awaitable[Job | None]]
 ResultViewFactory = Callable[[Job, int], discord.ui.View]
 QueuedViewFactory = Callable[[Job], discord.ui.View]
 # (job id, message id, left_interaction): persist where the job is shown now.
 ShownIn = Callable[[str, int, bool], Awaitable[None]]
-
-
-def token_for(interaction: discord.Interaction[Any]) -> InteractionToken:
-    """The interaction's token with its lifetime, counted from when we received it."""
-    expires_at = time.time() + INTERACTION_TOKEN_SECONDS - TOKEN_MARGIN_SECONDS
-    return InteractionToken(interaction.token, expires_at)
-
-
-@dataclass
-class Shown:
-    """What a job's message should show."""
-
-    content: str
-    embeds: list[discord.Embed] = field(default_factory=list)
-    images: list[OutputImage] = field(default_factory=list)
-    filenames: list[str] = field(default_factory=list)
-    view: discord.ui.View | None = None
-    mentions: discord.AllowedMentions = NO_PINGS
-    # Final posts carry the job's nonce: a repeat after a crash returns the first message.
-    nonce: int | None = None
-
-    def files(self) -> list[discord.File]:
-        return [
-            discord.File(io.BytesIO(image.data), filename=name)
-            for image, name in zip(self.images, self.filenames, strict=True)
-        ]
 
 
 def is_refused_token(exc: discord.HTTPException) -> bool:
@@ -113,74 +81,6 @@ def refusal_reason(exc: discord.HTTPException) -> str | None:
     if 400 <= exc.status < 500 and exc.status != 429:
         return f"Discord refused the message (error {exc.code or exc.status})"
     return None
-
-
-class JobMessage:
-    """One job's message: where it is and how it is updated."""
-
-    def __init__(
-        self,
-        job_id: str,
-        *,
-        channel_id: int,
-        guild_id: int | None,
-        user_id: int,
-        token: InteractionToken | None = None,
-        interaction: discord.Interaction[Any] | None = None,
-        message_id: int | None = None,
-        reply_to: int | None = None,
-    ) -> None:
-        self.job_id = job_id
-        self.channel_id = channel_id
-        self.guild_id = guild_id
-        self.user_id = user_id
-        self.token = token
-        self.interaction = interaction  # live only in the process that received it
-        self.message_id = message_id
-        self.reply_to = reply_to
-        self.left_interaction = False
-        # Set once the job moved out of its (archived or locked) thread into the parent.
-        self.moved_from_thread: int | None = None
-        # The interaction's upload limit when we have it live (it covers DMs and boosts).
-        self.upload_limit: int | None = interaction.filesize_limit if interaction else None
-        self.updates: LatestUpdate[Shown, int] | None = None
-
-    @classmethod
-    def of(cls, job: Job) -> JobMessage:
-        """Rebuild from the stored job (after a restart, or for a job approved later)."""
-        token = job.interaction(time.time())
-        if token is not None:
-            return cls.from_job(job, token=token, message_id=job.status_message_id)
-        if job.interaction_expires_at is not None:
-            # It was shown through an interaction whose token is gone: reply to that message.
-            message = cls.from_job(job, reply_to=job.status_message_id)
-            message.left_interaction = True
-            return message
-        return cls.from_job(job, message_id=job.status_message_id, reply_to=job.reply_to_message_id)
-
-    @classmethod
-    def from_job(cls, job: Job, **where: Any) -> JobMessage:
-        return cls(
-            job.id, channel_id=job.channel_id, guild_id=job.guild_id, user_id=job.user_id, **where
-        )
-
-    def uses_interaction(self) -> bool:
-        return self.token is not None and self.token.usable(time.time())
-
-    def leave_interaction(self) -> None:
-        """Continue in the channel, replying to the interaction's message if there is one."""
-        self.token = None
-        self.interaction = None
-        self.reply_to = self.message_id or self.reply_to
-        self.message_id = None
-        self.left_interaction = True
-
-    def move_to_parent(self, parent_id: int) -> None:
-        """The thread takes no more messages: continue as a new post in its parent."""
-        self.leave_interaction()
-        self.moved_from_thread = self.channel_id
-        self.channel_id = parent_id
-        self.reply_to = None  # a reply must be in the same channel
 
 
 class DiscordNotifier:
@@ -256,7 +156,7 @@ class DiscordNotifier:
                 # Our idea of the limit was too generous (the server lost its boost…).
                 log.info("job %s: Discord says the result is too large; reducing it", job.id)
                 budget //= 2
-        raise DeliveryImpossible("it is larger than this server's upload limit, even reduced")
+        raise DeliveryImpossible(TOO_LARGE_REASON)
 
     async def _result(
         self, job: Job, images: list[OutputImage], parent: Job | None, budget: int
@@ -266,9 +166,7 @@ class DiscordNotifier:
             try:
                 shown_images = await asyncio.to_thread(fit_images, images, budget)
             except CannotFit:
-                raise DeliveryImpossible(
-                    "it is larger than this server's upload limit, even reduced"
-                ) from None
+                raise DeliveryImpossible(TOO_LARGE_REASON) from None
         filenames = [
             f"flux-{job.id}-{i + 1}.{image.extension}" for i, image in enumerate(shown_images)
         ]
@@ -489,67 +387,6 @@ class DiscordNotifier:
 def _requester_only(job: Job) -> discord.AllowedMentions:
     # Only the requester may be pinged, whatever the prompt says.
     return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])
-
-
-class ChannelPoster:
-    """Side posts (audit entries, public refusals, review requests): they wait for their
-    turn in the channel behind nobody's interaction, and are retried through transient
-    trouble (discord.py itself waits out 429s) instead of being lost."""
-
-    def __init__(self, client: discord.Client, turns: ChannelTurns) -> None:
-        self._client = client
-        self._turns = turns
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._sequence = 0
-
-    async def send(
-        self, channel_id: int, *, guild_id: int | None = None, **kwargs: Any
-    ) -> discord.Message:
-        """Post now (in the channel's turn) and return the message; raises on failure."""
-        self._sequence += 1
-        channel = self._client.get_partial_messageable(channel_id, guild_id=guild_id)
-        async with self._turns[channel_id].turn(("side", self._sequence), urgent=True):
-            return await channel.send(**kwargs)
-
-    def send_soon(
-        self,
-        channel_id: int,
-        *,
-        guild_id: int | None = None,
-        delete_after: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Post in the background; nothing waits for it."""
-
-        async def post() -> None:
-            for attempt in range(1, SIDE_POST_ATTEMPTS + 1):
-                try:
-                    message = await self.send(channel_id, guild_id=guild_id, **kwargs)
-                except (discord.Forbidden, discord.NotFound):
-                    log.warning("cannot post in channel %s", channel_id)
-                    return
-                except discord.HTTPException as exc:
-                    if exc.status < 500 or attempt == SIDE_POST_ATTEMPTS:
-                        log.warning("a post in channel %s failed", channel_id, exc_info=True)
-                        return
-                except OSError:
-                    if attempt == SIDE_POST_ATTEMPTS:
-                        log.warning("a post in channel %s failed", channel_id, exc_info=True)
-                        return
-                else:
-                    if delete_after is not None:
-                        await message.delete(delay=delete_after)
-                    return
-                await asyncio.sleep(min(30.0, 2.0**attempt) * random.uniform(0.8, 1.2))
-
-        task = asyncio.create_task(post(), name=f"post-{channel_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def drain(self, within: float = 5.0) -> None:
-        """Let the posts already queued go out (at shutdown)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=within)
 
 
 def attach_delivery(

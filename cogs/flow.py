@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.community.policy import Requester
+from bot.drafts import Draft, Held
 from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
-from bot.generation import Draft
 from bot.jobs.models import GenerationRequest
 from bot.jobs.store import new_job_id
 from bot.references import ReferenceCandidate
 from cogs.checks import may_review_requests
-from cogs.delivery import token_for
+from cogs.job_message import token_for
 from cogs.render import NO_PINGS, waiting_text
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ async def _generate_from_interaction(
     bot: FluxcordBot, interaction: discord.Interaction[Any], draft: Draft, who: Requester
 ) -> None:
     # Every check that needs no download (the allowance and studio budget included).
-    await bot.services.generation.precheck(draft, who)
+    checked = await bot.services.generation.precheck(draft, who)
     if not isinstance(interaction.channel, discord.abc.Messageable):
         raise InvalidRequest("I can't post images here.")
     message_id: int | None = None
@@ -117,7 +117,7 @@ async def _generate_from_interaction(
         # "thinking…" now, publicly, since that message becomes the job's.
         deferred = await interaction.response.defer(thinking=True)
         message_id = deferred.message_id if deferred is not None else None
-    request = await bot.services.generation.prepare(draft, who)
+    request = await bot.services.generation.prepare(checked)
     await start_interaction(bot, who, request, interaction, message_id)
 
 
@@ -128,18 +128,39 @@ async def start_interaction(
     interaction: discord.Interaction[Any],
     message_id: int | None,
 ) -> None:
-    """Accept the job now, shown through the interaction; or hold it for a moderator.
-    Raises only while nothing has been accepted or held."""
-    review_channel = bot.services.generation.review_channel(who)
-    if review_channel is not None:
+    """Accept the job now, shown through the interaction; or hold it for a moderator (the
+    core decides). Raises only while nothing has been accepted or held."""
+
+    async def hold_in() -> int:
         if not interaction.response.is_done():
             # The review post must succeed before the member is told to wait; until then
             # "thinking…" holds the message the request will be shown in.
             deferred = await interaction.response.defer(thinking=True)
-            message_id = deferred.message_id if deferred is not None else None
-        if message_id is None:
-            message_id = (await interaction.original_response()).id
-        await hold(bot, request, message_id, review_channel)
+            if deferred is not None and deferred.message_id is not None:
+                return deferred.message_id
+        elif message_id is not None:
+            return message_id
+        return (await interaction.original_response()).id
+
+    job_id = new_job_id()
+    # Registered before the job exists: the engine may report on it at once.
+    bot.notifier.expect_interaction(job_id, interaction, message_id=message_id)
+    try:
+        started = await bot.services.generation.start(
+            replace(
+                request,
+                job_id=job_id,
+                interaction=token_for(interaction),
+                status_message_id=message_id,
+            ),
+            who,
+            hold_in=hold_in,
+        )
+    except BaseException:
+        bot.notifier.forget(job_id)  # no job was created
+        raise
+    if isinstance(started, Held):
+        bot.notifier.forget(job_id)  # held: no job has this id
         try:
             await interaction.edit_original_response(
                 content=waiting_text(who.user_id, request.variant.label),
@@ -148,35 +169,12 @@ async def start_interaction(
         except discord.HTTPException:  # held all the same: the decision edits this message
             log.warning("could not show that a request waits for review", exc_info=True)
         return
-    job_id = new_job_id()
-    # Registered before the job exists: the engine may report on it at once.
-    bot.notifier.expect_interaction(job_id, interaction, message_id=message_id)
-    try:
-        job, position = await bot.services.generation.submit(
-            replace(request, job_id=job_id, interaction=token_for(interaction)),
-            status_message_id=message_id,
-            limit_in_flight=True,
-        )
-    except BaseException:
-        bot.notifier.forget(job_id)  # no job was created
-        raise
     # The engine reports progress too; this makes sure the interaction is answered at once.
     # The job exists and runs now, so a failure here must not reach the member as an error.
     try:
-        await bot.notifier.job_progress(job, queue_position=position)
+        await bot.notifier.job_progress(started.job, queue_position=started.position)
     except Exception:
-        log.warning("job %s: its status could not be shown yet", job.id, exc_info=True)
-
-
-async def hold(
-    bot: FluxcordBot, request: GenerationRequest, status_message_id: int, review_channel: int
-) -> None:
-    await bot.services.approvals.hold(
-        request,
-        variant_name=bot.services.generation.offered_name(request.variant),
-        status_message_id=status_message_id,
-        review_channel_id=review_channel,
-    )
+        log.warning("job %s: its status could not be shown yet", job_id, exc_info=True)
 
 
 async def generate_from_message(bot: FluxcordBot, message: discord.Message, draft: Draft) -> None:
@@ -185,22 +183,24 @@ async def generate_from_message(bot: FluxcordBot, message: discord.Message, draf
     who = requester_for(message.author, message.channel, message.channel.id)
     waiting: discord.Message | None = None
     try:
-        await bot.services.generation.precheck(draft, who)
-        request = await bot.services.generation.prepare(draft, who)
-        review_channel = bot.services.generation.review_channel(who)
-        if review_channel is None:
-            await bot.services.generation.submit(
-                replace(request, reply_to_message_id=message.id), limit_in_flight=True
+        checked = await bot.services.generation.precheck(draft, who)
+        request = await bot.services.generation.prepare(checked)
+
+        async def hold_in() -> int:
+            nonlocal waiting
+            waiting = await bot.poster.send(
+                message.channel.id,
+                guild_id=who.guild_id,
+                content=waiting_text(who.user_id, request.variant.label),
+                allowed_mentions=NO_PINGS,
+                reference=message.to_reference(fail_if_not_exists=False),
             )
-            return  # after the job is accepted nothing raises (see GenerationService.submit)
-        waiting = await bot.poster.send(
-            message.channel.id,
-            guild_id=who.guild_id,
-            content=waiting_text(who.user_id, request.variant.label),
-            allowed_mentions=NO_PINGS,
-            reference=message.to_reference(fail_if_not_exists=False),
+            return waiting.id
+
+        # After the job is accepted or held nothing raises (see GenerationService.submit).
+        await bot.services.generation.start(
+            replace(request, reply_to_message_id=message.id), who, hold_in=hold_in
         )
-        await hold(bot, request, waiting.id, review_channel)
     except InvalidRequest as exc:
         await _remove(waiting)
         refuse_in_reply(bot, message, str(exc))

@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation import Draft
+from bot.drafts import Draft
 from bot.variants import SIZE_PRESETS, Variant
 from cogs.flow import (
     candidate,

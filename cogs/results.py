@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.cooldown import Cooldown
 from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
-from bot.generation import Draft, check_button_place
+from bot.generation import check_button_place
 from bot.jobs.models import Job, JobState
 from bot.text import message_text
 from cogs.buttons import PersistentButton
@@ -216,15 +216,9 @@ class EditModal(FriendlyModal, title="Edit with FLUX"):
         images = image_attachments(self.message) if self.message else []
         if self.index is not None:  # one image of a multi-image result
             images = images[self.index - 1 : self.index]
-        job = self.job
-        variant = bot.services.generation.variants.get(job.variant) if job else None
         ours = _ours(bot, self.message)
-        draft = Draft(
-            prompt=self.prompt.value,
-            variant=job.variant if job and variant and variant.edit_capable else None,
-            references=[candidate(image, uploaded=not ours) for image in images],
-            parent_job_id=job.id if job else None,
-            needs_edit=True,
+        draft = bot.services.generation.edit_draft(
+            self.prompt.value, [candidate(image, uploaded=not ours) for image in images], self.job
         )
         await generate_from_interaction(bot, interaction, draft)
 
@@ -269,47 +263,17 @@ class RemixModal(FriendlyModal, title="Remix"):
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
         bot: FluxcordBot = interaction.client
         try:
-            width, height = parse_size(self.size.value)
-            seed = parse_seed(self.seed.value)
-            stored = await bot.services.generation.stored_references(self.job)
+            draft = await bot.services.generation.remix_draft(
+                self.job,
+                prompt=self.prompt.value,
+                variant=self.variant.value,
+                size=self.size.value,
+                seed=self.seed.value,
+            )
         except InvalidRequest as exc:
             await reply_privately(interaction, str(exc))
             return
-        variant_key = self.variant.value.strip().lower()
-        variant = bot.services.generation.variants.get(variant_key)
-        # Keep the options the chosen model understands; the rest fall back to its defaults.
-        names = {spec.name for spec in variant.options} if variant else set()
-        draft = Draft(
-            prompt=self.prompt.value,
-            variant=variant_key,
-            options={k: v for k, v in self.job.params.options.items() if k in names},
-            width=width,
-            height=height,
-            seed=seed,
-            stored=stored,
-            parent_job_id=self.job.parent_job_id,
-        )
         await generate_from_interaction(bot, interaction, draft)
-
-
-def parse_size(text: str) -> tuple[int | None, int | None]:
-    text = text.strip().lower().replace("×", "x").replace(" ", "")
-    if not text:
-        return None, None
-    match = re.fullmatch(r"([0-9]{2,5})x([0-9]{2,5})", text)
-    if match is None:
-        raise InvalidRequest("Write the size as WIDTHxHEIGHT, for example 1024x768.")
-    return int(match[1]), int(match[2])
-
-
-def parse_seed(text: str) -> int | None:
-    text = text.strip()
-    if not text:
-        return None
-    # Only ASCII digits: str.isdigit also accepts "²" or "①", which int() refuses.
-    if not re.fullmatch(r"[0-9]+", text):
-        raise InvalidRequest("The seed must be a whole number, or empty for a new one.")
-    return int(text)
 
 
 def render_lineage(chain: list[Job]) -> str:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from bot.catalogue import get_variant
-from bot.jobs.engine import JobEngine, PollingPolicy
+from bot.jobs.engine import JobEngine
+from bot.jobs.following import PollingPolicy
 from bot.jobs.models import GenerationRequest, Job
 from bot.providers.base import InputImage
 from bot.providers.bfl import BFLClient

@@ -14,28 +14,25 @@ Accounting rides on the same writes (bot/ledger): `accept` reserves the estimate
 transaction that creates the job (or refuses with QuotaExceeded), and the state change that
 ends a job settles it in its own transaction — charged at `ready`, refunded on failed,
 moderated or cancelled — so recovery never needs to settle anything separately.
+
+Two parts live beside it: following a submitted task (polls and webhooks) in
+bot/jobs/following.py, and ending a job and showing its outcome through the notifier (bounded
+retries, failure announcements) in bot/jobs/delivery.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bot.catalogue import get_variant
-from bot.errors import (
-    DeliveryImpossible,
-    InvalidRequest,
-    ProviderAccessDenied,
-    ProviderBusy,
-    ProviderError,
-    ProviderUnavailable,
-)
+from bot.errors import InvalidRequest, ProviderBusy, ProviderError
+from bot.jobs.delivery import JobDelivery
+from bot.jobs.following import PollingPolicy, TaskFollower
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.jobs.notifier import JobNotifier
 from bot.jobs.scheduler import ProviderLane, Slot
@@ -71,24 +68,9 @@ INTERRUPTED_MESSAGE = (
     "paying twice. Please try again."
 )
 TIMED_OUT_MESSAGE = "The image service took too long to finish this image. Please try again."
-INTERNAL_ERROR_MESSAGE = "Something went wrong on our side. Please try again."
-# The image exists and the provider billed it, so the charge stands; the member is told so.
-UNDELIVERABLE_MESSAGE = (
-    "Your image was made, but it could not be posted here: {reason}. "
-    "You were charged {credits:g} credits for it."
-)
-# Posting a result or a failure: attempts through transient trouble (Discord 5xx, network)
-# before it is given up, with a backoff of 2, 4, 8… seconds capped at a minute (~7 min).
-DELIVERY_ATTEMPTS = 12
-DELIVERY_BACKOFF_CAP = 60.0
 CANCELLED_MESSAGE = "Cancelled before it started. Nothing was charged."
 REFERENCE_PURGE_INTERVAL = 3600.0
 TOKEN_SWEEP_INTERVAL = 60.0
-# Jobs whose follower ended recently, so a late or duplicate webhook for them is still verified
-# (and answered 200); any other id unknown to this engine is refused without a database read.
-RECENT_WEBHOOK_JOBS = 4096
-# Consecutive "Task not found" answers tolerated right after a submit before giving up.
-NOT_FOUND_TOLERANCE = 3
 
 
 @dataclass
@@ -96,22 +78,6 @@ class EngineStats:
     submits: int = 0
     polls: int = 0
     busy_responses: int = 0
-
-
-@dataclass(frozen=True)
-class PollingPolicy:
-    initial: float = 0.5
-    maximum: float = 4.0
-    growth: float = 1.5
-    deadline: float = 600.0
-
-    def intervals(self, first: float) -> Iterator[float]:
-        """first, initial, initial×growth, … capped at maximum."""
-        yield first
-        interval = self.initial
-        while True:
-            yield interval
-            interval = min(self.maximum, interval * self.growth)
 
 
 def _estimate(request: GenerationRequest) -> float:
@@ -130,22 +96,6 @@ class WebhookConfig:
 
     public_url: str
     grace: float = 15.0
-
-
-_FINAL_OUTCOMES = (TaskOutcome.READY, TaskOutcome.MODERATED, TaskOutcome.FAILED)
-
-
-class _Unattached:
-    """The notifier before the adapter attaches its own: nothing may be told yet."""
-
-    async def job_progress(self, job: Job, *, queue_position: int | None) -> None:
-        raise RuntimeError("no notifier attached")
-
-    async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:
-        raise RuntimeError("no notifier attached")
-
-    async def job_failed(self, job: Job) -> None:
-        raise RuntimeError("no notifier attached")
 
 
 class JobEngine:
@@ -170,13 +120,9 @@ class JobEngine:
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
         self.store = JobStore(db, clock, ledger=self.ledger)
-        # The Discord adapter attaches its notifier before `start` (see cogs/delivery.py).
-        self.notifier: JobNotifier = notifier or _Unattached()
         self.stats = EngineStats()
         self._providers = dict(providers)
         self._polling = polling or PollingPolicy()
-        self.delivery_attempts = DELIVERY_ATTEMPTS
-        self.delivery_backoff = 2.0  # seconds before the second attempt; doubles each time
         self._clock = clock
         caps = max_active if isinstance(max_active, Mapping) else {}
         default_cap = max_active if isinstance(max_active, int) else 24
@@ -190,20 +136,19 @@ class JobEngine:
         self._moderation_strikes = provider_moderation_strikes
         self.metrics = metrics or Metrics(process_metrics=False)
         self.metrics.bind_engine(queue_depth=self.queue_depth, active_tasks=self.active_tasks)
-        # Jobs this engine is following, woken early by a verified webhook.
-        self._wake: dict[str, asyncio.Event] = {}
-        self._pushed: dict[str, tuple[str, TaskResult]] = {}
-        self._recently_followed: OrderedDict[str, None] = OrderedDict()
+        # Endings and how they are shown (bot/jobs/delivery.py).
+        self.delivery = JobDelivery(self.store, self.metrics, clock, notifier)
+        # Jobs this engine is following, polled and woken early by a verified webhook.
+        self.follower = TaskFollower(
+            self.store, self._polling, clock, self.metrics, self.stats, on_status=self._progress
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
-        self._closed_listeners: list[Callable[[Job], None]] = []
-        self._closed = asyncio.Condition()
-        self._closed_ids: set[str] = set()  # closed by this engine (for wait_closed)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         """Resume every unfinished job, then start admitting queued ones."""
-        if isinstance(self.notifier, _Unattached):
+        if not self.delivery.attached:
             raise RuntimeError("attach a notifier before starting the engine")
         for job in await self.store.open_jobs():
             self._recover(job)
@@ -226,11 +171,11 @@ class JobEngine:
         lane = self._lanes.get(job.provider)
         if job.state is JobState.READY:
             # The image is already stored (and charged): posting it needs no provider.
-            self._spawn(self._deliver(job.id))
+            self._spawn(self.delivery.deliver(job.id))
             return
         if lane is None and not job.state.is_terminal:
             self._spawn(
-                self._fail(
+                self.delivery.fail(
                     job.id,
                     (job.state,),
                     JobState.FAILED,
@@ -243,14 +188,16 @@ class JobEngine:
             lane.enqueue(job.user_id, job.id)
         elif job.state is JobState.SUBMITTING:
             self._spawn(
-                self._fail(job.id, (JobState.SUBMITTING,), JobState.FAILED, INTERRUPTED_MESSAGE)
+                self.delivery.fail(
+                    job.id, (JobState.SUBMITTING,), JobState.FAILED, INTERRUPTED_MESSAGE
+                )
             )
         elif job.state is JobState.SUBMITTED:
             assert lane is not None
-            self._wake.setdefault(job.id, asyncio.Event())  # its webhook may come any moment
+            self.follower.watch(job.id)  # its webhook may come any moment
             self._spawn(self._follow(job, lane.occupy(), first_delay=0.0))
         else:
-            self._spawn(self._announce_failure(job.id))
+            self._spawn(self.delivery.announce_failure(job.id))
 
     async def _purge_old_references(self, retention: float) -> None:
         """Stored reference images are only needed to reroll or remix: drop them after
@@ -299,32 +246,22 @@ class JobEngine:
             images=_images(request),
         )
 
+    @property
+    def notifier(self) -> JobNotifier:
+        return self.delivery.notifier
+
+    @notifier.setter
+    def notifier(self, notifier: JobNotifier) -> None:
+        """The Discord adapter attaches its notifier before `start` (see cogs/delivery.py)."""
+        self.delivery.notifier = notifier
+
     def on_job_closed(self, listener: Callable[[Job], None]) -> None:
-        """Call `listener` with the final job each time a job's outcome has been shown."""
-        self._closed_listeners.append(listener)
+        """See JobDelivery.on_job_closed."""
+        self.delivery.on_job_closed(listener)
 
     async def wait_closed(self, job_ids: Collection[str], within: float) -> list[Job]:
-        """Wait until every given job has been shown its outcome; returns the final jobs."""
-
-        async def all_closed() -> list[Job]:
-            async with self._closed:
-                pending = {job.id for job in await self._load(job_ids) if not job.closed}
-                await self._closed.wait_for(lambda: pending <= self._closed_ids)
-            return await self._load(job_ids)
-
-        return await asyncio.wait_for(all_closed(), within)
-
-    async def _load(self, job_ids: Collection[str]) -> list[Job]:
-        return [await self.store.require(job_id) for job_id in job_ids]
-
-    async def _job_closed(self, job_id: str) -> None:
-        if self._closed_listeners:
-            job = await self.store.require(job_id)
-            for listener in self._closed_listeners:
-                listener(job)
-        async with self._closed:
-            self._closed_ids.add(job_id)
-            self._closed.notify_all()
+        """See JobDelivery.wait_closed."""
+        return await self.delivery.wait_closed(job_ids, within)
 
     def queue_position(self, job: Job) -> int | None:
         lane = self._lanes.get(job.provider)
@@ -344,7 +281,9 @@ class JobEngine:
         lane = self._lanes.get(job.provider)
         if lane is not None:
             lane.remove(job_id)
-        return await self._fail(job_id, (JobState.QUEUED,), JobState.CANCELLED, CANCELLED_MESSAGE)
+        return await self.delivery.fail(
+            job_id, (JobState.QUEUED,), JobState.CANCELLED, CANCELLED_MESSAGE
+        )
 
     # ----------------------------------------------------------------- the pipeline
     def _start_submission(self, job_id: str, slot: Slot) -> None:
@@ -380,7 +319,9 @@ class JobEngine:
                 return
             except ProviderError as exc:
                 log.warning("job %s: submit failed: %s", job_id, exc)
-                await self._fail(job_id, (JobState.SUBMITTING,), JobState.FAILED, exc.user_message)
+                await self.delivery.fail(
+                    job_id, (JobState.SUBMITTING,), JobState.FAILED, exc.user_message
+                )
                 return
             self._lanes[job.provider].provider_accepted()
             submitted = await self.store.transition(
@@ -406,49 +347,27 @@ class JobEngine:
             raise
         except Exception:
             log.exception("job %s: unexpected error", job_id)
-            await self._fail_anywhere(job_id)
+            await self.delivery.fail_anywhere(job_id)
         finally:
             slot.release()
-            self._forget_webhook(job_id)
+            self.follower.forget(job_id)
 
     async def _webhook_for(self, job: Job, provider: Provider) -> WebhookRequest | None:
         """Register the job for early wake-up, and give it a webhook when the receiver is on.
         Registered before the submit: a fast task's webhook may beat the submit's answer."""
-        self._wake.setdefault(job.id, asyncio.Event())
+        self.follower.watch(job.id)
         if self._webhooks is None or not provider.supports_webhooks:
             return None
         secret = new_webhook_secret()
         await self.store.update(job.id, webhook_secret=secret)
         return WebhookRequest(webhook_url(self._webhooks.public_url, job.id), secret)
 
-    def _forget_webhook(self, job_id: str) -> None:
-        if self._wake.pop(job_id, None) is not None:
-            self._recently_followed[job_id] = None
-            self._recently_followed.move_to_end(job_id)
-            while len(self._recently_followed) > RECENT_WEBHOOK_JOBS:
-                self._recently_followed.popitem(last=False)
-        self._pushed.pop(job_id, None)
-
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
-        if job_id not in self._wake and job_id not in self._recently_followed:
-            # Not a job this engine follows or recently followed: answered from memory, so
-            # a flood of made-up ids costs no database read.
-            return None
-        job = await self.store.get(job_id)
-        if job is None or job.webhook_secret is None:
-            return None  # finished jobs still answer, so a late duplicate is not retried
-        return WebhookSubscription(secret=job.webhook_secret, task_id=job.provider_task_id)
+        return await self.follower.webhook_subscription(job_id)
 
     async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
-        """A verified delivery. Only wakes the job's follower, whose transitions are
-        compare-and-set: a duplicate, a late arrival or a race with a poll delivers once."""
-        event = self._wake.get(job_id)
-        if event is None:
-            return  # not being followed: already finished, or a late duplicate
-        if result.outcome in _FINAL_OUTCOMES or job_id not in self._pushed:
-            self._pushed[job_id] = (task_id, result)  # never replace an ending with a hint
-        event.set()
+        await self.follower.webhook_result(job_id, task_id, result)
 
     async def _follow(
         self,
@@ -462,99 +381,31 @@ class JobEngine:
         """Wait for a submitted task's end, free the provider slot, then finish the job.
         `since` (loop time) is when the provider accepted it: the poll schedule counts from it.
         `finished`: a synchronous provider's result, already final, so there is no poll."""
-        self._wake.setdefault(job.id, asyncio.Event())
+        self.follower.watch(job.id)
         try:
             try:
                 if finished is None:
-                    finished = await self._await_outcome(job, first_delay, since)
+                    provider = self._providers[job.provider]
+                    finished = await self.follower.outcome(job, provider, first_delay, since)
             finally:
                 slot.release()
-                self._forget_webhook(job.id)
+                self.follower.forget(job.id)
             await self._complete(job, finished)
         except asyncio.CancelledError:
             raise
         except ProviderError as exc:
             log.warning("job %s: %s", job.id, exc)
-            await self._fail(job.id, (JobState.SUBMITTED,), JobState.FAILED, exc.user_message)
+            await self.delivery.fail(
+                job.id, (JobState.SUBMITTED,), JobState.FAILED, exc.user_message
+            )
         except TimeoutError:
             log.warning("job %s: no final status before the deadline", job.id)
-            await self._fail(job.id, (JobState.SUBMITTED,), JobState.FAILED, TIMED_OUT_MESSAGE)
+            await self.delivery.fail(
+                job.id, (JobState.SUBMITTED,), JobState.FAILED, TIMED_OUT_MESSAGE
+            )
         except Exception:
             log.exception("job %s: unexpected error while following", job.id)
-            await self._fail_anywhere(job.id)
-
-    async def _await_outcome(self, job: Job, first_delay: float, since: float | None) -> TaskResult:
-        assert job.provider_task_id is not None
-        provider = self._providers[job.provider]
-        loop = asyncio.get_running_loop()
-        deadline = self._deadline(job, since, loop.time())
-        last_status = job.provider_status
-        not_found = 0
-        poll_at = loop.time() if since is None else since
-        for interval in self._polling.intervals(first_delay):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            # Polls keep to a schedule counted from the submit, so time spent in earlier
-            # polls does not push later ones back (a finished task is noticed promptly).
-            poll_at = max(poll_at + interval, loop.time())
-            pushed = await self._wait_for_webhook(job, min(poll_at - loop.time(), remaining))
-            if pushed is not None:
-                return pushed
-            self.stats.polls += 1
-            try:
-                with self.metrics.time_provider_call(job.provider, "poll"):
-                    result = await provider.poll(job.provider_task_id, job.polling_url)
-            except (ProviderUnavailable, ProviderBusy) as exc:
-                log.info("job %s: poll failed, will retry: %s", job.id, exc)
-                continue
-            except ProviderAccessDenied:
-                raise
-            if result.outcome is TaskOutcome.NOT_FOUND:
-                not_found += 1
-                if not_found > NOT_FOUND_TOLERANCE:
-                    return result
-                continue
-            not_found = 0
-            if result.outcome in (TaskOutcome.RUNNING, TaskOutcome.UNKNOWN):
-                if result.raw_status != last_status:
-                    last_status = result.raw_status
-                    self._progress(
-                        await self.store.update(job.id, provider_status=result.raw_status)
-                    )
-                continue
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _deadline(self, job: Job, since: float | None, now: float) -> float:
-        """The job's deadline on the loop's monotonic clock, so that a wall-clock jump (NTP,
-        a VM resumed) can neither expire nor extend a running job. A job submitted in this
-        run counts from the submit's answer (`since`, loop time); one recovered after a
-        restart converts its persisted wall-clock submit time once, here."""
-        if since is not None:
-            return since + self._polling.deadline
-        submitted_at = job.submitted_at
-        elapsed = 0.0 if submitted_at is None else max(0.0, self._clock() - submitted_at)
-        return now + max(0.0, self._polling.deadline - elapsed)
-
-    async def _wait_for_webhook(self, job: Job, delay: float) -> TaskResult | None:
-        """Sleep until the next poll is due, or until a webhook reports the task's end.
-        A webhook that is only a hint (still running, or "Ready" without an image) makes the
-        poll happen now instead."""
-        event = self._wake.get(job.id)
-        if event is None:
-            await asyncio.sleep(delay)
-            return None
-        try:
-            async with asyncio.timeout(max(0.0, delay)):
-                await event.wait()
-        except TimeoutError:
-            return None
-        event.clear()
-        pushed = self._pushed.pop(job.id, None)
-        if pushed and pushed[0] == job.provider_task_id and pushed[1].outcome in _FINAL_OUTCOMES:
-            return pushed[1]
-        return None
+            await self.delivery.fail_anywhere(job.id)
 
     async def _complete(self, job: Job, result: TaskResult) -> None:
         if result.outcome is TaskOutcome.MODERATED:
@@ -562,11 +413,11 @@ class JobEngine:
             # Servers count it as a strike (GenerationService); direct messages have none.
             strike = self._moderation_strikes and job.guild_id is not None
             message = MODERATED_STRIKE_MESSAGE if strike else MODERATED_MESSAGE
-            await self._fail(job.id, (JobState.SUBMITTED,), JobState.MODERATED, message)
+            await self.delivery.fail(job.id, (JobState.SUBMITTED,), JobState.MODERATED, message)
             return
         if result.outcome is not TaskOutcome.READY:
             log.warning("job %s: provider says %r %s", job.id, result.raw_status, result.details)
-            await self._fail(
+            await self.delivery.fail(
                 job.id,
                 (JobState.SUBMITTED,),
                 JobState.FAILED,
@@ -596,7 +447,7 @@ class JobEngine:
         if won:
             self.metrics.job_state_changed(JobState.READY, job.variant)
             self.metrics.spent_credits(job.provider, job.variant, cost or job.estimated_cost)
-            await self._deliver(job.id)
+            await self.delivery.deliver(job.id)
 
     def _believed_cost(self, job_id: str, reported: float | None, source: str) -> float | None:
         """The provider's cost if it is sane, else None (the job keeps the cost it has, or
@@ -611,77 +462,6 @@ class JobEngine:
                 problem,
             )
         return cost
-
-    async def _deliver(self, job_id: str) -> None:
-        job = await self.store.require(job_id)
-        images = await self.store.outputs(job_id)
-        try:
-            message_id = await self._with_retries(lambda: self.notifier.job_delivered(job, images))
-        except DeliveryImpossible as exc:
-            log.warning("job %s: result cannot be posted: %s", job_id, exc)
-            credits = job.cost if job.cost is not None else job.estimated_cost
-            failed = await self.store.transition(
-                job_id,
-                from_states=(JobState.READY,),
-                to=JobState.FAILED,
-                error=UNDELIVERABLE_MESSAGE.format(reason=exc, credits=credits),
-                finished_at=self._clock(),
-            )
-            if failed is not None:
-                self.metrics.job_state_changed(JobState.FAILED, job.variant)
-                # Often a text fits where the image did not (too large, form rejected).
-                await self._announce_failure(job_id)
-                return
-        else:
-            await self.store.mark_delivered(job_id, message_id)
-            self.metrics.job_state_changed(JobState.DELIVERED, job.variant)
-        await self._job_closed(job_id)
-
-    # ----------------------------------------------------------------- endings
-    async def _fail(
-        self, job_id: str, from_states: Collection[JobState], to: JobState, message: str
-    ) -> bool:
-        """Record a failed ending (if the job is still where we think) and announce it."""
-        ended = await self.store.transition(
-            job_id, from_states=from_states, to=to, error=message, finished_at=self._clock()
-        )
-        if ended is None:
-            return False
-        self.metrics.job_state_changed(to, ended.variant)
-        await self._announce_failure(job_id)
-        return True
-
-    async def _fail_anywhere(self, job_id: str) -> None:
-        try:
-            live = [s for s in JobState if not s.is_terminal and s is not JobState.READY]
-            await self._fail(job_id, live, JobState.FAILED, INTERNAL_ERROR_MESSAGE)
-        except Exception:
-            log.exception("job %s: could not record the failure", job_id)
-
-    async def _announce_failure(self, job_id: str) -> None:
-        job = await self.store.require(job_id)
-        try:
-            await self._with_retries(lambda: self.notifier.job_failed(job))
-        except DeliveryImpossible as exc:
-            log.warning("job %s: failure cannot be shown: %s", job_id, exc)
-        await self.store.close(job_id)
-        await self._job_closed(job_id)
-
-    async def _with_retries(self, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-        """Retry a Discord-side call through transient trouble, a bounded number of times;
-        DeliveryImpossible stops it at once, and is what running out of attempts raises."""
-        for attempt in range(1, self.delivery_attempts + 1):
-            try:
-                return await call()
-            except (DeliveryImpossible, asyncio.CancelledError):
-                raise
-            except Exception:
-                log.exception("notifying failed (attempt %d)", attempt)
-                if attempt == self.delivery_attempts:
-                    break
-                delay = min(DELIVERY_BACKOFF_CAP, self.delivery_backoff * 2.0 ** (attempt - 1))
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-        raise DeliveryImpossible("Discord kept failing, so the bot gave up")
 
     def _progress(self, job: Job) -> None:
         if self._running:

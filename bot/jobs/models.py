@@ -54,7 +54,7 @@ class GenerationRequest:
         default=None, repr=False, compare=False
     )
     # Where the job is shown: the interaction that asked for it (its token, a credential), or
-    # else the member's message it replies to. See bot/jobs/delivery.py.
+    # else the member's message it replies to. See cogs/delivery.py.
     interaction: InteractionToken | None = field(default=None, repr=False)
     reply_to_message_id: int | None = None
 

@@ -7,7 +7,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -16,9 +16,12 @@ from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.ledger import Ledger, credits_to_mc
 from bot.providers.base import InputImage, OutputImage
 from bot.storage.db import Database
+from bot.storage.rows import from_row
 from bot.variants import JobParams, ReferenceSize
 
 log = logging.getLogger(__name__)
+
+Image = TypeVar("Image", InputImage, OutputImage)
 
 # Columns a transition may set besides `state`; anything else is a programming error.
 _UPDATABLE = frozenset(
@@ -49,41 +52,15 @@ def new_job_id() -> str:
 
 
 def _row_to_job(row: aiosqlite.Row) -> Job:
-    return Job(
-        id=row["id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
-        user_id=row["user_id"],
-        variant=row["variant"],
-        provider=row["provider"],
-        params=JobParams.from_json(json.loads(row["params"])),
-        parent_job_id=row["parent_job_id"],
-        state=JobState(row["state"]),
-        status_message_id=row["status_message_id"],
-        result_message_id=row["result_message_id"],
-        provider_task_id=row["provider_task_id"],
-        polling_url=row["polling_url"],
-        provider_status=row["provider_status"],
-        estimated_cost=row["estimated_cost"],
-        cost=row["cost"],
-        result_seed=row["result_seed"],
-        result_width=row["result_width"],
-        result_height=row["result_height"],
-        error=row["error"],
-        submitted_at=row["submitted_at"],
-        ready_at=row["ready_at"],
-        finished_at=row["finished_at"],
-        closed=bool(row["closed"]),
-        webhook_secret=row["webhook_secret"],
-        reference_count=row["reference_count"],
-        interaction_token=row["interaction_token"],
-        interaction_expires_at=row["interaction_expires_at"],
-        reply_to_message_id=row["reply_to_message_id"],
-    )
+    return from_row(Job, row, params=_params, state=JobState, closed=bool)
 
 
+def _params(text: str) -> JobParams:
+    return JobParams.from_json(json.loads(text))
+
+
+# A member's requests not yet ended and shown, over every server and DMs.
+_OPEN_COUNT_SQL = "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?"
 _TOKEN_ERASED = {"interaction_token": None}
 
 # Settled when a job reaches these states: the image exists (and the provider billed it).
@@ -202,18 +179,12 @@ class JobStore:
 
     async def open_count_for_user(self, user_id: int) -> int:
         """The member's requests not yet ended and shown, over every server and DMs."""
-        return int(
-            await self._db.fetch_value(
-                "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?", (user_id,)
-            )
-        )
+        return int(await self._db.fetch_value(_OPEN_COUNT_SQL, (user_id,)))
 
     @staticmethod
     def open_count_for_user_in(conn: sqlite3.Connection, user_id: int) -> int:
         """`open_count_for_user` inside a transaction (on the database thread)."""
-        row = conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?", (user_id,)
-        ).fetchone()
+        row = conn.execute(_OPEN_COUNT_SQL, (user_id,)).fetchone()
         return int(row[0])
 
     async def input_sizes(self, job_id: str) -> list[ReferenceSize]:
@@ -222,7 +193,7 @@ class JobStore:
             "SELECT width, height FROM job_inputs WHERE job_id = ? ORDER BY position",
             (job_id,),
         )
-        return [ReferenceSize(r["width"], r["height"]) for r in rows]
+        return [from_row(ReferenceSize, row) for row in rows]
 
     async def open_jobs(self) -> list[Job]:
         """Jobs whose requester has not yet been shown an outcome, oldest first."""
@@ -232,20 +203,18 @@ class JobStore:
         return [_row_to_job(row) for row in rows]
 
     async def inputs(self, job_id: str) -> list[InputImage]:
-        rows = await self._db.fetch_all(
-            "SELECT content_type, width, height, data FROM job_inputs"
-            " WHERE job_id = ? ORDER BY position",
-            (job_id,),
-        )
-        return [InputImage(r["content_type"], r["width"], r["height"], r["data"]) for r in rows]
+        return await self._images("job_inputs", InputImage, job_id)
 
     async def outputs(self, job_id: str) -> list[OutputImage]:
+        return await self._images("job_outputs", OutputImage, job_id)
+
+    async def _images(self, table: str, kind: type[Image], job_id: str) -> list[Image]:
         rows = await self._db.fetch_all(
-            "SELECT content_type, width, height, data FROM job_outputs"
+            f"SELECT content_type, width, height, data FROM {table}"
             " WHERE job_id = ? ORDER BY position",
             (job_id,),
         )
-        return [OutputImage(r["content_type"], r["width"], r["height"], r["data"]) for r in rows]
+        return [from_row(kind, row) for row in rows]
 
     async def transition(
         self, job_id: str, *, from_states: Collection[JobState], to: JobState, **fields: Any

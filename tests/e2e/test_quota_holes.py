@@ -12,7 +12,6 @@ import discord
 from PIL import Image
 
 from bot.community.approvals import NOT_HERE_TEXT, PENDING_CAP_TEXT, SELF_APPROVAL_TEXT
-from bot.generation import BUTTON_NOT_HERE_TEXT
 from bot.ledger import Metric, Period, Scope
 from bot.moderation.strikes import PROVIDER_MODERATION_TERM
 from cogs.approvals import REVIEW_REFUSED_TEXT, ReviewButton
@@ -146,7 +145,7 @@ async def test_result_buttons_copied_into_another_server_do_nothing(world: World
 
     for action in ("reroll", "delete", "chain", "remix"):
         it = await world.discord.click(mallory, copy, f"flux:{action}:{job_id}")
-        assert await world.refusal(it) == BUTTON_NOT_HERE_TEXT, action
+        assert await world.refusal(it) == NOT_HERE_TEXT, action
     assert not world.discord.message(result.id).deleted
     assert len(world.bfl.submissions) == 1
     assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 1

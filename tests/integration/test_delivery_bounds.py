@@ -30,7 +30,7 @@ async def test_transient_trouble_is_retried_a_bounded_number_of_times(
 ) -> None:
     notifier.fail_next_deliveries = 1_000_000  # Discord is down for good
     engine = await make_engine(start=False)
-    engine.delivery_attempts, engine.delivery_backoff = 3, 0.01
+    engine.delivery.attempts, engine.delivery.backoff = 3, 0.01
     await engine.start()
     job, _ = await engine.accept(make_request("a lost heron"))
     [closed] = await engine.wait_closed([job.id], 10)

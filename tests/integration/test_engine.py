@@ -8,8 +8,9 @@ import io
 import pytest
 from PIL import Image
 
-from bot.jobs.engine import MODERATED_MESSAGE, TIMED_OUT_MESSAGE, PollingPolicy
-from bot.jobs.models import JobState
+from bot.jobs.engine import MODERATED_MESSAGE, TIMED_OUT_MESSAGE, JobEngine
+from bot.jobs.following import PollingPolicy
+from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.providers.base import InputImage
 from bot.providers.bfl import hash_user
 from tests.conftest import BFL_KEY, EngineFactory, make_request
@@ -21,6 +22,13 @@ def png(width: int, height: int, colour: tuple[int, int, int] = (200, 30, 30)) -
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(buffer, "PNG")
     return InputImage("image/png", width, height, buffer.getvalue())
+
+
+async def run_to_end(engine: JobEngine, request: GenerationRequest) -> Job:
+    """Accept the request and wait until its outcome is shown; returns the job as accepted."""
+    job, _ = await engine.accept(request)
+    await engine.wait_closed([job.id], 10)
+    return job
 
 
 EXPECTED_BODIES = {
@@ -83,8 +91,7 @@ async def test_polls_the_returned_polling_url_not_a_rebuilt_one(
 ) -> None:
     fake_bfl.latency = 0.15
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("poll me"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("poll me"))
     task = fake_bfl.tasks[fake_bfl.submissions[0].task_id or ""]
     assert task.polls >= 2
     stored = await engine.store.require(job.id)
@@ -107,8 +114,7 @@ async def test_each_failure_status_ends_the_job_with_a_clear_message(
 ) -> None:
     fake_bfl.script("forbidden thing", Outcome(final_status=final_status))
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("forbidden thing"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("forbidden thing"))
     stored = await engine.store.require(job.id)
     assert (stored.state, stored.error, stored.closed) == (state, message, True)
     shown = notifier.outcome(job.id)
@@ -121,8 +127,7 @@ async def test_reasoning_and_unknown_running_statuses_keep_polling(
     fake_bfl.script("think", Outcome(running_statuses=("Pending", "Reasoning", "Thinking"),
                                      latency=0.6))
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("think"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("think"))
     assert (await engine.store.require(job.id)).state is JobState.DELIVERED
     seen = {status for _, status, _ in notifier.progress}
     assert {"Reasoning", "Thinking"} <= seen
@@ -133,8 +138,7 @@ async def test_an_endless_unknown_status_fails_at_the_deadline(
 ) -> None:
     fake_bfl.script("stuck", Outcome(final_status="Queued-Weird", latency=0.01))
     engine = await make_engine(polling=PollingPolicy(initial=0.02, maximum=0.05, deadline=0.4))
-    job, _ = await engine.accept(make_request("stuck"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("stuck"))
     stored = await engine.store.require(job.id)
     assert (stored.state, stored.error) == (JobState.FAILED, TIMED_OUT_MESSAGE)
 
@@ -157,8 +161,7 @@ async def test_submit_errors_fail_once_and_are_never_resubmitted(
 ) -> None:
     fake_bfl.submit_faults.append(fault)
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("x"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("x"))
     assert len(fake_bfl.submissions) == 1
     stored = await engine.store.require(job.id)
     assert (stored.state, stored.error) == (JobState.FAILED, message)
@@ -172,8 +175,7 @@ async def test_a_422_names_the_offending_field(
         "detail": [{"loc": ["body", "width"], "msg": "must be a multiple of 16",
                     "type": "value_error"}]}))
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("x"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("x"))
     stored = await engine.store.require(job.id)
     assert stored.error == (
         "The image service rejected the request (width): must be a multiple of 16"
@@ -188,8 +190,7 @@ async def test_a_read_timeout_on_submit_is_not_retried(
     client = engine._providers["bfl"]
     client._http.timeout = __import__("httpx").Timeout(0.2)  # type: ignore[attr-defined]
     await engine.start()
-    job, _ = await engine.accept(make_request("slow"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("slow"))
     assert len(fake_bfl.submissions) == 1
     assert (await engine.store.require(job.id)).state is JobState.FAILED
 
@@ -199,8 +200,7 @@ async def test_503_is_retried_with_backoff_then_succeeds(
 ) -> None:
     fake_bfl.submit_faults.extend([SubmitFault(status=503, create_task=False)] * 2)
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("retry"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("retry"))
     assert [s.status for s in fake_bfl.submissions] == [503, 503, 200]
     assert (await engine.store.require(job.id)).state is JobState.DELIVERED
 
@@ -210,8 +210,7 @@ async def test_poll_errors_are_retried(
 ) -> None:
     fake_bfl.poll_faults.extend([500, 502, 429])
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("flaky polls"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("flaky polls"))
     assert (await engine.store.require(job.id)).state is JobState.DELIVERED
 
 
@@ -220,8 +219,7 @@ async def test_an_expired_result_link_fails_clearly(
 ) -> None:
     fake_bfl.result_ttl = 0.0
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("too late"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("too late"))
     stored = await engine.store.require(job.id)
     assert stored.state is JobState.FAILED
     assert stored.error == "The finished image could not be downloaded (its link may have expired)."
@@ -273,8 +271,7 @@ async def test_delivery_retries_through_discord_trouble(
 ) -> None:
     notifier.fail_next_deliveries = 1
     engine = await make_engine()
-    job, _ = await engine.accept(make_request("persist"))
-    await engine.wait_closed([job.id], 10)
+    job = await run_to_end(engine, make_request("persist"))
     assert notifier.deliver_calls[job.id] == 2
     assert (await engine.store.require(job.id)).state is JobState.DELIVERED
 

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bot.jobs.engine import TIMED_OUT_MESSAGE, JobEngine, PollingPolicy
+from bot.jobs.engine import TIMED_OUT_MESSAGE, JobEngine
+from bot.jobs.following import PollingPolicy
 from bot.jobs.models import JobState
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database

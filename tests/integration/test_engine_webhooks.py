@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
+from bot.jobs.engine import JobEngine, WebhookConfig
+from bot.jobs.following import PollingPolicy
 from bot.jobs.models import JobState
 from bot.jobs.webhooks import WebhookSubscription
 from bot.metrics import Metrics

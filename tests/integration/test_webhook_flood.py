@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.jobs.engine import JobEngine, PollingPolicy, WebhookConfig
+from bot.jobs.engine import JobEngine, WebhookConfig
+from bot.jobs.following import PollingPolicy
 from bot.jobs.models import JobState
 from bot.metrics import Metrics
 from bot.providers.bfl import BFLClient

@@ -16,7 +16,7 @@ from bot.community.approvals import (
     check_review,
 )
 from bot.errors import InvalidRequest
-from bot.generation import BUTTON_NOT_HERE_TEXT, check_button_place
+from bot.generation import check_button_place
 from bot.jobs.models import JobState
 from bot.jobs.store import JobStore
 from bot.ledger import Ledger, QuotaPolicy, TooManyRefunds
@@ -69,7 +69,7 @@ async def test_a_result_button_acts_only_in_its_server_and_channel_or_on_its_mes
     for guild, channel, message in [(42, 1, 901), (43, 4242, 900), (None, 4242, 900)]:
         with pytest.raises(InvalidRequest) as refused:
             check_button_place(job, guild_id=guild, channel_id=channel, message_id=message)
-        assert str(refused.value) == BUTTON_NOT_HERE_TEXT
+        assert str(refused.value) == NOT_HERE_TEXT
 
 
 # --------------------------------------------------------------------------- item 4: refunds

@@ -1,0 +1,183 @@
+"""Following a submitted task to its end: polls on a schedule counted from the submit, with
+a deadline on the loop's monotonic clock, woken early by a verified webhook (BFL pushes the
+result when the receiver is on). Used by the job engine (bot/jobs/engine.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot.errors import ProviderAccessDenied, ProviderBusy, ProviderUnavailable
+from bot.jobs.models import Job
+from bot.jobs.store import JobStore
+from bot.jobs.webhooks import WebhookSubscription
+from bot.metrics import Metrics
+from bot.providers.base import Provider, TaskOutcome, TaskResult
+
+if TYPE_CHECKING:
+    from bot.jobs.engine import EngineStats
+
+log = logging.getLogger(__name__)
+
+# Jobs whose follower ended recently, so a late or duplicate webhook for them is still verified
+# (and answered 200); any other id unknown to this engine is refused without a database read.
+RECENT_WEBHOOK_JOBS = 4096
+# Consecutive "Task not found" answers tolerated right after a submit before giving up.
+NOT_FOUND_TOLERANCE = 3
+
+_FINAL_OUTCOMES = (TaskOutcome.READY, TaskOutcome.MODERATED, TaskOutcome.FAILED)
+
+
+@dataclass(frozen=True)
+class PollingPolicy:
+    initial: float = 0.5
+    maximum: float = 4.0
+    growth: float = 1.5
+    deadline: float = 600.0
+
+    def intervals(self, first: float) -> Iterator[float]:
+        """first, initial, initial×growth, … capped at maximum."""
+        yield first
+        interval = self.initial
+        while True:
+            yield interval
+            interval = min(self.maximum, interval * self.growth)
+
+
+class TaskFollower:
+    """Implements bot.jobs.webhooks.WebhookTarget for the engine: a verified webhook wakes
+    the job's follower."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        polling: PollingPolicy,
+        clock: Callable[[], float],
+        metrics: Metrics,
+        stats: EngineStats,
+        *,
+        on_status: Callable[[Job], None],
+    ) -> None:
+        self.store = store
+        self._polling = polling
+        self._clock = clock
+        self.metrics = metrics
+        self.stats = stats
+        self._on_status = on_status  # the provider's status text changed
+        self._wake: dict[str, asyncio.Event] = {}
+        self._pushed: dict[str, tuple[str, TaskResult]] = {}
+        self._recently_followed: OrderedDict[str, None] = OrderedDict()
+
+    def watch(self, job_id: str) -> None:
+        """Follow the job: from now on a webhook for it wakes its follower."""
+        self._wake.setdefault(job_id, asyncio.Event())
+
+    def forget(self, job_id: str) -> None:
+        """The job is no longer followed; a late webhook for it is still verified a while."""
+        if self._wake.pop(job_id, None) is not None:
+            self._recently_followed[job_id] = None
+            self._recently_followed.move_to_end(job_id)
+            while len(self._recently_followed) > RECENT_WEBHOOK_JOBS:
+                self._recently_followed.popitem(last=False)
+        self._pushed.pop(job_id, None)
+
+    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
+        if job_id not in self._wake and job_id not in self._recently_followed:
+            # Not a job this engine follows or recently followed: answered from memory, so
+            # a flood of made-up ids costs no database read.
+            return None
+        job = await self.store.get(job_id)
+        if job is None or job.webhook_secret is None:
+            return None  # finished jobs still answer, so a late duplicate is not retried
+        return WebhookSubscription(secret=job.webhook_secret, task_id=job.provider_task_id)
+
+    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
+        """A verified delivery. Only wakes the job's follower, whose transitions are
+        compare-and-set: a duplicate, a late arrival or a race with a poll delivers once."""
+        event = self._wake.get(job_id)
+        if event is None:
+            return  # not being followed: already finished, or a late duplicate
+        if result.outcome in _FINAL_OUTCOMES or job_id not in self._pushed:
+            self._pushed[job_id] = (task_id, result)  # never replace an ending with a hint
+        event.set()
+
+    async def outcome(
+        self, job: Job, provider: Provider, first_delay: float, since: float | None
+    ) -> TaskResult:
+        """Wait for the submitted task's final result (or its last "not found"). `since` (loop
+        time) is when the provider accepted it: the poll schedule counts from it. Raises
+        TimeoutError past the deadline, ProviderAccessDenied as soon as it comes."""
+        assert job.provider_task_id is not None
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline(job, since, loop.time())
+        last_status = job.provider_status
+        not_found = 0
+        poll_at = loop.time() if since is None else since
+        for interval in self._polling.intervals(first_delay):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            # Polls keep to a schedule counted from the submit, so time spent in earlier
+            # polls does not push later ones back (a finished task is noticed promptly).
+            poll_at = max(poll_at + interval, loop.time())
+            pushed = await self._wait_for_webhook(job, min(poll_at - loop.time(), remaining))
+            if pushed is not None:
+                return pushed
+            self.stats.polls += 1
+            try:
+                with self.metrics.time_provider_call(job.provider, "poll"):
+                    result = await provider.poll(job.provider_task_id, job.polling_url)
+            except (ProviderUnavailable, ProviderBusy) as exc:
+                log.info("job %s: poll failed, will retry: %s", job.id, exc)
+                continue
+            except ProviderAccessDenied:
+                raise
+            if result.outcome is TaskOutcome.NOT_FOUND:
+                not_found += 1
+                if not_found > NOT_FOUND_TOLERANCE:
+                    return result
+                continue
+            not_found = 0
+            if result.outcome in (TaskOutcome.RUNNING, TaskOutcome.UNKNOWN):
+                if result.raw_status != last_status:
+                    last_status = result.raw_status
+                    self._on_status(
+                        await self.store.update(job.id, provider_status=result.raw_status)
+                    )
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _deadline(self, job: Job, since: float | None, now: float) -> float:
+        """The job's deadline on the loop's monotonic clock, so that a wall-clock jump (NTP,
+        a VM resumed) can neither expire nor extend a running job. A job submitted in this
+        run counts from the submit's answer (`since`, loop time); one recovered after a
+        restart converts its persisted wall-clock submit time once, here."""
+        if since is not None:
+            return since + self._polling.deadline
+        submitted_at = job.submitted_at
+        elapsed = 0.0 if submitted_at is None else max(0.0, self._clock() - submitted_at)
+        return now + max(0.0, self._polling.deadline - elapsed)
+
+    async def _wait_for_webhook(self, job: Job, delay: float) -> TaskResult | None:
+        """Sleep until the next poll is due, or until a webhook reports the task's end.
+        A webhook that is only a hint (still running, or "Ready" without an image) makes the
+        poll happen now instead."""
+        event = self._wake.get(job.id)
+        if event is None:
+            await asyncio.sleep(delay)
+            return None
+        try:
+            async with asyncio.timeout(max(0.0, delay)):
+                await event.wait()
+        except TimeoutError:
+            return None
+        event.clear()
+        pushed = self._pushed.pop(job.id, None)
+        if pushed and pushed[0] == job.provider_task_id and pushed[1].outcome in _FINAL_OUTCOMES:
+            return pushed[1]
+        return None
