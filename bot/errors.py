@@ -2,6 +2,7 @@
 
     FluxcordError                 user_message: safe to show a member (no secrets, no URLs)
     ├── InvalidRequest            the member's request breaks a rule: str(exc) is the message
+    │   ├── ButtonNotHere         a button used outside the channel of what it acts on
     │     (leaves near their rules: PromptMissing in bot.variants, QuotaExceeded and
     │      TooManyRefunds in bot.ledger.quotas,
     │      ReferenceRejected in bot.references, PromptRefused and Blocked in
@@ -45,6 +46,16 @@ class InvalidRequest(FluxcordError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, user_message=message)
+
+
+class ButtonNotHere(InvalidRequest):
+    """A button used outside the server or channel of what it acts on (its custom id copied
+    into another message): it does nothing."""
+
+    user_message = "This button doesn't belong to this channel, so it did nothing."
+
+    def __init__(self) -> None:
+        super().__init__(self.user_message)
 
 
 # --------------------------------------------------------------------------- providers

@@ -16,11 +16,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from bot.community.approvals import NOT_HERE_TEXT
 from bot.community.policy import CommunityPolicy, Requester
 from bot.community.studios import Studios
 from bot.drafts import Checked, Draft, Held, StoredReferences, Submitted, parse_seed, parse_size
-from bot.errors import InvalidRequest
+from bot.errors import ButtonNotHere, InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
@@ -33,7 +32,7 @@ from bot.references import (
     precheck,
 )
 from bot.servers.audit import BOT_ACTOR, AuditLog
-from bot.text import code_excerpt
+from bot.text import code_excerpt, plural
 from bot.variants import JobParams, ReferenceSize, Variant
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ class TooManyInFlight(InvalidRequest):
 
     def __init__(self, limit: int) -> None:
         super().__init__(
-            f"You already have {limit} request{'s' if limit != 1 else ''} queued or being "
+            f"You already have {plural(limit, 'request')} queued or being "
             "made, the most one member can have at once. Wait for one to finish, then try again."
         )
 
@@ -467,12 +466,12 @@ def check_button_place(
     """A result's button acts only where its job lives: its server, and its channel or its
     own message (a result posted elsewhere, e.g. in a thread's parent, keeps its buttons).
     A custom id copied into another server's or channel's message does nothing. Raises
-    InvalidRequest, in the words a review button out of place uses (NOT_HERE_TEXT)."""
+    InvalidRequest (ButtonNotHere)."""
     if job.guild_id != guild_id:
-        raise InvalidRequest(NOT_HERE_TEXT)
+        raise ButtonNotHere()
     own_message = message_id is not None and message_id in (
         job.result_message_id,
         job.status_message_id,
     )
     if job.channel_id != channel_id and not own_message:
-        raise InvalidRequest(NOT_HERE_TEXT)
+        raise ButtonNotHere()

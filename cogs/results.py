@@ -19,7 +19,7 @@ from bot.cooldown import Cooldown
 from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
 from bot.generation import check_button_place
 from bot.jobs.models import Job, JobState
-from bot.text import message_text
+from bot.text import message_text, plural
 from cogs.buttons import PersistentButton
 from cogs.checks import may_remove_results
 from cogs.delivery import attach_delivery
@@ -277,7 +277,7 @@ class RemixModal(FriendlyModal, title="Remix"):
 
 
 def render_lineage(chain: list[Job]) -> str:
-    lines = [f"**This image's history** ({len(chain)} step{'s' if len(chain) != 1 else ''}):"]
+    lines = [f"**This image's history** ({plural(len(chain), 'step')}):"]
     for index, job in enumerate(chain, start=1):
         link = job_link(job)
         prompt = quoted_prompt(job.prompt, 80)

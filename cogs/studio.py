@@ -30,7 +30,7 @@ from bot.community.studios import (
     words_text,
 )
 from bot.errors import InvalidRequest
-from bot.text import MESSAGE_LIMIT, one_line, plural, truncate
+from bot.text import MESSAGE_LIMIT, code_excerpt, message_link, one_line, plural, truncate
 from cogs.background import BackgroundLoop
 from cogs.checks import may_run_studios
 from cogs.flow import image_attachments, requester
@@ -98,10 +98,10 @@ def lock_notice(studio: Studio, actor_id: int) -> str:
 
 
 def gallery_line(studio: Studio, item: GalleryItem) -> str:
-    link = f"https://discord.com/channels/{studio.guild_id}/{studio.thread_id}/{item.message_id}"
+    link = message_link(studio.guild_id, studio.thread_id, item.message_id)
     edit = f" (edit of #{item.edit_of})" if item.edit_of is not None else ""
-    prompt = truncate(one_line(item.prompt).replace("`", "'"), 60)
-    return f"**#{item.number}** <@{item.user_id}>{edit} · `{prompt}` · [view]({link})"
+    prompt = code_excerpt(one_line(item.prompt), 60)
+    return f"**#{item.number}** <@{item.user_id}>{edit} · {prompt} · [view]({link})"
 
 
 def gallery_text(studio: Studio, items: Sequence[GalleryItem], *, in_thread: bool) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest
 from bot.periods import PERIODS, Period, ResetSchedule, parse_reset_time
+from bot.text import plural
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -60,7 +61,7 @@ def format_credits(mc: int) -> str:
 def format_amount(metric: Metric, amount: int) -> str:
     """ "1 image", "12 images", "1 credit", "2.5 credits"."""
     if metric is Metric.IMAGES:
-        return f"{amount} {'image' if amount == 1 else 'images'}"
+        return plural(amount, "image")
     number = format_credits(amount)
     return f"{number} {'credit' if number == '1' else 'credits'}"
 

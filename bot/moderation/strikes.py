@@ -23,6 +23,7 @@ from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.servers.settings import ServerSettings
 from bot.storage.db import Database
 from bot.storage.rows import from_row
+from bot.text import code_excerpt
 
 REFUSED_TEXT = "This prompt can't be used on this server. Nothing was charged."
 WARNING_TEXT = (
@@ -403,5 +404,4 @@ def _block_entry(audit: AuditLog, block: Block) -> AuditEntry:
 
 
 def _quote(prompt: str) -> str:
-    text = prompt[:PROMPT_EXCERPT].replace("`", "'")
-    return f"`{text}`" + ("…" if len(prompt) > PROMPT_EXCERPT else "")
+    return code_excerpt(prompt, PROMPT_EXCERPT)

@@ -11,7 +11,8 @@ from typing import Any
 import discord
 from PIL import Image
 
-from bot.community.approvals import NOT_HERE_TEXT, PENDING_CAP_TEXT, SELF_APPROVAL_TEXT
+from bot.community.approvals import PENDING_CAP_TEXT, SELF_APPROVAL_TEXT
+from bot.errors import ButtonNotHere
 from bot.ledger import Metric, Period, Scope
 from bot.moderation.strikes import PROVIDER_MODERATION_TERM
 from cogs.approvals import REVIEW_REFUSED_TEXT, ReviewButton
@@ -116,9 +117,9 @@ async def test_a_review_button_copied_into_another_channel_does_nothing(world: W
     )  # fmt: skip
 
     it = await world.discord.click(moderator, copy, f"flux:review:approve:{approval_id}")
-    assert await world.refusal(it) == NOT_HERE_TEXT
+    assert await world.refusal(it) == ButtonNotHere.user_message
     it = await world.discord.click(moderator, copy, f"flux:review:reject:{approval_id}")
-    assert await world.refusal(it) == NOT_HERE_TEXT  # no modal opened either
+    assert await world.refusal(it) == ButtonNotHere.user_message  # no modal opened either
     assert await counts(bot) == (0, 0) and world.bfl.submissions == []
     approval = await bot.services.db.fetch_one("SELECT state FROM approvals")
     assert approval is not None and approval["state"] == "pending"
@@ -145,7 +146,7 @@ async def test_result_buttons_copied_into_another_server_do_nothing(world: World
 
     for action in ("reroll", "delete", "chain", "remix"):
         it = await world.discord.click(mallory, copy, f"flux:{action}:{job_id}")
-        assert await world.refusal(it) == NOT_HERE_TEXT, action
+        assert await world.refusal(it) == ButtonNotHere.user_message, action
     assert not world.discord.message(result.id).deleted
     assert len(world.bfl.submissions) == 1
     assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 1

@@ -10,12 +10,11 @@ import pytest
 
 from bot.catalogue import get_variant
 from bot.community.approvals import (
-    NOT_HERE_TEXT,
     SELF_APPROVAL_TEXT,
     Approval,
     check_review,
 )
-from bot.errors import InvalidRequest
+from bot.errors import ButtonNotHere, InvalidRequest
 from bot.generation import check_button_place
 from bot.jobs.models import JobState
 from bot.jobs.store import JobStore
@@ -54,7 +53,7 @@ def test_a_review_click_acts_only_in_its_review_channel_and_never_as_self_approv
                     pending, actor_id=MODERATOR, guild_id=guild, channel_id=channel,
                     approving=approving,
                 )  # fmt: skip
-            assert str(refused.value) == NOT_HERE_TEXT
+            assert str(refused.value) == ButtonNotHere.user_message
 
 
 async def test_a_result_button_acts_only_in_its_server_and_channel_or_on_its_message(
@@ -69,7 +68,7 @@ async def test_a_result_button_acts_only_in_its_server_and_channel_or_on_its_mes
     for guild, channel, message in [(42, 1, 901), (43, 4242, 900), (None, 4242, 900)]:
         with pytest.raises(InvalidRequest) as refused:
             check_button_place(job, guild_id=guild, channel_id=channel, message_id=message)
-        assert str(refused.value) == NOT_HERE_TEXT
+        assert str(refused.value) == ButtonNotHere.user_message
 
 
 # --------------------------------------------------------------------------- item 4: refunds

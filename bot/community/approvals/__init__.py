@@ -25,7 +25,6 @@ from bot.community.approvals.review_images import (
     review_images,
 )
 from bot.community.approvals.rules import (
-    NOT_HERE_TEXT,
     PENDING_CAP_TEXT,
     REVIEW_FAILED_TEXT,
     REVIEW_UNREACHABLE_TEXT,
@@ -36,7 +35,6 @@ from bot.community.approvals.rules import (
 
 __all__ = [
     "MAX_REVIEW_IMAGES",
-    "NOT_HERE_TEXT",
     "PENDING_CAP_TEXT",
     "REVIEW_FAILED_TEXT",
     "REVIEW_IMAGE_SIDE",

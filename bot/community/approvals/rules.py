@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.errors import InvalidRequest
+from bot.errors import ButtonNotHere, InvalidRequest
 from bot.jobs.models import GenerationRequest
 from bot.ledger import credits_to_mc
 from bot.variants import JobParams, ReferenceSize
@@ -39,7 +39,6 @@ SELF_APPROVAL_TEXT = (
     "You can't approve your own request: another moderator has to review it. "
     "(You can still reject it to withdraw it.)"
 )
-NOT_HERE_TEXT = "This button doesn't belong to this channel, so it did nothing."
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def check_review(
     the requester approving their own request: Manage Messages in the review channel alone
     would otherwise let a member wave their own requests through. Raises InvalidRequest."""
     if approval.guild_id != guild_id or approval.review_channel_id != channel_id:
-        raise InvalidRequest(NOT_HERE_TEXT)
+        raise ButtonNotHere()
     if approving and approval.user_id == actor_id:
         raise InvalidRequest(SELF_APPROVAL_TEXT)
 
