@@ -3,17 +3,18 @@
     FluxcordError                 user_message: safe to show a member (no secrets, no URLs)
     ├── InvalidRequest            the member's request breaks a rule: str(exc) is the message
     │   ├── ButtonNotHere         a button used outside the channel of what it acts on
-    │     (leaves near their rules: PromptMissing in bot.variants, QuotaExceeded and
-    │      TooManyRefunds in bot.ledger.quotas,
-    │      ReferenceRejected in bot.references, PromptRefused and Blocked in
-    │      bot.moderation.strikes, TooManyInFlight in bot.generation, StudioBudgetExceeded,
-    │      RequiredWordsMissing and ThemedPromptTooLong in bot.community.studios.rules)
+    │   └── leaves next to their rules: PromptMissing (bot.variants), ReferenceRejected
+    │       (bot.references), TooManyInFlight (bot.generation), QuotaExceeded and
+    │       TooManyRefunds (bot.ledger.quotas), PromptRefused and Blocked
+    │       (bot.moderation.strikes), StudioBudgetExceeded, RequiredWordsMissing and
+    │       ThemedPromptTooLong (bot.community.studios.rules)
     ├── ProviderError             a provider call failed; the message is for logs only
     │   ├── InsufficientCredits, ProviderAccessDenied, ProviderRejected, ProviderBusy,
     │   │   ProviderUnavailable, SubmitOutcomeUnknown, AnswerTooLarge
     │   └── ResultUnavailable ─ ResultTooLarge (UnsafeProviderURL and ResultLost near
     │                           the code that detects them, in bot.providers)
     ├── DeliveryImpossible        a finished result can never be posted where it was asked
+    ├── ReviewChannelUnreachable  (bot.community.approvals) raised by the Discord review view
     ├── InvalidCharge             a provider's cost figure that cannot be real
     ├── InvalidPattern            a banned term the matcher cannot run (shown to moderators)
     ├── StartupError ─ AnotherInstanceRunning    for the operator; the message says it all

@@ -30,7 +30,7 @@ from bot.community.approvals.rules import (
     reservation_need,
 )
 from bot.community.approvals.store import ApprovalStore
-from bot.errors import InvalidRequest
+from bot.errors import FluxcordError, InvalidRequest
 from bot.jobs.models import GenerationRequest, Job
 from bot.jobs.store import new_job_id
 from bot.ledger import Ledger, Metric, QuotaExceeded
@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 EXPIRY_SWEEP_SECONDS = 600.0
 
 
-class ReviewChannelUnreachable(Exception):
+class ReviewChannelUnreachable(FluxcordError):
     """The review channel is gone or the bot may not post there (raised by the view)."""
+
+    user_message = REVIEW_UNREACHABLE_TEXT
 
 
 class ApprovalView(Protocol):
@@ -155,10 +157,12 @@ class ApprovalQueue:
                 # Nobody could ever review it: withdraw it rather than leave it waiting.
                 log.warning("could not post approval %s for review", approval_id, exc_info=True)
                 await self._store.delete(approval_id)
-                unreachable = isinstance(exc, ReviewChannelUnreachable)
-                raise InvalidRequest(
-                    REVIEW_UNREACHABLE_TEXT if unreachable else REVIEW_FAILED_TEXT
-                ) from None
+                text = (
+                    exc.user_message
+                    if isinstance(exc, ReviewChannelUnreachable)
+                    else REVIEW_FAILED_TEXT
+                )
+                raise InvalidRequest(text) from None
             await self._store.set_review_message(approval_id, message_id)
             approval = replace(approval, review_message_id=message_id)
         return approval
