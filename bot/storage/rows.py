@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -18,8 +19,14 @@ def from_row(
     `from_row(Override, row, scope=Scope)`. Columns without a field are ignored. `row` may be
     a dict, for a row whose fields are partly kept as JSON in a column."""
     values = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        value = row[field.name]
-        convert = converters.get(field.name)
-        values[field.name] = value if convert is None or value is None else convert(value)
+    for name in _field_names(cls):  # type: ignore[arg-type]
+        value = row[name]
+        convert = converters.get(name)
+        values[name] = value if convert is None or value is None else convert(value)
     return cls(**values)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    # Every job read and poll maps a row: look the fields up once per class.
+    return tuple(field.name for field in dataclasses.fields(cls))
