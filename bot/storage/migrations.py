@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_ROOT = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = MIGRATIONS_ROOT / "sqlite"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
