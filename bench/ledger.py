@@ -45,7 +45,7 @@ from bot.ledger import (
     unlimited_limits,
 )
 from bot.periods import PERIODS
-from bot.storage.db import Database
+from bot.storage.db import Tx, open_database
 
 # With synchronous=FULL every commit waits for its fsync (a queued → submitting commit must
 # survive a power cut, or a job is sent and billed twice): measured here 1,800/s, against
@@ -82,7 +82,7 @@ def policy() -> QuotaPolicy:
 
 
 async def prepare(path: Path) -> None:
-    db = await Database.open(path)
+    db = await open_database(path)
     ledger = Ledger(db, policy())
     await ledger.admin.set_limit(GUILD, 0, Scope.ROLE, ROLE, Period.WEEK, Metric.IMAGES, 10**9)
     await db.close()
@@ -124,7 +124,7 @@ async def write(ledger: Ledger, writer: int, ops: int, seed: int) -> Tally:
 
 
 async def run_connections(path: Path, writers: int, ops: int) -> list[Tally]:
-    databases = [await Database.open(path, migrate=False) for _ in range(writers)]
+    databases = [await open_database(path, migrate=False) for _ in range(writers)]
     try:
         return list(
             await asyncio.gather(
@@ -137,7 +137,7 @@ async def run_connections(path: Path, writers: int, ops: int) -> list[Tally]:
 
 
 async def run_tasks(path: Path, writers: int, ops: int) -> list[Tally]:
-    db = await Database.open(path, migrate=False)
+    db = await open_database(path, migrate=False)
     try:
         ledger = Ledger(db, policy())
         return list(await asyncio.gather(*(write(ledger, w, ops, seed=w) for w in range(writers))))
@@ -149,7 +149,7 @@ def _process_main(
     path: str, writer: int, ops: int, go: EventType, out: multiprocessing.Queue
 ) -> None:  # type: ignore[type-arg]
     async def main() -> Tally:
-        db = await Database.open(path, migrate=False)
+        db = await open_database(path, migrate=False)
         try:
             go.wait()
             return await write(Ledger(db, policy()), writer, ops, seed=writer)
@@ -179,7 +179,7 @@ def run_processes(path: Path, writers: int, ops: int) -> list[Tally]:
 
 async def verify(path: Path, tallies: list[Tally]) -> list[str]:
     """Compare the database with the writers' own accounts; returns the discrepancies."""
-    db = await Database.open(path, migrate=False)
+    db = await open_database(path, migrate=False)
     problems: list[str] = []
     try:
         expected_mc = sum(t.charged_mc for t in tallies)
@@ -246,16 +246,24 @@ async def bench(mode: str, writers: int, ops: int) -> tuple[float, list[str]]:
     return writers * ops / wall, problems
 
 
+async def _empty_transaction(tx: Tx) -> None:
+    return None
+
+
+async def _empty_transaction(tx: Tx) -> None:
+    return None
+
+
 async def transaction_floor(count: int = 3_000) -> float:
     """Pairs of *empty* transactions per second through the same Database: the ceiling any
     reserve+settle could reach here, whatever the ledger does inside them."""
     with tempfile.TemporaryDirectory() as folder:
-        db = await Database.open(Path(folder) / "floor.sqlite3")
+        db = await open_database(Path(folder) / "floor.sqlite3")
         try:
             started = time.perf_counter()
             for _ in range(count):
                 for _ in range(2):
-                    await db.run(lambda conn: None)
+                    await db.run(_empty_transaction)
             return count / (time.perf_counter() - started)
         finally:
             await db.close()

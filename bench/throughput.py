@@ -29,7 +29,7 @@ from bot.jobs.webhooks import WebhookSubscription
 from bot.metrics import Metrics
 from bot.providers.base import OutputImage, TaskResult
 from bot.providers.bfl import BFLClient
-from bot.storage.db import Database
+from bot.storage.db import open_database
 from bot.web import HealthChecks, WebServer, create_app
 from tests.fakes.bfl_server import FakeBFL
 
@@ -80,7 +80,7 @@ async def run(
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         async with FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as fake:
-            db = await Database.open(Path(folder) / "bench.sqlite3")
+            db = await open_database(Path(folder) / "bench.sqlite3")
             client = BFLClient(
                 API_KEY, fake.base_url, max_connections=cap * 2 + 8, allow_loopback=True
             )

@@ -28,9 +28,9 @@ def _configure_logging(level: str) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    from bot.storage.db import Database
+    from bot.storage.db import open_database
 
-    db = await Database.open(settings.database_path, migrate=False)
+    db = await open_database(settings.database_target, migrate=False)
     try:
         from bot.storage.migrations import apply_migrations
 
@@ -38,7 +38,7 @@ async def _migrate(settings: Settings) -> None:
     finally:
         await db.close()
     print(
-        f"{len(applied)} migration(s) applied to {settings.database_path}"
+        f"{len(applied)} migration(s) applied to {settings.database_name}"
         + (f": {', '.join(applied)}" if applied else " (already up to date)")
     )
 
@@ -50,7 +50,7 @@ async def _run(settings: Settings) -> None:
         logging.getLogger("bot").warning(
             "neither BFL_API_KEY nor AIML_API_KEY is set: no image model is available"
         )
-    if str(settings.database_path) != ":memory:":
+    if settings.database_url is None and str(settings.database_path) != ":memory:":
         # Before the bot opens the database: a second instance would fail the first's jobs.
         # Held until the process ends.
         InstanceLock(settings.database_path).acquire()

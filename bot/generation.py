@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from bot.community.studios import Studios
 from bot.drafts import Checked, Draft, Held, StoredReferences, Submitted, parse_seed, parse_size
 from bot.errors import ButtonNotHere, InvalidRequest
 from bot.jobs.engine import JobEngine
-from bot.jobs.models import GenerationRequest, Job, JobState
+from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
 from bot.providers.base import InputImage
 from bot.references import (
@@ -32,6 +31,7 @@ from bot.references import (
     precheck,
 )
 from bot.servers.audit import BOT_ACTOR, AuditLog
+from bot.storage.db import Tx
 from bot.text import code_excerpt, plural
 from bot.variants import JobParams, ReferenceSize, Variant
 
@@ -248,18 +248,17 @@ class GenerationService:
         if await self.engine.store.open_count_for_user(user_id) >= self.max_in_flight:
             raise TooManyInFlight(self.max_in_flight)
 
-    def _in_flight_admission(
-        self, user_id: int, then: Callable[[sqlite3.Connection, int], None] | None
-    ) -> Callable[[sqlite3.Connection, int], None]:
+    def _in_flight_admission(self, user_id: int, then: Admission | None) -> Admission:
         """The in-flight cap, decided in the transaction that creates the job: requests sent
         at the same moment cannot all slip past the check in `precheck`."""
         limit = self.max_in_flight
 
-        def admit(conn: sqlite3.Connection, need_mc: int) -> None:
-            if JobStore.open_count_for_user_in(conn, user_id) >= limit:
+        async def admit(tx: Tx, need_mc: int) -> None:
+            await tx.lock(f"member:{user_id}")  # requests at the same moment count in turn
+            if await JobStore.open_count_for_user_in(tx, user_id) >= limit:
                 raise TooManyInFlight(limit)
             if then is not None:
-                then(conn, need_mc)
+                await then(tx, need_mc)
 
         return admit
 

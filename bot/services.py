@@ -28,7 +28,7 @@ from bot.references import ByteBudget, ReferenceLimits
 from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
 from bot.settings import Settings
-from bot.storage.db import Database
+from bot.storage.db import Database, open_database
 from bot.variants import MEGAPIXEL, Variant
 from bot.web import HealthChecks, WebServer, create_app
 
@@ -106,7 +106,7 @@ async def build_services(
 ) -> Services:
     """Assemble the core. `dm_allowed(user_id)` says whether a member of a server that allows
     direct messages wrote; `discord_connected()` feeds `/healthz`. Both come from the client."""
-    db = await Database.open(settings.database_path)
+    db = await open_database(settings.database_target)
     providers = build_providers(settings)
     variants = available_variants(
         include_preview=settings.bfl_enable_preview,

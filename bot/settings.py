@@ -12,6 +12,7 @@ from bot.errors import SettingsError
 from bot.periods import parse_reset_time
 from bot.providers.base import DEFAULT_MAX_REPORTED_COST
 from bot.providers.egress import EgressPolicy
+from bot.storage.base import is_postgres_url
 
 # Words that mean "no limit" in an allowance setting (an empty value means "the default").
 UNLIMITED_WORDS = frozenset({"unlimited", "none", "off", "-1"})
@@ -42,6 +43,11 @@ class Settings(BaseSettings):
     )
     default_variant: str = Field(default="pro", description="Variant /imagine uses")
     database_path: Path = Field(default=Path("data/fluxcord.sqlite3"))
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host/db: PostgreSQL instead of the SQLite file"
+        " (needed to run several processes); it may hold a password, so it is kept secret",
+    )
     provider_max_active: int = Field(default=24, ge=1, le=1000)
     poll_initial_interval: float = Field(default=0.5, gt=0, le=10)
     poll_max_interval: float = Field(default=4.0, gt=0, le=60)
@@ -153,6 +159,29 @@ class Settings(BaseSettings):
                 message = f"{name.upper()}: {exc} (API keys are sent only over https)"
                 raise ValueError(message) from None
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not is_postgres_url(value.get_secret_value()):
+            raise ValueError("DATABASE_URL must start with postgresql:// (SQLite: DATABASE_PATH)")
+        return value
+
+    @property
+    def database_target(self) -> str | Path:
+        """What `Database.open` opens: the PostgreSQL URL when set, else the SQLite file."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return self.database_path
+
+    @property
+    def database_name(self) -> str:
+        """The store, for log lines and messages: never the URL, which may hold a password."""
+        return (
+            "PostgreSQL (DATABASE_URL)"
+            if self.database_url is not None
+            else str(self.database_path)
+        )
 
     @field_validator("quota_reset_time")
     @classmethod

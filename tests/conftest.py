@@ -15,7 +15,7 @@ from bot.jobs.following import PollingPolicy
 from bot.jobs.models import GenerationRequest, Job
 from bot.providers.base import InputImage
 from bot.providers.bfl import BFLClient
-from bot.storage.db import Database
+from bot.storage.db import Database, open_database
 from tests.fakes.bfl_server import FakeBFL
 from tests.fakes.notifier import RecordingNotifier
 
@@ -24,7 +24,7 @@ BFL_KEY = "test-bfl-key-0123456789"
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "fluxcord.sqlite3")
+    database = await open_database(tmp_path / "fluxcord.sqlite3")
     yield database
     await database.close()
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.providers.base import InputImage
+from bot.storage.db import Tx
 from bot.variants import JobParams, Variant
+
+# A check run in the job-creating transaction with the job's estimate in millicredits.
+Admission = Callable[[Tx, int], Awaitable[None]]
 
 
 class JobState(StrEnum):
@@ -50,9 +53,7 @@ class GenerationRequest:
     # An extra check run inside the transaction that creates the job, before anything is
     # written, with the job's estimate in millicredits; raises InvalidRequest to refuse (a
     # studio thread's budget: see bot/community/studios/).
-    admission: Callable[[sqlite3.Connection, int], None] | None = field(
-        default=None, repr=False, compare=False
-    )
+    admission: Admission | None = field(default=None, repr=False, compare=False)
     # Where the job is shown: the interaction that asked for it (its token, a credential), or
     # else the member's message it replies to. See cogs/delivery.py.
     interaction: InteractionToken | None = field(default=None, repr=False)

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sqlite3
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
-
-import aiosqlite
 
 from bot.errors import InvalidCharge
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.ledger import Ledger, credits_to_mc
 from bot.providers.base import InputImage, OutputImage
-from bot.storage.db import Database
+from bot.storage.db import Database, Row, Tx
 from bot.storage.rows import from_row
 from bot.variants import JobParams, ReferenceSize
 
@@ -51,7 +48,7 @@ def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
-def _row_to_job(row: aiosqlite.Row) -> Job:
+def _row_to_job(row: Row) -> Job:
     return from_row(Job, row, params=_params, state=JobState, closed=bool)
 
 
@@ -88,12 +85,12 @@ class JobStore:
         now = self._clock()
         interaction = request.interaction
 
-        def insert(conn: sqlite3.Connection) -> Job:
+        async def insert(tx: Tx) -> Job:
             if request.admission is not None:
-                request.admission(conn, credits_to_mc(estimated_cost))
+                await request.admission(tx, credits_to_mc(estimated_cost))
             if self._ledger is not None:
-                self._ledger.reserve(
-                    conn,
+                await self._ledger.reserve(
+                    tx,
                     job_id=job_id,
                     guild_id=request.guild_id,
                     user_id=request.user_id,
@@ -103,7 +100,7 @@ class JobStore:
                     images=images,
                     now=now,
                 )
-            row = conn.execute(
+            row = await tx.fetch_one(
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
                 " estimated_cost, reference_count, interaction_token, interaction_expires_at,"
@@ -129,8 +126,8 @@ class JobStore:
                     interaction.expires_at if interaction else None,
                     request.reply_to_message_id,
                 ),
-            ).fetchone()
-            conn.executemany(
+            )
+            await tx.execute_many(
                 "INSERT INTO job_inputs (job_id, position, content_type, width, height, data)"
                 " VALUES (?,?,?,?,?,?)",
                 [
@@ -138,6 +135,7 @@ class JobStore:
                     for index, image in enumerate(request.inputs)
                 ],
             )
+            assert row is not None  # RETURNING gives the inserted row
             return _row_to_job(row)
 
         # The job comes back from its own transaction: once that commits, nothing else can
@@ -182,10 +180,9 @@ class JobStore:
         return int(await self._db.fetch_value(_OPEN_COUNT_SQL, (user_id,)))
 
     @staticmethod
-    def open_count_for_user_in(conn: sqlite3.Connection, user_id: int) -> int:
-        """`open_count_for_user` inside a transaction (on the database thread)."""
-        row = conn.execute(_OPEN_COUNT_SQL, (user_id,)).fetchone()
-        return int(row[0])
+    async def open_count_for_user_in(tx: Tx, user_id: int) -> int:
+        """`open_count_for_user` inside a transaction."""
+        return int(await tx.fetch_value(_OPEN_COUNT_SQL, (user_id,)))
 
     async def input_sizes(self, job_id: str) -> list[ReferenceSize]:
         """The sizes of a job's stored reference images, without reading the images."""
@@ -221,13 +218,11 @@ class JobStore:
     ) -> Job | None:
         """Move a job to `to` only if it is in one of `from_states`; returns the updated job,
         or None if it was elsewhere (someone else won the race)."""
-        return await self._db.run(
-            lambda conn: self._transition(conn, job_id, from_states, to, fields)
-        )
+        return await self._db.run(lambda tx: self._transition(tx, job_id, from_states, to, fields))
 
-    def _transition(
+    async def _transition(
         self,
-        conn: sqlite3.Connection,
+        tx: Tx,
         job_id: str,
         from_states: Collection[JobState],
         to: JobState,
@@ -243,18 +238,18 @@ class JobStore:
         assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
         placeholders = ",".join("?" for _ in from_states)
         now = self._clock()
-        rows = conn.execute(
+        rows = await tx.fetch_all(
             f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})"
             " RETURNING *",
             (to.value, now, *fields.values(), job_id, *(s.value for s in from_states)),
-        ).fetchall()
+        )
         if not rows:
             return None
         job = _row_to_job(rows[0])
-        self._settle(conn, job, images, now)
+        await self._settle(tx, job, images, now)
         return job
 
-    def _settle(self, conn: sqlite3.Connection, job: Job, images: int | None, now: float) -> None:
+    async def _settle(self, tx: Tx, job: Job, images: int | None, now: float) -> None:
         """Settle the job's reservation if this state change ended it for the ledger.
 
         Every path that ends a job passes here, inside its transaction. The ledger settles a
@@ -267,8 +262,8 @@ class JobStore:
         if job.state in _CHARGED_STATES:
             # The provider's cost (from the poll, else the submit); None keeps the estimate.
             try:
-                self._ledger.charge(
-                    conn,
+                await self._ledger.charge(
+                    tx,
                     job.id,
                     credits=job.cost,
                     images=images,
@@ -279,13 +274,13 @@ class JobStore:
                 # The image exists: it is still delivered, charged the estimate instead of
                 # a figure the ledger cannot hold (the engine filters these out first).
                 log.warning("job %s: %s; charging the estimate", job.id, exc)
-                self._ledger.charge(
-                    conn, job.id, credits=None, images=images, settled_by=job.state.value, now=now
+                await self._ledger.charge(
+                    tx, job.id, credits=None, images=images, settled_by=job.state.value, now=now
                 )
         elif job.state.is_terminal:
             # Failed, moderated or cancelled before any image existed: nothing is charged,
             # even where the provider may have billed an unconfirmed submit.
-            self._ledger.refund(conn, job.id, settled_by=job.state.value, now=now)
+            await self._ledger.refund(tx, job.id, settled_by=job.state.value, now=now)
 
     async def update(self, job_id: str, **fields: Any) -> Job:
         """Set informational fields without a state change (e.g. the provider's status text)."""
@@ -294,10 +289,10 @@ class JobStore:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a job")
         assignments = ", ".join(f"{name} = ?" for name in fields)
         rows = await self._db.run(
-            lambda conn: conn.execute(
+            lambda tx: tx.fetch_all(
                 f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ? RETURNING *",
                 (*fields.values(), self._clock(), job_id),
-            ).fetchall()
+            )
         )
         if not rows:
             raise KeyError(job_id)
@@ -321,12 +316,12 @@ class JobStore:
             "result_height": first.height,
         }
 
-        def store(conn: sqlite3.Connection) -> bool:
-            won = self._transition(
-                conn, job_id, (JobState.SUBMITTED,), JobState.READY, fields, images=len(outputs)
+        async def store(tx: Tx) -> bool:
+            won = await self._transition(
+                tx, job_id, (JobState.SUBMITTED,), JobState.READY, fields, images=len(outputs)
             )
             if won is not None:
-                conn.executemany(
+                await tx.execute_many(
                     "INSERT INTO job_outputs (job_id, position, content_type, width, height, data)"
                     " VALUES (?,?,?,?,?,?)",
                     [
@@ -342,10 +337,10 @@ class JobStore:
         """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
         fields = {"result_message_id": message_id, "finished_at": self._clock(), "closed": 1}
 
-        def deliver(conn: sqlite3.Connection) -> bool:
-            won = self._transition(conn, job_id, (JobState.READY,), JobState.DELIVERED, fields)
+        async def deliver(tx: Tx) -> bool:
+            won = await self._transition(tx, job_id, (JobState.READY,), JobState.DELIVERED, fields)
             if won is not None:
-                conn.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
+                await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
             return won is not None
 
         return await self._db.run(deliver)

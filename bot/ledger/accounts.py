@@ -11,7 +11,6 @@ allowances in `bot.ledger.admin` (reached as `Ledger.admin`).
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from bot.ledger.policy import MAX_AMOUNT, Metric, QuotaPolicy, credits_to_mc
 from bot.ledger.quotas import QuotaState, guild_key, refuse_if_over, state_query
 from bot.periods import PERIODS, Period
 from bot.servers.audit import AuditLog
-from bot.storage.db import Database
+from bot.storage.db import Database, Tx
 
 __all__ = ["Ledger", "MemberUsage", "WindowUsage"]
 
@@ -76,25 +75,28 @@ class Ledger:
         query = state_query(self.policy, guild_id, user_id, role_ids, now)
         return query.build(await self.db.fetch_all(query.sql, query.params))
 
-    def _state_in(
+    async def _state_in(
         self,
-        conn: sqlite3.Connection,
+        tx: Tx,
         guild_id: int,
         user_id: int,
         role_ids: Sequence[int],
         now: float,
     ) -> QuotaState:
-        """The same state, read inside the caller's transaction."""
+        """The same state, read inside the caller's transaction.
+
+        Takes the server's allowance lock first: on PostgreSQL, two reservations in one
+        server would otherwise both read the usage before either wrote, and both fit."""
+        await tx.lock(f"allowance:{guild_id}")
         query = state_query(self.policy, guild_id, user_id, role_ids, now)
-        return query.build(conn.execute(query.sql, query.params).fetchall())
+        return query.build(await tx.fetch_all(query.sql, query.params))
 
     # ----------------------------------------------------------------- reserve and settle
-    # These run inside the caller's write transaction, on the database thread (see
-    # `Database.run`): a job's reservation is written with the job, its settlement with the
-    # state change that ends it.
-    def reserve(
+    # These run inside the caller's write transaction (see `Database.run`): a job's
+    # reservation is written with the job, its settlement with the state change that ends it.
+    async def reserve(
         self,
-        conn: sqlite3.Connection,
+        tx: Tx,
         *,
         job_id: str,
         guild_id: int | None,
@@ -105,7 +107,7 @@ class Ledger:
         images: int,
         now: float | None = None,
     ) -> None:
-        """Hold `credits` and `images` for a job (its ledger row), in `conn`'s transaction.
+        """Hold `credits` and `images` for a job (its ledger row), in `tx`'s transaction.
 
         Raises:
             QuotaExceeded: the job does not fit an allowance; nothing was written.
@@ -114,10 +116,10 @@ class Ledger:
         now = self._clock() if now is None else now
         gid = guild_key(guild_id)
         need = {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)}
-        state = self._state_in(conn, gid, user_id, role_ids, now)
+        state = await self._state_in(tx, gid, user_id, role_ids, now)
         refuse_if_over(state, need)
         starts = state.starts
-        conn.execute(
+        await tx.execute(
             "INSERT INTO ledger (job_id, guild_id, user_id, variant, reserved_at, day_start,"
             " week_start, month_start, reserved_mc, reserved_images, credits_mc, images)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -155,9 +157,9 @@ class Ledger:
         state = await self._state(guild_key(guild_id), user_id, role_ids, self._clock())
         refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
 
-    def check_in(
+    async def check_in(
         self,
-        conn: sqlite3.Connection,
+        tx: Tx,
         *,
         guild_id: int | None,
         user_id: int,
@@ -175,14 +177,14 @@ class Ledger:
             TooManyRefunds: the member reached the day's cap on refunded jobs.
         """
         now = self._clock() if now is None else now
-        state = self._state_in(conn, guild_key(guild_id), user_id, role_ids, now)
+        state = await self._state_in(tx, guild_key(guild_id), user_id, role_ids, now)
         if held is not None:
             state = state.with_held(held)
         refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
 
-    def charge(
+    async def charge(
         self,
-        conn: sqlite3.Connection,
+        tx: Tx,
         job_id: str,
         *,
         credits: float | None,
@@ -203,8 +205,8 @@ class Ledger:
             raise InvalidCharge(f"refusing to charge {credits!r} credits for job {job_id}")
         if images is not None and images < 0:
             raise InvalidCharge(f"refusing to charge {images} images for job {job_id}")
-        return self._settle(
-            conn,
+        return await self._settle(
+            tx,
             job_id,
             "charged",
             None if credits is None else credits_to_mc(credits),
@@ -213,9 +215,9 @@ class Ledger:
             now,
         )
 
-    def refund(
+    async def refund(
         self,
-        conn: sqlite3.Connection,
+        tx: Tx,
         job_id: str,
         *,
         settled_by: str,
@@ -223,11 +225,11 @@ class Ledger:
     ) -> bool:
         """Settle a job that made nothing for the member: everything it held is returned.
         Returns False if the job was already settled or never reserved."""
-        return self._settle(conn, job_id, "refunded", 0, 0, settled_by, now)
+        return await self._settle(tx, job_id, "refunded", 0, 0, settled_by, now)
 
-    def _settle(
+    async def _settle(
         self,
-        conn: sqlite3.Connection,
+        tx: Tx,
         job_id: str,
         status: str,
         charged_mc: int | None,
@@ -239,7 +241,7 @@ class Ledger:
         # The status test makes this a compare-and-set: the second settlement of a job (a
         # retry, a restart, a later state change) matches no row and changes nothing. The
         # window totals follow through the ledger_counts_settlement trigger.
-        cursor = conn.execute(
+        changed = await tx.execute(
             "UPDATE ledger SET status = ?,"
             " charged_mc = COALESCE(?, reserved_mc), charged_images = COALESCE(?, reserved_images),"
             " credits_mc = COALESCE(?, reserved_mc), images = COALESCE(?, reserved_images),"
@@ -256,7 +258,7 @@ class Ledger:
                 job_id,
             ),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     # ----------------------------------------------------------------- what members see
     async def state(

@@ -8,9 +8,8 @@ before and after, which `/quota show` lists), and the server's one audit log
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.errors import InvalidRequest
@@ -25,7 +24,7 @@ from bot.ledger.policy import (
 )
 from bot.periods import PERIODS, Period, format_reset
 from bot.servers.audit import AuditEntry, AuditLog
-from bot.storage.db import Database
+from bot.storage.db import Database, Tx
 from bot.storage.rows import from_row
 from bot.text import plural
 
@@ -144,19 +143,19 @@ class QuotaAdmin:
         target = guild_id if scope is Scope.GUILD else target_id
         now = self._clock()
 
-        def body(conn: sqlite3.Connection) -> Change:
-            row = conn.execute(
+        async def body(tx: Tx) -> Change:
+            row = await tx.fetch_one(
                 "SELECT amount FROM quota_limits WHERE guild_id = ? AND scope = ?"
                 " AND target_id = ? AND period = ? AND metric = ?",
                 (guild_id, scope.value, target, period.value, metric.value),
-            ).fetchone()
+            )
             before = (
                 describe_limit(metric, row["amount"])
                 if row is not None
                 else self._default(scope, (period, metric))
             )
             after = describe_limit(metric, amount)
-            conn.execute(
+            await tx.execute(
                 "INSERT INTO quota_limits (guild_id, scope, target_id, period, metric, amount,"
                 " updated_at, updated_by) VALUES (?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (guild_id, scope, target_id, period, metric) DO UPDATE SET"
@@ -201,8 +200,8 @@ class QuotaAdmin:
             f"{format_reset(ends)}."
         )
 
-        def body(conn: sqlite3.Connection) -> Change:
-            conn.execute(
+        async def body(tx: Tx) -> Change:
+            await tx.execute(
                 "INSERT INTO quota_grants (guild_id, user_id, period, period_start, metric,"
                 " amount, granted_at, granted_by) VALUES (?,?,?,?,?,?,?,?)",
                 (guild_id, user_id, period.value, start, metric.value, amount, now, actor_id),
@@ -222,15 +221,15 @@ class QuotaAdmin:
         now = self._clock()
         who = describe_target(scope, target, guild_id)
 
-        def body(conn: sqlite3.Connection) -> Change:
-            removed = conn.execute(
+        async def body(tx: Tx) -> Change:
+            removed = await tx.execute(
                 "DELETE FROM quota_limits WHERE guild_id = ? AND scope = ? AND target_id = ?",
                 (guild_id, scope.value, target),
-            ).rowcount
+            )
             grants = 0
             if scope is Scope.USER:
                 starts = self.policy.schedule.starts(now)
-                grants = conn.execute(
+                grants = await tx.execute(
                     "DELETE FROM quota_grants WHERE guild_id = ? AND user_id = ? AND ("
                     + " OR ".join("(period = ? AND period_start >= ?)" for _ in PERIODS)
                     + ")",
@@ -239,7 +238,7 @@ class QuotaAdmin:
                         target,
                         *(value for p in PERIODS for value in (p.value, starts[p])),
                     ),
-                ).rowcount
+                )
             if removed or grants:
                 parts = [plural(removed, "override")] if removed else []
                 parts += [plural(grants, "grant")] if grants else []
@@ -253,15 +252,15 @@ class QuotaAdmin:
 
         return await self._record(body)
 
-    async def _record(self, change_in: Callable[[sqlite3.Connection], Change]) -> Change:
+    async def _record(self, change_in: Callable[[Tx], Awaitable[Change]]) -> Change:
         """Run a change and write it to the quota history and the audit log in the same
         transaction; then post it to the server's audit channel."""
 
-        def transaction(conn: sqlite3.Connection) -> tuple[Change, AuditEntry]:
-            change = change_in(conn)
-            _write_history(conn, change)
+        async def transaction(tx: Tx) -> tuple[Change, AuditEntry]:
+            change = await change_in(tx)
+            await _write_history(tx, change)
             entry = _audit_entry(change)
-            AuditLog.write(conn, entry)
+            await AuditLog.write(tx, entry)
             return change, entry
 
         change, entry = await self.db.run(transaction)
@@ -278,8 +277,8 @@ def _audit_entry(change: Change) -> AuditEntry:
     )  # fmt: skip
 
 
-def _write_history(conn: sqlite3.Connection, change: Change) -> None:
-    conn.execute(
+async def _write_history(tx: Tx, change: Change) -> None:
+    await tx.execute(
         "INSERT INTO quota_audit (at, guild_id, actor_id, action, scope, target_id, period,"
         " metric, before, after, summary) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (

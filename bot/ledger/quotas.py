@@ -16,7 +16,6 @@ in one query; `QuotaState` judges a request; `refuse_if_over` raises the refusal
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -24,6 +23,7 @@ from typing import Any, NamedTuple
 from bot.errors import InvalidRequest
 from bot.ledger.policy import METRICS, LimitKey, Metric, QuotaPolicy, Scope, format_amount
 from bot.periods import PERIODS, Period, format_reset
+from bot.storage.db import Row
 
 __all__ = [
     "Breach",
@@ -248,7 +248,7 @@ class StateQuery:
     sql: str
     params: tuple[Any, ...]
 
-    def build(self, rows: Iterable[sqlite3.Row]) -> QuotaState:
+    def build(self, rows: Iterable[Row]) -> QuotaState:
         guild_id, user_id, policy = self.guild_id, self.user_id, self.policy
         overrides: dict[tuple[Scope, int], dict[LimitKey, int | None]] = {}
         used_user: dict[LimitKey, int] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from bot.moderation.patterns import validate_pattern
 from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.servers.settings import ServerSettings
-from bot.storage.db import Database
+from bot.storage.db import Database, Tx
 from bot.storage.rows import from_row
 from bot.text import code_excerpt
 
@@ -173,14 +172,14 @@ class Moderation:
         kind = "regular expression" if is_regex else "term"
         entry = self._audit.entry(guild_id, actor_id, "banned term added", f"{kind} `{cleaned}`")
 
-        def write(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
+        async def write(tx: Tx) -> int:
+            term_id = await tx.fetch_value(
                 "INSERT INTO banned_terms (guild_id, pattern, is_regex, added_by, added_at)"
-                " VALUES (?,?,?,?,?)",
+                " VALUES (?,?,?,?,?) RETURNING id",
                 (guild_id, cleaned, int(is_regex), actor_id, entry.at),
             )
-            self._audit.write(conn, entry)
-            return int(cursor.lastrowid or 0)
+            await self._audit.write(tx, entry)
+            return int(term_id)
 
         term_id = await self._db.run(write)
         self._terms.setdefault(guild_id, []).append(
@@ -199,9 +198,9 @@ class Moderation:
         term_id, term = found[0]
         entry = self._audit.entry(guild_id, actor_id, "banned term removed", f"`{term.pattern}`")
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM banned_terms WHERE id = ?", (term_id,))
-            self._audit.write(conn, entry)
+        async def write(tx: Tx) -> None:
+            await tx.execute("DELETE FROM banned_terms WHERE id = ?", (term_id,))
+            await self._audit.write(tx, entry)
 
         await self._db.run(write)
         self._terms[guild_id] = [(i, t) for i, t in self._terms[guild_id] if i != term_id]
@@ -284,15 +283,15 @@ class Moderation:
         Returns the member's active strikes and the block it led to, if any."""
         settings = self._settings(guild_id)
 
-        def write(conn: sqlite3.Connection) -> tuple[int, Block | None]:
-            conn.execute(
+        async def write(tx: Tx) -> tuple[int, Block | None]:
+            await tx.execute(
                 "INSERT INTO strikes (guild_id, user_id, at, term, prompt) VALUES (?,?,?,?,?)",
                 (guild_id, user_id, now, label, prompt[:PROMPT_EXCERPT]),
             )
-            count = conn.execute(
+            count = await tx.fetch_value(
                 "SELECT count(*) FROM strikes WHERE guild_id = ? AND user_id = ? AND cleared = 0",
                 (guild_id, user_id),
-            ).fetchone()[0]
+            )
             block: Block | None = None
             reason = f"{count} refused prompts"
             if count >= settings.strike_block:
@@ -301,10 +300,10 @@ class Moderation:
                 until = now + settings.temp_block_hours * 3600
                 block = Block(guild_id, user_id, until, reason, BOT_ACTOR, now)
             if block is not None:
-                _write_block(conn, block)
+                await _write_block(tx, block)
                 entries.append(_block_entry(self._audit, block))
             for entry in entries:
-                self._audit.write(conn, entry)
+                await self._audit.write(tx, entry)
             return count, block
 
         count, block = await self._db.run(write)
@@ -333,9 +332,9 @@ class Moderation:
         )
         entry = _block_entry(self._audit, block)
 
-        def write(conn: sqlite3.Connection) -> None:
-            _write_block(conn, block)
-            self._audit.write(conn, entry)
+        async def write(tx: Tx) -> None:
+            await _write_block(tx, block)
+            await self._audit.write(tx, entry)
 
         await self._db.run(write)
         self._blocks[(guild_id, user_id)] = block
@@ -348,16 +347,16 @@ class Moderation:
             guild_id, actor_id, "unblocked", f"<@{user_id}>; strikes cleared", target_id=user_id
         )
 
-        def write(conn: sqlite3.Connection) -> bool:
-            removed = conn.execute(
+        async def write(tx: Tx) -> bool:
+            removed = await tx.execute(
                 "DELETE FROM blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-            ).rowcount
-            cleared = conn.execute(
+            )
+            cleared = await tx.execute(
                 "UPDATE strikes SET cleared = 1 WHERE guild_id = ? AND user_id = ? AND cleared = 0",
                 (guild_id, user_id),
-            ).rowcount
+            )
             if removed or cleared:
-                self._audit.write(conn, entry)
+                await self._audit.write(tx, entry)
             return bool(removed or cleared)
 
         changed = await self._db.run(write)
@@ -382,8 +381,8 @@ class Moderation:
         return int(value or 0)
 
 
-def _write_block(conn: sqlite3.Connection, block: Block) -> None:
-    conn.execute(
+async def _write_block(tx: Tx, block: Block) -> None:
+    await tx.execute(
         "INSERT INTO blocks (guild_id, user_id, until, reason, blocked_by, at)"
         " VALUES (?,?,?,?,?,?) ON CONFLICT (guild_id, user_id) DO UPDATE SET"
         " until = excluded.until, reason = excluded.reason, blocked_by = excluded.blocked_by,"

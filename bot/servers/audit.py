@@ -7,13 +7,12 @@ Entries go to the `audit_log` table and, when the server set one, to its audit c
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.storage.db import Database
+from bot.storage.db import Database, Tx
 from bot.storage.rows import from_row
 
 log = logging.getLogger(__name__)
@@ -62,9 +61,9 @@ class AuditLog:
         return AuditEntry(self._clock(), guild_id, actor_id, action, detail, target_id, job_id)
 
     @staticmethod
-    def write(conn: sqlite3.Connection, entry: AuditEntry) -> None:
+    async def write(tx: Tx, entry: AuditEntry) -> None:
         """Write inside the caller's transaction (see `Database.run`), with the change itself."""
-        conn.execute(
+        await tx.execute(
             "INSERT INTO audit_log (at, guild_id, actor_id, action, target_id, job_id, detail)"
             " VALUES (?,?,?,?,?,?,?)",
             (
@@ -93,7 +92,7 @@ class AuditLog:
         if not guild_id:
             return
         entry = self.entry(guild_id, actor_id, action, detail, target_id=target_id, job_id=job_id)
-        await self._db.run(lambda conn: self.write(conn, entry))
+        await self._db.run(lambda tx: self.write(tx, entry))
         await self.publish(entry)
 
     async def publish(self, entry: AuditEntry) -> None:

@@ -7,7 +7,6 @@ server) and every change is written through to SQLite together with its audit en
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -15,7 +14,7 @@ from typing import Any
 
 from bot.errors import InvalidRequest
 from bot.servers.audit import AuditLog
-from bot.storage.db import Database
+from bot.storage.db import Database, Row, Tx
 
 MAX_SAFETY = 5  # BFL's most lenient safety_tolerance
 
@@ -79,7 +78,7 @@ def _to_column(name: str, value: Any) -> Any:
     return value
 
 
-def _from_row(row: sqlite3.Row) -> ServerSettings:
+def _from_row(row: Row) -> ServerSettings:
     values: dict[str, Any] = {}
     for name in _COLUMNS:
         raw = row[name]
@@ -179,9 +178,9 @@ class SettingsStore:
         entry = self._audit.entry(guild_id, actor_id, "settings", summary)
         now = self._clock()
 
-        def write(conn: sqlite3.Connection) -> None:
+        async def write(tx: Tx) -> None:
             values = [_to_column(name, getattr(updated, name)) for name in _COLUMNS]
-            conn.execute(
+            await tx.execute(
                 f"INSERT INTO guild_settings (guild_id, {', '.join(_COLUMNS)}, updated_at,"
                 f" updated_by) VALUES ({', '.join('?' for _ in range(len(_COLUMNS) + 3))})"
                 " ON CONFLICT (guild_id) DO UPDATE SET "
@@ -189,7 +188,7 @@ class SettingsStore:
                 + ", updated_by = excluded.updated_by",
                 (guild_id, *values, now, actor_id),
             )
-            self._audit.write(conn, entry)
+            await self._audit.write(tx, entry)
 
         await self._db.run(write)
         self._cache[guild_id] = updated

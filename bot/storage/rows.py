@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sqlite3
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from bot.storage.db import Row
 
 T = TypeVar("T")
 
 
-def from_row(
-    cls: type[T], row: sqlite3.Row | Mapping[str, Any], **converters: Callable[[Any], Any]
-) -> T:
+def from_row(cls: type[T], row: Row | Mapping[str, Any], **converters: Callable[[Any], Any]) -> T:
     """`cls` built from the row's columns of the same names as its fields; a converter named
     for a field turns its column's value (unless NULL) into the field's type, e.g.
     `from_row(Override, row, scope=Scope)`. Columns without a field are ignored. `row` may be

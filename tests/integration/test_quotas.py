@@ -16,7 +16,7 @@ from bot.jobs.models import Job, JobState
 from bot.ledger import Ledger, Metric, Period, QuotaExceeded, Scope
 from bot.providers.base import OutputImage
 from bot.providers.bfl import BFLClient
-from bot.storage.db import Database
+from bot.storage.db import Database, open_database
 from tests.conftest import BFL_KEY, EngineFactory, make_request
 from tests.fakes.bfl_server import FakeBFL, Outcome, SubmitFault
 from tests.fakes.notifier import RecordingNotifier
@@ -84,7 +84,7 @@ async def test_four_connections_to_one_database_reserve_exactly_10(tmp_path: Pat
     """Separate SQLite connections (as separate processes would have), 50 reservations each,
     against a server budget of 10: BEGIN IMMEDIATE serialises them across connections."""
     path = tmp_path / "shared.sqlite3"
-    databases = [await Database.open(path) for _ in range(4)]
+    databases = [await open_database(path) for _ in range(4)]
     try:
         ledgers = [Ledger(database) for database in databases]
         await ledgers[0].admin.set_limit(GUILD, MOD, Scope.GUILD, 0, Period.DAY, Metric.IMAGES, 10)

@@ -30,7 +30,7 @@ from bot.jobs.webhooks import (
 )
 from bot.metrics import Metrics
 from bot.providers.base import TaskOutcome, TaskResult
-from bot.storage.db import Database
+from bot.storage.db import Database, open_database
 from bot.web import HealthChecks, WebServer, create_app
 from tests.conftest import BFL_KEY
 from tests.fakes.bfl_server import FakeBFL, Outcome
@@ -615,7 +615,7 @@ async def test_healthz_503_when_discord_is_disconnected(
 async def test_healthz_503_when_the_database_fails(
     http: httpx.AsyncClient, health: HealthState, tmp_path: Any
 ) -> None:
-    broken = await Database.open(tmp_path / "other.sqlite3")
+    broken = await open_database(tmp_path / "other.sqlite3")
     await broken.close()
 
     async def closed_db() -> object:

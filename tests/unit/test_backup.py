@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from bot.storage.db import Database
+from bot.storage.db import open_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def documented_backup_code() -> str:
 
 async def test_the_documented_backup_copies_a_live_database(tmp_path: Path) -> None:
     live = tmp_path / "fluxcord.sqlite3"
-    db = await Database.open(live)
+    db = await open_database(live)
     try:
         # A bigger autocheckpoint than these writes: they stay in the -wal file only.
         await db.execute("PRAGMA wal_autocheckpoint=100000")

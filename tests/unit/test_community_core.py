@@ -18,7 +18,7 @@ from bot.moderation.terms import BannedTerm, TermMatcher
 from bot.references import ReferenceLimits
 from bot.servers.audit import AuditLog
 from bot.servers.settings import ServerSettings, SettingsStore
-from bot.storage.db import Database
+from bot.storage.db import open_database
 from cogs.moderation import fit, term_choices
 from cogs.settings import ServerSettingsCommands
 from cogs.settings_text import BOT_DEFAULT, SettingsText, parse_variants, variant_list_choices
@@ -183,7 +183,7 @@ def test_every_moderator_command_checks_manage_server_when_it_runs() -> None:
 
 
 async def test_allowing_variants_without_the_default_makes_the_first_allowed_one_default() -> None:
-    db = await Database.open(":memory:")
+    db = await open_database(":memory:")
     store = SettingsStore(
         db, AuditLog(db, audit_channel=lambda guild: None), known_variants=lambda: KEYS
     )
@@ -222,7 +222,7 @@ def test_moderators_cant_block_themselves_fluxcord_or_bots(
 # --------------------------------------------------------------------------- core
 @pytest.fixture
 async def core() -> Any:
-    db = await Database.open(":memory:")
+    db = await open_database(":memory:")
     audit = AuditLog(db, audit_channel=lambda guild: None)
     settings = SettingsStore(db, audit, known_variants=lambda: KEYS)
     yield SimpleNamespace(

@@ -28,7 +28,7 @@ from bot.ledger import (
 )
 from bot.ledger.reports import export_csv, export_range, server_report
 from bot.settings import load_settings
-from bot.storage.db import Database
+from bot.storage.db import Database, open_database
 from cogs.usage import format_dollars
 from cogs.usage_chart import daily_spend_png
 
@@ -77,7 +77,7 @@ MONTH_CREDITS = (Period.MONTH, Metric.CREDITS)
 
 @pytest.fixture
 async def mem_db() -> AsyncIterator[Database]:
-    database = await Database.open(":memory:")
+    database = await open_database(":memory:")
     yield database
     await database.close()
 
@@ -376,19 +376,19 @@ async def test_a_charged_job_is_never_charged_or_refunded_again(mem_db: Database
 async def test_settlement_survives_a_restart_exactly_once(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     clock = Clock("2025-06-04 12:00")
-    first = await Database.open(path)
+    first = await open_database(path)
     await reserve(Ledger(first, policy(), clock=clock), "a", credits=3)
     await reserve(Ledger(first, policy(), clock=clock), "b", credits=3)
     await first.close()  # the process stops with both jobs in flight
 
-    second = await Database.open(path)
+    second = await open_database(path)
     ledger = Ledger(second, policy(user={DAY_CREDITS: credits_to_mc(10)}), clock=clock)
     assert await window(ledger, Period.DAY) == (2, 6000, None, 4000)
     assert await charge(ledger, "a", 2.5)
     assert await refund(ledger, "b")
     await second.close()
 
-    third = await Database.open(path)  # a second restart replays nothing
+    third = await open_database(path)  # a second restart replays nothing
     ledger = Ledger(third, policy(user={DAY_CREDITS: credits_to_mc(10)}), clock=clock)
     assert not await charge(ledger, "a", 2.5)
     assert not await refund(ledger, "b")

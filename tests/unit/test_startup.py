@@ -17,7 +17,7 @@ from bot.errors import SettingsError
 from bot.instance import InstanceLock
 from bot.settings import load_settings
 from bot.storage import migrations
-from bot.storage.db import Database
+from bot.storage.db import open_database
 from bot.storage.migrations import apply_migrations, discover
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_migrate_command_applies_once_then_reports_up_to_date(tmp_path: Path) ->
 
 
 async def test_migrations_are_recorded_and_wal_is_on(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "x.sqlite3")
+    db = await open_database(tmp_path / "x.sqlite3")
     try:
         assert await db.fetch_value("PRAGMA journal_mode") == "wal"
         # FULL (2): a commit survives power loss, so a job is never submitted twice.
@@ -103,7 +103,7 @@ async def test_a_broken_migration_leaves_nothing_half_applied(tmp_path: Path) ->
     folder.mkdir()
     (folder / "0001_ok.sql").write_text("CREATE TABLE a (x INTEGER);")
     (folder / "0002_broken.sql").write_text("CREATE TABLE b (x INTEGER);\nNOT SQL AT ALL;")
-    db = await Database.open(tmp_path / "y.sqlite3", migrate=False)
+    db = await open_database(tmp_path / "y.sqlite3", migrate=False)
     try:
         with pytest.raises(Exception, match="syntax error"):
             await apply_migrations(db, folder)
@@ -119,7 +119,7 @@ async def test_a_migration_applied_meanwhile_by_another_process_is_not_applied_a
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "shared.sqlite3"
-    db = await Database.open(path, migrate=False)
+    db = await open_database(path, migrate=False)
     real_discover = migrations.discover
 
     def discover_after_another_process_migrated(*args: Any) -> list[migrations.Migration]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -37,7 +36,7 @@ from bot.ledger import Ledger, Metric, QuotaExceeded
 from bot.periodic import repeat
 from bot.providers.base import InputImage
 from bot.servers.audit import AuditLog
-from bot.storage.db import Database
+from bot.storage.db import Database, Tx
 from bot.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ class ApprovalQueue:
         now = self._clock()
         need = reservation_need(request)
         # A refusal before the thumbnails are made costs no decoding; the write checks again.
-        await self._db.run(lambda conn: self._admit(conn, request, need, now))
+        await self._db.run(lambda tx: self._admit(tx, request, need, now))
         images = await asyncio.to_thread(review_images, request.inputs)  # decoding: CPU work
         entry = self._audit.entry(
             request.guild_id,
@@ -133,10 +132,10 @@ class ApprovalQueue:
             job_id=approval_id,
         )
 
-        def write(conn: sqlite3.Connection) -> None:
-            self._admit(conn, request, need, now)
-            ApprovalStore.insert(
-                conn,
+        async def write(tx: Tx) -> None:
+            await self._admit(tx, request, need, now)
+            await ApprovalStore.insert(
+                tx,
                 approval_id,
                 request,
                 variant_name=variant_name,
@@ -145,7 +144,7 @@ class ApprovalQueue:
                 status_message_id=status_message_id,
                 review_channel_id=review_channel_id,
             )
-            self._audit.write(conn, entry)
+            await self._audit.write(tx, entry)
 
         await self._db.run(write)
         await self._audit.publish(entry)
@@ -167,20 +166,23 @@ class ApprovalQueue:
             approval = replace(approval, review_message_id=message_id)
         return approval
 
-    def _admit(
-        self, conn: sqlite3.Connection, request: GenerationRequest, need: tuple[int, int],
+    async def _admit(
+        self, tx: Tx, request: GenerationRequest, need: tuple[int, int],
         now: float,
     ) -> None:  # fmt: skip
-        """On the database thread, in the transaction that stores the request."""
+        """In the transaction that stores the request."""
         assert request.guild_id is not None
-        load = ApprovalStore.pending_load(conn, request.guild_id, request.user_id)
+        # The ledger's check takes this lock too; taken first, the pending load read here
+        # cannot change before the request is stored (PostgreSQL runs writers at once).
+        await tx.lock(f"allowance:{request.guild_id}")
+        load = await ApprovalStore.pending_load(tx, request.guild_id, request.user_id)
         check_pending_cap(load, self._max_pending)
         if self._ledger is None:
             return
         images, credits_mc = need
         try:
-            self._ledger.check_in(
-                conn,
+            await self._ledger.check_in(
+                tx,
                 guild_id=request.guild_id,
                 user_id=request.user_id,
                 role_ids=request.role_ids,

@@ -4,17 +4,16 @@ reference images in `approval_inputs`), so it survives restarts. Returns datacla
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from bot.community.approvals.rules import Approval, PendingLoad
 from bot.jobs.models import GenerationRequest
 from bot.providers.base import InputImage
-from bot.storage.db import Database
+from bot.storage.db import Database, Row, Tx
 from bot.storage.rows import from_row
 from bot.variants import JobParams
 
 
-def _approval(row: sqlite3.Row) -> Approval:
+def _approval(row: Row) -> Approval:
     # The request's own fields (variant, params, …) are kept as JSON in one column.
     columns = {**dict(row), **json.loads(row["request"])}
     return from_row(Approval, columns, params=JobParams.from_json, role_ids=tuple)
@@ -25,19 +24,19 @@ class ApprovalStore:
         self._db = db
 
     @staticmethod
-    def pending_load(conn: sqlite3.Connection, guild_id: int, user_id: int) -> PendingLoad:
-        """In the current transaction (on the database thread)."""
-        count, images, credits_mc = conn.execute(
+    async def pending_load(tx: Tx, guild_id: int, user_id: int) -> PendingLoad:
+        """In the current transaction."""
+        [(count, images, credits_mc)] = await tx.fetch_all(
             "SELECT count(*), COALESCE(SUM(COALESCE(json_extract(request, '$.need.images'), 1)),"
             " 0), COALESCE(SUM(COALESCE(json_extract(request, '$.need.credits_mc'), 0)), 0)"
             " FROM approvals WHERE guild_id = ? AND user_id = ? AND state = 'pending'",
             (guild_id, user_id),
-        ).fetchone()
+        )
         return PendingLoad(int(count), int(images), int(credits_mc))
 
     @staticmethod
-    def insert(
-        conn: sqlite3.Connection,
+    async def insert(
+        tx: Tx,
         approval_id: str,
         request: GenerationRequest,
         *,
@@ -47,8 +46,8 @@ class ApprovalStore:
         status_message_id: int,
         review_channel_id: int,
     ) -> None:
-        """In the current transaction (on the database thread)."""
-        conn.execute(
+        """In the current transaction."""
+        await tx.execute(
             "INSERT INTO approvals (id, created_at, guild_id, channel_id, user_id, request,"
             " status_message_id, review_channel_id) VALUES (?,?,?,?,?,?,?,?)",
             (
@@ -70,7 +69,7 @@ class ApprovalStore:
                 review_channel_id,
             ),
         )
-        conn.executemany(
+        await tx.execute_many(
             "INSERT INTO approval_inputs (approval_id, position, content_type, width,"
             " height, data) VALUES (?,?,?,?,?,?)",
             [
@@ -102,11 +101,11 @@ class ApprovalStore:
     ) -> Approval | None:
         """pending → `to`, once; None when it was not pending any more."""
         rows = await self._db.run(
-            lambda conn: conn.execute(
+            lambda tx: tx.fetch_all(
                 "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ?, reason = ?"
                 " WHERE id = ? AND state = 'pending' RETURNING *",
                 (to, moderator_id, decided_at, reason, approval_id),
-            ).fetchall()
+            )
         )
         return _approval(rows[0]) if rows else None
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -41,7 +40,7 @@ from bot.errors import InvalidRequest
 from bot.jobs.models import GenerationRequest, Job
 from bot.periodic import repeat
 from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
-from bot.storage.db import Database
+from bot.storage.db import Database, Tx
 from bot.text import plural, truncate
 from bot.variants import Variant
 
@@ -150,7 +149,7 @@ class Studios:
         lets the caller refuse before posting anything. `bind` still decides, atomically."""
         if request.channel_id in self._studios:
             need = estimate_mc(request)
-            await self._db.run(lambda conn: self._admit(request.channel_id, conn, need))
+            await self._db.run(lambda tx: self._admit(request.channel_id, tx, need))
 
     def bind(self, request: GenerationRequest) -> GenerationRequest:
         """Attach the studio's checks to a request, to run in the transaction that creates
@@ -159,16 +158,18 @@ class Studios:
             return request
         return replace(request, admission=partial(self._admit, request.channel_id))
 
-    def _admit(self, thread_id: int, conn: sqlite3.Connection, need_mc: int) -> None:
-        """Runs on the database thread, inside the job-creating transaction."""
-        studio = StudioStore.standing(conn, thread_id)
+    async def _admit(self, thread_id: int, tx: Tx, need_mc: int) -> None:
+        """Runs inside the job-creating transaction. The studio's lock makes two requests
+        in one thread decide on the budget in turn (PostgreSQL runs them at once)."""
+        await tx.lock(f"studio:{thread_id}")
+        studio = await StudioStore.standing(tx, thread_id)
         if studio is None:
             return
         closed = studio.closed_text(self.clock())
         if closed is not None:
             raise InvalidRequest(closed)
         if studio.budget_mc is not None:
-            check_budget(studio.budget_mc, StudioStore.spent_in(conn, thread_id), need_mc)
+            check_budget(studio.budget_mc, await StudioStore.spent_in(tx, thread_id), need_mc)
 
     async def spent_mc(self, thread_id: int) -> int:
         return await self._store.spent_mc(thread_id)

@@ -4,13 +4,12 @@ Returns dataclasses; every change of a studio is written together with its audit
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from bot.community.studios.gallery import ThreadImage
 from bot.community.studios.rules import Studio, StudioState
 from bot.servers.audit import AuditEntry, AuditLog
-from bot.storage.db import Database
+from bot.storage.db import Database, Row, Tx
 from bot.storage.rows import from_row
 
 # What a studio's thread has used: each job's ledger row counts its reservation while it runs,
@@ -23,7 +22,7 @@ _SPENT_SQL = (
 UPDATABLE = frozenset({"gallery_message_id", "thread_gallery_message_id", "finished_at"})
 
 
-def _studio(row: sqlite3.Row) -> Studio:
+def _studio(row: Row) -> Studio:
     return from_row(
         Studio, row, required_words=lambda text: tuple(json.loads(text)), state=StudioState
     )
@@ -37,8 +36,8 @@ class StudioStore:
         return [_studio(row) for row in await self._db.fetch_all("SELECT * FROM studios")]
 
     async def insert(self, studio: Studio, entry: AuditEntry) -> None:
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
+        async def insert(tx: Tx) -> None:
+            await tx.execute(
                 "INSERT INTO studios (thread_id, guild_id, parent_channel_id, starter_id, theme,"
                 " required_words, ends_at, budget_mc, state, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -55,7 +54,7 @@ class StudioStore:
                     studio.created_at,
                 ),
             )
-            AuditLog.write(conn, entry)
+            await AuditLog.write(tx, entry)
 
         await self._db.run(insert)
 
@@ -70,14 +69,14 @@ class StudioStore:
         studio was in none of `from_states`."""
         marks = ",".join("?" for _ in from_states)
 
-        def update(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row: sqlite3.Row | None = conn.execute(
+        async def update(tx: Tx) -> Row | None:
+            row: Row | None = await tx.fetch_one(
                 f"UPDATE studios SET state = ? WHERE thread_id = ? AND state IN ({marks})"
                 " RETURNING *",
                 (to.value, thread_id, *(s.value for s in from_states)),
-            ).fetchone()
+            )
             if row is not None:
-                AuditLog.write(conn, entry)
+                await AuditLog.write(tx, entry)
             return row
 
         row = await self._db.run(update)
@@ -89,26 +88,26 @@ class StudioStore:
             raise ValueError(f"cannot set {sorted(set(fields) - UPDATABLE)} on a studio")
         assignments = ", ".join(f"{name} = ?" for name in fields)
 
-        def update(conn: sqlite3.Connection) -> None:
-            conn.execute(
+        async def update(tx: Tx) -> None:
+            await tx.execute(
                 f"UPDATE studios SET {assignments} WHERE thread_id = ?",
                 (*fields.values(), thread_id),
             )
             if entry is not None:
-                AuditLog.write(conn, entry)
+                await AuditLog.write(tx, entry)
 
         await self._db.run(update)
 
     @staticmethod
-    def standing(conn: sqlite3.Connection, thread_id: int) -> Studio | None:
-        """The studio as it is in the current transaction (on the database thread)."""
-        row = conn.execute("SELECT * FROM studios WHERE thread_id = ?", (thread_id,)).fetchone()
+    async def standing(tx: Tx, thread_id: int) -> Studio | None:
+        """The studio as it is in the current transaction."""
+        row = await tx.fetch_one("SELECT * FROM studios WHERE thread_id = ?", (thread_id,))
         return None if row is None else _studio(row)
 
     @staticmethod
-    def spent_in(conn: sqlite3.Connection, thread_id: int) -> int:
+    async def spent_in(tx: Tx, thread_id: int) -> int:
         """The thread's spending so far, in the current transaction (millicredits)."""
-        return int(conn.execute(_SPENT_SQL, (thread_id,)).fetchone()[0])
+        return int(await tx.fetch_value(_SPENT_SQL, (thread_id,)))
 
     async def spent_mc(self, thread_id: int) -> int:
         return int(await self._db.fetch_value(_SPENT_SQL, (thread_id,)))

@@ -1,0 +1,108 @@
+"""The store, whatever holds it: SQLite (the embedded default) or PostgreSQL (several processes).
+
+Every write is a *transaction body*: an `async def body(tx: Tx)` that only awaits `tx`.
+`Database.run(body)` runs it as one transaction and rolls it back if it raises. SQL is
+written once, with `?` placeholders, in the dialect both engines share; `tx.backend` says
+which engine runs it where the two must differ.
+
+- On SQLite the body runs on the connection's thread in one trip (`bot.storage.sqlite`):
+  BEGIN IMMEDIATE serialises every writer, so a body sees nothing change under it.
+- On PostgreSQL (`bot.storage.postgres`) bodies from many tasks and processes run at once
+  under READ COMMITTED: a body that reads, decides and then writes (an allowance check, a
+  cap) takes `await tx.lock(key)` first, so two writers deciding on the same thing queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
+Backend = Literal["sqlite", "postgres"]
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class Row(Protocol):
+    """A result row: by column position or name (sqlite3.Row and asyncpg.Record both are)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+
+def is_postgres_url(target: str | Path) -> bool:
+    return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
+
+
+class Tx(ABC):
+    """One open transaction. Its methods are the only things a transaction body awaits."""
+
+    backend: Backend
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the rows it changed."""
+
+    @abstractmethod
+    async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    async def fetch_value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = await self.fetch_one(sql, params)
+        return None if row is None else row[0]
+
+    @abstractmethod
+    async def lock(self, key: str) -> None:
+        """Hold `key` until this transaction ends: another transaction locking the same key
+        waits. Take it before reading what the body decides on."""
+
+
+TransactionBody = Callable[[Tx], Awaitable[T]]
+
+
+class Database(ABC):
+    """The store; `bot.storage.db.open_database` opens one of the two engines."""
+
+    backend: Backend
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def run(self, body: TransactionBody[T]) -> T:
+        """Run `body` as one write transaction; an exception in it rolls everything back."""
+
+    @abstractmethod
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A read outside any transaction (each statement sees the latest commits)."""
+
+    @contextlib.asynccontextmanager
+    async def migrating(self) -> AsyncIterator[None]:
+        """Held while migrations are applied. SQLite needs nothing: each migration re-checks
+        under BEGIN IMMEDIATE whether another process applied it meanwhile."""
+        yield
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement in its own transaction; returns the rows changed."""
+        return await self.run(lambda tx: tx.execute(sql, params))
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    async def fetch_value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = await self.fetch_one(sql, params)
+        return None if row is None else row[0]

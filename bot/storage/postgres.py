@@ -1,0 +1,148 @@
+"""PostgreSQL through asyncpg: a pool of connections shared by the process's tasks.
+
+Several processes share one database; PostgreSQL does the coordinating (row locks,
+advisory locks, `FOR UPDATE SKIP LOCKED`), so no home-made coordinator is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from bot.storage.base import Database, Row, TransactionBody, Tx
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_POOL_SIZE = 10
+# Any constant shared by every Fluxcord process: who holds it is migrating the schema.
+MIGRATION_LOCK_KEY = 0x466C7578  # "Flux"
+
+
+@functools.lru_cache(maxsize=2048)
+def to_numbered_placeholders(sql: str) -> str:
+    """`?` placeholders (written once for both engines) as PostgreSQL's `$1, $2, …`.
+
+    Question marks inside string literals, quoted identifiers and comments are left alone.
+    """
+    out: list[str] = []
+    number = 0
+    index = 0
+    length = len(sql)
+    while index < length:
+        char = sql[index]
+        if char in "'\"":
+            end = sql.find(char, index + 1)
+            while end != -1 and end + 1 < length and sql[end + 1] == char:  # '' escapes '
+                end = sql.find(char, end + 2)
+            end = length - 1 if end == -1 else end
+            out.append(sql[index : end + 1])
+            index = end + 1
+            continue
+        if sql.startswith("--", index):
+            end = sql.find("\n", index)
+            end = length if end == -1 else end
+            out.append(sql[index:end])
+            index = end
+            continue
+        if char == "?":
+            number += 1
+            out.append(f"${number}")
+        else:
+            out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def _rows_changed(status: str) -> int:
+    # asyncpg returns the command tag: "UPDATE 3", "INSERT 0 1", "DELETE 0", "SELECT 2".
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+def _number(text: str) -> int | float:
+    # The schema stores no NUMERIC columns: numerics only come from SUM() over integers,
+    # which SQLite returns as int. Keep it so; arithmetic mixing Decimal and float fails.
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+async def _prepare_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "numeric", encoder=str, decoder=_number, schema="pg_catalog", format="text"
+    )
+
+
+class PostgresTx(Tx):
+    backend = "postgres"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        if not params:  # a script (a migration) may hold several statements
+            return _rows_changed(await self._conn.execute(sql))
+        return _rows_changed(await self._conn.execute(to_numbered_placeholders(sql), *params))
+
+    async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        batch = [tuple(row) for row in rows]
+        if batch:
+            await self._conn.executemany(to_numbered_placeholders(sql), batch)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = await self._conn.fetch(to_numbered_placeholders(sql), *params)
+        return rows
+
+    async def lock(self, key: str) -> None:
+        # Released by COMMIT or ROLLBACK: a crashed body can never leave it held.
+        await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+
+
+class PostgresDatabase(Database):
+    backend = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, migrate: bool = True, pool_size: int = DEFAULT_POOL_SIZE
+    ) -> PostgresDatabase:
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=pool_size, init=_prepare_connection
+        )
+        db = cls(pool)
+        try:
+            if migrate:
+                from bot.storage.migrations import apply_migrations
+
+                await apply_migrations(db)
+        except BaseException:
+            await pool.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def run(self, body: TransactionBody[T]) -> T:
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await body(PostgresTx(conn))
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = await self._pool.fetch(to_numbered_placeholders(sql), *params)
+        return rows
+
+    @contextlib.asynccontextmanager
+    async def migrating(self) -> AsyncIterator[None]:
+        """Hold the fleet-wide migration lock: processes starting together migrate in turn."""
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
