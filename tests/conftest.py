@@ -20,11 +20,12 @@ from tests.fakes.bfl_server import FakeBFL
 from tests.fakes.notifier import RecordingNotifier
 
 BFL_KEY = "test-bfl-key-0123456789"
+pytest_plugins = ["tests.postgres_fixtures"]
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(tmp_path / "fluxcord.sqlite3")
+async def db(database_target: str | Path) -> AsyncIterator[Database]:
+    database = await open_database(database_target)
     yield database
     await database.close()
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bot.settings import Settings
+from bot.storage.db import open_database
 from cogs.client import FluxcordBot
 from tests.conftest import BFL_KEY
 from tests.fakes.aiml_server import FakeAIML
@@ -29,7 +30,7 @@ class World:
     channel: Channel
     alice: User
     bob: User
-    database_path: Path
+    database_target: str | Path  # an SQLite file, or a PostgreSQL URL
     aiml: FakeAIML | None = None
     bots: list[tuple[FluxcordBot, asyncio.Task[None]]] = field(default_factory=list)
 
@@ -38,7 +39,6 @@ class World:
             "discord_token": self.discord.token,
             "bfl_api_key": BFL_KEY,
             "bfl_api_base": self.bfl.base_url,
-            "database_path": self.database_path,
             "dev_guild_id": self.guild.id,
             "poll_initial_interval": 0.05,
             "poll_max_interval": 0.2,
@@ -48,8 +48,20 @@ class World:
         }
         if self.aiml is not None:
             values.update(aiml_api_key=AIML_KEY, aiml_api_base=self.aiml.base_url)
+        if isinstance(self.database_target, Path):
+            values["database_path"] = self.database_target
+        else:
+            values["database_url"] = self.database_target
         values.update(overrides)
         return Settings(**values)
+
+    async def write_sql(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Change the store behind the bot's back (a crash, time passing), on either engine."""
+        db = await open_database(self.database_target, migrate=False)
+        try:
+            await db.execute(sql, params)
+        finally:
+            await db.close()
 
     async def start_bot(self, **overrides: Any) -> FluxcordBot:
         bot = FluxcordBot(self.settings(**overrides), guild_ready_timeout=0.05)
@@ -123,7 +135,7 @@ async def world_with_aiml(world: World) -> AsyncIterator[World]:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(database_target: str | Path) -> AsyncIterator[World]:
     async with FakeBFL(api_key=BFL_KEY, latency=0.1) as bfl, FakeDiscord() as discord_fake:
         guild = discord_fake.add_guild("Test Guild")
         channel = discord_fake.add_text_channel(guild.id, "art")
@@ -131,7 +143,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         bob = discord_fake.add_member(guild.id, "bob")
         with discord_fake.patch_discord_py():
             state = World(discord_fake, bfl, guild, channel, alice, bob,
-                          tmp_path / "fluxcord.sqlite3")
+                          database_target)
             try:
                 yield state
             finally:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from bot.errors import InvalidRequest
@@ -158,8 +156,9 @@ async def test_an_approval_interrupted_by_a_crash_is_started_once_on_restart(
     await review_message(world, review)
     await world.stop_bot(bot)
     # The bot died right after recording the approval, before creating the job.
-    with sqlite3.connect(world.database_path) as conn:
-        conn.execute(f"UPDATE approvals SET state = 'approved', decided_by = {moderator.id}")
+    await world.write_sql(
+        "UPDATE approvals SET state = 'approved', decided_by = ?", (moderator.id,)
+    )
 
     bot = await world.start_bot()
     await world.result_after(before)

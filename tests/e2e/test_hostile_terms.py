@@ -3,8 +3,6 @@ commands are still acknowledged and /healthz still answers."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
 
 import httpx
@@ -26,12 +24,11 @@ ACKNOWLEDGED_WITHIN = 3.0
 async def test_hostile_terms_do_not_delay_other_members_or_health(world: World) -> None:
     bot = await world.start_bot()
     await world.stop_bot(bot)
-    with contextlib.closing(sqlite3.connect(world.database_path)) as conn, conn:
-        conn.execute(
-            "INSERT INTO banned_terms (guild_id, pattern, is_regex, added_by, added_at)"
-            " VALUES (?,?,1,1,0)",
-            (world.guild.id, STORED_BACKREFERENCE),
-        )
+    await world.write_sql(
+        "INSERT INTO banned_terms (guild_id, pattern, is_regex, added_by, added_at)"
+        " VALUES (?,?,1,1,0)",
+        (world.guild.id, STORED_BACKREFERENCE),
+    )
     bot = await world.start_bot()  # the unusable stored term is skipped, not fatal
     mod = add_moderator(world)
     for pattern in HOSTILE_REGEXES:

@@ -4,9 +4,7 @@ Discord and BFL stand-ins, checked by what members see and what reaches the imag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
-import sqlite3
 import time
 
 import pytest
@@ -317,9 +315,7 @@ async def test_a_studio_that_ended_while_the_bot_was_offline_ends_once_at_startu
     await it.response()
     await world.stop_bot(first)
 
-    with contextlib.closing(sqlite3.connect(world.database_path)) as conn:
-        conn.execute("UPDATE studios SET ends_at = ?", (time.time() - 60,))  # time passed
-        conn.commit()
+    await world.write_sql("UPDATE studios SET ends_at = ?", (time.time() - 60,))  # time passed
     second = await world.start_bot()
     await wait_closed(world, thread)
     await asyncio.sleep(0.3)
