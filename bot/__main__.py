@@ -55,6 +55,11 @@ async def _run(settings: Settings) -> None:
         # Held until the process ends.
         InstanceLock(settings.database_path).acquire()
     check_web_address(settings.web_host, settings.web_port)
+    if settings.database_url is not None:
+        from bot.storage.postgres import InstanceLock as DatabaseInstanceLock
+
+        database_lock = DatabaseInstanceLock(settings.database_url.get_secret_value())
+        await database_lock.acquire()  # held until the process ends, like the file lock
     bot = FluxcordBot(settings)
     # `docker stop` sends SIGTERM: close cleanly (unfinished jobs resume on the next start).
     loop = asyncio.get_running_loop()

@@ -92,11 +92,20 @@ class PostgresServer:
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 break
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 ready = subprocess.run(
-                    [str(self._bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                    [
+                        str(self._bin / "pg_isready"),
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(self.port),
+                        "-U",
+                        "postgres",
+                    ],
                     capture_output=True,
                 )
                 if ready.returncode == 0:

@@ -12,6 +12,7 @@ from bot.errors import InvalidCharge
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.ledger import Ledger, credits_to_mc
 from bot.providers.base import InputImage, OutputImage
+from bot.storage.base import INSERTION_ORDER
 from bot.storage.db import Database, Row, Tx
 from bot.storage.rows import from_row
 from bot.variants import JobParams, ReferenceSize
@@ -169,7 +170,7 @@ class JobStore:
 
     async def recent_for_user(self, user_id: int, guild_id: int | None, limit: int) -> list[Job]:
         rows = await self._db.fetch_all(
-            "SELECT * FROM jobs WHERE user_id = ? AND guild_id IS ?"
+            "SELECT * FROM jobs WHERE user_id = ? AND guild_id IS NOT DISTINCT FROM ?"
             " ORDER BY created_at DESC LIMIT ?",
             (user_id, guild_id, limit),
         )
@@ -195,7 +196,8 @@ class JobStore:
     async def open_jobs(self) -> list[Job]:
         """Jobs whose requester has not yet been shown an outcome, oldest first."""
         rows = await self._db.fetch_all(
-            "SELECT * FROM jobs WHERE closed = 0 ORDER BY created_at, rowid"
+            "SELECT * FROM jobs WHERE closed = 0"
+            f" ORDER BY created_at, {INSERTION_ORDER[self._db.backend]}"
         )
         return [_row_to_job(row) for row in rows]
 
@@ -349,9 +351,9 @@ class JobStore:
         """(queued, running) jobs of a member in a server (running: at the provider, or
         finished but not posted yet)."""
         row = await self._db.fetch_one(
-            "SELECT COALESCE(SUM(state = 'queued'), 0) AS queued,"
-            " COALESCE(SUM(state IN ('submitting', 'submitted', 'ready')), 0) AS running"
-            " FROM jobs WHERE closed = 0 AND guild_id IS ? AND user_id = ?",
+            "SELECT COUNT(*) FILTER (WHERE state = 'queued') AS queued,"
+            " COUNT(*) FILTER (WHERE state IN ('submitting', 'submitted', 'ready')) AS running"
+            " FROM jobs WHERE closed = 0 AND guild_id IS NOT DISTINCT FROM ? AND user_id = ?",
             (guild_id, user_id),
         )
         assert row is not None

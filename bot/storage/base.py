@@ -41,6 +41,19 @@ def is_postgres_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
 
 
+def json_integer(backend: Backend, column: str, *path: str) -> str:
+    """SQL for an integer inside a JSON text column (NULL when missing): the one place the
+    two engines spell a JSON lookup differently."""
+    if backend == "postgres":
+        return f"(({column})::jsonb #>> '{{{','.join(path)}}}')::bigint"
+    return f"json_extract({column}, '$.{'.'.join(path)}')"
+
+
+# Rows inserted at the same instant keep their insertion order on SQLite (its rowid); on
+# PostgreSQL, which has no such column, the id breaks the tie.
+INSERTION_ORDER: dict[Backend, str] = {"sqlite": "rowid", "postgres": "id"}
+
+
 class Tx(ABC):
     """One open transaction. Its methods are the only things a transaction body awaits."""
 

@@ -76,10 +76,8 @@ MONTH_CREDITS = (Period.MONTH, Metric.CREDITS)
 
 
 @pytest.fixture
-async def mem_db() -> AsyncIterator[Database]:
-    database = await open_database(":memory:")
-    yield database
-    await database.close()
+async def mem_db(db: Database) -> AsyncIterator[Database]:
+    yield db  # the suite's store: SQLite, or PostgreSQL when the suite runs on it
 
 
 async def reserve(

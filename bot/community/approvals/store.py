@@ -8,6 +8,7 @@ import json
 from bot.community.approvals.rules import Approval, PendingLoad
 from bot.jobs.models import GenerationRequest
 from bot.providers.base import InputImage
+from bot.storage.base import json_integer
 from bot.storage.db import Database, Row, Tx
 from bot.storage.rows import from_row
 from bot.variants import JobParams
@@ -26,9 +27,11 @@ class ApprovalStore:
     @staticmethod
     async def pending_load(tx: Tx, guild_id: int, user_id: int) -> PendingLoad:
         """In the current transaction."""
+        images_sql = json_integer(tx.backend, "request", "need", "images")
+        credits_sql = json_integer(tx.backend, "request", "need", "credits_mc")
         [(count, images, credits_mc)] = await tx.fetch_all(
-            "SELECT count(*), COALESCE(SUM(COALESCE(json_extract(request, '$.need.images'), 1)),"
-            " 0), COALESCE(SUM(COALESCE(json_extract(request, '$.need.credits_mc'), 0)), 0)"
+            f"SELECT count(*), COALESCE(SUM(COALESCE({images_sql}, 1)), 0),"
+            f" COALESCE(SUM(COALESCE({credits_sql}, 0)), 0)"
             " FROM approvals WHERE guild_id = ? AND user_id = ? AND state = 'pending'",
             (guild_id, user_id),
         )

@@ -9,6 +9,7 @@ from typing import Any
 from bot.community.studios.gallery import ThreadImage
 from bot.community.studios.rules import Studio, StudioState
 from bot.servers.audit import AuditEntry, AuditLog
+from bot.storage.base import INSERTION_ORDER
 from bot.storage.db import Database, Row, Tx
 from bot.storage.rows import from_row
 
@@ -117,7 +118,7 @@ class StudioStore:
         rows = await self._db.fetch_all(
             "SELECT id, user_id, prompt, result_message_id, parent_job_id FROM jobs"
             " WHERE channel_id = ? AND state = 'delivered' AND result_message_id IS NOT NULL"
-            " ORDER BY created_at, rowid",
+            f" ORDER BY created_at, {INSERTION_ORDER[self._db.backend]}",
             (thread_id,),
         )
         return [from_row(ThreadImage, row) for row in rows]
