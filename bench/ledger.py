@@ -1,4 +1,5 @@
-"""Ledger throughput: reserve + settle with concurrent writers on SQLite WAL (file on disk).
+"""Ledger throughput: reserve + settle with concurrent writers, on SQLite WAL (a file on
+disk) and on PostgreSQL, side by side.
 
 Each writer repeats: reserve a job's estimate against the member, role and server allowances
 (in its own BEGIN IMMEDIATE transaction, run on the database thread in one trip with
@@ -16,6 +17,7 @@ Writers can be (default: all three, one after another):
 * ``tasks``: asyncio tasks sharing one connection — the shape of the running bot.
 
     python -m bench.ledger                          # 4 writers × 5,000 reserve+settle each
+    python -m bench.ledger --backend postgres       # only PostgreSQL (a server of its own)
     python -m bench.ledger --mode connections --ops 20000
 
 One *operation* below is a reserve together with its settlement (two transactions).
@@ -46,6 +48,7 @@ from bot.ledger import (
 )
 from bot.periods import PERIODS
 from bot.storage.db import Tx, open_database
+from tests.postgres_server import PostgresServer, find_binaries
 
 # With synchronous=FULL every commit waits for its fsync (a queued → submitting commit must
 # survive a power cut, or a job is sent and billed twice): measured here 1,800/s, against
@@ -81,7 +84,7 @@ def policy() -> QuotaPolicy:
     return QuotaPolicy(ResetSchedule(), user=user, guild=guild)
 
 
-async def prepare(path: Path) -> None:
+async def prepare(path: str | Path) -> None:
     db = await open_database(path)
     ledger = Ledger(db, policy())
     await ledger.admin.set_limit(GUILD, 0, Scope.ROLE, ROLE, Period.WEEK, Metric.IMAGES, 10**9)
@@ -123,7 +126,7 @@ async def write(ledger: Ledger, writer: int, ops: int, seed: int) -> Tally:
     return tally
 
 
-async def run_connections(path: Path, writers: int, ops: int) -> list[Tally]:
+async def run_connections(path: str | Path, writers: int, ops: int) -> list[Tally]:
     databases = [await open_database(path, migrate=False) for _ in range(writers)]
     try:
         return list(
@@ -136,7 +139,7 @@ async def run_connections(path: Path, writers: int, ops: int) -> list[Tally]:
             await db.close()
 
 
-async def run_tasks(path: Path, writers: int, ops: int) -> list[Tally]:
+async def run_tasks(path: str | Path, writers: int, ops: int) -> list[Tally]:
     db = await open_database(path, migrate=False)
     try:
         ledger = Ledger(db, policy())
@@ -159,7 +162,7 @@ def _process_main(
     out.put(asyncio.run(main()))
 
 
-def run_processes(path: Path, writers: int, ops: int) -> list[Tally]:
+def run_processes(path: str | Path, writers: int, ops: int) -> list[Tally]:
     context = multiprocessing.get_context("spawn")
     go = context.Event()
     out: multiprocessing.Queue = context.Queue()  # type: ignore[type-arg]
@@ -177,7 +180,7 @@ def run_processes(path: Path, writers: int, ops: int) -> list[Tally]:
     return tallies
 
 
-async def verify(path: Path, tallies: list[Tally]) -> list[str]:
+async def verify(path: str | Path, tallies: list[Tally]) -> list[str]:
     """Compare the database with the writers' own accounts; returns the discrepancies."""
     db = await open_database(path, migrate=False)
     problems: list[str] = []
@@ -225,9 +228,16 @@ async def verify(path: Path, tallies: list[Tally]) -> list[str]:
     return problems
 
 
-async def bench(mode: str, writers: int, ops: int) -> tuple[float, list[str]]:
+async def bench(
+    mode: str, writers: int, ops: int, server: PostgresServer | None = None
+) -> tuple[float, list[str]]:
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "ledger.sqlite3"
+        path: str | Path = Path(folder) / "ledger.sqlite3"
+        if server is not None:
+            name = f"ledger_{mode}"
+            server.admin(f"DROP DATABASE IF EXISTS {name}")
+            server.admin(f"CREATE DATABASE {name}")
+            path = server.dsn(name)
         await prepare(path)
         started = time.perf_counter()
         if mode == "connections":
@@ -250,15 +260,16 @@ async def _empty_transaction(tx: Tx) -> None:
     return None
 
 
-async def _empty_transaction(tx: Tx) -> None:
-    return None
-
-
-async def transaction_floor(count: int = 3_000) -> float:
+async def transaction_floor(count: int = 3_000, server: PostgresServer | None = None) -> float:
     """Pairs of *empty* transactions per second through the same Database: the ceiling any
     reserve+settle could reach here, whatever the ledger does inside them."""
     with tempfile.TemporaryDirectory() as folder:
-        db = await open_database(Path(folder) / "floor.sqlite3")
+        target: str | Path = Path(folder) / "floor.sqlite3"
+        if server is not None:
+            server.admin("DROP DATABASE IF EXISTS ledger_floor")
+            server.admin("CREATE DATABASE ledger_floor")
+            target = server.dsn("ledger_floor")
+        db = await open_database(target)
         try:
             started = time.perf_counter()
             for _ in range(count):
@@ -276,25 +287,50 @@ def main() -> None:
     parser.add_argument(
         "--mode", choices=("connections", "processes", "tasks", "all"), default="all"
     )
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     args = parser.parse_args()
     modes = ("connections", "processes", "tasks") if args.mode == "all" else (args.mode,)
+    backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
     print(
-        f"{args.writers} writers × {args.ops} reserve+settle each, SQLite WAL on disk; "
+        f"{args.writers} writers × {args.ops} reserve+settle each; "
         f"target ≥ {TARGET_OPS_PER_SECOND:,}/s"
     )
     failed = False
-    for mode in modes:
-        rate, problems = asyncio.run(bench(mode, args.writers, args.ops))
-        verdict = "meets" if rate >= TARGET_OPS_PER_SECOND else "BELOW"
-        exact = "totals exact" if not problems else "TOTALS WRONG: " + "; ".join(problems)
-        print(
-            f"  {mode:<12} {rate:>8,.0f} reserve+settle/s ({2 * rate:,.0f} transactions/s)"
-            f" — {verdict} target — {exact}"
-        )
-        failed |= bool(problems)
-    floor = asyncio.run(transaction_floor())
-    print(f"  for scale: two empty transactions through the same Database: {floor:,.0f}/s")
+    for backend in backends:
+        server = _durable_postgres() if backend == "postgres" else None
+        try:
+            label = (
+                "SQLite WAL on disk, synchronous=FULL"
+                if server is None
+                else "PostgreSQL on this machine (127.0.0.1), fsync on"
+            )
+            print(f"{label}:")
+            for mode in modes:
+                rate, problems = asyncio.run(bench(mode, args.writers, args.ops, server))
+                verdict = "meets" if rate >= TARGET_OPS_PER_SECOND else "BELOW"
+                exact = "totals exact" if not problems else "TOTALS WRONG: " + "; ".join(problems)
+                print(
+                    f"  {mode:<12} {rate:>8,.0f} reserve+settle/s"
+                    f" ({2 * rate:,.0f} transactions/s) — {verdict} target — {exact}"
+                )
+                failed |= bool(problems)
+            floor = asyncio.run(transaction_floor(server=server))
+            print(f"  for scale: two empty transactions through the same Database: {floor:,.0f}/s")
+        finally:
+            if server is not None:
+                server.stop()
     raise SystemExit(1 if failed else 0)
+
+
+def _durable_postgres() -> PostgresServer:
+    """A throwaway server that, unlike the tests', keeps fsync on: the comparison with
+    SQLite's synchronous=FULL would mean nothing otherwise."""
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer(binaries, durable=True)
+    server.start()
+    return server
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 LOG_PREFIX = "%m [%p] "
+_FAST_AND_FRAGILE = (
+    *("-c", "fsync=off"),
+    *("-c", "synchronous_commit=off"),
+    *("-c", "full_page_writes=off"),
+)
 # Lines worth a failure: the server refused a statement or lost a session unexpectedly.
 _PROBLEM = re.compile(r"\b(ERROR|FATAL|PANIC):")
 
@@ -46,8 +51,10 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, binaries: Path) -> None:
+    def __init__(self, binaries: Path, *, durable: bool = False) -> None:
         self._bin = binaries
+        # Tests trade durability for speed; a benchmark compared with SQLite must not.
+        self._durable = durable
         self.port = _free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="fluxcord-pg-"))
         self.log_path = self.folder / "server.log"
@@ -77,7 +84,7 @@ class PostgresServer:
                 str(self._bin / "postgres"), "-D", str(data),
                 "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
                 "-k", str(self.folder),
-                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                *(() if self._durable else _FAST_AND_FRAGILE),
                 "-c", "max_connections=400", "-c", "shared_buffers=128MB",
                 "-c", f"log_line_prefix={LOG_PREFIX}",
             ),
