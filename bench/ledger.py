@@ -48,7 +48,7 @@ from bot.ledger import (
 )
 from bot.periods import PERIODS
 from bot.storage.db import Tx, open_database
-from tests.postgres_server import PostgresServer, find_binaries
+from tests.postgres_server import PostgresServer, durable_postgres
 
 # With synchronous=FULL every commit waits for its fsync (a queued → submitting commit must
 # survive a power cut, or a job is sent and billed twice): measured here 1,800/s, against
@@ -297,7 +297,7 @@ def main() -> None:
     )
     failed = False
     for backend in backends:
-        server = _durable_postgres() if backend == "postgres" else None
+        server = durable_postgres() if backend == "postgres" else None
         try:
             label = (
                 "SQLite WAL on disk, synchronous=FULL"
@@ -320,17 +320,6 @@ def main() -> None:
             if server is not None:
                 server.stop()
     raise SystemExit(1 if failed else 0)
-
-
-def _durable_postgres() -> PostgresServer:
-    """A throwaway server that, unlike the tests', keeps fsync on: the comparison with
-    SQLite's synchronous=FULL would mean nothing otherwise."""
-    binaries = find_binaries()
-    if binaries is None:
-        raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
-    server = PostgresServer(binaries, durable=True)
-    server.start()
-    return server
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ once with polling alone and once with BFL webhooks to our receiver (same run, sa
 
     python -m bench.throughput                  # N=480, M=40, cap 24, latency 1 s, both modes
     python -m bench.throughput --jobs 96 --latency 0.5 --mode webhook
+    python -m bench.throughput --backend both    # SQLite, then PostgreSQL (a server of its own)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from bot.providers.bfl import BFLClient
 from bot.storage.db import open_database
 from bot.web import HealthChecks, WebServer, create_app
 from tests.fakes.bfl_server import FakeBFL
+from tests.postgres_server import PostgresServer, durable_postgres
 
 API_KEY = "bench-key"
 
@@ -76,11 +78,23 @@ class EngineTarget:
 
 
 async def run(
-    jobs: int, users: int, cap: int, latency: float, *, webhooks: bool = False
+    jobs: int,
+    users: int,
+    cap: int,
+    latency: float,
+    *,
+    webhooks: bool = False,
+    postgres: PostgresServer | None = None,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         async with FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as fake:
-            db = await open_database(Path(folder) / "bench.sqlite3")
+            target_db: str | Path = Path(folder) / "bench.sqlite3"
+            if postgres is not None:
+                name = f"throughput_{'webhook' if webhooks else 'polling'}"
+                postgres.admin(f"DROP DATABASE IF EXISTS {name}")
+                postgres.admin(f"CREATE DATABASE {name}")
+                target_db = postgres.dsn(name)
+            db = await open_database(target_db)
             client = BFLClient(
                 API_KEY, fake.base_url, max_connections=cap * 2 + 8, allow_loopback=True
             )
@@ -156,13 +170,24 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=24)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="sqlite")
     args = parser.parse_args()
     modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
-    for mode in modes:
-        figures = asyncio.run(
-            run(args.jobs, args.users, args.cap, args.latency, webhooks=mode == "webhook")
-        )
-        report(mode, args, figures)
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        postgres = durable_postgres() if backend == "postgres" else None
+        try:
+            for mode in modes:
+                figures = asyncio.run(
+                    run(
+                        args.jobs, args.users, args.cap, args.latency,
+                        webhooks=mode == "webhook", postgres=postgres,
+                    )
+                )  # fmt: skip
+                report(f"{backend}, {mode}", args, figures)
+        finally:
+            if postgres is not None:
+                postgres.stop()
 
 
 def report(mode: str, args: argparse.Namespace, figures: dict[str, float]) -> None:

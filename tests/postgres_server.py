@@ -164,3 +164,14 @@ class PostgresServer:
             if not any(pattern.search(context) for pattern in self._expected):
                 problems.append(line)
         return problems
+
+
+def durable_postgres() -> PostgresServer:
+    """A started server that, unlike the tests', keeps fsync on, for the benchmarks: a
+    comparison with SQLite's synchronous=FULL would mean nothing otherwise."""
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer(binaries, durable=True)
+    server.start()
+    return server
