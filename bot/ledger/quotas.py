@@ -318,7 +318,7 @@ def state_query(
     grants_sql = " UNION ALL ".join(
         "SELECT 'grant', NULL, NULL, period, metric, SUM(amount), NULL FROM quota_grants"
         " WHERE guild_id = ? AND user_id = ? AND period = ? AND period_start = ?"
-        " GROUP BY metric"
+        " GROUP BY period, metric"
         for _ in PERIODS
     )
     keys = [

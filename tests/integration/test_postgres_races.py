@@ -64,16 +64,16 @@ async def test_two_reservations_at_the_limit_exactly_one_wins(
         await release.wait()  # the reservation is written but not committed yet
 
     holder = asyncio.create_task(first_db.run(held_open))
-    await first_reserved.wait()
+    await asyncio.wait_for(first_reserved.wait(), 10)
     contender = asyncio.create_task(second_db.run(lambda tx: reserve(second, tx, "second")))
     await asyncio.sleep(0.3)
     # Without the server's allowance lock the contender would read a usage of 0 (the first
     # reservation is uncommitted) and reserve too: two images on a one-image allowance.
     assert not contender.done(), "the second reservation must wait for the first"
     release.set()
-    await holder
+    await asyncio.wait_for(holder, 10)
     with pytest.raises(QuotaExceeded):
-        await contender
+        await asyncio.wait_for(contender, 10)
     rows = await first_db.fetch_all("SELECT job_id FROM ledger WHERE user_id = ?", (ALICE,))
     assert [row["job_id"] for row in rows] == ["first"]
 
