@@ -234,10 +234,7 @@ async def bench(
     with tempfile.TemporaryDirectory() as folder:
         path: str | Path = Path(folder) / "ledger.sqlite3"
         if server is not None:
-            name = f"ledger_{mode}"
-            server.admin(f"DROP DATABASE IF EXISTS {name}")
-            server.admin(f"CREATE DATABASE {name}")
-            path = server.dsn(name)
+            path = server.fresh_database(f"ledger_{mode}")
         await prepare(path)
         started = time.perf_counter()
         if mode == "connections":
@@ -266,9 +263,7 @@ async def transaction_floor(count: int = 3_000, server: PostgresServer | None = 
     with tempfile.TemporaryDirectory() as folder:
         target: str | Path = Path(folder) / "floor.sqlite3"
         if server is not None:
-            server.admin("DROP DATABASE IF EXISTS ledger_floor")
-            server.admin("CREATE DATABASE ledger_floor")
-            target = server.dsn("ledger_floor")
+            target = server.fresh_database("ledger_floor")
         db = await open_database(target)
         try:
             started = time.perf_counter()

@@ -90,10 +90,8 @@ async def run(
         async with FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as fake:
             target_db: str | Path = Path(folder) / "bench.sqlite3"
             if postgres is not None:
-                name = f"throughput_{'webhook' if webhooks else 'polling'}"
-                postgres.admin(f"DROP DATABASE IF EXISTS {name}")
-                postgres.admin(f"CREATE DATABASE {name}")
-                target_db = postgres.dsn(name)
+                mode = "webhook" if webhooks else "polling"
+                target_db = postgres.fresh_database(f"throughput_{mode}")
             db = await open_database(target_db)
             client = BFLClient(
                 API_KEY, fake.base_url, max_connections=cap * 2 + 8, allow_loopback=True

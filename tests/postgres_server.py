@@ -142,6 +142,12 @@ class PostgresServer:
             check=True, capture_output=True,
         )  # fmt: skip
 
+    def fresh_database(self, name: str) -> str:
+        """An empty database called `name` (dropped first if it exists); its DSN."""
+        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.admin(f"CREATE DATABASE {name}")
+        return self.dsn(name)
+
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 

@@ -54,17 +54,8 @@ def json_integer(backend: Backend, column: str, *path: str) -> str:
 INSERTION_ORDER: dict[Backend, str] = {"sqlite": "rowid", "postgres": "id"}
 
 
-class Tx(ABC):
-    """One open transaction. Its methods are the only things a transaction body awaits."""
-
-    backend: Backend
-
-    @abstractmethod
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement; returns the rows it changed."""
-
-    @abstractmethod
-    async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+class Reads(ABC):
+    """The reads a transaction and a store both offer, built on `fetch_all`."""
 
     @abstractmethod
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
@@ -77,6 +68,19 @@ class Tx(ABC):
         row = await self.fetch_one(sql, params)
         return None if row is None else row[0]
 
+
+class Tx(Reads):
+    """One open transaction. Its methods are the only things a transaction body awaits."""
+
+    backend: Backend
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the rows it changed."""
+
+    @abstractmethod
+    async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
     @abstractmethod
     async def lock(self, key: str) -> None:
         """Hold `key` until this transaction ends: another transaction locking the same key
@@ -86,7 +90,7 @@ class Tx(ABC):
 TransactionBody = Callable[[Tx], Awaitable[T]]
 
 
-class Database(ABC):
+class Database(Reads):
     """The store; `bot.storage.db.open_database` opens one of the two engines."""
 
     backend: Backend
@@ -111,11 +115,3 @@ class Database(ABC):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one write statement in its own transaction; returns the rows changed."""
         return await self.run(lambda tx: tx.execute(sql, params))
-
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
-
-    async def fetch_value(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = await self.fetch_one(sql, params)
-        return None if row is None else row[0]
