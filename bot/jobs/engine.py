@@ -1,9 +1,10 @@
 """The job engine: persist, queue fairly, submit, follow, download, deliver — and recover.
 
-Every state change is written to SQLite before the next step starts, so a fresh engine on
-the same database resumes each unfinished job from its last state:
+Every state change is written to the store before the next step starts, so whichever
+process owns a job next (this one restarted, or another that adopted it when this one's lease
+ran out: bot/jobs/work.py) resumes it from its last state:
 
-    queued     → submitted again (it never reached the provider)
+    queued     → claimed again by any process (it never reached the provider)
     submitting → failed with a message: the provider may have the task and billed it, and it
                  cannot tell us, so we never resubmit blindly
     submitted  → polled again
@@ -15,9 +16,11 @@ transaction that creates the job (or refuses with QuotaExceeded), and the state 
 ends a job settles it in its own transaction — charged at `ready`, refunded on failed,
 moderated or cancelled — so recovery never needs to settle anything separately.
 
-Two parts live beside it: following a submitted task (polls and webhooks) in
-bot/jobs/following.py, and ending a job and showing its outcome through the notifier (bounded
-retries, failure announcements) in bot/jobs/delivery.py.
+Parts that stand alone live beside it: the shared queue, keys and slots (bot/jobs/claims.py),
+this process's lease, adoption and claiming (bot/jobs/work.py), following a submitted task
+(polls and webhooks, bot/jobs/following.py), and ending a job and showing its outcome
+(bot/jobs/delivery.py). Why this file is long: it drives one job through every state, and
+the steps of that path read best in one place.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ from typing import Any
 
 from bot.catalogue import get_variant
 from bot.errors import InvalidRequest, ProviderBusy, ProviderError
+from bot.jobs.claims import Claim, ProviderKey, SharedQueue
 from bot.jobs.delivery import JobDelivery
 from bot.jobs.following import PollingPolicy, TaskFollower
+from bot.jobs.leases import ProcessLease
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.jobs.notifier import JobNotifier
-from bot.jobs.scheduler import ProviderLane, Slot
-from bot.jobs.store import JobStore
+from bot.jobs.store import WEBHOOK_CHANNEL, JobStore
 from bot.jobs.webhooks import WebhookSubscription, new_webhook_secret, webhook_url
+from bot.jobs.work import SharedWork
 from bot.ledger import Ledger
 from bot.metrics import Metrics
 from bot.periodic import repeat
@@ -69,6 +74,10 @@ INTERRUPTED_MESSAGE = (
 )
 TIMED_OUT_MESSAGE = "The image service took too long to finish this image. Please try again."
 CANCELLED_MESSAGE = "Cancelled before it started. Nothing was charged."
+LOST_LEASE_MESSAGE = (
+    "This request could not be sent because the bot lost its connection to its database. "
+    "Please try again."
+)
 REFERENCE_PURGE_INTERVAL = 3600.0
 TOKEN_SWEEP_INTERVAL = 60.0
 
@@ -108,6 +117,8 @@ class JobEngine:
         notifier: JobNotifier | None = None,
         *,
         max_active: int | Mapping[str, int] = 24,
+        keys: Collection[ProviderKey] | None = None,
+        lease_seconds: float | None = None,
         polling: PollingPolicy | None = None,
         clock: Callable[[], float] = time.time,
         ledger: Ledger | None = None,
@@ -121,15 +132,21 @@ class JobEngine:
         self.ledger = ledger or Ledger(db, clock=clock)
         self.store = JobStore(db, clock, ledger=self.ledger)
         self.stats = EngineStats()
-        self._providers = dict(providers)
         self._polling = polling or PollingPolicy()
         self._clock = clock
-        caps = max_active if isinstance(max_active, Mapping) else {}
-        default_cap = max_active if isinstance(max_active, int) else 24
-        self._lanes = {
-            name: ProviderLane(name, caps.get(name, default_cap), self._start_submission)
-            for name in providers
-        }
+        if keys is None:
+            # One key per provider, named after it, with the cap given for it.
+            caps = max_active if isinstance(max_active, Mapping) else {}
+            default_cap = max_active if isinstance(max_active, int) else 24
+            keys = [
+                ProviderKey(name, name, provider, caps.get(name, default_cap))
+                for name, provider in providers.items()
+            ]
+        self.queue = SharedQueue(db, keys, clock)
+        self.lease = (
+            ProcessLease(db) if lease_seconds is None else ProcessLease(db, seconds=lease_seconds)
+        )
+        self._db = db
         self._webhooks = webhooks
         self._reference_retention = reference_retention
         self._max_reported_cost = max_reported_cost
@@ -143,38 +160,62 @@ class JobEngine:
             self.store, self._polling, clock, self.metrics, self.stats, on_status=self._progress
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The tasks working on claimed jobs: dropped together if this process loses its lease.
+        self._job_tasks: set[asyncio.Task[Any]] = set()
         self._running = False
+        self.work = SharedWork(
+            db,
+            self.store,
+            self.queue,
+            self.lease,
+            recover=self._recover,
+            submit=self._start_submission,
+            drop_job_tasks=self._drop_job_tasks,
+        )
+        self.work.on_owner_changed = self._owner_changed
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Resume every unfinished job, then start admitting queued ones."""
+        """Take a lease, resume every unfinished job this process now owns, then start
+        claiming queued ones (bot/jobs/work.py)."""
         if not self.delivery.attached:
             raise RuntimeError("attach a notifier before starting the engine")
-        for job in await self.store.open_jobs():
-            self._recover(job)
-        for lane in self._lanes.values():
-            self._spawn(lane.run(), name=f"lane-{lane.name}")
+        await self.work.start(lambda coro, name: self._spawn(coro, name=name))
+        if self._db.shared:
+            # A webhook another process received for one of this process's jobs.
+            self.follower.shared = True
+            await self._db.listen(WEBHOOK_CHANNEL, self.follower.webhook_recorded)
+            self._spawn(self.follower.watch_recorded_webhooks(), name="recorded-webhooks")
         if self._reference_retention is not None:
             self._spawn(self._purge_old_references(self._reference_retention), name="purge")
         self._spawn(self._erase_expired_tokens(), name="token-sweep")
         self._running = True
 
     async def stop(self) -> None:
-        """Stop at once. Whatever was in flight resumes from the database on the next start."""
+        """Stop at once. Whatever was in flight resumes from the database: in another
+        process at once (the lease is given up), or in this one on its next start."""
         self._running = False
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._job_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.work.release()
+
+    async def _drop_job_tasks(self) -> None:
+        tasks = list(self._job_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.follower.forget_all()
 
     def _recover(self, job: Job) -> None:
-        lane = self._lanes.get(job.provider)
+        key = self.queue.key_of(job)
         if job.state is JobState.READY:
             # The image is already stored (and charged): posting it needs no provider.
-            self._spawn(self.delivery.deliver(job.id))
+            self._spawn_job(self.delivery.deliver(job.id))
             return
-        if lane is None and not job.state.is_terminal:
-            self._spawn(
+        if key is None and not job.state.is_terminal:
+            self._spawn_job(
                 self.delivery.fail(
                     job.id,
                     (job.state,),
@@ -184,20 +225,25 @@ class JobEngine:
             )
             return
         if job.state is JobState.QUEUED:
-            assert lane is not None
-            lane.enqueue(job.user_id, job.id)
+            self.work.wake(job.provider)
         elif job.state is JobState.SUBMITTING:
-            self._spawn(
+            self._spawn_job(
                 self.delivery.fail(
                     job.id, (JobState.SUBMITTING,), JobState.FAILED, INTERRUPTED_MESSAGE
                 )
             )
         elif job.state is JobState.SUBMITTED:
-            assert lane is not None
+            assert key is not None
             self.follower.watch(job.id)  # its webhook may come any moment
-            self._spawn(self._follow(job, lane.occupy(), first_delay=0.0))
+            self._spawn_job(self._follow(job, key, first_delay=0.0))
         else:
-            self._spawn(self.delivery.announce_failure(job.id))
+            self._spawn_job(self.delivery.announce_failure(job.id))
+
+    def _start_submission(self, claim: Claim) -> None:
+        self._spawn_job(self._submit(claim), name=f"job-{claim.job.id}")
+
+    def _owner_changed(self, owner: str) -> None:
+        self.follower.owner = owner
 
     async def _purge_old_references(self, retention: float) -> None:
         """Stored reference images are only needed to reroll or remix: drop them after
@@ -223,17 +269,19 @@ class JobEngine:
         """Persist a validated request as a queued job; returns it and its place in line.
         Raises InvalidRequest (QuotaExceeded when over an allowance) and then creates nothing."""
         variant = request.variant
-        lane = self._lanes.get(variant.provider)
-        if lane is None:
+        if not self.queue.keys(variant.provider):
             raise InvalidRequest(f"{variant.label} is not available on this bot.")
         variant.check_reference_count(len(request.inputs))
-        job = await self.store.create(
-            request, estimated_cost=_estimate(request), images=_images(request)
+        job, position = await self.store.create_then(
+            request,
+            estimated_cost=_estimate(request),
+            images=_images(request),
+            then=self.queue.position_in,
         )
-        lane.enqueue(job.user_id, job.id)
+        self.work.wake(job.provider)
         self.metrics.job_state_changed(job.state, job.variant)
         self._progress(job)
-        return job, lane.position(job.id)
+        return job, position
 
     async def check_quota(self, request: GenerationRequest) -> None:
         """Raise QuotaExceeded now if the request would not fit, holding nothing: lets a caller
@@ -263,43 +311,43 @@ class JobEngine:
         """See JobDelivery.wait_closed."""
         return await self.delivery.wait_closed(job_ids, within)
 
-    def queue_position(self, job: Job) -> int | None:
-        lane = self._lanes.get(job.provider)
-        return None if lane is None else lane.position(job.id)
+    async def queue_position(self, job: Job) -> int | None:
+        return await self.queue.position(job)
 
     def queue_depth(self) -> int:
-        return sum(lane.queued for lane in self._lanes.values())
+        """Queued jobs over the fleet, as of the last count (every few seconds)."""
+        return sum(queued for queued, _ in self.work.counts.values())
 
     def active_tasks(self) -> int:
-        return sum(lane.active for lane in self._lanes.values())
+        """Tasks active at the providers over the fleet, as of the last count."""
+        return sum(active for _, active in self.work.counts.values())
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job that is still waiting in line; running jobs cannot be recalled."""
         job = await self.store.get(job_id)
         if job is None or job.state is not JobState.QUEUED:
             return False
-        lane = self._lanes.get(job.provider)
-        if lane is not None:
-            lane.remove(job_id)
         return await self.delivery.fail(
             job_id, (JobState.QUEUED,), JobState.CANCELLED, CANCELLED_MESSAGE
         )
 
     # ----------------------------------------------------------------- the pipeline
-    def _start_submission(self, job_id: str, slot: Slot) -> None:
-        self._spawn(self._submit(job_id, slot), name=f"job-{job_id}")
-
-    async def _submit(self, job_id: str, slot: Slot) -> None:
+    async def _submit(self, claim: Claim) -> None:
+        job, key = claim.job, claim.key
+        job_id = job.id
         try:
-            job = await self.store.transition(
-                job_id, from_states=(JobState.QUEUED,), to=JobState.SUBMITTING
-            )
-            if job is None:
-                return  # cancelled while it waited
-            provider = self._providers[job.provider]
+            self.metrics.job_state_changed(job.state, job.variant)
+            provider = key.client
             variant = get_variant(job.variant)
             inputs = await self.store.inputs(job_id)
             webhook = await self._webhook_for(job, provider)
+            if not await self.lease.may_submit():
+                # Cut off from the database for a while: another process may take this job
+                # any moment, and a task sent now might be delivered by nobody.
+                await self.delivery.fail(
+                    job_id, (JobState.SUBMITTING,), JobState.FAILED, LOST_LEASE_MESSAGE
+                )
+                return
             try:
                 self.stats.submits += 1
                 with self.metrics.time_provider_call(job.provider, "submit"):
@@ -310,12 +358,16 @@ class JobEngine:
             except ProviderBusy as exc:
                 self.stats.busy_responses += 1
                 self.metrics.provider_rate_limited(job.provider)
+                await self.queue.busy(key, exc.retry_after)
+                # Back in line (it keeps its turn: its creation time) for any process.
                 await self.store.transition(
-                    job_id, from_states=(JobState.SUBMITTING,), to=JobState.QUEUED
+                    job_id,
+                    from_states=(JobState.SUBMITTING,),
+                    to=JobState.QUEUED,
+                    owner=None,
+                    provider_key=None,
                 )
-                lane = self._lanes[job.provider]
-                lane.provider_busy(exc.retry_after)
-                lane.enqueue(job.user_id, job_id, front=True)
+                self.work.wake(job.provider)
                 return
             except ProviderError as exc:
                 log.warning("job %s: submit failed: %s", job_id, exc)
@@ -323,7 +375,7 @@ class JobEngine:
                     job_id, (JobState.SUBMITTING,), JobState.FAILED, exc.user_message
                 )
                 return
-            self._lanes[job.provider].provider_accepted()
+            await self.queue.accepted(key)
             submitted = await self.store.transition(
                 job_id,
                 from_states=(JobState.SUBMITTING,),
@@ -334,6 +386,7 @@ class JobEngine:
                 cost=self._believed_cost(job_id, submission.cost, "submit answer"),
             )
             if submitted is None:
+                log.warning("job %s: submitted, but another process had taken it", job_id)
                 return
             job = submitted
             self.metrics.job_state_changed(job.state, job.variant)
@@ -341,7 +394,7 @@ class JobEngine:
             # With a webhook on its way, the first poll waits out the grace period.
             first = self._webhooks.grace if webhook and self._webhooks else self._polling.initial
             await self._follow(
-                job, slot, first_delay=first, since=accepted_at, finished=submission.result
+                job, key, first_delay=first, since=accepted_at, finished=submission.result
             )
         except asyncio.CancelledError:
             raise
@@ -349,8 +402,18 @@ class JobEngine:
             log.exception("job %s: unexpected error", job_id)
             await self.delivery.fail_anywhere(job_id)
         finally:
-            slot.release()
+            await self._release(job_id, job.provider)
             self.follower.forget(job_id)
+
+    async def _release(self, job_id: str, provider: str) -> None:
+        """Free the job's slot (if it still holds one) and let the next job in."""
+        try:
+            await self.queue.release(job_id, self.lease.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("job %s: could not free its slot now", job_id, exc_info=True)
+        self.work.wake(provider)
 
     async def _webhook_for(self, job: Job, provider: Provider) -> WebhookRequest | None:
         """Register the job for early wake-up, and give it a webhook when the receiver is on.
@@ -372,7 +435,7 @@ class JobEngine:
     async def _follow(
         self,
         job: Job,
-        slot: Slot,
+        key: ProviderKey,
         *,
         first_delay: float,
         since: float | None = None,
@@ -385,12 +448,11 @@ class JobEngine:
         try:
             try:
                 if finished is None:
-                    provider = self._providers[job.provider]
-                    finished = await self.follower.outcome(job, provider, first_delay, since)
+                    finished = await self.follower.outcome(job, key.client, first_delay, since)
             finally:
-                slot.release()
                 self.follower.forget(job.id)
-            await self._complete(job, finished)
+            await self._release(job.id, job.provider)
+            await self._complete(job, key, finished)
         except asyncio.CancelledError:
             raise
         except ProviderError as exc:
@@ -407,7 +469,7 @@ class JobEngine:
             log.exception("job %s: unexpected error while following", job.id)
             await self.delivery.fail_anywhere(job.id)
 
-    async def _complete(self, job: Job, result: TaskResult) -> None:
+    async def _complete(self, job: Job, key: ProviderKey, result: TaskResult) -> None:
         if result.outcome is TaskOutcome.MODERATED:
             log.info("job %s: %s %s", job.id, result.raw_status, result.details or "")
             # Servers count it as a strike (GenerationService); direct messages have none.
@@ -424,7 +486,7 @@ class JobEngine:
                 "The image service could not make this image. You were not charged.",
             )
             return
-        provider = self._providers[job.provider]
+        provider = key.client
 
         async def download(url: str) -> OutputImage:
             with self.metrics.time_provider_call(job.provider, "download"):
@@ -469,7 +531,8 @@ class JobEngine:
 
     async def _report_progress(self, job: Job) -> None:
         try:
-            await self.notifier.job_progress(job, queue_position=self.queue_position(job))
+            position = await self.queue_position(job)
+            await self.notifier.job_progress(job, queue_position=position)
         except Exception:
             log.debug("progress update for job %s failed", job.id, exc_info=True)
 
@@ -477,3 +540,8 @@ class JobEngine:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _spawn_job(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)

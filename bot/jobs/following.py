@@ -5,6 +5,7 @@ result when the receiver is on). Used by the job engine (bot/jobs/engine.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -30,6 +31,35 @@ RECENT_WEBHOOK_JOBS = 4096
 NOT_FOUND_TOLERANCE = 3
 
 _FINAL_OUTCOMES = (TaskOutcome.READY, TaskOutcome.MODERATED, TaskOutcome.FAILED)
+# How often an owner looks for recorded webhooks, in case a notification was lost.
+RECORDED_WEBHOOK_POLL = 2.0
+
+
+def result_to_json(result: TaskResult) -> str:
+    return json.dumps(
+        {
+            "outcome": result.outcome.value,
+            "raw_status": result.raw_status,
+            "sample_urls": list(result.sample_urls),
+            "seed": result.seed,
+            "cost": result.cost,
+            "details": result.details,
+            "progress": result.progress,
+        }
+    )
+
+
+def result_from_json(text: str) -> TaskResult:
+    data = json.loads(text)
+    return TaskResult(
+        outcome=TaskOutcome(data["outcome"]),
+        raw_status=str(data["raw_status"]),
+        sample_urls=tuple(data.get("sample_urls") or ()),
+        seed=data.get("seed"),
+        cost=data.get("cost"),
+        details=dict(data.get("details") or {}),
+        progress=data.get("progress"),
+    )
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,19 @@ class TaskFollower:
         self._wake: dict[str, asyncio.Event] = {}
         self._pushed: dict[str, tuple[str, TaskResult]] = {}
         self._recently_followed: OrderedDict[str, None] = OrderedDict()
+        # Set by the engine: with a shared store a webhook may reach any process, so one
+        # for a job followed elsewhere is verified from the database and recorded there.
+        self.shared = False
+        self.owner: str | None = None
+        self._reading: set[str] = set()
+
+    @property
+    def watched(self) -> frozenset[str]:
+        return frozenset(self._wake)
+
+    def forget_all(self) -> None:
+        for job_id in list(self._wake):
+            self.forget(job_id)
 
     def watch(self, job_id: str) -> None:
         """Follow the job: from now on a webhook for it wakes its follower."""
@@ -86,9 +129,11 @@ class TaskFollower:
         self._pushed.pop(job_id, None)
 
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
-        if job_id not in self._wake and job_id not in self._recently_followed:
+        local = job_id in self._wake or job_id in self._recently_followed
+        if not local and not self.shared:
             # Not a job this engine follows or recently followed: answered from memory, so
-            # a flood of made-up ids costs no database read.
+            # a flood of made-up ids costs no database read. (With a shared store another
+            # process may follow it: one indexed read by primary key.)
             return None
         job = await self.store.get(job_id)
         if job is None or job.webhook_secret is None:
@@ -100,10 +145,42 @@ class TaskFollower:
         compare-and-set: a duplicate, a late arrival or a race with a poll delivers once."""
         event = self._wake.get(job_id)
         if event is None:
-            return  # not being followed: already finished, or a late duplicate
+            if self.shared and result.outcome in _FINAL_OUTCOMES:
+                await self.store.record_webhook(job_id, task_id, result_to_json(result))
+            return  # not followed here: finished, a late duplicate, or another's to finish
+        self._push(job_id, task_id, result)
+
+    def _push(self, job_id: str, task_id: str, result: TaskResult) -> None:
+        event = self._wake.get(job_id)
+        if event is None:
+            return
         if result.outcome in _FINAL_OUTCOMES or job_id not in self._pushed:
             self._pushed[job_id] = (task_id, result)  # never replace an ending with a hint
         event.set()
+
+    def webhook_recorded(self, job_id: str) -> None:
+        """NOTIFY from the process that received the job's webhook (a listener callback)."""
+        if job_id in self._wake and job_id not in self._reading:
+            self._reading.add(job_id)
+            task = asyncio.get_running_loop().create_task(self._read_recorded([job_id]))
+            task.add_done_callback(lambda _: self._reading.discard(job_id))
+
+    async def watch_recorded_webhooks(self) -> None:
+        """The safety net under NOTIFY: look for recorded webhooks of followed jobs."""
+        while True:
+            await asyncio.sleep(RECORDED_WEBHOOK_POLL)
+            if self._wake:
+                try:
+                    await self._read_recorded(None)
+                except Exception:
+                    log.warning("reading recorded webhooks failed", exc_info=True)
+
+    async def _read_recorded(self, job_ids: list[str] | None) -> None:
+        if self.owner is None:
+            return
+        for job_id, task_id, payload in await self.store.recorded_webhooks(self.owner, job_ids):
+            if job_id not in self._pushed:
+                self._push(job_id, task_id, result_from_json(payload))
 
     async def outcome(
         self, job: Job, provider: Provider, first_delay: float, since: float | None

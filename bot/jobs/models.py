@@ -104,6 +104,9 @@ class Job:
     interaction_token: str | None = field(default=None, repr=False)  # a credential: never logged
     interaction_expires_at: float | None = None
     reply_to_message_id: int | None = None
+    owner: str | None = None  # the process lease running it (bot/jobs/leases.py)
+    provider_key: str | None = None  # the key that submitted it, and keeps it
+    slot: int | None = None  # its place among that key's active tasks
 
     def interaction(self, now: float) -> InteractionToken | None:
         """The interaction this job is still shown through, while its token is valid."""

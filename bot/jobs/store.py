@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 from bot.errors import InvalidCharge
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.ledger import Ledger, credits_to_mc
 from bot.providers.base import InputImage, OutputImage
-from bot.storage.base import INSERTION_ORDER
+from bot.storage.base import DATABASE_NOW, INSERTION_ORDER
 from bot.storage.db import Database, Row, Tx
 from bot.storage.rows import from_row
 from bot.variants import JobParams, ReferenceSize
@@ -20,6 +20,7 @@ from bot.variants import JobParams, ReferenceSize
 log = logging.getLogger(__name__)
 
 Image = TypeVar("Image", InputImage, OutputImage)
+T = TypeVar("T")
 
 # Columns a transition may set besides `state`; anything else is a programming error.
 _UPDATABLE = frozenset(
@@ -41,21 +42,36 @@ _UPDATABLE = frozenset(
         "closed",
         "interaction_token",
         "interaction_expires_at",
+        "owner",
+        "provider_key",
+        "slot",
+        "webhook_payload",
     }
 )
+# While a job is in these states its task may be active at the provider, holding a slot.
+_SLOT_STATES = frozenset({JobState.SUBMITTING, JobState.SUBMITTED})
 
 
 def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
-def _row_to_job(row: Row) -> Job:
+async def _nothing(tx: Tx, job: Job) -> None:
+    return None
+
+
+def job_from_row(row: Row) -> Job:
     return from_row(Job, row, params=_params, state=JobState, closed=bool)
 
 
 def _params(text: str) -> JobParams:
     return JobParams.from_json(json.loads(text))
 
+
+# NOTIFY payload: the provider whose queue or slots changed (bot/jobs/claims.py).
+QUEUE_CHANNEL = "fluxcord_queue"
+# NOTIFY payload: the id of a job whose webhook another process received and recorded.
+WEBHOOK_CHANNEL = "fluxcord_webhook"
 
 # A member's requests not yet ended and shown, over every server and DMs.
 _OPEN_COUNT_SQL = "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?"
@@ -76,17 +92,41 @@ class JobStore:
         self._db = db
         self._clock = clock
         self._ledger = ledger
+        # The process lease whose jobs this store may change (set by the engine). Every
+        # change is then fenced: a job owned by another process is left alone, so a process
+        # that comes back after its work was adopted cannot overwrite the new owner's.
+        self.owner: str | None = None
+
+    def _fence(self) -> tuple[str, tuple[str, ...]]:
+        if self.owner is None:
+            return "", ()
+        return " AND (owner IS NULL OR owner = ?)", (self.owner,)
 
     async def create(
         self, request: GenerationRequest, *, estimated_cost: float, images: int = 1
     ) -> Job:
         """Persist a queued job; raises QuotaExceeded, or InvalidRequest from the request's
         `admission` check, writing nothing, if it does not fit."""
+        job, _ = await self.create_then(
+            request, estimated_cost=estimated_cost, images=images, then=_nothing
+        )
+        return job
+
+    async def create_then(
+        self,
+        request: GenerationRequest,
+        *,
+        estimated_cost: float,
+        images: int = 1,
+        then: Callable[[Tx, Job], Awaitable[T]],
+    ) -> tuple[Job, T]:
+        """`create`, and `then(tx, job)` in the same transaction (e.g. the job's place in
+        line, before any process can claim it)."""
         job_id = request.job_id or new_job_id()
         now = self._clock()
         interaction = request.interaction
 
-        async def insert(tx: Tx) -> Job:
+        async def insert(tx: Tx) -> tuple[Job, T]:
             if request.admission is not None:
                 await request.admission(tx, credits_to_mc(estimated_cost))
             if self._ledger is not None:
@@ -137,7 +177,9 @@ class JobStore:
                 ],
             )
             assert row is not None  # RETURNING gives the inserted row
-            return _row_to_job(row)
+            job = job_from_row(row)
+            await tx.notify(QUEUE_CHANNEL, job.provider)
+            return job, await then(tx, job)
 
         # The job comes back from its own transaction: once that commits, nothing else can
         # fail between "the job exists" and the caller knowing it.
@@ -145,7 +187,7 @@ class JobStore:
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return None if row is None else _row_to_job(row)
+        return None if row is None else job_from_row(row)
 
     async def require(self, job_id: str) -> Job:
         job = await self.get(job_id)
@@ -157,7 +199,7 @@ class JobStore:
         row = await self._db.fetch_one(
             "SELECT * FROM jobs WHERE provider = ? AND provider_task_id = ?", (provider, task_id)
         )
-        return None if row is None else _row_to_job(row)
+        return None if row is None else job_from_row(row)
 
     async def find_by_message(self, message_id: int) -> Job | None:
         """The job shown in this Discord message (its progress message or its result)."""
@@ -166,7 +208,7 @@ class JobStore:
             " ORDER BY created_at DESC LIMIT 1",
             (message_id, message_id),
         )
-        return None if row is None else _row_to_job(row)
+        return None if row is None else job_from_row(row)
 
     async def recent_for_user(self, user_id: int, guild_id: int | None, limit: int) -> list[Job]:
         rows = await self._db.fetch_all(
@@ -174,7 +216,7 @@ class JobStore:
             " ORDER BY created_at DESC LIMIT ?",
             (user_id, guild_id, limit),
         )
-        return [_row_to_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def open_count_for_user(self, user_id: int) -> int:
         """The member's requests not yet ended and shown, over every server and DMs."""
@@ -199,7 +241,7 @@ class JobStore:
             "SELECT * FROM jobs WHERE closed = 0"
             f" ORDER BY created_at, {INSERTION_ORDER[self._db.backend]}"
         )
-        return [_row_to_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def inputs(self, job_id: str) -> list[InputImage]:
         return await self._images("job_inputs", InputImage, job_id)
@@ -237,17 +279,29 @@ class JobStore:
             raise ValueError(f"cannot set {sorted(unknown)} on a job")
         if fields.get("closed"):
             fields = {**fields, **_TOKEN_ERASED}  # the job has ended: its credential goes
+        if to not in _SLOT_STATES:
+            fields = {"slot": None, **fields}  # no longer at the provider
+        if self.owner is not None and "owner" not in fields:
+            fields = {**fields, "owner": self.owner}
         assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
         placeholders = ",".join("?" for _ in from_states)
+        fence, fence_params = self._fence()
         now = self._clock()
         rows = await tx.fetch_all(
             f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})"
-            " RETURNING *",
-            (to.value, now, *fields.values(), job_id, *(s.value for s in from_states)),
+            f"{fence} RETURNING *",
+            (
+                to.value,
+                now,
+                *fields.values(),
+                job_id,
+                *(s.value for s in from_states),
+                *fence_params,
+            ),
         )
         if not rows:
             return None
-        job = _row_to_job(rows[0])
+        job = job_from_row(rows[0])
         await self._settle(tx, job, images, now)
         return job
 
@@ -290,15 +344,16 @@ class JobStore:
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a job")
         assignments = ", ".join(f"{name} = ?" for name in fields)
+        fence, fence_params = self._fence()
         rows = await self._db.run(
             lambda tx: tx.fetch_all(
-                f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ? RETURNING *",
-                (*fields.values(), self._clock(), job_id),
+                f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?{fence} RETURNING *",
+                (*fields.values(), self._clock(), job_id, *fence_params),
             )
         )
         if not rows:
-            raise KeyError(job_id)
-        return _row_to_job(rows[0])
+            raise KeyError(job_id)  # no such job, or another process's
+        return job_from_row(rows[0])
 
     async def mark_ready(
         self,
@@ -369,9 +424,63 @@ class JobStore:
 
     async def close(self, job_id: str) -> None:
         """The requester has been shown the outcome of a failed, moderated or cancelled job."""
+        fence, fence_params = self._fence()
         await self._db.execute(
-            "UPDATE jobs SET closed = 1, interaction_token = NULL WHERE id = ?", (job_id,)
+            f"UPDATE jobs SET closed = 1, interaction_token = NULL WHERE id = ?{fence}",
+            (job_id, *fence_params),
         )
+
+    async def record_webhook(self, job_id: str, task_id: str, payload: str) -> None:
+        """Keep a verified webhook's result for the job's owner (another process), and wake
+        it. Only for a submitted job of that task: a late duplicate changes nothing."""
+
+        async def record(tx: Tx) -> None:
+            changed = await tx.execute(
+                "UPDATE jobs SET webhook_payload = ? WHERE id = ? AND state = 'submitted'"
+                " AND provider_task_id = ? AND webhook_payload IS NULL",
+                (payload, job_id, task_id),
+            )
+            if changed:
+                await tx.notify(WEBHOOK_CHANNEL, job_id)
+
+        await self._db.run(record)
+
+    async def recorded_webhooks(
+        self, owner: str, job_ids: list[str] | None
+    ) -> list[tuple[str, str, str]]:
+        """(job id, task id, result) of recorded webhooks for `owner`'s submitted jobs."""
+        sql = (
+            "SELECT id, provider_task_id, webhook_payload FROM jobs WHERE owner = ?"
+            " AND state = 'submitted' AND webhook_payload IS NOT NULL"
+        )
+        params: list[Any] = [owner]
+        if job_ids is not None:
+            sql += f" AND id IN ({','.join('?' for _ in job_ids)})"
+            params += job_ids
+        rows = await self._db.fetch_all(sql, params)
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def adopt(self, *, everything: bool) -> list[Job]:
+        """Take over the unfinished jobs whose owner's lease has run out (or all of them,
+        `everything`, where no other process can be running), oldest first. Queued jobs
+        belong to nobody: any process claims them."""
+        assert self.owner is not None
+        now = DATABASE_NOW[self._db.backend]
+        orphaned = (
+            ""
+            if everything
+            else " AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM processes"
+            f" WHERE processes.id = jobs.owner AND lease_expires_at > {now}))"
+        )
+        owner = self.owner
+        rows = await self._db.run(
+            lambda tx: tx.fetch_all(
+                "UPDATE jobs SET owner = ? WHERE closed = 0 AND state <> 'queued'"
+                f" AND owner IS DISTINCT FROM ?{orphaned} RETURNING *",
+                (owner, owner),
+            )
+        )
+        return sorted((job_from_row(row) for row in rows), key=lambda job: job.created_at)
 
     async def erase_expired_tokens(self, now: float) -> int:
         """Interaction tokens are credentials and useless after 15 minutes: drop them then."""

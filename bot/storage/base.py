@@ -49,6 +49,13 @@ def json_integer(backend: Backend, column: str, *path: str) -> str:
     return f"json_extract({column}, '$.{'.'.join(path)}')"
 
 
+# The database's own clock, in Unix seconds: leases shared by several processes are measured
+# on it, so no process's clock (or its drift) decides whose lease has run out.
+DATABASE_NOW: dict[Backend, str] = {
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+    "postgres": "extract(epoch FROM clock_timestamp())::double precision",
+}
+
 # Rows inserted at the same instant keep their insertion order on SQLite (its rowid); on
 # PostgreSQL, which has no such column, the id breaks the tie.
 INSERTION_ORDER: dict[Backend, str] = {"sqlite": "rowid", "postgres": "id"}
@@ -86,6 +93,15 @@ class Tx(Reads):
         """Hold `key` until this transaction ends: another transaction locking the same key
         waits. Take it before reading what the body decides on."""
 
+    @abstractmethod
+    async def notify(self, channel: str, payload: str) -> None:
+        """Tell every process listening on `channel` (`Database.listen`), once this
+        transaction commits; nothing if it rolls back. Best effort: a listener that was
+        disconnected misses it, so every listener also has a poll to fall back on."""
+
+
+Listener = Callable[[str], None]
+
 
 TransactionBody = Callable[[Tx], Awaitable[T]]
 
@@ -95,8 +111,17 @@ class Database(Reads):
 
     backend: Backend
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may use this store at the same time (PostgreSQL)."""
+        return self.backend == "postgres"
+
     @abstractmethod
     async def close(self) -> None: ...
+
+    @abstractmethod
+    async def listen(self, channel: str, listener: Listener) -> None:
+        """Call `listener(payload)` on the event loop for each notification on `channel`."""
 
     @abstractmethod
     async def run(self, body: TransactionBody[T]) -> T:

@@ -6,6 +6,7 @@ advisory locks, `FOR UPDATE SKIP LOCKED`), so no home-made coordinator is needed
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bot.errors import AnotherInstanceRunning
-from bot.storage.base import Database, Row, TransactionBody, Tx
+from bot.storage.base import Database, Listener, Row, TransactionBody, Tx
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,85 @@ class PostgresTx(Tx):
         # Released by COMMIT or ROLLBACK: a crashed body can never leave it held.
         await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
 
+    async def notify(self, channel: str, payload: str) -> None:
+        # PostgreSQL delivers it at COMMIT, and drops it on ROLLBACK.
+        await self._conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+
+class ListenConnection:
+    """The one connection a process LISTENs on, outside the pool (a pooled connection would
+    go back to the pool and stop listening). Reconnects after it is lost, with back-off;
+    notifications sent while it was down are gone, which is why listeners also poll."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._listeners: dict[str, list[Listener]] = {}
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process of the listening connection (tests terminate it)."""
+        return None if self._conn is None or self._conn.is_closed() else self._conn.get_server_pid()
+
+    async def listen(self, channel: str, listener: Listener) -> None:
+        first = channel not in self._listeners
+        self._listeners.setdefault(channel, []).append(listener)
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_connected(), name="postgres-listen")
+        elif first and self._conn is not None and not self._conn.is_closed():
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await self._conn.add_listener(channel, self._deliver)
+
+    def _deliver(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        for listener in self._listeners.get(channel, ()):
+            try:
+                listener(payload)
+            except Exception:
+                log.exception("a listener on %s failed", channel)
+
+    async def _keep_connected(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                conn = await asyncpg.connect(self._url)
+                conn.add_termination_listener(lambda _conn: self._lost.set())
+                for channel in list(self._listeners):
+                    await conn.add_listener(channel, self._deliver)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("cannot LISTEN on PostgreSQL (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+                continue
+            self._conn, delay = conn, 0.2
+            self._lost.clear()
+            await self._lost.wait()
+            self.reconnects += 1
+            log.warning("the PostgreSQL LISTEN connection was lost; reconnecting")
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=1)
+            self._conn = None
+
+    async def close(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=1)
+
 
 class PostgresDatabase(Database):
     backend = "postgres"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
+        self.listener = ListenConnection(url)
 
     @classmethod
     async def connect(
@@ -147,7 +221,7 @@ class PostgresDatabase(Database):
         pool = await asyncpg.create_pool(
             url, min_size=1, max_size=pool_size, init=_prepare_connection
         )
-        db = cls(pool)
+        db = cls(pool, url)
         try:
             if migrate:
                 from bot.storage.migrations import apply_migrations
@@ -159,7 +233,11 @@ class PostgresDatabase(Database):
         return db
 
     async def close(self) -> None:
+        await self.listener.close()
         await self._pool.close()
+
+    async def listen(self, channel: str, listener: Listener) -> None:
+        await self.listener.listen(channel, listener)
 
     async def run(self, body: TransactionBody[T]) -> T:
         async with self._pool.acquire() as conn, conn.transaction():

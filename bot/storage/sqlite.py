@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.storage.base import Database, Row, TransactionBody, Tx
+from bot.storage.base import Database, Listener, Row, TransactionBody, Tx
 
 # aiosqlite logs every statement with its parameters at DEBUG, and parameters include
 # secrets (per-job webhook secrets): never let those records through.
@@ -49,6 +49,7 @@ class SQLiteTx(Tx):
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.notifications: list[tuple[str, str]] = []
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._conn.execute(sql, tuple(params)).rowcount
@@ -61,6 +62,9 @@ class SQLiteTx(Tx):
 
     async def lock(self, key: str) -> None:
         """Nothing to take: BEGIN IMMEDIATE already serialises every writer."""
+
+    async def notify(self, channel: str, payload: str) -> None:
+        self.notifications.append((channel, payload))  # delivered after COMMIT
 
 
 async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
@@ -90,6 +94,8 @@ class SQLiteDatabase(Database):
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._conn = connection
+        # One process per SQLite file: notifications only need to reach this one.
+        self._listeners: dict[str, list[Listener]] = {}
 
     @classmethod
     async def connect(cls, path: Path | str, *, migrate: bool = True) -> SQLiteDatabase:
@@ -128,22 +134,31 @@ class SQLiteDatabase(Database):
         later.
         """
 
-        def transaction(conn: sqlite3.Connection) -> T:
+        def transaction(conn: sqlite3.Connection) -> tuple[T, list[tuple[str, str]]]:
             conn.execute("BEGIN IMMEDIATE")
+            tx = SQLiteTx(conn)
             try:
-                result = run_to_completion(body(SQLiteTx(conn)))
+                result = run_to_completion(body(tx))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            return result
+            return result, tx.notifications
 
         # aiosqlite has no public way to run a function on its thread; `_execute` and `_conn`
         # are its subclass hooks (stable since 0.17, exercised by every test).
-        result: T = await self._conn._execute(  # type: ignore[no-untyped-call]
+        result: T
+        result, notifications = await self._conn._execute(  # type: ignore[no-untyped-call]
             transaction, self._conn._conn
         )
+        loop = asyncio.get_running_loop()
+        for channel, payload in notifications:
+            for listener in self._listeners.get(channel, ()):
+                loop.call_soon(listener, payload)
         return result
+
+    async def listen(self, channel: str, listener: Listener) -> None:
+        self._listeners.setdefault(channel, []).append(listener)
 
     # One round trip each: a statement left open between execute and fetch would hold a read
     # snapshot across awaits, where another connection's BEGIN IMMEDIATE could trip over it.

@@ -69,7 +69,7 @@ async def test_the_aiml_cap_is_its_own_and_every_job_is_delivered(
     notifier = RecordingNotifier()
     engine, client = await started(db, aiml, notifier, cap=2)
     try:
-        jobs = [(await engine.accept(make_request(f"n{n}", variant="dev", user_id=n % 3)))[0]
+        jobs = [(await engine.accept(make_request(f"n{n}", variant="dev", user_id=n % 3 + 1)))[0]
                 for n in range(6)]
         finals = await engine.wait_closed([j.id for j in jobs], 10)
     finally:

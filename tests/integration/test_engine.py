@@ -187,7 +187,7 @@ async def test_a_read_timeout_on_submit_is_not_retried(
 ) -> None:
     fake_bfl.submit_faults.append(SubmitFault(status=200, delay=1.0))
     engine = await make_engine(start=False)
-    client = engine._providers["bfl"]
+    client = engine.queue.keys("bfl")[0].client
     client._http.timeout = __import__("httpx").Timeout(0.2)  # type: ignore[attr-defined]
     await engine.start()
     job = await run_to_end(engine, make_request("slow"))
@@ -231,7 +231,9 @@ async def test_429_back_pressure_delivers_every_job(
     fake_bfl.max_active = 3
     fake_bfl.latency = 0.1
     engine = await make_engine(max_active=24)
-    jobs = [(await engine.accept(make_request(f"job {n}", user_id=n % 4)))[0] for n in range(30)]
+    jobs = [
+        (await engine.accept(make_request(f"job {n}", user_id=n % 4 + 1)))[0] for n in range(30)
+    ]
     await engine.wait_closed([j.id for j in jobs], 30)
     states = {(await engine.store.require(j.id)).state for j in jobs}
     assert states == {JobState.DELIVERED}

@@ -82,7 +82,7 @@ async def test_abrupt_stop_mid_run_then_restart_finishes_every_job_once(
     fake_bfl.latency = 0.25
     notifier.delivery_delay = 0.05
     first = await make_engine(max_active=6)
-    jobs = [(await first.accept(make_request(f"job {n}", user_id=n % 5)))[0] for n in range(40)]
+    jobs = [(await first.accept(make_request(f"job {n}", user_id=n % 5 + 1)))[0] for n in range(40)]
 
     seen: set[str] = set()
     for _ in range(400):  # stop when queued, submitted and ready jobs all exist

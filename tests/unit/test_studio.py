@@ -128,7 +128,7 @@ async def test_the_thread_budget_is_checked_atomically_with_the_reservation(
 ) -> None:
     studios = await open_studio(db, budget=10)
     store = JobStore(db, time.time, ledger=Ledger(db, QuotaPolicy.unlimited()))
-    requests = [studios.bind(make_request(f"pear {n}", user_id=n)) for n in range(5)]
+    requests = [studios.bind(make_request(f"pear {n}", user_id=n + 1)) for n in range(5)]
     results = await asyncio.gather(
         *(store.create(request, estimated_cost=3.0) for request in requests),
         return_exceptions=True,

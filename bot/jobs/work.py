@@ -1,0 +1,133 @@
+"""This process's share of the work, when every process serves one queue (bot/jobs/claims.py).
+
+- A lease (bot/jobs/leases.py), renewed by a heartbeat; losing it means another process may
+  have adopted this one's jobs, so all work on them is dropped and the process rejoins under
+  a new identity (its late writes would be fenced off anyway).
+- Adoption: at start, and on each heartbeat with a shared store, the unfinished jobs of
+  processes whose lease ran out become this one's, resumed by the engine's recovery rules.
+- Claiming: one loop per provider takes queued jobs while its keys have free slots, woken by
+  this process's own changes, other processes' NOTIFY, the end of a key's pause, and (shared
+  store) a short poll, since notifications are lost across reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+from bot.jobs.claims import Claim, SharedQueue
+from bot.jobs.leases import SUBMIT_MARGIN, ProcessLease
+from bot.jobs.models import Job
+from bot.jobs.store import QUEUE_CHANNEL, JobStore
+from bot.periodic import repeat
+from bot.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+SHARED_QUEUE_POLL = 1.0
+METRICS_REFRESH_INTERVAL = 2.0
+CLAIM_RETRY_DELAY = 1.0
+
+Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
+
+
+class SharedWork:
+    def __init__(
+        self,
+        db: Database,
+        store: JobStore,
+        queue: SharedQueue,
+        lease: ProcessLease,
+        *,
+        recover: Callable[[Job], None],
+        submit: Callable[[Claim], None],
+        drop_job_tasks: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._db = db
+        self._store = store
+        self.queue = queue
+        self.lease = lease
+        self._recover = recover
+        self._submit = submit
+        self._drop_job_tasks = drop_job_tasks
+        self._wake = {name: asyncio.Event() for name in queue.providers}
+        self.counts: Mapping[str, tuple[int, int]] = {}
+        self.on_owner_changed: Callable[[str], None] = lambda owner: None
+
+    async def start(self, spawn: Spawn) -> None:
+        await self.queue.prepare()
+        await self._take_lease()
+        if self._db.shared:
+            await self._db.listen(QUEUE_CHANNEL, self.wake)
+        for provider in self.queue.providers:
+            spawn(self._admit(provider), f"admit-{provider}")
+        spawn(self._heartbeat(), "lease-heartbeat")
+        spawn(self._refresh_counts(), "queue-metrics")
+
+    async def release(self) -> None:
+        """Give the lease up (a clean stop): another process may adopt the work at once."""
+        try:
+            await self.lease.release()
+        except Exception:
+            log.warning("could not give up the process lease; it runs out by itself")
+
+    def wake(self, provider: str) -> None:
+        """Something changed for `provider`'s queue: look for work now."""
+        event = self._wake.get(provider)
+        if event is not None:
+            event.set()
+
+    # ----------------------------------------------------------------- the lease
+    async def _take_lease(self) -> None:
+        """A fresh lease, then adopt what no live process owns. Without other processes
+        (SQLite) every unfinished job is this one's: the previous run is gone."""
+        await self.lease.register()
+        self._store.owner = self.lease.id
+        self.on_owner_changed(self.lease.id)
+        await self._adopt(everything=not self._db.shared)
+
+    async def _adopt(self, *, everything: bool) -> None:
+        for job in await self._store.adopt(everything=everything):
+            self._recover(job)
+
+    async def _heartbeat(self) -> None:
+        async def beat() -> None:
+            if not await self.lease.renew():
+                log.warning("this process lost its lease; dropping its jobs and rejoining")
+                await self._drop_job_tasks()
+                await self._take_lease()
+            elif self._db.shared:
+                await self._adopt(everything=False)
+
+        await repeat(beat, lambda: self.lease.seconds / 4, what="renewing the process lease")
+
+    # ----------------------------------------------------------------- claiming
+    async def _admit(self, provider: str) -> None:
+        wake = self._wake[provider]
+        idle = SHARED_QUEUE_POLL if self._db.shared else None
+        margin = min(SUBMIT_MARGIN, self.lease.seconds / 2)
+        while True:
+            wake.clear()
+            try:
+                claim = await self.queue.claim(provider, self.lease.id, lease_margin=margin)
+            except Exception:
+                log.exception("claiming a %s job failed; retrying", provider)
+                await asyncio.sleep(CLAIM_RETRY_DELAY)
+                continue
+            if claim is not None:
+                self._submit(claim)
+                continue
+            pause = await self.queue.pause_left(provider)
+            try:
+                async with asyncio.timeout(pause if pause > 0 else idle):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _refresh_counts(self) -> None:
+        async def refresh() -> None:
+            self.counts = await self.queue.counts()
+
+        await repeat(refresh, lambda: METRICS_REFRESH_INTERVAL, what="counting queued jobs")
