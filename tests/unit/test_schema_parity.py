@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -32,8 +33,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.storage.db import open_database
-from bot.storage.migrations import discover, migrations_dir
+from bot.storage.db import Backend, open_database
+from bot.storage.migrations import apply_migrations, discover, migrations_dir
+from tests.postgres_fixtures import DsnFactory
 from tests.postgres_server import PostgresServer
 
 RECORD_TABLE = "schema_migrations"
@@ -537,6 +539,21 @@ def trigger_differences(sqlite: Schema, postgres: Schema) -> list[str]:
     return problems
 
 
+def all_differences(
+    sqlite: Schema,
+    postgres: Schema,
+    supplied_rowid_aliases: frozenset[tuple[str, str]] = SUPPLIED_ROWID_ALIASES,
+) -> list[str]:
+    return [
+        *table_differences(sqlite, postgres),
+        *column_differences(sqlite, postgres, supplied_rowid_aliases),
+        *primary_key_differences(sqlite, postgres),
+        *foreign_key_differences(sqlite, postgres),
+        *index_differences(sqlite, postgres),
+        *trigger_differences(sqlite, postgres),
+    ]
+
+
 def _report(problems: list[str]) -> str:
     return f"{len(problems)} difference(s) between the migrated schemas:\n" + "\n".join(problems)
 
@@ -717,3 +734,95 @@ def test_every_kind_of_difference_is_named_precisely() -> None:
     assert column_differences({"jobs": jobs}, {"jobs": reordered}) == [
         "table jobs: columns differ: SQLite ['id', 'closed'] / PostgreSQL ['closed', 'id']"
     ]
+
+
+def _migrations_plus(backend: Backend, extra_sql: str, folder: Path) -> Path:
+    """A copy of one engine's migrations with one more (0999) at the end."""
+    shutil.copytree(migrations_dir(backend), folder)
+    (folder / "0999_divergence.sql").write_text(extra_sql, "utf-8")
+    return folder
+
+
+async def _migrated_with(target: str | Path, folder: Path) -> None:
+    db = await open_database(target, migrate=False)
+    try:
+        await apply_migrations(db, folder)
+    finally:
+        await db.close()
+
+
+async def test_readers_see_a_postgresql_side_divergence(
+    schemas: tuple[Schema, Schema], postgres_dsn_factory: DsnFactory, tmp_path: Path
+) -> None:
+    """End to end: a migration only PostgreSQL got is reported in every aspect it touches."""
+    folder = _migrations_plus(
+        "postgres",
+        """
+        ALTER TABLE jobs ALTER COLUMN closed DROP NOT NULL;
+        ALTER TABLE jobs ALTER COLUMN closed SET DEFAULT 1;
+        ALTER TABLE app_state ADD COLUMN note TEXT;
+        CREATE TABLE extra (id BIGINT PRIMARY KEY);
+        ALTER TABLE approval_inputs DROP CONSTRAINT approval_inputs_pkey;
+        ALTER TABLE job_inputs DROP CONSTRAINT job_inputs_job_id_fkey;
+        ALTER TABLE job_inputs ADD FOREIGN KEY (job_id) REFERENCES jobs (id) ON DELETE SET NULL;
+        CREATE INDEX ledger_by_variant ON ledger (variant DESC);
+        DROP INDEX jobs_open;
+        CREATE INDEX jobs_open ON jobs (created_at) WHERE closed = 1;
+        DROP TRIGGER ledger_counts_settlement ON ledger;
+        """,
+        tmp_path / "postgres",
+    )
+    dsn = postgres_dsn_factory(migrated=False)
+    await _migrated_with(dsn, folder)
+    sqlite, _ = schemas
+    diverged = await read_postgres_schema(dsn)
+    cascade = "(job_id) -> jobs (id) ON DELETE {} ON UPDATE NO ACTION"
+    assert set(all_differences(sqlite, diverged)) == {
+        "table extra: only in PostgreSQL",
+        "table app_state: columns differ: SQLite ['key', 'value'] / "
+        "PostgreSQL ['key', 'value', 'note']",
+        "table jobs, column closed: not_null SQLite True / PostgreSQL False",
+        "table jobs, column closed: default SQLite '0.0' / PostgreSQL '1.0'",
+        "table approval_inputs: primary key SQLite ('approval_id', 'position') / PostgreSQL ()",
+        "table job_inputs: foreign key only in SQLite: " + cascade.format("CASCADE"),
+        "table job_inputs: foreign key only in PostgreSQL: " + cascade.format("SET NULL"),
+        "table ledger, index ledger_by_variant: only in PostgreSQL",
+        "table jobs, index jobs_open: partial WHERE SQLite 'closed = 0' / PostgreSQL 'closed = 1'",
+        "table ledger: trigger ledger_counts_settlement only in SQLite",
+    }
+
+
+async def test_readers_see_a_sqlite_side_divergence(
+    schemas: tuple[Schema, Schema], tmp_path: Path
+) -> None:
+    """End to end: a migration only SQLite got is reported in every aspect it touches."""
+    folder = _migrations_plus(
+        "sqlite",
+        """
+        CREATE UNIQUE INDEX approvals_odd ON approvals (guild_id DESC) WHERE state = 'x';
+        DROP INDEX audit_by_guild;
+        CREATE INDEX audit_by_guild ON audit_log (at, guild_id);
+        CREATE TRIGGER jobs_touch AFTER UPDATE ON jobs BEGIN SELECT 1; END;
+        ALTER TABLE studios ADD COLUMN extra BLOB;
+        CREATE TABLE lonely (id TEXT PRIMARY KEY, n INTEGER UNIQUE);
+        """,
+        tmp_path / "sqlite",
+    )
+    path = tmp_path / "diverged.sqlite3"
+    await _migrated_with(path, folder)
+    _, postgres = schemas
+    diverged = read_sqlite_schema(path)
+    assert diverged["lonely"].indexes == {"UNIQUE (n)": Index(("n",), True, None)}
+    assert diverged["approvals"].indexes["approvals_odd"] == Index(
+        ("guild_id DESC",), True, "state = 'x'"
+    )
+    studio_columns = [c.name for c in postgres["studios"].columns]
+    assert set(all_differences(diverged, postgres)) == {
+        "table lonely: only in SQLite",
+        f"table studios: columns differ: SQLite {[*studio_columns, 'extra']} / "
+        f"PostgreSQL {studio_columns}",
+        "table approvals, index approvals_odd: only in SQLite",
+        "table audit_log, index audit_by_guild: columns SQLite ('at', 'guild_id') / "
+        "PostgreSQL ('guild_id', 'at')",
+        "table jobs: trigger jobs_touch only in SQLite",
+    }
