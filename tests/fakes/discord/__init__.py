@@ -240,6 +240,7 @@ forwarding, polls beyond storing them, presence updates, sharding, zlib compress
 JSON text frames are sent, which discord.py accepts).
 """
 
+from .gateway import GatewayClose, ShardSession
 from .models import (
     Attachment,
     Callback,
@@ -263,6 +264,7 @@ __all__ = [
     "Callback",
     "Channel",
     "FakeDiscord",
+    "GatewayClose",
     "Guild",
     "InteractionHandle",
     "LoggedRequest",
@@ -271,6 +273,7 @@ __all__ = [
     "Overwrite",
     "RateLimitHit",
     "Role",
+    "ShardSession",
     "Upload",
     "User",
 ]
