@@ -8,6 +8,12 @@ code under test::
         settings.bfl_api_base = fake.base_url
         ...
 
+Several accounts, each with its own key and active-task cap::
+
+    async with FakeBFL(api_keys={"key-a": 24, "key-b": 20}) as fake:
+        ...
+        fake.set_cap("key-b", 5)
+
 It follows the documented contract (``/work/shared/reference/bfl-api.md`` and BFL's OpenAPI
 for ``/v1/flux-2-pro``).
 
@@ -15,17 +21,20 @@ Endpoints
 ---------
 * ``POST /v1/<model>`` for every name in ``ENDPOINTS`` (pro, max, flex, klein-4b, klein-9b,
   pro-preview, klein-9b-preview). Needs ``x-key`` (missing: 403 ``Not authenticated``,
-  wrong: 401 ``Invalid API key``). Bodies are validated like FastAPI/pydantic would
-  (422 ``{"detail": [{"loc", "msg", "type", "input"}, ...]}``, one entry per problem). Fields
-  a model does not know (including ``input_image_5``..``_8`` on klein, ``steps`` on pro, ...)
-  are ignored, as the real API does, and listed in ``Submission.ignored_fields``.
+  wrong: 401 ``Invalid API key``; no answer ever echoes a key). Bodies are validated like
+  FastAPI/pydantic would (422 ``{"detail": [{"loc", "msg", "type", "input"}, ...]}``, one
+  entry per problem). Fields a model does not know (including ``input_image_5``..``_8`` on
+  klein, ``steps`` on pro, ...) are ignored, as the real API does, and listed in
+  ``Submission.ignored_fields``.
   Answers ``{"id", "polling_url", "cost", "input_mp", "output_mp"}``; with ``webhook_url``
   ``{"id", "status": "Pending", "webhook_url", "cost", "input_mp", "output_mp"}`` instead.
   Checks run in this order: auth (403/401), injected ``submit_faults``, validation (422),
-  concurrency (429), credits (402).
+  concurrency (429, counted against the submitting key's cap only), credits (402).
 * ``GET /v1/poll/<region>/<id>?token=...`` (the ``polling_url``; a wrong/missing token or
   region answers 403) and ``GET /v1/get_result?id=<id>`` (the fallback). Both need ``x-key``.
-  Unknown ids answer 200 ``{"id", "status": "Task not found"}``.
+  Unknown ids answer 200 ``{"id", "status": "Task not found"}``, and so does a task polled
+  with a key other than the one that submitted it (tasks belong to an account), on both
+  routes and before the token check; ``wrong_key_polls`` counts those.
 * ``GET /delivery/<id>/sample.<ext>?se=...&sig=...``: the image, no auth. 403 with an XML
   ``AccessDenied`` body once ``result_ttl`` has passed since Ready, or on a bad signature;
   404 (XML) for unknown ids or tasks that are not Ready.
@@ -36,8 +45,15 @@ Knobs (plain attributes; change them at any time)
 -------------------------------------------------
 * ``latency``: seconds from submit to the final status (default for every task;
   ``Outcome.latency`` overrides it per prompt). Read at submit time.
-* ``max_active``: concurrency cap. A task is *active* from submit until its latency has
-  elapsed. With ``max_active`` tasks active a submit answers 429.
+* API keys: ``FakeBFL(api_key="k", max_active=24)`` (one key; the defaults are
+  ``"test-bfl-key"`` and 24) or ``FakeBFL(api_keys={"key-a": 24, "key-b": 20})`` (several
+  accounts, each with its own cap; not both forms). A task belongs to the key that submitted
+  it. ``set_cap(key, n)`` changes a cap, ``add_key(key, cap)`` / ``remove_key(key)`` add or
+  revoke a key (a revoked key answers 401; its tasks and counters stay). ``api_keys`` and
+  ``caps`` (a copy) show them. ``api_key`` and ``max_active`` (readable, and ``max_active``
+  assignable) only work with exactly one key, otherwise they raise ``RuntimeError``.
+* Concurrency cap: a task is *active* from submit until its latency has elapsed. With as many
+  tasks of a key active as its cap, that key's submits answer 429; other keys are unaffected.
 * ``retry_after``: ``int | None``. When set, every 429 carries ``Retry-After: <n>``.
 * ``result_ttl``: seconds a delivery URL stays valid after the task became Ready. Read at
   download time.
@@ -88,6 +104,12 @@ Inspection
 ``webhook_attempts``, ``poll_count`` (all poll requests) and ``Task.polls``,
 ``requests_seen`` (``(Host header, path)`` of every request, to prove what was fetched),
 ``active_count()``, ``max_active_seen``, ``rejected_429``, ``image_bytes(task_id)``.
+Per key: ``active_count(key)``, ``max_active_seen_by_key[key]``, ``rejected_429_by_key[key]``,
+``submits_by_key[key]`` (authenticated submit POSTs, whatever the answer), ``tasks_of(key)``,
+``Task.owner_key`` and ``Submission.key_label``. The totals cover every key
+(``max_active_seen`` is the peak of all keys' tasks together, not a sum of peaks).
+``key_label(key)`` (``"key#<8 hex of sha256>"``) is what error messages and reprs show
+instead of a key.
 """
 
 from __future__ import annotations
@@ -101,8 +123,8 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from urllib.parse import quote, urlsplit
@@ -124,6 +146,7 @@ __all__ = [
     "Task",
     "WebhookAttempt",
     "WebhookMode",
+    "key_label",
 ]
 
 MEGAPIXEL: Final = 1_048_576
@@ -139,6 +162,8 @@ CONTENT_TYPES: Final = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image
 PIL_FORMATS: Final = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 _GENUINE: Final = object()  # `reported_cost` unset: answers carry the real quote
+DEFAULT_API_KEY: Final = "test-bfl-key"
+DEFAULT_MAX_ACTIVE: Final = 24
 
 WebhookMode = Literal["secret", "hmac", "both", "drop", "duplicate", "wrong_secret"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -227,6 +252,20 @@ class Submission:
     ignored_fields: tuple[str, ...] = ()
     response: Any = None  # the JSON we answered, when JSON
     received_at: float = 0.0  # time.monotonic()
+    key_label: str | None = None  # ``key_label(x-key)`` when the key was valid, else None
+
+    def __repr__(self) -> str:
+        # ``headers`` keeps the real x-key for assertions; a printed Submission (e.g. in an
+        # assertion failure) shows its label instead.
+        shown = {
+            name: key_label(value) if name == "x-key" else value
+            for name, value in self.headers.items()
+        }
+        parts = [
+            f"{f.name}={shown if f.name == 'headers' else getattr(self, f.name)!r}"
+            for f in fields(self)
+        ]
+        return f"Submission({', '.join(parts)})"
 
 
 @dataclass
@@ -250,6 +289,9 @@ class Task:
     sig: str  # delivery URL signature
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # The API key that submitted the task (its account); kept out of repr so that an
+    # assertion failure printing a Task does not print a secret.
+    owner_key: str = field(default=DEFAULT_API_KEY, repr=False)
     polls: int = 0
     charged: float = 0.0  # cost minus refunds
     settled: bool = False  # final status reached and refund applied
@@ -257,6 +299,11 @@ class Task:
     @property
     def latency(self) -> float:
         return self.ready_at - self.created_at
+
+    @property
+    def owner_label(self) -> str:
+        """``key_label`` of the key that submitted the task (printable)."""
+        return key_label(self.owner_key)
 
     def is_active(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) < self.ready_at
@@ -291,6 +338,11 @@ class WebhookAttempt:
     headers: dict[str, str]
     body: bytes
     sent_at: float  # time.monotonic()
+
+
+def key_label(api_key: str) -> str:
+    """A printable stand-in for an API key: never the key itself, stable across runs."""
+    return "key#" + hashlib.sha256(api_key.encode()).hexdigest()[:8]
 
 
 class _Errors:
@@ -346,18 +398,36 @@ class FakeBFL(LoopbackServer):
 
     def __init__(
         self,
-        api_key: str = "test-bfl-key",
+        api_key: str | None = None,
         *,
+        api_keys: Mapping[str, int] | None = None,
         latency: float = 0.05,
-        max_active: int = 24,
+        max_active: int | None = None,
         result_ttl: float = 600.0,
         credits: float = 10_000.0,
         retry_after: int | None = None,
         region: str = "eu2",
     ) -> None:
-        self.api_key = api_key
+        if api_keys is not None:
+            if api_key is not None or max_active is not None:
+                raise ValueError("pass either api_keys={key: cap} or api_key=/max_active=")
+            if not api_keys:
+                raise ValueError("api_keys must hold at least one key")
+            caps = dict(api_keys)
+        else:
+            caps = {
+                DEFAULT_API_KEY if api_key is None else api_key: (
+                    DEFAULT_MAX_ACTIVE if max_active is None else max_active
+                )
+            }
+        # Per key: its active-task cap (insertion order = the order given).
+        self._caps: dict[str, int] = {}
+        self.max_active_seen_by_key: dict[str, int] = {}
+        self.rejected_429_by_key: dict[str, int] = {}
+        self.submits_by_key: dict[str, int] = {}
+        for key, cap in caps.items():
+            self.add_key(key, cap)
         self.latency = latency
-        self.max_active = max_active
         self.result_ttl = result_ttl
         self.retry_after = retry_after
         self.region = region
@@ -382,6 +452,7 @@ class FakeBFL(LoopbackServer):
         self.tasks: dict[str, Task] = {}
         self.webhook_attempts: list[WebhookAttempt] = []
         self.poll_count = 0
+        self.wrong_key_polls = 0  # polls of an existing task with another account's key
         self.max_active_seen = 0
         self.rejected_429 = 0
 
@@ -449,9 +520,82 @@ class FakeBFL(LoopbackServer):
         """Every later submit whose prompt equals ``prompt`` behaves as ``outcome``."""
         self.scripts[prompt] = outcome
 
-    def active_count(self) -> int:
+    # -- API keys (one per account, each with its own active-task cap)
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """The accepted keys, in the order given."""
+        return tuple(self._caps)
+
+    @property
+    def caps(self) -> dict[str, int]:
+        """A copy of {key: active-task cap}; change caps with ``set_cap``."""
+        return dict(self._caps)
+
+    @property
+    def api_key(self) -> str:
+        """The only key (single-key fakes; with several keys use ``api_keys``)."""
+        return self._single_key("api_key")
+
+    @property
+    def max_active(self) -> int:
+        """The only key's cap (single-key fakes; with several keys use ``caps``/``set_cap``)."""
+        return self._caps[self._single_key("max_active")]
+
+    @max_active.setter
+    def max_active(self, cap: int) -> None:
+        self.set_cap(self._single_key("max_active"), cap)
+
+    def set_cap(self, api_key: str, cap: int) -> None:
+        """Change one key's cap; takes effect at the next submit (running tasks go on)."""
+        if api_key not in self._caps:
+            raise KeyError(f"unknown API key {key_label(api_key)}")
+        self._caps[api_key] = self._checked_cap(cap)
+
+    def add_key(self, api_key: str, cap: int = DEFAULT_MAX_ACTIVE) -> None:
+        """Accept one more key (a new account) from now on."""
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("an API key must be a non-empty string")
+        if api_key in self._caps:
+            raise ValueError(f"API key {key_label(api_key)} already present")
+        self._caps[api_key] = self._checked_cap(cap)
+        # setdefault: a key revoked and added again keeps its history.
+        self.max_active_seen_by_key.setdefault(api_key, 0)
+        self.rejected_429_by_key.setdefault(api_key, 0)
+        self.submits_by_key.setdefault(api_key, 0)
+
+    def remove_key(self, api_key: str) -> None:
+        """Revoke a key: from now on it answers 401. Its tasks and counters stay."""
+        if api_key not in self._caps:
+            raise KeyError(f"unknown API key {key_label(api_key)}")
+        del self._caps[api_key]
+
+    def active_count(self, api_key: str | None = None) -> int:
+        """Active tasks of one key, or of all keys when ``api_key`` is None."""
         now = time.monotonic()
-        return sum(1 for task in self._unsettled if task.is_active(now))
+        return sum(
+            1
+            for task in self._unsettled
+            if task.is_active(now) and (api_key is None or task.owner_key == api_key)
+        )
+
+    def tasks_of(self, api_key: str) -> list[Task]:
+        """Every task that key submitted, oldest first."""
+        return [task for task in self.tasks.values() if task.owner_key == api_key]
+
+    def _single_key(self, what: str) -> str:
+        if len(self._caps) != 1:
+            raise RuntimeError(
+                f"FakeBFL.{what} needs exactly one key; this fake has {len(self._caps)}: "
+                "use api_keys / caps / set_cap(key, n)"
+            )
+        return next(iter(self._caps))
+
+    @staticmethod
+    def _checked_cap(cap: int) -> int:
+        if not is_int(cap) or cap < 0:
+            raise ValueError(f"a cap must be an integer >= 0, not {cap!r}")
+        return cap
 
     def image_bytes(self, task_id: str) -> bytes:
         """The result image of a task (deterministic; computed once, then cached)."""
@@ -491,13 +635,18 @@ class FakeBFL(LoopbackServer):
                 self.image_bytes(task.id)
         self._unsettled = still_running
 
-    def _auth_error(self, request: web.Request) -> web.Response | None:
+    def _authenticate(self, request: web.Request) -> str | web.Response:
+        """The request's valid key, or the error to answer (never echoing the key)."""
         key = request.headers.get("x-key")
         if key is None:
             return _json_response({"detail": "Not authenticated"}, 403)
-        if not hmac.compare_digest(key.encode(), self.api_key.encode()):
+        matched: str | None = None
+        for candidate in self._caps:  # compare with every key: no early exit
+            if hmac.compare_digest(key.encode(), candidate.encode()):
+                matched = candidate
+        if matched is None:
             return _json_response({"detail": "Invalid API key"}, 401)
-        return None
+        return matched
 
     def _fault_response(self, status: int, body: Any = None) -> web.Response:
         if body is None:
@@ -512,9 +661,13 @@ class FakeBFL(LoopbackServer):
             )
         return _json_response(body, status, headers)
 
-    def _too_many(self) -> web.Response:
-        self.rejected_429 += 1
+    def _too_many(self, api_key: str) -> web.Response:
+        self._count_429(api_key)
         return self._fault_response(429)
+
+    def _count_429(self, api_key: str) -> None:
+        self.rejected_429 += 1
+        self.rejected_429_by_key[api_key] += 1
 
     @web.middleware
     async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -682,7 +835,9 @@ class FakeBFL(LoopbackServer):
         cost = spec.first_mp + (output_mp - 1) * spec.rate + input_mp * spec.rate
         return output_mp, max(spec.first_mp, round(cost, 2))
 
-    def _create_task(self, spec: EndpointSpec, body: dict[str, Any], input_mp: float) -> Task:
+    def _create_task(
+        self, spec: EndpointSpec, body: dict[str, Any], input_mp: float, owner_key: str
+    ) -> Task:
         now = time.monotonic()
         prompt = body["prompt"]
         outcome = replace(self.scripts.get(prompt, self.default_outcome))  # a snapshot
@@ -708,12 +863,16 @@ class FakeBFL(LoopbackServer):
             sig=secrets.token_urlsafe(24),
             webhook_url=webhook_url,
             webhook_secret=body.get("webhook_secret"),
+            owner_key=owner_key,
             charged=cost,
         )
         self._credits -= cost
         self.tasks[task.id] = task
         self._unsettled.append(task)
         self.max_active_seen = max(self.max_active_seen, self.active_count())
+        self.max_active_seen_by_key[owner_key] = max(
+            self.max_active_seen_by_key[owner_key], self.active_count(owner_key)
+        )
         if webhook_url is not None:
             job = asyncio.create_task(self._send_webhook(task))
             self._webhook_jobs.add(job)
@@ -817,9 +976,11 @@ class FakeBFL(LoopbackServer):
                 submission.response = json.loads(response.text)
             return response
 
-        auth_error = self._auth_error(request)
-        if auth_error is not None:
-            return answer(auth_error)
+        api_key = self._authenticate(request)
+        if isinstance(api_key, web.Response):
+            return answer(api_key)
+        submission.key_label = key_label(api_key)
+        self.submits_by_key[api_key] += 1
 
         errors: list[dict[str, Any]] = []
         input_mp = 0.0
@@ -842,9 +1003,9 @@ class FakeBFL(LoopbackServer):
             if fault.status != 200:
                 task = None
                 if fault.create_task and not errors:
-                    task = self._create_task(spec, body, input_mp)
+                    task = self._create_task(spec, body, input_mp, api_key)
                 if fault.status == 429:
-                    self.rejected_429 += 1
+                    self._count_429(api_key)
                 response = answer(self._fault_response(fault.status, fault.body), task)
                 await self._sleep(fault.delay)
                 return response
@@ -854,11 +1015,12 @@ class FakeBFL(LoopbackServer):
         if errors:
             return answer(_json_response({"detail": errors}, 422))
         assert isinstance(body, dict)
-        if self.active_count() >= self.max_active:
-            return answer(self._too_many())
+        # A key revoked during an injected delay has no cap left: 0 keeps the answer a 429.
+        if self.active_count(api_key) >= self._caps.get(api_key, 0):
+            return answer(self._too_many(api_key))
         if self._credits < self._quote(spec, body, input_mp)[1]:
             return answer(_json_response({"detail": "Insufficient credits"}, 402))
-        task = self._create_task(spec, body, input_mp)
+        task = self._create_task(spec, body, input_mp, api_key)
         return answer(_json_response(self._submit_payload(task)), task)
 
     async def _sleep(self, seconds: float) -> None:
@@ -867,22 +1029,35 @@ class FakeBFL(LoopbackServer):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=seconds)
 
-    def _poll_prelude(self, request: web.Request) -> web.Response | None:
+    def _poll_prelude(self, request: web.Request) -> str | web.Response:
+        """The poller's key, or the early answer (auth error or injected poll fault)."""
         self._settle()
         self.poll_count += 1
-        auth_error = self._auth_error(request)
-        if auth_error is not None:
-            return auth_error
+        api_key = self._authenticate(request)
+        if isinstance(api_key, web.Response):
+            return api_key
         if self.poll_faults:
             return self._fault_response(self.poll_faults.pop(0))
-        return None
+        return api_key
+
+    def _visible_task(self, task_id: str, api_key: str) -> Task | None:
+        """The task when it exists and belongs to ``api_key``'s account, else None.
+
+        Another account's task is answered exactly like an unknown one, as BFL scopes
+        tasks to the account: a client polling with the wrong key sees "Task not found".
+        """
+        task = self.tasks.get(task_id)
+        if task is not None and task.owner_key != api_key:
+            self.wrong_key_polls += 1
+            return None
+        return task
 
     async def _handle_poll(self, request: web.Request) -> web.StreamResponse:
-        early = self._poll_prelude(request)
-        if early is not None:
-            return early
+        api_key = self._poll_prelude(request)
+        if isinstance(api_key, web.Response):
+            return api_key
         task_id = request.match_info["task_id"]
-        task = self.tasks.get(task_id)
+        task = self._visible_task(task_id, api_key)
         if task is None:
             return _json_response({"id": task_id, "status": "Task not found"})
         if request.match_info["region"] != task.region or request.query.get("token") != task.token:
@@ -910,23 +1085,23 @@ class FakeBFL(LoopbackServer):
         return web.Response(status=status, headers={"Location": request.query.get("to", "/")})
 
     async def _handle_get_result(self, request: web.Request) -> web.StreamResponse:
-        early = self._poll_prelude(request)
-        if early is not None:
-            return early
+        api_key = self._poll_prelude(request)
+        if isinstance(api_key, web.Response):
+            return api_key
         task_id = request.query.get("id")
         if task_id is None:
             error = {"loc": ["query", "id"], "msg": "Field required", "type": "missing"}
             return _json_response({"detail": [error]}, 422)
-        task = self.tasks.get(task_id)
+        task = self._visible_task(task_id, api_key)
         if task is None:
             return _json_response({"id": task_id, "status": "Task not found"})
         task.polls += 1
         return await self._poll_answer(request, task)
 
     async def _handle_credits(self, request: web.Request) -> web.Response:
-        auth_error = self._auth_error(request)
-        if auth_error is not None:
-            return auth_error
+        api_key = self._authenticate(request)
+        if isinstance(api_key, web.Response):
+            return api_key
         return _json_response({"credits": round(self.credits, 2)})
 
     async def _handle_delivery(self, request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from tests.fakes.bfl_server import FakeBFL, Outcome, SubmitFault
+from tests.fakes.bfl_server import FakeBFL, Outcome, SubmitFault, key_label
 
 KEY = "test-bfl-key"
 LATENCY = 0.05
@@ -245,6 +245,169 @@ async def test_429_when_max_active_then_free_after_latency(
     assert fake.active_count() == 0
     assert (await submit(client)).status_code == 200
     assert fake.max_active_seen == 2 and fake.rejected_429 == 2
+
+
+# --------------------------------------------------------------------------- several API keys
+
+KEY_A = "key-a-secret-0001"
+KEY_B = "key-b-secret-0002"
+SLOW = 0.3  # generous, so that a slow CI cannot free a slot mid-test
+
+
+@pytest.fixture
+async def two_keys() -> AsyncIterator[tuple[FakeBFL, httpx.AsyncClient, httpx.AsyncClient]]:
+    """A fake with two accounts (caps 2 and 3), and one client per key."""
+    async with (
+        FakeBFL(api_keys={KEY_A: 2, KEY_B: 3}, latency=SLOW) as server,
+        httpx.AsyncClient(base_url=server.base_url, headers={"x-key": KEY_A}) as as_a,
+        httpx.AsyncClient(base_url=server.base_url, headers={"x-key": KEY_B}) as as_b,
+    ):
+        yield server, as_a, as_b
+
+
+async def statuses(client: httpx.AsyncClient, count: int) -> list[int]:
+    return [(await submit(client)).status_code for _ in range(count)]
+
+
+async def test_caps_are_independent_per_key(
+    two_keys: tuple[FakeBFL, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    fake, as_a, as_b = two_keys
+    assert await statuses(as_a, 3) == [200, 200, 429]
+    # key-a is full; key-b still gets its own three slots, then only key-b is refused.
+    assert await statuses(as_b, 4) == [200, 200, 200, 429]
+    assert await statuses(as_a, 1) == [429]
+    refused = await submit(as_b)
+    assert refused.status_code == 429 and "active tasks" in refused.json()["detail"]
+
+    assert (fake.active_count(KEY_A), fake.active_count(KEY_B), fake.active_count()) == (2, 3, 5)
+    assert fake.rejected_429_by_key == {KEY_A: 2, KEY_B: 2}
+    assert fake.submits_by_key == {KEY_A: 4, KEY_B: 5}
+    assert fake.max_active_seen_by_key == {KEY_A: 2, KEY_B: 3}
+    # The totals still cover every key; the peak is of all tasks together.
+    assert fake.rejected_429 == 4 and fake.max_active_seen == 5
+    assert len(fake.tasks_of(KEY_A)) == 2 and len(fake.tasks_of(KEY_B)) == 3
+    assert {task.owner_key for task in fake.tasks.values()} == {KEY_A, KEY_B}
+
+    await asyncio.sleep(SLOW + 0.03)
+    assert fake.active_count() == 0
+    assert await statuses(as_a, 1) == [200]
+    assert fake.active_count(KEY_A) == 1 and fake.active_count(KEY_B) == 0
+
+
+async def test_cap_changes_at_run_time(
+    two_keys: tuple[FakeBFL, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    fake, as_a, as_b = two_keys
+    assert await statuses(as_b, 2) == [200, 200]
+    fake.set_cap(KEY_B, 1)  # below what is running: those go on, new submits wait
+    assert await statuses(as_b, 1) == [429]
+    assert fake.active_count(KEY_B) == 2
+    fake.set_cap(KEY_B, 4)
+    assert await statuses(as_b, 3) == [200, 200, 429]
+    fake.set_cap(KEY_A, 0)  # an account that may not run anything
+    assert await statuses(as_a, 1) == [429]
+    assert fake.caps == {KEY_A: 0, KEY_B: 4}
+    assert fake.rejected_429_by_key == {KEY_A: 1, KEY_B: 2}
+    with pytest.raises(KeyError):
+        fake.set_cap("key-c", 3)
+    with pytest.raises(ValueError, match="cap"):
+        fake.set_cap(KEY_A, -1)
+
+
+async def test_task_cannot_be_polled_with_another_key(
+    two_keys: tuple[FakeBFL, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    fake, as_a, as_b = two_keys
+    fake.latency = 0.0
+    sub = (await submit(as_a)).json()
+    task_id, polling_url = sub["id"], sub["polling_url"]
+    unknown = {"id": task_id, "status": "Task not found"}
+    for url in (polling_url, f"/v1/get_result?id={task_id}"):
+        foreign = await as_b.get(url)
+        # Exactly what an unknown task answers: nothing leaks about key-a's task.
+        assert foreign.status_code == 200 and foreign.json() == unknown
+        own = await as_a.get(url)
+        assert own.status_code == 200 and own.json()["status"] == "Ready"
+    # Another account with a wrong token too: still "not found", not a 403 that would
+    # confirm the task exists.
+    bad_token = polling_url.split("?")[0] + "?token=wrong"
+    assert (await as_b.get(bad_token)).json() == unknown
+    assert (await as_a.get(bad_token)).status_code == 403
+
+    assert fake.tasks[task_id].polls == 2  # only key-a's polls count for the task
+    assert fake.wrong_key_polls == 3 and fake.poll_count == 6
+    assert fake.tasks_of(KEY_B) == []
+
+
+async def test_keys_never_echoed_and_never_printed(
+    two_keys: tuple[FakeBFL, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    fake, as_a, _ = two_keys
+    typo = KEY_A + "x"
+    wrong = await as_a.post("/v1/flux-2-pro", json={"prompt": "p"}, headers={"x-key": typo})
+    assert wrong.status_code == 401 and wrong.json() == {"detail": "Invalid API key"}
+    accepted = await submit(as_a)
+    task = fake.tasks[accepted.json()["id"]]
+    printed = [wrong.text, accepted.text, repr(task), repr(fake.submissions[-1])]
+    with pytest.raises(KeyError) as unknown_key:
+        fake.set_cap(typo, 1)
+    printed.append(str(unknown_key.value))
+    with pytest.raises(RuntimeError) as ambiguous:
+        _ = fake.max_active
+    printed.append(str(ambiguous.value))
+    for text in printed:
+        assert KEY_A not in text and KEY_B not in text, text
+    assert fake.submissions[-1].key_label == key_label(KEY_A) == task.owner_label
+    assert fake.submissions[-2].key_label is None  # the rejected key is not recorded as one
+    assert str(unknown_key.value).count(key_label(typo)) == 1
+
+
+async def test_keys_added_and_revoked_at_run_time(
+    two_keys: tuple[FakeBFL, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    fake, _, as_b = two_keys
+    fake.latency = 0.0
+    sub = (await submit(as_b)).json()
+    fake.remove_key(KEY_B)
+    assert (await submit(as_b)).status_code == 401
+    assert (await as_b.get(sub["polling_url"])).status_code == 401
+    assert fake.api_keys == (KEY_A,) and fake.submits_by_key[KEY_B] == 1
+    fake.add_key(KEY_B, 1)
+    assert (await as_b.get(sub["polling_url"])).json()["status"] == "Ready"  # still its task
+    assert fake.submits_by_key[KEY_B] == 1  # history kept across the revocation
+    with pytest.raises(ValueError, match="already present"):
+        fake.add_key(KEY_A)
+
+
+async def test_injected_429_counts_for_the_submitting_key(
+    two_keys: tuple[FakeBFL, httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    fake, _, as_b = two_keys
+    fake.submit_faults.append(SubmitFault(status=429, create_task=False))
+    assert await statuses(as_b, 2) == [429, 200]
+    assert fake.rejected_429_by_key == {KEY_A: 0, KEY_B: 1} and fake.rejected_429 == 1
+
+
+async def test_single_key_forms_keep_working() -> None:
+    async with FakeBFL() as default, FakeBFL(api_key="k", max_active=2) as custom:
+        assert default.api_key == "test-bfl-key" and default.max_active == 24
+        assert default.caps == {"test-bfl-key": 24}
+        custom.max_active = 5
+        assert custom.caps == {"k": 5} and custom.max_active == 5
+        assert custom.api_keys == ("k",)
+    with pytest.raises(ValueError):
+        FakeBFL(api_key="k", api_keys={"other": 1})
+    with pytest.raises(ValueError):
+        FakeBFL(api_keys={"a": 1}, max_active=3)
+    with pytest.raises(ValueError):
+        FakeBFL(api_keys={})
+    several = FakeBFL(api_keys={"a": 1, "b": 2})
+    with pytest.raises(RuntimeError):
+        _ = several.api_key
+    with pytest.raises(RuntimeError):
+        several.max_active = 3
+    assert several.caps == {"a": 1, "b": 2}
 
 
 # --------------------------------------------------------------------------- scripted outcomes

@@ -31,7 +31,8 @@ Lifecycle & identity
 --------------------
 ``FakeDiscord(*, token="test-discord-token", bot_name="Fluxcord", bot_permissions=...,
 interaction_deadline=3.0, attachment_size_limit=10 MiB, privileged_intents=ALL,
-rate_limits=True, interaction_token_lifetime=900.0, ...)``;
+rate_limits=True, interaction_token_lifetime=900.0, shard_count=1, max_concurrency=1,
+identify_interval=5.0, identify_rate_limit=None, ...)`` (the last four: see Sharding below);
 ``await start()`` / ``await close()`` / ``async with``; ``base_url``; ``token``;
 ``application_id`` (== ``bot_id``); ``bot_user`` (user dict); ``interaction_deadline``
 (settable; ``None`` disables); ``rate_limits`` (settable, also mid-test: ``False`` answers
@@ -47,7 +48,8 @@ every non-initial IDENTIFY (after INVALID_SESSION) sleeps 5 s in ``before_identi
 
 World setup (sync; dispatched as GUILD_CREATE/CHANNEL_CREATE/... if a bot is connected)
 ------------------------------------------------------------------------------------
-``add_guild(name, *, owner_id=None) -> Guild``,
+``add_guild(name, *, owner_id=None, shard_id=None) -> Guild`` (``shard_id``: its id is picked
+so that ``(id >> 22) % shard_count == shard_id``; ``ValueError`` outside ``range(shard_count)``),
 ``add_text_channel(guild_id, name, *, topic=None, nsfw=False) -> Channel``,
 ``add_role(guild_id, name, *, permissions=0) -> Role``,
 ``add_member(guild_id, name, *, roles=(), permissions=None, nick=None, bot=False, user_id=None)
@@ -68,8 +70,8 @@ removes it; dispatches CHANNEL_UPDATE; its threads follow it; ``ValueError`` on 
 DMs, for bits outside ``discord.Permissions.all_channel()`` such as ADMINISTRATOR, and for a
 bit both allowed and denied).
 
-Injection (all ``async``; they first wait until a bot session is READY)
------------------------------------------------------------------------
+Injection (all ``async``; interactions first wait until a session of the channel's shard is READY)
+-------------------------------------------------------------------------------------------------
 ``invoke_slash(user, channel, "cmd" | "group sub", options=None, *, subcommand=None, locale=...,
 ignore_default_permissions=False)``,
 ``invoke_message_command(user, channel, name, target_message, *,
@@ -117,7 +119,8 @@ Observation
 ``await wait_for(pred, timeout=5)`` (an ``asyncio.Condition`` notified on every fake state
 change, so ``pred`` should read fake state, not the bot's variables; returns ``pred()``),
 ``await wait_for_message(pred=None, *, channel_id=None, after=None)``,
-``await wait_until_connected()``, ``commands(guild_id=None)``,
+``await wait_until_connected(timeout=5, *, shard_id=None)`` (``None``: a session of every
+shard in ``range(shard_count)``), ``commands(guild_id=None)``,
 ``command(name, *, guild_id=None, type=1)``, ``threads(parent_id=None)``,
 ``channel(id) -> Channel`` (as stored now: ``name, topic, nsfw, rate_limit_per_user``,
 ``overwrites`` (``Overwrite(id, type, allow, deny)``, type 0 role / 1 member); threads
@@ -130,7 +133,16 @@ unpacks as ``method, path, json``; 429s are in there with ``status == 429``),
 is_global, time)``; ``bucket`` is the route's ``X-RateLimit-Bucket`` hash, ``scope``
 ``"user"`` or ``"global"``, ``time`` a ``time.time()``), ``cdn_requests``, ``typing``,
 ``interactions``,
-``identify_count``, ``resume_count``, ``gateway_connected``, ``last_identify``.
+``identify_count``, ``resume_count``, ``gateway_connected`` (a session of any shard is READY),
+``last_identify``; sharding: ``identify_counts`` (``{shard_id: accepted IDENTIFYs}``),
+``identify_rate_violations``, ``overlapping_shard_sessions``, ``session_start_limit``,
+``shard_for_guild(guild | None) -> int``, ``gateway_sessions(shard_id=None) ->
+list[ShardSession]`` (snapshots of the live, i.e. not invalidated, sessions, oldest first:
+``session_id, shard_id, num_shards, shard, intents, connected`` (socket open and READY; a
+dropped one that may still RESUME stays listed with ``False``), ``dispatched`` (``(event,
+payload)`` of everything sent to it), ``event_names``, ``events(name) -> list[payload]``),
+``gateway_closes -> list[GatewayClose(code, reason, shard)]`` (every close the stand-in
+initiated: 4004, 4005, 4010, 4011, 4014 and test drops; ``shard`` the IDENTIFY's pair).
 ``Message`` fields: ``id, channel_id, guild_id, author_id, type, content, embeds, components,
 attachments`` (``Attachment``: ``filename, content_type, data``/``bytes, size, width, height,
 url``), ``flags, ephemeral, visible_to, loading, message_reference, reply_to,
@@ -138,8 +150,9 @@ allowed_mentions, mentions, nonce, interaction_id, interaction_metadata, thread_
 edited_at, history, deleted`` plus ``attachment(name)``, ``component(custom_id)``,
 ``custom_ids``.
 
-Gateway knobs: ``await drop_gateway(*, code=4000, resumable=True)`` (client RESUMEs, or gets
-INVALID_SESSION and re-IDENTIFYs), ``await request_gateway_reconnect()`` (opcode 7).
+Gateway knobs: ``await drop_gateway(*, code=4000, resumable=True, shard_id=None)`` (client
+RESUMEs, or gets INVALID_SESSION and re-IDENTIFYs), ``await request_gateway_reconnect(*,
+shard_id=None)`` (opcode 7); ``shard_id`` limits either to that shard's sessions.
 
 Discord behaviour implemented
 -----------------------------
@@ -226,6 +239,31 @@ Discord behaviour implemented
   no 429 (mixing sends and edits in one channel can: it keys both by their shared hash, as
   on Discord); it learns nothing of the global limit before a 429, so a bot over 50
   requests/s gets global 429s (and retries after ``retry_after``).
+* Sharding (https://discord.com/developers/docs/topics/gateway#sharding): ``shard_count``
+  (settable; default 1, where everything is single-shard as before) is what ``GET
+  /gateway/bot`` answers as ``shards``, with ``session_start_limit`` ``{total: 1000,
+  remaining: 1000 - accepted IDENTIFYs, reset_after: ms left of a 24 h window since start,
+  max_concurrency}`` (``GET /gateway`` answers only ``url``, as on Discord). IDENTIFY's
+  ``shard: [shard_id, num_shards]`` (missing: ``[0, 1]``) must have ``0 <= shard_id <
+  num_shards``, else close 4010 "Invalid shard."; when ``shard_count > 1`` ``num_shards``
+  must equal it: fewer closes 4011 "Sharding required.", more 4010 (with ``shard_count`` 1
+  any valid pair is accepted and used). Each session then gets only its guilds, those with
+  ``(guild_id >> 22) % num_shards == shard_id``: READY's ``guilds``, GUILD_CREATE, every
+  guild event (messages, threads, channels, roles, members, new guilds) and interactions;
+  DM messages and DM interactions go to shard 0. READY's ``shard`` echoes the pair;
+  GUILD_MEMBERS_CHUNK answers only for the session's guilds. An interaction goes to the
+  newest READY session of its shard; other events to every live session of the shard (two
+  sessions holding one shard both get them, as on Discord, and the second IDENTIFY counts in
+  ``overlapping_shard_sessions`` on arrival, even if refused for the rate limit).
+  IDENTIFY rate limit: shard ``i`` identifies in bucket ``i % max_concurrency``; a bucket
+  takes one IDENTIFY per ``identify_interval`` s (50 ms slack for arrival jitter), a quicker
+  one gets opcode 9 INVALID_SESSION ``d: false`` (no session; counted in
+  ``identify_rate_violations``; discord.py waits in ``before_identify_hook`` and retries).
+  Enforced when ``identify_rate_limit`` is true; its default ``None`` means "only when
+  ``shard_count > 1``", so single-shard tests may restart clients back to back. discord.py's
+  ``AutoShardedClient`` already sleeps 5 s before each non-first shard, so it starts cleanly
+  under the default 5 s interval (tests may lower both: the interval here, the sleep in the
+  client's ``before_identify_hook``).
 * Unknown routes: 404 ``{"message": "404: Not Found", "code": 0}`` + ``unhandled_requests``.
 
 Not implemented (on purpose): group DMs and user installs, voice, forum channels, categories
@@ -236,10 +274,15 @@ READ_MESSAGE_HISTORY for replies, CREATE_*_THREADS, MANAGE_MESSAGES to delete ot
 thread member lists, channel deletion, slowmode enforcement, rate limits other than those
 above (per-guild followup limits, sub-limits such as channel renames, the invalid-request
 ban, Cloudflare), webhooks other than interaction tokens, autocomplete injection, message
-forwarding, polls beyond storing them, presence updates, sharding, zlib compression (plain
-JSON text frames are sent, which discord.py accepts).
+forwarding, polls beyond storing them, presence updates, zlib compression (plain JSON text
+frames are sent, which discord.py accepts); of sharding: an exhausted session start budget
+(``remaining`` stops at 0 but IDENTIFYs still pass), 4011 for "too many guilds" (it is
+decided by ``shard_count`` alone), re-sharding a running bot (no GUILD_DELETE when
+``shard_count`` changes), per-shard presence, and the large-bot rule that ``num_shards`` be a
+multiple of 16.
 """
 
+from .gateway import GatewayClose, ShardSession
 from .models import (
     Attachment,
     Callback,
@@ -263,6 +306,7 @@ __all__ = [
     "Callback",
     "Channel",
     "FakeDiscord",
+    "GatewayClose",
     "Guild",
     "InteractionHandle",
     "LoggedRequest",
@@ -271,6 +315,7 @@ __all__ = [
     "Overwrite",
     "RateLimitHit",
     "Role",
+    "ShardSession",
     "Upload",
     "User",
 ]

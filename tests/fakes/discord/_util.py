@@ -120,6 +120,17 @@ class SnowflakeFactory:
         self._last = max(candidate, self._last + 1)
         return self._last
 
+    def on_shard(self, shard_id: int, num_shards: int) -> int:
+        """A fresh snowflake with ``(id >> 22) % num_shards == shard_id`` (Discord's guild ->
+        shard formula): the next id, its timestamp moved up to ``num_shards - 1`` ms ahead."""
+        if not 0 <= shard_id < num_shards:
+            raise ValueError(f"shard {shard_id} is not in range({num_shards})")
+        candidate = self()
+        ms = candidate >> 22
+        ms += (shard_id - ms) % num_shards
+        self._last = max(self._last, (ms << 22) | (candidate & 0x3FFFFF))
+        return self._last
+
 
 def snowflake_time(snowflake: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(((snowflake >> 22) + DISCORD_EPOCH_MS) / 1000, dt.UTC)

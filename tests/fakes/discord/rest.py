@@ -106,7 +106,7 @@ class RestApi:
         add("POST", "/users/@me/channels", self.create_dm)
         add("GET", "/oauth2/applications/@me", self.get_application)
         add("GET", "/gateway", self.get_gateway, auth=False)
-        add("GET", "/gateway/bot", self.get_gateway)
+        add("GET", "/gateway/bot", self.get_bot_gateway)
         add("GET", "/guilds/{guild_id}", self.get_guild)
         add("GET", "/guilds/{guild_id}/channels", self.get_guild_channels)
         add("GET", "/guilds/{guild_id}/roles", self.get_guild_roles)
@@ -275,9 +275,17 @@ class RestApi:
         )
 
     async def get_gateway(self, req: RestRequest) -> web.Response:
-        url = self.state.gateway.ws_base() + "/gateway/"
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return json_response({"url": url, "shards": 1, "session_start_limit": limit})
+        return json_response({"url": self.state.gateway.ws_base() + "/gateway/"})
+
+    async def get_bot_gateway(self, req: RestRequest) -> web.Response:
+        gateway = self.state.gateway
+        return json_response(
+            {
+                "url": gateway.ws_base() + "/gateway/",
+                "shards": gateway.shard_count,
+                "session_start_limit": gateway.session_start_limit(),
+            }
+        )
 
     # ------------------------------------------------------------------ guilds / channels
     async def get_guild(self, req: RestRequest) -> web.Response:

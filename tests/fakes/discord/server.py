@@ -40,7 +40,7 @@ from ._util import (
     VIEW_CHANNEL,
     DiscordHTTPError,
 )
-from .gateway import GatewayServer
+from .gateway import GatewayClose, GatewayServer, ShardSession, shard_of
 from .models import (
     Channel,
     Guild,
@@ -89,6 +89,10 @@ class FakeDiscord(LoopbackServer):
         port: int = 0,
         rate_limits: bool = True,
         interaction_token_lifetime: float = INTERACTION_TOKEN_LIFETIME_S,
+        shard_count: int = 1,
+        max_concurrency: int = 1,
+        identify_interval: float = 5.0,
+        identify_rate_limit: bool | None = None,
     ) -> None:
         self._state = DiscordState(
             token=token,
@@ -98,7 +102,14 @@ class FakeDiscord(LoopbackServer):
             attachment_size_limit=attachment_size_limit,
             interaction_token_lifetime=interaction_token_lifetime,
         )
-        self._gateway = GatewayServer(self._state, heartbeat_interval_ms=heartbeat_interval_ms)
+        self._gateway = GatewayServer(
+            self._state,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            shard_count=shard_count,
+            max_concurrency=max_concurrency,
+            identify_interval=identify_interval,
+            identify_rate_limit=identify_rate_limit,
+        )
         self._gateway.allowed_privileged_intents = privileged_intents
         self._state.gateway = self._gateway
         self._rest = RestApi(self._state)
@@ -207,12 +218,101 @@ class FakeDiscord(LoopbackServer):
     def attachment_size_limit(self, value: int) -> None:
         self._state.attachment_size_limit = value
 
+    # ------------------------------------------------------------------ sharding
+    @property
+    def shard_count(self) -> int:
+        """Shards Discord asks for (``GET /gateway/bot`` ``shards``); when > 1 every IDENTIFY
+        must carry ``shard: [id, shard_count]`` (fewer shards: 4011, another count: 4010)."""
+        return self._gateway.shard_count
+
+    @shard_count.setter
+    def shard_count(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("shard_count must be >= 1")
+        self._gateway.shard_count = value
+
+    @property
+    def max_concurrency(self) -> int:
+        """IDENTIFY buckets: shard ``i`` identifies in bucket ``i % max_concurrency``."""
+        return self._gateway.max_concurrency
+
+    @max_concurrency.setter
+    def max_concurrency(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self._gateway.max_concurrency = value
+
+    @property
+    def identify_interval(self) -> float:
+        """Seconds between two IDENTIFYs of one bucket (Discord: 5); quicker ones get op 9."""
+        return self._gateway.identify_interval
+
+    @identify_interval.setter
+    def identify_interval(self, value: float) -> None:
+        self._gateway.identify_interval = value
+
+    @property
+    def identify_rate_limit(self) -> bool:
+        """Whether the IDENTIFY interval is enforced: by default only when ``shard_count > 1``
+        (single-shard tests restart clients back to back); settable, ``None`` = that default."""
+        return self._gateway.identify_rate_limit
+
+    @identify_rate_limit.setter
+    def identify_rate_limit(self, value: bool | None) -> None:
+        self._gateway.identify_rate_limit = value
+
+    @property
+    def session_start_limit(self) -> JSON:
+        """``{total, remaining, reset_after, max_concurrency}`` as ``GET /gateway/bot`` answers."""
+        return self._gateway.session_start_limit()
+
+    def shard_for_guild(self, guild_id: int | Guild | None) -> int:
+        """``(guild_id >> 22) % shard_count``; ``None`` (DMs) is shard 0."""
+        gid = None if guild_id is None else _id(guild_id)
+        return shard_of(gid, self._gateway.shard_count)
+
+    @property
+    def identify_counts(self) -> dict[int, int]:
+        """Accepted IDENTIFYs per shard id (refused ones are not counted)."""
+        return dict(self._gateway.identify_counts)
+
+    @property
+    def identify_rate_violations(self) -> int:
+        """IDENTIFYs refused with op 9 for coming within ``identify_interval`` of their bucket's
+        previous one."""
+        return self._gateway.identify_rate_violations
+
+    @property
+    def overlapping_shard_sessions(self) -> int:
+        """IDENTIFYs (counted on arrival, even if refused for the rate limit) for a
+        ``[shard_id, num_shards]`` another live, connected session already held."""
+        return self._gateway.overlapping_shard_sessions
+
+    def gateway_sessions(self, shard_id: int | None = None) -> list[ShardSession]:
+        """Snapshots of the live (not invalidated) sessions, oldest first; ``shard_id``
+        filters. A session whose socket dropped stays live (it may RESUME) with
+        ``connected`` False."""
+        return [s.info() for s in self._gateway.live_sessions(shard_id)]
+
+    @property
+    def gateway_closes(self) -> list[GatewayClose]:
+        """Every websocket close the stand-in initiated (4004, 4010, 4011, 4014, test drops)."""
+        return list(self._gateway.closes)
+
     # ------------------------------------------------------------------ world setup
-    def add_guild(self, name: str, *, owner_id: int | None = None) -> Guild:
-        """Create a guild with an @everyone role (id == guild id), the bot and an owner."""
-        guild = self._state.new_guild(name, owner_id)
+    def add_guild(
+        self, name: str, *, owner_id: int | None = None, shard_id: int | None = None
+    ) -> Guild:
+        """Create a guild with an @everyone role (id == guild id), the bot and an owner.
+        ``shard_id``: pick an id so the guild lands on that shard of ``shard_count``."""
+        guild_id = None
+        if shard_id is not None:
+            guild_id = self._state.snowflake.on_shard(shard_id, self._gateway.shard_count)
+        guild = self._state.new_guild(name, owner_id, guild_id=guild_id)
         self._broadcast(
-            "GUILD_CREATE", lambda intents: self._state.guild_create_payload(guild, intents)
+            "GUILD_CREATE",
+            lambda intents: self._state.guild_create_payload(guild, intents),
+            guild_id=guild.id,
         )
         return guild
 
@@ -221,7 +321,9 @@ class FakeDiscord(LoopbackServer):
     ) -> Channel:
         channel = self._state.new_channel(guild_id, name, type=CHANNEL_TEXT, topic=topic, nsfw=nsfw)
         payload = channel.to_payload()
-        self._broadcast("CHANNEL_CREATE", lambda i: payload if i & INTENT_GUILDS else None)
+        self._broadcast(
+            "CHANNEL_CREATE", lambda i: payload if i & INTENT_GUILDS else None, guild_id=guild_id
+        )
         return channel
 
     def add_role(self, guild_id: int, name: str, *, permissions: int = 0) -> Role:
@@ -235,7 +337,9 @@ class FakeDiscord(LoopbackServer):
         )
         guild.roles[role.id] = role
         payload = {"guild_id": str(guild_id), "role": role.to_payload()}
-        self._broadcast("GUILD_ROLE_CREATE", lambda i: payload if i & INTENT_GUILDS else None)
+        self._broadcast(
+            "GUILD_ROLE_CREATE", lambda i: payload if i & INTENT_GUILDS else None, guild_id=guild_id
+        )
         return role
 
     def add_member(
@@ -265,7 +369,11 @@ class FakeDiscord(LoopbackServer):
             permissions=permissions,
         )
         payload = {**state.member_payload(guild_id, user.id), "guild_id": str(guild_id)}
-        self._broadcast("GUILD_MEMBER_ADD", lambda i: payload if i & INTENT_GUILD_MEMBERS else None)
+        self._broadcast(
+            "GUILD_MEMBER_ADD",
+            lambda i: payload if i & INTENT_GUILD_MEMBERS else None,
+            guild_id=guild_id,
+        )
         return user
 
     def add_thread(
@@ -351,6 +459,7 @@ class FakeDiscord(LoopbackServer):
         self._broadcast(
             "GUILD_MEMBER_UPDATE",
             lambda i: payload if is_bot or i & INTENT_GUILD_MEMBERS else None,
+            guild_id=gid,
         )
         return member
 
@@ -371,7 +480,11 @@ class FakeDiscord(LoopbackServer):
         channel = state.get_channel(_id(channel_id))
         state.set_overwrite(channel, _id(target), allow, deny)
         payload = channel.to_payload()
-        self._broadcast("CHANNEL_UPDATE", lambda i: payload if i & INTENT_GUILDS else None)
+        self._broadcast(
+            "CHANNEL_UPDATE",
+            lambda i: payload if i & INTENT_GUILDS else None,
+            guild_id=channel.guild_id,
+        )
         return channel
 
     def channel_permissions(self, channel_id: int | Channel, user_id: int | User) -> int:
@@ -381,9 +494,11 @@ class FakeDiscord(LoopbackServer):
             self._state.get_channel(_id(channel_id)), _id(user_id)
         )
 
-    def _broadcast(self, event: str, data: Callable[[int], JSON | None]) -> None:
+    def _broadcast(
+        self, event: str, data: Callable[[int], JSON | None], *, guild_id: int | None
+    ) -> None:
         if self._gateway.live_sessions():
-            self._state.spawn(self._gateway.dispatch(event, data))
+            self._state.spawn(self._gateway.dispatch(event, data, guild_id=guild_id))
         self._state.changed()
 
     # ------------------------------------------------------------------ inspection
@@ -476,7 +591,8 @@ class FakeDiscord(LoopbackServer):
 
     @property
     def gateway_connected(self) -> bool:
-        return self._gateway.ready_session() is not None
+        """Some session (of any shard) is connected and READY."""
+        return self._gateway.ready_session(any_shard=True) is not None
 
     @property
     def last_identify(self) -> JSON | None:
@@ -515,17 +631,31 @@ class FakeDiscord(LoopbackServer):
 
         return await self.wait_for(find, timeout=timeout)
 
-    async def wait_until_connected(self, timeout: float = 5.0) -> None:
-        await self.wait_for(lambda: self._gateway.ready_session(), timeout=timeout)
+    async def wait_until_connected(
+        self, timeout: float = 5.0, *, shard_id: int | None = None
+    ) -> None:
+        """Wait until a session of ``shard_id`` is connected; ``None``: one of every shard in
+        ``range(shard_count)`` (with one shard: the bot's session)."""
+        gateway = self._gateway
+
+        def ready() -> bool:
+            if shard_id is not None:
+                return gateway.shard_connected(shard_id)
+            return all(gateway.shard_connected(s) for s in range(gateway.shard_count))
+
+        await self.wait_for(ready, timeout=timeout)
 
     # ------------------------------------------------------------------ gateway knobs
-    async def drop_gateway(self, *, code: int = 4000, resumable: bool = True) -> None:
-        """Close the bot's websocket. discord.py RESUMEs (or re-IDENTIFYs if not resumable)."""
-        await self._gateway.drop(code=code, resumable=resumable)
+    async def drop_gateway(
+        self, *, code: int = 4000, resumable: bool = True, shard_id: int | None = None
+    ) -> None:
+        """Close the bot's websockets (``shard_id``: only that shard's). discord.py RESUMEs
+        (or re-IDENTIFYs if not resumable)."""
+        await self._gateway.drop(code=code, resumable=resumable, shard_id=shard_id)
 
-    async def request_gateway_reconnect(self) -> None:
-        """Send opcode 7 RECONNECT."""
-        await self._gateway.request_reconnect()
+    async def request_gateway_reconnect(self, *, shard_id: int | None = None) -> None:
+        """Send opcode 7 RECONNECT (``shard_id``: only to that shard's sessions)."""
+        await self._gateway.request_reconnect(shard_id=shard_id)
 
     # ------------------------------------------------------------------ interactions
     async def invoke_slash(
@@ -1058,9 +1188,10 @@ class FakeDiscord(LoopbackServer):
         locale: str = "en-US",
     ) -> InteractionHandle:
         state = self._state
-        await self.wait_until_connected()
-        await state.drain()  # deliver earlier world-setup events (roles, members) first
         guild_id = channel.guild_id
+        # The session that will receive it: the one of the guild's shard (DMs: shard 0).
+        await self.wait_for(lambda: self._gateway.ready_session(guild_id))
+        await state.drain()  # deliver earlier world-setup events (roles, members) first
         interaction_id = state.snowflake()
         token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
         payload: JSON = {

@@ -427,7 +427,9 @@ class DiscordState:
         """Dispatch THREAD_UPDATE (threads) or CHANNEL_UPDATE (channels)."""
         payload = channel.to_payload()
         event = "THREAD_UPDATE" if channel.is_thread else "CHANNEL_UPDATE"
-        await self.gateway.dispatch(event, lambda i: payload if i & INTENT_GUILDS else None)
+        await self.gateway.dispatch(
+            event, lambda i: payload if i & INTENT_GUILDS else None, guild_id=channel.guild_id
+        )
         await self.notify()
 
     # ------------------------------------------------------------------ direct messages
@@ -448,8 +450,8 @@ class DiscordState:
         return channel
 
     # ------------------------------------------------------------------ setup helpers
-    def new_guild(self, name: str, owner_id: int | None) -> Guild:
-        guild_id = self.snowflake()
+    def new_guild(self, name: str, owner_id: int | None, *, guild_id: int | None = None) -> Guild:
+        guild_id = self.snowflake() if guild_id is None else guild_id
         if owner_id is None:
             owner = User(id=self.snowflake(), username=f"{name.lower().replace(' ', '-')}-owner")
             self.users[owner.id] = owner
@@ -730,7 +732,9 @@ class DiscordState:
             if channel.is_thread:
                 channel.message_count += 1
         if not message.ephemeral:
-            await self.gateway.dispatch("MESSAGE_CREATE", self.gateway_message_view(message))
+            await self.gateway.dispatch(
+                "MESSAGE_CREATE", self.gateway_message_view(message), guild_id=message.guild_id
+            )
         await self.notify()
         return message
 
@@ -740,7 +744,9 @@ class DiscordState:
         if not was_loading:
             message.edited_at = utcnow()
         if not message.ephemeral and not message.deleted:
-            await self.gateway.dispatch("MESSAGE_UPDATE", self.gateway_message_view(message))
+            await self.gateway.dispatch(
+                "MESSAGE_UPDATE", self.gateway_message_view(message), guild_id=message.guild_id
+            )
         await self.notify()
 
     async def delete_message(self, message: Message) -> None:
@@ -753,6 +759,7 @@ class DiscordState:
             await self.gateway.dispatch(
                 "MESSAGE_DELETE",
                 lambda intents: payload if self._message_intent(guild_id, intents) else None,
+                guild_id=guild_id,
             )
         await self.notify()
 
@@ -772,7 +779,9 @@ class DiscordState:
                 "flags": 0,
             }
         await self.gateway.dispatch(
-            "THREAD_CREATE", lambda intents: payload if intents & INTENT_GUILDS else None
+            "THREAD_CREATE",
+            lambda intents: payload if intents & INTENT_GUILDS else None,
+            guild_id=thread.guild_id,
         )
         await self.notify()
 
