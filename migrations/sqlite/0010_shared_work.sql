@@ -41,4 +41,4 @@ CREATE TABLE shard_leases (
     shard_count      INTEGER NOT NULL,
     owner            TEXT NOT NULL,
     lease_expires_at REAL NOT NULL
-);
+) WITHOUT ROWID;  -- a shard id is a Discord number, never one SQLite should make up
