@@ -46,20 +46,17 @@ async def _migrate(settings: Settings) -> None:
 async def _run(settings: Settings) -> None:
     from cogs.client import FluxcordBot
 
-    if settings.bfl_api_key is None and settings.aiml_api_key is None:
+    if not settings.bfl_keys() and settings.aiml_api_key is None:
         logging.getLogger("bot").warning(
-            "neither BFL_API_KEY nor AIML_API_KEY is set: no image model is available"
+            "none of BFL_API_KEY, BFL_API_KEYS and AIML_API_KEY is set: no image model is available"
         )
     if settings.database_url is None and str(settings.database_path) != ":memory:":
         # Before the bot opens the database: a second instance would fail the first's jobs.
         # Held until the process ends.
         InstanceLock(settings.database_path).acquire()
+    # With PostgreSQL several processes share the store: jobs carry owners and leases, and
+    # shards are leased (bot/jobs/work.py, bot/shards.py).
     check_web_address(settings.web_host, settings.web_port)
-    if settings.database_url is not None:
-        from bot.storage.postgres import InstanceLock as DatabaseInstanceLock
-
-        database_lock = DatabaseInstanceLock(settings.database_url.get_secret_value())
-        await database_lock.acquire()  # held until the process ends, like the file lock
     bot = FluxcordBot(settings)
     # `docker stop` sends SIGTERM: close cleanly (unfinished jobs resume on the next start).
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from bot.community.studios import Studios
 from bot.errors import StartupError
 from bot.generation import GenerationService
 from bot.instance import address_in_use_message
+from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
@@ -74,20 +75,29 @@ class Services:
         await self.db.close()
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """One client (one shared HTTP connection pool) per configured provider."""
+def build_providers(settings: Settings) -> tuple[dict[str, Provider], list[ProviderKey]]:
+    """One client (one shared HTTP connection pool) per configured provider, and every key
+    the engine may submit with (several BFL accounts share the BFL client's pool)."""
     providers: dict[str, Provider] = {}
-    if settings.bfl_api_key is not None:
-        providers["bfl"] = BFLClient(
-            settings.bfl_api_key.get_secret_value(),
+    keys: list[ProviderKey] = []
+    bfl_keys = settings.bfl_keys()
+    if bfl_keys:
+        bfl = BFLClient(
+            bfl_keys[0][0],
             settings.bfl_api_base,
             max_result_bytes=settings.max_result_bytes,
-            max_connections=settings.provider_max_active * 2 + 8,
+            max_connections=sum(cap for _, cap in bfl_keys) * 2 + 8,
             allow_loopback=settings.allow_loopback_provider_urls,
         )
+        providers["bfl"] = bfl
+        keys += [
+            ProviderKey(key_fingerprint("bfl", secret), "bfl", bfl.with_key(secret), cap)
+            for secret, cap in bfl_keys
+        ]
     if settings.aiml_api_key is not None:
+        aiml_key = settings.aiml_api_key.get_secret_value()
         providers["aiml"] = AIMLClient(
-            settings.aiml_api_key.get_secret_value(),
+            aiml_key,
             settings.aiml_api_base,
             read_timeout=settings.aiml_read_timeout,
             max_result_bytes=settings.max_result_bytes,
@@ -95,7 +105,15 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             units_per_credit=settings.aiml_units_per_credit,
             allow_loopback=settings.allow_loopback_provider_urls,
         )
-    return providers
+        keys.append(
+            ProviderKey(
+                key_fingerprint("aiml", aiml_key),
+                "aiml",
+                providers["aiml"],
+                settings.aiml_max_active,
+            )
+        )
+    return providers, keys
 
 
 async def build_services(
@@ -107,7 +125,7 @@ async def build_services(
     """Assemble the core. `dm_allowed(user_id)` says whether a member of a server that allows
     direct messages wrote; `discord_connected()` feeds `/healthz`. Both come from the client."""
     db = await open_database(settings.database_target)
-    providers = build_providers(settings)
+    providers, keys = build_providers(settings)
     variants = available_variants(
         include_preview=settings.bfl_enable_preview,
         providers=list(providers),
@@ -122,7 +140,7 @@ async def build_services(
     engine = JobEngine(
         db,
         providers,
-        max_active={"bfl": settings.provider_max_active, "aiml": settings.aiml_max_active},
+        keys=keys,
         polling=PollingPolicy(
             initial=settings.poll_initial_interval,
             maximum=settings.poll_max_interval,

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
 
     discord_token: SecretStr = Field(description="The bot token from the Discord developer portal")
     bfl_api_key: SecretStr | None = Field(default=None, description="Black Forest Labs API key")
+    bfl_api_keys: SecretStr | None = Field(
+        default=None,
+        description="Several BFL keys (accounts): key:cap,key:cap (cap: PROVIDER_MAX_ACTIVE)",
+    )
     bfl_api_base: str = Field(default="https://api.bfl.ai", description="BFL API base URL")
     bfl_enable_preview: bool = Field(
         default=False, description="Offer the *-preview endpoints (pro-preview, klein-9b-preview)"
@@ -49,6 +53,12 @@ class Settings(BaseSettings):
         " (needed to run several processes); it may hold a password, so it is kept secret",
     )
     provider_max_active: int = Field(default=24, ge=1, le=1000)
+    shard_count: int | None = Field(
+        default=None, ge=1, le=10000, description="Gateway shards in all (default: Discord's)"
+    )
+    shard_ids: str | None = Field(
+        default=None, description="The shards this process runs, e.g. 0,1 or 0-3 (default all)"
+    )
     poll_initial_interval: float = Field(default=0.5, gt=0, le=10)
     poll_max_interval: float = Field(default=4.0, gt=0, le=60)
     job_deadline_seconds: float = Field(default=600.0, gt=0)
@@ -160,6 +170,48 @@ class Settings(BaseSettings):
                 raise ValueError(message) from None
         return self
 
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (how many shards there are in all)")
+        ids = parse_shard_ids(self.shard_ids)
+        outside = [shard for shard in ids if shard >= self.shard_count]
+        if outside:
+            raise ValueError(
+                f"SHARD_IDS {outside[0]} is not a shard of SHARD_COUNT={self.shard_count}"
+                f" (0 to {self.shard_count - 1})"
+            )
+        if len(ids) < self.shard_count and self.database_url is None:
+            # The other shards run in other processes, which need one shared store.
+            raise ValueError(
+                "SHARD_IDS runs only some of the shards, so other processes run the rest: "
+                "that needs PostgreSQL as the shared store (set DATABASE_URL)"
+            )
+        return self
+
+    @property
+    def process_shard_ids(self) -> list[int] | None:
+        """The shards this process connects, or None for all of them."""
+        return None if self.shard_ids is None else parse_shard_ids(self.shard_ids)
+
+    @model_validator(mode="after")
+    def _bfl_keys_parse(self) -> Settings:
+        self.bfl_keys()  # raises ValueError naming the problem, never the key
+        return self
+
+    def bfl_keys(self) -> list[tuple[str, int]]:
+        """Every BFL key with its concurrency cap: BFL_API_KEY first, then BFL_API_KEYS."""
+        keys: list[tuple[str, int]] = []
+        if self.bfl_api_key is not None:
+            keys.append((self.bfl_api_key.get_secret_value(), self.provider_max_active))
+        if self.bfl_api_keys is not None:
+            keys += parse_keys(self.bfl_api_keys.get_secret_value(), self.provider_max_active)
+        if len({key for key, _ in keys}) < len(keys):
+            raise ValueError("BFL_API_KEYS names the same key twice (or repeats BFL_API_KEY)")
+        return keys
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -220,6 +272,44 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
+
+
+def parse_shard_ids(text: str) -> list[int]:
+    """ "0,1" or "0-3" or "0-1,4" → sorted shard ids."""
+    ids: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        first, dash, last = part.partition("-")
+        try:
+            low, high = int(first), int(last) if dash else int(first)
+        except ValueError:
+            raise ValueError(f"SHARD_IDS: {part!r} is not a shard number or range") from None
+        if low < 0 or high < low:
+            raise ValueError(f"SHARD_IDS: {part!r} is not a shard number or range")
+        ids.update(range(low, high + 1))
+    return sorted(ids)
+
+
+def parse_keys(text: str, default_cap: int) -> list[tuple[str, int]]:
+    """ "key:24,key2:20" → [(key, 24), (key2, 20)]; a key without a cap gets `default_cap`.
+    Errors say which entry (by position), never the key."""
+    keys = []
+    for position, entry in enumerate(text.split(","), start=1):
+        key, colon, cap_text = entry.strip().rpartition(":")
+        if not colon:
+            key, cap_text = entry.strip(), ""
+        if not key:
+            raise ValueError(f"BFL_API_KEYS: entry {position} has no key")
+        try:
+            cap = int(cap_text) if cap_text else default_cap
+        except ValueError:
+            raise ValueError(
+                f"BFL_API_KEYS: entry {position} has a cap that is not a number"
+            ) from None
+        if not 1 <= cap <= 1000:
+            raise ValueError(f"BFL_API_KEYS: entry {position} has a cap outside 1-1000")
+        keys.append((key, cap))
+    return keys
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -15,6 +15,7 @@ from discord.ext import commands
 from bot.errors import INTERNAL_ERROR_TEXT, FluxcordError, InvalidRequest
 from bot.services import Services, build_services
 from bot.settings import Settings
+from bot.shards import ShardFleet
 
 if TYPE_CHECKING:
     from cogs.delivery import DiscordNotifier
@@ -74,7 +75,15 @@ discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
 
 
-class FluxcordBot(commands.Bot):
+def _sharding(settings: Settings) -> dict[str, Any]:
+    """Unset: as many shards as Discord recommends, all in this process."""
+    options: dict[str, Any] = {"shard_count": settings.shard_count}
+    if settings.process_shard_ids is not None:
+        options["shard_ids"] = settings.process_shard_ids
+    return options
+
+
+class FluxcordBot(commands.AutoShardedBot):
     services: Services
     # Attached by the results cog (cogs/delivery.py `attach_delivery`).
     notifier: DiscordNotifier
@@ -91,9 +100,11 @@ class FluxcordBot(commands.Bot):
             tree_cls=FluxcordTree,
             # Prompts are user text: they must never ping @everyone, @here or roles.
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            **_sharding(settings),
             **client_options,
         )
         self.settings = settings
+        self.fleet: ShardFleet | None = None
 
     async def setup_hook(self) -> None:
         self.services = await build_services(
@@ -102,7 +113,32 @@ class FluxcordBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
+        if self.services.db.shared:
+            await self._join_fleet()
         await self.services.start()
+
+    async def _join_fleet(self) -> None:
+        """With a shared store other processes may run other shards: agree on the shard
+        count, take this process's shards (never connected twice) and IDENTIFY in turn."""
+        shard_count, _, limits = await self.http.get_bot_gateway()
+        if self.shard_count is None:
+            self.shard_count = shard_count
+        shard_ids = list(self.shard_ids or range(self.shard_count))
+        self.fleet = ShardFleet(self.services.db, shard_ids, self.shard_count)
+        self.fleet.gate.max_concurrency = int(limits.get("max_concurrency", 1))
+        await self.fleet.join(on_lost=self._shard_lease_lost)
+        log.info("running shards %s of %d", shard_ids, self.shard_count)
+
+    async def _shard_lease_lost(self) -> None:
+        # Another process may connect these shards now: never keep a second session open.
+        log.error("this process lost its shard lease; disconnecting (restart to rejoin)")
+        await self.close()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        if self.fleet is None:
+            await super().before_identify_hook(shard_id, initial=initial)
+        else:
+            await self.fleet.gate.wait_turn(shard_id or 0)
 
     async def dm_allowed(self, user_id: int) -> bool:
         """Direct messages work for members of a server that allows them."""
@@ -123,7 +159,12 @@ class FluxcordBot(commands.Bot):
         return False
 
     def discord_connected(self) -> bool:
-        return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open
+        return (
+            self.is_ready()
+            and not self.is_closed()
+            and bool(self.shards)
+            and all(not shard.is_closed() for shard in self.shards.values())
+        )
 
     async def sync_commands(self) -> None:
         """Sync slash commands only when they changed: global syncs are rate limited."""
@@ -159,7 +200,18 @@ class FluxcordBot(commands.Bot):
         poster = getattr(self, "poster", None)
         if poster is not None:
             await poster.drain()
+        await self._leave_fleet()
         services = getattr(self, "services", None)
         if services is not None:
             await services.close()
         await super().close()
+
+    async def _leave_fleet(self) -> None:
+        """Disconnect the shards, then give their leases up (in that order: another process
+        may connect them the moment the leases go)."""
+        fleet, self.fleet = self.fleet, None
+        if fleet is None:
+            return
+        for shard in self.shards.values():
+            await shard.disconnect()
+        await fleet.leave()

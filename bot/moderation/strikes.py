@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.errors import InvalidPattern, InvalidRequest
+from bot.invalidation import Cache, announce
 from bot.moderation.patterns import validate_pattern
 from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
@@ -114,29 +115,36 @@ class Moderation:
         self._terms: dict[int, list[tuple[int, BannedTerm]]] = {}
         self._matchers: dict[int, TermMatcher] = {}
         self._blocks: dict[tuple[int, int], Block] = {}
+        self._skipped_terms: set[int] = set()  # warned about once, not on every reload
 
     async def load(self) -> None:
-        self._terms.clear()
-        self._matchers.clear()
-        for row in await self._db.fetch_all("SELECT * FROM banned_terms ORDER BY id"):
+        """Read terms and blocks; also how other processes' changes arrive
+        (bot/invalidation.py), so the new state replaces the old in one step."""
+        term_rows = await self._db.fetch_all("SELECT * FROM banned_terms ORDER BY id")
+        block_rows = await self._db.fetch_all("SELECT * FROM blocks")
+        terms: dict[int, list[tuple[int, BannedTerm]]] = {}
+        for row in term_rows:
             term = BannedTerm(row["pattern"], bool(row["is_regex"]), "server")
-            self._terms.setdefault(row["guild_id"], []).append((row["id"], term))
+            terms.setdefault(row["guild_id"], []).append((row["id"], term))
             try:
                 validate_pattern(term.pattern, is_regex=term.is_regex)
             except InvalidPattern as exc:
                 # Stored before the rules tightened (say, a backreference, which RE2 can't
                 # run). It stays listed so a moderator can remove it, but is not in force:
                 # reading it as a literal would refuse nothing anyone types.
-                log.warning(
-                    "Banned term %d of server %d is skipped, not matched: %s (pattern %r)",
-                    row["id"],
-                    row["guild_id"],
-                    exc,
-                    term.pattern,
-                )
+                if row["id"] not in self._skipped_terms:
+                    self._skipped_terms.add(row["id"])
+                    log.warning(
+                        "Banned term %d of server %d is skipped, not matched: %s (pattern %r)",
+                        row["id"],
+                        row["guild_id"],
+                        exc,
+                        term.pattern,
+                    )
+        self._terms = terms
+        self._matchers = {}
         self._blocks = {
-            (row["guild_id"], row["user_id"]): from_row(Block, row)
-            for row in await self._db.fetch_all("SELECT * FROM blocks")
+            (row["guild_id"], row["user_id"]): from_row(Block, row) for row in block_rows
         }
 
     # ----------------------------------------------------------------- terms
@@ -173,6 +181,8 @@ class Moderation:
         entry = self._audit.entry(guild_id, actor_id, "banned term added", f"{kind} `{cleaned}`")
 
         async def write(tx: Tx) -> int:
+
+            await announce(tx, Cache.MODERATION)
             term_id = await tx.fetch_value(
                 "INSERT INTO banned_terms (guild_id, pattern, is_regex, added_by, added_at)"
                 " VALUES (?,?,?,?,?) RETURNING id",
@@ -199,6 +209,8 @@ class Moderation:
         entry = self._audit.entry(guild_id, actor_id, "banned term removed", f"`{term.pattern}`")
 
         async def write(tx: Tx) -> None:
+
+            await announce(tx, Cache.MODERATION)
             await tx.execute("DELETE FROM banned_terms WHERE id = ?", (term_id,))
             await self._audit.write(tx, entry)
 
@@ -284,6 +296,8 @@ class Moderation:
         settings = self._settings(guild_id)
 
         async def write(tx: Tx) -> tuple[int, Block | None]:
+
+            await announce(tx, Cache.MODERATION)
             await tx.execute(
                 "INSERT INTO strikes (guild_id, user_id, at, term, prompt) VALUES (?,?,?,?,?)",
                 (guild_id, user_id, now, label, prompt[:PROMPT_EXCERPT]),
@@ -333,6 +347,8 @@ class Moderation:
         entry = _block_entry(self._audit, block)
 
         async def write(tx: Tx) -> None:
+
+            await announce(tx, Cache.MODERATION)
             await _write_block(tx, block)
             await self._audit.write(tx, entry)
 
@@ -348,6 +364,8 @@ class Moderation:
         )
 
         async def write(tx: Tx) -> bool:
+
+            await announce(tx, Cache.MODERATION)
             removed = await tx.execute(
                 "DELETE FROM blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
             )

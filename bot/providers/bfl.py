@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -164,6 +165,13 @@ class BFLClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def with_key(self, api_key: str) -> BFLClient:
+        """A client for another account's key over this one's connection pool (one shared
+        HTTP client per provider). Close only the first."""
+        other = copy.copy(self)
+        other._api_key = api_key
+        return other
 
     def _key_header(self, url: str) -> dict[str, str]:
         self._policy.require_key_destination(url, "the BFL key")

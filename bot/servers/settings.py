@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from bot.errors import InvalidRequest
+from bot.invalidation import Cache, announce
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database, Row, Tx
 
@@ -179,6 +180,8 @@ class SettingsStore:
         now = self._clock()
 
         async def write(tx: Tx) -> None:
+
+            await announce(tx, Cache.SERVER_SETTINGS)
             values = [_to_column(name, getattr(updated, name)) for name in _COLUMNS]
             await tx.execute(
                 f"INSERT INTO guild_settings (guild_id, {', '.join(_COLUMNS)}, updated_at,"

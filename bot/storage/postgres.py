@@ -15,17 +15,14 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from bot.errors import AnotherInstanceRunning
 from bot.storage.base import Database, Listener, Row, TransactionBody, Tx
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_POOL_SIZE = 10
-# Constants shared by every Fluxcord process: who holds the first is migrating the schema,
-# who holds the second is the running bot.
+# Shared by every Fluxcord process: who holds it is migrating the schema.
 MIGRATION_LOCK_KEY = 0x466C7578  # "Flux"
-INSTANCE_LOCK_KEY = 0x466C7579
 
 
 @functools.lru_cache(maxsize=2048)
@@ -79,35 +76,6 @@ async def _prepare_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "numeric", encoder=str, decoder=_number, schema="pg_catalog", format="text"
     )
-
-
-class InstanceLock:
-    """A session advisory lock, held on a connection of its own for the life of the process.
-
-    Until jobs carry an owner and a lease, two bots on one database would each take the
-    other's running jobs for interrupted ones and fail them: one process at a time. The
-    server drops the lock when the connection ends, however the process ends.
-    """
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._conn: asyncpg.Connection | None = None
-
-    async def acquire(self) -> None:
-        conn = await asyncpg.connect(self._url)
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", INSTANCE_LOCK_KEY):
-            await conn.close()
-            raise AnotherInstanceRunning(
-                "Another Fluxcord instance is already running on this PostgreSQL database "
-                "(DATABASE_URL): stop it first. Several processes on one database are not "
-                "supported yet."
-            )
-        self._conn = conn
-
-    async def release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
 
 
 class PostgresTx(Tx):

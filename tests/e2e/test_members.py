@@ -290,7 +290,7 @@ async def test_a_job_that_could_not_be_written_leaves_nothing_public_and_says_so
     async def create_fails(*args: object, **kwargs: object) -> None:
         locked()
 
-    monkeypatch.setattr(bot.services.engine.store, "create", create_fails)
+    monkeypatch.setattr(bot.services.engine.store, "create_then", create_fails)
     # With a reference the interaction is answered "thinking…" publicly first.
     it = await world.discord.invoke_slash(
         world.alice, world.channel, "edit", {"prompt": "winter", "image": photo("a.png", (5, 5, 5))}

@@ -8,6 +8,7 @@ from typing import Any
 
 from bot.community.studios.gallery import ThreadImage
 from bot.community.studios.rules import Studio, StudioState
+from bot.invalidation import Cache, announce
 from bot.servers.audit import AuditEntry, AuditLog
 from bot.storage.base import INSERTION_ORDER
 from bot.storage.db import Database, Row, Tx
@@ -38,6 +39,7 @@ class StudioStore:
 
     async def insert(self, studio: Studio, entry: AuditEntry) -> None:
         async def insert(tx: Tx) -> None:
+            await announce(tx, Cache.STUDIOS)
             await tx.execute(
                 "INSERT INTO studios (thread_id, guild_id, parent_channel_id, starter_id, theme,"
                 " required_words, ends_at, budget_mc, state, created_at)"
@@ -71,6 +73,8 @@ class StudioStore:
         marks = ",".join("?" for _ in from_states)
 
         async def update(tx: Tx) -> Row | None:
+
+            await announce(tx, Cache.STUDIOS)
             row: Row | None = await tx.fetch_one(
                 f"UPDATE studios SET state = ? WHERE thread_id = ? AND state IN ({marks})"
                 " RETURNING *",
@@ -90,6 +94,8 @@ class StudioStore:
         assignments = ", ".join(f"{name} = ?" for name in fields)
 
         async def update(tx: Tx) -> None:
+
+            await announce(tx, Cache.STUDIOS)
             await tx.execute(
                 f"UPDATE studios SET {assignments} WHERE thread_id = ?",
                 (*fields.values(), thread_id),

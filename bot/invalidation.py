@@ -1,0 +1,80 @@
+"""Keeping in-memory caches right when several processes share the store.
+
+Per-server settings, banned terms and blocks, and studios are read on every command, so each
+process keeps them in memory. A change written by one process is announced in its own
+transaction (`announce`, a NOTIFY delivered at COMMIT); every process reloads that cache
+when the notice arrives, and all of them every RELOAD_INTERVAL in case one was lost (they
+are, across reconnects). With one process (SQLite) there is nothing to invalidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+
+from bot.periodic import repeat
+from bot.storage.db import Database, Tx
+
+log = logging.getLogger(__name__)
+
+CACHE_CHANNEL = "fluxcord_cache"
+RELOAD_INTERVAL = 30.0
+
+
+class Cache(StrEnum):
+    SERVER_SETTINGS = "settings"
+    MODERATION = "moderation"
+    STUDIOS = "studios"
+
+
+async def announce(tx: Tx, cache: Cache) -> None:
+    """This transaction changes `cache`: other processes reload it once it commits."""
+    await tx.notify(CACHE_CHANNEL, cache.value)
+
+
+class SharedCaches:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._reloads: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._pending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, cache: Cache, reload: Callable[[], Awaitable[None]]) -> None:
+        self._reloads[cache.value] = reload
+
+    async def start(self) -> None:
+        if not self._db.shared:
+            return
+        await self._db.listen(CACHE_CHANNEL, self._changed)
+        self._spawn(repeat(self._reload_all, lambda: RELOAD_INTERVAL, what="reloading caches"))
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _changed(self, name: str) -> None:
+        # A burst of changes reloads once: later notices find a reload already pending.
+        if name in self._reloads and name not in self._pending:
+            self._pending.add(name)
+            self._spawn(self._reload(name))
+
+    async def _reload(self, name: str) -> None:
+        await asyncio.sleep(0)  # let the rest of a burst arrive first
+        self._pending.discard(name)
+        try:
+            await self._reloads[name]()
+        except Exception:
+            log.warning("reloading the %s cache failed; the periodic reload retries", name)
+
+    async def _reload_all(self) -> None:
+        for name in list(self._reloads):
+            await self._reload(name)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

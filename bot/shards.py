@@ -1,0 +1,182 @@
+"""Gateway shards over several processes.
+
+Guilds map to shards as Discord defines (`(guild_id >> 22) % shard_count`, DMs on shard 0).
+Each process runs a fixed set (SHARD_IDS). Two rules Discord does not enforce, so we do:
+
+- A shard is never connected from two processes at once: a process holds a lease row per
+  shard in `shard_leases`, renewed like its job lease, in database time. A process that
+  finds one of its shards held waits for that lease to run out (the holder may have just
+  died), and gives up with a clear message if it is still renewed after that.
+- IDENTIFY is serialised across the fleet per `max_concurrency` bucket (`shard_id %
+  max_concurrency`): one IDENTIFY per bucket per IDENTIFY_INTERVAL, the turns kept in
+  `app_state` under a per-bucket advisory lock (`IdentifyGate.wait_turn`, called from the
+  client's `before_identify_hook`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+
+from bot.errors import StartupError
+from bot.storage.base import DATABASE_NOW
+from bot.storage.db import Database, Tx
+
+log = logging.getLogger(__name__)
+
+SHARD_LEASE_SECONDS = 20.0
+IDENTIFY_INTERVAL = 5.0  # Discord: max_concurrency IDENTIFYs per 5 seconds
+
+
+def shard_for(guild_id: int | None, shard_count: int) -> int:
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
+
+
+class ShardTaken(StartupError):
+    pass
+
+
+class ShardLeases:
+    def __init__(
+        self,
+        db: Database,
+        owner: str,
+        shard_ids: Sequence[int],
+        shard_count: int,
+        *,
+        seconds: float = SHARD_LEASE_SECONDS,
+    ) -> None:
+        self._db = db
+        self.owner = owner
+        self.shard_ids = list(shard_ids)
+        self.shard_count = shard_count
+        self.seconds = seconds
+        self._now = DATABASE_NOW[db.backend]
+
+    async def acquire(self) -> None:
+        """Take every shard of this process, waiting out a lease left by a dead process.
+        Raises ShardTaken if a live process keeps holding one, or runs another shard count."""
+        waited_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            problem = await self._db.run(self._try_acquire)
+            if problem is None:
+                return
+            if waited_since is None:
+                waited_since = loop.time()
+                log.info("%s; waiting for its lease to run out", problem)
+            elif loop.time() - waited_since > 2 * self.seconds:
+                raise ShardTaken(f"{problem}, and that process is still running: check SHARD_IDS")
+            await asyncio.sleep(min(1.0, self.seconds / 4))
+
+    async def _try_acquire(self, tx: Tx) -> str | None:
+        await tx.lock("shard-leases")
+        now = self._now
+        rows = await tx.fetch_all(
+            f"SELECT shard_id, shard_count, owner FROM shard_leases WHERE lease_expires_at > {now}"
+            " AND owner <> ?",
+            (self.owner,),
+        )
+        for row in rows:
+            if int(row["shard_count"]) != self.shard_count:
+                return (
+                    f"another process runs with SHARD_COUNT={row['shard_count']}, this one with"
+                    f" {self.shard_count}: stop every process to change the shard count"
+                )
+            if int(row["shard_id"]) in self.shard_ids:
+                return f"shard {row['shard_id']} is held by another process"
+        await tx.execute(f"DELETE FROM shard_leases WHERE lease_expires_at <= {now}")
+        await tx.execute_many(
+            "INSERT INTO shard_leases (shard_id, shard_count, owner, lease_expires_at)"
+            f" VALUES (?, ?, ?, {now} + ?) ON CONFLICT (shard_id) DO UPDATE SET"
+            " shard_count = excluded.shard_count, owner = excluded.owner,"
+            " lease_expires_at = excluded.lease_expires_at",
+            [(shard, self.shard_count, self.owner, self.seconds) for shard in self.shard_ids],
+        )
+        return None
+
+    async def renew(self) -> bool:
+        """False when a lease had run out: the shard may be someone else's now."""
+        renewed = await self._db.execute(
+            f"UPDATE shard_leases SET lease_expires_at = {self._now} + ?"
+            f" WHERE owner = ? AND lease_expires_at > {self._now}",
+            (self.seconds, self.owner),
+        )
+        return renewed == len(self.shard_ids)
+
+    async def release(self) -> None:
+        await self._db.execute("DELETE FROM shard_leases WHERE owner = ?", (self.owner,))
+
+
+class IdentifyGate:
+    """One IDENTIFY per `max_concurrency` bucket per IDENTIFY_INTERVAL, over the fleet."""
+
+    def __init__(self, db: Database, *, interval: float = IDENTIFY_INTERVAL) -> None:
+        self._db = db
+        self.interval = interval
+        self.max_concurrency = 1
+        self._now = DATABASE_NOW[db.backend]
+
+    async def wait_turn(self, shard_id: int) -> None:
+        bucket = shard_id % max(1, self.max_concurrency)
+        while True:
+            wait = await self._db.run(lambda tx: self._take_turn(tx, bucket))
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    async def _take_turn(self, tx: Tx, bucket: int) -> float:
+        key = f"identify_turn:{bucket}"
+        await tx.lock(key)
+        now = float(await tx.fetch_value(f"SELECT {self._now}"))
+        row = await tx.fetch_value("SELECT value FROM app_state WHERE key = ?", (key,))
+        next_turn = float(row) if row is not None else 0.0
+        if now < next_turn:
+            return next_turn - now
+        await tx.execute(
+            "INSERT INTO app_state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, repr(now + self.interval)),
+        )
+        return 0.0
+
+
+class ShardFleet:
+    """This process's shards: their leases, renewed in the background, and the IDENTIFY gate."""
+
+    def __init__(self, db: Database, shard_ids: Sequence[int], shard_count: int) -> None:
+        owner = f"{socket.gethostname()} pid {os.getpid()} {secrets.token_hex(4)}"
+        self.leases = ShardLeases(db, owner, shard_ids, shard_count)
+        self.gate = IdentifyGate(db)
+        self._renewal: asyncio.Task[None] | None = None
+
+    async def join(self, *, on_lost: Callable[[], Awaitable[None]]) -> None:
+        await self.leases.acquire()
+        self._renewal = asyncio.create_task(self._renew(on_lost), name="shard-leases")
+
+    async def _renew(self, on_lost: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(self.leases.seconds / 4)
+            try:
+                held = await self.leases.renew()
+            except Exception:
+                log.warning("renewing the shard leases failed; retrying", exc_info=True)
+                continue
+            if not held:
+                await on_lost()
+                return
+
+    async def leave(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
+        try:
+            await self.leases.release()
+        except Exception:
+            log.warning("could not release the shard leases; they run out by themselves")

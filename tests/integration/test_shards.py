@@ -1,0 +1,126 @@
+"""Shards over several processes: settings, leases (never one shard in two processes) and
+the fleet-wide IDENTIFY turns. Runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bot.errors import SettingsError
+from bot.settings import load_settings, parse_shard_ids
+from bot.shards import IdentifyGate, ShardLeases, ShardTaken, shard_for
+from bot.storage.db import Database
+
+PG_URL = "postgresql://fluxcord@127.0.0.1/fluxcord"
+
+
+def test_guilds_map_to_shards_as_discord_defines() -> None:
+    guild = (123456 << 22) | 999
+    assert shard_for(guild, 4) == 123456 % 4
+    assert shard_for(None, 4) == 0  # direct messages
+
+
+def test_shard_ids_accept_lists_and_ranges() -> None:
+    assert parse_shard_ids("0-2,5") == [0, 1, 2, 5]
+    assert parse_shard_ids(" 3 ") == [3]
+    for bad in ("a", "2-1", "-1", ""):
+        with pytest.raises(ValueError, match="SHARD_IDS"):
+            parse_shard_ids(bad)
+
+
+def test_part_of_the_shards_without_postgresql_is_refused_in_one_line() -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(discord_token="t", shard_count=2, shard_ids="0")
+    assert "needs PostgreSQL" in str(refused.value) and "DATABASE_URL" in str(refused.value)
+    # All the shards in one process is fine on SQLite; a subset is fine on PostgreSQL.
+    assert load_settings(discord_token="t", shard_count=2, shard_ids="0-1").process_shard_ids == [
+        0,
+        1,
+    ]
+    assert load_settings(
+        discord_token="t", shard_count=2, shard_ids="1", database_url=PG_URL
+    ).process_shard_ids == [1]
+    with pytest.raises(SettingsError, match="SHARD_IDS 2 is not a shard of SHARD_COUNT=2"):
+        load_settings(discord_token="t", shard_count=2, shard_ids="2", database_url=PG_URL)
+    with pytest.raises(SettingsError, match="SHARD_IDS needs SHARD_COUNT"):
+        load_settings(discord_token="t", shard_ids="0")
+
+
+def test_several_bfl_keys_with_caps_and_errors_that_never_show_a_key() -> None:
+    settings = load_settings(
+        discord_token="t", bfl_api_key="first-key", bfl_api_keys="second-key:20, third-key"
+    )
+    assert settings.bfl_keys() == [("first-key", 24), ("second-key", 20), ("third-key", 24)]
+    for bad, reason in (
+        ("secret-one:lots", "entry 1 has a cap that is not a number"),
+        ("ok-key:5,secret-two:0", "entry 2 has a cap outside 1-1000"),
+        ("first-key", "same key twice"),
+    ):
+        with pytest.raises(SettingsError) as refused:
+            load_settings(discord_token="t", bfl_api_key="first-key", bfl_api_keys=bad)
+        message = str(refused.value)
+        assert reason in message and "secret" not in message and "first-key" not in message
+
+
+async def test_a_shard_is_never_held_by_two_processes(db: Database) -> None:
+    first = ShardLeases(db, "process-a", [0, 1], 2, seconds=0.6)
+    second = ShardLeases(db, "process-b", [1], 2, seconds=0.6)
+    await first.acquire()
+    renewing = True
+
+    async def keep_renewing() -> None:
+        while renewing:
+            assert await first.renew()
+            await asyncio.sleep(0.1)
+
+    renewer = asyncio.create_task(keep_renewing())
+    started = time.monotonic()
+    with pytest.raises(ShardTaken, match="shard 1 is held by another process"):
+        await second.acquire()
+    assert time.monotonic() - started >= 1.2  # it waited out two lease lengths first
+    renewing = False
+    await renewer
+    await first.release()
+    await second.acquire()  # the first process is gone: the shard is free at once
+    rows = await db.fetch_all("SELECT shard_id, owner FROM shard_leases ORDER BY shard_id")
+    assert [(row["shard_id"], row["owner"]) for row in rows] == [(1, "process-b")]
+
+
+async def test_a_dead_processes_shard_is_taken_once_its_lease_runs_out(db: Database) -> None:
+    dead = ShardLeases(db, "dead", [0], 1, seconds=0.3)
+    await dead.acquire()  # and never renewed: the process was killed
+    successor = ShardLeases(db, "successor", [0], 1, seconds=0.3)
+    started = time.monotonic()
+    await successor.acquire()
+    assert 0.2 <= time.monotonic() - started < 2.0
+    assert not await dead.renew()  # the dead one, back late, learns it lost the shard
+
+
+async def test_a_different_shard_count_is_refused(db: Database) -> None:
+    await ShardLeases(db, "old", [0, 1], 2, seconds=5).acquire()
+    with pytest.raises(ShardTaken, match="SHARD_COUNT=2"):
+        await ShardLeases(db, "new", [2], 4, seconds=0.05).acquire()
+
+
+async def test_identify_turns_are_spaced_per_bucket_over_the_fleet(db: Database) -> None:
+    # Two processes' gates on one store; max_concurrency 2: buckets 0 and 1.
+    gates = [IdentifyGate(db, interval=0.4), IdentifyGate(db, interval=0.4)]
+    for gate in gates:
+        gate.max_concurrency = 2
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    times: dict[int, float] = {}
+
+    async def identify(gate: IdentifyGate, shard: int) -> None:
+        await gate.wait_turn(shard)
+        times[shard] = loop.time() - started
+
+    await asyncio.gather(
+        identify(gates[0], 0), identify(gates[1], 2), identify(gates[0], 1), identify(gates[1], 3)
+    )
+    bucket0 = sorted([times[0], times[2]])
+    bucket1 = sorted([times[1], times[3]])
+    assert bucket0[0] < 0.2 and bucket1[0] < 0.2  # one of each bucket at once
+    assert bucket0[1] - bucket0[0] >= 0.35 and bucket1[1] - bucket1[0] >= 0.35
