@@ -21,8 +21,9 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
 COPY migrations ./migrations
-# Editable install: the package runs from /app, next to its migrations/ folder.
-RUN pip install -e .
+# Editable install: the package runs from /app, next to its migrations/ folder. With the
+# PostgreSQL driver, so the same image runs one process on SQLite or several on PostgreSQL.
+RUN pip install -e ".[postgres]"
 
 USER fluxcord
 VOLUME ["/data"]

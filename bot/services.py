@@ -141,6 +141,7 @@ async def build_services(
         db,
         providers,
         keys=keys,
+        lease_seconds=settings.lease_seconds,
         polling=PollingPolicy(
             initial=settings.poll_initial_interval,
             maximum=settings.poll_max_interval,

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     shard_count: int | None = Field(
         default=None, ge=1, le=10000, description="Gateway shards in all (default: Discord's)"
     )
+    lease_seconds: float = Field(
+        default=20.0,
+        ge=2,
+        le=600,
+        description="How soon another process takes over a dead one's work and shards",
+    )
     shard_ids: str | None = Field(
         default=None, description="The shards this process runs, e.g. 0,1 or 0-3 (default all)"
     )

@@ -149,9 +149,16 @@ class IdentifyGate:
 class ShardFleet:
     """This process's shards: their leases, renewed in the background, and the IDENTIFY gate."""
 
-    def __init__(self, db: Database, shard_ids: Sequence[int], shard_count: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        shard_ids: Sequence[int],
+        shard_count: int,
+        *,
+        lease_seconds: float = SHARD_LEASE_SECONDS,
+    ) -> None:
         owner = f"{socket.gethostname()} pid {os.getpid()} {secrets.token_hex(4)}"
-        self.leases = ShardLeases(db, owner, shard_ids, shard_count)
+        self.leases = ShardLeases(db, owner, shard_ids, shard_count, seconds=lease_seconds)
         self.gate = IdentifyGate(db)
         self._renewal: asyncio.Task[None] | None = None
 

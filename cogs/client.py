@@ -124,7 +124,12 @@ class FluxcordBot(commands.AutoShardedBot):
         if self.shard_count is None:
             self.shard_count = shard_count
         shard_ids = list(self.shard_ids or range(self.shard_count))
-        self.fleet = ShardFleet(self.services.db, shard_ids, self.shard_count)
+        self.fleet = ShardFleet(
+            self.services.db,
+            shard_ids,
+            self.shard_count,
+            lease_seconds=self.settings.lease_seconds,
+        )
         self.fleet.gate.max_concurrency = int(limits.get("max_concurrency", 1))
         await self.fleet.join(on_lost=self._shard_lease_lost)
         log.info("running shards %s of %d", shard_ids, self.shard_count)

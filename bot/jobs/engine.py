@@ -180,6 +180,7 @@ class JobEngine:
         claiming queued ones (bot/jobs/work.py)."""
         if not self.delivery.attached:
             raise RuntimeError("attach a notifier before starting the engine")
+        self.follower.url_key = await self.store.webhook_url_key()
         await self.work.start(lambda coro, name: self._spawn(coro, name=name))
         if self._db.shared:
             # A webhook another process received for one of this process's jobs.
@@ -423,7 +424,8 @@ class JobEngine:
             return None
         secret = new_webhook_secret()
         await self.store.update(job.id, webhook_secret=secret)
-        return WebhookRequest(webhook_url(self._webhooks.public_url, job.id), secret)
+        url = webhook_url(self._webhooks.public_url, job.id, key=self.follower.url_key)
+        return WebhookRequest(url, secret)
 
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:

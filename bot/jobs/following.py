@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bot.errors import ProviderAccessDenied, ProviderBusy, ProviderUnavailable
 from bot.jobs.models import Job
 from bot.jobs.store import JobStore
-from bot.jobs.webhooks import WebhookSubscription
+from bot.jobs.webhooks import WebhookSubscription, has_valid_tag, split_tagged_job_id
 from bot.metrics import Metrics
 from bot.providers.base import Provider, TaskOutcome, TaskResult
 
@@ -105,6 +105,8 @@ class TaskFollower:
         # for a job followed elsewhere is verified from the database and recorded there.
         self.shared = False
         self.owner: str | None = None
+        # The fleet's key for webhook URL tags (bot/jobs/webhooks.py), read at start.
+        self.url_key: bytes | None = None
         self._reading: set[str] = set()
 
     @property
@@ -128,21 +130,24 @@ class TaskFollower:
                 self._recently_followed.popitem(last=False)
         self._pushed.pop(job_id, None)
 
-    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
+    async def webhook_subscription(self, url_id: str) -> WebhookSubscription | None:
+        job_id, tag = split_tagged_job_id(url_id)
         local = job_id in self._wake or job_id in self._recently_followed
-        if not local and not self.shared:
-            # Not a job this engine follows or recently followed: answered from memory, so
-            # a flood of made-up ids costs no database read. (With a shared store another
-            # process may follow it: one indexed read by primary key.)
+        if not local and not has_valid_tag(self.url_key, job_id, tag):
+            # Neither a job this engine follows or recently followed, nor one whose URL
+            # carries the fleet's tag (another process may follow that one): answered from
+            # memory, so a flood of made-up ids costs no database read.
             return None
         job = await self.store.get(job_id)
         if job is None or job.webhook_secret is None:
             return None  # finished jobs still answer, so a late duplicate is not retried
         return WebhookSubscription(secret=job.webhook_secret, task_id=job.provider_task_id)
 
-    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
-        """A verified delivery. Only wakes the job's follower, whose transitions are
+    async def webhook_result(self, url_id: str, task_id: str, result: TaskResult) -> None:
+        """A verified delivery (`url_id`: the job id as its webhook URL names it). Only wakes
+        the job's follower, whose transitions are
         compare-and-set: a duplicate, a late arrival or a race with a poll delivers once."""
+        job_id, _ = split_tagged_job_id(url_id)
         event = self._wake.get(job_id)
         if event is None:
             if self.shared and result.outcome in _FINAL_OUTCOMES:

@@ -48,6 +48,11 @@ _UPDATABLE = frozenset(
         "webhook_payload",
     }
 )
+# Where a job is shown: written by whichever process handles its interaction or message
+# (the one on its server's shard), not only its owner, so `update` does not fence them.
+_SHOWN_AT = frozenset(
+    {"status_message_id", "result_message_id", "interaction_token", "interaction_expires_at"}
+)
 # While a job is in these states its task may be active at the provider, holding a slot.
 _SLOT_STATES = frozenset({JobState.SUBMITTING, JobState.SUBMITTED})
 
@@ -344,7 +349,7 @@ class JobStore:
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a job")
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        fence, fence_params = self._fence()
+        fence, fence_params = ("", ()) if set(fields) <= _SHOWN_AT else self._fence()
         rows = await self._db.run(
             lambda tx: tx.fetch_all(
                 f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?{fence} RETURNING *",
@@ -429,6 +434,21 @@ class JobStore:
             f"UPDATE jobs SET closed = 1, interaction_token = NULL WHERE id = ?{fence}",
             (job_id, *fence_params),
         )
+
+    async def webhook_url_key(self) -> bytes:
+        """The fleet's key for webhook URL tags: made once, then shared through the store."""
+
+        async def key(tx: Tx) -> str:
+            await tx.execute(
+                "INSERT INTO app_state (key, value) VALUES ('webhook_url_key', ?)"
+                " ON CONFLICT (key) DO NOTHING",
+                (secrets.token_hex(32),),
+            )
+            return str(
+                await tx.fetch_value("SELECT value FROM app_state WHERE key = 'webhook_url_key'")
+            )
+
+        return bytes.fromhex(await self._db.run(key))
 
     async def record_webhook(self, job_id: str, task_id: str, payload: str) -> None:
         """Keep a verified webhook's result for the job's owner (another process), and wake

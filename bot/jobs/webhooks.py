@@ -52,10 +52,36 @@ def new_webhook_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def webhook_url(public_base: str, job_id: str) -> str:
-    """The URL BFL should call for `job_id`, e.g. ``https://bot.example.com/webhooks/bfl/ab12…``.
-    `public_base` is WEBHOOK_PUBLIC_URL: where this server's root is reachable from outside."""
-    url = f"{public_base.rstrip('/')}{WEBHOOK_PATH}/{quote(job_id, safe='')}"
+# A webhook URL names its job as `<job id>_<tag>`: the tag, an HMAC of the job id under a key
+# every process reads from the database, lets any process refuse a made-up id from memory
+# (a flood of them costs no database read) while still looking up any real job in the fleet.
+URL_TAG_SEPARATOR = "_"
+
+
+def url_tag(key: bytes, job_id: str) -> str:
+    return hmac.new(key, job_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def tagged_job_id(key: bytes, job_id: str) -> str:
+    return f"{job_id}{URL_TAG_SEPARATOR}{url_tag(key, job_id)}"
+
+
+def split_tagged_job_id(url_id: str) -> tuple[str, str | None]:
+    """(job id, tag) from a webhook URL's last segment; tag None in URLs made before tags."""
+    job_id, separator, tag = url_id.partition(URL_TAG_SEPARATOR)
+    return (job_id, tag) if separator else (url_id, None)
+
+
+def has_valid_tag(key: bytes | None, job_id: str, tag: str | None) -> bool:
+    return key is not None and tag is not None and hmac.compare_digest(url_tag(key, job_id), tag)
+
+
+def webhook_url(public_base: str, job_id: str, *, key: bytes | None = None) -> str:
+    """The URL BFL should call for `job_id`, e.g. ``https://bot.example.com/webhooks/bfl/ab12…``
+    (tagged with `key`, see URL_TAG_SEPARATOR). `public_base` is WEBHOOK_PUBLIC_URL: where
+    this server's root is reachable from outside."""
+    url_id = job_id if key is None else tagged_job_id(key, job_id)
+    url = f"{public_base.rstrip('/')}{WEBHOOK_PATH}/{quote(url_id, safe='')}"
     if len(url) > MAX_WEBHOOK_URL_LENGTH:
         raise ValueError(f"webhook URL is longer than BFL accepts ({MAX_WEBHOOK_URL_LENGTH})")
     return url
