@@ -16,6 +16,7 @@ from bot.community.studios import Studios
 from bot.errors import StartupError
 from bot.generation import GenerationService
 from bot.instance import address_in_use_message
+from bot.invalidation import Cache, SharedCaches
 from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
@@ -53,6 +54,7 @@ class Services:
     studios: Studios
     generation: GenerationService
     approvals: ApprovalQueue
+    caches: SharedCaches
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -62,6 +64,7 @@ class Services:
             # Not "Cannot reach Discord": say which address and which setting moves it.
             host, port = self.settings.web_host, self.settings.web_port
             raise StartupError(address_in_use_message(host, port, exc)) from exc
+        await self.caches.start()
         await self.engine.start()
         await self.approvals.resume()
 
@@ -69,6 +72,7 @@ class Services:
         """Stop taking webhooks, stop the engine (open jobs resume on the next start), then
         close the provider clients and the database."""
         await self.web.stop()
+        await self.caches.stop()
         await self.engine.stop()
         for provider in self.providers.values():
             await provider.aclose()
@@ -204,6 +208,11 @@ async def build_services(
         expiry_hours=settings.approval_expiry_hours,
     )
     generation.approvals = approvals  # held requests wait there (it submits through generation)
+    # Another process's moderator changes reach this one's caches (bot/invalidation.py).
+    caches = SharedCaches(db)
+    caches.register(Cache.SERVER_SETTINGS, server_settings.load)
+    caches.register(Cache.MODERATION, moderation.load)
+    caches.register(Cache.STUDIOS, studios.load)
     return Services(
         settings=settings,
         db=db,
@@ -219,4 +228,5 @@ async def build_services(
         studios=studios,
         generation=generation,
         approvals=approvals,
+        caches=caches,
     )

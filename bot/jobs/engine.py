@@ -41,7 +41,12 @@ from bot.jobs.leases import ProcessLease
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.jobs.notifier import JobNotifier
 from bot.jobs.store import WEBHOOK_CHANNEL, JobStore
-from bot.jobs.webhooks import WebhookSubscription, new_webhook_secret, webhook_url
+from bot.jobs.webhooks import (
+    WebhookSubscription,
+    new_webhook_secret,
+    webhook_url,
+    webhook_url_key,
+)
 from bot.jobs.work import SharedWork
 from bot.ledger import Ledger
 from bot.metrics import Metrics
@@ -74,10 +79,6 @@ INTERRUPTED_MESSAGE = (
 )
 TIMED_OUT_MESSAGE = "The image service took too long to finish this image. Please try again."
 CANCELLED_MESSAGE = "Cancelled before it started. Nothing was charged."
-LOST_LEASE_MESSAGE = (
-    "This request could not be sent because the bot lost its connection to its database. "
-    "Please try again."
-)
 REFERENCE_PURGE_INTERVAL = 3600.0
 TOKEN_SWEEP_INTERVAL = 60.0
 
@@ -180,7 +181,7 @@ class JobEngine:
         claiming queued ones (bot/jobs/work.py)."""
         if not self.delivery.attached:
             raise RuntimeError("attach a notifier before starting the engine")
-        self.follower.url_key = await self.store.webhook_url_key()
+        self.follower.url_key = await webhook_url_key(self._db)
         await self.work.start(lambda coro, name: self._spawn(coro, name=name))
         if self._db.shared:
             # A webhook another process received for one of this process's jobs.
@@ -344,10 +345,10 @@ class JobEngine:
             webhook = await self._webhook_for(job, provider)
             if not await self.lease.may_submit():
                 # Cut off from the database for a while: another process may take this job
-                # any moment, and a task sent now might be delivered by nobody.
-                await self.delivery.fail(
-                    job_id, (JobState.SUBMITTING,), JobState.FAILED, LOST_LEASE_MESSAGE
-                )
+                # any moment, and a task sent now might be delivered by nobody. Nothing has
+                # reached the provider yet, so it goes back in line (if it is still ours).
+                log.warning("job %s: this process's lease is running out; not sending", job_id)
+                await self._requeue(job)
                 return
             try:
                 self.stats.submits += 1
@@ -360,15 +361,7 @@ class JobEngine:
                 self.stats.busy_responses += 1
                 self.metrics.provider_rate_limited(job.provider)
                 await self.queue.busy(key, exc.retry_after)
-                # Back in line (it keeps its turn: its creation time) for any process.
-                await self.store.transition(
-                    job_id,
-                    from_states=(JobState.SUBMITTING,),
-                    to=JobState.QUEUED,
-                    owner=None,
-                    provider_key=None,
-                )
-                self.work.wake(job.provider)
+                await self._requeue(job)
                 return
             except ProviderError as exc:
                 log.warning("job %s: submit failed: %s", job_id, exc)
@@ -405,6 +398,18 @@ class JobEngine:
         finally:
             await self._release(job_id, job.provider)
             self.follower.forget(job_id)
+
+    async def _requeue(self, job: Job) -> None:
+        """A claimed job that never reached the provider goes back in line for any process
+        (keeping its turn: its creation time), its slot freed."""
+        await self.store.transition(
+            job.id,
+            from_states=(JobState.SUBMITTING,),
+            to=JobState.QUEUED,
+            owner=None,
+            provider_key=None,
+        )
+        self.work.wake(job.provider)
 
     async def _release(self, job_id: str, provider: str) -> None:
         """Free the job's slot (if it still holds one) and let the next job in."""

@@ -12,7 +12,7 @@ from bot.errors import InvalidCharge
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.ledger import Ledger, credits_to_mc
 from bot.providers.base import InputImage, OutputImage
-from bot.storage.base import DATABASE_NOW, INSERTION_ORDER
+from bot.storage.base import INSERTION_ORDER
 from bot.storage.db import Database, Row, Tx
 from bot.storage.rows import from_row
 from bot.variants import JobParams, ReferenceSize
@@ -435,21 +435,6 @@ class JobStore:
             (job_id, *fence_params),
         )
 
-    async def webhook_url_key(self) -> bytes:
-        """The fleet's key for webhook URL tags: made once, then shared through the store."""
-
-        async def key(tx: Tx) -> str:
-            await tx.execute(
-                "INSERT INTO app_state (key, value) VALUES ('webhook_url_key', ?)"
-                " ON CONFLICT (key) DO NOTHING",
-                (secrets.token_hex(32),),
-            )
-            return str(
-                await tx.fetch_value("SELECT value FROM app_state WHERE key = 'webhook_url_key'")
-            )
-
-        return bytes.fromhex(await self._db.run(key))
-
     async def record_webhook(self, job_id: str, task_id: str, payload: str) -> None:
         """Keep a verified webhook's result for the job's owner (another process), and wake
         it. Only for a submitted job of that task: a late duplicate changes nothing."""
@@ -479,28 +464,6 @@ class JobStore:
             params += job_ids
         rows = await self._db.fetch_all(sql, params)
         return [(row[0], row[1], row[2]) for row in rows]
-
-    async def adopt(self, *, everything: bool) -> list[Job]:
-        """Take over the unfinished jobs whose owner's lease has run out (or all of them,
-        `everything`, where no other process can be running), oldest first. Queued jobs
-        belong to nobody: any process claims them."""
-        assert self.owner is not None
-        now = DATABASE_NOW[self._db.backend]
-        orphaned = (
-            ""
-            if everything
-            else " AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM processes"
-            f" WHERE processes.id = jobs.owner AND lease_expires_at > {now}))"
-        )
-        owner = self.owner
-        rows = await self._db.run(
-            lambda tx: tx.fetch_all(
-                "UPDATE jobs SET owner = ? WHERE closed = 0 AND state <> 'queued'"
-                f" AND owner IS DISTINCT FROM ?{orphaned} RETURNING *",
-                (owner, owner),
-            )
-        )
-        return sorted((job_from_row(row) for row in rows), key=lambda job: job.created_at)
 
     async def erase_expired_tokens(self, now: float) -> int:
         """Interaction tokens are credentials and useless after 15 minutes: drop them then."""

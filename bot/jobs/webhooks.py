@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from bot.providers.base import TaskOutcome, TaskResult
 from bot.providers.bfl import classify_status, parse_task_payload
+from bot.storage.db import Database, Tx
 
 WEBHOOK_PATH = "/webhooks/bfl"
 # BFL's limit for `webhook_url`.
@@ -74,6 +75,22 @@ def split_tagged_job_id(url_id: str) -> tuple[str, str | None]:
 
 def has_valid_tag(key: bytes | None, job_id: str, tag: str | None) -> bool:
     return key is not None and tag is not None and hmac.compare_digest(url_tag(key, job_id), tag)
+
+
+async def webhook_url_key(db: Database) -> bytes:
+    """The fleet's key for webhook URL tags: made once, then shared through the store."""
+
+    async def key(tx: Tx) -> str:
+        await tx.execute(
+            "INSERT INTO app_state (key, value) VALUES ('webhook_url_key', ?)"
+            " ON CONFLICT (key) DO NOTHING",
+            (secrets.token_hex(32),),
+        )
+        return str(
+            await tx.fetch_value("SELECT value FROM app_state WHERE key = 'webhook_url_key'")
+        )
+
+    return bytes.fromhex(await db.run(key))
 
 
 def webhook_url(public_base: str, job_id: str, *, key: bytes | None = None) -> str:

@@ -20,8 +20,9 @@ from typing import Any
 from bot.jobs.claims import Claim, SharedQueue
 from bot.jobs.leases import SUBMIT_MARGIN, ProcessLease
 from bot.jobs.models import Job
-from bot.jobs.store import QUEUE_CHANNEL, JobStore
+from bot.jobs.store import QUEUE_CHANNEL, JobStore, job_from_row
 from bot.periodic import repeat
+from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,26 @@ METRICS_REFRESH_INTERVAL = 2.0
 CLAIM_RETRY_DELAY = 1.0
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
+
+
+async def adopt_jobs(db: Database, owner: str, *, everything: bool) -> list[Job]:
+    """Make `owner` the owner of the unfinished jobs whose owner's lease has run out (or of
+    all of them, `everything`, where no other process can be running), oldest first.
+    Queued jobs belong to nobody: any process claims them."""
+    orphaned = (
+        ""
+        if everything
+        else " AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM processes"
+        f" WHERE processes.id = jobs.owner AND lease_expires_at > {DATABASE_NOW[db.backend]}))"
+    )
+    rows = await db.run(
+        lambda tx: tx.fetch_all(
+            "UPDATE jobs SET owner = ? WHERE closed = 0 AND state <> 'queued'"
+            f" AND owner IS DISTINCT FROM ?{orphaned} RETURNING *",
+            (owner, owner),
+        )
+    )
+    return sorted((job_from_row(row) for row in rows), key=lambda job: job.created_at)
 
 
 class SharedWork:
@@ -89,7 +110,7 @@ class SharedWork:
         await self._adopt(everything=not self._db.shared)
 
     async def _adopt(self, *, everything: bool) -> None:
-        for job in await self._store.adopt(everything=everything):
+        for job in await adopt_jobs(self._db, self.lease.id, everything=everything):
             self._recover(job)
 
     async def _heartbeat(self) -> None:
@@ -98,8 +119,12 @@ class SharedWork:
                 log.warning("this process lost its lease; dropping its jobs and rejoining")
                 await self._drop_job_tasks()
                 await self._take_lease()
-            elif self._db.shared:
-                await self._adopt(everything=False)
+            else:
+                if self._db.shared:
+                    await self._adopt(everything=False)
+                # A claim refused while the lease ran short may go ahead now.
+                for provider in self.queue.providers:
+                    self.wake(provider)
 
         await repeat(beat, lambda: self.lease.seconds / 4, what="renewing the process lease")
 

@@ -14,13 +14,17 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bot.invalidation import Cache, SharedCaches
 from bot.jobs.claims import ProviderKey, SharedQueue
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.jobs.leases import ProcessLease
 from bot.jobs.models import JobState
 from bot.metrics import Metrics
+from bot.moderation.strikes import Moderation
 from bot.providers.bfl import BFLClient
+from bot.servers.audit import AuditLog
+from bot.servers.settings import SettingsStore
 from bot.storage.db import Database, Tx, open_database
 from bot.storage.postgres import PostgresDatabase
 from bot.web import HealthChecks, WebServer, create_app
@@ -217,3 +221,35 @@ async def test_a_process_that_dies_mid_flight_has_its_job_adopted_and_delivered_
         job.id, from_states=(JobState.DELIVERED,), to=JobState.FAILED
     )
     assert late is None
+
+
+async def test_a_moderators_change_in_one_process_reaches_the_others_caches(
+    postgres_dsn_factory: DsnFactory,
+) -> None:
+    dsn = postgres_dsn_factory()
+    async with AsyncExitStack() as stack:
+        processes = []
+        for _ in range(2):
+            db = await open_database(dsn)
+            stack.push_async_callback(db.close)
+            audit = AuditLog(db, audit_channel=lambda guild: None)
+            settings = SettingsStore(db, audit, known_variants=lambda: ["pro", "max"])
+            moderation = Moderation(db, audit, settings=settings.get)
+            await settings.load()
+            await moderation.load()
+            caches = SharedCaches(db)
+            caches.register(Cache.SERVER_SETTINGS, settings.load)
+            caches.register(Cache.MODERATION, moderation.load)
+            await caches.start()
+            stack.push_async_callback(caches.stop)
+            processes.append((settings, moderation))
+        (settings_a, moderation_a), (settings_b, moderation_b) = processes
+        await asyncio.sleep(0.2)  # both LISTEN connections are up
+        await settings_a.update(42, 7, "only pro", allowed_variants=frozenset({"pro"}))
+        await moderation_a.add_term(42, 7, "forbidden", is_regex=False)
+        for _ in range(100):
+            if settings_b.get(42).allowed_variants and moderation_b.server_terms(42):
+                break
+            await asyncio.sleep(0.02)
+        assert settings_b.get(42).allowed_variants == frozenset({"pro"})
+        assert [term.pattern for term in moderation_b.server_terms(42)] == ["forbidden"]

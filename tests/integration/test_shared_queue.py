@@ -15,6 +15,7 @@ from bot.jobs.claims import ProviderKey, SharedQueue
 from bot.jobs.leases import ProcessLease
 from bot.jobs.models import Job, JobState
 from bot.jobs.store import JobStore
+from bot.jobs.work import adopt_jobs
 from bot.storage.db import Database
 from tests.conftest import make_request
 from tests.fakes.notifier import RecordingNotifier
@@ -176,9 +177,9 @@ async def test_an_engine_stop_hands_its_jobs_over_at_once(
     other_lease = ProcessLease(db)
     await other_lease.register()
     other.owner = other_lease.id
-    assert await other.adopt(everything=False) == []  # its owner is alive
+    assert await adopt_jobs(db, other_lease.id, everything=False) == []  # its owner is alive
     await lease.release()
-    adopted = await other.adopt(everything=False)
+    adopted = await adopt_jobs(db, other_lease.id, everything=False)
     assert [job.id for job in adopted] == [claim.job.id]
     assert adopted[0].owner == other_lease.id
     # The first owner's late writes are fenced off.
