@@ -15,7 +15,7 @@ from discord.ext import commands
 from bot.errors import INTERNAL_ERROR_TEXT, FluxcordError, InvalidRequest
 from bot.services import Services, build_services
 from bot.settings import Settings
-from bot.shards import ShardFleet
+from bot.shards import ShardFleet, shard_for
 
 if TYPE_CHECKING:
     from cogs.delivery import DiscordNotifier
@@ -132,6 +132,14 @@ class FluxcordBot(commands.AutoShardedBot):
         )
         self.fleet.gate.max_concurrency = int(limits.get("max_concurrency", 1))
         await self.fleet.join(on_lost=self._shard_lease_lost)
+        count, mine = self.shard_count, frozenset(shard_ids)
+
+        def on_my_shards(guild_id: int) -> bool:
+            return shard_for(guild_id, count) in mine
+
+        # Background work about one server runs in the process that has its shard.
+        self.services.studios.handles_guild = on_my_shards
+        self.services.approvals.handles_guild = on_my_shards
         log.info("running shards %s of %d", shard_ids, self.shard_count)
 
     async def _shard_lease_lost(self) -> None:

@@ -272,7 +272,12 @@ async def test_ending_a_studio_posts_a_gallery_and_closes_the_thread(world: Worl
         ("studio ended", dave.id),
         ("studio gallery", 0),
     ]
-    stored = bot.services.studios.get(thread.id)
+    # The ending's last step (finished) is recorded just after the thread is closed.
+    for _ in range(100):
+        stored = bot.services.studios.get(thread.id)
+        if stored is not None and stored.finished_at is not None:
+            break
+        await asyncio.sleep(0.02)
     assert stored is not None and stored.finished_at is not None
     assert stored.gallery_message_id == in_channel.id
     with pytest.raises(PermissionError):  # archived: Discord itself takes nothing more

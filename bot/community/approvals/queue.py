@@ -94,6 +94,8 @@ class ApprovalQueue:
         self._db = db
         self._store = ApprovalStore(db)
         self.expiry_hours = expiry_hours
+        # With several processes each resumes only the servers on its own shards.
+        self.handles_guild: Callable[[int], bool] = lambda guild_id: True
         self.sweep_interval = EXPIRY_SWEEP_SECONDS
         self._ledger = ledger
         self._max_pending = max_pending_per_member
@@ -317,7 +319,10 @@ class ApprovalQueue:
         approval_ids = await self._store.approved_not_started()
         for approval_id in approval_ids:
             try:
-                await self._start(await self.require(approval_id))
+                approval = await self.require(approval_id)
+                if not self.handles_guild(approval.guild_id):
+                    continue  # another process's shard resumes it
+                await self._start(approval)
             except Exception:
                 log.exception("could not resume approval %s", approval_id)
         return len(approval_ids)

@@ -97,6 +97,8 @@ class Studios:
         self.sweep_interval = SWEEP_SECONDS
         self.view: StudioView | None = None
         self._studios: dict[int, Studio] = {}
+        # With several processes each sweeps only the servers on its own shards.
+        self.handles_guild: Callable[[int], bool] = lambda guild_id: True
         self._finishing: set[int] = set()  # endings in progress (a command and the sweep)
         self.drain_seconds = DRAIN_SECONDS
         # When this process first found each ended studio waiting for its jobs.
@@ -390,6 +392,8 @@ class Studios:
         endings completed."""
         done = 0
         for studio in list(self._studios.values()):
+            if not self.handles_guild(studio.guild_id):
+                continue  # another process's shard: it ends this one (and posts the gallery)
             if studio.is_due(self.clock()):
                 await self._close(studio, BOT_ACTOR, "time's up")
             current = self._studios[studio.thread_id]
