@@ -373,6 +373,8 @@ class Studios:
         studio = self._studios.get(job.channel_id)
         if studio is None or not studio.needs_finishing:
             return
+        if not self.handles_guild(studio.guild_id):
+            return  # the process with its shard finishes it, at its next sweep
         task = asyncio.create_task(self.finish(studio.thread_id), name="studio-finish")
         self._tasks.add(task)  # keep a reference until it finishes
         task.add_done_callback(self._tasks.discard)
