@@ -455,8 +455,8 @@ class JobStore:
     ) -> list[tuple[str, str, str]]:
         """(job id, task id, result) of recorded webhooks for `owner`'s submitted jobs."""
         sql = (
-            "SELECT id, provider_task_id, webhook_payload FROM jobs WHERE owner = ?"
-            " AND state = 'submitted' AND webhook_payload IS NOT NULL"
+            "SELECT id, provider_task_id, webhook_payload FROM jobs WHERE closed = 0"
+            " AND owner = ? AND state = 'submitted' AND webhook_payload IS NOT NULL"
         )
         params: list[Any] = [owner]
         if job_ids is not None:
