@@ -130,21 +130,38 @@ class SharedQueue:
         """Take the next queued job of `provider` and a free slot of one of its keys, for
         `owner`, whose lease must have `lease_margin` seconds left; None when no job is
         queued, every key is full or paused, or the lease is too short to start work."""
+        claims = await self.claim_some(provider, owner, lease_margin=lease_margin, most=1)
+        return claims[0] if claims else None
+
+    async def claim_some(
+        self, provider: str, owner: str, *, lease_margin: float, most: int
+    ) -> list[Claim]:
+        """`claim`, up to `most` jobs in one transaction: when a wave of tasks ends at once,
+        their successors are claimed together (claims of a provider take turns, so one
+        transaction per job would put a commit per job on every job's path)."""
         keys = self._keys.get(provider)
         if not keys:
-            return None
-        return await self._db.run(lambda tx: self._claim(tx, provider, keys, owner, lease_margin))
+            return []
+        return await self._db.run(
+            lambda tx: self._claim(tx, provider, keys, owner, lease_margin, most)
+        )
 
     async def _claim(
-        self, tx: Tx, provider: str, keys: Sequence[ProviderKey], owner: str, margin: float
-    ) -> Claim | None:
+        self,
+        tx: Tx,
+        provider: str,
+        keys: Sequence[ProviderKey],
+        owner: str,
+        margin: float,
+        most: int,
+    ) -> list[Claim]:
         await tx.lock(f"slots:{provider}")
         live = await tx.fetch_value(
             f"SELECT COUNT(*) FROM processes WHERE id = ? AND lease_expires_at > {self._now} + ?",
             (owner, margin),
         )
         if not live:
-            return None
+            return []
         used: dict[str, set[int]] = {key.key_id: set() for key in keys}
         for row in await tx.fetch_all(
             "SELECT provider_key, slot FROM jobs WHERE provider = ? AND slot IS NOT NULL",
@@ -152,25 +169,31 @@ class SharedQueue:
         ):
             used.setdefault(row["provider_key"], set()).add(int(row["slot"]))
         limits = await self._limits(tx, keys)
-        # The key with the most room first, so the load spreads over the accounts.
-        candidates = sorted(
-            (key for key in keys if limits[key.key_id] > len(used[key.key_id])),
-            key=lambda key: len(used[key.key_id]) - limits[key.key_id],
-        )
-        if not candidates:
-            return None
-        job_id = await tx.fetch_value(self._next_sql, (provider,))
-        if job_id is None:
-            return None
-        key = candidates[0]
-        slot = next(n for n in range(key.cap) if n not in used[key.key_id])
-        claimed = await tx.fetch_one(
-            "UPDATE jobs SET state = ?, owner = ?, provider_key = ?, slot = ?, updated_at = ?,"
-            " claim_seq = (SELECT COALESCE(MAX(claim_seq), 0) + 1 FROM jobs)"
-            " WHERE id = ? AND state = 'queued' RETURNING *",
-            (JobState.SUBMITTING.value, owner, key.key_id, slot, self._clock(), job_id),
-        )
-        return None if claimed is None else Claim(job_from_row(claimed), key)
+        claims: list[Claim] = []
+        while len(claims) < most:
+            # The key with the most room first, so the load spreads over the accounts.
+            candidates = sorted(
+                (key for key in keys if limits[key.key_id] > len(used[key.key_id])),
+                key=lambda key: len(used[key.key_id]) - limits[key.key_id],
+            )
+            if not candidates:
+                break
+            job_id = await tx.fetch_value(self._next_sql, (provider,))
+            if job_id is None:
+                break
+            key = candidates[0]
+            slot = next(n for n in range(key.cap) if n not in used[key.key_id])
+            claimed = await tx.fetch_one(
+                "UPDATE jobs SET state = ?, owner = ?, provider_key = ?, slot = ?,"
+                " updated_at = ?, claim_seq = (SELECT COALESCE(MAX(claim_seq), 0) + 1 FROM jobs)"
+                " WHERE id = ? AND state = 'queued' RETURNING *",
+                (JobState.SUBMITTING.value, owner, key.key_id, slot, self._clock(), job_id),
+            )
+            if claimed is None:
+                break
+            used[key.key_id].add(slot)
+            claims.append(Claim(job_from_row(claimed), key))
+        return claims
 
     async def _limits(self, tx: Tx, keys: Sequence[ProviderKey]) -> dict[str, int]:
         """How many tasks each key may hold now: 0 while paused, else its learned limit."""

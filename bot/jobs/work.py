@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 SHARED_QUEUE_POLL = 1.0
 METRICS_REFRESH_INTERVAL = 2.0
 CLAIM_RETRY_DELAY = 1.0
+# Jobs claimed in one transaction when several slots are free (a wave of tasks ended): a
+# claim only ever takes free slots, so this just keeps each transaction short.
+CLAIMS_PER_TRANSACTION = 8
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
 
@@ -136,13 +139,16 @@ class SharedWork:
         while True:
             wake.clear()
             try:
-                claim = await self.queue.claim(provider, self.lease.id, lease_margin=margin)
+                claims = await self.queue.claim_some(
+                    provider, self.lease.id, lease_margin=margin, most=CLAIMS_PER_TRANSACTION
+                )
             except Exception:
                 log.exception("claiming a %s job failed; retrying", provider)
                 await asyncio.sleep(CLAIM_RETRY_DELAY)
                 continue
-            if claim is not None:
+            for claim in claims:
                 self._submit(claim)
+            if claims:
                 continue
             pause = await self.queue.pause_left(provider)
             try:

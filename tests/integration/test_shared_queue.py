@@ -186,3 +186,14 @@ async def test_an_engine_stop_hands_its_jobs_over_at_once(
     assert await store.transition(claim.job.id, from_states=(JobState.SUBMITTED,),
                                   to=JobState.FAILED) is None  # fmt: skip
     assert (await other.require(claim.job.id)).state is JobState.SUBMITTED
+
+
+async def test_several_claims_in_one_transaction_keep_the_cap_and_the_turns(
+    db: Database,
+) -> None:
+    store, queue, lease = await setup(db, 3)
+    await queue_jobs(store, [(1, "a1"), (1, "a2"), (1, "a3"), (2, "b1"), (3, "c1")])
+    claims = await queue.claim_some("bfl", lease.id, lease_margin=NO_MARGIN, most=8)
+    assert [c.job.prompt for c in claims] == ["a1", "b1", "c1"]  # three free slots only
+    assert sorted(c.job.slot for c in claims) == [0, 1, 2]
+    assert await queue.claim_some("bfl", lease.id, lease_margin=NO_MARGIN, most=8) == []
