@@ -68,6 +68,10 @@ def _ranked_queue(backend: str) -> str:
 
 # Round-robin: everyone's first turn before anyone's second; within a turn, the member
 # served longest ago (or never) first; then first come, first served.
+# Jobs ranked per claim: the first that no other transaction holds is taken.
+NEXT_CANDIDATES = 4
+
+
 def _fair_order(table: str) -> str:
     return f"{table}.turn, COALESCE({table}.served, 0), {table}.created_at, {table}.tie"
 
@@ -85,13 +89,14 @@ class SharedQueue:
             self._by_id[key.key_id] = key
         self._now = DATABASE_NOW[db.backend]
         ranked = _ranked_queue(db.backend)
-        lock_rows = " FOR UPDATE OF jobs SKIP LOCKED" if db.backend == "postgres" else ""
-        # The next job by turn; a row another transaction holds (a cancel) is skipped.
+        # The next jobs by turn. Ranked on their own, then locked by id: joined back to
+        # `jobs` in one statement, PostgreSQL may re-rank the queue for every queued row
+        # (seen at 30 ms for 200 queued jobs on fresh statistics).
         self._next_sql = (
-            f"WITH ranked AS ({ranked}) SELECT jobs.id FROM jobs JOIN ranked USING (id)"
-            f" WHERE jobs.state = 'queued' ORDER BY {_fair_order('ranked')}"
-            f" LIMIT 1{lock_rows}"
+            f"WITH ranked AS ({ranked}) SELECT id FROM ranked"
+            f" ORDER BY {_fair_order('ranked')} LIMIT {NEXT_CANDIDATES}"
         )
+        self._lock_rows = db.backend == "postgres"
         self._position_sql = (
             f"WITH ranked AS ({ranked}) SELECT place FROM (SELECT id, ROW_NUMBER() OVER"
             f" (ORDER BY {_fair_order('ranked')}) AS place FROM ranked) AS placed WHERE id = ?"
@@ -178,7 +183,7 @@ class SharedQueue:
             )
             if not candidates:
                 break
-            job_id = await tx.fetch_value(self._next_sql, (provider,))
+            job_id = await self._next_job(tx, provider)
             if job_id is None:
                 break
             key = candidates[0]
@@ -194,6 +199,23 @@ class SharedQueue:
             used[key.key_id].add(slot)
             claims.append(Claim(job_from_row(claimed), key))
         return claims
+
+    async def _next_job(self, tx: Tx, provider: str) -> str | None:
+        """The first queued job by turn that no other transaction holds (a cancel holding
+        one is skipped, not waited for)."""
+        candidates = [row["id"] for row in await tx.fetch_all(self._next_sql, (provider,))]
+        if not candidates or not self._lock_rows:
+            return candidates[0] if candidates else None
+        placeholders = ",".join("?" for _ in candidates)
+        free = {
+            row["id"]
+            for row in await tx.fetch_all(
+                f"SELECT id FROM jobs WHERE id IN ({placeholders}) AND state = 'queued'"
+                " FOR UPDATE SKIP LOCKED",
+                candidates,
+            )
+        }
+        return next((job_id for job_id in candidates if job_id in free), None)
 
     async def _limits(self, tx: Tx, keys: Sequence[ProviderKey]) -> dict[str, int]:
         """How many tasks each key may hold now: 0 while paused, else its learned limit."""
