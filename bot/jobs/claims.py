@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from bot.jobs.models import Job, JobState
 from bot.jobs.store import QUEUE_CHANNEL, job_from_row
 from bot.providers.base import Provider
-from bot.storage.base import DATABASE_NOW, INSERTION_ORDER, Reads
+from bot.storage.base import DATABASE_NOW, INSERTION_ORDER, Backend, Reads
 from bot.storage.db import Database, Tx
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,10 @@ class Claim:
     key: ProviderKey
 
 
-def _ranked_queue(backend: str) -> str:
+def _ranked_queue(backend: Backend) -> str:
     """Queued jobs of one provider (`?`) with each one's turn (a member's n-th queued job has
     turn n) and when the member was last served (their latest claim; NULL: never)."""
-    order = INSERTION_ORDER["postgres" if backend == "postgres" else "sqlite"]
+    order = INSERTION_ORDER[backend]
     return (
         "SELECT id, created_at, tie, ROW_NUMBER() OVER"
         " (PARTITION BY user_id ORDER BY created_at, tie) AS turn,"
@@ -66,17 +66,20 @@ def _ranked_queue(backend: str) -> str:
     )
 
 
-# Round-robin: everyone's first turn before anyone's second; within a turn, the member
-# served longest ago (or never) first; then first come, first served.
 # Jobs ranked per claim: the first that no other transaction holds is taken.
 NEXT_CANDIDATES = 4
 
 
 def _fair_order(table: str) -> str:
+    """Round-robin: everyone's first turn before anyone's second; within a turn, the member
+    served longest ago (or never) first; then first come, first served."""
     return f"{table}.turn, COALESCE({table}.served, 0), {table}.created_at, {table}.tie"
 
 
 class SharedQueue:
+    """The queue and the keys' slots and back-off, as every process sharing the store sees
+    them."""
+
     def __init__(
         self, db: Database, keys: Iterable[ProviderKey], clock: Callable[[], float]
     ) -> None:
