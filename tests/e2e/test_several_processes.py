@@ -333,7 +333,9 @@ async def cancel_some(discord: FakeDiscord, places: list[Place]) -> int:
 
     await wait_until(some_waiting, 20, "requests waiting in line")
     clicks = 0
-    for requester, message, custom_id in waiting()[:8]:
+    # The newest waiting messages: those jobs are the furthest back in line.
+    newest_first = sorted(waiting(), key=lambda found: found[1].id, reverse=True)
+    for requester, message, custom_id in newest_first[:8]:
         await discord.click(requester, message, custom_id)
         clicks += 1
     return clicks
