@@ -282,7 +282,7 @@ class JobEngine:
         )
         self.work.wake(job.provider)
         self.metrics.job_state_changed(job.state, job.variant)
-        self._progress(job)
+        self._progress(job, position)
         return job, position
 
     async def check_quota(self, request: GenerationRequest) -> None:
@@ -396,7 +396,8 @@ class JobEngine:
             log.exception("job %s: unexpected error", job_id)
             await self.delivery.fail_anywhere(job_id)
         finally:
-            await self._release(job_id, job.provider)
+            # Every ending above freed the slot in its own transition: let the next job in.
+            self.work.wake(job.provider)
             self.follower.forget(job_id)
 
     async def _requeue(self, job: Job) -> None:
@@ -412,7 +413,8 @@ class JobEngine:
         self.work.wake(job.provider)
 
     async def _release(self, job_id: str, provider: str) -> None:
-        """Free the job's slot (if it still holds one) and let the next job in."""
+        """Free the job's slot before its images are downloaded (the provider is done with
+        it) and let the next job in. Any later state change would free it too."""
         try:
             await self.queue.release(job_id, self.lease.id)
         except asyncio.CancelledError:
@@ -475,6 +477,8 @@ class JobEngine:
         except Exception:
             log.exception("job %s: unexpected error while following", job.id)
             await self.delivery.fail_anywhere(job.id)
+        finally:
+            self.work.wake(job.provider)  # its slot is free, however it ended
 
     async def _complete(self, job: Job, key: ProviderKey, result: TaskResult) -> None:
         if result.outcome is TaskOutcome.MODERATED:
@@ -532,23 +536,30 @@ class JobEngine:
             )
         return cost
 
-    def _progress(self, job: Job) -> None:
+    def _progress(self, job: Job, position: int | None = None) -> None:
+        """Show the job's progress; `position`: its place in line, known only while queued
+        (every later report is about a job no longer in line)."""
         if self._running:
-            self._spawn(self._report_progress(job))
+            self._spawn(self._report_progress(job, position))
 
-    async def _report_progress(self, job: Job) -> None:
+    async def _report_progress(self, job: Job, position: int | None) -> None:
         try:
-            position = await self.queue_position(job)
             await self.notifier.job_progress(job, queue_position=position)
         except Exception:
             log.debug("progress update for job %s failed", job.id, exc_info=True)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
+    def _spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: str | None = None,
+        into: set[asyncio.Task[Any]] | None = None,
+    ) -> None:
+        tasks = self._tasks if into is None else into
         task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _spawn_job(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._job_tasks.add(task)
-        task.add_done_callback(self._job_tasks.discard)
+        """A task working on a claimed job: dropped if this process loses its lease."""
+        self._spawn(coro, name=name, into=self._job_tasks)

@@ -17,6 +17,7 @@ from bot.jobs.models import Job
 from bot.jobs.store import JobStore
 from bot.jobs.webhooks import WebhookSubscription, has_valid_tag, split_tagged_job_id
 from bot.metrics import Metrics
+from bot.periodic import repeat
 from bot.providers.base import Provider, TaskOutcome, TaskResult
 
 if TYPE_CHECKING:
@@ -109,10 +110,6 @@ class TaskFollower:
         self.url_key: bytes | None = None
         self._reading: set[str] = set()
 
-    @property
-    def watched(self) -> frozenset[str]:
-        return frozenset(self._wake)
-
     def forget_all(self) -> None:
         for job_id in list(self._wake):
             self.forget(job_id)
@@ -172,13 +169,12 @@ class TaskFollower:
 
     async def watch_recorded_webhooks(self) -> None:
         """The safety net under NOTIFY: look for recorded webhooks of followed jobs."""
-        while True:
-            await asyncio.sleep(RECORDED_WEBHOOK_POLL)
+
+        async def look() -> None:
             if self._wake:
-                try:
-                    await self._read_recorded(None)
-                except Exception:
-                    log.warning("reading recorded webhooks failed", exc_info=True)
+                await self._read_recorded(None)
+
+        await repeat(look, lambda: RECORDED_WEBHOOK_POLL, what="reading recorded webhooks")
 
     async def _read_recorded(self, job_ids: list[str] | None) -> None:
         if self.owner is None:

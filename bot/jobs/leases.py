@@ -73,8 +73,13 @@ class ProcessLease:
         )
         return float("-inf") if left is None else float(left)
 
+    @property
+    def submit_margin(self) -> float:
+        """What must be left of the lease to start sending work (see SUBMIT_MARGIN)."""
+        return min(SUBMIT_MARGIN, self.seconds / 2)
+
     async def may_submit(self) -> bool:
-        return await self.remaining() > min(SUBMIT_MARGIN, self.seconds / 2)
+        return await self.remaining() > self.submit_margin
 
     async def release(self) -> None:
         """End the lease now (a clean stop): another process may adopt the work at once."""

@@ -45,7 +45,6 @@ _UPDATABLE = frozenset(
         "owner",
         "provider_key",
         "slot",
-        "webhook_payload",
     }
 )
 # Where a job is shown: written by whichever process handles its interaction or message
@@ -307,6 +306,8 @@ class JobStore:
         if not rows:
             return None
         job = job_from_row(rows[0])
+        if to not in _SLOT_STATES and not _SLOT_STATES.isdisjoint(from_states):
+            await tx.notify(QUEUE_CHANNEL, job.provider)  # it may have freed a slot
         await self._settle(tx, job, images, now)
         return job
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from bot.jobs.claims import Claim, SharedQueue
-from bot.jobs.leases import SUBMIT_MARGIN, ProcessLease
+from bot.jobs.leases import ProcessLease
 from bot.jobs.models import Job
 from bot.jobs.store import QUEUE_CHANNEL, JobStore, job_from_row
 from bot.periodic import repeat
@@ -135,7 +135,7 @@ class SharedWork:
     async def _admit(self, provider: str) -> None:
         wake = self._wake[provider]
         idle = SHARED_QUEUE_POLL if self._db.shared else None
-        margin = min(SUBMIT_MARGIN, self.lease.seconds / 2)
+        margin = self.lease.submit_margin
         while True:
             wake.clear()
             try:
