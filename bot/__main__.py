@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_run(settings))
     except KeyboardInterrupt:
         pass
-    except StartupError as exc:  # another instance, a busy port: the message says it all
+    except StartupError as exc:  # another instance, a busy port, the database: says it all
         print(str(exc), file=sys.stderr)
-        return 1
+        return exc.exit_code
     except Exception as exc:  # one clear line for start-up failures such as a bad token
         import discord
 
