@@ -181,6 +181,11 @@ class _Routes:
             return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
         if subscription is None:
             return self._reject(job_id, WebhookRejection.UNKNOWN_TASK, HTTPStatus.NOT_FOUND)
+        if subscription.secret is None:
+            # The job has ended and its secret went with it: nothing can be verified, and
+            # nothing is read or changed. 200 all the same, so BFL does not retry a late
+            # duplicate (a 4xx might be retried: BFL does not document its retries).
+            return web.json_response({"ok": True})
         if not verify_webhook(raw, request.headers, subscription.secret):
             return self._reject(job_id, WebhookRejection.BAD_SECRET, HTTPStatus.UNAUTHORIZED)
 

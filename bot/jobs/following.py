@@ -136,8 +136,11 @@ class TaskFollower:
             # memory, so a flood of made-up ids costs no database read.
             return None
         job = await self.store.get(job_id)
+        if job is not None and job.closed:
+            # Ended, its secret erased: still answered, so a late duplicate is not retried.
+            return WebhookSubscription(secret=None, task_id=job.provider_task_id)
         if job is None or job.webhook_secret is None:
-            return None  # finished jobs still answer, so a late duplicate is not retried
+            return None
         return WebhookSubscription(secret=job.webhook_secret, task_id=job.provider_task_id)
 
     async def webhook_result(self, url_id: str, task_id: str, result: TaskResult) -> None:

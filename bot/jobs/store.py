@@ -79,7 +79,8 @@ WEBHOOK_CHANNEL = "fluxcord_webhook"
 
 # A member's requests not yet ended and shown, over every server and DMs.
 _OPEN_COUNT_SQL = "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?"
-_TOKEN_ERASED = {"interaction_token": None}
+# A closed job's credentials: nothing may use them any more, so they are not kept.
+_CREDENTIALS_ERASED = {"interaction_token": None, "webhook_secret": None}
 
 # Settled when a job reaches these states: the image exists (and the provider billed it).
 _CHARGED_STATES = frozenset({JobState.READY, JobState.DELIVERED})
@@ -282,7 +283,7 @@ class JobStore:
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} on a job")
         if fields.get("closed"):
-            fields = {**fields, **_TOKEN_ERASED}  # the job has ended: its credential goes
+            fields = {**fields, **_CREDENTIALS_ERASED}  # the job has ended: its credentials go
         if to not in _SLOT_STATES:
             fields = {"slot": None, **fields}  # no longer at the provider
         if self.owner is not None and "owner" not in fields:
@@ -432,7 +433,8 @@ class JobStore:
         """The requester has been shown the outcome of a failed, moderated or cancelled job."""
         fence, fence_params = self._fence()
         await self._db.execute(
-            f"UPDATE jobs SET closed = 1, interaction_token = NULL WHERE id = ?{fence}",
+            "UPDATE jobs SET closed = 1, interaction_token = NULL, webhook_secret = NULL"
+            f" WHERE id = ?{fence}",
             (job_id, *fence_params),
         )
 

@@ -24,7 +24,9 @@ MAX_WEBHOOK_URL_LENGTH = 2083
 class WebhookSubscription:
     """What the receiver needs to know about a job to verify a delivery for it."""
 
-    secret: str = field(repr=False)  # never in a repr, so never in a log line
+    # Never in a repr, so never in a log line. None: the job has ended and its secret was
+    # erased with it, so nothing a delivery says can change anything (see bot/web.py).
+    secret: str | None = field(repr=False)
     # The provider task id once the submit answer is recorded; None before that (a webhook
     # may arrive first: then the delivery's own task id is accepted).
     task_id: str | None = None
@@ -35,7 +37,8 @@ class WebhookTarget(Protocol):
 
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
         """The job's secret and task id; None when no such job exists (or it has no secret).
-        Finished jobs should still answer, so a late duplicate gets 200 and is not retried.
+        A closed job answers with secret None (erased when it closed): the receiver then
+        says 200 without reading anything, so a late duplicate is not retried.
         Called for every request before it is authenticated: unknown ids should be answered
         from memory, without a database read."""
         ...
