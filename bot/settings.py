@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -274,6 +274,18 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("has a port that is not a number up to 65535") from None
         return value
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret (the bot token, provider keys, the database password), so
+        that the logs can blank them wherever they might appear (bot/redaction.py)."""
+        secrets = [self.discord_token.get_secret_value(), *(key for key, _ in self.bfl_keys())]
+        if self.aiml_api_key is not None:
+            secrets.append(self.aiml_api_key.get_secret_value())
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                secrets += [password, unquote(password)]
+        return secrets
 
     @property
     def database_target(self) -> str | Path:
