@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +59,7 @@ from bot.providers.base import (
     WebhookRequest,
     sane_cost,
 )
+from bot.storage.clock import DatabaseClock
 from bot.storage.db import Database
 from bot.variants import ReferenceSize
 
@@ -121,7 +121,7 @@ class JobEngine:
         keys: Collection[ProviderKey] | None = None,
         lease_seconds: float | None = None,
         polling: PollingPolicy | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         ledger: Ledger | None = None,
         webhooks: WebhookConfig | None = None,
         metrics: Metrics | None = None,
@@ -129,6 +129,9 @@ class JobEngine:
         max_reported_cost: float = DEFAULT_MAX_REPORTED_COST,
         provider_moderation_strikes: bool = False,
     ) -> None:
+        # Times other processes read back are in database time, unless a test brings its own
+        # clock (bot/storage/clock.py).
+        clock = DatabaseClock(db) if clock is None else clock
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
         self.store = JobStore(db, clock, ledger=self.ledger)
@@ -181,6 +184,9 @@ class JobEngine:
         claiming queued ones (bot/jobs/work.py)."""
         if not self.delivery.attached:
             raise RuntimeError("attach a notifier before starting the engine")
+        if isinstance(self._clock, DatabaseClock):  # before any time is written or compared
+            await self._clock.sync()
+            self._spawn(self._clock.keep_synced(), name="database-clock")
         self.follower.url_key = await webhook_url_key(self._db)
         await self.work.start(lambda coro, name: self._spawn(coro, name=name))
         if self._db.shared:
