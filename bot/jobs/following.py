@@ -19,6 +19,7 @@ from bot.jobs.webhooks import WebhookSubscription, has_valid_tag, split_tagged_j
 from bot.metrics import Metrics
 from bot.periodic import repeat
 from bot.providers.base import Provider, TaskOutcome, TaskResult
+from bot.storage.outage import is_outage
 
 if TYPE_CHECKING:
     from bot.jobs.engine import EngineStats
@@ -223,12 +224,21 @@ class TaskFollower:
             if result.outcome in (TaskOutcome.RUNNING, TaskOutcome.UNKNOWN):
                 if result.raw_status != last_status:
                     last_status = result.raw_status
-                    self._on_status(
-                        await self.store.update(job.id, provider_status=result.raw_status)
-                    )
+                    await self._show_status(job, result.raw_status)
                 continue
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _show_status(self, job: Job, status: str) -> None:
+        """Record and show the provider's status text. Only a decoration: in a database
+        outage it is skipped, so polling (and the job) never waits for it."""
+        try:
+            updated = await self.store.update(job.id, patient=False, provider_status=status)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return
+        self._on_status(updated)
 
     def _deadline(self, job: Job, since: float | None, now: float) -> float:
         """The job's deadline on the loop's monotonic clock, so that a wall-clock jump (NTP,

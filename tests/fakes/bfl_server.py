@@ -123,6 +123,7 @@ import json
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -452,6 +453,7 @@ class FakeBFL(LoopbackServer):
         self.tasks: dict[str, Task] = {}
         self.webhook_attempts: list[WebhookAttempt] = []
         self.poll_count = 0
+        self.downloads: Counter[str] = Counter()  # task id → result images served
         self.wrong_key_polls = 0  # polls of an existing task with another account's key
         self.max_active_seen = 0
         self.rejected_429 = 0
@@ -1119,6 +1121,7 @@ class FakeBFL(LoopbackServer):
             )
         if time.monotonic() > task.ready_at + self.result_ttl:
             return _xml_error(403, "AccessDenied", "Request has expired")
+        self.downloads[task.id] += 1
         return web.Response(
             body=self.image_bytes(task.id), content_type=CONTENT_TYPES[task.output_format]
         )
