@@ -427,11 +427,12 @@ class JobEngine:
         """Register the job for early wake-up, and give it a webhook when the receiver is on.
         Registered before the submit: a fast task's webhook may beat the submit's answer."""
         self.follower.watch(job.id)
-        if self._webhooks is None or not provider.supports_webhooks:
+        url_key = self.follower.url_key  # read at start; every URL given out carries its tag
+        if self._webhooks is None or not provider.supports_webhooks or url_key is None:
             return None
         secret = new_webhook_secret()
         await self.store.update(job.id, webhook_secret=secret)
-        url = webhook_url(self._webhooks.public_url, job.id, key=self.follower.url_key)
+        url = webhook_url(self._webhooks.public_url, job.id, key=url_key)
         return WebhookRequest(url, secret)
 
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
