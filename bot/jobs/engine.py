@@ -58,6 +58,7 @@ from bot.providers.base import (
     TaskOutcome,
     TaskResult,
     WebhookRequest,
+    result_pixel_limit,
     sane_cost,
 )
 from bot.storage.db import Database
@@ -499,14 +500,19 @@ class JobEngine:
             )
             return
         provider = key.client
+        variant = get_variant(job.variant)
+        # An image far larger than asked for is refused from its header, before any decoding.
+        most_pixels = result_pixel_limit(
+            variant, job.params, has_references=job.reference_count > 0
+        )
 
         async def download(url: str) -> OutputImage:
             with self.metrics.time_provider_call(job.provider, "download"):
-                return await provider.download(url)
+                return await provider.download(url, max_pixels=most_pixels)
 
         # Never more images than were asked for (and reserved): the rest would be charged
         # beyond what the allowance check admitted.
-        wanted = get_variant(job.variant).image_count(job.params)
+        wanted = variant.image_count(job.params)
         outputs: list[OutputImage] = list(
             await asyncio.gather(*(download(url) for url in result.sample_urls[:wanted]))
         )

@@ -286,7 +286,9 @@ async def test_missing_secret_is_refused(
 async def test_unknown_job_is_404(
     fake_bfl: FakeBFL, server: WebServer, target: DictTarget, metrics: Metrics
 ) -> None:
-    await submit(fake_bfl, webhook_url(server.url, "feedfacefeedface", key=TAG_KEY), new_webhook_secret())
+    await submit(
+        fake_bfl, webhook_url(server.url, "feedfacefeedface", key=TAG_KEY), new_webhook_secret()
+    )
 
     assert await webhooks_sent(fake_bfl, 1) == [404]
     assert target.received == []
