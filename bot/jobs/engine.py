@@ -59,6 +59,7 @@ from bot.providers.base import (
     TaskOutcome,
     TaskResult,
     WebhookRequest,
+    result_pixel_limit,
     sane_cost,
 )
 from bot.storage.db import Database
@@ -511,11 +512,12 @@ class JobEngine:
         """Register the job for early wake-up, and give it a webhook when the receiver is on.
         Registered before the submit: a fast task's webhook may beat the submit's answer."""
         self.follower.watch(job.id)
-        if self._webhooks is None or not provider.supports_webhooks:
+        url_key = self.follower.url_key  # read at start; every URL given out carries its tag
+        if self._webhooks is None or not provider.supports_webhooks or url_key is None:
             return None
         secret = new_webhook_secret()
         await self.store.update(job.id, webhook_secret=secret)
-        url = webhook_url(self._webhooks.public_url, job.id, key=self.follower.url_key)
+        url = webhook_url(self._webhooks.public_url, job.id, key=url_key)
         return WebhookRequest(url, secret)
 
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
@@ -583,14 +585,19 @@ class JobEngine:
             )
             return
         provider = key.client
+        variant = get_variant(job.variant)
+        # An image far larger than asked for is refused from its header, before any decoding.
+        most_pixels = result_pixel_limit(
+            variant, job.params, has_references=job.reference_count > 0
+        )
 
         async def download(url: str) -> OutputImage:
             with self.metrics.time_provider_call(job.provider, "download"):
-                return await provider.download(url)
+                return await provider.download(url, max_pixels=most_pixels)
 
         # Never more images than were asked for (and reserved): the rest would be charged
         # beyond what the allowance check admitted.
-        wanted = get_variant(job.variant).image_count(job.params)
+        wanted = variant.image_count(job.params)
         outputs: list[OutputImage] = list(
             await asyncio.gather(*(download(url) for url in result.sample_urls[:wanted]))
         )
