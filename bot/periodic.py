@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
+from bot.storage.outage import is_outage
+
 log = logging.getLogger(__name__)
 
 
@@ -14,10 +16,14 @@ async def repeat(
     step: Callable[[], Awaitable[object]], interval: Callable[[], float], *, what: str
 ) -> NoReturn:
     """Run `step` now, then every `interval()` seconds (read each time: tests shorten it),
-    until cancelled. A failed round is logged as "`what` failed" and the next one goes on."""
+    until cancelled. A failed round is logged as "`what` failed" and the next one goes on;
+    one that failed because the database is unreachable is not (the store logs the outage)."""
     while True:
         try:
             await step()
-        except Exception:
-            log.exception("%s failed", what)
+        except Exception as exc:
+            if is_outage(exc):
+                log.debug("%s failed: the database is unreachable", what)
+            else:
+                log.exception("%s failed", what)
         await asyncio.sleep(interval())

@@ -165,6 +165,8 @@ async def build_services(
         reference_retention=settings.reference_retention_days * 86400,
         max_reported_cost=settings.max_reported_cost_credits,
         provider_moderation_strikes=settings.provider_moderation_strikes,
+        shutdown_grace=settings.shutdown_grace_seconds,
+        database_patience=settings.database_retry_seconds,
         webhooks=(
             WebhookConfig(public_url, settings.webhook_grace_seconds) if public_url else None
         ),

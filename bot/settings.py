@@ -71,6 +71,18 @@ class Settings(BaseSettings):
         le=600,
         description="How soon another process takes over a dead one's work and shards",
     )
+    shutdown_grace_seconds: float = Field(
+        default=25.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long requests already sent to a provider may finish",
+    )
+    database_retry_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="How long a request's database writes retry through an outage",
+    )
     shard_ids: str | None = Field(
         default=None, description="The shards this process runs, e.g. 0,1 or 0-3 (default all)"
     )

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from bot.errors import StartupError
 from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database, Tx
+from bot.storage.outage import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class ShardLeases:
         waited_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
-            problem = await self._db.run(self._try_acquire)
+            problem = await self._db.run(self.try_acquire)
             if problem is None:
                 return
             if waited_since is None:
@@ -79,7 +80,8 @@ class ShardLeases:
                 raise ShardTaken(f"{problem}, and that process is still running: check SHARD_IDS")
             await asyncio.sleep(min(1.0, self.seconds / 4))
 
-    async def _try_acquire(self, tx: Tx) -> str | None:
+    async def try_acquire(self, tx: Tx) -> str | None:
+        """Take the shards in `tx`, or say why not (a live process holds one of them)."""
         await tx.lock("shard-leases")
         now = self._now
         rows = await tx.fetch_all(
@@ -173,23 +175,55 @@ class ShardFleet:
         owner = f"{socket.gethostname()} pid {os.getpid()} {secrets.token_hex(4)}"
         self.leases = ShardLeases(db, owner, shard_ids, shard_count, seconds=lease_seconds)
         self.gate = IdentifyGate(db)
+        self._db = db
         self._renewal: asyncio.Task[None] | None = None
 
-    async def join(self, *, on_lost: Callable[[], Awaitable[None]]) -> None:
+    async def join(
+        self,
+        *,
+        on_lost: Callable[[], Awaitable[None]],
+        on_regained: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Take this process's shards, then keep them. A lease that ran out (the database
+        was unreachable for longer than the lease) is not the end: `on_lost` disconnects the
+        shards, the process waits until it holds them again (standing by while another
+        process runs them), and `on_regained` reconnects them."""
         await self.leases.acquire()
-        self._renewal = asyncio.create_task(self._renew(on_lost), name="shard-leases")
+        self._renewal = asyncio.create_task(self._keep(on_lost, on_regained), name="shard-leases")
 
-    async def _renew(self, on_lost: Callable[[], Awaitable[None]]) -> None:
+    async def _keep(
+        self, on_lost: Callable[[], Awaitable[None]], on_regained: Callable[[], Awaitable[None]]
+    ) -> None:
         while True:
             await asyncio.sleep(self.leases.seconds / 4)
             try:
                 held = await self.leases.renew()
-            except Exception:
-                log.warning("renewing the shard leases failed; retrying", exc_info=True)
+            except Exception as exc:
+                if not is_outage(exc):  # the store has logged an outage
+                    log.warning("renewing the shard leases failed; retrying", exc_info=True)
                 continue
             if not held:
                 await on_lost()
+                await self._take_back()
+                await on_regained()
+
+    async def _take_back(self) -> None:
+        """Wait until this process holds all its shards again."""
+        standing_by = False
+        while True:
+            try:
+                problem = await self._db.run(self.leases.try_acquire)
+            except Exception as exc:
+                if not is_outage(exc):
+                    log.warning("taking the shard leases back failed; retrying", exc_info=True)
+                problem = "the database is unreachable"
+            if problem is None:
+                log.warning("this process holds shards %s again", self.leases.shard_ids)
                 return
+            if not standing_by and "database" not in problem:
+                log.warning("%s; standing by until it is free", problem)
+                standing_by = True
+            await asyncio.sleep(self.leases.seconds / 4)
 
     async def leave(self) -> None:
         if self._renewal is not None:

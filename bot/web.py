@@ -8,12 +8,13 @@ Routes
     the webhook URL is sent with the submit, before the task id exists, so the job id is the
     only id a per-job URL can carry. That also lets a delivery be verified when it beats the
     engine's write of the submit answer (a fast task, or a slow database): the job and its
-    secret exist before the submit is sent. Job ids are random (64 bits) and only name a
-    job; the per-job secret is what authenticates.
+    secret exist before the submit is sent. The path is ``<job id>_<tag>`` (bot/jobs/webhooks.py)
+    and only names a job; the per-job secret is what authenticates.
 
     Order of checks, each ending the request with no side effect:
     size (413, by Content-Length before reading, then by a capped read) → job known (404;
-    an id the engine is not following is refused from memory, without a database read) →
+    an id without the fleet's tag, which only the URLs the bot gave BFL carry, is refused
+    from memory, without a database read: job ids alone are public, in every button) →
     authenticated (401: ``X-Webhook-Secret`` equal to the job's secret, or
     ``X-BFL-Signature: sha256=<hex HMAC-SHA256 of the raw body>``, both compared in constant
     time) → JSON body with a task id (400) → task id is the job's (404) → handed over (200).
@@ -47,6 +48,7 @@ from aiohttp import web
 from bot.jobs.webhooks import WEBHOOK_PATH, WebhookTarget, verify_webhook, webhook_task_result
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.metrics import Metrics, WebhookRejection
+from bot.storage.outage import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +177,9 @@ class _Routes:
         assert self._target is not None  # the route exists only with a target
         try:
             subscription = await self._target.webhook_subscription(job_id)
-        except Exception:
+        except Exception as exc:
             # A database hiccup: 5xx so BFL may retry; polling follows the job meanwhile.
-            log.exception("webhook for job %s: looking the job up failed", job_id)
-            return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
+            return _failed_to_take(job_id, exc, "looking the job up failed")
         if subscription is None:
             return self._reject(job_id, WebhookRejection.UNKNOWN_TASK, HTTPStatus.NOT_FOUND)
         if subscription.secret is None:
@@ -202,10 +203,9 @@ class _Routes:
         result = webhook_task_result(payload)
         try:
             await self._target.webhook_result(job_id, task_id, result)
-        except Exception:
+        except Exception as exc:
             # The job is safe either way: polling still follows it. A 5xx lets BFL retry.
-            log.exception("webhook for job %s: the engine failed to take it", job_id)
-            return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
+            return _failed_to_take(job_id, exc, "the engine failed to take it")
         self._metrics.webhook_accepted()
         log.info("webhook for job %s accepted: %s", job_id, result.outcome.value)
         return web.json_response({"ok": True})
@@ -288,6 +288,16 @@ def _consume_ping(task: asyncio.Task[object]) -> None:
     """Log a failed database ping once (without it asyncio warns the error was never seen)."""
     if not task.cancelled() and (error := task.exception()) is not None:
         log.warning("health check: database ping failed: %s", type(error).__name__)
+
+
+def _failed_to_take(job_id: str, exc: Exception, what: str) -> web.Response:
+    """A webhook we could not take now. During a database outage that is expected (the store
+    has logged the outage once): 503, and the job's poll finishes it."""
+    if is_outage(exc):
+        log.info("webhook for job %s: the database is unreachable; polling will finish it", job_id)
+        return _plain(HTTPStatus.SERVICE_UNAVAILABLE)
+    log.error("webhook for job %s: %s", job_id, what, exc_info=exc)
+    return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
 def _plain(status: HTTPStatus) -> web.Response:

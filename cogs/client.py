@@ -131,7 +131,9 @@ class FluxcordBot(commands.AutoShardedBot):
             lease_seconds=self.settings.lease_seconds,
         )
         self.fleet.gate.max_concurrency = int(limits.get("max_concurrency", 1))
-        await self.fleet.join(on_lost=self._shard_lease_lost)
+        await self.fleet.join(
+            on_lost=self._shard_lease_lost, on_regained=self._shard_lease_regained
+        )
         count, mine = self.shard_count, frozenset(shard_ids)
 
         def on_my_shards(guild_id: int) -> bool:
@@ -144,8 +146,16 @@ class FluxcordBot(commands.AutoShardedBot):
 
     async def _shard_lease_lost(self) -> None:
         # Another process may connect these shards now: never keep a second session open.
-        log.error("this process lost its shard lease; disconnecting (restart to rejoin)")
-        await self.close()
+        log.warning(
+            "this process's shard lease ran out (was the database unreachable?); disconnecting"
+            " its shards until it holds them again"
+        )
+        for shard in self.shards.values():
+            await shard.disconnect()
+
+    async def _shard_lease_regained(self) -> None:
+        for shard in self.shards.values():
+            await shard.connect()
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         if self.fleet is None:

@@ -405,7 +405,7 @@ def attach_delivery(
     bot.poster = ChannelPoster(bot, turns)
     bot.notifier = DiscordNotifier(
         bot,
-        lookup=services.engine.store.get,
+        lookup=services.engine.store.load,  # waits through a database outage
         shown_in=lambda job_id, message_id, left: services.generation.shown_in(
             job_id, message_id, left_interaction=left
         ),

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -79,20 +80,20 @@ class PostgresServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the server writes to it until stop()
         if self._as_root:
             shutil.chown(self.log_path, "postgres")
-        self._process = subprocess.Popen(
-            self._command(
-                str(self._bin / "postgres"), "-D", str(data),
-                "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
-                "-k", str(self.folder),
-                *(() if self._durable else _FAST_AND_FRAGILE),
-                "-c", "max_connections=400", "-c", "shared_buffers=128MB",
-                "-c", f"log_line_prefix={LOG_PREFIX}",
-            ),
-            stdout=log, stderr=log,
-        )  # fmt: skip
+        self._process = subprocess.Popen(self._server_command(), stdout=log, stderr=log)
         log.close()
         atexit.register(self.stop)
         self._wait_until_ready()
+
+    def _server_command(self) -> list[str]:
+        return self._command(
+            str(self._bin / "postgres"), "-D", str(self.folder / "data"),
+            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
+            "-k", str(self.folder),
+            *(() if self._durable else _FAST_AND_FRAGILE),
+            "-c", "max_connections=400", "-c", "shared_buffers=128MB",
+            "-c", f"log_line_prefix={LOG_PREFIX}",
+        )  # fmt: skip
 
     def _wait_until_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -133,6 +134,41 @@ class PostgresServer:
                 process.wait()
         if self.folder.exists() and process is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server as an operator would (`pg_ctl stop -m fast|immediate`), keeping its
+        data, so `resume_serving` brings the same databases back on the same port."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            # To the postmaster itself: as root the started process is `runuser`.
+            os.kill(self._postmaster(), signal.SIGINT if mode == "fast" else signal.SIGQUIT)
+            process.wait(30)
+
+    def resume_serving(self) -> None:
+        """Start the halted server again on its data and port."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the server writes to it until stop()
+        self._process = subprocess.Popen(self._server_command(), stdout=log, stderr=log)
+        log.close()
+        self._wait_until_ready()
+
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster and every backend: the server is there but answers nothing."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def _postmaster(self) -> int:
+        return int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
+
+    def _pids(self) -> list[int]:
+        postmaster = self._postmaster()
+        children = subprocess.run(
+            ["pgrep", "-P", str(postmaster)], capture_output=True, text=True
+        ).stdout.split()
+        return [postmaster, *(int(pid) for pid in children)]
 
     def admin(self, sql: str) -> None:
         """Run one statement as the superuser, synchronously (CREATE/DROP DATABASE)."""

@@ -26,8 +26,9 @@ the steps of that path read best in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +58,12 @@ from bot.providers.base import (
     TaskOutcome,
     TaskResult,
     WebhookRequest,
+    result_pixel_limit,
     sane_cost,
 )
 from bot.storage.clock import DatabaseClock
 from bot.storage.db import Database
+from bot.storage.outage import DEFAULT_PATIENCE, is_outage
 from bot.variants import ReferenceSize
 
 log = logging.getLogger(__name__)
@@ -128,13 +131,15 @@ class JobEngine:
         reference_retention: float | None = None,
         max_reported_cost: float = DEFAULT_MAX_REPORTED_COST,
         provider_moderation_strikes: bool = False,
+        shutdown_grace: float = 0.0,
+        database_patience: float = DEFAULT_PATIENCE,
     ) -> None:
         # Times other processes read back are in database time, unless a test brings its own
         # clock (bot/storage/clock.py).
         clock = DatabaseClock(db) if clock is None else clock
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
-        self.store = JobStore(db, clock, ledger=self.ledger)
+        self.store = JobStore(db, clock, ledger=self.ledger, patience=database_patience)
         self.stats = EngineStats()
         self._polling = polling or PollingPolicy()
         self._clock = clock
@@ -166,6 +171,15 @@ class JobEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         # The tasks working on claimed jobs: dropped together if this process loses its lease.
         self._job_tasks: set[asyncio.Task[Any]] = set()
+        # Which jobs have a task working on them now, and which had one since the owner's
+        # sweep began: the sweep resumes only jobs that neither lists (`_resume_unfollowed`).
+        self._working: dict[str, int] = {}
+        self._worked_since_sweep: set[str] = set()
+        self._tasks_of: dict[str, set[asyncio.Task[Any]]] = {}
+        # Jobs whose request is on its way to a provider now (what a graceful stop waits for).
+        self._sending: set[str] = set()
+        self._shutdown_grace = shutdown_grace
+        self._unfollowed: dict[str, float] = {}  # job id → updated_at, seen by the last sweep
         self._running = False
         self.work = SharedWork(
             db,
@@ -175,6 +189,7 @@ class JobEngine:
             recover=self._recover,
             submit=self._start_submission,
             drop_job_tasks=self._drop_job_tasks,
+            resume_unfollowed=self._resume_unfollowed,
         )
         self.work.on_owner_changed = self._owner_changed
 
@@ -200,8 +215,20 @@ class JobEngine:
         self._running = True
 
     async def stop(self) -> None:
-        """Stop at once. Whatever was in flight resumes from the database: in another
-        process at once (the lease is given up), or in this one on its next start."""
+        """Stop claiming work, give the requests being sent to a provider up to
+        `shutdown_grace` seconds to come back and finish (a synchronous provider's image
+        would otherwise be made, billed and lost), then stop the rest at once. What was in
+        flight resumes from the database: in another process at once (the lease is given
+        up), or in this one on its next start."""
+        self.work.stop_claiming()
+        sending = [task for job_id in self._sending for task in self._tasks_of.get(job_id, ())]
+        if sending and self._shutdown_grace > 0:
+            log.info(
+                "stopping: waiting up to %.0f s for %d request(s) at the image services",
+                self._shutdown_grace,
+                len(sending),
+            )
+            await asyncio.wait(sending, timeout=self._shutdown_grace)
         self._running = False
         tasks = [*self._tasks, *self._job_tasks]
         for task in tasks:
@@ -220,35 +247,57 @@ class JobEngine:
         key = self.queue.key_of(job)
         if job.state is JobState.READY:
             # The image is already stored (and charged): posting it needs no provider.
-            self._spawn_job(self.delivery.deliver(job.id))
+            self._spawn_job(job.id, self.delivery.deliver(job.id))
             return
         if key is None and not job.state.is_terminal:
             self._spawn_job(
+                job.id,
                 self.delivery.fail(
                     job.id,
                     (job.state,),
                     JobState.FAILED,
                     "This model is no longer configured on the bot.",
-                )
+                ),
             )
             return
         if job.state is JobState.QUEUED:
             self.work.wake(job.provider)
         elif job.state is JobState.SUBMITTING:
             self._spawn_job(
+                job.id,
                 self.delivery.fail(
                     job.id, (JobState.SUBMITTING,), JobState.FAILED, INTERRUPTED_MESSAGE
-                )
+                ),
             )
         elif job.state is JobState.SUBMITTED:
             assert key is not None
             self.follower.watch(job.id)  # its webhook may come any moment
-            self._spawn_job(self._follow(job, key, first_delay=0.0))
+            self._spawn_job(job.id, self._follow(job, key, first_delay=0.0))
         else:
-            self._spawn_job(self.delivery.announce_failure(job.id))
+            self._spawn_job(job.id, self.delivery.announce_failure(job.id))
+
+    async def _resume_unfollowed(self) -> None:
+        """Resume this process's unfinished jobs that no task is working on: a job whose
+        task gave up while the database was unreachable (or ended on a write whose answer
+        was lost) continues from its stored state, without waiting for a restart.
+
+        A job is resumed when two sweeps in a row found it unchanged with no task on it and
+        none started in between, so a job claimed or adopted a moment ago, whose task is
+        just starting, is never resumed twice. Called from the lease heartbeat, so it never
+        races a change of this process's identity."""
+        started, self._worked_since_sweep = self._worked_since_sweep, set()
+        suspects, self._unfollowed = self._unfollowed, {}
+        for job in await self.store.owned_unfinished(self.lease.id):
+            if job.id in self._working or job.id in self._worked_since_sweep:
+                continue
+            if suspects.get(job.id) != job.updated_at or job.id in started:
+                self._unfollowed[job.id] = job.updated_at  # resumed next time if still so
+                continue
+            log.info("job %s: resuming it from %s (nothing was following it)", job.id, job.state)
+            self._recover(job)
 
     def _start_submission(self, claim: Claim) -> None:
-        self._spawn_job(self._submit(claim), name=f"job-{claim.job.id}")
+        self._spawn_job(claim.job.id, self._submit(claim), name=f"job-{claim.job.id}")
 
     def _owner_changed(self, owner: str) -> None:
         self.follower.owner = owner
@@ -335,9 +384,10 @@ class JobEngine:
         job = await self.store.get(job_id)
         if job is None or job.state is not JobState.QUEUED:
             return False
-        return await self.delivery.fail(
-            job_id, (JobState.QUEUED,), JobState.CANCELLED, CANCELLED_MESSAGE
-        )
+        with self._working_on(job_id):  # cancelled, not yet shown: not the sweep's to resume
+            return await self.delivery.fail(
+                job_id, (JobState.QUEUED,), JobState.CANCELLED, CANCELLED_MESSAGE
+            )
 
     # ----------------------------------------------------------------- the pipeline
     async def _submit(self, claim: Claim) -> None:
@@ -349,15 +399,16 @@ class JobEngine:
             variant = get_variant(job.variant)
             inputs = await self.store.inputs(job_id)
             webhook = await self._webhook_for(job, provider)
-            if not await self.lease.may_submit():
+            if not await self._may_submit():
                 # Cut off from the database for a while: another process may take this job
                 # any moment, and a task sent now might be delivered by nobody. Nothing has
                 # reached the provider yet, so it goes back in line (if it is still ours).
                 log.warning("job %s: this process's lease is running out; not sending", job_id)
                 await self._requeue(job)
                 return
+            self.stats.submits += 1
+            self._sending.add(job_id)
             try:
-                self.stats.submits += 1
                 with self.metrics.time_provider_call(job.provider, "submit"):
                     submission = await provider.submit(
                         variant, job.params, inputs, user_id=job.user_id, webhook=webhook
@@ -366,7 +417,7 @@ class JobEngine:
             except ProviderBusy as exc:
                 self.stats.busy_responses += 1
                 self.metrics.provider_rate_limited(job.provider)
-                await self.queue.busy(key, exc.retry_after)
+                await self._note_key(self.queue.busy(key, exc.retry_after))
                 await self._requeue(job)
                 return
             except ProviderError as exc:
@@ -375,7 +426,9 @@ class JobEngine:
                     job_id, (JobState.SUBMITTING,), JobState.FAILED, exc.user_message
                 )
                 return
-            await self.queue.accepted(key)
+            finally:
+                self._sending.discard(job_id)
+            await self._note_key(self.queue.accepted(key))
             submitted = await self.store.transition(
                 job_id,
                 from_states=(JobState.SUBMITTING,),
@@ -398,13 +451,43 @@ class JobEngine:
             )
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("job %s: unexpected error", job_id)
-            await self.delivery.fail_anywhere(job_id)
+        except Exception as exc:
+            if not self._left_to_the_sweep(job_id, exc):
+                log.exception("job %s: unexpected error", job_id)
+                await self.delivery.fail_anywhere(job_id)
         finally:
             # Every ending above freed the slot in its own transition: let the next job in.
             self.work.wake(job.provider)
             self.follower.forget(job_id)
+
+    async def _may_submit(self) -> bool:
+        """Whether this process's lease leaves time to send work; not while the database
+        cannot tell (the job goes back in line instead)."""
+        try:
+            return await self.lease.may_submit()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return False
+
+    async def _note_key(self, change: Coroutine[Any, Any, Any]) -> None:
+        """Record a key's back-off or recovery; best effort, since the job's own state
+        matters more than the key's pacing when the database is unreachable."""
+        try:
+            await change
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.debug("could not record the provider key's pacing during an outage")
+
+    def _left_to_the_sweep(self, job_id: str, exc: Exception) -> bool:
+        """An outage outlasted the job's patience: failing it would need the database too,
+        so it stays as stored and this process's sweep resumes it once the database is
+        back (`_resume_unfollowed`)."""
+        if not is_outage(exc):
+            return False
+        log.warning("job %s: the database is still unreachable; it resumes when it is back", job_id)
+        return True
 
     async def _requeue(self, job: Job) -> None:
         """A claimed job that never reached the provider goes back in line for any process
@@ -425,19 +508,22 @@ class JobEngine:
             await self.queue.release(job_id, self.lease.id)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.warning("job %s: could not free its slot now", job_id, exc_info=True)
+        except Exception as exc:
+            # Not fatal: the job's next state change frees the slot too.
+            if not is_outage(exc):
+                log.warning("job %s: could not free its slot now", job_id, exc_info=True)
         self.work.wake(provider)
 
     async def _webhook_for(self, job: Job, provider: Provider) -> WebhookRequest | None:
         """Register the job for early wake-up, and give it a webhook when the receiver is on.
         Registered before the submit: a fast task's webhook may beat the submit's answer."""
         self.follower.watch(job.id)
-        if self._webhooks is None or not provider.supports_webhooks:
+        url_key = self.follower.url_key  # read at start; every URL given out carries its tag
+        if self._webhooks is None or not provider.supports_webhooks or url_key is None:
             return None
         secret = new_webhook_secret()
         await self.store.update(job.id, webhook_secret=secret)
-        url = webhook_url(self._webhooks.public_url, job.id, key=self.follower.url_key)
+        url = webhook_url(self._webhooks.public_url, job.id, key=url_key)
         return WebhookRequest(url, secret)
 
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
@@ -480,9 +566,10 @@ class JobEngine:
             await self.delivery.fail(
                 job.id, (JobState.SUBMITTED,), JobState.FAILED, TIMED_OUT_MESSAGE
             )
-        except Exception:
-            log.exception("job %s: unexpected error while following", job.id)
-            await self.delivery.fail_anywhere(job.id)
+        except Exception as exc:
+            if not self._left_to_the_sweep(job.id, exc):
+                log.exception("job %s: unexpected error while following", job.id)
+                await self.delivery.fail_anywhere(job.id)
         finally:
             self.work.wake(job.provider)  # its slot is free, however it ended
 
@@ -504,14 +591,19 @@ class JobEngine:
             )
             return
         provider = key.client
+        variant = get_variant(job.variant)
+        # An image far larger than asked for is refused from its header, before any decoding.
+        most_pixels = result_pixel_limit(
+            variant, job.params, has_references=job.reference_count > 0
+        )
 
         async def download(url: str) -> OutputImage:
             with self.metrics.time_provider_call(job.provider, "download"):
-                return await provider.download(url)
+                return await provider.download(url, max_pixels=most_pixels)
 
         # Never more images than were asked for (and reserved): the rest would be charged
         # beyond what the allowance check admitted.
-        wanted = get_variant(job.variant).image_count(job.params)
+        wanted = variant.image_count(job.params)
         outputs: list[OutputImage] = list(
             await asyncio.gather(*(download(url) for url in result.sample_urls[:wanted]))
         )
@@ -560,12 +652,42 @@ class JobEngine:
         *,
         name: str | None = None,
         into: set[asyncio.Task[Any]] | None = None,
-    ) -> None:
+    ) -> asyncio.Task[Any]:
         tasks = self._tasks if into is None else into
         task = asyncio.create_task(coro, name=name)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        return task
 
-    def _spawn_job(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
-        """A task working on a claimed job: dropped if this process loses its lease."""
-        self._spawn(coro, name=name, into=self._job_tasks)
+    def _spawn_job(
+        self, job_id: str, coro: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> None:
+        """A task working on a claimed job: dropped if this process loses its lease. The job
+        counts as worked on from now (not from when the task first runs) until it ends."""
+        self._begin_work(job_id)
+        task = self._spawn(coro, name=name, into=self._job_tasks)
+        self._tasks_of.setdefault(job_id, set()).add(task)
+        task.add_done_callback(lambda _: self._end_work(job_id, task))
+
+    @contextlib.contextmanager
+    def _working_on(self, job_id: str) -> Iterator[None]:
+        """Mark the job as having a task on it, so the sweep leaves it alone."""
+        self._begin_work(job_id)
+        try:
+            yield
+        finally:
+            self._end_work(job_id)
+
+    def _begin_work(self, job_id: str) -> None:
+        self._working[job_id] = self._working.get(job_id, 0) + 1
+        self._worked_since_sweep.add(job_id)
+
+    def _end_work(self, job_id: str, task: asyncio.Task[Any] | None = None) -> None:
+        if task is not None:
+            tasks = self._tasks_of.get(job_id, set())
+            tasks.discard(task)
+            if not tasks:
+                self._tasks_of.pop(job_id, None)
+        left = self._working.pop(job_id) - 1
+        if left:
+            self._working[job_id] = left

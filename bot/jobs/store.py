@@ -1,4 +1,12 @@
-"""Jobs in SQLite. Every state change is a compare-and-set, so racing writers cannot both win."""
+"""Jobs in the store. Every state change is a compare-and-set, so racing writers cannot both win.
+
+The calls on a job's path (its state changes, its images, its record) wait through a
+database outage (bot/storage/outage.py): a job whose image is made while the database is
+down is stored and shown once it is back. Lookups for members and moderators answer at once.
+
+Why this file is long: every read and write of a job is here, so the rules each must keep
+(compare-and-set, the owner's fence, settling the ledger, patience) live in one place.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,8 @@ from bot.ledger import Ledger, credits_to_mc
 from bot.providers.base import InputImage, OutputImage
 from bot.storage.base import INSERTION_ORDER
 from bot.storage.db import Database, Row, Tx
+from bot.storage.outage import DEFAULT_PATIENCE
+from bot.storage.patient import Patient
 from bot.storage.rows import from_row
 from bot.variants import JobParams, ReferenceSize
 
@@ -87,14 +97,21 @@ _CHARGED_STATES = frozenset({JobState.READY, JobState.DELIVERED})
 
 
 class JobStore:
-    """Jobs in SQLite. With a ledger, creating a job reserves its cost in the same
+    """Jobs in the store. With a ledger, creating a job reserves its cost in the same
     transaction, and the transition that ends it settles the reservation in that one: the
     money and the job's state can never disagree, whatever crashes in between."""
 
     def __init__(
-        self, db: Database, clock: Callable[[], float], *, ledger: Ledger | None = None
+        self,
+        db: Database,
+        clock: Callable[[], float],
+        *,
+        ledger: Ledger | None = None,
+        patience: float = DEFAULT_PATIENCE,
     ) -> None:
         self._db = db
+        # The job's own path: waits through an outage rather than failing the job.
+        self._job_db = Patient(db, patience=patience)
         self._clock = clock
         self._ledger = ledger
         # The process lease whose jobs this store may change (set by the engine). Every
@@ -195,10 +212,26 @@ class JobStore:
         return None if row is None else job_from_row(row)
 
     async def require(self, job_id: str) -> Job:
-        job = await self.get(job_id)
+        """The job, waiting through an outage (the job's path needs it)."""
+        job = await self.load(job_id)
         if job is None:
             raise KeyError(job_id)
         return job
+
+    async def load(self, job_id: str) -> Job | None:
+        """`get`, waiting through an outage."""
+        row = await self._job_db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else job_from_row(row)
+
+    async def owned_unfinished(self, owner: str) -> list[Job]:
+        """`owner`'s jobs that have not ended and been shown (never queued ones: nobody owns
+        those), oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM jobs WHERE owner = ? AND closed = 0 AND state <> 'queued'"
+            f" ORDER BY created_at, {INSERTION_ORDER[self._db.backend]}",
+            (owner,),
+        )
+        return [job_from_row(row) for row in rows]
 
     async def find_by_task(self, provider: str, task_id: str) -> Job | None:
         row = await self._db.fetch_one(
@@ -255,7 +288,7 @@ class JobStore:
         return await self._images("job_outputs", OutputImage, job_id)
 
     async def _images(self, table: str, kind: type[Image], job_id: str) -> list[Image]:
-        rows = await self._db.fetch_all(
+        rows = await self._job_db.fetch_all(
             f"SELECT content_type, width, height, data FROM {table}"
             " WHERE job_id = ? ORDER BY position",
             (job_id,),
@@ -267,7 +300,22 @@ class JobStore:
     ) -> Job | None:
         """Move a job to `to` only if it is in one of `from_states`; returns the updated job,
         or None if it was elsewhere (someone else won the race)."""
-        return await self._db.run(lambda tx: self._transition(tx, job_id, from_states, to, fields))
+        moved = await self._job_db.run(
+            lambda tx: self._transition(tx, job_id, from_states, to, fields)
+        )
+        return moved if moved is not None else await self._landed(job_id, to, fields)
+
+    async def _landed(self, job_id: str, to: JobState, fields: dict[str, Any]) -> Job | None:
+        """The job if it already is where this change would have put it, by this very change:
+        a COMMIT whose answer an outage swallowed, retried and found the job moved on. The
+        fields written (timestamps among them) tell this change from anyone else's."""
+        job = await self.load(job_id)
+        if job is None or job.state is not to or (self.owner and job.owner != self.owner):
+            return None
+        if any(getattr(job, name) != value for name, value in fields.items()):
+            return None
+        log.info("job %s: its change to %s had landed before the database dropped", job_id, to)
+        return job
 
     async def _transition(
         self,
@@ -345,14 +393,15 @@ class JobStore:
             # even where the provider may have billed an unconfirmed submit.
             await self._ledger.refund(tx, job.id, settled_by=job.state.value, now=now)
 
-    async def update(self, job_id: str, **fields: Any) -> Job:
-        """Set informational fields without a state change (e.g. the provider's status text)."""
+    async def update(self, job_id: str, *, patient: bool = True, **fields: Any) -> Job:
+        """Set informational fields without a state change (e.g. the provider's status text).
+        `patient=False`: fail at once in an outage (for what only decorates the job)."""
         unknown = set(fields) - _UPDATABLE
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a job")
         assignments = ", ".join(f"{name} = ?" for name in fields)
         fence, fence_params = ("", ()) if set(fields) <= _SHOWN_AT else self._fence()
-        rows = await self._db.run(
+        rows = await (self._job_db if patient else self._db).run(
             lambda tx: tx.fetch_all(
                 f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?{fence} RETURNING *",
                 (*fields.values(), self._clock(), job_id, *fence_params),
@@ -395,7 +444,9 @@ class JobStore:
                 )
             return won is not None
 
-        return await self._db.run(store)
+        return await self._job_db.run(store) or (
+            await self._landed(job_id, JobState.READY, fields) is not None
+        )
 
     async def mark_delivered(self, job_id: str, message_id: int) -> bool:
         """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
@@ -407,7 +458,9 @@ class JobStore:
                 await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
             return won is not None
 
-        return await self._db.run(deliver)
+        return await self._job_db.run(deliver) or (
+            await self._landed(job_id, JobState.DELIVERED, fields) is not None
+        )
 
     async def open_counts(self, guild_id: int | None, user_id: int) -> tuple[int, int]:
         """(queued, running) jobs of a member in a server (running: at the provider, or
@@ -432,7 +485,7 @@ class JobStore:
     async def close(self, job_id: str) -> None:
         """The requester has been shown the outcome of a failed, moderated or cancelled job."""
         fence, fence_params = self._fence()
-        await self._db.execute(
+        await self._job_db.execute(
             "UPDATE jobs SET closed = 1, interaction_token = NULL, webhook_secret = NULL"
             f" WHERE id = ?{fence}",
             (job_id, *fence_params),

@@ -24,6 +24,7 @@ from bot.jobs.store import QUEUE_CHANNEL, JobStore, job_from_row
 from bot.periodic import repeat
 from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database
+from bot.storage.outage import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ CLAIM_RETRY_DELAY = 1.0
 # claim only ever takes free slots, so this just keeps each transaction short.
 CLAIMS_PER_TRANSACTION = 8
 
-Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
+Spawn = Callable[[Coroutine[Any, Any, Any], str], object]
 
 
 async def adopt_jobs(db: Database, owner: str, *, everything: bool) -> list[Job]:
@@ -68,6 +69,7 @@ class SharedWork:
         recover: Callable[[Job], None],
         submit: Callable[[Claim], None],
         drop_job_tasks: Callable[[], Awaitable[None]],
+        resume_unfollowed: Callable[[], Awaitable[None]],
     ) -> None:
         self._db = db
         self._store = store
@@ -76,8 +78,10 @@ class SharedWork:
         self._recover = recover
         self._submit = submit
         self._drop_job_tasks = drop_job_tasks
+        self._resume_unfollowed = resume_unfollowed
         self._wake = {name: asyncio.Event() for name in queue.providers}
         self.counts: Mapping[str, tuple[int, int]] = {}
+        self._claiming = True
         self.on_owner_changed: Callable[[str], None] = lambda owner: None
 
     async def start(self, spawn: Spawn) -> None:
@@ -96,6 +100,12 @@ class SharedWork:
             await self.lease.release()
         except Exception:
             log.warning("could not give up the process lease; it runs out by itself")
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more (a graceful stop): the claim loops end at their next turn."""
+        self._claiming = False
+        for event in self._wake.values():
+            event.set()
 
     def wake(self, provider: str) -> None:
         """Something changed for `provider`'s queue: look for work now."""
@@ -125,6 +135,8 @@ class SharedWork:
             else:
                 if self._db.shared:
                     await self._adopt(everything=False)
+                # Jobs of this process that a database outage left without a task.
+                await self._resume_unfollowed()
                 # A claim refused while the lease ran short may go ahead now.
                 for provider in self.queue.providers:
                     self.wake(provider)
@@ -136,14 +148,17 @@ class SharedWork:
         wake = self._wake[provider]
         idle = SHARED_QUEUE_POLL if self._db.shared else None
         margin = self.lease.submit_margin
-        while True:
+        while self._claiming:
             wake.clear()
             try:
                 claims = await self.queue.claim_some(
                     provider, self.lease.id, lease_margin=margin, most=CLAIMS_PER_TRANSACTION
                 )
-            except Exception:
-                log.exception("claiming a %s job failed; retrying", provider)
+            except Exception as exc:
+                # An outage, or a claim that waited too long behind a frozen process's lock
+                # (lock_timeout): the store has logged it; try again.
+                if not is_outage(exc):
+                    log.exception("claiming a %s job failed; retrying", provider)
                 await asyncio.sleep(CLAIM_RETRY_DELAY)
                 continue
             for claim in claims:

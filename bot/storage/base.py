@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from bot.storage.outage import OutageLog, is_outage
+
 T = TypeVar("T")
 Backend = Literal["sqlite", "postgres"]
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -107,9 +109,13 @@ TransactionBody = Callable[[Tx], Awaitable[T]]
 
 
 class Database(Reads):
-    """The store; `bot.storage.db.open_database` opens one of the two engines."""
+    """The store; `bot.storage.db.open_database` opens one of the two engines.
+
+    Every call goes through `run` or `fetch_all`, which keep `outage` (one WARNING when the
+    database stops answering and one when it is back, bot/storage/outage.py)."""
 
     backend: Backend
+    outage: OutageLog
 
     @property
     def shared(self) -> bool:
@@ -123,13 +129,34 @@ class Database(Reads):
     async def listen(self, channel: str, listener: Listener) -> None:
         """Call `listener(payload)` on the event loop for each notification on `channel`."""
 
-    @abstractmethod
     async def run(self, body: TransactionBody[T]) -> T:
         """Run `body` as one write transaction; an exception in it rolls everything back."""
+        try:
+            result = await self._run(body)
+        except Exception as exc:
+            if is_outage(exc):
+                self.outage.failed(exc)
+            raise
+        self.outage.answered()
+        return result
 
-    @abstractmethod
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """A read outside any transaction (each statement sees the latest commits)."""
+        try:
+            rows = await self._fetch_all(sql, params)
+        except Exception as exc:
+            if is_outage(exc):
+                self.outage.failed(exc)
+            raise
+        # Not the end of an outage: SQLite answers reads while another connection holds the
+        # write lock. A committed transaction is (the heartbeat writes every few seconds).
+        return rows
+
+    @abstractmethod
+    async def _run(self, body: TransactionBody[T]) -> T: ...
+
+    @abstractmethod
+    async def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
 
     @contextlib.asynccontextmanager
     async def migrating(self) -> AsyncIterator[None]:

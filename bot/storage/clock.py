@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from bot.storage.base import DATABASE_NOW, Database
+from bot.storage.outage import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +67,12 @@ class DatabaseClock:
 
     async def keep_synced(self, interval: float = SYNC_INTERVAL) -> NoReturn:
         """Read the database's clock every `interval` seconds, until cancelled. While the
-        database cannot be reached the monotonic clock carries on from the last reading, and
-        that is said once, not every round."""
-        failing = False
+        database cannot be reached the monotonic clock carries on from the last reading
+        (the store itself says once that the database is down: bot/storage/outage.py)."""
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.sync()
             except Exception as exc:
-                if not failing:
-                    log.warning(
-                        "cannot read the database's clock (%s); going on from the last reading",
-                        type(exc).__name__,
-                    )
-                failing = True
-            else:
-                if failing:
-                    log.info("reading the database's clock again")
-                failing = False
+                if not is_outage(exc):
+                    log.warning("reading the database's clock failed", exc_info=True)

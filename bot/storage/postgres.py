@@ -16,11 +16,28 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bot.storage.base import Database, Listener, Row, TransactionBody, Tx
+from bot.storage.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_POOL_SIZE = 10
+# Every lock a process can hold has a timeout, so a frozen process (SIGSTOP, a paused VM, a
+# half-open connection) cannot stall the fleet: its transaction left idle is ended by the
+# server, which frees its locks; a claim waiting behind it gives up and tries again; a lost
+# peer is noticed by TCP keepalives in under a minute instead of two hours.
+SESSION_SETTINGS = {
+    "idle_in_transaction_session_timeout": "10s",  # our transactions never wait on anything
+    "lock_timeout": "5s",
+    "statement_timeout": "60s",
+    "tcp_keepalives_idle": "15",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
+# The client side of the same promise: a server that stops answering (paused, or the network
+# dropped) fails the call instead of hanging it.
+COMMAND_TIMEOUT = 75.0
+CONNECT_TIMEOUT = 10.0
 # Shared by every Fluxcord process: who holds it is migrating the schema.
 MIGRATION_LOCK_KEY = 0x466C7578  # "Flux"
 
@@ -145,12 +162,15 @@ class ListenConnection:
         delay = 0.2
         while True:
             try:
-                conn = await asyncpg.connect(self._url)
+                conn = await asyncpg.connect(
+                    self._url, timeout=CONNECT_TIMEOUT, server_settings=SESSION_SETTINGS
+                )
                 conn.add_termination_listener(lambda _conn: self._lost.set())
                 for channel in list(self._listeners):
                     await conn.add_listener(channel, self._deliver)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("cannot LISTEN on PostgreSQL (%s); retrying", type(exc).__name__)
+            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                # The store's own calls report the outage (once); listeners poll meanwhile.
+                log.debug("cannot LISTEN on PostgreSQL (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
                 continue
@@ -158,7 +178,7 @@ class ListenConnection:
             self._lost.clear()
             await self._lost.wait()
             self.reconnects += 1
-            log.warning("the PostgreSQL LISTEN connection was lost; reconnecting")
+            log.info("the PostgreSQL LISTEN connection was lost; reconnecting")
             with contextlib.suppress(Exception):
                 await conn.close(timeout=1)
             self._conn = None
@@ -181,13 +201,22 @@ class PostgresDatabase(Database):
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
         self.listener = ListenConnection(url)
+        self.outage = OutageLog("PostgreSQL")
 
     @classmethod
     async def connect(
         cls, url: str, *, migrate: bool = True, pool_size: int = DEFAULT_POOL_SIZE
     ) -> PostgresDatabase:
+        # min_size=0: a pool that keeps a floor of connections reconnects it in the background
+        # during an outage, logging a traceback per attempt; ours connect when they are needed.
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=pool_size, init=_prepare_connection
+            url,
+            min_size=0,
+            max_size=pool_size,
+            init=_prepare_connection,
+            server_settings=SESSION_SETTINGS,
+            command_timeout=COMMAND_TIMEOUT,
+            timeout=CONNECT_TIMEOUT,
         )
         db = cls(pool, url)
         try:
@@ -207,11 +236,11 @@ class PostgresDatabase(Database):
     async def listen(self, channel: str, listener: Listener) -> None:
         await self.listener.listen(channel, listener)
 
-    async def run(self, body: TransactionBody[T]) -> T:
+    async def _run(self, body: TransactionBody[T]) -> T:
         async with self._pool.acquire() as conn, conn.transaction():
             return await body(PostgresTx(conn))
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[Row]:
         rows: list[Row] = await self._pool.fetch(to_numbered_placeholders(sql), *params)
         return rows
 
@@ -219,8 +248,11 @@ class PostgresDatabase(Database):
     async def migrating(self) -> AsyncIterator[None]:
         """Hold the fleet-wide migration lock: processes starting together migrate in turn."""
         async with self._pool.acquire() as conn:
+            # Another process's migration may take longer than the session's lock_timeout.
+            await conn.execute("SET lock_timeout = 0")
             await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
             try:
                 yield
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+                await conn.execute("RESET lock_timeout")

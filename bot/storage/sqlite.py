@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from bot.storage.base import Database, Listener, Row, TransactionBody, Tx
+from bot.storage.outage import OutageLog
 
 # aiosqlite logs every statement with its parameters at DEBUG, and parameters include
 # secrets (per-job webhook secrets): never let those records through.
@@ -19,6 +20,9 @@ logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 T = TypeVar("T")
 WAL_SWITCH_ATTEMPTS = 50  # 0.1 s apart
+# How long a statement waits for another connection's lock before failing with "database is
+# locked" (a job's path then retries: bot/storage/outage.py).
+BUSY_TIMEOUT_MS = 5000
 
 
 class BodyAwaitedElsewhere(RuntimeError):
@@ -94,6 +98,7 @@ class SQLiteDatabase(Database):
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._conn = connection
+        self.outage = OutageLog("SQLite")
         # One process per SQLite file: notifications only need to reach this one.
         self._listeners: dict[str, list[Listener]] = {}
 
@@ -104,7 +109,7 @@ class SQLiteDatabase(Database):
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             conn.row_factory = aiosqlite.Row
-            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await _switch_to_wal(conn)
             # FULL: in WAL mode NORMAL may lose the last commits on power failure, and losing
             # a job's queued -> submitting commit means sending (and paying for) it twice.
@@ -125,7 +130,7 @@ class SQLiteDatabase(Database):
     async def close(self) -> None:
         await self._conn.close()
 
-    async def run(self, body: TransactionBody[T]) -> T:
+    async def _run(self, body: TransactionBody[T]) -> T:
         """Run `body` as one write transaction in a single trip to the database thread.
 
         Each trip to aiosqlite's thread costs about as much as the SQL of a small write, so
@@ -142,7 +147,14 @@ class SQLiteDatabase(Database):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                # A COMMIT that fails (the disk is full, a reader holds the lock past the busy
+                # timeout) leaves the transaction open: end it, or every later BEGIN fails.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
             return result, tx.notifications
 
         # aiosqlite has no public way to run a function on its thread; `_execute` and `_conn`
@@ -162,5 +174,5 @@ class SQLiteDatabase(Database):
 
     # One round trip each: a statement left open between execute and fetch would hold a read
     # snapshot across awaits, where another connection's BEGIN IMMEDIATE could trip over it.
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return list(await self._conn.execute_fetchall(sql, tuple(params)))

@@ -78,3 +78,32 @@ async def test_the_aiml_cap_is_its_own_and_every_job_is_delivered(
     assert {f.state for f in finals} == {JobState.DELIVERED}
     assert aiml.max_active_seen == 2  # our cap for this provider, not BFL's 24
     assert engine.stats.polls == 0  # synchronous: nothing to poll
+
+
+async def test_a_graceful_stop_lets_a_request_in_flight_come_back_and_be_posted_once(
+    db: Database, aiml: FakeAIML
+) -> None:
+    """SIGTERM (`docker stop`) while the AI/ML API is making an image: the engine claims
+    nothing more, waits for the answer, posts it and charges it, then stops."""
+    aiml.latency = 0.5
+    notifier = RecordingNotifier()
+    client = AIMLClient(KEY, aiml.base_url, allow_loopback=True)
+    engine = JobEngine(db, {"aiml": client}, notifier, polling=FAST_POLLING,
+                       max_active={"aiml": 1}, shutdown_grace=30)
+    await engine.start()
+    job, _ = await engine.accept(make_request("in flight", variant="dev"))
+    waiting, _ = await engine.accept(make_request("still in line", variant="dev"))
+    for _ in range(500):  # until the stand-in has the request (it has no event to await)
+        if aiml.requests:
+            break
+        await asyncio.sleep(0.01)
+    await engine.stop()
+    await client.aclose()
+
+    final = await engine.store.require(job.id)
+    assert final.state is JobState.DELIVERED
+    assert notifier.deliver_calls == {job.id: 1}
+    assert len(aiml.requests) == 1  # the request in line was not sent during the stop
+    assert (await engine.store.require(waiting.id)).state is JobState.QUEUED
+    row = await db.fetch_one("SELECT status, charged_mc FROM ledger WHERE job_id = ?", (job.id,))
+    assert row is not None and row["status"] == "charged" and row["charged_mc"] > 0
