@@ -25,9 +25,15 @@ __all__ = [
 async def open_database(target: str | Path, *, migrate: bool = True) -> Database:
     if is_postgres_url(target):
         # asyncpg is an optional extra: imported only by those who use PostgreSQL.
-        from bot.storage.postgres import PostgresDatabase
+        import asyncpg
+
+        from bot.storage.postgres import CONNECT_TIMEOUT, PostgresDatabase
 
         try:
+            # The pool connects only when first used: one connection now, so that a server
+            # that cannot be reached or refuses us is reported here, in one line.
+            probe = await asyncpg.connect(str(target), timeout=CONNECT_TIMEOUT)
+            await probe.close()
             return await PostgresDatabase.connect(str(target), migrate=migrate)
         except Exception as exc:
             unavailable = _postgres_unavailable(str(target), exc)
