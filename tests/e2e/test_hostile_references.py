@@ -1,12 +1,14 @@
 """Reference images that are small on the wire and huge in memory (40 MP PNGs of 155 KB,
 some with a broken zlib checksum that only the end of a full decode finds) must not exhaust
 the bot: memory stays bounded, every member gets a friendly answer, nothing is charged, and
-another server's /imagine is answered and delivered as usual."""
+another server's /imagine is answered and delivered as usual. And one member's requests,
+however they ask, share one pause."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -213,3 +215,41 @@ async def test_eight_members_sending_hostile_pngs_at_once_wait_their_turn(world:
     assert seen["answers"] == [DAMAGED_MESSAGE.format(name="bomb-1.png")] * COMMANDS
     assert_others_unaffected(seen)
     await assert_nothing_charged(world, seen)
+
+
+async def test_every_way_of_asking_shares_one_pause_per_member(world: World) -> None:
+    """A command, the Edit with FLUX menu, a reply and the Reroll button all count toward one
+    member's pause, and are refused privately (a reply publicly, as every reply refusal is)
+    while it lasts; another member is not held up."""
+    await world.start_bot(button_cooldown_seconds=60)  # long enough never to end mid-test
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "a fox"})
+    result = await world.result_after(before)
+    slow_down = re.compile(r"Slow down a little: you can ask for another image in (\d+) s\.")
+
+    again = await world.discord.invoke_slash(
+        world.alice, world.channel, "flux klein-4b", {"prompt": "another fox"}
+    )
+    text = await world.refusal(again)
+    assert (match := slow_down.fullmatch(text)) and 50 <= int(match[1]) <= 60, text
+    menu = await world.discord.invoke_message_command(
+        world.alice, world.channel, "Edit with FLUX", result
+    )
+    assert slow_down.fullmatch(await world.refusal(menu))  # no form opened
+    job_id = str(result.embeds[0]["footer"]["text"]).removeprefix("Job ")
+    reroll = await world.discord.click(world.alice, result, f"flux:reroll:{job_id}")
+    assert (await world.refusal(reroll)).startswith("Slow down a little: you can use these")
+    reply = await world.discord.post_user_message(
+        world.alice, world.channel, "make it blue", reply_to=result, mention_bot=True
+    )
+    answer = await world.discord.wait_for_message(
+        lambda m: m.author_id == world.discord.application_id and m.content.startswith("Slow"),
+        channel_id=world.channel.id,
+        after=reply,
+    )
+    assert slow_down.fullmatch(answer.content)
+
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "a hare"})
+    await world.result_after(before)
+    assert len(world.bfl.submissions) == 2  # Alice's first and Bob's
