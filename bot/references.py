@@ -252,7 +252,7 @@ class ByteBudget:
 
 class ReferenceChecks:
     """What every member's reference checks share: the bytes being downloaded, the memory
-    being decoded into (and the threads decoding), and who has a check under way."""
+    being decoded into (and the thread decoding), and who has a check under way."""
 
     def __init__(
         self,
@@ -346,7 +346,7 @@ class ReferenceChecks:
         return await asyncio.wrap_future(future, loop=loop)
 
     def _too_costly(self, name: str, info: ImageInfo) -> str:
-        per_pixel = info.decode_bytes / (info.width * info.height)
+        per_pixel = info.decode_bytes / max(1, info.width * info.height)
         most = self.decoding.capacity / per_pixel / MEGAPIXEL
         return TOO_COSTLY_MESSAGE.format(
             name=name, width=info.width, height=info.height, most=max(1, math.floor(most))
