@@ -26,7 +26,7 @@ from bot.moderation.strikes import Moderation
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
-from bot.references import ByteBudget, ReferenceLimits
+from bot.references import ReferenceChecks, ReferenceLimits
 from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
 from bot.settings import Settings
@@ -205,7 +205,10 @@ async def build_services(
         audit=audit,
         studios=studios,
         provider_moderation_strikes=settings.provider_moderation_strikes,
-        downloads=ByteBudget(settings.reference_download_budget_bytes),
+        reference_checks=ReferenceChecks(
+            download_bytes=settings.reference_download_budget_bytes,
+            decode_megapixels=settings.reference_decode_budget_megapixels,
+        ),
         max_in_flight=settings.max_jobs_in_flight_per_member,
     )
     approvals = ApprovalQueue(

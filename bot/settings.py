@@ -100,11 +100,21 @@ class Settings(BaseSettings):
         gt=0,
         description="Most reference-image bytes being downloaded at once, over all members",
     )
+    reference_decode_budget_megapixels: int = Field(
+        default=48,
+        ge=1,
+        le=4096,
+        description="Most reference-image memory being decoded at once, over all members, in "
+        "megapixels of 4 bytes; a reference that alone needs more is refused",
+    )
     max_jobs_in_flight_per_member: int = Field(
         default=4, ge=1, le=100, description="Requests one member may have queued or running"
     )
     button_cooldown_seconds: float = Field(
-        default=3.0, ge=0, le=600, description="Pause between one member's result-button clicks"
+        default=3.0,
+        ge=0,
+        le=600,
+        description="Pause between one member's requests (commands, replies, result buttons)",
     )
     aiml_api_key: SecretStr | None = Field(default=None, description="AI/ML API key")
     aiml_api_base: str = Field(default="https://api.aimlapi.com")
