@@ -117,8 +117,13 @@ async def test_a_request_keeps_its_place_in_the_queue(
 ) -> None:
     other = correct_process(db)
     skewed = await skewed_process(None)
+    # Two processes' readings of the database clock agree to within half a round trip, so
+    # requests closer together than that may be ordered either way; a real 0.3 s apart, they
+    # are not, while a skew of 15 minutes would put the second first or last.
     first = await other.create(make_request("first", user_id=1), estimated_cost=1)
+    await asyncio.sleep(0.3)
     second, _ = await skewed.accept(make_request("second", user_id=2))
+    await asyncio.sleep(0.3)
     third = await other.create(make_request("third", user_id=3), estimated_cost=1)
     places = [await skewed.queue_position(job) for job in (first, second, third)]
     assert places == [1, 2, 3]
