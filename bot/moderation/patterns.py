@@ -2,6 +2,12 @@
 moderator can act on before it is stored, and every pattern a moderator wrote is compiled
 for RE2, whose matching time grows linearly with the prompt whatever the pattern.
 
+Linear is not cheap: per character of a prompt, RE2 may have to step through every
+instruction of a program at once (an expression such as ``[ab]*a[ab]{20}z`` keeps them all
+busy). So a pattern's *size* is its RE2 program size (`pattern_size`), and a server's terms
+share a budget of it (`bot.moderation.terms.TermMatcher`): the cost of checking a prompt is
+bounded by that budget and the prompt's length, by construction.
+
 Only the built-in expressions (ours, which need lookaround) are compiled with Python's
 engine; `bot.moderation.terms` matches prompts with what is compiled here.
 """
@@ -17,23 +23,39 @@ from bot.errors import InvalidPattern
 from bot.moderation.normalise import normalise
 
 MAX_PATTERN_LENGTH = 200
+# The RE2 program size of one server's own terms together (see `pattern_size`): ordinary
+# words take 10-30 each, so about 200 fit, and checking a prompt of 4,000 characters against
+# the most hostile terms within it takes at most about half a second of CPU (bench/terms.py).
+# The bot's setting is MAX_BANNED_TERMS_SIZE_PER_SERVER; this is its default.
+DEFAULT_TERMS_SIZE_BUDGET = 4000
 # RE2's memory for one compiled expression (program and DFA cache). A moderator's 200
 # characters fit easily; when the DFA cache fills, RE2 falls back to a slower engine that is
 # still linear in the prompt's length.
 _RE2_MAX_MEM = 4 << 20
+# For the expressions that hold a whole server's terms (see `compile_any_term` and
+# `compile_term_set`): programs within the budget take well under 1 MiB; the rest is DFA cache,
+# which RE2 empties and refills when it is full (the cost of that is in the size budget).
+_COMBINED_MAX_MEM = 16 << 20
 _PROBES = ("", "a", "a b", "the quick brown fox 123")
 
 
-def _re2_options(*, case_sensitive: bool) -> Any:
+def _re2_options(*, case_sensitive: bool, max_mem: int = _RE2_MAX_MEM, capture: bool = True) -> Any:
     options = re2.Options()
     options.case_sensitive = case_sensitive
     options.log_errors = False  # RE2 would print its own copy of every refusal to stderr
-    options.max_mem = _RE2_MAX_MEM
+    options.max_mem = max_mem
+    options.never_capture = not capture
     return options
 
 
 _MODERATOR_OPTIONS = _re2_options(case_sensitive=False)
 _PLAIN_OPTIONS = _re2_options(case_sensitive=True)  # prompts and plain terms are casefolded
+_SET_OPTIONS = _re2_options(case_sensitive=False, max_mem=_COMBINED_MAX_MEM)
+# It only says whether anything matched, so it captures nothing.
+_ANY_TERM_OPTIONS = _re2_options(case_sensitive=False, max_mem=_COMBINED_MAX_MEM, capture=False)
+# Always in a term set, at index 0: RE2 reports no match at all when its DFA runs out of
+# memory, so a result without this index means "not checked", never "nothing found".
+_SET_SENTINEL = r"\A"
 
 
 def _re2_refusal(detail: str) -> str:
@@ -74,6 +96,42 @@ def compile_plain_terms(regex: str) -> Any:
     """The one expression all plain terms share (built from normalised terms, so written
     in lower case: matched case-sensitively against normalised prompts)."""
     return re2.compile(regex, _PLAIN_OPTIONS)
+
+
+def pattern_size(compiled: Any) -> int:
+    """How much work one character of a prompt can cost with this RE2 expression: its program
+    size (instructions), which bounds how many of them RE2 may have to step through at once."""
+    return int(compiled.programsize)
+
+
+def compile_any_term(plain_regex: str | None, moderator_regexes: list[str]) -> Any:
+    """One expression that matches wherever any of these does: the plain terms' expression
+    (case-sensitive, as `compile_plain_terms`) and each moderator's expression
+    (case-insensitive). One pass over a prompt says whether any of them is in it; it
+    captures nothing, so RE2 never needs its slower engines to say where."""
+    branches = [f"(?:{regex})" for regex in moderator_regexes]
+    if plain_regex is not None:
+        branches.insert(0, f"(?-i:{plain_regex})")
+    return re2.compile("|".join(branches), _ANY_TERM_OPTIONS)
+
+
+class TermSet:
+    """Moderators' expressions compiled together (`re2.Set`): one pass over a text gives the
+    position in the list of every expression found in it."""
+
+    def __init__(self, moderator_regexes: list[str]) -> None:
+        self._set = re2.Set.SearchSet(_SET_OPTIONS)
+        for regex in (_SET_SENTINEL, *moderator_regexes):
+            self._set.Add(regex)
+        self._set.Compile()
+
+    def matching(self, text: str) -> frozenset[int] | None:
+        """The indices (into the list given) of the expressions found in `text`; None if RE2
+        could not finish (out of memory: the caller must check them another way)."""
+        found = self._set.Match(text) or []
+        if 0 not in found:
+            return None
+        return frozenset(index - 1 for index in found if index)
 
 
 def validate_pattern(pattern: str, *, is_regex: bool, builtin: bool = False) -> str:

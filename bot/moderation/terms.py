@@ -7,7 +7,8 @@ words of those forms, with a few allowances (see `TermMatcher`); regex terms are
 moderator's own expressions (RE2 syntax: Python's, less backreferences and lookaround),
 searched case-insensitively in the same forms, and checked and compiled by
 `bot.moderation.patterns`. Every moderator's pattern is matched in time linear in the
-prompt's length. Everything here is pure and synchronous.
+prompt's length, all of a server's terms in one pass, and what that pass costs is bounded by
+the size budget the server's terms share. Everything here is pure and synchronous.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from typing import Any
 
 from bot.errors import InvalidPattern
 from bot.moderation.normalise import normalise, prompt_forms
-from bot.moderation.patterns import compile_plain_terms, compile_regex_term, validate_pattern
+from bot.moderation.patterns import (
+    TermSet,
+    compile_any_term,
+    compile_plain_terms,
+    compile_regex_term,
+    pattern_size,
+    validate_pattern,
+)
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,44 @@ class _TrieNode:
         return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
+def _alone(units: list[str]) -> str:
+    """A plain term's expression on its own, as it is in the shared one."""
+    node = _TrieNode()
+    node.add(units, 0)
+    return node.to_regex()
+
+
+@dataclass(frozen=True)
+class _CompiledTerm:
+    """One term checked and compiled on its own: how it goes into a matcher, and its size."""
+
+    builtin: bool
+    cleaned: str  # as `validate_pattern` returns it
+    pattern: Any  # compiled: re (a built-in expression), re2, or None (a built-in word)
+    units: list[str] | None  # a plain term's pieces (see `_term_units`); None for a regex
+    size: int  # `pattern_size`
+
+    @classmethod
+    def of(cls, term: BannedTerm) -> _CompiledTerm:
+        """Raises InvalidPattern, with the moderator's explanation."""
+        builtin = term.source == "default"
+        cleaned = validate_pattern(term.pattern, is_regex=term.is_regex, builtin=builtin)
+        units: list[str] | None = None
+        if term.is_regex:
+            pattern = compile_regex_term(cleaned, pattern=term.pattern, builtin=builtin)
+        else:
+            units = _term_units(cleaned)
+            pattern = None if builtin else compile_plain_terms(_alone(units))  # for its size
+        size = 0 if builtin else pattern_size(pattern)
+        return cls(builtin, cleaned, pattern, units, size)
+
+
+def term_size(term: BannedTerm) -> int:
+    """A moderator's term's share of its server's size budget (see `TermMatcher`): the RE2
+    program size of the term compiled alone. Raises InvalidPattern."""
+    return _CompiledTerm.of(term).size
+
+
 class TermMatcher:
     """Checks prompts against a fixed list of banned terms, compiled once.
 
@@ -146,50 +192,84 @@ class TermMatcher:
     built-in expressions, which need lookaround and are tested here for speed on hostile
     prompts, use Python's engine.
 
-    Each prompt form (see `prompt_forms`) is searched. All plain terms share a single
-    compiled pattern; each regex term is compiled on its own, because joining the
-    moderator's expressions into one would change what their groups mean.
+    Linear is not enough when one server's terms may cost every server's prompts: per
+    character, RE2 may step through every instruction of the program (``[ab]*a[ab]{20}z``, or
+    plain terms such as "lilil…", keep them all busy). So each of the server's terms has a
+    size (`pattern_size` of it compiled alone), and with ``size_budget`` they are in force
+    oldest first while their sizes add up to at most the budget; the others are listed in
+    `over_budget` and not matched. The cost of a check is then bounded by construction: the
+    prompt's length (every form) times the budget.
+
+    Each prompt form (see `prompt_forms`) is searched in one pass by one expression that
+    holds all plain terms and every moderator's expression (`compile_any_term`). Only when it
+    finds something are the forms searched again to say which term: the plain terms' own
+    expression for where, a `TermSet` for which moderator's expressions, then the first of
+    those alone for the fragment to report.
 
     ``skip_unusable`` leaves out terms that no longer pass `validate_pattern` (say, stored
     before a rule was added) instead of raising; they are listed in `skipped`.
     """
 
-    def __init__(self, terms: Iterable[BannedTerm], *, skip_unusable: bool = False) -> None:
+    def __init__(
+        self,
+        terms: Iterable[BannedTerm],
+        *,
+        skip_unusable: bool = False,
+        size_budget: int | None = None,
+    ) -> None:
         self._plain_terms: list[BannedTerm] = []
-        self._regex_terms: list[tuple[BannedTerm, Any]] = []  # compiled re or re2 patterns
+        # In the order given: compiled re (built-in) or re2 (a moderator's, with its index in
+        # the term set; None for built-in ones).
+        self._regex_terms: list[tuple[BannedTerm, Any, int | None]] = []
+        moderator_regexes: list[str] = []
         self.skipped: list[tuple[BannedTerm, InvalidPattern]] = []
+        self.over_budget: list[BannedTerm] = []
+        self.size = 0  # of the server's terms in force; the built-in ones don't count
         trie = _TrieNode()
         for term in terms:
-            builtin = term.source == "default"
             try:
-                cleaned = validate_pattern(term.pattern, is_regex=term.is_regex, builtin=builtin)
+                compiled = _CompiledTerm.of(term)
             except InvalidPattern as exc:
                 if not skip_unusable:
                     raise
                 self.skipped.append((term, exc))
                 continue
-            if term.is_regex:
-                compiled = compile_regex_term(cleaned, pattern=term.pattern, builtin=builtin)
-                self._regex_terms.append((term, compiled))
+            if not compiled.builtin:
+                if size_budget is not None and self.size + compiled.size > size_budget:
+                    self.over_budget.append(term)
+                    continue
+                self.size += compiled.size
+            if compiled.units is not None:
+                trie.add(compiled.units, len(self._plain_terms))
+                self._plain_terms.append(term)
                 continue
-            trie.add(_term_units(cleaned), len(self._plain_terms))
-            self._plain_terms.append(term)
+            index = None if compiled.builtin else len(moderator_regexes)
+            if index is not None:
+                moderator_regexes.append(compiled.cleaned)
+            self._regex_terms.append((term, compiled.pattern, index))
+        plain_regex: str | None = None
         self._plain_pattern: Any = None
         self._marker_groups: list[tuple[int, int]] = []  # (group number, plain term index)
         if trie.children:
             # RE2 has no lookbehind, so the letter-free edges are matched (one character, or
             # either end of the text) and the hit itself is group 1.
-            self._plain_pattern = compile_plain_terms(
-                f"(?:^|[^{_LETTERS}])({trie.to_regex()}{_PLURAL})(?:[^{_LETTERS}]|$)"
-            )
+            plain_regex = f"(?:^|[^{_LETTERS}])({trie.to_regex()}{_PLURAL})(?:[^{_LETTERS}]|$)"
+            self._plain_pattern = compile_plain_terms(plain_regex)
             self._marker_groups = [
                 (number, int(name[1:])) for name, number in self._plain_pattern.groupindex.items()
             ]
+        self._any_term: Any = None
+        if plain_regex is not None or moderator_regexes:
+            self._any_term = compile_any_term(plain_regex, moderator_regexes)
+        self._term_set = TermSet(moderator_regexes) if moderator_regexes else None
 
     @property
     def compiled_pattern_count(self) -> int:
-        """How many regular expressions each form of a prompt is searched with."""
-        return len(self._regex_terms) + (self._plain_pattern is not None)
+        """How many expressions each form of a prompt is searched with when nothing in it is
+        banned: one for all plain terms and moderators' expressions, plus each built-in
+        expression (Python's engine)."""
+        builtin = sum(index is None for _, _, index in self._regex_terms)
+        return builtin + (self._any_term is not None)
 
     def _plain_hits(self, form: str) -> Iterator[TermHit]:
         position = 0
@@ -200,13 +280,24 @@ class TermMatcher:
             # the edge before the next one ("nude nude").
             position = match.end(1)
 
+    def _moderator_regexes_in(self, form: str) -> frozenset[int] | None:
+        """Which moderators' expressions are in `form` (None: every one may be)."""
+        if self._term_set is None:
+            return frozenset()
+        return self._term_set.matching(form)
+
     def _hits_in(self, form: str) -> Iterator[TermHit]:
-        if self._plain_pattern is not None:
+        found = self._any_term is not None and self._any_term.search(form) is not None
+        if found and self._plain_pattern is not None:
             yield from self._plain_hits(form)
-        for term, pattern in self._regex_terms:
-            found = pattern.search(form)
-            if found is not None:
-                yield TermHit(term, found.group())
+        # Moderators' expressions found in this form: asked only once something was found.
+        moderator_hits = self._moderator_regexes_in(form) if found else frozenset()
+        for term, pattern, index in self._regex_terms:
+            if index is not None and moderator_hits is not None and index not in moderator_hits:
+                continue
+            hit = pattern.search(form)
+            if hit is not None:
+                yield TermHit(term, hit.group())
 
     def _all_hits(self, prompt: str) -> Iterator[TermHit]:
         for form in prompt_forms(prompt):
