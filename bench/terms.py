@@ -47,7 +47,7 @@ def regex_family(shape: Callable[[int], str]) -> list[BannedTerm]:
 def plain_family(rng: random.Random, alphabet: str) -> list[BannedTerm]:
     words = set()
     while len(words) < TERMS:
-        words.add("".join(rng.choice(alphabet) for _ in range(rng.randint(20, 190))) + "x")
+        words.add("".join(rng.choice(alphabet) for _ in range(rng.randint(20, 40))) + "x")
     return [BannedTerm(word, False, "server") for word in sorted(words)]
 
 

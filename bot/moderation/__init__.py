@@ -5,7 +5,7 @@ matching a prompt), `strikes` (refusals, strikes and blocks, with their store). 
 
 from bot.moderation.normalise import normalise
 from bot.moderation.patterns import MAX_PATTERN_LENGTH, validate_pattern
-from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher, term_size
+from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 
 __all__ = [
     "DEFAULT_TERMS",
@@ -14,6 +14,5 @@ __all__ = [
     "TermHit",
     "TermMatcher",
     "normalise",
-    "term_size",
     "validate_pattern",
 ]

@@ -17,8 +17,13 @@ from dataclasses import dataclass
 
 from bot.errors import InvalidPattern, InvalidRequest
 from bot.invalidation import Cache, announce
-from bot.moderation.patterns import DEFAULT_TERMS_SIZE_BUDGET, validate_pattern
-from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher, term_size
+from bot.moderation.patterns import (
+    DEFAULT_TERMS_SIZE_BUDGET,
+    over_budget_text,
+    too_large_text,
+    validate_pattern,
+)
+from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.servers.settings import ServerSettings
 from bot.storage.db import Database, Tx
@@ -35,8 +40,8 @@ PROVIDER_MODERATION_TERM = "the image service's safety filter"
 # A server's own terms, however small. What checking them costs is bounded by their total size
 # (the size budget, MAX_BANNED_TERMS_SIZE_PER_SERVER; see TermMatcher).
 MAX_SERVER_TERMS = 500
-# A server's checks run one at a time. One takes at most about half a second (the size
-# budget), and Discord wants an answer within 3 s, so a check that can't start this soon is
+# A server's checks run one at a time. One takes well under a second (the size budget),
+# and Discord wants an answer within 3 s, so a check that can't start this soon is
 # not queued for longer: the member is asked to try again (no strike, nothing charged).
 CHECK_QUEUE_SECONDS = 1.5
 BUSY_TEXT = (
@@ -217,13 +222,13 @@ class Moderation:
                 "have. Remove one with /settings terms-remove first."
             )
         kind = "regular expression" if is_regex else "term"
-        size = term_size(BannedTerm(cleaned, is_regex, "server"))  # compiles it
         matcher = await self.matcher(guild_id)
-        left = self._terms_size_budget - matcher.size
-        if size > left:
-            raise InvalidRequest(
-                too_large_text(kind, size, left, self._terms_size_budget, len(matcher.over_budget))
-            )
+        if matcher.over_budget:
+            raise InvalidRequest(over_budget_text(len(matcher.over_budget)))
+        new = BannedTerm(cleaned, is_regex, "server")
+        size = await asyncio.to_thread(matcher.size_with, new)  # compiles them all
+        if size > self._terms_size_budget:
+            raise InvalidRequest(too_large_text(kind, size, matcher.size, self._terms_size_budget))
         entry = self._audit.entry(guild_id, actor_id, "banned term added", f"{kind} `{cleaned}`")
 
         async def write(tx: Tx) -> int:
@@ -470,26 +475,6 @@ def _block_entry(audit: AuditLog, block: Block) -> AuditEntry:
         f"<@{block.user_id}> {length}: {block.reason}",
         target_id=block.user_id,
     )
-
-
-def too_large_text(kind: str, size: int, left: int, budget: int, not_in_force: int) -> str:
-    """The moderator's refusal of a term that doesn't fit the server's size budget."""
-    room = f"{left:,} of {budget:,} are left" if left > 0 else f"all {budget:,} are taken"
-    text = (
-        f"That {kind} is too large for what is left of this server's banned-terms budget: it "
-        f"needs {size:,} and {room}. Every prompt is checked against all of a server's terms, "
-        "so their total size is limited to keep that quick for everyone. Remove terms you no "
-        "longer need with /settings terms-remove, or write a smaller one: a count such as {50} "
-        "repeats what comes before it that many times, and `.` or a class such as [^x] is "
-        "larger than a plain letter."
-    )
-    if not_in_force:
-        verb = "is" if not_in_force == 1 else "are"
-        text += (
-            f" {plural(not_in_force, 'older term')} of this server {verb} already left out, "
-            "not in force: stored before the budget, or when it was larger."
-        )
-    return text
 
 
 def _quote(prompt: str) -> str:

@@ -13,8 +13,9 @@ the size budget the server's terms share. Everything here is pure and synchronou
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +23,10 @@ from bot.errors import InvalidPattern
 from bot.moderation.normalise import normalise, prompt_forms
 from bot.moderation.patterns import (
     TermSet,
+    any_term_size,
     compile_any_term,
     compile_plain_terms,
     compile_regex_term,
-    pattern_size,
     validate_pattern,
 )
 
@@ -131,42 +132,78 @@ class _TrieNode:
         return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
-def _alone(units: list[str]) -> str:
-    """A plain term's expression on its own, as it is in the shared one."""
-    node = _TrieNode()
-    node.add(units, 0)
-    return node.to_regex()
-
-
 @dataclass(frozen=True)
 class _CompiledTerm:
-    """One term checked and compiled on its own: how it goes into a matcher, and its size."""
+    """One term checked, and compiled on its own if it is an expression."""
 
+    term: BannedTerm
     builtin: bool
     cleaned: str  # as `validate_pattern` returns it
-    pattern: Any  # compiled: re (a built-in expression), re2, or None (a built-in word)
+    pattern: Any  # an expression compiled: re (built-in) or re2; None for a plain term
     units: list[str] | None  # a plain term's pieces (see `_term_units`); None for a regex
-    size: int  # `pattern_size`
 
     @classmethod
     def of(cls, term: BannedTerm) -> _CompiledTerm:
         """Raises InvalidPattern, with the moderator's explanation."""
         builtin = term.source == "default"
         cleaned = validate_pattern(term.pattern, is_regex=term.is_regex, builtin=builtin)
-        units: list[str] | None = None
         if term.is_regex:
             pattern = compile_regex_term(cleaned, pattern=term.pattern, builtin=builtin)
-        else:
-            units = _term_units(cleaned)
-            pattern = None if builtin else compile_plain_terms(_alone(units))  # for its size
-        size = 0 if builtin else pattern_size(pattern)
-        return cls(builtin, cleaned, pattern, units, size)
+            return cls(term, builtin, cleaned, pattern, None)
+        return cls(term, builtin, cleaned, None, _term_units(cleaned))
 
 
-def term_size(term: BannedTerm) -> int:
-    """A moderator's term's share of its server's size budget (see `TermMatcher`): the RE2
-    program size of the term compiled alone. Raises InvalidPattern."""
-    return _CompiledTerm.of(term).size
+def _plain_regex(terms: Sequence[_CompiledTerm]) -> str | None:
+    """The one expression of all plain terms among `terms`: the hit is group 1, and the
+    empty group ``t<i>`` after each term says which (i: its index among the plain terms)."""
+    trie = _TrieNode()
+    for index, term in enumerate(t for t in terms if t.units is not None):
+        assert term.units is not None
+        trie.add(term.units, index)
+    if not trie.children:
+        return None
+    # RE2 has no lookbehind, so the letter-free edges are matched (one character, or either
+    # end of the text) and the hit itself is group 1.
+    return f"(?:^|[^{_LETTERS}])({trie.to_regex()}{_PLURAL})(?:[^{_LETTERS}]|$)"
+
+
+def _moderator_regexes(terms: Sequence[_CompiledTerm]) -> list[str]:
+    return [term.cleaned for term in terms if term.units is None and not term.builtin]
+
+
+def _any_term(terms: Sequence[_CompiledTerm]) -> Any:
+    """The one expression that finds any plain term or moderator's expression of `terms`
+    (`compile_any_term`), or None if there is none."""
+    plain, regexes = _plain_regex(terms), _moderator_regexes(terms)
+    return None if plain is None and not regexes else compile_any_term(plain, regexes)
+
+
+def _program_size(terms: Sequence[_CompiledTerm]) -> float:
+    """`pattern_size` of `_any_term` (0 if there is none; infinite if RE2 won't compile it)."""
+    plain, regexes = _plain_regex(terms), _moderator_regexes(terms)
+    return 0 if plain is None and not regexes else any_term_size(plain, regexes)
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_size(terms: tuple[BannedTerm, ...]) -> float:
+    """What the built-in terms take of the one expression (the same for every server)."""
+    return _program_size([_CompiledTerm.of(term) for term in terms])
+
+
+def _fitting(builtin: list[_CompiledTerm], server: list[_CompiledTerm], budget: int) -> int:
+    """How many of `server`, oldest first, fit the size budget together."""
+    base = _builtin_size(tuple(term.term for term in builtin))
+
+    def fits(count: int) -> bool:
+        return _program_size([*builtin, *server[:count]]) - base <= budget
+
+    if fits(len(server)):
+        return len(server)
+    fitting, too_many = 0, len(server)  # adding terms never makes the program smaller
+    while too_many - fitting > 1:
+        middle = (fitting + too_many) // 2
+        fitting, too_many = (middle, too_many) if fits(middle) else (fitting, middle)
+    return fitting
 
 
 class TermMatcher:
@@ -194,11 +231,11 @@ class TermMatcher:
 
     Linear is not enough when one server's terms may cost every server's prompts: per
     character, RE2 may step through every instruction of the program (``[ab]*a[ab]{20}z``, or
-    plain terms such as "lilil…", keep them all busy). So each of the server's terms has a
-    size (`pattern_size` of it compiled alone), and with ``size_budget`` they are in force
-    oldest first while their sizes add up to at most the budget; the others are listed in
-    `over_budget` and not matched. The cost of a check is then bounded by construction: the
-    prompt's length (every form) times the budget.
+    plain terms such as "lilil…", keep them all busy). So with ``size_budget``, a server's
+    own terms (all but the built-in ones) are in force oldest first as long as what they add
+    to the program that finds them (`size`: RE2 instructions) stays within the budget; the
+    newer ones are listed in `over_budget` and not matched. The cost of a check is then
+    bounded by construction: the prompt's length (every form) times the program's size.
 
     Each prompt form (see `prompt_forms`) is searched in one pass by one expression that
     holds all plain terms and every moderator's expression (`compile_any_term`). Only when it
@@ -217,51 +254,53 @@ class TermMatcher:
         skip_unusable: bool = False,
         size_budget: int | None = None,
     ) -> None:
-        self._plain_terms: list[BannedTerm] = []
-        # In the order given: compiled re (built-in) or re2 (a moderator's, with its index in
-        # the term set; None for built-in ones).
-        self._regex_terms: list[tuple[BannedTerm, Any, int | None]] = []
-        moderator_regexes: list[str] = []
         self.skipped: list[tuple[BannedTerm, InvalidPattern]] = []
         self.over_budget: list[BannedTerm] = []
-        self.size = 0  # of the server's terms in force; the built-in ones don't count
-        trie = _TrieNode()
+        compiled: list[_CompiledTerm] = []
         for term in terms:
             try:
-                compiled = _CompiledTerm.of(term)
+                compiled.append(_CompiledTerm.of(term))
             except InvalidPattern as exc:
                 if not skip_unusable:
                     raise
                 self.skipped.append((term, exc))
-                continue
-            if not compiled.builtin:
-                if size_budget is not None and self.size + compiled.size > size_budget:
-                    self.over_budget.append(term)
-                    continue
-                self.size += compiled.size
-            if compiled.units is not None:
-                trie.add(compiled.units, len(self._plain_terms))
-                self._plain_terms.append(term)
-                continue
-            index = None if compiled.builtin else len(moderator_regexes)
-            if index is not None:
-                moderator_regexes.append(compiled.cleaned)
-            self._regex_terms.append((term, compiled.pattern, index))
-        plain_regex: str | None = None
+        self._builtin = [term for term in compiled if term.builtin]
+        if size_budget is not None:
+            server = [term for term in compiled if not term.builtin]
+            left_out = server[_fitting(self._builtin, server, size_budget) :]
+            self.over_budget = [term.term for term in left_out]
+            compiled = [term for term in compiled if all(term is not out for out in left_out)]
+        self._compiled = compiled
+        self._plain_terms = [term.term for term in compiled if term.units is not None]
+        # In the order given: compiled re (built-in) or re2 (a moderator's, with its index in
+        # the term set; None for built-in ones).
+        self._regex_terms: list[tuple[BannedTerm, Any, int | None]] = []
+        moderator_regexes = _moderator_regexes(compiled)
+        in_set = iter(range(len(moderator_regexes)))
+        for checked in compiled:
+            if checked.units is None:
+                index = None if checked.builtin else next(in_set)
+                self._regex_terms.append((checked.term, checked.pattern, index))
+        plain_regex = _plain_regex(compiled)
         self._plain_pattern: Any = None
         self._marker_groups: list[tuple[int, int]] = []  # (group number, plain term index)
-        if trie.children:
-            # RE2 has no lookbehind, so the letter-free edges are matched (one character, or
-            # either end of the text) and the hit itself is group 1.
-            plain_regex = f"(?:^|[^{_LETTERS}])({trie.to_regex()}{_PLURAL})(?:[^{_LETTERS}]|$)"
+        if plain_regex is not None:
             self._plain_pattern = compile_plain_terms(plain_regex)
             self._marker_groups = [
                 (number, int(name[1:])) for name, number in self._plain_pattern.groupindex.items()
             ]
-        self._any_term: Any = None
-        if plain_regex is not None or moderator_regexes:
-            self._any_term = compile_any_term(plain_regex, moderator_regexes)
+        self._any_term: Any = _any_term(compiled)
         self._term_set = TermSet(moderator_regexes) if moderator_regexes else None
+        # What the server's terms in force add to the built-in ones' program.
+        self.size = int(self._size_of(compiled))
+
+    def _size_of(self, terms: Sequence[_CompiledTerm]) -> float:
+        return _program_size(terms) - _builtin_size(tuple(term.term for term in self._builtin))
+
+    def size_with(self, term: BannedTerm) -> float:
+        """`size` if `term` were added after the terms in force (infinite: more than RE2
+        will compile at all). Raises InvalidPattern."""
+        return self._size_of([*self._compiled, _CompiledTerm.of(term)])
 
     @property
     def compiled_pattern_count(self) -> int:

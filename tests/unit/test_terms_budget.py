@@ -15,16 +15,21 @@ from typing import Any
 import pytest
 
 from bot.errors import InvalidRequest
-from bot.moderation.strikes import Moderation, PromptRefused
-from bot.moderation.terms import BannedTerm, TermHit, TermMatcher, term_size
+from bot.moderation import strikes
+from bot.moderation.strikes import BUSY_TEXT, Moderation, PromptRefused
+from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
 from bot.storage.db import open_database
 
 GUILD, OTHER_GUILD, MOD, ALICE = 10, 11, 20, 30
-DRAGON = term_size(BannedTerm("dragon", False, "server"))
-WYRM = term_size(BannedTerm("wyrm", False, "server"))
-BUDGET = DRAGON + WYRM  # room for exactly these two words
+
+
+def size_of(*patterns: str, regex: bool = False) -> int:
+    return TermMatcher([*DEFAULT_TERMS, *(BannedTerm(p, regex, "server") for p in patterns)]).size
+
+
+BUDGET = size_of("dragon", "wyrm")  # room for exactly these two words
 
 
 @pytest.fixture
@@ -48,21 +53,22 @@ async def store_term(core: Any, pattern: str, *, is_regex: bool = False) -> None
 
 async def test_a_term_that_does_not_fit_the_budget_is_refused_and_says_why(core: Any) -> None:
     await core.moderation.add_term(GUILD, MOD, "dragon", is_regex=False)
-    big = term_size(BannedTerm(".{50}", True, "server"))
     with pytest.raises(InvalidRequest) as raised:
         await core.moderation.add_term(GUILD, MOD, ".{50}", is_regex=True)
+    needed = size_of("dragon") + size_of(".{50}", regex=True)
     assert str(raised.value) == (
-        f"That regular expression is too large for what is left of this server's banned-terms "
-        f"budget: it needs {big:,} and {WYRM} of {BUDGET} are left. Every prompt is checked "
-        "against all of a server's terms, so their total size is limited to keep that quick "
-        "for everyone. Remove terms you no longer need with /settings terms-remove, or write a "
-        "smaller one: a count such as {50} repeats what comes before it that many times, and "
-        "`.` or a class such as [^x] is larger than a plain letter."
+        "That regular expression would take this server's banned terms over their size budget:"
+        f" with it they would need {needed:,} of the {BUDGET} allowed (now {size_of('dragon')})."
+        " Every prompt is checked against all of a server's terms, so what they take together"
+        " is limited to keep that quick for everyone. Remove terms you no longer need with"
+        " /settings terms-remove, or write a smaller one: a count such as {50} repeats what"
+        " comes before it that many times, and `.` or a class such as [^x] takes more than a"
+        " plain letter."
     )
     assert await core.db.fetch_value("SELECT count(*) FROM banned_terms") == 1
     assert await core.db.fetch_value("SELECT count(*) FROM audit_log") == 1  # the first add
     await core.moderation.add_term(GUILD, MOD, "wyrm", is_regex=False)  # exactly fits
-    with pytest.raises(InvalidRequest, match=f"it needs [0-9]+ and all {BUDGET} are taken"):
+    with pytest.raises(InvalidRequest, match=f"they would need [0-9]+ of the {BUDGET} allowed"):
         await core.moderation.add_term(GUILD, MOD, "orc", is_regex=False)
     await core.moderation.add_term(OTHER_GUILD, MOD, "orc", is_regex=False)  # per server
     await core.moderation.remove_term(GUILD, MOD, "wyrm")
@@ -72,11 +78,11 @@ async def test_a_term_that_does_not_fit_the_budget_is_refused_and_says_why(core:
 async def test_terms_stored_over_the_budget_are_left_out_and_the_moderator_is_told(
     core: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for pattern in ("dragon", "x{300}", "wyrm", "orc"):
+    for pattern in ("dragon", "wyrm", "x{300}", "orc"):
         await store_term(core, pattern, is_regex=pattern.startswith("x{"))
     with caplog.at_level(logging.WARNING, logger="bot.moderation.strikes"):
         await core.moderation.load()
-        # The oldest that fit are in force, in the order they were added.
+        # The oldest that fit are in force; from the first that doesn't, none are.
         for prompt in ("a dragon", "a wyrm"):
             with pytest.raises(PromptRefused):
                 await core.moderation.check_prompt(GUILD, ALICE, prompt)
@@ -86,16 +92,26 @@ async def test_terms_stored_over_the_budget_are_left_out_and_the_moderator_is_to
         await core.moderation.first_hit(GUILD, "an orc")
     assert [r.getMessage() for r in caplog.records] == [
         f"2 banned terms of server {GUILD} not in force: with the older ones they are over the"
-        f" server's size budget of {BUDGET} (ids 2, 4)"
+        f" server's size budget of {BUDGET} (ids 3, 4)"
     ]
-    assert [t.pattern for t in await core.moderation.terms_not_in_force(GUILD)] == ["x{300}", "orc"]
-    # Still listed, so a moderator can remove them; adding says how many are left out.
+    left_out = await core.moderation.terms_not_in_force(GUILD)
+    assert [t.pattern for t in left_out] == ["x{300}", "orc"]
+    # Still listed, so a moderator can remove them; adding one says why it can't be.
     assert len(core.moderation.server_terms(GUILD)) == 4
-    with pytest.raises(InvalidRequest, match="2 older terms of this server are already left out"):
+    with pytest.raises(InvalidRequest) as raised:
         await core.moderation.add_term(GUILD, MOD, "elf", is_regex=False)
-    await core.moderation.remove_term(GUILD, MOD, "dragon")
-    assert [t.pattern for t in await core.moderation.terms_not_in_force(GUILD)] == ["x{300}"]
-    assert (await core.moderation.first_hit(GUILD, "an orc")) is not None
+    assert str(raised.value) == (
+        "This server's banned terms are already over their size budget: 2 newer terms are left"
+        " out, not in force (stored before the budget, or when it was larger). Every prompt is"
+        " checked against all of a server's terms, so what they take together is limited to"
+        " keep that quick for everyone. Remove terms you no longer need with /settings"
+        " terms-remove to make room for them first."
+    )
+    await core.moderation.remove_term(GUILD, MOD, "x{300}")
+    assert await core.moderation.terms_not_in_force(GUILD) == [BannedTerm("orc", False, "server")]
+    await core.moderation.remove_term(GUILD, MOD, "wyrm")
+    assert await core.moderation.terms_not_in_force(GUILD) == []
+    assert await core.moderation.first_hit(GUILD, "an orc") is not None
 
 
 async def test_one_servers_checks_run_one_at_a_time_and_never_hold_another_server(
@@ -136,3 +152,30 @@ async def test_one_servers_checks_run_one_at_a_time_and_never_hold_another_serve
     release.set()
     assert all(hit is not None for hit in await asyncio.gather(*held_checks))
     assert most_running == 1
+
+
+async def test_a_check_that_cannot_start_soon_is_refused_as_busy_without_a_strike(
+    core: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(strikes, "CHECK_QUEUE_SECONDS", 0.05)
+    await core.moderation.add_term(GUILD, MOD, "dragon", is_regex=False)
+    release, started = threading.Event(), threading.Event()
+    check = TermMatcher.first_hit
+
+    def held(self: TermMatcher, prompt: str) -> TermHit | None:
+        started.set()
+        release.wait(10)
+        return check(self, prompt)
+
+    monkeypatch.setattr(TermMatcher, "first_hit", held)
+    running = asyncio.create_task(core.moderation.check_prompt(GUILD, ALICE, "a dragon"))
+    assert await asyncio.to_thread(started.wait, 10)
+    with pytest.raises(InvalidRequest) as raised:
+        await core.moderation.check_prompt(GUILD, ALICE, "another dragon")
+    assert str(raised.value) == BUSY_TEXT
+    assert not isinstance(raised.value, PromptRefused)
+    # The check that had started is not abandoned: it finishes, and its hit counts.
+    release.set()
+    with pytest.raises(PromptRefused):
+        await running
+    assert await core.db.fetch_value("SELECT count(*) FROM strikes") == 1
