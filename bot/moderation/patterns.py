@@ -38,7 +38,7 @@ _RE2_MAX_MEM = 4 << 20
 # For the expressions that hold a whole server's terms (`compile_any_term`, `TermSet`):
 # programs within the largest budget allowed take a few MiB; the rest is DFA cache, which
 # RE2 empties and refills when it is full (the cost of that is within the size budget).
-_COMBINED_MAX_MEM = 16 << 20
+_COMBINED_MAX_MEM = 8 << 20
 _PROBES = ("", "a", "a b", "the quick brown fox 123")
 
 

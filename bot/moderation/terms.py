@@ -27,6 +27,7 @@ from bot.moderation.patterns import (
     compile_any_term,
     compile_plain_terms,
     compile_regex_term,
+    pattern_size,
     validate_pattern,
 )
 
@@ -171,15 +172,9 @@ def _moderator_regexes(terms: Sequence[_CompiledTerm]) -> list[str]:
     return [term.cleaned for term in terms if term.units is None and not term.builtin]
 
 
-def _any_term(terms: Sequence[_CompiledTerm]) -> Any:
-    """The one expression that finds any plain term or moderator's expression of `terms`
-    (`compile_any_term`), or None if there is none."""
-    plain, regexes = _plain_regex(terms), _moderator_regexes(terms)
-    return None if plain is None and not regexes else compile_any_term(plain, regexes)
-
-
 def _program_size(terms: Sequence[_CompiledTerm]) -> float:
-    """`pattern_size` of `_any_term` (0 if there is none; infinite if RE2 won't compile it)."""
+    """The size of the one expression that finds any plain term or moderator's expression of
+    `terms` (`any_term_size`): 0 if there is none, infinite if RE2 won't compile it."""
     plain, regexes = _plain_regex(terms), _moderator_regexes(terms)
     return 0 if plain is None and not regexes else any_term_size(plain, regexes)
 
@@ -269,7 +264,8 @@ class TermMatcher:
             server = [term for term in compiled if not term.builtin]
             left_out = server[_fitting(self._builtin, server, size_budget) :]
             self.over_budget = [term.term for term in left_out]
-            compiled = [term for term in compiled if all(term is not out for out in left_out)]
+            out = {id(term) for term in left_out}
+            compiled = [term for term in compiled if id(term) not in out]
         self._compiled = compiled
         self._plain_terms = [term.term for term in compiled if term.units is not None]
         # In the order given: compiled re (built-in) or re2 (a moderator's, with its index in
@@ -289,10 +285,13 @@ class TermMatcher:
             self._marker_groups = [
                 (number, int(name[1:])) for name, number in self._plain_pattern.groupindex.items()
             ]
-        self._any_term: Any = _any_term(compiled)
+        self._any_term: Any = None
+        self.size = 0  # what the server's terms in force add to the built-in ones' program
+        if plain_regex is not None or moderator_regexes:
+            self._any_term = compile_any_term(plain_regex, moderator_regexes)
+            builtin_size = _builtin_size(tuple(term.term for term in self._builtin))
+            self.size = int(pattern_size(self._any_term) - builtin_size)
         self._term_set = TermSet(moderator_regexes) if moderator_regexes else None
-        # What the server's terms in force add to the built-in ones' program.
-        self.size = int(self._size_of(compiled))
 
     def _size_of(self, terms: Sequence[_CompiledTerm]) -> float:
         return _program_size(terms) - _builtin_size(tuple(term.term for term in self._builtin))
