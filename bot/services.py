@@ -185,7 +185,13 @@ async def build_services(
         settings.web_port,
     )
     server_settings = SettingsStore(db, audit, known_variants=lambda: variants, clock=clock)
-    moderation = Moderation(db, audit, settings=server_settings.get, clock=clock)
+    moderation = Moderation(
+        db,
+        audit,
+        settings=server_settings.get,
+        clock=clock,
+        terms_size_budget=settings.max_banned_terms_size_per_server,
+    )
     await server_settings.load()
     await moderation.load()
     policy = CommunityPolicy(server_settings, moderation, dm_allowed=dm_allowed)

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.catalogue import CATALOGUE, available_variants
 from bot.errors import SettingsError
+from bot.moderation.patterns import DEFAULT_TERMS_SIZE_BUDGET
 from bot.periods import parse_reset_time
 from bot.providers.base import DEFAULT_MAX_REPORTED_COST
 from bot.providers.egress import EgressPolicy
@@ -172,6 +173,15 @@ class Settings(BaseSettings):
     # Abuse limits (issue 12): the approval queue and refunded requests.
     max_pending_approvals_per_member: int = Field(
         default=3, ge=1, le=100, description="Requests one member may have waiting for approval"
+    )
+    # What checking a prompt against one server's own banned terms may cost: their total RE2
+    # program size (bot/moderation/patterns.py). The ceiling keeps the combined program within
+    # RE2's memory for it.
+    max_banned_terms_size_per_server: int = Field(
+        default=DEFAULT_TERMS_SIZE_BUDGET,
+        ge=0,
+        le=100_000,
+        description="Total size of one server's own banned terms (RE2 program instructions)",
     )
     approval_expiry_hours: float = Field(
         default=72.0,
