@@ -49,6 +49,7 @@ SERVER_NOT_ALLOWED_TEXT = (
 )
 ALERT_PERCENTS = (80, 100)
 BUDGET_CHANNEL = "fluxcord_budget"  # "a reservation may have crossed a warning threshold"
+STOP_GRACE_SECONDS = 5.0
 _BUDGET_LOCK = "allowance:bot"  # taken after the server's own allowance lock, never before
 _USED_SQL = (
     "SELECT COALESCE(SUM(credits_mc), 0) FROM usage_totals"
@@ -156,8 +157,12 @@ class BotBudget:
         self.nudge()
 
     async def stop(self) -> None:
+        """Let a check in progress finish (a read and at most two inserts: cancelled, it
+        would leave PostgreSQL an interrupted statement), unless the store does not answer."""
         checker, self._checker = self._checker, None
+        self._wanted = False
         if checker is not None:
+            await asyncio.wait({checker}, timeout=STOP_GRACE_SECONDS)
             checker.cancel()
             await asyncio.gather(checker, return_exceptions=True)
 

@@ -34,6 +34,7 @@ from tests.conftest import BFL_KEY, FAST_POLLING, make_request
 from tests.fakes.bfl_server import FakeBFL, Outcome
 from tests.fakes.notifier import RecordingNotifier
 from tests.postgres_fixtures import on_postgres
+from tests.postgres_server import PostgresServer
 
 SERVERS = (101, 202, 303)
 PRO_ESTIMATE = 3.0  # what make_request's pro image is estimated (and reserved) at
@@ -78,11 +79,15 @@ def closed() -> Closed:
 
 @pytest.fixture
 async def fleet(
-    database_target: str | Path, fake_bfl: FakeBFL, closed: Closed
+    database_target: str | Path, fake_bfl: FakeBFL, closed: Closed, request: pytest.FixtureRequest
 ) -> AsyncIterator[Fleet]:
     """Started engines on one store, each with its own connection and BFL client as
     separate processes would have: three on PostgreSQL, one on SQLite (one process per file)."""
     async with AsyncExitStack() as stack:
+        if on_postgres():
+            # Stopping an engine cancels its claim loop, maybe while it waits for a lock.
+            server: PostgresServer = request.getfixturevalue("postgres_server")
+            stack.enter_context(server.expect_error("canceling statement due to user request"))
 
         async def start(policy: QuotaPolicy) -> list[JobEngine]:
             engines = []
