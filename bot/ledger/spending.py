@@ -50,6 +50,8 @@ SERVER_NOT_ALLOWED_TEXT = (
 ALERT_PERCENTS = (80, 100)
 BUDGET_CHANNEL = "fluxcord_budget"  # "a reservation may have crossed a warning threshold"
 STOP_GRACE_SECONDS = 5.0
+# A notification lost with the LISTEN connection only delays a warning until this re-check.
+RECHECK_SECONDS = 300.0
 _BUDGET_LOCK = "allowance:bot"  # taken after the server's own allowance lock, never before
 _USED_SQL = (
     "SELECT COALESCE(SUM(credits_mc), 0) FROM usage_totals"
@@ -142,6 +144,8 @@ class BotBudget:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wanted = False
         self._checker: asyncio.Task[None] | None = None
+        self._rechecks: asyncio.Task[None] | None = None
+        self._running = False
 
     def on_alert(self, sink: AlertSink) -> None:
         """Call `sink` with each warning this process claims (the Discord client's)."""
@@ -153,12 +157,24 @@ class BotBudget:
         if self.cap_mc is None:
             return
         self._loop = asyncio.get_running_loop()
+        self._running = True
         await self._db.listen(BUDGET_CHANNEL, lambda _payload: self.nudge())
         self.nudge()
+        self._rechecks = asyncio.create_task(self._recheck_now_and_then())
+
+    async def _recheck_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            self.nudge()
 
     async def stop(self) -> None:
         """Let a check in progress finish (a read and at most two inserts: cancelled, it
         would leave PostgreSQL an interrupted statement), unless the store does not answer."""
+        self._running = False  # a notification arriving now starts nothing
+        rechecks, self._rechecks = self._rechecks, None
+        if rechecks is not None:
+            rechecks.cancel()
+            await asyncio.gather(rechecks, return_exceptions=True)
         checker, self._checker = self._checker, None
         self._wanted = False
         if checker is not None:
@@ -228,7 +244,7 @@ class BotBudget:
     def nudge(self) -> None:
         """Check the thresholds soon; a burst of nudges runs one check after another, never
         two at once."""
-        if self.cap_mc is None:
+        if self.cap_mc is None or not self._running:
             return
         self._wanted = True
         if self._checker is None or self._checker.done():
