@@ -200,7 +200,9 @@ class FluxcordBot(commands.AutoShardedBot):
         try:
             await self.services.direct_messages.server_left(guild.id)
         finally:
-            log.info("left server %s (%s) with %s members", guild.id, guild.name, guild.member_count)
+            log.info(
+                "left server %s (%s) with %s members", guild.id, guild.name, guild.member_count
+            )
 
     # Members joining and leaving arrive only with the Server Members intent; without it,
     # sightings age out instead (bot/community/direct.py).
