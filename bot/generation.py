@@ -36,6 +36,7 @@ from bot.variants import JobParams, ReferenceSize, Variant
 
 if TYPE_CHECKING:
     from bot.community.approvals import ApprovalQueue
+    from bot.community.direct import Acknowledge
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +164,15 @@ class GenerationService:
         server = self.policy.server(requester)
         return server.approval_channel_id if server else None
 
-    async def precheck(self, draft: Draft, requester: Requester) -> Checked:
+    async def precheck(
+        self, draft: Draft, requester: Requester, *, acknowledge: Acknowledge | None = None
+    ) -> Checked:
         """Everything that needs no download and counts no strike, the member's allowance and
         the studio's budget included (estimated from what Discord says of the attachments):
-        a refused request downloads nothing. Raises InvalidRequest."""
+        a refused request downloads nothing. Raises InvalidRequest. `acknowledge` answers the
+        member's interaction before any slow check (a direct message's membership lookup)."""
         if self.policy is not None:
-            await self.policy.admit(requester)
+            await self.policy.admit(requester, acknowledge=acknowledge)
         await self.check_in_flight(requester.user_id)
         variant, params = self.validate(draft, requester)
         for reference in draft.references:

@@ -6,11 +6,12 @@ in their `cog_load`, before `start()`."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.catalogue import available_variants
 from bot.community.approvals import ApprovalQueue
+from bot.community.direct import DirectMessages, MembershipLookup
 from bot.community.policy import CommunityPolicy
 from bot.community.studios import Studios
 from bot.errors import StartupError
@@ -57,6 +58,7 @@ class Services:
     generation: GenerationService
     approvals: ApprovalQueue
     caches: SharedCaches
+    direct_messages: DirectMessages
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -69,11 +71,13 @@ class Services:
         await self.caches.start()
         await self.engine.start()
         await self.approvals.resume()
+        await self.ledger.budget.start()
 
     async def close(self) -> None:
         """Stop taking webhooks, stop the engine (open jobs resume on the next start), then
         close the provider clients and the database."""
         await self.web.stop()
+        await self.ledger.budget.stop()
         await self.caches.stop()
         await self.engine.stop()
         for provider in self.providers.values():
@@ -125,11 +129,12 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], list[Provi
 async def build_services(
     settings: Settings,
     *,
-    dm_allowed: Callable[[int], Awaitable[bool]],
+    member_lookup: MembershipLookup | None = None,
     discord_connected: Callable[[], bool],
 ) -> Services:
-    """Assemble the core. `dm_allowed(user_id)` says whether a member of a server that allows
-    direct messages wrote; `discord_connected()` feeds `/healthz`. Both come from the client."""
+    """Assemble the core. `member_lookup(guild_id, user_id)` asks Discord whether someone is
+    a member (for direct messages the store does not know about yet); `discord_connected()`
+    feeds `/healthz`. Both come from the client."""
     db = await open_database(settings.database_target)
     # Every time another process may read back is on the database's clock (kept in step by
     # the engine), so a process whose own clock is off cannot misplace anything.
@@ -194,7 +199,17 @@ async def build_services(
     )
     await server_settings.load()
     await moderation.load()
-    policy = CommunityPolicy(server_settings, moderation, dm_allowed=dm_allowed)
+    quota_policy = ledger.policy
+    direct_messages = DirectMessages(
+        db, server_settings, moderation, server_allowed=quota_policy.server_allowed
+    )
+    direct_messages.lookup = member_lookup
+    policy = CommunityPolicy(
+        server_settings,
+        moderation,
+        direct_messages=direct_messages,
+        server_allowed=quota_policy.server_allowed,
+    )
     studios = Studios(db, audit, policy=policy, clock=clock)
     await studios.load()
     # An ended studio posts its gallery once the jobs still running in it are done.
@@ -251,4 +266,5 @@ async def build_services(
         generation=generation,
         approvals=approvals,
         caches=caches,
+        direct_messages=direct_messages,
     )

@@ -169,6 +169,21 @@ class Settings(BaseSettings):
     default_guild_weekly_credits: float | None = Field(default=None, ge=0)
     default_guild_monthly_images: int | None = Field(default=None, ge=0)
     default_guild_monthly_credits: float | None = Field(default=10000, ge=0)
+    # Who may spend the operator's money (bot/ledger/spending.py): the servers allowed to make
+    # images at all, and one budget over every server together, with the owner warned.
+    allowed_guild_ids: str | None = Field(
+        default=None,
+        description="Only these servers (comma-separated ids) may make images; unset = any server",
+    )
+    bot_monthly_credits: float | None = Field(
+        default=None,
+        ge=0,
+        description="Credits the whole bot may spend per month, over every server; unset = no cap",
+    )
+    owner_alert_channel_id: int | None = Field(
+        default=None,
+        description="Channel for the owner's budget warnings; unset = a DM to the app's owner",
+    )
 
     # Abuse limits (issue 12): the approval queue and refunded requests.
     max_pending_approvals_per_member: int = Field(
@@ -341,7 +356,7 @@ class Settings(BaseSettings):
         at = parse_reset_time(value)
         return f"{at.hour:02d}:{at.minute:02d}"
 
-    @field_validator(*ALLOWANCE_SETTINGS, mode="before")
+    @field_validator(*ALLOWANCE_SETTINGS, "bot_monthly_credits", mode="before")
     @classmethod
     def _unlimited_words(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in UNLIMITED_WORDS:
@@ -354,6 +369,18 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("must be a number or 'unlimited'") from None
         return value
+
+    @field_validator("allowed_guild_ids")
+    @classmethod
+    def _guild_ids(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_guild_ids(value)  # raises ValueError naming the entry
+        return value
+
+    @property
+    def allowed_guilds(self) -> frozenset[int] | None:
+        """The servers that may make images (ALLOWED_GUILD_IDS), or None for any server."""
+        return None if self.allowed_guild_ids is None else parse_guild_ids(self.allowed_guild_ids)
 
     @field_validator("webhook_public_url")
     @classmethod
@@ -406,6 +433,21 @@ def _shown(value: str, limit: int = 40) -> str:
     """A setting's value for a one-line message: printable, and short."""
     printable = "".join(char if char.isprintable() else "?" for char in value)
     return printable if len(printable) <= limit else printable[: limit - 1] + "…"
+
+
+def parse_guild_ids(text: str) -> frozenset[int]:
+    """ "123,456" → {123, 456}: Discord server ids (snowflakes)."""
+    ids = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not (part.isascii() and part.isdigit()) or not 0 < int(part) < 2**63:
+            raise ValueError(f"{part!r} is not a server id (a number like 1234567890123456789)")
+        ids.add(int(part))
+    if not ids:
+        raise ValueError("names no server id (leave it unset to let any server use the bot)")
+    return frozenset(ids)
 
 
 def parse_keys(text: str, default_cap: int) -> list[tuple[str, int]]:

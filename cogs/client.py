@@ -13,6 +13,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import INTERNAL_ERROR_TEXT, FluxcordError, InvalidRequest
+from bot.ledger import BudgetAlert
+from bot.ledger.spending import public_bot_warning
 from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.shards import ShardFleet, shard_for
@@ -108,8 +110,13 @@ class FluxcordBot(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         self.services = await build_services(
-            self.settings, dm_allowed=self.dm_allowed, discord_connected=self.discord_connected
+            self.settings, member_lookup=self.is_member, discord_connected=self.discord_connected
         )
+        if self.application is not None:
+            warning = public_bot_warning(self.application.bot_public, self.services.ledger.policy)
+            if warning is not None:
+                log.warning("%s", warning)
+        self.services.ledger.budget.on_alert(self.tell_owner)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
@@ -163,23 +170,57 @@ class FluxcordBot(commands.AutoShardedBot):
         else:
             await self.fleet.gate.wait_turn(shard_id or 0)
 
-    async def dm_allowed(self, user_id: int) -> bool:
-        """Direct messages work for members of a server that allows them."""
-        for guild_id in self.services.server_settings.guilds_allowing_dms():
-            guild = self.get_guild(guild_id)
-            if guild is None:
-                continue
-            if guild.get_member(user_id) is not None:
-                return True
-            try:
-                await guild.fetch_member(user_id)
-            except discord.NotFound:
-                continue
-            except discord.HTTPException:
-                log.warning("could not check membership in %s", guild_id, exc_info=True)
-                continue
+    async def is_member(self, guild_id: int, user_id: int) -> bool | None:
+        """Whether the user is in the server (None: Discord could not say). Asked over REST,
+        which works from any process, whichever shard the server is on."""
+        guild = self.get_guild(guild_id)
+        if guild is not None and guild.get_member(user_id) is not None:
             return True
-        return False
+        try:
+            await self.http.get_member(guild_id, user_id)
+        except (discord.NotFound, discord.Forbidden):  # not a member, or the bot left
+            return False
+        except discord.HTTPException:
+            log.warning("could not check membership in %s", guild_id, exc_info=True)
+            return None
+        return True
+
+    async def tell_owner(self, alert: BudgetAlert) -> None:
+        """The owner's warning about the bot-wide budget: in OWNER_ALERT_CHANNEL_ID if set,
+        else a direct message to the application's owner (a team's owner)."""
+        quiet = discord.AllowedMentions.none()
+        channel_id = self.settings.owner_alert_channel_id
+        if channel_id is not None:
+            await self.poster.send(channel_id, content=alert.text, allowed_mentions=quiet)
+            return
+        application = self.application
+        if application is None:
+            return
+        owner = application.team.owner if application.team else application.owner
+        if owner is None:
+            log.warning("the application has no owner to warn about the budget")
+            return
+        channel = await self.create_dm(owner)
+        await channel.send(alert.text, allowed_mentions=quiet)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        log.info("joined server %s (%s) with %s members", guild.id, guild.name, guild.member_count)
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        try:
+            await self.services.direct_messages.server_left(guild.id)
+        finally:
+            log.info(
+                "left server %s (%s) with %s members", guild.id, guild.name, guild.member_count
+            )
+
+    # Members joining and leaving arrive only with the Server Members intent; without it,
+    # sightings age out instead (bot/community/direct.py).
+    async def on_member_join(self, member: discord.Member) -> None:
+        await self.services.direct_messages.seen(member.guild.id, member.id)
+
+    async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
+        await self.services.direct_messages.left(payload.guild_id, payload.user.id)
 
     def discord_connected(self) -> bool:
         return (

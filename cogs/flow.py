@@ -107,16 +107,23 @@ async def generate_from_interaction(
 async def _generate_from_interaction(
     bot: FluxcordBot, interaction: discord.Interaction[Any], draft: Draft, who: Requester
 ) -> None:
+    message_id: int | None = None
+
+    async def acknowledge() -> None:
+        # Slow work ahead (downloads, a direct message's membership lookup) can outlast
+        # Discord's 3 seconds: answer "thinking…" now, publicly, since that message becomes
+        # the job's.
+        nonlocal message_id
+        if not interaction.response.is_done():
+            deferred = await interaction.response.defer(thinking=True)
+            message_id = deferred.message_id if deferred is not None else None
+
     # Every check that needs no download (the allowance and studio budget included).
-    checked = await bot.services.generation.precheck(draft, who)
+    checked = await bot.services.generation.precheck(draft, who, acknowledge=acknowledge)
     if not isinstance(interaction.channel, discord.abc.Messageable):
         raise InvalidRequest("I can't post images here.")
-    message_id: int | None = None
     if draft.references or draft.stored:
-        # Downloading (or loading) references can outlast Discord's 3 seconds: answer
-        # "thinking…" now, publicly, since that message becomes the job's.
-        deferred = await interaction.response.defer(thinking=True)
-        message_id = deferred.message_id if deferred is not None else None
+        await acknowledge()
     request = await bot.services.generation.prepare(checked)
     await start_interaction(bot, who, request, interaction, message_id)
 

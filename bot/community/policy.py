@@ -1,20 +1,26 @@
 """A server's rules applied to one request, before anything is reserved or sent.
 
-The order matters to members: first whether they may ask here at all (blocked, channel,
-direct messages), then what they asked for (variant, size, references), and only then the
-prompt itself, since a banned term counts as a strike and should not be counted for a request
-that would have been refused anyway.
+The order matters to members: first whether they may ask here at all (a server the bot is
+not enabled on, blocked, channel, direct messages: bot/community/direct.py), then what they
+asked for (variant, size, references), and only then the prompt itself, since a banned term
+counts as a strike and should not be counted for a request that would have been refused
+anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest
+from bot.ledger.spending import ServerNotAllowed
 from bot.moderation.strikes import REFUSED_TEXT, Moderation, PromptRefused
 from bot.servers.settings import ServerSettings, SettingsStore
 from bot.variants import MEGAPIXEL, JobParams, Variant
+
+if TYPE_CHECKING:
+    from bot.community.direct import Acknowledge, DirectMessages
 
 DMS_CLOSED_TEXT = (
     "Image generation in direct messages isn't enabled. Use me on a server, or ask its "
@@ -44,22 +50,28 @@ class CommunityPolicy:
         settings: SettingsStore,
         moderation: Moderation,
         *,
-        dm_allowed: Callable[[int], Awaitable[bool]],
+        direct_messages: DirectMessages,
+        server_allowed: Callable[[int | None], bool] = lambda _guild: True,
     ) -> None:
         self.settings = settings
         self.moderation = moderation
-        self._dm_allowed = dm_allowed
+        self.direct_messages = direct_messages
+        self._server_allowed = server_allowed  # ALLOWED_GUILD_IDS (QuotaPolicy.server_allowed)
 
     def server(self, place: Requester) -> ServerSettings | None:
         return None if place.guild_id is None else self.settings.get(place.guild_id)
 
-    async def admit(self, place: Requester) -> None:
-        """May this member ask for images here at all? Raises InvalidRequest."""
+    async def admit(self, place: Requester, *, acknowledge: Acknowledge | None = None) -> None:
+        """May this member ask for images here at all? Raises InvalidRequest. In direct
+        messages membership may have to be looked up: `acknowledge` is awaited first."""
+        if not self._server_allowed(place.guild_id):
+            raise ServerNotAllowed()
         server = self.server(place)
         if server is None:
-            if not await self._dm_allowed(place.user_id):
-                raise InvalidRequest(DMS_CLOSED_TEXT)
+            await self.direct_messages.admit(place.user_id, acknowledge=acknowledge)
             return
+        # A member here may ask in direct messages (if the server allows them), from any process.
+        await self.direct_messages.seen(server.guild_id, place.user_id)
         self.moderation.check_blocked(server.guild_id, place.user_id)
         channel = place.parent_channel_id or place.channel_id
         if not server.channel_enabled(channel) and not server.channel_enabled(place.channel_id):

@@ -6,6 +6,9 @@
   the job's end, what members used.
 - `bot.ledger.admin`: moderators' overrides, grants and resets (`Ledger.admin`), each
   recorded in the quota history and the server's audit log.
+- `bot.ledger.spending`: who may spend the operator's money at all: the servers allowed
+  (ALLOWED_GUILD_IDS) and the whole bot's monthly budget (`Ledger.budget`), with the owner's
+  warnings.
 - `bot.ledger.policy`: units, defaults and amounts; `bot.ledger.reports`: moderators' totals
   and the CSV export.
 """
@@ -25,11 +28,15 @@ from bot.ledger.policy import (
     unlimited_limits,
 )
 from bot.ledger.quotas import Breach, QuotaExceeded, QuotaState, TooManyRefunds, guild_key
+from bot.ledger.spending import BotBudget, BotBudgetSpent, BudgetAlert, ServerNotAllowed
 from bot.periods import Period, ResetSchedule, format_reset, parse_reset_time
 
 __all__ = [
     "MILLI",
+    "BotBudget",
+    "BotBudgetSpent",
     "Breach",
+    "BudgetAlert",
     "Change",
     "Ledger",
     "Limits",
@@ -43,6 +50,7 @@ __all__ = [
     "QuotaState",
     "ResetSchedule",
     "Scope",
+    "ServerNotAllowed",
     "TooManyRefunds",
     "WindowUsage",
     "credits_to_mc",

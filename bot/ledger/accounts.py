@@ -5,7 +5,8 @@ Settlement is a compare-and-set on the ledger row's status, so it happens at mos
 job, whatever restarts or races occur.
 
 The rules that judge a request are in `bot.ledger.quotas`; moderators' changes to the
-allowances in `bot.ledger.admin` (reached as `Ledger.admin`).
+allowances in `bot.ledger.admin` (reached as `Ledger.admin`); the servers that may spend at
+all, and the whole bot's monthly budget, in `bot.ledger.spending` (`Ledger.budget`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from bot.errors import InvalidCharge
 from bot.ledger.admin import QuotaAdmin
 from bot.ledger.policy import MAX_AMOUNT, Metric, QuotaPolicy, credits_to_mc
 from bot.ledger.quotas import QuotaState, guild_key, refuse_if_over, state_query
+from bot.ledger.spending import BotBudget, ServerNotAllowed
 from bot.periods import PERIODS, Period
 from bot.servers.audit import AuditLog
+from bot.storage.base import Reads
 from bot.storage.db import Database, Tx
 
 __all__ = ["Ledger", "MemberUsage", "WindowUsage"]
@@ -65,6 +68,7 @@ class Ledger:
         self._clock = clock
         audit = audit or AuditLog(db, audit_channel=lambda _guild: None, clock=clock)
         self.admin = QuotaAdmin(db, self.policy, audit, clock=clock)
+        self.budget = BotBudget(db, self.policy, clock=clock)
 
     def now(self) -> float:
         return self._clock()
@@ -110,14 +114,22 @@ class Ledger:
         """Hold `credits` and `images` for a job (its ledger row), in `tx`'s transaction.
 
         Raises:
+            ServerNotAllowed: the server is not on ALLOWED_GUILD_IDS; nothing was written.
             QuotaExceeded: the job does not fit an allowance; nothing was written.
             TooManyRefunds: the member reached the day's cap on refunded jobs.
+            BotBudgetSpent: the job does not fit the whole bot's monthly budget.
         """
         now = self._clock() if now is None else now
+        self._refuse_server(guild_id)
         gid = guild_key(guild_id)
         need = {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)}
         state = await self._state_in(tx, gid, user_id, role_ids, now)
         refuse_if_over(state, need)
+        # Last, after the member's and the server's own limits: it takes the one lock every
+        # reservation of the fleet shares, so a refused request never waits for it.
+        await self.budget.reserve_in(
+            tx, need[Metric.CREDITS], state.starts[Period.MONTH], state.ends[Period.MONTH]
+        )
         starts = state.starts
         await tx.execute(
             "INSERT INTO ledger (job_id, guild_id, user_id, variant, reserved_at, day_start,"
@@ -151,11 +163,16 @@ class Ledger:
         """The test `reserve` makes, holding nothing.
 
         Raises:
+            ServerNotAllowed: the server is not on ALLOWED_GUILD_IDS.
             QuotaExceeded: the request would not fit an allowance.
             TooManyRefunds: the member reached the day's cap on refunded jobs.
+            BotBudgetSpent: the request would not fit the whole bot's monthly budget.
         """
+        self._refuse_server(guild_id)
         state = await self._state(guild_key(guild_id), user_id, role_ids, self._clock())
-        refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
+        need_mc = credits_to_mc(credits)
+        refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: need_mc})
+        await self._check_budget(self.db, state, need_mc)
 
     async def check_in(
         self,
@@ -173,14 +190,28 @@ class Ledger:
         (images, millicredits) counts as already used.
 
         Raises:
+            ServerNotAllowed: the server is not on ALLOWED_GUILD_IDS.
             QuotaExceeded: the request would not fit an allowance.
             TooManyRefunds: the member reached the day's cap on refunded jobs.
+            BotBudgetSpent: the request would not fit the whole bot's monthly budget.
         """
         now = self._clock() if now is None else now
+        self._refuse_server(guild_id)
         state = await self._state_in(tx, guild_key(guild_id), user_id, role_ids, now)
         if held is not None:
             state = state.with_held(held)
-        refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: credits_to_mc(credits)})
+        need_mc = credits_to_mc(credits)
+        refuse_if_over(state, {Metric.IMAGES: images, Metric.CREDITS: need_mc})
+        await self._check_budget(tx, state, need_mc)
+
+    def _refuse_server(self, guild_id: int | None) -> None:
+        if not self.policy.server_allowed(guild_id):
+            raise ServerNotAllowed()
+
+    async def _check_budget(self, reads: Reads, state: QuotaState, need_mc: int) -> None:
+        await self.budget.check(
+            reads, need_mc, state.starts[Period.MONTH], state.ends[Period.MONTH]
+        )
 
     async def charge(
         self,
@@ -241,12 +272,12 @@ class Ledger:
         # The status test makes this a compare-and-set: the second settlement of a job (a
         # retry, a restart, a later state change) matches no row and changes nothing. The
         # window totals follow through the ledger_counts_settlement trigger.
-        changed = await tx.execute(
+        settled = await tx.fetch_all(
             "UPDATE ledger SET status = ?,"
             " charged_mc = COALESCE(?, reserved_mc), charged_images = COALESCE(?, reserved_images),"
             " credits_mc = COALESCE(?, reserved_mc), images = COALESCE(?, reserved_images),"
             " settled_at = ?, settled_by = ?"
-            " WHERE job_id = ? AND status = 'reserved'",
+            " WHERE job_id = ? AND status = 'reserved' RETURNING reserved_mc, credits_mc",
             (
                 status,
                 charged_mc,
@@ -258,7 +289,9 @@ class Ledger:
                 job_id,
             ),
         )
-        return changed == 1
+        if settled and settled[0]["credits_mc"] > settled[0]["reserved_mc"]:
+            await self.budget.grew_in(tx)  # the provider's cost was above the estimate
+        return bool(settled)
 
     # ----------------------------------------------------------------- what members see
     async def state(

@@ -80,6 +80,16 @@ class QuotaPolicy:
     # Jobs a member may have refunded per server and day after the provider had them (and
     # billed them): past it their next request waits for the reset. None: no cap.
     max_refunded_per_day: int | None = None
+    # Who may spend the operator's money at all (bot/ledger/spending.py): the servers allowed
+    # to make images (None: any server), and the budget of the whole bot per month window,
+    # over every server and direct messages together (millicredits; None: no cap).
+    allowed_guilds: frozenset[int] | None = None
+    bot_monthly_mc: int | None = None
+
+    def server_allowed(self, guild_id: int | None) -> bool:
+        """Whether a server may make images; direct messages (None) are admitted through the
+        servers that allow them, each of which must be allowed itself."""
+        return guild_id is None or self.allowed_guilds is None or guild_id in self.allowed_guilds
 
     @classmethod
     def unlimited(cls, schedule: ResetSchedule | None = None) -> QuotaPolicy:
@@ -106,6 +116,12 @@ class QuotaPolicy:
             user=limits("user"),
             guild=limits("guild"),
             max_refunded_per_day=settings.max_refunded_jobs_per_day or None,
+            allowed_guilds=settings.allowed_guilds,
+            bot_monthly_mc=(
+                None
+                if settings.bot_monthly_credits is None
+                else credits_to_mc(settings.bot_monthly_credits)
+            ),
         )
 
 

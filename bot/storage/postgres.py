@@ -166,8 +166,13 @@ class ListenConnection:
                     self._url, timeout=CONNECT_TIMEOUT, server_settings=SESSION_SETTINGS
                 )
                 conn.add_termination_listener(lambda _conn: self._lost.set())
-                for channel in list(self._listeners):
-                    await conn.add_listener(channel, self._deliver)
+                # Until `self._conn` is set, `listen` leaves new channels to this loop: one
+                # added while an earlier one was being registered is picked up here too.
+                registered: set[str] = set()
+                while pending := [c for c in self._listeners if c not in registered]:
+                    for channel in pending:
+                        await conn.add_listener(channel, self._deliver)
+                        registered.add(channel)
             except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
                 # The store's own calls report the outage (once); listeners poll meanwhile.
                 log.debug("cannot LISTEN on PostgreSQL (%s); retrying", type(exc).__name__)

@@ -68,9 +68,17 @@ async def imagine(
 
 
 async def refused(
-    world: World, bot: FluxcordBot, user: User, channel: Channel, **options: Any
+    world: World,
+    bot: FluxcordBot,
+    user: User,
+    channel: Channel,
+    *,
+    looked_up: bool = False,
+    **options: Any,
 ) -> str:
-    """A request that is refused: the private text, and proof that nothing happened."""
+    """A request that is refused: the private text, and proof that nothing happened.
+    `looked_up`: a direct message whose membership Discord was asked about, so the request
+    was acknowledged ("thinking…", seen by the member alone) and that answer removed."""
     jobs = await bot.services.db.fetch_value("SELECT count(*) FROM jobs")
     ledger = await bot.services.db.fetch_value("SELECT count(*) FROM ledger")
     submissions = len(world.bfl.submissions)
@@ -81,7 +89,11 @@ async def refused(
     assert await bot.services.db.fetch_value("SELECT count(*) FROM ledger") == ledger
     assert len(world.bfl.submissions) == submissions
     ever = world.discord.messages(channel.id, include_deleted=True, include_ephemeral=False)
-    assert len(ever) == public, "nothing public, not even briefly"
+    if looked_up:
+        assert channel.guild_id is None, "only a direct message is acknowledged before a refusal"
+        assert [m.deleted for m in ever[public:]] == [True], "the deferral is gone"
+    else:
+        assert len(ever) == public, "nothing public, not even briefly"
     return text
 
 
@@ -540,8 +552,9 @@ async def test_direct_messages_are_off_until_a_server_allows_them(world: World) 
     assert submission.body["prompt"] == "a comet"
     job = await bot.services.db.fetch_one("SELECT guild_id, channel_id FROM jobs")
     assert job is not None and (job["guild_id"], job["channel_id"]) == (None, alice_dm.id)
-    # Dave's only server never allowed direct messages.
-    assert await refused(world, bot, dave, dave_dm, prompt="a comet") == DMS_CLOSED_TEXT
+    # Dave's only server never allowed direct messages (Discord is asked if he is in Alice's).
+    text = await refused(world, bot, dave, dave_dm, looked_up=True, prompt="a comet")
+    assert text == DMS_CLOSED_TEXT
     # The built-in terms apply in DMs too (no server, so no strike).
     assert await refused(world, bot, world.alice, alice_dm, prompt="n.u.d.e") == REFUSED_TEXT
     assert await bot.services.db.fetch_value("SELECT count(*) FROM strikes") == 0

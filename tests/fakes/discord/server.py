@@ -318,12 +318,24 @@ class FakeDiscord(LoopbackServer):
         if shard_id is not None:
             guild_id = self._state.snowflake.on_shard(shard_id, self._gateway.shard_count)
         guild = self._state.new_guild(name, owner_id, guild_id=guild_id)
-        self._broadcast(
-            "GUILD_CREATE",
-            lambda intents: self._state.guild_create_payload(guild, intents),
-            guild_id=guild.id,
-        )
+
+        def joined(intents: int) -> JSON:
+            # A guild the bot has just joined carries no "unavailable" (one that comes back
+            # from an outage says false): clients tell a join from a return by it.
+            payload = self._state.guild_create_payload(guild, intents)
+            payload.pop("unavailable", None)
+            return payload
+
+        self._broadcast("GUILD_CREATE", joined, guild_id=guild.id)
         return guild
+
+    def remove_bot_from_guild(self, guild_id: int) -> None:
+        """The bot is kicked from the guild: GUILD_DELETE (not unavailable) on its shard. Only
+        the event: the guild's data stays, for inspection (a new IDENTIFY would see it again)."""
+        payload = {"id": str(guild_id)}
+        self._broadcast(
+            "GUILD_DELETE", lambda i: payload if i & INTENT_GUILDS else None, guild_id=guild_id
+        )
 
     def add_text_channel(
         self, guild_id: int, name: str, *, topic: str | None = None, nsfw: bool = False
