@@ -67,6 +67,12 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
         return state in _POSTGRES_PASSING_STATES or state.startswith(_POSTGRES_PASSING_CLASSES)
+    if isinstance(exc, asyncpg.InternalClientError):
+        # The server ended the session while this process was paused (our
+        # idle_in_transaction_session_timeout): asyncpg, still taking in the server's
+        # error, refuses the next call ("another operation (2) is in progress").
+        text = str(exc)
+        return "another operation" in text or "not connected" in text
     # "connection is closed": it broke between two queries. (A closed pool is not passing:
     # the bot is stopping.)
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
