@@ -60,7 +60,8 @@ class PostgresServer:
         self.folder = Path(tempfile.mkdtemp(prefix="fluxcord-pg-"))
         self.log_path = self.folder / "server.log"
         self._process: subprocess.Popen[bytes] | None = None
-        self._expected: list[re.Pattern[str]] = []
+        # Waiting for it to start, `pg_isready` is told so (a FATAL line) when it asks early.
+        self._expected: list[re.Pattern[str]] = [re.compile("the database system is starting up")]
         self._as_root = os.geteuid() == 0
 
     def _command(self, *argv: str) -> list[str]:
