@@ -210,6 +210,7 @@ async def test_a_frozen_process_does_not_stall_the_fleet(fleet: Fleet) -> None:
         # Nobody waited much longer than the lease for the frozen process.
         moments = [frozen_at, *sorted(t for t in delivered_at if t > frozen_at)]
         gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
+        print(f"longest wait for a delivery: {max(gaps):.1f} s")
         assert max(gaps) <= LEASE_SECONDS + 5, [round(gap, 1) for gap in gaps]
 
         await check_once_each(fleet, db, frozen_at)
