@@ -143,6 +143,7 @@ async def start_bot(
         "DEFAULT_GUILD_MONTHLY_CREDITS": "100000000",
         # Each member sends 12 at once here: the load, not the per-member cap, is measured.
         "MAX_JOBS_IN_FLIGHT_PER_MEMBER": "100",
+        "BUTTON_COOLDOWN_SECONDS": "0",  # nor the pause between one member's requests
     }
     if webhooks:
         env["WEBHOOK_PUBLIC_URL"] = f"http://127.0.0.1:{port}"

@@ -11,10 +11,15 @@ import sys
 
 from bot.errors import SettingsError, StartupError
 from bot.instance import InstanceLock, check_web_address
+from bot.redaction import install_redaction
 from bot.settings import Settings, load_settings
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(settings: Settings) -> None:
+    level = settings.log_level
+    # Before anything logs: interaction tokens in discord.py's URLs and events, and the
+    # configured secrets, are blanked in every record, whatever its level or handler.
+    install_redaction(settings.secret_values())
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     try:
         if args.command == "migrate":
             asyncio.run(_migrate(settings))
@@ -86,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_run(settings))
     except KeyboardInterrupt:
         pass
-    except StartupError as exc:  # another instance, a busy port: the message says it all
+    except StartupError as exc:  # another instance, a busy port, the database: says it all
         print(str(exc), file=sys.stderr)
-        return 1
+        return exc.exit_code
     except Exception as exc:  # one clear line for start-up failures such as a bad token
         import discord
 

@@ -1,7 +1,8 @@
-"""A per-member pause between actions (result buttons), kept in memory."""
+"""A per-member pause between requests (commands, replies and result buttons), in memory."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -30,3 +31,9 @@ class Cooldown:
             self._last = {u: t for u, t in self._last.items() if now - t < self.seconds}
         self._last[user_id] = now
         return 0.0
+
+    def wait_seconds(self, user_id: int) -> int:
+        """`retry_after` in whole seconds to tell the member: 0 when they may act now (the
+        action is then counted), else at least 1."""
+        wait = self.retry_after(user_id)
+        return max(1, math.ceil(wait)) if wait > 0 else 0

@@ -17,7 +17,9 @@
     ├── ReviewChannelUnreachable  (bot.community.approvals) raised by the Discord review view
     ├── InvalidCharge             a provider's cost figure that cannot be real
     ├── InvalidPattern            a banned term the matcher cannot run (shown to moderators)
-    ├── StartupError ─ AnotherInstanceRunning    for the operator; the message says it all
+    ├── StartupError              for the operator; the message says it all
+    │   ├── AnotherInstanceRunning
+    │   └── DatabaseUnavailable   the store cannot be reached, or refused the bot's login
     └── SettingsError             a malformed setting; names it, never shows its value
 
 The adapters show `user_message` (or `str()` of an InvalidRequest) and log the rest.
@@ -149,11 +151,25 @@ class InvalidPattern(FluxcordError, ValueError):
 
 
 class StartupError(FluxcordError):
-    """A start-up failure the operator can fix; the message is the whole explanation."""
+    """A start-up failure the operator can fix; the message is the whole explanation, on one
+    line. `exit_code`: 1 when something around the bot is wrong (it may work next time), 2
+    when a setting is (like a configuration error)."""
+
+    exit_code = 1
+
+    def __init__(self, detail: str, *, exit_code: int | None = None) -> None:
+        super().__init__(detail)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class AnotherInstanceRunning(StartupError):
     pass
+
+
+class DatabaseUnavailable(StartupError):
+    """The database could not be opened: unreachable (exit 1), or it refused the login or has
+    no such database (exit 2: DATABASE_URL needs fixing). Names the server, never a password."""
 
 
 class SettingsError(FluxcordError):

@@ -24,10 +24,9 @@ from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
 from bot.providers.base import InputImage
 from bot.references import (
-    ByteBudget,
     ReferenceCandidate,
+    ReferenceChecks,
     ReferenceLimits,
-    download_references,
     precheck,
 )
 from bot.servers.audit import BOT_ACTOR, AuditLog
@@ -73,7 +72,7 @@ class GenerationService:
         audit: AuditLog | None = None,
         studios: Studios | None = None,
         provider_moderation_strikes: bool = False,
-        downloads: ByteBudget | None = None,
+        reference_checks: ReferenceChecks | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.engine = engine
@@ -85,7 +84,8 @@ class GenerationService:
         self.studios = studios  # a studio thread's theme, required words and budget
         # A provider's safety refusal is a strike on the member's server (see strikes.py).
         self.provider_moderation_strikes = provider_moderation_strikes and policy is not None
-        self.downloads = downloads  # shared by every reference download
+        # Shared by every member's reference downloads and decodes (and one check per member).
+        self.reference_checks = reference_checks or ReferenceChecks()
         self.max_in_flight = max_in_flight  # per member: queued or running jobs
         # Where held requests wait; attached by build_services (the queue submits through us).
         self.approvals: ApprovalQueue | None = None
@@ -173,6 +173,8 @@ class GenerationService:
         variant, params = self.validate(draft, requester)
         for reference in draft.references:
             precheck(reference, self.limits)
+        if draft.references:
+            self.reference_checks.check_member_free(requester.user_id)
         # The references as their sizes alone (the estimate needs nothing else); a size
         # Discord did not report is counted by `prepare`, after the download.
         counted = _stored_sizes(draft) + tuple(
@@ -191,7 +193,9 @@ class GenerationService:
         if self.policy is not None:
             await self.policy.check_prompt(requester, checked.params.prompt)
         stored = await self._load_stored(draft.stored) if draft.stored else []
-        downloaded = await download_references(draft.references, self.limits, budget=self.downloads)
+        downloaded = await self.reference_checks.load(
+            draft.references, self.limits, member_id=requester.user_id
+        )
         inputs = [*stored, *downloaded]
         request = self._request(draft, requester, checked.variant, checked.params, inputs)
         if tuple(ReferenceSize(image.width, image.height) for image in inputs) != checked.counted:

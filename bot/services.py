@@ -26,10 +26,11 @@ from bot.moderation.strikes import Moderation
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
-from bot.references import ByteBudget, ReferenceLimits
+from bot.references import ReferenceChecks, ReferenceLimits
 from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
 from bot.settings import Settings
+from bot.storage.clock import DatabaseClock
 from bot.storage.db import Database, open_database
 from bot.variants import MEGAPIXEL, Variant
 from bot.web import HealthChecks, WebServer, create_app
@@ -42,6 +43,7 @@ class Services:
 
     settings: Settings
     db: Database
+    clock: DatabaseClock  # the fleet's one clock: what every process agrees "now" is
     providers: dict[str, Provider]
     variants: dict[str, Variant]
     metrics: Metrics
@@ -129,6 +131,10 @@ async def build_services(
     """Assemble the core. `dm_allowed(user_id)` says whether a member of a server that allows
     direct messages wrote; `discord_connected()` feeds `/healthz`. Both come from the client."""
     db = await open_database(settings.database_target)
+    # Every time another process may read back is on the database's clock (kept in step by
+    # the engine), so a process whose own clock is off cannot misplace anything.
+    clock = DatabaseClock(db)
+    await clock.sync()
     providers, keys = build_providers(settings)
     variants = available_variants(
         include_preview=settings.bfl_enable_preview,
@@ -138,9 +144,11 @@ async def build_services(
     public_url = settings.webhook_public_url
     metrics = Metrics()
     server_settings: SettingsStore
-    audit = AuditLog(db, audit_channel=lambda guild: server_settings.get(guild).audit_channel_id)
+    audit = AuditLog(
+        db, audit_channel=lambda guild: server_settings.get(guild).audit_channel_id, clock=clock
+    )
     # Moderators' /quota changes are audited like every other moderation action.
-    ledger = Ledger(db, QuotaPolicy.from_settings(settings), audit=audit)
+    ledger = Ledger(db, QuotaPolicy.from_settings(settings), audit=audit, clock=clock)
     engine = JobEngine(
         db,
         providers,
@@ -152,6 +160,7 @@ async def build_services(
             deadline=settings.job_deadline_seconds,
         ),
         ledger=ledger,
+        clock=clock,
         metrics=metrics,
         reference_retention=settings.reference_retention_days * 86400,
         max_reported_cost=settings.max_reported_cost_credits,
@@ -175,12 +184,18 @@ async def build_services(
         settings.web_host,
         settings.web_port,
     )
-    server_settings = SettingsStore(db, audit, known_variants=lambda: variants)
-    moderation = Moderation(db, audit, settings=server_settings.get)
+    server_settings = SettingsStore(db, audit, known_variants=lambda: variants, clock=clock)
+    moderation = Moderation(
+        db,
+        audit,
+        settings=server_settings.get,
+        clock=clock,
+        terms_size_budget=settings.max_banned_terms_size_per_server,
+    )
     await server_settings.load()
     await moderation.load()
     policy = CommunityPolicy(server_settings, moderation, dm_allowed=dm_allowed)
-    studios = Studios(db, audit, policy=policy)
+    studios = Studios(db, audit, policy=policy, clock=clock)
     await studios.load()
     # An ended studio posts its gallery once the jobs still running in it are done.
     engine.on_job_closed(studios.job_closed)
@@ -196,7 +211,10 @@ async def build_services(
         audit=audit,
         studios=studios,
         provider_moderation_strikes=settings.provider_moderation_strikes,
-        downloads=ByteBudget(settings.reference_download_budget_bytes),
+        reference_checks=ReferenceChecks(
+            download_bytes=settings.reference_download_budget_bytes,
+            decode_megapixels=settings.reference_decode_budget_megapixels,
+        ),
         max_in_flight=settings.max_jobs_in_flight_per_member,
     )
     approvals = ApprovalQueue(
@@ -208,6 +226,7 @@ async def build_services(
         ledger=ledger,
         max_pending_per_member=settings.max_pending_approvals_per_member,
         expiry_hours=settings.approval_expiry_hours,
+        clock=clock,
     )
     generation.approvals = approvals  # held requests wait there (it submits through generation)
     # Another process's moderator changes reach this one's caches (bot/invalidation.py).
@@ -218,6 +237,7 @@ async def build_services(
     return Services(
         settings=settings,
         db=db,
+        clock=clock,
         providers=providers,
         variants=variants,
         metrics=metrics,

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.catalogue import CATALOGUE, available_variants
 from bot.errors import SettingsError
+from bot.moderation.patterns import DEFAULT_TERMS_SIZE_BUDGET
 from bot.periods import parse_reset_time
 from bot.providers.base import DEFAULT_MAX_REPORTED_COST
 from bot.providers.egress import EgressPolicy
 from bot.storage.base import is_postgres_url
+
+# SHARD_COUNT's upper bound: no shard number can reach it.
+MAX_SHARD_COUNT = 10_000
+# Each provider's variants need its key; named as the settings that give one.
+_PROVIDER_KEY_SETTINGS = {"bfl": "BFL_API_KEY (or BFL_API_KEYS)", "aiml": "AIML_API_KEY"}
 
 # Words that mean "no limit" in an allowance setting (an empty value means "the default").
 UNLIMITED_WORDS = frozenset({"unlimited", "none", "off", "-1"})
@@ -54,7 +61,10 @@ class Settings(BaseSettings):
     )
     provider_max_active: int = Field(default=24, ge=1, le=1000)
     shard_count: int | None = Field(
-        default=None, ge=1, le=10000, description="Gateway shards in all (default: Discord's)"
+        default=None,
+        ge=1,
+        le=MAX_SHARD_COUNT,
+        description="Gateway shards in all (default: Discord's)",
     )
     lease_seconds: float = Field(
         default=20.0,
@@ -91,11 +101,21 @@ class Settings(BaseSettings):
         gt=0,
         description="Most reference-image bytes being downloaded at once, over all members",
     )
+    reference_decode_budget_megapixels: int = Field(
+        default=48,
+        ge=1,
+        le=4096,
+        description="Most reference-image memory being decoded at once, over all members, in "
+        "megapixels of 4 bytes; a reference that alone needs more is refused",
+    )
     max_jobs_in_flight_per_member: int = Field(
         default=4, ge=1, le=100, description="Requests one member may have queued or running"
     )
     button_cooldown_seconds: float = Field(
-        default=3.0, ge=0, le=600, description="Pause between one member's result-button clicks"
+        default=3.0,
+        ge=0,
+        le=600,
+        description="Pause between one member's requests (commands, replies, result buttons)",
     )
     aiml_api_key: SecretStr | None = Field(default=None, description="AI/ML API key")
     aiml_api_base: str = Field(default="https://api.aimlapi.com")
@@ -154,6 +174,15 @@ class Settings(BaseSettings):
     max_pending_approvals_per_member: int = Field(
         default=3, ge=1, le=100, description="Requests one member may have waiting for approval"
     )
+    # What checking a prompt against one server's own banned terms may cost: their total RE2
+    # program size (bot/moderation/patterns.py). The ceiling keeps the combined program within
+    # RE2's memory for it.
+    max_banned_terms_size_per_server: int = Field(
+        default=DEFAULT_TERMS_SIZE_BUDGET,
+        ge=0,
+        le=100_000,
+        description="Total size of one server's own banned terms (RE2 program instructions)",
+    )
     approval_expiry_hours: float = Field(
         default=72.0,
         gt=0,
@@ -194,13 +223,7 @@ class Settings(BaseSettings):
             return self
         if self.shard_count is None:
             raise ValueError("SHARD_IDS needs SHARD_COUNT (how many shards there are in all)")
-        ids = parse_shard_ids(self.shard_ids)
-        outside = [shard for shard in ids if shard >= self.shard_count]
-        if outside:
-            raise ValueError(
-                f"SHARD_IDS {outside[0]} is not a shard of SHARD_COUNT={self.shard_count}"
-                f" (0 to {self.shard_count - 1})"
-            )
+        ids = parse_shard_ids(self.shard_ids, self.shard_count)
         if len(ids) < self.shard_count and self.database_url is None:
             # The other shards run in other processes, which need one shared store.
             raise ValueError(
@@ -212,12 +235,50 @@ class Settings(BaseSettings):
     @property
     def process_shard_ids(self) -> list[int] | None:
         """The shards this process connects, or None for all of them."""
-        return None if self.shard_ids is None else parse_shard_ids(self.shard_ids)
+        if self.shard_ids is None:
+            return None
+        return parse_shard_ids(self.shard_ids, self.shard_count or MAX_SHARD_COUNT)
 
     @model_validator(mode="after")
     def _bfl_keys_parse(self) -> Settings:
         self.bfl_keys()  # raises ValueError naming the problem, never the key
         return self
+
+    @field_validator("default_variant")
+    @classmethod
+    def _variant_name(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _default_variant_offered(self) -> Settings:
+        """Refuse a DEFAULT_VARIANT this installation cannot serve, rather than quietly
+        serving another model in its place."""
+        name = self.default_variant
+        shown = f"DEFAULT_VARIANT={_shown(name)}"
+        # The variants offered under this name (`pro` is BFL's, or the AI/ML API's alias).
+        serving = [v for v in CATALOGUE.values() if (v.alias_of or v.key) == name]
+        if not serving:
+            every = available_variants(include_preview=True, providers=list(_PROVIDER_KEY_SETTINGS))
+            raise ValueError(f"{shown} is not a model; choose one of {', '.join(every)}")
+        has_key = {
+            "bfl": self.bfl_api_key is not None or self.bfl_api_keys is not None,
+            "aiml": self.aiml_api_key is not None,
+        }
+        configured = [provider for provider, present in has_key.items() if present]
+        offered = available_variants(
+            include_preview=self.bfl_enable_preview,
+            providers=configured,
+            prefer_aiml=self.prefer_aiml_pro,
+        )
+        if name in offered or not configured:  # none configured: `migrate`, or a warning
+            return self
+        choose = f"choose one of {', '.join(offered)}"
+        if all(v.preview for v in serving) and not self.bfl_enable_preview:
+            raise ValueError(
+                f"{shown} is a preview model: set BFL_ENABLE_PREVIEW=true, or {choose}"
+            )
+        keys = " or ".join(_PROVIDER_KEY_SETTINGS[v.provider] for v in serving)
+        raise ValueError(f"{shown} needs {keys}, which is not set: set it, or {choose}")
 
     def bfl_keys(self) -> list[tuple[str, int]]:
         """Every BFL key with its concurrency cap: BFL_API_KEY first, then BFL_API_KEYS."""
@@ -233,9 +294,30 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not is_postgres_url(value.get_secret_value()):
+        if value is None:
+            return None
+        url = value.get_secret_value()
+        if not is_postgres_url(url):
             raise ValueError("DATABASE_URL must start with postgresql:// (SQLite: DATABASE_PATH)")
+        netloc = urlsplit(url).netloc
+        if "," not in netloc:  # several hosts ("h1:5432,h2") are asyncpg's to read
+            try:
+                urlsplit(url).port  # noqa: B018 - raises for a port that is not 0-65535
+            except ValueError:
+                raise ValueError("has a port that is not a number up to 65535") from None
         return value
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret (the bot token, provider keys, the database password), so
+        that the logs can blank them wherever they might appear (bot/redaction.py)."""
+        secrets = [self.discord_token.get_secret_value(), *(key for key, _ in self.bfl_keys())]
+        if self.aiml_api_key is not None:
+            secrets.append(self.aiml_api_key.get_secret_value())
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                secrets += [password, unquote(password)]
+        return secrets
 
     @property
     def database_target(self) -> str | Path:
@@ -292,20 +374,38 @@ class Settings(BaseSettings):
         return level
 
 
-def parse_shard_ids(text: str) -> list[int]:
-    """ "0,1" or "0-3" or "0-1,4" → sorted shard ids."""
-    ids: set[int] = set()
+def parse_shard_ids(text: str, shard_count: int = MAX_SHARD_COUNT) -> list[int]:
+    """ "0,1" or "0-3" or "0-1,4" → sorted shard ids, each below `shard_count`. Every range
+    is checked before any is expanded, so "0-99999999" is refused without building it."""
+    ranges: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip()
         first, dash, last = part.partition("-")
         try:
             low, high = int(first), int(last) if dash else int(first)
         except ValueError:
-            raise ValueError(f"SHARD_IDS: {part!r} is not a shard number or range") from None
+            raise ValueError(
+                f"SHARD_IDS: {_shown(part)!r} is not a shard number or range"
+            ) from None
         if low < 0 or high < low:
-            raise ValueError(f"SHARD_IDS: {part!r} is not a shard number or range")
-        ids.update(range(low, high + 1))
-    return sorted(ids)
+            raise ValueError(f"SHARD_IDS: {_shown(part)!r} is not a shard number or range")
+        if high >= shard_count:
+            problem = (
+                f"{low} is not a shard of"
+                if low == high
+                else f"{low}-{high} goes past the shards of"
+            )
+            raise ValueError(
+                f"SHARD_IDS {problem} SHARD_COUNT={shard_count} (0 to {shard_count - 1})"
+            )
+        ranges.append((low, high))
+    return sorted({shard for low, high in ranges for shard in range(low, high + 1)})
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A setting's value for a one-line message: printable, and short."""
+    printable = "".join(char if char.isprintable() else "?" for char in value)
+    return printable if len(printable) <= limit else printable[: limit - 1] + "…"
 
 
 def parse_keys(text: str, default_cap: int) -> list[tuple[str, int]]:

@@ -8,12 +8,13 @@ Routes
     the webhook URL is sent with the submit, before the task id exists, so the job id is the
     only id a per-job URL can carry. That also lets a delivery be verified when it beats the
     engine's write of the submit answer (a fast task, or a slow database): the job and its
-    secret exist before the submit is sent. Job ids are random (64 bits) and only name a
-    job; the per-job secret is what authenticates.
+    secret exist before the submit is sent. The path is ``<job id>_<tag>`` (bot/jobs/webhooks.py)
+    and only names a job; the per-job secret is what authenticates.
 
     Order of checks, each ending the request with no side effect:
     size (413, by Content-Length before reading, then by a capped read) → job known (404;
-    an id the engine is not following is refused from memory, without a database read) →
+    an id without the fleet's tag, which only the URLs the bot gave BFL carry, is refused
+    from memory, without a database read: job ids alone are public, in every button) →
     authenticated (401: ``X-Webhook-Secret`` equal to the job's secret, or
     ``X-BFL-Signature: sha256=<hex HMAC-SHA256 of the raw body>``, both compared in constant
     time) → JSON body with a task id (400) → task id is the job's (404) → handed over (200).
@@ -181,6 +182,11 @@ class _Routes:
             return _failed_to_take(job_id, exc, "looking the job up failed")
         if subscription is None:
             return self._reject(job_id, WebhookRejection.UNKNOWN_TASK, HTTPStatus.NOT_FOUND)
+        if subscription.secret is None:
+            # The job has ended and its secret went with it: nothing can be verified, and
+            # nothing is read or changed. 200 all the same, so BFL does not retry a late
+            # duplicate (a 4xx might be retried: BFL does not document its retries).
+            return web.json_response({"ok": True})
         if not verify_webhook(raw, request.headers, subscription.secret):
             return self._reject(job_id, WebhookRejection.BAD_SECRET, HTTPStatus.UNAUTHORIZED)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -96,9 +97,12 @@ class DiscordNotifier:
         result_view: ResultViewFactory | None = None,
         queued_view: QueuedViewFactory | None = None,
         progress_interval: float = PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.time,
         lease_held: Callable[[], bool] = lambda: True,
     ) -> None:
         self._client = client
+        # The database's clock (bot/storage/clock.py): interaction tokens expire by it.
+        self._clock = clock
         self._lease_held = lease_held
         self._lookup = lookup
         self._shown_in = shown_in
@@ -127,7 +131,7 @@ class DiscordNotifier:
                 channel_id=channel_id,
                 guild_id=interaction.guild_id,
                 user_id=interaction.user.id,
-                token=token_for(interaction),
+                token=token_for(interaction, self._clock()),
                 interaction=interaction,
                 message_id=message_id,
             )
@@ -145,7 +149,8 @@ class DiscordNotifier:
         queued = job.state is JobState.QUEUED
         # While it waits in line the request can be cancelled; once running, it can't.
         view = self._queued_view(job) if queued and self._queued_view else None
-        self._updates(message).show(Shown(progress_text(job, queue_position), view=view))
+        text = progress_text(job, queue_position, now=self._clock())
+        self._updates(message).show(Shown(text, view=view))
 
     async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:
         parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None
@@ -222,7 +227,7 @@ class DiscordNotifier:
 
     def _message(self, job: Job) -> JobMessage:
         message = self._messages.get(job.id)
-        return message if message is not None else self._track(JobMessage.of(job))
+        return message if message is not None else self._track(JobMessage.of(job, self._clock()))
 
     def _updates(self, message: JobMessage) -> LatestUpdate[Shown, int]:
         if message.updates is None:
@@ -237,7 +242,7 @@ class DiscordNotifier:
                 return await self._apply(message, shown)
 
             def gate() -> Gate:
-                if message.uses_interaction():
+                if message.uses_interaction(self._clock()):
                     return no_gate
                 turns = self._turns[message.channel_id]
                 return lambda urgent: turns.turn(message.job_id, urgent=urgent)
@@ -283,10 +288,11 @@ class DiscordNotifier:
         return channel.parent_id if isinstance(channel, discord.Thread) else None
 
     async def _apply_here(self, message: JobMessage, shown: Shown) -> int:
-        if message.uses_interaction() and message.message_id is None and not message.interaction:
+        now = self._clock()
+        if message.uses_interaction(now) and message.message_id is None and not message.interaction:
             # Answered before a restart, but its message was never recorded: use the channel.
             message.leave_interaction()
-        if message.uses_interaction():
+        if message.uses_interaction(now):
             try:
                 return await self._through_interaction(message, shown)
             except discord.HTTPException as exc:
@@ -421,6 +427,7 @@ def attach_delivery(
         turns=turns,
         result_view=result_view,
         queued_view=queued_view,
+        clock=services.clock,
         lease_held=lambda: services.engine.lease.surely_held,
     )
     services.engine.notifier = bot.notifier

@@ -150,7 +150,7 @@ async def start_interaction(
             replace(
                 request,
                 job_id=job_id,
-                interaction=token_for(interaction),
+                interaction=token_for(interaction, bot.services.clock()),
                 status_message_id=message_id,
             ),
             who,

@@ -20,7 +20,7 @@ from cogs.flow import (
     refuse_in_reply,
 )
 from cogs.options import OptionSet, variant_command
-from cogs.results import EditModal
+from cogs.results import EditModal, button_cooldown
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 IMAGINE_IMAGES = 4
 EDIT_IMAGES = 8
 NO_IMAGES_TEXT = "That message has no images to edit."
+SLOW_DOWN_TEXT = "Slow down a little: you can ask for another image in {seconds} s."
 
 
 def draft_from_options(variant: str | None, values: dict[str, Any], *, needs_edit: bool) -> Draft:
@@ -81,6 +82,24 @@ class Generate(commands.Cog):
         self.bot.tree.remove_command(self.edit_menu.name, type=self.edit_menu.type)
 
     # ----------------------------------------------------------------- commands
+    def _pause_left(self, user_id: int) -> int:
+        """Seconds the member must still wait before another request (0: go ahead, and this
+        one is counted). The result buttons share the pause: one member, one pace."""
+        return button_cooldown(self.bot).wait_seconds(user_id)
+
+    async def _told_to_wait(self, interaction: discord.Interaction[Any]) -> bool:
+        """True, with a private note of how long, when the member must wait before another
+        request; else the request is counted against the pause."""
+        wait = self._pause_left(interaction.user.id)
+        if wait:
+            text = SLOW_DOWN_TEXT.format(seconds=wait)
+            await interaction.response.send_message(text, ephemeral=True)
+        return bool(wait)
+
+    async def _generate(self, interaction: discord.Interaction[Any], draft: Draft) -> None:
+        if not await self._told_to_wait(interaction):
+            await generate_from_interaction(self.bot, interaction, draft)
+
     def _variants(self) -> dict[str, Variant]:
         return self.bot.services.generation.variants
 
@@ -100,8 +119,7 @@ class Generate(commands.Cog):
         options.add_images(IMAGINE_IMAGES)
 
         async def handle(interaction: discord.Interaction[Any], values: dict[str, Any]) -> None:
-            draft = draft_from_options(None, values, needs_edit=False)
-            await generate_from_interaction(self.bot, interaction, draft)
+            await self._generate(interaction, draft_from_options(None, values, needs_edit=False))
 
         return options.command("imagine", "Create an image with FLUX.2", handle)
 
@@ -112,8 +130,7 @@ class Generate(commands.Cog):
             async def handle(
                 interaction: discord.Interaction[Any], values: dict[str, Any], key: str = key
             ) -> None:
-                draft = draft_from_options(key, values, needs_edit=False)
-                await generate_from_interaction(self.bot, interaction, draft)
+                await self._generate(interaction, draft_from_options(key, values, needs_edit=False))
 
             group.add_command(variant_command(key, variant, handle))
         return group
@@ -136,8 +153,7 @@ class Generate(commands.Cog):
         )
 
         async def handle(interaction: discord.Interaction[Any], values: dict[str, Any]) -> None:
-            draft = draft_from_options(None, values, needs_edit=True)
-            await generate_from_interaction(self.bot, interaction, draft)
+            await self._generate(interaction, draft_from_options(None, values, needs_edit=True))
 
         return options.command("edit", "Edit images with FLUX.2", handle)
 
@@ -146,6 +162,8 @@ class Generate(commands.Cog):
     ) -> None:
         if not image_attachments(message):
             await interaction.response.send_message(NO_IMAGES_TEXT, ephemeral=True)
+            return
+        if await self._told_to_wait(interaction):  # counted here, like the Edit button
             return
         parent = await self.bot.services.generation.job_for_message(message.id)
         await interaction.response.send_modal(EditModal(message, parent))
@@ -177,6 +195,10 @@ class Generate(commands.Cog):
         prompt = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
         if not references:
             refuse_in_reply(self.bot, message, NO_IMAGES_TEXT)
+            return
+        wait = self._pause_left(message.author.id)
+        if wait:
+            refuse_in_reply(self.bot, message, SLOW_DOWN_TEXT.format(seconds=wait))
             return
         parent = await self.bot.services.generation.job_for_message(target.id)
         draft = Draft(

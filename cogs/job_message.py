@@ -5,7 +5,6 @@ cogs/delivery.py, which updates it)."""
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +21,10 @@ INTERACTION_TOKEN_SECONDS = 15 * 60
 TOKEN_MARGIN_SECONDS = 20
 
 
-def token_for(interaction: discord.Interaction[Any]) -> InteractionToken:
-    """The interaction's token with its lifetime, counted from when we received it."""
-    expires_at = time.time() + INTERACTION_TOKEN_SECONDS - TOKEN_MARGIN_SECONDS
+def token_for(interaction: discord.Interaction[Any], now: float) -> InteractionToken:
+    """The interaction's token with its lifetime, counted from when we received it (`now`,
+    by the database's clock: other processes and the token sweep read it back)."""
+    expires_at = now + INTERACTION_TOKEN_SECONDS - TOKEN_MARGIN_SECONDS
     return InteractionToken(interaction.token, expires_at)
 
 
@@ -79,9 +79,10 @@ class JobMessage:
         self.updates: LatestUpdate[Shown, int] | None = None
 
     @classmethod
-    def of(cls, job: Job) -> JobMessage:
-        """Rebuild from the stored job (after a restart, or for a job approved later)."""
-        token = job.interaction(time.time())
+    def of(cls, job: Job, now: float) -> JobMessage:
+        """Rebuild from the stored job (after a restart, or for a job approved later);
+        `now` by the database's clock, like the token's stored expiry."""
+        token = job.interaction(now)
         if token is not None:
             return cls.from_job(job, token=token, message_id=job.status_message_id)
         if job.interaction_expires_at is not None:
@@ -97,8 +98,8 @@ class JobMessage:
             job.id, channel_id=job.channel_id, guild_id=job.guild_id, user_id=job.user_id, **where
         )
 
-    def uses_interaction(self) -> bool:
-        return self.token is not None and self.token.usable(time.time())
+    def uses_interaction(self, now: float) -> bool:
+        return self.token is not None and self.token.usable(now)
 
     def leave_interaction(self) -> None:
         """Continue in the channel, replying to the interaction's message if there is one."""

@@ -7,7 +7,6 @@ pattern, so they keep working after a restart without any view state in memory.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,8 @@ CANCEL_REFUSED_TEXT = "Only the person who asked for this image or a moderator c
 CANCEL_TOO_LATE_TEXT = "It's already being made, so it can't be cancelled any more."
 NOT_FOUND_TEXT = "I can't find that result. Paste a result's message link or its job id."
 COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in {seconds} s."
-# The buttons that start (or open the form for) a new paid request share the cooldown.
+# The buttons that start (or open the form for) a new paid request share the cooldown (with
+# the commands and replies that do: see cogs/generate.py).
 COOLDOWN_ACTIONS = frozenset({"reroll", "edit", "remix"})
 _MESSAGE_LINK = re.compile(r"/channels/(?:[0-9]+|@me)/[0-9]+/(?P<message_id>[0-9]+)")
 
@@ -116,9 +116,9 @@ class ResultButton(
             return
         # Only a click that would act counts toward (and is slowed by) the cooldown.
         if self.action in COOLDOWN_ACTIONS:
-            wait = button_cooldown(bot).retry_after(interaction.user.id)
-            if wait > 0:
-                text = COOLDOWN_TEXT.format(seconds=max(1, math.ceil(wait)))
+            wait = button_cooldown(bot).wait_seconds(interaction.user.id)
+            if wait:
+                text = COOLDOWN_TEXT.format(seconds=wait)
                 await interaction.response.send_message(text, ephemeral=True)
                 return
         if self.action == "reroll":

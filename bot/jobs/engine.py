@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,8 +58,10 @@ from bot.providers.base import (
     TaskOutcome,
     TaskResult,
     WebhookRequest,
+    result_pixel_limit,
     sane_cost,
 )
+from bot.storage.clock import DatabaseClock
 from bot.storage.db import Database
 from bot.storage.outage import DEFAULT_PATIENCE, is_outage
 from bot.variants import ReferenceSize
@@ -123,7 +124,7 @@ class JobEngine:
         keys: Collection[ProviderKey] | None = None,
         lease_seconds: float | None = None,
         polling: PollingPolicy | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         ledger: Ledger | None = None,
         webhooks: WebhookConfig | None = None,
         metrics: Metrics | None = None,
@@ -133,6 +134,9 @@ class JobEngine:
         shutdown_grace: float = 0.0,
         database_patience: float = DEFAULT_PATIENCE,
     ) -> None:
+        # Times other processes read back are in database time, unless a test brings its own
+        # clock (bot/storage/clock.py).
+        clock = DatabaseClock(db) if clock is None else clock
         # Without a configured ledger every job is still accounted, with no limits.
         self.ledger = ledger or Ledger(db, clock=clock)
         self.store = JobStore(db, clock, ledger=self.ledger, patience=database_patience)
@@ -195,6 +199,9 @@ class JobEngine:
         claiming queued ones (bot/jobs/work.py)."""
         if not self.delivery.attached:
             raise RuntimeError("attach a notifier before starting the engine")
+        if isinstance(self._clock, DatabaseClock):  # before any time is written or compared
+            await self._clock.sync()
+            self._spawn(self._clock.keep_synced(), name="database-clock")
         self.follower.url_key = await webhook_url_key(self._db)
         await self.work.start(lambda coro, name: self._spawn(coro, name=name))
         if self._db.shared:
@@ -511,11 +518,12 @@ class JobEngine:
         """Register the job for early wake-up, and give it a webhook when the receiver is on.
         Registered before the submit: a fast task's webhook may beat the submit's answer."""
         self.follower.watch(job.id)
-        if self._webhooks is None or not provider.supports_webhooks:
+        url_key = self.follower.url_key  # read at start; every URL given out carries its tag
+        if self._webhooks is None or not provider.supports_webhooks or url_key is None:
             return None
         secret = new_webhook_secret()
         await self.store.update(job.id, webhook_secret=secret)
-        url = webhook_url(self._webhooks.public_url, job.id, key=self.follower.url_key)
+        url = webhook_url(self._webhooks.public_url, job.id, key=url_key)
         return WebhookRequest(url, secret)
 
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
@@ -583,14 +591,19 @@ class JobEngine:
             )
             return
         provider = key.client
+        variant = get_variant(job.variant)
+        # An image far larger than asked for is refused from its header, before any decoding.
+        most_pixels = result_pixel_limit(
+            variant, job.params, has_references=job.reference_count > 0
+        )
 
         async def download(url: str) -> OutputImage:
             with self.metrics.time_provider_call(job.provider, "download"):
-                return await provider.download(url)
+                return await provider.download(url, max_pixels=most_pixels)
 
         # Never more images than were asked for (and reserved): the rest would be charged
         # beyond what the allowance check admitted.
-        wanted = get_variant(job.variant).image_count(job.params)
+        wanted = variant.image_count(job.params)
         outputs: list[OutputImage] = list(
             await asyncio.gather(*(download(url) for url in result.sample_urls[:wanted]))
         )

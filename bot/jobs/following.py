@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 from bot.errors import ProviderAccessDenied, ProviderBusy, ProviderUnavailable
 from bot.jobs.models import Job
 from bot.jobs.store import JobStore
-from bot.jobs.webhooks import WebhookSubscription, has_valid_tag, split_tagged_job_id
+from bot.jobs.webhooks import WebhookSubscription, job_id_from_url
 from bot.metrics import Metrics
 from bot.periodic import repeat
 from bot.providers.base import Provider, TaskOutcome, TaskResult
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Jobs whose follower ended recently, so a late or duplicate webhook for them is still verified
-# (and answered 200); any other id unknown to this engine is refused without a database read.
-RECENT_WEBHOOK_JOBS = 4096
 # Consecutive "Task not found" answers tolerated right after a submit before giving up.
 NOT_FOUND_TOLERANCE = 3
 
@@ -102,7 +98,6 @@ class TaskFollower:
         self._on_status = on_status  # the provider's status text changed
         self._wake: dict[str, asyncio.Event] = {}
         self._pushed: dict[str, tuple[str, TaskResult]] = {}
-        self._recently_followed: OrderedDict[str, None] = OrderedDict()
         # Set by the engine: with a shared store a webhook may reach any process, so one
         # for a job followed elsewhere is verified from the database and recorded there.
         self.shared = False
@@ -120,32 +115,32 @@ class TaskFollower:
         self._wake.setdefault(job_id, asyncio.Event())
 
     def forget(self, job_id: str) -> None:
-        """The job is no longer followed; a late webhook for it is still verified a while."""
-        if self._wake.pop(job_id, None) is not None:
-            self._recently_followed[job_id] = None
-            self._recently_followed.move_to_end(job_id)
-            while len(self._recently_followed) > RECENT_WEBHOOK_JOBS:
-                self._recently_followed.popitem(last=False)
+        """The job is no longer followed (a late webhook for it is still verified: its URL
+        carries the fleet's tag)."""
+        self._wake.pop(job_id, None)
         self._pushed.pop(job_id, None)
 
     async def webhook_subscription(self, url_id: str) -> WebhookSubscription | None:
-        job_id, tag = split_tagged_job_id(url_id)
-        local = job_id in self._wake or job_id in self._recently_followed
-        if not local and not has_valid_tag(self.url_key, job_id, tag):
-            # Neither a job this engine follows or recently followed, nor one whose URL
-            # carries the fleet's tag (another process may follow that one): answered from
-            # memory, so a flood of made-up ids costs no database read.
+        job_id = job_id_from_url(self.url_key, url_id)
+        if job_id is None:
+            # Not a URL the fleet gave out (job ids alone are public, in every button):
+            # refused from memory, so a flood of them costs no database read.
             return None
         job = await self.store.get(job_id)
+        if job is not None and job.closed:
+            # Ended, its secret erased: still answered, so a late duplicate is not retried.
+            return WebhookSubscription(secret=None, task_id=job.provider_task_id)
         if job is None or job.webhook_secret is None:
-            return None  # finished jobs still answer, so a late duplicate is not retried
+            return None
         return WebhookSubscription(secret=job.webhook_secret, task_id=job.provider_task_id)
 
     async def webhook_result(self, url_id: str, task_id: str, result: TaskResult) -> None:
         """A verified delivery (`url_id`: the job id as its webhook URL names it). Only wakes
         the job's follower, whose transitions are
         compare-and-set: a duplicate, a late arrival or a race with a poll delivers once."""
-        job_id, _ = split_tagged_job_id(url_id)
+        job_id = job_id_from_url(self.url_key, url_id)
+        if job_id is None:
+            return  # never verified: the receiver asks `webhook_subscription` first
         event = self._wake.get(job_id)
         if event is None:
             if self.shared and result.outcome in _FINAL_OUTCOMES:

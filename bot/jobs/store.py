@@ -89,7 +89,8 @@ WEBHOOK_CHANNEL = "fluxcord_webhook"
 
 # A member's requests not yet ended and shown, over every server and DMs.
 _OPEN_COUNT_SQL = "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?"
-_TOKEN_ERASED = {"interaction_token": None}
+# A closed job's credentials: nothing may use them any more, so they are not kept.
+_CREDENTIALS_ERASED = {"interaction_token": None, "webhook_secret": None}
 
 # Settled when a job reaches these states: the image exists (and the provider billed it).
 _CHARGED_STATES = frozenset({JobState.READY, JobState.DELIVERED})
@@ -299,9 +300,22 @@ class JobStore:
     ) -> Job | None:
         """Move a job to `to` only if it is in one of `from_states`; returns the updated job,
         or None if it was elsewhere (someone else won the race)."""
-        return await self._job_db.run(
+        moved = await self._job_db.run(
             lambda tx: self._transition(tx, job_id, from_states, to, fields)
         )
+        return moved if moved is not None else await self._landed(job_id, to, fields)
+
+    async def _landed(self, job_id: str, to: JobState, fields: dict[str, Any]) -> Job | None:
+        """The job if it already is where this change would have put it, by this very change:
+        a COMMIT whose answer an outage swallowed, retried and found the job moved on. The
+        fields written (timestamps among them) tell this change from anyone else's."""
+        job = await self.load(job_id)
+        if job is None or job.state is not to or (self.owner and job.owner != self.owner):
+            return None
+        if any(getattr(job, name) != value for name, value in fields.items()):
+            return None
+        log.info("job %s: its change to %s had landed before the database dropped", job_id, to)
+        return job
 
     async def _transition(
         self,
@@ -317,7 +331,7 @@ class JobStore:
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} on a job")
         if fields.get("closed"):
-            fields = {**fields, **_TOKEN_ERASED}  # the job has ended: its credential goes
+            fields = {**fields, **_CREDENTIALS_ERASED}  # the job has ended: its credentials go
         if to not in _SLOT_STATES:
             fields = {"slot": None, **fields}  # no longer at the provider
         if self.owner is not None and "owner" not in fields:
@@ -430,7 +444,9 @@ class JobStore:
                 )
             return won is not None
 
-        return await self._job_db.run(store)
+        return await self._job_db.run(store) or (
+            await self._landed(job_id, JobState.READY, fields) is not None
+        )
 
     async def mark_delivered(self, job_id: str, message_id: int) -> bool:
         """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
@@ -442,7 +458,9 @@ class JobStore:
                 await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
             return won is not None
 
-        return await self._job_db.run(deliver)
+        return await self._job_db.run(deliver) or (
+            await self._landed(job_id, JobState.DELIVERED, fields) is not None
+        )
 
     async def open_counts(self, guild_id: int | None, user_id: int) -> tuple[int, int]:
         """(queued, running) jobs of a member in a server (running: at the provider, or
@@ -468,7 +486,8 @@ class JobStore:
         """The requester has been shown the outcome of a failed, moderated or cancelled job."""
         fence, fence_params = self._fence()
         await self._job_db.execute(
-            f"UPDATE jobs SET closed = 1, interaction_token = NULL WHERE id = ?{fence}",
+            "UPDATE jobs SET closed = 1, interaction_token = NULL, webhook_secret = NULL"
+            f" WHERE id = ?{fence}",
             (job_id, *fence_params),
         )
 

@@ -24,7 +24,9 @@ MAX_WEBHOOK_URL_LENGTH = 2083
 class WebhookSubscription:
     """What the receiver needs to know about a job to verify a delivery for it."""
 
-    secret: str = field(repr=False)  # never in a repr, so never in a log line
+    # Never in a repr, so never in a log line. None: the job has ended and its secret was
+    # erased with it, so nothing a delivery says can change anything (see bot/web.py).
+    secret: str | None = field(repr=False)
     # The provider task id once the submit answer is recorded; None before that (a webhook
     # may arrive first: then the delivery's own task id is accepted).
     task_id: str | None = None
@@ -35,9 +37,10 @@ class WebhookTarget(Protocol):
 
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
         """The job's secret and task id; None when no such job exists (or it has no secret).
-        Finished jobs should still answer, so a late duplicate gets 200 and is not retried.
-        Called for every request before it is authenticated: unknown ids should be answered
-        from memory, without a database read."""
+        A closed job answers with secret None (erased when it closed): the receiver then
+        says 200 without reading anything, so a late duplicate is not retried.
+        Called for every request before it is authenticated: an id without the fleet's tag
+        (`job_id_from_url`) must be refused from memory, without a database read."""
         ...
 
     async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
@@ -54,8 +57,9 @@ def new_webhook_secret() -> str:
 
 
 # A webhook URL names its job as `<job id>_<tag>`: the tag, an HMAC of the job id under a key
-# every process reads from the database, lets any process refuse a made-up id from memory
-# (a flood of them costs no database read) while still looking up any real job in the fleet.
+# every process reads from the database, lets any process refuse from memory an id that is
+# made up or copied from a button (job ids are public: every button carries one), so a flood
+# of them costs no database read, while still looking up any real job in the fleet.
 URL_TAG_SEPARATOR = "_"
 
 
@@ -68,13 +72,21 @@ def tagged_job_id(key: bytes, job_id: str) -> str:
 
 
 def split_tagged_job_id(url_id: str) -> tuple[str, str | None]:
-    """(job id, tag) from a webhook URL's last segment; tag None in URLs made before tags."""
+    """(job id, tag) from a webhook URL's last segment; tag None when it has none."""
     job_id, separator, tag = url_id.partition(URL_TAG_SEPARATOR)
     return (job_id, tag) if separator else (url_id, None)
 
 
 def has_valid_tag(key: bytes | None, job_id: str, tag: str | None) -> bool:
     return key is not None and tag is not None and hmac.compare_digest(url_tag(key, job_id), tag)
+
+
+def job_id_from_url(key: bytes | None, url_id: str) -> str | None:
+    """The job a webhook URL's last segment names, if it carries the fleet's tag for it;
+    None for any other id (made up, copied from a button, or from a URL made before tags,
+    whose job polling still finishes). Answered from memory."""
+    job_id, tag = split_tagged_job_id(url_id)
+    return job_id if has_valid_tag(key, job_id, tag) else None
 
 
 async def webhook_url_key(db: Database) -> bytes:
@@ -93,12 +105,12 @@ async def webhook_url_key(db: Database) -> bytes:
     return bytes.fromhex(await db.run(key))
 
 
-def webhook_url(public_base: str, job_id: str, *, key: bytes | None = None) -> str:
-    """The URL BFL should call for `job_id`, e.g. ``https://bot.example.com/webhooks/bfl/ab12…``
-    (tagged with `key`, see URL_TAG_SEPARATOR). `public_base` is WEBHOOK_PUBLIC_URL: where
-    this server's root is reachable from outside."""
-    url_id = job_id if key is None else tagged_job_id(key, job_id)
-    url = f"{public_base.rstrip('/')}{WEBHOOK_PATH}/{quote(url_id, safe='')}"
+def webhook_url(public_base: str, job_id: str, *, key: bytes) -> str:
+    """The URL BFL should call for `job_id`, e.g.
+    ``https://bot.example.com/webhooks/bfl/ab12…_<tag>`` (always tagged with the fleet's
+    `key`, see URL_TAG_SEPARATOR: an untagged id is refused). `public_base` is
+    WEBHOOK_PUBLIC_URL: where this server's root is reachable from outside."""
+    url = f"{public_base.rstrip('/')}{WEBHOOK_PATH}/{quote(tagged_job_id(key, job_id), safe='')}"
     if len(url) > MAX_WEBHOOK_URL_LENGTH:
         raise ValueError(f"webhook URL is longer than BFL accepts ({MAX_WEBHOOK_URL_LENGTH})")
     return url

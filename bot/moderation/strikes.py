@@ -17,13 +17,18 @@ from dataclasses import dataclass
 
 from bot.errors import InvalidPattern, InvalidRequest
 from bot.invalidation import Cache, announce
-from bot.moderation.patterns import validate_pattern
+from bot.moderation.patterns import (
+    DEFAULT_TERMS_SIZE_BUDGET,
+    over_budget_text,
+    too_large_text,
+    validate_pattern,
+)
 from bot.moderation.terms import DEFAULT_TERMS, BannedTerm, TermHit, TermMatcher
 from bot.servers.audit import BOT_ACTOR, AuditEntry, AuditLog
 from bot.servers.settings import ServerSettings
 from bot.storage.db import Database, Tx
 from bot.storage.rows import from_row
-from bot.text import code_excerpt
+from bot.text import code_excerpt, plural
 
 REFUSED_TEXT = "This prompt can't be used on this server. Nothing was charged."
 WARNING_TEXT = (
@@ -32,16 +37,16 @@ WARNING_TEXT = (
 PROMPT_EXCERPT = 300  # what /mod why shows of a refused prompt
 # The "term" of a strike the image service's own safety filter gave (see provider_moderation).
 PROVIDER_MODERATION_TERM = "the image service's safety filter"
-# With at most this many terms of at most MAX_PATTERN_LENGTH characters each, all matched in
-# linear time (see TermMatcher), checking a prompt of the longest length a variant accepts
-# takes milliseconds.
+# A server's own terms, however small. What checking them costs is bounded by their total size
+# (the size budget, MAX_BANNED_TERMS_SIZE_PER_SERVER; see TermMatcher).
 MAX_SERVER_TERMS = 500
-# Defence in depth: matching runs off the event loop, and a check that overruns this is
-# refused (no strike) rather than waited for.
-MATCH_TIME_BUDGET = 2.0  # seconds
-NOT_CHECKED_TEXT = (
-    "This prompt couldn't be checked against this server's banned terms in time. "
-    "Nothing was charged; try again, or shorten it."
+# A server's checks run one at a time. One takes well under a second (the size budget),
+# and Discord wants an answer within 3 s, so a check that can't start this soon is
+# not queued for longer: the member is asked to try again (no strike, nothing charged).
+CHECK_QUEUE_SECONDS = 1.5
+BUSY_TEXT = (
+    "This server is busy checking other prompts against its banned terms. Nothing was "
+    "charged; try again in a moment."
 )
 
 log = logging.getLogger(__name__)
@@ -107,15 +112,21 @@ class Moderation:
         *,
         settings: Callable[[int], ServerSettings],
         clock: Callable[[], float] = time.time,
+        terms_size_budget: int = DEFAULT_TERMS_SIZE_BUDGET,
     ) -> None:
         self._db = db
         self._audit = audit
         self._settings = settings
         self._clock = clock
+        self._terms_size_budget = terms_size_budget
         self._terms: dict[int, list[tuple[int, BannedTerm]]] = {}
+        self._terms_version = 0  # a matcher built from older terms is not kept
         self._matchers: dict[int, TermMatcher] = {}
+        # One check at a time per server: its terms keep at most one worker thread busy.
+        self._checking: dict[int, asyncio.Lock] = {}
         self._blocks: dict[tuple[int, int], Block] = {}
         self._skipped_terms: set[int] = set()  # warned about once, not on every reload
+        self._over_budget_terms: set[int] = set()  # the same
 
     async def load(self) -> None:
         """Read terms and blocks; also how other processes' changes arrive
@@ -142,6 +153,7 @@ class Moderation:
                         term.pattern,
                     )
         self._terms = terms
+        self._terms_version += 1
         self._matchers = {}
         self._blocks = {
             (row["guild_id"], row["user_id"]): from_row(Block, row) for row in block_rows
@@ -151,14 +163,47 @@ class Moderation:
     def server_terms(self, guild_id: int) -> list[BannedTerm]:
         return [term for _, term in self._terms.get(guild_id, [])]
 
-    def matcher(self, guild_id: int) -> TermMatcher:
+    async def matcher(self, guild_id: int) -> TermMatcher:
+        """The server's terms (and the built-in ones) compiled, kept until they change.
+        Compiling hundreds of terms is CPU work, so it runs off the event loop."""
         matcher = self._matchers.get(guild_id)
-        if matcher is None:
-            matcher = TermMatcher(
-                (*DEFAULT_TERMS, *self.server_terms(guild_id)), skip_unusable=True
-            )
+        if matcher is not None:
+            return matcher
+        version = self._terms_version
+        terms = list(self._terms.get(guild_id, []))
+        matcher = await asyncio.to_thread(
+            TermMatcher,
+            (*DEFAULT_TERMS, *(term for _, term in terms)),
+            skip_unusable=True,
+            size_budget=self._terms_size_budget,
+        )
+        if version == self._terms_version:
             self._matchers[guild_id] = matcher
+        self._warn_over_budget(guild_id, terms, matcher.over_budget)
         return matcher
+
+    def _warn_over_budget(
+        self, guild_id: int, terms: list[tuple[int, BannedTerm]], over: list[BannedTerm]
+    ) -> None:
+        # Stored when the budget was larger (or before there was one). The oldest terms that
+        # fit stay in force; the moderator is told when adding a term. One line per server,
+        # once for each term, not on every reload.
+        ids = {id(term): term_id for term_id, term in terms}
+        new = [ids[id(term)] for term in over if ids[id(term)] not in self._over_budget_terms]
+        if new:
+            self._over_budget_terms.update(new)
+            log.warning(
+                "%s of server %d not in force: with the older ones they are over the server's"
+                " size budget of %d (ids %s)",
+                plural(len(new), "banned term"),
+                guild_id,
+                self._terms_size_budget,
+                ", ".join(map(str, new[:10])) + (", …" if len(new) > 10 else ""),
+            )
+
+    async def terms_not_in_force(self, guild_id: int) -> list[BannedTerm]:
+        """The server's terms left out because they don't fit its size budget."""
+        return list((await self.matcher(guild_id)).over_budget)
 
     async def add_term(self, guild_id: int, actor_id: int, pattern: str, *, is_regex: bool) -> str:
         try:
@@ -176,8 +221,14 @@ class Moderation:
                 f"This server already has {MAX_SERVER_TERMS} banned terms, the most it can "
                 "have. Remove one with /settings terms-remove first."
             )
-        TermMatcher([BannedTerm(cleaned, is_regex, "server")])  # compiles, or InvalidPattern
         kind = "regular expression" if is_regex else "term"
+        matcher = await self.matcher(guild_id)
+        if matcher.over_budget:
+            raise InvalidRequest(over_budget_text(len(matcher.over_budget)))
+        new = BannedTerm(cleaned, is_regex, "server")
+        size = await asyncio.to_thread(matcher.size_with, new)  # compiles them all
+        if size > self._terms_size_budget:
+            raise InvalidRequest(too_large_text(kind, size, matcher.size, self._terms_size_budget))
         entry = self._audit.entry(guild_id, actor_id, "banned term added", f"{kind} `{cleaned}`")
 
         async def write(tx: Tx) -> int:
@@ -195,6 +246,7 @@ class Moderation:
         self._terms.setdefault(guild_id, []).append(
             (term_id, BannedTerm(cleaned, is_regex, "server"))
         )
+        self._terms_version += 1
         self._matchers.pop(guild_id, None)
         await self._audit.publish(entry)
         return cleaned
@@ -216,6 +268,7 @@ class Moderation:
 
         await self._db.run(write)
         self._terms[guild_id] = [(i, t) for i, t in self._terms[guild_id] if i != term_id]
+        self._terms_version += 1
         self._matchers.pop(guild_id, None)
         await self._audit.publish(entry)
 
@@ -230,21 +283,25 @@ class Moderation:
             raise Blocked(block)
 
     async def first_hit(self, guild_id: int, prompt: str) -> TermHit | None:
-        """The server's first banned term in `prompt`, found off the event loop within
-        MATCH_TIME_BUDGET (else InvalidRequest, and no strike)."""
-        matcher = self.matcher(guild_id)
+        """The server's first banned term in `prompt`, found off the event loop.
+
+        The work is bounded by construction (the prompt's length times the server's size
+        budget, see TermMatcher), so it is never abandoned half done; and a server's checks
+        run one at a time, so whatever its terms and its members' prompts, they keep at most
+        one worker thread busy and other servers never wait behind them. A check that would
+        wait longer than CHECK_QUEUE_SECONDS for its turn is refused (InvalidRequest,
+        BUSY_TEXT; no strike)."""
+        turn = self._checking.setdefault(guild_id, asyncio.Lock())
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(matcher.first_hit, prompt), MATCH_TIME_BUDGET
-            )
+            # Only waiting is given up: a check that started always finishes.
+            await asyncio.wait_for(turn.acquire(), CHECK_QUEUE_SECONDS)
         except TimeoutError:
-            log.warning(
-                "Checking a %d-character prompt against server %d's banned terms took over %gs",
-                len(prompt),
-                guild_id,
-                MATCH_TIME_BUDGET,
-            )
-            raise InvalidRequest(NOT_CHECKED_TEXT) from None
+            raise InvalidRequest(BUSY_TEXT) from None
+        try:
+            matcher = await self.matcher(guild_id)
+            return await asyncio.to_thread(matcher.first_hit, prompt)
+        finally:
+            turn.release()
 
     async def check_prompt(self, guild_id: int, user_id: int, prompt: str) -> None:
         """Refuse a prompt that hits a banned term, counting a strike (raises PromptRefused)."""

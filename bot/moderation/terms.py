@@ -7,19 +7,29 @@ words of those forms, with a few allowances (see `TermMatcher`); regex terms are
 moderator's own expressions (RE2 syntax: Python's, less backreferences and lookaround),
 searched case-insensitively in the same forms, and checked and compiled by
 `bot.moderation.patterns`. Every moderator's pattern is matched in time linear in the
-prompt's length. Everything here is pure and synchronous.
+prompt's length, all of a server's terms in one pass, and what that pass costs is bounded by
+the size budget the server's terms share. Everything here is pure and synchronous.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import InvalidPattern
 from bot.moderation.normalise import normalise, prompt_forms
-from bot.moderation.patterns import compile_plain_terms, compile_regex_term, validate_pattern
+from bot.moderation.patterns import (
+    TermSet,
+    any_term_size,
+    compile_any_term,
+    compile_plain_terms,
+    compile_regex_term,
+    pattern_size,
+    validate_pattern,
+)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,74 @@ class _TrieNode:
         return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
+@dataclass(frozen=True)
+class _CompiledTerm:
+    """One term checked, and compiled on its own if it is an expression."""
+
+    term: BannedTerm
+    builtin: bool
+    cleaned: str  # as `validate_pattern` returns it
+    pattern: Any  # an expression compiled: re (built-in) or re2; None for a plain term
+    units: list[str] | None  # a plain term's pieces (see `_term_units`); None for a regex
+
+    @classmethod
+    def of(cls, term: BannedTerm) -> _CompiledTerm:
+        """Raises InvalidPattern, with the moderator's explanation."""
+        builtin = term.source == "default"
+        cleaned = validate_pattern(term.pattern, is_regex=term.is_regex, builtin=builtin)
+        if term.is_regex:
+            pattern = compile_regex_term(cleaned, pattern=term.pattern, builtin=builtin)
+            return cls(term, builtin, cleaned, pattern, None)
+        return cls(term, builtin, cleaned, None, _term_units(cleaned))
+
+
+def _plain_regex(terms: Sequence[_CompiledTerm]) -> str | None:
+    """The one expression of all plain terms among `terms`: the hit is group 1, and the
+    empty group ``t<i>`` after each term says which (i: its index among the plain terms)."""
+    trie = _TrieNode()
+    for index, term in enumerate(t for t in terms if t.units is not None):
+        assert term.units is not None
+        trie.add(term.units, index)
+    if not trie.children:
+        return None
+    # RE2 has no lookbehind, so the letter-free edges are matched (one character, or either
+    # end of the text) and the hit itself is group 1.
+    return f"(?:^|[^{_LETTERS}])({trie.to_regex()}{_PLURAL})(?:[^{_LETTERS}]|$)"
+
+
+def _moderator_regexes(terms: Sequence[_CompiledTerm]) -> list[str]:
+    return [term.cleaned for term in terms if term.units is None and not term.builtin]
+
+
+def _program_size(terms: Sequence[_CompiledTerm]) -> float:
+    """The size of the one expression that finds any plain term or moderator's expression of
+    `terms` (`any_term_size`): 0 if there is none, infinite if RE2 won't compile it."""
+    plain, regexes = _plain_regex(terms), _moderator_regexes(terms)
+    return 0 if plain is None and not regexes else any_term_size(plain, regexes)
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_size(terms: tuple[BannedTerm, ...]) -> float:
+    """What the built-in terms take of the one expression (the same for every server)."""
+    return _program_size([_CompiledTerm.of(term) for term in terms])
+
+
+def _fitting(builtin: list[_CompiledTerm], server: list[_CompiledTerm], budget: int) -> int:
+    """How many of `server`, oldest first, fit the size budget together."""
+    base = _builtin_size(tuple(term.term for term in builtin))
+
+    def fits(count: int) -> bool:
+        return _program_size([*builtin, *server[:count]]) - base <= budget
+
+    if fits(len(server)):
+        return len(server)
+    fitting, too_many = 0, len(server)  # adding terms never makes the program smaller
+    while too_many - fitting > 1:
+        middle = (fitting + too_many) // 2
+        fitting, too_many = (middle, too_many) if fits(middle) else (fitting, middle)
+    return fitting
+
+
 class TermMatcher:
     """Checks prompts against a fixed list of banned terms, compiled once.
 
@@ -146,50 +224,90 @@ class TermMatcher:
     built-in expressions, which need lookaround and are tested here for speed on hostile
     prompts, use Python's engine.
 
-    Each prompt form (see `prompt_forms`) is searched. All plain terms share a single
-    compiled pattern; each regex term is compiled on its own, because joining the
-    moderator's expressions into one would change what their groups mean.
+    Linear is not enough when one server's terms may cost every server's prompts: per
+    character, RE2 may step through every instruction of the program (``[ab]*a[ab]{20}z``, or
+    plain terms such as "lilil…", keep them all busy). So with ``size_budget``, a server's
+    own terms (all but the built-in ones) are in force oldest first as long as what they add
+    to the program that finds them (`size`: RE2 instructions) stays within the budget; the
+    newer ones are listed in `over_budget` and not matched. The cost of a check is then
+    bounded by construction: the prompt's length (every form) times the program's size.
+
+    Each prompt form (see `prompt_forms`) is searched in one pass by one expression that
+    holds all plain terms and every moderator's expression (`compile_any_term`). Only when it
+    finds something are the forms searched again to say which term: the plain terms' own
+    expression for where, a `TermSet` for which moderator's expressions, then the first of
+    those alone for the fragment to report.
 
     ``skip_unusable`` leaves out terms that no longer pass `validate_pattern` (say, stored
     before a rule was added) instead of raising; they are listed in `skipped`.
     """
 
-    def __init__(self, terms: Iterable[BannedTerm], *, skip_unusable: bool = False) -> None:
-        self._plain_terms: list[BannedTerm] = []
-        self._regex_terms: list[tuple[BannedTerm, Any]] = []  # compiled re or re2 patterns
+    def __init__(
+        self,
+        terms: Iterable[BannedTerm],
+        *,
+        skip_unusable: bool = False,
+        size_budget: int | None = None,
+    ) -> None:
         self.skipped: list[tuple[BannedTerm, InvalidPattern]] = []
-        trie = _TrieNode()
+        self.over_budget: list[BannedTerm] = []
+        compiled: list[_CompiledTerm] = []
         for term in terms:
-            builtin = term.source == "default"
             try:
-                cleaned = validate_pattern(term.pattern, is_regex=term.is_regex, builtin=builtin)
+                compiled.append(_CompiledTerm.of(term))
             except InvalidPattern as exc:
                 if not skip_unusable:
                     raise
                 self.skipped.append((term, exc))
-                continue
-            if term.is_regex:
-                compiled = compile_regex_term(cleaned, pattern=term.pattern, builtin=builtin)
-                self._regex_terms.append((term, compiled))
-                continue
-            trie.add(_term_units(cleaned), len(self._plain_terms))
-            self._plain_terms.append(term)
+        self._builtin = [term for term in compiled if term.builtin]
+        if size_budget is not None:
+            server = [term for term in compiled if not term.builtin]
+            left_out = server[_fitting(self._builtin, server, size_budget) :]
+            self.over_budget = [term.term for term in left_out]
+            out = {id(term) for term in left_out}
+            compiled = [term for term in compiled if id(term) not in out]
+        self._compiled = compiled
+        self._plain_terms = [term.term for term in compiled if term.units is not None]
+        # In the order given: compiled re (built-in) or re2 (a moderator's, with its index in
+        # the term set; None for built-in ones).
+        self._regex_terms: list[tuple[BannedTerm, Any, int | None]] = []
+        moderator_regexes = _moderator_regexes(compiled)
+        in_set = iter(range(len(moderator_regexes)))
+        for checked in compiled:
+            if checked.units is None:
+                index = None if checked.builtin else next(in_set)
+                self._regex_terms.append((checked.term, checked.pattern, index))
+        plain_regex = _plain_regex(compiled)
         self._plain_pattern: Any = None
         self._marker_groups: list[tuple[int, int]] = []  # (group number, plain term index)
-        if trie.children:
-            # RE2 has no lookbehind, so the letter-free edges are matched (one character, or
-            # either end of the text) and the hit itself is group 1.
-            self._plain_pattern = compile_plain_terms(
-                f"(?:^|[^{_LETTERS}])({trie.to_regex()}{_PLURAL})(?:[^{_LETTERS}]|$)"
-            )
+        if plain_regex is not None:
+            self._plain_pattern = compile_plain_terms(plain_regex)
             self._marker_groups = [
                 (number, int(name[1:])) for name, number in self._plain_pattern.groupindex.items()
             ]
+        self._any_term: Any = None
+        self.size = 0  # what the server's terms in force add to the built-in ones' program
+        if plain_regex is not None or moderator_regexes:
+            self._any_term = compile_any_term(plain_regex, moderator_regexes)
+            builtin_size = _builtin_size(tuple(term.term for term in self._builtin))
+            self.size = int(pattern_size(self._any_term) - builtin_size)
+        self._term_set = TermSet(moderator_regexes) if moderator_regexes else None
+
+    def _size_of(self, terms: Sequence[_CompiledTerm]) -> float:
+        return _program_size(terms) - _builtin_size(tuple(term.term for term in self._builtin))
+
+    def size_with(self, term: BannedTerm) -> float:
+        """`size` if `term` were added after the terms in force (infinite: more than RE2
+        will compile at all). Raises InvalidPattern."""
+        return self._size_of([*self._compiled, _CompiledTerm.of(term)])
 
     @property
     def compiled_pattern_count(self) -> int:
-        """How many regular expressions each form of a prompt is searched with."""
-        return len(self._regex_terms) + (self._plain_pattern is not None)
+        """How many expressions each form of a prompt is searched with when nothing in it is
+        banned: one for all plain terms and moderators' expressions, plus each built-in
+        expression (Python's engine)."""
+        builtin = sum(index is None for _, _, index in self._regex_terms)
+        return builtin + (self._any_term is not None)
 
     def _plain_hits(self, form: str) -> Iterator[TermHit]:
         position = 0
@@ -200,13 +318,24 @@ class TermMatcher:
             # the edge before the next one ("nude nude").
             position = match.end(1)
 
+    def _moderator_regexes_in(self, form: str) -> frozenset[int] | None:
+        """Which moderators' expressions are in `form` (None: every one may be)."""
+        if self._term_set is None:
+            return frozenset()
+        return self._term_set.matching(form)
+
     def _hits_in(self, form: str) -> Iterator[TermHit]:
-        if self._plain_pattern is not None:
+        found = self._any_term is not None and self._any_term.search(form) is not None
+        if found and self._plain_pattern is not None:
             yield from self._plain_hits(form)
-        for term, pattern in self._regex_terms:
-            found = pattern.search(form)
-            if found is not None:
-                yield TermHit(term, found.group())
+        # Moderators' expressions found in this form: asked only once something was found.
+        moderator_hits = self._moderator_regexes_in(form) if found else frozenset()
+        for term, pattern, index in self._regex_terms:
+            if index is not None and moderator_hits is not None and index not in moderator_hits:
+                continue
+            hit = pattern.search(form)
+            if hit is not None:
+                yield TermHit(term, hit.group())
 
     def _all_hits(self, prompt: str) -> Iterator[TermHit]:
         for form in prompt_forms(prompt):

@@ -63,11 +63,13 @@ from bot.providers.base import (
     TaskResult,
     WebhookRequest,
     reported_number,
+    result_pixel_limit,
 )
 from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client
 from bot.providers.http import (
     ERROR_BODY_CAP,
     JSON_HEADERS,
+    check_result_pixels,
     download_image,
     json_bytes,
     output_image,
@@ -226,8 +228,11 @@ class AIMLClient:
 
     # ------------------------------------------------------------------ generate
 
-    async def generate(self, payload: Mapping[str, Any]) -> Generation:
+    async def generate(
+        self, payload: Mapping[str, Any], *, max_pixels: int | None = None
+    ) -> Generation:
         """POST one generation (a `build_payload` body) and return its images and cost.
+        An image whose header says more than `max_pixels` is refused like any unusable one.
 
         Raises `ProviderBusy` (429), `ProviderUnavailable` (unreachable, or 503 after the
         retries), `ProviderRejected` (400), `ProviderAccessDenied` (401),
@@ -241,7 +246,7 @@ class AIMLClient:
         if not isinstance(items, list) or not items:
             raise ResultUnavailable("the answer carries no images")
         outcomes = await asyncio.gather(
-            *(self._result_image(item) for item in items), return_exceptions=True
+            *(self._result_image(item, max_pixels) for item in items), return_exceptions=True
         )
         images: list[OutputImage] = []
         errors: list[BaseException] = []
@@ -300,18 +305,18 @@ class AIMLClient:
         cap = self._max_result_bytes * MAX_NUM_IMAGES * 4 // 3 + ERROR_BODY_CAP
         return await read_capped(response, cap)
 
-    async def _result_image(self, item: Any) -> OutputImage:
+    async def _result_image(self, item: Any, max_pixels: int | None) -> OutputImage:
         if not isinstance(item, dict):
             raise ResultUnavailable("a result entry is not an object")
         url = item.get("url")
         if isinstance(url, str) and url:
-            return await self.download(url)
+            return await self.download(url, max_pixels=max_pixels)
         inline = item.get("b64_json")
         if isinstance(inline, str) and inline:
-            return self._decode_inline(inline)
+            return self._decode_inline(inline, max_pixels)
         raise ResultUnavailable("a result entry has neither url nor b64_json")
 
-    def _decode_inline(self, text: str) -> OutputImage:
+    def _decode_inline(self, text: str, max_pixels: int | None) -> OutputImage:
         if text.startswith("data:"):
             text = text.partition(",")[2]
         text = "".join(text.split())
@@ -324,7 +329,7 @@ class AIMLClient:
             raise ResultUnavailable("inline result is not valid base64") from None
         if len(data) > self._max_result_bytes:
             raise ResultTooLarge("inline result exceeds the byte cap")
-        return output_image(data)
+        return output_image(data, max_pixels)
 
     # ------------------------------------------------------------------ Provider protocol
 
@@ -344,7 +349,8 @@ class AIMLClient:
         except InvalidRequest as exc:
             # A catalogue/model mismatch: refuse it as the API would, before paying.
             raise ProviderRejected(str(exc)) from None
-        generation = await self.generate(body)
+        limit = result_pixel_limit(variant, params, has_references=bool(inputs))
+        generation = await self.generate(body, max_pixels=limit)
         self._expire_held()
         task_id = f"aiml-{uuid.uuid4().hex}"
         result = TaskResult(
@@ -375,16 +381,20 @@ class AIMLClient:
             raise ResultLost(f"no held result for {task_id}")
         return held.result
 
-    async def download(self, url: str) -> OutputImage:
+    async def download(self, url: str, *, max_pixels: int | None = None) -> OutputImage:
         """A held image (`aiml-result:` links from `poll`), or a result URL streamed up to
-        the byte cap. No API key: result URLs are on CDN hosts."""
+        the byte cap; either refused past `max_pixels`. No API key: result URLs are on CDN
+        hosts."""
         if url.startswith(_RESULT_SCHEME):
-            return self._take_held(url.removeprefix(_RESULT_SCHEME))
+            image = self._take_held(url.removeprefix(_RESULT_SCHEME))
+            check_result_pixels(image.width, image.height, max_pixels)
+            return image
         return await download_image(
             self._http,
             url,
             self._max_result_bytes,
             policy=self._policy,
+            max_pixels=max_pixels,
             read_timeout=self._download_timeout,
         )
 

@@ -43,6 +43,24 @@ def sane_cost(reported: float | None, maximum: float) -> tuple[float | None, str
     return reported, None
 
 
+# A provider may round the size it was asked for (to a multiple of 16 or 32, or to a
+# reference's aspect): up to twice the pixels asked for is believed. Far more is not what
+# was asked for, and would cost hundreds of MB to decode (a 10000² PNG is ~12 KB on the wire).
+RESULT_PIXEL_TOLERANCE = 2
+
+
+def result_pixel_limit(variant: Variant, params: JobParams, *, has_references: bool) -> int:
+    """The most pixels a result of this request may have: the tolerance times the size it
+    asked for, else the model's default size, or with references and no size (the output
+    follows the first reference) the most the model makes."""
+    if has_references and not (params.width and params.height):
+        asked = variant.sizes.max_pixels
+    else:
+        width, height = variant.output_size(params, [])
+        asked = width * height
+    return asked * RESULT_PIXEL_TOLERANCE
+
+
 class TaskOutcome(StrEnum):
     RUNNING = "running"
     READY = "ready"
@@ -121,6 +139,9 @@ class Provider(Protocol):
 
     async def poll(self, task_id: str, polling_url: str | None) -> TaskResult: ...
 
-    async def download(self, url: str) -> OutputImage: ...
+    async def download(self, url: str, *, max_pixels: int | None = None) -> OutputImage:
+        """A result image; refused (`UntrustedResultSize`) when its header says more than
+        `max_pixels`, before anything decodes it."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -9,7 +9,6 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -32,7 +31,7 @@ from bot.providers.base import (
     WebhookRequest,
     reported_number,
 )
-from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client
+from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client, link_host
 from bot.providers.http import (
     JSON_HEADERS,
     Answer,
@@ -179,13 +178,13 @@ class BFLClient:
 
     def _trusted_polling_url(self, task_id: str, polling_url: str | None) -> str | None:
         """The polling_url if the key may go there, else None (poll `get_result` on the
-        configured host instead): a hostile polling_url is never fetched."""
+        configured host instead): a hostile or malformed polling_url is never fetched."""
         if polling_url is None or self._policy.may_receive_key(polling_url):
             return polling_url
         log.warning(
-            "task %s: ignoring a polling_url on an untrusted host (%s); polling get_result",
+            "task %s: ignoring a polling_url on an untrusted host (%.100s); polling get_result",
             task_id,
-            urlsplit(polling_url).hostname,
+            link_host(polling_url),
         )
         return None
 
@@ -259,9 +258,12 @@ class BFLClient:
             )
         return result
 
-    async def download(self, url: str) -> OutputImage:
-        """Stream the signed result up to the byte cap. No API key: not a BFL API host."""
-        return await download_image(self._http, url, self._max_result_bytes, policy=self._policy)
+    async def download(self, url: str, *, max_pixels: int | None = None) -> OutputImage:
+        """Stream the signed result up to the byte cap (and `max_pixels`, from its header).
+        No API key: not a BFL API host."""
+        return await download_image(
+            self._http, url, self._max_result_bytes, policy=self._policy, max_pixels=max_pixels
+        )
 
     async def credits(self) -> float:
         url = f"{self.base_url}/v1/credits"

@@ -13,9 +13,15 @@ the AI/ML API's result links). Nothing in them is trusted:
   so a DNS answer that changes between the check and the connect (rebinding) cannot slip by;
 * TLS still verifies the certificate for the URL's hostname (httpcore passes it as SNI).
 
+A link that does not parse (`https://[zz]/x` makes `urlsplit` raise), or that `urlsplit` and
+httpx (which makes the request) read as different hosts or ports, is refused like any other
+untrusted link: `split_provider_url`.
+
 The stand-ins used by the tests live on 127.0.0.1: `allow_loopback` (the test-only setting
-`ALLOW_LOOPBACK_PROVIDER_URLS`) admits loopback addresses, and lets the key travel over plain
-http to a loopback host. It never admits private or link-local addresses.
+`ALLOW_LOOPBACK_PROVIDER_URLS`) admits loopback addresses and plain http, and nothing else: the
+key still goes only to the configured API base's host and port (so a test can show that a
+`polling_url` on another loopback port never gets it). It never admits private or link-local
+addresses.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ BFL_API_HOSTS: Final = frozenset({"api.bfl.ai", "api.eu.bfl.ai", "api.us.bfl.ai"
 _BFL_REGIONAL_API_HOST: Final = re.compile(r"api\.[a-z]{2}[0-9]{0,2}\.bfl\.ai")
 _NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
+_DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 
 
 class UnsafeProviderURL(ResultUnavailable):
@@ -53,6 +60,36 @@ class UnsafeProviderURL(ResultUnavailable):
         "The image service answered with a link the bot does not trust, so it was not "
         "followed. You were not charged."
     )
+
+
+def split_provider_url(url: str) -> SplitResult:
+    """`url` split, or UnsafeProviderURL when it is malformed: `urlsplit` raises a bare
+    ValueError for some (`https://[zz]/x`, a port out of range), httpx for others (control
+    characters, bad IDNA), and a link the two read as different hosts or ports could be
+    checked for one destination and sent to another."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        sent_to = httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise UnsafeProviderURL("a provider link is malformed") from None
+    checked = (parts.scheme.lower(), (parts.hostname or "").lower(), _with_default(port, parts))
+    actual = (sent_to.scheme, sent_to.host.lower(), _with_default(sent_to.port, parts))
+    if checked != actual:
+        raise UnsafeProviderURL("a provider link reads as two different destinations")
+    return parts
+
+
+def _with_default(port: int | None, parts: SplitResult) -> int | None:
+    return port if port is not None else _DEFAULT_PORTS.get(parts.scheme.lower())
+
+
+def link_host(url: str) -> str:
+    """The host of a provider link for a log line ("a malformed link" when it has none)."""
+    try:
+        return split_provider_url(url).hostname or "no host"
+    except UnsafeProviderURL:
+        return "a malformed link"
 
 
 def is_bfl_api_host(host: str) -> bool:
@@ -206,8 +243,12 @@ class EgressPolicy:
     def __init__(self, api_base: str, *, allow_loopback: bool = False, bfl: bool = False) -> None:
         self.allow_loopback = allow_loopback
         self._bfl = bfl
-        base = urlsplit(api_base)
+        try:
+            base = split_provider_url(api_base)
+        except UnsafeProviderURL:
+            raise ValueError("the API base is not a valid URL") from None
         self._base_host = (base.hostname or "").lower()
+        self._base_port = _effective_port(base)
         problem = self._key_problem(base)
         if problem is not None:
             raise ValueError(f"the API base {problem}")
@@ -217,7 +258,7 @@ class EgressPolicy:
         if not host or parts.username is not None or parts.password is not None:
             return "has no host (or carries a user name)"
         if self.allow_loopback and is_loopback_host(host):
-            return None  # the loopback stand-ins of the tests, over http on any port
+            return None  # the loopback stand-ins of the tests, over http on their own ports
         if parts.scheme != "https":
             return "is not https"
         if _port(parts) not in (None, 443):
@@ -225,26 +266,30 @@ class EgressPolicy:
         return None
 
     def may_receive_key(self, url: str) -> bool:
-        """Only over https to the configured API host or a documented BFL API host, default
-        port (or, with the test switch, a loopback host)."""
-        parts = urlsplit(url)
+        """Only over https, default port, to the configured API host or a documented BFL API
+        host. The test switch relaxes https and the port for loopback hosts, and nothing
+        else: the key still goes only to the configured base's own host and port."""
+        try:
+            parts = split_provider_url(url)
+        except UnsafeProviderURL:
+            return False
         if self._key_problem(parts) is not None:
             return False
         host = (parts.hostname or "").lower()
-        if self.allow_loopback and is_loopback_host(host):
+        if host == self._base_host and _effective_port(parts) == self._base_port:
             return True
-        return host == self._base_host or (self._bfl and is_bfl_api_host(host))
+        return self._bfl and is_bfl_api_host(host)
 
     def require_key_destination(self, url: str, key_name: str) -> None:
         """Raise UnsafeProviderURL unless `key_name` may go to `url` (`may_receive_key`).
         Callers only build requests to trusted hosts; this is the last line."""
         if not self.may_receive_key(url):
-            raise UnsafeProviderURL(f"refusing to send {key_name} to {urlsplit(url).hostname}")
+            raise UnsafeProviderURL(f"refusing to send {key_name} to {link_host(url)}")
 
     def check_fetch_url(self, url: str) -> SplitResult:
-        """A result link: https on the default port (plain http only to loopback under the
-        test switch), no user name. Raises UnsafeProviderURL."""
-        parts = urlsplit(url)
+        """A result link: well-formed, https on the default port (plain http and any port
+        only to loopback under the test switch), no user name. Raises UnsafeProviderURL."""
+        parts = split_provider_url(url)
         if parts.scheme not in ("http", "https"):
             raise UnsafeProviderURL("result link is not http(s)")
         host = (parts.hostname or "").lower()
@@ -262,8 +307,8 @@ class EgressPolicy:
         """Resolve the URL's host and refuse it when any address is not public. The guarded
         transport checks again at connect time; this check also covers injected clients and
         fails before anything is sent."""
-        parts = urlsplit(url)
-        port = _port(parts) or (443 if parts.scheme == "https" else 80)
+        parts = split_provider_url(url)
+        port = _effective_port(parts) or 443
         await resolve_allowed(parts.hostname or "", port, allow_loopback=self.allow_loopback)
 
     async def check_fetch(self, url: str) -> None:
@@ -273,15 +318,13 @@ class EgressPolicy:
 
 def same_host(first: str, second: str) -> bool:
     """Same scheme-independent host and effective port (a redirect may go http → https on
-    loopback in tests; elsewhere both are https already)."""
-    a, b = urlsplit(first), urlsplit(second)
+    loopback in tests; elsewhere both are https already). Raises UnsafeProviderURL for a
+    malformed link."""
+    a, b = split_provider_url(first), split_provider_url(second)
     return (a.hostname or "").lower() == (b.hostname or "").lower() and _effective_port(
         a
     ) == _effective_port(b)
 
 
 def _effective_port(parts: SplitResult) -> int | None:
-    port = _port(parts)
-    if port is None:
-        return {"https": 443, "http": 80}.get(parts.scheme)
-    return port
+    return _with_default(_port(parts), parts)

@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
@@ -22,7 +22,7 @@ from bot.errors import (
 )
 from bot.images import NotAnImage, inspect_image
 from bot.providers.base import OutputImage
-from bot.providers.egress import EgressPolicy, UnsafeProviderURL, same_host
+from bot.providers.egress import EgressPolicy, UnsafeProviderURL, link_host, same_host
 
 AnswerT = TypeVar("AnswerT")
 JSON_HEADERS = {"content-type": "application/json"}
@@ -131,11 +131,29 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def output_image(data: bytes) -> OutputImage:
+class UntrustedResultSize(ResultTooLarge):
+    """A result whose header claims far more pixels than the request asked for (a 10000²
+    PNG for 1 MP): refused from the header alone, before anything decodes it, as shrinking
+    it to fit Discord would cost hundreds of MB and seconds of CPU. Shown as ResultTooLarge."""
+
+
+def check_result_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    """Raise UntrustedResultSize when `width`×`height` is over `max_pixels` (None: no limit;
+    see `bot.providers.base.result_pixel_limit`)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise UntrustedResultSize(
+            f"result is {width}×{height}, over the {max_pixels} pixels the request may get"
+        )
+
+
+def output_image(data: bytes, max_pixels: int | None = None) -> OutputImage:
+    """A result from its bytes, reading only the header: its type, and a size within
+    `max_pixels` (UntrustedResultSize otherwise)."""
     try:
         info = inspect_image(data)
     except NotAnImage as exc:
         raise ResultUnavailable(f"result is not an image: {exc}") from None
+    check_result_pixels(info.width, info.height, max_pixels)
     return OutputImage(info.content_type, info.width, info.height, data)
 
 
@@ -145,23 +163,31 @@ async def download_image(
     max_bytes: int,
     *,
     policy: EgressPolicy,
+    max_pixels: int | None = None,
     read_timeout: float | None = None,
     max_redirects: int = MAX_DOWNLOAD_REDIRECTS,
 ) -> OutputImage:
-    """Stream a result image, refusing it past `max_bytes`. Sent without any API key: result
-    links live on delivery/CDN hosts that must never see one. The link must pass `policy`
-    (https, default port, public addresses); a redirect is followed only to the same host,
-    each hop checked again."""
+    """Stream a result image, refusing it past `max_bytes` or, from its header, past
+    `max_pixels`. Sent without any API key: result links live on delivery/CDN hosts that
+    must never see one. The link must pass `policy` (well-formed, https, default port,
+    public addresses); a redirect is followed only to the same host, each hop checked
+    again."""
     timeout = read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT
     for _ in range(max_redirects + 1):
         await policy.check_fetch(url)
         try:
             async with http.stream("GET", url, follow_redirects=False, timeout=timeout) as response:
                 if response.is_redirect:
-                    target = urljoin(url, response.headers["location"])
+                    try:
+                        target = urljoin(url, response.headers["location"])
+                    except ValueError:
+                        raise UnsafeProviderURL(
+                            "result link redirects to a malformed link"
+                        ) from None
                     if not same_host(url, target):
-                        host = urlsplit(target).hostname
-                        raise UnsafeProviderURL(f"result link redirects to another host ({host})")
+                        raise UnsafeProviderURL(
+                            f"result link redirects to another host ({link_host(target)})"
+                        )
                     url = target
                     continue
                 if response.status_code != 200:
@@ -169,7 +195,7 @@ async def download_image(
                 data = await read_capped(response, max_bytes)
         except httpx.TransportError as exc:
             raise ResultUnavailable(f"result download failed: {type(exc).__name__}") from None
-        return output_image(data)
+        return output_image(data, max_pixels)
     raise ResultUnavailable("result link redirects too many times")
 
 

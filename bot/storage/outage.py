@@ -67,12 +67,10 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
         return state in _POSTGRES_PASSING_STATES or state.startswith(_POSTGRES_PASSING_CLASSES)
-    if isinstance(exc, asyncpg.InternalClientError):
-        # The server ended the session while this process was paused (our
-        # idle_in_transaction_session_timeout): asyncpg, still taking in the server's
-        # error, refuses the next call ("another operation (2) is in progress").
-        text = str(exc)
-        return "another operation" in text or "not connected" in text
+    # A connection cut under asyncpg's feet can surface as its protocol's confusion ("cannot
+    # switch to state 15; another operation is in progress"); the pool replaces it.
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True
     # "connection is closed": it broke between two queries. (A closed pool is not passing:
     # the bot is stopping.)
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)

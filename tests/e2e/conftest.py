@@ -45,6 +45,8 @@ class World:
             "job_deadline_seconds": 20,
             "web_port": 0,  # an ephemeral port: several bots may run in one test session
             "allow_loopback_provider_urls": True,  # the stand-ins live on 127.0.0.1
+            # Tests send requests back to back; the ones about pacing set it themselves.
+            "button_cooldown_seconds": 0,
         }
         if self.aiml is not None:
             values.update(aiml_api_key=AIML_KEY, aiml_api_base=self.aiml.base_url)

@@ -90,6 +90,10 @@ Knobs (plain attributes; change them at any time)
   for the genuine result link, plain or percent-encoded for a query); ``reported_cost``
   replaces ``cost`` in the submit and Ready answers with any JSON value (``-5``, ``1e300``,
   ``float("nan")`` sent as ``NaN``, ``"nan"``, ``10**400``);
+  ``result_size`` (``(width, height)`` or None) makes every result image that size, as a
+  black 1-bit PNG whatever the ``output_format`` (``huge_png``: a 10000×10000 one is ~12 KB
+  on the wire, built in ~0.1 s without holding its pixels, and would take hundreds of MB to
+  decode); a malformed link such as ``"https://[zz]/x"`` works in either override;
   ``poll_padding`` adds that many bytes of filler to every poll answer; with
   ``endless_poll_body`` polls answer 200 with a chunked body that never ends (until the client
   hangs up). ``GET /redirect?to=<url>[&status=302]`` answers a redirect to ``to``.
@@ -127,8 +131,10 @@ import io
 import json
 import math
 import secrets
+import struct
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -153,6 +159,7 @@ __all__ = [
     "Task",
     "WebhookAttempt",
     "WebhookMode",
+    "huge_png",
     "key_label",
 ]
 
@@ -349,6 +356,24 @@ class WebhookAttempt:
     sent_at: float  # time.monotonic()
 
 
+PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid black PNG of `width`×`height` at 1 bit per pixel, compressed row by row so
+    that its pixels are never held: tiny on the wire whatever its size (``result_size``)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the row's bits
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
 def key_label(api_key: str) -> str:
     """A printable stand-in for an API key: never the key itself, stable across runs."""
     return "key#" + hashlib.sha256(api_key.encode()).hexdigest()[:8]
@@ -454,6 +479,7 @@ class FakeBFL(LoopbackServer):
         self.sample_url_override: str | None = None
         self.reported_cost: Any = _GENUINE
         self.poll_padding = 0
+        self.result_size: tuple[int, int] | None = None
         self.endless_poll_body = False
         self.requests_seen: list[tuple[str, str]] = []
 
@@ -639,6 +665,10 @@ class FakeBFL(LoopbackServer):
         if cached is not None:
             return cached
         task = self.tasks[task_id]
+        if self.result_size is not None:
+            data = huge_png(*self.result_size)
+            self._images[task_id] = data
+            return data
         digest = hashlib.sha256(task_id.encode()).digest()
         img = Image.new("RGB", (32, 32), (digest[0], digest[1], digest[2]))
         # The seed's 8 bytes as grey pixels along the top row (lossy for jpeg/webp).
@@ -1158,9 +1188,9 @@ class FakeBFL(LoopbackServer):
         if time.monotonic() > task.ready_at + self.result_ttl:
             return _xml_error(403, "AccessDenied", "Request has expired")
         self.downloads[task.id] += 1
-        return web.Response(
-            body=self.image_bytes(task.id), content_type=CONTENT_TYPES[task.output_format]
-        )
+        data = self.image_bytes(task.id)
+        kind = "png" if data.startswith(PNG_SIGNATURE) else task.output_format
+        return web.Response(body=data, content_type=CONTENT_TYPES[kind])
 
     # ------------------------------------------------------------------ webhooks
 

@@ -17,31 +17,54 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from PIL import ImageFile
 
-from bot.errors import AnswerTooLarge, InvalidCharge, ResultUnavailable, SettingsError
+from bot.catalogue import get_variant
+from bot.errors import (
+    AnswerTooLarge,
+    InvalidCharge,
+    ResultTooLarge,
+    ResultUnavailable,
+    SettingsError,
+)
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import JobState
 from bot.ledger.policy import credits_to_mc
 from bot.providers.aiml import AIMLClient
 from bot.providers.aiml_payload import build_payload
-from bot.providers.base import OutputImage, reported_number, sane_cost
+from bot.providers.base import OutputImage, reported_number, result_pixel_limit, sane_cost
 from bot.providers.bfl import BFLClient
 from bot.providers.egress import (
     EgressPolicy,
     UnsafeProviderURL,
     address_allowed,
     guarded_client,
+    link_host,
     resolve_allowed,
+    same_host,
 )
+from bot.providers.http import UntrustedResultSize, output_image
 from bot.settings import load_settings
 from bot.storage.db import Database
 from tests.conftest import BFL_KEY, FAST_POLLING, EngineFactory, make_request
 from tests.fakes.aiml_server import FakeAIML, Fault
-from tests.fakes.bfl_server import FakeBFL
+from tests.fakes.bfl_server import FakeBFL, huge_png
+from tests.fakes.common import serve_on_loopback
 from tests.fakes.notifier import RecordingNotifier
 from tests.integration.test_engine import png
 
 UNTRUSTED = UnsafeProviderURL.user_message
+TOO_LARGE = ResultTooLarge.user_message
+MEGAPIXEL = 1024 * 1024
+MALFORMED_LINKS = [
+    "https://[zz]/x",  # urlsplit raises a bare ValueError
+    "http://[::1/x",
+    "https://api.bfl.ai:99999/v1/get_result",  # port out of range
+    "https://api.bfl.ai:-1/v1/get_result",
+    "https://\u2100.example/x",  # bad under NFKC / IDNA
+    "https://api.bfl.ai\x00/v1/get_result",  # a control character: httpx refuses it
+]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -87,6 +110,46 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[str]]]:
 
     monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "getaddrinfo", resolve)
     yield names
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The size of every image Pillow decodes (loads the pixels of) during the test."""
+    sizes: list[tuple[int, int]] = []
+    real = ImageFile.ImageFile.load
+
+    def recording(self: ImageFile.ImageFile) -> Any:
+        sizes.append(self.size)
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording)
+    return sizes
+
+
+class HeaderRecorder:
+    """A tiny server on its own loopback port: records the headers of every request, and
+    answers polls "Task not found" and anything else with a small PNG."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> HeaderRecorder:
+        app = web.Application()
+        app.router.add_get("/{path:.*}", self._answer)
+        self._runner, self.base_url = await serve_on_loopback(app)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        if request.path.startswith("/v1/"):
+            return web.json_response({"id": request.query.get("id"), "status": "Task not found"})
+        return web.Response(body=png(16, 16).data, content_type="image/png")
 
 
 def hosts(opened: list[tuple[str, int]]) -> set[str]:
@@ -167,12 +230,34 @@ def test_the_bfl_key_goes_only_to_documented_api_hosts_over_https(url: str, gets
     assert EgressPolicy("https://api.bfl.ai", bfl=True).may_receive_key(url) is gets_key
 
 
-def test_the_test_switch_lets_the_key_reach_a_loopback_stand_in_only() -> None:
+def test_the_test_switch_lets_the_key_reach_the_configured_stand_in_only() -> None:
+    """The switch relaxes https and the public-address rule, nothing else: the key goes only
+    to the configured base's host and port."""
     policy = EgressPolicy("http://127.0.0.1:9999", allow_loopback=True, bfl=True)
     assert policy.may_receive_key("http://127.0.0.1:9999/v1/get_result")
-    assert policy.may_receive_key("http://localhost:1234/v1/poll")
+    assert policy.may_receive_key("https://127.0.0.1:9999/v1/get_result")
+    assert not policy.may_receive_key("http://127.0.0.1:1234/v1/poll")  # another port
+    assert not policy.may_receive_key("http://127.0.0.1/v1/poll")  # port 80
+    assert not policy.may_receive_key("http://localhost:9999/v1/poll")  # another host
+    assert not policy.may_receive_key("http://127.0.0.2:9999/v1/poll")
     assert not policy.may_receive_key("http://10.0.0.1/v1/get_result")
     assert not policy.may_receive_key("http://api.bfl.ai/v1/get_result")
+    assert policy.may_receive_key("https://api.eu2.bfl.ai/v1/get_result")  # as without it
+    # Result links carry no key: under the switch any loopback port may serve one.
+    policy.check_fetch_url("http://localhost:1234/delivery/sample.png")
+
+
+@pytest.mark.parametrize("link", MALFORMED_LINKS)
+def test_a_malformed_link_is_untrusted_not_an_error(link: str) -> None:
+    policy = EgressPolicy("https://api.bfl.ai", bfl=True)
+    assert policy.may_receive_key(link) is False
+    with pytest.raises(UnsafeProviderURL):
+        policy.check_fetch_url(link)
+    with pytest.raises(UnsafeProviderURL):
+        same_host("https://api.bfl.ai/x", link)
+    assert link_host(link) == "a malformed link"
+    with pytest.raises(ValueError, match="not a valid URL"):
+        EgressPolicy(link)
 
 
 def test_an_api_base_the_key_cannot_travel_to_is_refused_at_start_up() -> None:
@@ -261,6 +346,29 @@ def test_a_reported_cost_is_believed_only_in_range(
     assert sane_cost(reported, 500)[0] == believed
 
 
+def test_a_result_may_have_twice_the_pixels_asked_for() -> None:
+    pro = get_variant("pro")
+    plain = make_request("x").params
+    sized = make_request("x", width=1440, height=1440).params
+    assert result_pixel_limit(pro, plain, has_references=False) == 2 * MEGAPIXEL
+    assert result_pixel_limit(pro, sized, has_references=False) == 2 * 1440 * 1440
+    assert result_pixel_limit(pro, sized, has_references=True) == 2 * 1440 * 1440
+    # With references and no size the output follows the first one: at most the model's limit.
+    assert result_pixel_limit(pro, plain, has_references=True) == 2 * 4 * MEGAPIXEL
+
+
+def test_a_result_over_its_pixels_is_refused_from_the_header(
+    decoded: list[tuple[int, int]],
+) -> None:
+    with pytest.raises(UntrustedResultSize) as caught:
+        output_image(huge_png(10000, 10000), max_pixels=2 * MEGAPIXEL)
+    assert caught.value.user_message == TOO_LARGE
+    assert isinstance(caught.value, ResultUnavailable)  # settled like any unusable result
+    assert output_image(huge_png(1448, 1448), max_pixels=2 * MEGAPIXEL).width == 1448
+    assert output_image(huge_png(10000, 10000)).height == 10000  # no limit given
+    assert decoded == []  # only headers were read
+
+
 def test_reported_numbers_never_raise() -> None:
     assert reported_number(10**400) == math.inf
     assert reported_number(-(10**400)) == -math.inf
@@ -290,6 +398,50 @@ async def test_a_polling_url_on_another_https_host_is_never_polled(
     final = await ended(engine, "steal my key")
     assert final.state is JobState.DELIVERED
     assert all(host.startswith("127.") for host in hosts(connections))
+
+
+@pytest.mark.parametrize("link", ["https://[zz]/x", "http://[::1/v1/get_result"])
+async def test_a_malformed_polling_url_is_ignored_and_the_task_polled_by_id(
+    make_engine: EngineFactory, fake_bfl: FakeBFL, notifier: RecordingNotifier, link: str
+) -> None:
+    fake_bfl.polling_url_override = link
+    engine = await make_engine()
+    final = await ended(engine, "malformed poll")
+    assert (final.state, final.error) == (JobState.DELIVERED, None)
+    assert final.polling_url is None
+    assert any(path == "/v1/get_result" for _, path in fake_bfl.requests_seen)
+    shown = notifier.outcome(final.id)
+    assert shown is not None and shown.kind == "result" and shown.images
+    assert (await ledger_row(engine.store._db, final.id))["status"] == "charged"
+
+
+async def test_a_polling_url_on_another_loopback_port_never_gets_the_key(
+    make_engine: EngineFactory, fake_bfl: FakeBFL
+) -> None:
+    """Under the test switch the key still goes only to the configured base's host and port:
+    a polling_url on the stand-in's host but another port is not polled (get_result is)."""
+    async with HeaderRecorder() as elsewhere:
+        fake_bfl.polling_url_override = elsewhere.base_url + "/v1/poll/{region}/{id}?token={token}"
+        engine = await make_engine()
+        final = await ended(engine, "other port")
+    assert final.state is JobState.DELIVERED
+    assert not any("x-key" in headers for headers in elsewhere.headers)
+    assert elsewhere.headers == []  # not polled at all
+    assert any(path == "/v1/get_result" for _, path in fake_bfl.requests_seen)
+
+
+async def test_a_result_link_on_another_loopback_port_is_fetched_without_the_key(
+    make_engine: EngineFactory, fake_bfl: FakeBFL, notifier: RecordingNotifier
+) -> None:
+    async with HeaderRecorder() as delivery:
+        fake_bfl.sample_url_override = delivery.base_url + "/results/{id}.png"
+        engine = await make_engine()
+        final = await ended(engine, "delivered elsewhere")
+    assert final.state is JobState.DELIVERED
+    assert (final.result_width, final.result_height) == (16, 16)  # the recorder's image
+    assert len(delivery.headers) == 1
+    assert "x-key" not in delivery.headers[0]
+    assert BFL_KEY not in repr(delivery.headers)
 
 
 async def test_a_poll_redirect_to_another_host_is_not_followed(
@@ -332,6 +484,57 @@ async def test_a_result_link_at_a_private_address_is_never_downloaded(
     shown = notifier.outcome(final.id)
     assert shown is not None and shown.kind == "failure"
     assert (await ledger_row(engine.store._db, final.id))["status"] == "refunded"
+
+
+@pytest.mark.parametrize("sample", MALFORMED_LINKS[:2])
+async def test_a_malformed_result_link_ends_as_untrusted(
+    make_engine: EngineFactory, fake_bfl: FakeBFL, notifier: RecordingNotifier, sample: str
+) -> None:
+    fake_bfl.sample_url_override = sample
+    engine = await make_engine()
+    final = await ended(engine, "malformed link")
+    assert (final.state, final.error) == (JobState.FAILED, UNTRUSTED)
+    shown = notifier.outcome(final.id)
+    assert shown is not None and shown.kind == "failure"
+    assert (await ledger_row(engine.store._db, final.id))["status"] == "refunded"
+
+
+async def test_a_redirect_to_a_malformed_link_ends_as_unusable(
+    make_engine: EngineFactory, fake_bfl: FakeBFL
+) -> None:
+    # httpx itself refuses the Location (a protocol error): the result could not be fetched.
+    fake_bfl.sample_url_override = "{base}/redirect?to=https://[zz]/sample.jpg"
+    engine = await make_engine()
+    final = await ended(engine, "malformed redirect")
+    assert (final.state, final.error) == (JobState.FAILED, ResultUnavailable.user_message)
+    assert (await ledger_row(engine.store._db, final.id))["status"] == "refunded"
+
+
+async def test_a_result_far_larger_than_asked_is_refused_before_it_is_decoded(
+    make_engine: EngineFactory,
+    fake_bfl: FakeBFL,
+    notifier: RecordingNotifier,
+    decoded: list[tuple[int, int]],
+) -> None:
+    fake_bfl.result_size = (10000, 10000)  # ~12 KB on the wire, for a 1 MP request
+    engine = await make_engine()
+    final = await ended(engine, "a lighthouse")
+    assert (final.state, final.error) == (JobState.FAILED, TOO_LARGE)
+    shown = notifier.outcome(final.id)
+    assert shown is not None and shown.kind == "failure" and not shown.images
+    assert (await ledger_row(engine.store._db, final.id))["status"] == "refunded"
+    assert (10000, 10000) not in decoded
+    assert await engine.store.outputs(final.id) == []
+
+
+async def test_a_result_a_little_larger_than_asked_is_delivered(
+    make_engine: EngineFactory, fake_bfl: FakeBFL
+) -> None:
+    fake_bfl.result_size = (1440, 1440)  # about 2 MP for 1 MP: a rounding, not an attack
+    engine = await make_engine()
+    final = await ended(engine, "a little more")
+    assert final.state is JobState.DELIVERED
+    assert (final.result_width, final.result_height) == (1440, 1440)
 
 
 async def test_a_result_redirect_to_another_host_is_not_followed(
@@ -490,6 +693,35 @@ async def test_aiml_result_links_at_private_addresses_are_never_fetched(
     finally:
         await client.aclose()
     assert all(host.startswith("127.") for host in hosts(connections))
+
+
+async def test_a_malformed_aiml_result_link_is_untrusted(aiml: FakeAIML) -> None:
+    client = AIMLClient("test-aiml-key", aiml.base_url, allow_loopback=True)
+    aiml.faults.append(Fault(200, body={"data": [{"url": "https://[zz]/img.png"}]}))
+    try:
+        with pytest.raises(UnsafeProviderURL):
+            await client.generate(build_payload("blackforestlabs/flux-2", "p"))
+    finally:
+        await client.aclose()
+
+
+async def test_an_aiml_result_far_larger_than_asked_is_refused(
+    db: Database, aiml: FakeAIML, notifier: RecordingNotifier, decoded: list[tuple[int, int]]
+) -> None:
+    inline = base64.b64encode(huge_png(10000, 10000)).decode()
+    aiml.faults.append(Fault(200, body={"data": [{"b64_json": inline}]}))
+    client = AIMLClient("test-aiml-key", aiml.base_url, allow_loopback=True)
+    engine = JobEngine(db, {"aiml": client}, notifier, polling=FAST_POLLING)
+    await engine.start()
+    try:
+        job, _ = await engine.accept(make_request("aiml", variant="dev"))
+        [final] = await engine.wait_closed([job.id], 10)
+    finally:
+        await engine.stop()
+        await client.aclose()
+    assert (final.state, final.error) == (JobState.FAILED, TOO_LARGE)
+    assert (await ledger_row(db, final.id))["status"] == "refunded"
+    assert (10000, 10000) not in decoded
 
 
 async def test_aiml_result_redirects_to_another_host_are_not_followed(aiml: FakeAIML) -> None:

@@ -1,10 +1,13 @@
-"""A flood of unauthenticated webhooks costs neither database reads nor a log line each."""
+"""A flood of unauthenticated webhooks costs neither database reads nor a log line each,
+even when they name a real job in flight: job ids are public (every button carries one), so
+only the tagged URL the bot gave BFL is looked up."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +22,7 @@ from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
 from bot.web import HealthChecks, ThrottledWarnings, WebServer, create_app
 from tests.conftest import BFL_KEY, make_request
-from tests.fakes.bfl_server import FakeBFL
+from tests.fakes.bfl_server import FakeBFL, Outcome
 
 
 @dataclass
@@ -77,6 +80,14 @@ async def receiver(db: Database, fake_bfl: FakeBFL) -> AsyncIterator[Receiver]:
         await server.stop()
 
 
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 class _Silent:
     async def job_progress(self, job: Any, *, queue_position: int | None) -> None:
         return None
@@ -107,6 +118,36 @@ async def test_unknown_ids_are_refused_from_memory_with_few_log_lines(
     assert len(rejected) == 1
 
 
+async def test_an_untagged_id_of_a_job_in_flight_is_refused_without_a_database_read(
+    receiver: Receiver, fake_bfl: FakeBFL
+) -> None:
+    fake_bfl.script("in flight", Outcome(latency=60))  # still running when the test ends
+    job, _ = await receiver.engine.accept(make_request("in flight"))
+    await _until(lambda: any(s.status == 200 for s in fake_bfl.submissions))
+    [submission] = fake_bfl.submissions
+    hook_url, secret = submission.body["webhook_url"], submission.body["webhook_secret"]
+    assert hook_url.startswith(f"{receiver.url}/{job.id}_")
+    before = len(receiver.reads)
+    async with httpx.AsyncClient() as http:
+        # Even with the job's own secret and task: the bare id, or a made-up tag, is refused.
+        for url_id in (job.id, f"{job.id}_{'0' * 16}", f"{job.id}_"):
+            answer = await http.post(
+                f"{receiver.url}/{url_id}",
+                json={"id": submission.task_id, "status": "Generating"},
+                headers={"X-Webhook-Secret": secret},
+            )
+            assert answer.status_code == 404, url_id
+        assert receiver.reads[before:] == []  # refused from memory
+        # The URL BFL was given is looked up and verified.
+        answer = await http.post(
+            hook_url,
+            json={"id": submission.task_id, "status": "Generating"},
+            headers={"X-Webhook-Secret": secret},
+        )
+    assert answer.status_code == 200
+    assert job.id in receiver.reads[before:]
+
+
 async def test_a_real_webhook_still_gets_through_and_a_late_duplicate_is_verified(
     receiver: Receiver, fake_bfl: FakeBFL
 ) -> None:
@@ -115,10 +156,13 @@ async def test_a_real_webhook_still_gets_through_and_a_late_duplicate_is_verifie
     [final] = await receiver.engine.wait_closed([job.id], 5)
     assert final.state is JobState.DELIVERED
     assert receiver.engine.stats.polls == 0  # the webhook itself ended the job
-    # After the job ended, its id is still known from memory: a duplicate is verified (200).
+    # After the job ended, its URL's tag still names it: a duplicate gets 200 (the job's
+    # secret was erased when it closed, so there is nothing left to verify or change).
+    hook_url = fake_bfl.submissions[0].body["webhook_url"]
+    assert hook_url.startswith(f"{receiver.url}/{job.id}_")
     async with httpx.AsyncClient() as http:
         answer = await http.post(
-            f"{receiver.url}/{job.id}",
+            hook_url,
             json={"id": final.provider_task_id, "status": "Ready"},
             headers={"X-Webhook-Secret": final.webhook_secret or ""},
         )

@@ -23,7 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.jobs.webhooks import (
     WEBHOOK_PATH,
     WebhookSubscription,
+    job_id_from_url,
     new_webhook_secret,
+    tagged_job_id,
+    url_tag,
     verify_webhook,
     webhook_task_result,
     webhook_url,
@@ -37,12 +40,15 @@ from tests.fakes.bfl_server import FakeBFL, Outcome
 
 MAX_BODY = 4096
 JOB = "0123456789abcdef"
+# The fleet's key for webhook URL tags, as the engine reads it at start.
+TAG_KEY = bytes(range(32))
 
 
 # --------------------------------------------------------------------------- doubles
 @dataclass
 class DictTarget:
-    """The engine's side of the receiver, as a dict: records every hand-over."""
+    """The engine's side of the receiver, as a dict: records every hand-over. Like the
+    engine, it knows a job only by the tagged id its webhook URL carries."""
 
     subscriptions: dict[str, WebhookSubscription] = field(default_factory=dict)
     received: list[tuple[str, str, TaskResult]] = field(default_factory=list)
@@ -58,12 +64,13 @@ class DictTarget:
         old = self.subscriptions[job_id]
         self.subscriptions[job_id] = WebhookSubscription(secret=old.secret, task_id=task_id)
 
-    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
-        self.lookups.append(job_id)
-        return self.subscriptions.get(job_id)
+    async def webhook_subscription(self, url_id: str) -> WebhookSubscription | None:
+        self.lookups.append(url_id)
+        job_id = job_id_from_url(TAG_KEY, url_id)
+        return None if job_id is None else self.subscriptions.get(job_id)
 
-    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
-        self.received.append((job_id, task_id, result))
+    async def webhook_result(self, url_id: str, task_id: str, result: TaskResult) -> None:
+        self.received.append((job_id_from_url(TAG_KEY, url_id) or url_id, task_id, result))
 
 
 @dataclass
@@ -151,7 +158,7 @@ async def submit_job(
 ) -> str:
     """Register the job (secret first, task id unknown), submit, record the task id."""
     secret = target.add_job(job_id)
-    task_id = await submit(fake, webhook_url(server.url, job_id), secret, **kwargs)
+    task_id = await submit(fake, webhook_url(server.url, job_id, key=TAG_KEY), secret, **kwargs)
     target.submitted(job_id, task_id)
     return task_id
 
@@ -182,7 +189,7 @@ async def post_webhook(
     http: httpx.AsyncClient, job_id: str, body: bytes, headers: dict[str, str]
 ) -> httpx.Response:
     return await http.post(
-        f"{WEBHOOK_PATH}/{job_id}",
+        f"{WEBHOOK_PATH}/{tagged_job_id(TAG_KEY, job_id)}",
         content=body,
         headers={"Content-Type": "application/json", **headers},
     )
@@ -200,7 +207,8 @@ async def test_happy_path_hands_the_result_over_once(
     task_id = await submit_job(fake_bfl, server, target)
 
     assert await webhooks_sent(fake_bfl, 1) == [200]
-    assert fake_bfl.webhook_attempts[0].url == f"{server.url}{WEBHOOK_PATH}/{JOB}"
+    tagged = f"{JOB}_{url_tag(TAG_KEY, JOB)}"
+    assert fake_bfl.webhook_attempts[0].url == f"{server.url}{WEBHOOK_PATH}/{tagged}"
     assert len(target.received) == 1
     job_id, got_task, result = target.received[0]
     assert (job_id, got_task) == (JOB, task_id)
@@ -267,7 +275,7 @@ async def test_missing_secret_is_refused(
 ) -> None:
     target.add_job(JOB)
     # Submitted without a webhook_secret: the stand-in sends no authentication header.
-    await submit(fake_bfl, webhook_url(server.url, JOB), secret=None)
+    await submit(fake_bfl, webhook_url(server.url, JOB, key=TAG_KEY), secret=None)
 
     assert await webhooks_sent(fake_bfl, 1) == [401]
     assert "X-Webhook-Secret" not in fake_bfl.webhook_attempts[0].headers
@@ -278,7 +286,9 @@ async def test_missing_secret_is_refused(
 async def test_unknown_job_is_404(
     fake_bfl: FakeBFL, server: WebServer, target: DictTarget, metrics: Metrics
 ) -> None:
-    await submit(fake_bfl, webhook_url(server.url, "feedfacefeedface"), new_webhook_secret())
+    await submit(
+        fake_bfl, webhook_url(server.url, "feedfacefeedface", key=TAG_KEY), new_webhook_secret()
+    )
 
     assert await webhooks_sent(fake_bfl, 1) == [404]
     assert target.received == []
@@ -289,7 +299,7 @@ async def test_a_task_that_is_not_the_jobs_is_404(
     fake_bfl: FakeBFL, server: WebServer, target: DictTarget, metrics: Metrics
 ) -> None:
     secret = target.add_job(JOB, task_id="the-task-this-job-really-has")
-    await submit(fake_bfl, webhook_url(server.url, JOB), secret)
+    await submit(fake_bfl, webhook_url(server.url, JOB, key=TAG_KEY), secret)
 
     assert await webhooks_sent(fake_bfl, 1) == [404]
     assert target.received == []
@@ -302,7 +312,7 @@ async def test_webhook_before_the_submit_answer_is_recorded(
     """The engine has the job and secret but not yet the task id: still verified, handed over
     with the delivery's task id."""
     secret = target.add_job(JOB)  # task id never recorded
-    task_id = await submit(fake_bfl, webhook_url(server.url, JOB), secret)
+    task_id = await submit(fake_bfl, webhook_url(server.url, JOB, key=TAG_KEY), secret)
 
     assert await webhooks_sent(fake_bfl, 1) == [200]
     assert [(j, t) for j, t, _ in target.received] == [(JOB, task_id)]
@@ -363,7 +373,9 @@ async def test_oversized_body_is_413_without_side_effect(
             yield (b"x" * 1024) if start else body[:1024]
 
     response = await http.post(
-        f"{WEBHOOK_PATH}/{JOB}", content=chunks(), headers={"X-Webhook-Secret": secret}
+        f"{WEBHOOK_PATH}/{tagged_job_id(TAG_KEY, JOB)}",
+        content=chunks(),
+        headers={"X-Webhook-Secret": secret},
     )
     assert response.status_code == 413
     assert "content-length" not in response.request.headers
@@ -524,7 +536,9 @@ async def test_receiver_is_off_without_a_target(
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
             target.add_job(JOB)
-            response = await http.post(f"{WEBHOOK_PATH}/{JOB}", content=b"{}")
+            response = await http.post(
+                f"{WEBHOOK_PATH}/{tagged_job_id(TAG_KEY, JOB)}", content=b"{}"
+            )
             assert response.status_code == 404
             assert (await http.get("/healthz")).status_code == 200
     finally:
@@ -561,14 +575,27 @@ def test_verify_webhook_forms() -> None:
 
 
 def test_webhook_url() -> None:
-    assert webhook_url("https://bot.example.com/", "ab12") == (
-        "https://bot.example.com/webhooks/bfl/ab12"
+    tag = url_tag(TAG_KEY, "ab12")
+    assert len(tag) == 16
+    assert webhook_url("https://bot.example.com/", "ab12", key=TAG_KEY) == (
+        f"https://bot.example.com/webhooks/bfl/ab12_{tag}"
     )
-    assert webhook_url("https://example.com/fluxcord", "ab12") == (
-        "https://example.com/fluxcord/webhooks/bfl/ab12"
+    assert webhook_url("https://example.com/fluxcord", "ab12", key=TAG_KEY) == (
+        f"https://example.com/fluxcord/webhooks/bfl/ab12_{tag}"
     )
     with pytest.raises(ValueError):
-        webhook_url("https://example.com/" + "p" * 2100, "ab12")
+        webhook_url("https://example.com/" + "p" * 2100, "ab12", key=TAG_KEY)
+
+
+def test_only_a_url_the_fleet_gave_out_names_a_job() -> None:
+    """A job id alone is public (every button carries one): only the fleet's tag makes it a
+    webhook URL, and anything else is refused without looking anything up."""
+    assert job_id_from_url(TAG_KEY, f"ab12_{url_tag(TAG_KEY, 'ab12')}") == "ab12"
+    assert job_id_from_url(TAG_KEY, "ab12") is None  # untagged: copied from a button
+    assert job_id_from_url(TAG_KEY, "ab12_") is None
+    assert job_id_from_url(TAG_KEY, f"ab12_{url_tag(TAG_KEY, 'cd34')}") is None
+    assert job_id_from_url(bytes(32), f"ab12_{url_tag(TAG_KEY, 'ab12')}") is None
+    assert job_id_from_url(None, f"ab12_{url_tag(TAG_KEY, 'ab12')}") is None  # key not read
 
 
 def test_webhook_task_result_keeps_the_providers_reading() -> None:

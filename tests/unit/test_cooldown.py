@@ -1,4 +1,4 @@
-"""The per-member pause between result-button clicks."""
+"""The per-member pause between requests (commands, replies, result buttons)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,13 @@ def test_members_whose_pause_is_over_are_forgotten() -> None:
     clock.now += 5
     cooldown.retry_after(99999)
     assert len(cooldown._last) < 1100
+
+
+def test_the_wait_is_told_in_whole_seconds_of_at_least_one() -> None:
+    clock = Clock()
+    cooldown = Cooldown(3.0, clock=clock)
+    assert cooldown.wait_seconds(1) == 0  # counted
+    clock.now += 0.5
+    assert cooldown.wait_seconds(1) == 3  # 2.5 s left, rounded up
+    clock.now += 2.4
+    assert cooldown.wait_seconds(1) == 1  # 0.1 s left is still "1 s", never "0 s"

@@ -19,6 +19,7 @@ from bot.errors import InvalidRequest
 from bot.references import (
     ByteBudget,
     ReferenceCandidate,
+    ReferenceChecks,
     ReferenceLimits,
     ReferenceRejected,
     load_references,
@@ -200,7 +201,8 @@ async def test_the_decode_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatc
 # ---------------------------------------------------------------------- the download budget
 async def test_downloads_share_one_byte_budget() -> None:
     """With room for two files at once, the third waits until one is done."""
-    budget = ByteBudget(2 * 1000)
+    checks = ReferenceChecks(download_bytes=2 * 1000)
+    budget = checks.downloads
     started: list[str] = []
     release = asyncio.Event()
 
@@ -216,7 +218,7 @@ async def test_downloads_share_one_byte_budget() -> None:
 
     task = asyncio.create_task(
         load_references(
-            [slow("1.png"), slow("2.png"), slow("3.png")], get_variant("pro"), LIMITS, budget=budget
+            [slow("1.png"), slow("2.png"), slow("3.png")], get_variant("pro"), LIMITS, checks=checks
         )
     )
     for _ in range(20):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +18,28 @@ import pytest
 
 from bot.errors import SettingsError
 from bot.instance import InstanceLock
-from bot.settings import load_settings
+from bot.settings import load_settings, parse_shard_ids
 from bot.storage import migrations
 from bot.storage.db import open_database
 from bot.storage.migrations import apply_migrations, discover
+from tests.fakes.discord_server import FakeDiscord
+from tests.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-very-secret-value-123"
+# Settings from the developer's environment that would change what the bot does.
+ENV_PREFIXES = ("DISCORD_", "BFL_", "DATABASE_", "PROVIDER_", "LOG_", "DEFAULT_", "SHARD_")
 
 
 def run_bot(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DISCORD_", "BFL_", "DATABASE_", "PROVIDER_", "LOG_"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES)}
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
         cwd=tmp_path,  # no stray .env from the developer's checkout
         env={**clean, "PYTHONPATH": str(ROOT), **env},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -44,8 +52,11 @@ def test_missing_token_is_one_line_without_traceback(tmp_path: Path) -> None:
 
 def test_malformed_settings_are_named_and_secrets_never_shown(tmp_path: Path) -> None:
     result = run_bot(
-        tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET,
-        PROVIDER_MAX_ACTIVE="lots", BFL_API_BASE="ftp://example",
+        tmp_path,
+        DISCORD_TOKEN=SECRET,
+        BFL_API_KEY=SECRET,
+        PROVIDER_MAX_ACTIVE="lots",
+        BFL_API_BASE="ftp://example",
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -146,8 +157,12 @@ def test_two_migrators_started_together_both_succeed(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_PATH": str(database)}
         runs = [
             subprocess.Popen(
-                [sys.executable, "-m", "bot", "migrate"], cwd=tmp_path, env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [sys.executable, "-m", "bot", "migrate"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(2)
         ]
@@ -169,8 +184,11 @@ HOLD_LOCK = (
 def test_a_second_instance_on_the_same_database_stops_with_one_line(tmp_path: Path) -> None:
     database = tmp_path / "data" / "bot.sqlite3"
     first = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(database)], cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", HOLD_LOCK, str(database)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert first.stdout is not None and first.stdout.readline() == "locked\n"
@@ -199,7 +217,10 @@ def test_a_busy_web_port_is_named_with_the_setting_that_moves_it(tmp_path: Path)
         taken.listen()
         port = taken.getsockname()[1]
         result = run_bot(
-            tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET, WEB_HOST="127.0.0.1",
+            tmp_path,
+            DISCORD_TOKEN=SECRET,
+            BFL_API_KEY=SECRET,
+            WEB_HOST="127.0.0.1",
             WEB_PORT=str(port),
             DATABASE_PATH=str(tmp_path / "bot.sqlite3"),
         )
@@ -209,3 +230,164 @@ def test_a_busy_web_port_is_named_with_the_setting_that_moves_it(tmp_path: Path)
         "set WEB_PORT (or WEB_HOST) to another address, or stop what is using it."
     )
     assert "Cannot reach Discord" not in result.stderr
+
+
+# --------------------------------------------------------------------------- the real cause
+PASSWORD = "pg-secret-password-42"
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The whole of stderr, which must be one line (no traceback), and no secret anywhere."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for secret in (SECRET, PASSWORD):
+        assert secret not in result.stderr + result.stdout
+    return lines[0]
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections (bound, never listening)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def test_an_unknown_default_variant_is_refused_not_replaced(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET, DEFAULT_VARIANT="bogus")
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "Configuration error: DEFAULT_VARIANT=bogus is not a model; choose one of pro, max, "
+        "flex, klein-4b, klein-9b, pro-preview, dev, lora, klein-9b-preview"
+    )
+
+
+def test_a_default_variant_whose_key_is_not_set_is_refused(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET, DEFAULT_VARIANT="dev")
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "Configuration error: DEFAULT_VARIANT=dev needs AIML_API_KEY, which is not set: set it, "
+        "or choose one of pro, max, flex, klein-4b, klein-9b"
+    )
+    preview = run_bot(
+        tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET, DEFAULT_VARIANT="pro-preview"
+    )
+    assert preview.returncode == 2
+    assert "set BFL_ENABLE_PREVIEW=true" in one_line(preview)
+
+
+def test_a_default_variant_the_keys_serve_is_taken() -> None:
+    assert (
+        load_settings(discord_token="x", aiml_api_key="k", default_variant="Pro ").default_variant
+        == "pro"
+    )
+    with pytest.raises(SettingsError, match="DEFAULT_VARIANT=max needs BFL_API_KEY"):
+        load_settings(discord_token="x", aiml_api_key="k", default_variant="max")
+
+
+def test_a_huge_shard_range_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="0-99999999 goes past the shards of SHARD_COUNT=4"):
+            parse_shard_ids("0-99999999", 4)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024  # not the 1.2 GB a set of 10^8 shard numbers takes
+    result = run_bot(
+        tmp_path,
+        DISCORD_TOKEN=SECRET,
+        SHARD_COUNT="4",
+        SHARD_IDS="0-99999999",
+        DATABASE_URL=f"postgresql://fluxcord:{PASSWORD}@127.0.0.1/fluxcord",
+    )
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "Configuration error: SHARD_IDS 0-99999999 goes past the shards of SHARD_COUNT=4 (0 to 3)"
+    )
+
+
+def test_migrate_names_an_unreachable_postgresql(tmp_path: Path) -> None:
+    with closed_port() as port:
+        result = run_bot(
+            tmp_path,
+            "migrate",
+            DATABASE_URL=f"postgresql://fluxcord:{PASSWORD}@127.0.0.1:{port}/fluxcord",
+        )
+    assert result.returncode == 1
+    assert (
+        one_line(result) == f"Cannot reach PostgreSQL at 127.0.0.1:{port} (ConnectionRefusedError)"
+    )
+
+
+async def test_run_names_an_unreachable_postgresql_not_discord(tmp_path: Path) -> None:
+    """Discord is there (the stand-in); the database is not: the line says which."""
+    async with FakeDiscord() as discord_fake:
+        with closed_port() as port:
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES)},
+                "PYTHONPATH": str(ROOT),
+                "FLUXCORD_TEST_DISCORD": discord_fake.base_url,
+                "DISCORD_TOKEN": discord_fake.token,
+                "BFL_API_KEY": SECRET,
+                "DATABASE_URL": f"postgresql://fluxcord:{PASSWORD}@127.0.0.1:{port}/fluxcord",
+                "WEB_HOST": "127.0.0.1",
+                "WEB_PORT": "0",
+                "LOG_LEVEL": "WARNING",
+            }
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.multiprocess.run_bot", cwd=tmp_path, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+    result = subprocess.CompletedProcess([], process.returncode or 0, out.decode(), err.decode())
+    assert result.returncode == 1
+    assert (
+        one_line(result) == f"Cannot reach PostgreSQL at 127.0.0.1:{port} (ConnectionRefusedError)"
+    )
+
+
+async def test_a_wrong_password_is_one_line_without_the_password(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    role = "fluxcord_password_test"
+    postgres_server.admin(f"DROP ROLE IF EXISTS {role}")
+    postgres_server.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'the-right-one'")
+    # This role alone must give a password (the server trusts everyone else).
+    hba = postgres_server.folder / "data" / "pg_hba.conf"
+    hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    postgres_server.admin("SELECT pg_reload_conf()")
+    url = f"postgresql://{role}:{PASSWORD}@127.0.0.1:{postgres_server.port}/postgres"
+    with postgres_server.expect_error(f'password authentication failed for user "{role}"'):
+        await until_the_server_asks_for_a_password(url)
+        result = run_bot(tmp_path, "migrate", DATABASE_URL=url)
+    assert result.returncode == 2
+    assert one_line(result) == (
+        f"PostgreSQL at 127.0.0.1:{postgres_server.port} refused the login (InvalidPasswordError:"
+        f' password authentication failed for user "{role}"): check DATABASE_URL'
+    )
+
+
+async def until_the_server_asks_for_a_password(url: str) -> None:
+    """pg_reload_conf() only signals the server: wait until the new rule is in force."""
+    import asyncpg
+
+    for _ in range(200):
+        try:
+            connection = await asyncpg.connect(url)
+        except asyncpg.InvalidPasswordError:
+            return
+        await connection.close()
+        await asyncio.sleep(0.025)
+    raise AssertionError("the server never asked for a password")
+
+
+def test_a_missing_database_is_one_line(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{postgres_server.port}/fluxcord_missing"
+    with postgres_server.expect_error('database "fluxcord_missing" does not exist'):
+        result = run_bot(tmp_path, "migrate", DATABASE_URL=url)
+    assert result.returncode == 2
+    assert one_line(result) == (
+        f"PostgreSQL at 127.0.0.1:{postgres_server.port} has no database 'fluxcord_missing'"
+        " (InvalidCatalogNameError): create it, or fix the database name in DATABASE_URL"
+    )

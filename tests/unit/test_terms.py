@@ -3,6 +3,7 @@ bad patterns, and the normal form everything is compared in."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import string
@@ -15,9 +16,17 @@ from bot.moderation import (
     DEFAULT_TERMS,
     MAX_PATTERN_LENGTH,
     BannedTerm,
+    TermHit,
     TermMatcher,
     normalise,
     validate_pattern,
+)
+from bot.moderation.normalise import prompt_forms
+from bot.moderation.patterns import (
+    DEFAULT_TERMS_SIZE_BUDGET,
+    TermSet,
+    any_term_size,
+    compile_regex_term,
 )
 
 ZWJ, ZWSP, SOFT_HYPHEN = "\u200d", "\u200b", "\u00ad"
@@ -462,10 +471,207 @@ def test_hundreds_of_plain_terms_compile_into_one_pattern() -> None:
     words = {"".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 10))) for _ in range(500)}
     terms = server(*sorted(words), "two words")
     matcher = TermMatcher([*terms, *server("x+y+z+", regex=True)])
-    assert matcher.compiled_pattern_count == 2  # one for all plain terms, one per regex
+    assert matcher.compiled_pattern_count == 1  # one pass for plain terms and regexes alike
 
     last = sorted(words)[-1]
     hit = matcher.first_hit(f"{'a cat in the snow, ' * 100} and {last.upper()}")
     assert hit is not None and hit.term.pattern == last
     assert matcher.first_hit("two-words") is not None
     assert matcher.first_hit("a cat in the snow " * 100) is None
+
+
+# --- One pass, one set, one budget ------------------------------------------------------
+
+# A server's list with plain terms that overlap (ass/asshole, drag/dragon, a phrase) and
+# moderators' expressions that overlap each other and the plain terms.
+CORPUS_TERMS = [
+    *DEFAULT_TERMS,
+    *server("ass", "asshole", "dragon", "child dolls", "lili"),
+    *server(r"\bkit+ens?\b", r"model\d+", "(a|aa)+b", "drag", r"on\b", regex=True),
+    *server("x.{3}y", r"\bzz+", regex=True),
+]
+# (prompt, first hit as (pattern, matched) or None, every hit) as the matcher found them when
+# each expression was searched on its own (before the single pass and the term set).
+CORPUS: list[tuple[str, tuple[str, str] | None, list[tuple[str, str]]]] = [
+    ("a dragon", ("dragon", "dragon"), [("dragon", "dragon"), ("drag", "drag"), (r"on\b", "on")]),
+    (
+        "dragons and kittens",
+        ("dragon", "dragons"),
+        [("dragon", "dragons"), (r"\bkit+ens?\b", "kittens"), ("drag", "drag")],
+    ),
+    (
+        "kíttén on a dragon",
+        ("dragon", "dragon"),
+        [("dragon", "dragon"), (r"\bkit+ens?\b", "kitten"), ("drag", "drag"), (r"on\b", "on")],
+    ),
+    ("Model12 photo", (r"model\d+", "model12"), [(r"model\d+", "model12")]),
+    ("k i t t e n", (r"\bkit+ens?\b", "kitten"), [(r"\bkit+ens?\b", "kitten")]),
+    ("aaab", ("(a|aa)+b", "aaab"), [("(a|aa)+b", "aaab")]),
+    (
+        "xabcy and an assholes",
+        ("asshole", "assholes"),
+        [("asshole", "assholes"), ("(a|aa)+b", "ab"), ("x.{3}y", "xabcy")],
+    ),
+    ("naked mole rat on", (r"on\b", "on"), [(r"on\b", "on")]),
+    ("classic assassin", None, []),
+    ("childdolls", ("child dolls", "childdolls"), [("child dolls", "childdolls")]),
+    ("child dolls", ("child dolls", "child dolls"), [("child dolls", "child dolls")]),
+    ("l1l1 and IiIi", ("lili", "lili"), [("lili", "lili")]),
+    (
+        "nude kitten, gore",
+        ("nude", "nude"),
+        [("nude", "nude"), (DEFAULT_TERMS[-1].pattern, "gore"), (r"\bkit+ens?\b", "kitten")],
+    ),
+    ("zzz at the con", (r"on\b", "on"), [(r"on\b", "on"), (r"\bzz+", "zzz")]),
+    ("c.h.i.l.d d.o.l.l.s", ("child dolls", "childdolls"), [("child dolls", "childdolls")]),
+    ("drag on", ("drag", "drag"), [("drag", "drag"), (r"on\b", "on")]),
+    ("xa1by", ("x.{3}y", "xaiby"), [("x.{3}y", "xaiby")]),
+    (
+        "an asshole's dragon",
+        ("asshole", "assholes"),
+        [("asshole", "assholes"), ("dragon", "dragon"), ("drag", "drag"), (r"on\b", "on")],
+    ),
+    (
+        "a n u d e dragon",
+        ("dragon", "dragon"),
+        [("dragon", "dragon"), ("drag", "drag"), (r"on\b", "on"), ("nude", "nude")],
+    ),
+    ("nothing here at all", None, []),
+    ("", None, []),
+    ("lolita", None, []),
+    (
+        "porn0graphy model7",
+        ("pornography", "pornography"),
+        [("pornography", "pornography"), ("porn", "porn"), (r"model\d+", "model7")],
+    ),
+    ("1oli zzzz", ("loli", "ioli"), [("loli", "ioli"), (r"\bzz+", "zzzz")]),
+    ("the naked eye of a kitten", (r"\bkit+ens?\b", "kitten"), [(r"\bkit+ens?\b", "kitten")]),
+]
+
+
+def _pairs(hits: list[TermHit]) -> list[tuple[str, str]]:
+    return [(hit.term.pattern, hit.matched) for hit in hits]
+
+
+@pytest.mark.parametrize(("prompt", "first", "every"), CORPUS)
+def test_the_single_pass_finds_what_each_expression_found_on_its_own(
+    prompt: str, first: tuple[str, str] | None, every: list[tuple[str, str]]
+) -> None:
+    matcher = TermMatcher(CORPUS_TERMS)
+    hit = matcher.first_hit(prompt)
+    assert (None if hit is None else (hit.term.pattern, hit.matched)) == first
+    assert _pairs(matcher.hits(prompt)) == every
+
+
+def test_moderators_expressions_found_are_those_found_one_by_one() -> None:
+    expressions = ["ab+a", "(?:ba){2}", r"\bb\b", "a{3}", "[ab]b[ab]{2}a", "^b", "a$", "bab?b"]
+    terms = server(*expressions, regex=True)
+    matcher = TermMatcher(terms)
+    alone = {
+        term: compile_regex_term(term.pattern, pattern=term.pattern, builtin=False)
+        for term in terms
+    }
+    rng = random.Random(3)
+    for _ in range(300):
+        prompt = "".join(rng.choice("ab ") for _ in range(rng.randint(0, 12)))
+        expected = [
+            term
+            for form in prompt_forms(prompt)
+            for term in terms
+            if alone[term].search(form) is not None
+        ]
+        assert [hit.term for hit in matcher.hits(prompt)] == list(dict.fromkeys(expected)), prompt
+
+
+def test_when_the_term_set_cannot_finish_every_expression_is_searched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RE2 answers "no match" when its DFA runs out of memory; the set says so, and the
+    # expressions are then searched one by one rather than the prompt let through.
+    monkeypatch.setattr(TermSet, "matching", lambda self, text: None)
+    matcher = TermMatcher(CORPUS_TERMS)
+    for prompt, first, every in CORPUS:
+        hit = matcher.first_hit(prompt)
+        assert (None if hit is None else (hit.term.pattern, hit.matched)) == first
+        assert _pairs(matcher.hits(prompt)) == every
+
+
+def size_of(*terms: BannedTerm) -> int:
+    return TermMatcher([*DEFAULT_TERMS, *terms]).size
+
+
+def test_size_is_what_a_servers_terms_add_to_the_program_that_finds_them() -> None:
+    assert TermMatcher(DEFAULT_TERMS).size == 0  # the built-in terms are ours: they don't count
+    word = size_of(*server("dragon"))
+    assert 10 <= word <= 30  # a few hundred ordinary words fit the default budget
+    assert size_of(*server(".{100}", regex=True)) > 30 * word  # a count copies what it repeats
+    # Terms that start alike share the program, as they share the work.
+    phrases = server(*(f"forbidden-word-{n:02}" for n in range(100)))
+    assert size_of(*phrases) < 20 * size_of(phrases[0])
+    matcher = TermMatcher([*DEFAULT_TERMS, *server("dragon")])
+    assert matcher.size_with(server("wyrm")[0]) == size_of(*server("dragon", "wyrm"))
+
+
+def test_the_newest_terms_over_the_size_budget_are_left_out() -> None:
+    dragon, big, wyrm = (*server("dragon"), *server(".{100}", regex=True), *server("wyrm"))
+    budget = size_of(dragon, wyrm)
+    matcher = TermMatcher([*DEFAULT_TERMS, dragon, big, wyrm], size_budget=budget)
+    # The oldest that fit are in force; from the first that doesn't, none are.
+    assert matcher.over_budget == [big, wyrm]
+    assert matcher.size == size_of(dragon) <= budget
+    assert refused(matcher, "a dragon") == "dragon"
+    assert refused(matcher, "x" * 100) is None  # not in force
+    assert refused(matcher, "a wyrm") is None
+    assert refused(matcher, "nude") == "nude"  # the built-in list never runs out of room
+    both = TermMatcher([*DEFAULT_TERMS, dragon, wyrm, big], size_budget=budget)
+    assert both.over_budget == [big] and both.size == budget
+    assert refused(both, "a wyrm") == "wyrm"
+    unbudgeted = TermMatcher([dragon, big, wyrm])
+    assert unbudgeted.over_budget == [] and refused(unbudgeted, "x" * 100) == ".{100}"
+
+
+def test_terms_too_many_for_re2_to_compile_together_are_not_fatal() -> None:
+    # Stored when the budget was at its largest, or before there was one: together more than
+    # RE2 will compile as one expression. The oldest that fit the budget are in force.
+    wide = server(*(f"y{n}[^x]{{1000}}" for n in range(120)), regex=True)
+    assert any_term_size(None, [term.pattern for term in wide]) == math.inf
+    matcher = TermMatcher([*DEFAULT_TERMS, *wide], size_budget=20_000)
+    assert matcher.over_budget == wide[2:]
+    assert refused(matcher, "y1" + "a" * 1000) == wide[1].pattern
+    assert refused(matcher, "y2" + "a" * 1000) is None
+
+
+def refused(matcher: TermMatcher, prompt: str) -> str | None:
+    hit = matcher.first_hit(prompt)
+    return None if hit is None else hit.term.pattern
+
+
+def _hostile_prompt(rng: random.Random, letters: str) -> str:
+    # Single letters, one after "a", and a leet token: six normalised forms to search.
+    tail = " n1 a b c"
+    return "".join(rng.choice(letters) for _ in range(4000 - len(tail))) + tail
+
+
+# Expressions that need every position of their last 10-20 characters remembered.
+REMEMBERING = [f"[ab]*{'ab'[n % 2]}[ab]{{{10 + n % 10}}}z{n}" for n in range(500)]
+# Plain words of l and i: "l" also accepts "i", and every letter may repeat.
+L_AND_I = ["".join(random.Random(n).choices("li", k=20 + n % 20)) + "x" for n in range(500)]
+
+
+@pytest.mark.parametrize(
+    ("terms", "letters"),
+    [(server(*REMEMBERING, regex=True), "ab"), (server(*L_AND_I), "li")],
+    ids=["regex", "plain"],
+)
+def test_within_the_default_budget_a_check_costs_a_bounded_amount_of_cpu(
+    terms: list[BannedTerm], letters: str
+) -> None:
+    # 500 such terms took 1.5 s (regex) and 3-13 s (plain) of CPU per prompt; within the
+    # budget, 0.4-0.7 s (bench/terms.py). CPU time, so a busy machine doesn't make it flaky.
+    matcher = TermMatcher([*DEFAULT_TERMS, *terms], size_budget=DEFAULT_TERMS_SIZE_BUDGET)
+    assert matcher.over_budget and matcher.size <= DEFAULT_TERMS_SIZE_BUDGET
+    prompt = _hostile_prompt(random.Random(5), letters)
+    assert len(prompt_forms(prompt)) == 6
+    started = time.process_time()
+    assert matcher.first_hit(prompt) is None
+    assert time.process_time() - started < 1.5

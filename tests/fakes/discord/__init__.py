@@ -256,7 +256,8 @@ Discord behaviour implemented
   sessions holding one shard both get them, as on Discord, and the second IDENTIFY counts in
   ``overlapping_shard_sessions`` on arrival, even if refused for the rate limit).
   IDENTIFY rate limit: shard ``i`` identifies in bucket ``i % max_concurrency``; a bucket
-  takes one IDENTIFY per ``identify_interval`` s (50 ms slack for arrival jitter), a quicker
+  takes one IDENTIFY per ``identify_interval`` s, timed on arrival with no slack (as Discord
+  does: a client that waits exactly the interval by its own clock may arrive early), a quicker
   one gets opcode 9 INVALID_SESSION ``d: false`` (no session; counted in
   ``identify_rate_violations``; discord.py waits in ``before_identify_hook`` and retries).
   Enforced when ``identify_rate_limit`` is true; its default ``None`` means "only when

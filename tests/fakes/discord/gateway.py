@@ -40,9 +40,6 @@ CLOSE_SHARDING_REQUIRED = 4011
 #: Discord's daily session start budget (``session_start_limit.total``) and its window.
 SESSION_START_TOTAL = 1000
 SESSION_START_WINDOW_MS = 86_400_000
-#: Slack on the IDENTIFY interval: the stand-in timestamps frames on arrival, a few ms after
-#: the client sent them, so a client that waited exactly the interval must not be refused.
-IDENTIFY_CLOCK_SLACK_S = 0.05
 
 #: An event payload, or a function of the receiving session's intents (None = not delivered).
 EventData = JSON | Callable[[int], JSON | None]
@@ -158,8 +155,10 @@ class GatewayServer:
         #: None: enforced only when sharding (``shard_count > 1``), so single-shard tests may
         #: restart clients back to back as they always did.
         self._identify_rate_limit = identify_rate_limit
-        #: bucket -> monotonic time of its last accepted IDENTIFY.
+        #: bucket -> `identify_clock` time of its last accepted IDENTIFY.
         self._bucket_identified_at: dict[int, float] = {}
+        #: What times IDENTIFY arrivals (tests may replace it to place arrivals exactly).
+        self.identify_clock: Callable[[], float] = time.monotonic
         self._started_monotonic = time.monotonic()
         self.identify_counts: dict[int, int] = {}
         self.identify_rate_violations = 0
@@ -316,15 +315,13 @@ class GatewayServer:
         return None
 
     def _identify_too_soon(self, shard_id: int) -> bool:
-        """Record this IDENTIFY in its bucket unless the bucket identified within the interval."""
+        """Record this IDENTIFY in its bucket unless the bucket identified within the interval.
+        Strict, like Discord, which times arrivals by its own clock: one arriving even a
+        millisecond early is refused, however the client measured its wait."""
         bucket = shard_id % max(1, self.max_concurrency)
-        now = time.monotonic()
+        now = self.identify_clock()
         last = self._bucket_identified_at.get(bucket)
-        if (
-            self.identify_rate_limit
-            and last is not None
-            and now - last < self.identify_interval - IDENTIFY_CLOCK_SLACK_S
-        ):
+        if self.identify_rate_limit and last is not None and now - last < self.identify_interval:
             return True
         self._bucket_identified_at[bucket] = now
         return False

@@ -262,6 +262,15 @@ class FakeDiscord(LoopbackServer):
         self._gateway.identify_rate_limit = value
 
     @property
+    def identify_clock(self) -> Callable[[], float]:
+        """What times IDENTIFY arrivals (``time.monotonic``); a test may place them exactly."""
+        return self._gateway.identify_clock
+
+    @identify_clock.setter
+    def identify_clock(self, clock: Callable[[], float]) -> None:
+        self._gateway.identify_clock = clock
+
+    @property
     def session_start_limit(self) -> JSON:
         """``{total, remaining, reset_after, max_concurrency}`` as ``GET /gateway/bot`` answers."""
         return self._gateway.session_start_limit()
