@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -14,6 +14,7 @@ from bot.settings import load_settings, parse_shard_ids
 from bot.shards import IdentifyGate, ShardFleet, ShardLeases, ShardTaken, shard_for
 from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database
+from tests.postgres_fixtures import on_postgres
 
 PG_URL = "postgresql://fluxcord@127.0.0.1/fluxcord"
 
@@ -128,6 +129,18 @@ async def test_identify_turns_are_spaced_per_bucket_over_the_fleet(db: Database)
     assert bucket0[1] - bucket0[0] >= 0.35 and bucket1[1] - bucket1[0] >= 0.35
 
 
+@pytest.fixture
+def leaving_cancels_a_statement(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`ShardFleet.leave` stops its renewals, maybe in the middle of one: PostgreSQL logs
+    the statement as cancelled."""
+    if not on_postgres():
+        yield
+        return
+    server = request.getfixturevalue("postgres_server")
+    with server.expect_error("canceling statement due to user request"):
+        yield
+
+
 class Sessions:
     """What a lost shard lease did to the gateway sessions (cogs/client.py disconnects on
     `on_lost` and connects again on `on_regained`)."""
@@ -152,6 +165,7 @@ async def wait_for(check: Callable[[], Awaitable[bool]], within: float = 5.0) ->
             await asyncio.sleep(0.02)
 
 
+@pytest.mark.usefixtures("leaving_cancels_a_statement")
 async def test_a_lease_that_ran_out_while_nobody_took_the_shard_keeps_its_sessions(
     db: Database,
 ) -> None:
@@ -174,6 +188,7 @@ async def test_a_lease_that_ran_out_while_nobody_took_the_shard_keeps_its_sessio
         await fleet.leave()
 
 
+@pytest.mark.usefixtures("leaving_cancels_a_statement")
 async def test_a_lease_taken_by_another_process_meanwhile_disconnects_until_it_is_free(
     db: Database,
 ) -> None:
