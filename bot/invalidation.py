@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from bot.periodic import repeat
 from bot.storage.db import Database, Tx
+from bot.storage.outage import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,11 @@ class SharedCaches:
         self._pending.discard(name)
         try:
             await self._reloads[name]()
-        except Exception:
-            log.warning("reloading the %s cache failed; the periodic reload retries", name)
+        except Exception as exc:
+            if is_outage(exc):  # the store has said so, once for the whole outage
+                log.debug("reloading the %s cache waits for the database", name)
+            else:
+                log.warning("reloading the %s cache failed; the periodic reload retries", name)
 
     async def _reload_all(self) -> None:
         for name in list(self._reloads):

@@ -171,6 +171,8 @@ class LatestUpdate(Generic[U, R]):
 
     async def finish(self, update: U) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        # A final update after the end (a job delivered again) is applied as well.
+        self._finished = False
         self._final = (update, future)
         self._progress = None
         if self.on_final is not None:
@@ -216,6 +218,9 @@ class LatestUpdate(Generic[U, R]):
                 future.set_exception(exc)
                 future.exception()  # retrieved: the caller sees it through finish()
             return
-        self._finished = True
         if not future.done():
             future.set_result(result)
+        # Ended, unless a newer final update came meanwhile: the loop applies that one too
+        # (its caller waits for it).
+        if self._final is not None and self._final[1] is future:
+            self._finished = True

@@ -202,10 +202,34 @@ class ShardFleet:
                 if not is_outage(exc):  # the store has logged an outage
                     log.warning("renewing the shard leases failed; retrying", exc_info=True)
                 continue
-            if not held:
-                await on_lost()
-                await self._take_back()
-                await on_regained()
+            if held:
+                continue
+            # The lease ran out (the database was unreachable, or this process stalled for
+            # longer than the lease). If no other process took a shard meantime, this one's
+            # sessions were the only ones all along: keep them. Disconnecting only to
+            # connect again would cost an IDENTIFY each time, and race discord.py's own
+            # reconnects (two sessions of one shard were seen under load).
+            if await self._retake_at_once():
+                continue
+            await on_lost()
+            await self._take_back()
+            await on_regained()
+
+    async def _retake_at_once(self) -> bool:
+        """Take this process's shards again if nobody else holds any of them."""
+        try:
+            problem = await self._db.run(self.leases.try_acquire)
+        except Exception as exc:
+            if not is_outage(exc):
+                log.warning("taking the shard leases back failed", exc_info=True)
+            return False
+        if problem is None:
+            log.warning(
+                "the lease on shards %s had run out (was the database unreachable?); no other"
+                " process took them, so this one keeps them",
+                self.leases.shard_ids,
+            )
+        return problem is None
 
     async def _take_back(self) -> None:
         """Wait until this process holds all its shards again."""

@@ -98,10 +98,12 @@ class DiscordNotifier:
         queued_view: QueuedViewFactory | None = None,
         progress_interval: float = PROGRESS_INTERVAL,
         clock: Callable[[], float] = time.time,
+        lease_held: Callable[[], bool] = lambda: True,
     ) -> None:
         self._client = client
         # The database's clock (bot/storage/clock.py): interaction tokens expire by it.
         self._clock = clock
+        self._lease_held = lease_held
         self._lookup = lookup
         self._shown_in = shown_in
         self._turns = turns
@@ -231,6 +233,12 @@ class DiscordNotifier:
         if message.updates is None:
 
             async def apply(shown: Shown, final: bool) -> int:
+                if not final and not self._lease_held() and not _unanswered(message):
+                    # This process's lease may have run out (it was paused, or cut off from
+                    # the database): another process may own the job now and have shown
+                    # more of it, even its result, which progress from before must not undo.
+                    log.debug("job %s: not showing progress without a lease", message.job_id)
+                    return message.message_id or 0
                 return await self._apply(message, shown)
 
             def gate() -> Gate:
@@ -390,6 +398,13 @@ class DiscordNotifier:
             log.exception("job %s: could not record its message", message.job_id)
 
 
+def _unanswered(message: JobMessage) -> bool:
+    """The job's interaction still waits for its first answer (always given: Discord
+    shows the member an error otherwise)."""
+    interaction = message.interaction
+    return interaction is not None and not interaction.response.is_done()
+
+
 def _requester_only(job: Job) -> discord.AllowedMentions:
     # Only the requester may be pinged, whatever the prompt says.
     return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])
@@ -413,5 +428,6 @@ def attach_delivery(
         result_view=result_view,
         queued_view=queued_view,
         clock=services.clock,
+        lease_held=lambda: services.engine.lease.surely_held,
     )
     services.engine.notifier = bot.notifier

@@ -9,9 +9,11 @@ under a new identity (see JobEngine._heartbeat).
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import socket
+import time
 
 from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database
@@ -38,6 +40,9 @@ class ProcessLease:
         self.seconds = seconds
         self.id = self._new_id()
         self._now = DATABASE_NOW[db.backend]
+        # By this process's clock (time.monotonic), when the lease may run out at the
+        # earliest: it was extended from a moment after this one.
+        self._runs_until = -math.inf
 
     @staticmethod
     def _new_id() -> str:
@@ -47,20 +52,25 @@ class ProcessLease:
         """Start a lease under a fresh identity (the first time, or after losing one)."""
         self.id = self._new_id()
         now = self._now
+        asked_at = time.monotonic()
         await self._db.execute(
             "INSERT INTO processes (id, started_at, lease_expires_at, description)"
             f" VALUES (?, {now}, {now} + ?, ?)",
             (self.id, self.seconds, _description()),
         )
+        self._runs_until = asked_at + self.seconds
 
     async def renew(self) -> bool:
         """Extend the lease; False when it had already run out (the work may be taken)."""
         now = self._now
+        asked_at = time.monotonic()
         renewed = await self._db.execute(
             f"UPDATE processes SET lease_expires_at = {now} + ?"
             f" WHERE id = ? AND lease_expires_at > {now}",
             (self.seconds, self.id),
         )
+        if renewed == 1:
+            self._runs_until = asked_at + self.seconds
         await self._db.execute(
             f"DELETE FROM processes WHERE lease_expires_at < {now} - ?", (FORGET_AFTER,)
         )
@@ -74,6 +84,13 @@ class ProcessLease:
         return float("-inf") if left is None else float(left)
 
     @property
+    def surely_held(self) -> bool:
+        """Whether the lease still runs, for certain, by this process's clock alone: false
+        once it may have run out (the process was paused, or could not renew it), when
+        another process may own this one's jobs."""
+        return time.monotonic() < self._runs_until
+
+    @property
     def submit_margin(self) -> float:
         """What must be left of the lease to start sending work (see SUBMIT_MARGIN)."""
         return min(SUBMIT_MARGIN, self.seconds / 2)
@@ -83,4 +100,5 @@ class ProcessLease:
 
     async def release(self) -> None:
         """End the lease now (a clean stop): another process may adopt the work at once."""
+        self._runs_until = -math.inf
         await self._db.execute("DELETE FROM processes WHERE id = ?", (self.id,))

@@ -154,9 +154,11 @@ class SharedWork:
                 claims = await self.queue.claim_some(
                     provider, self.lease.id, lease_margin=margin, most=CLAIMS_PER_TRANSACTION
                 )
+                pause = 0.0 if claims else await self.queue.pause_left(provider)
             except Exception as exc:
                 # An outage, or a claim that waited too long behind a frozen process's lock
-                # (lock_timeout): the store has logged it; try again.
+                # (lock_timeout): the store has logged it; try again. (Nothing may end this
+                # loop but a stop: no job would be claimed here again.)
                 if not is_outage(exc):
                     log.exception("claiming a %s job failed; retrying", provider)
                 await asyncio.sleep(CLAIM_RETRY_DELAY)
@@ -165,7 +167,6 @@ class SharedWork:
                 self._submit(claim)
             if claims:
                 continue
-            pause = await self.queue.pause_left(provider)
             try:
                 async with asyncio.timeout(pause if pause > 0 else idle):
                     await wake.wait()

@@ -27,7 +27,10 @@ DEFAULT_POOL_SIZE = 10
 # server, which frees its locks; a claim waiting behind it gives up and tries again; a lost
 # peer is noticed by TCP keepalives in under a minute instead of two hours.
 SESSION_SETTINGS = {
-    "idle_in_transaction_session_timeout": "10s",  # our transactions never wait on anything
+    # Our transactions never wait on anything between statements. A process frozen inside
+    # a claim holds the queue's lock this long: kept within a short lease (LEASE_SECONDS 3
+    # plus a few seconds; at 10 s the other processes' deliveries stopped for 9 s).
+    "idle_in_transaction_session_timeout": "5s",
     "lock_timeout": "5s",
     "statement_timeout": "60s",
     "tcp_keepalives_idle": "15",

@@ -7,147 +7,36 @@ cancelled; one process is killed with SIGKILL mid-flight and started again."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
-import signal
-import socket
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from bot.jobs.engine import INTERRUPTED_MESSAGE
 from bot.storage.db import Database, open_database
-from tests.fakes.bfl_server import FakeBFL
-from tests.fakes.discord.models import Channel, InteractionHandle, User
-from tests.fakes.discord_server import FakeDiscord
+from tests.e2e.fleet import (
+    KEY_A,
+    KEY_B,
+    Fleet,
+    Place,
+    add_places,
+    describe_open_jobs,
+    running_fleet,
+    wait_until,
+)
+from tests.fakes.discord.models import InteractionHandle, Message
 from tests.postgres_fixtures import DsnFactory, on_postgres
 from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.skipif(not on_postgres(), reason="several processes need PostgreSQL")
 
-ROOT = Path(__file__).resolve().parents[2]
-KEY_A, KEY_B = "key-a-0123456789abcdef", "key-b-0123456789abcdef"
 DAILY_IMAGES = 7
 MEMBERS_PER_GUILD = 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LoadBalancer:
-    """Forwards each webhook to the next process in turn (skipping one that is down)."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self.forwarded: Counter[int] = Counter()
-        self._turn = 0
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/webhooks/bfl/{job_id}", self._forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}"
-        self._session = aiohttp.ClientSession()
-
-    async def stop(self) -> None:
-        await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.lower().startswith("x-")}
-        headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
-        for _ in range(len(self.ports)):
-            port = self.ports[self._turn % len(self.ports)]
-            self._turn += 1
-            try:
-                async with self._session.post(
-                    f"http://127.0.0.1:{port}{request.path}", data=body, headers=headers
-                ) as answer:
-                    self.forwarded[port] += 1
-                    return web.Response(status=answer.status, body=await answer.read())
-            except aiohttp.ClientError:
-                continue  # that process is down: the next one
-        return web.Response(status=502)
-
-
-@dataclass
-class Fleet:
-    discord: FakeDiscord
-    bfl: FakeBFL
-    dsn: str
-    balancer: LoadBalancer
-    ports: list[int]
-    logs: Path
-    processes: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
-
-    def env(self, shard: int) -> dict[str, str]:
-        return {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("FLUXCORD_", "PYTEST"))},
-            "PYTHONPATH": str(ROOT),
-            "FLUXCORD_TEST_DISCORD": self.discord.base_url,
-            "DISCORD_TOKEN": self.discord.token,
-            "BFL_API_KEY": KEY_A,
-            "BFL_API_KEYS": f"{KEY_B}:24",
-            "BFL_API_BASE": self.bfl.base_url,
-            "ALLOW_LOOPBACK_PROVIDER_URLS": "true",
-            "DATABASE_URL": self.dsn,
-            "SHARD_COUNT": "2",
-            "SHARD_IDS": str(shard),
-            "LEASE_SECONDS": "3",
-            "WEB_HOST": "127.0.0.1",
-            "WEB_PORT": str(self.ports[shard]),
-            "WEBHOOK_PUBLIC_URL": self.balancer.url,
-            "WEBHOOK_GRACE_SECONDS": "4",
-            "POLL_INITIAL_INTERVAL": "0.3",
-            "POLL_MAX_INTERVAL": "1",
-            "JOB_DEADLINE_SECONDS": "120",
-            "DEFAULT_USER_DAILY_IMAGES": str(DAILY_IMAGES),
-            "MAX_JOBS_IN_FLIGHT_PER_MEMBER": "20",
-            "BUTTON_COOLDOWN_SECONDS": "0",
-            "LOG_LEVEL": "WARNING",
-        }
-
-    async def start(self, shard: int) -> None:
-        log = (self.logs / f"bot-{shard}.log").open("a")
-        self.processes[shard] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.multiprocess.run_bot", cwd=ROOT, env=self.env(shard),
-            stdout=log, stderr=log,
-        )  # fmt: skip
-
-    def kill(self, shard: int) -> None:
-        self.processes[shard].send_signal(signal.SIGKILL)
-
-    async def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.logs.glob("bot-*.log")))
+CAP = 24  # each key's, at BFL and as the bots are told
+CANCELS = 8
 
 
 @pytest.fixture
@@ -156,49 +45,24 @@ async def fleet(
 ) -> AsyncIterator[Fleet]:
     dsn = postgres_dsn_factory()
     # Stopping a process cancels its tasks, some in the middle of a statement.
-    stack = contextlib.ExitStack()
-    stack.enter_context(postgres_server.expect_error("canceling statement due to user request"))
-    ports = [free_port(), free_port()]
-    async with (
-        FakeBFL(api_keys={KEY_A: 24, KEY_B: 24}, latency=3.0) as bfl,
-        FakeDiscord(shard_count=2) as discord,
-    ):
-        balancer = LoadBalancer(ports)
-        await balancer.start()
-        fleet = Fleet(discord, bfl, dsn, balancer, ports, tmp_path)
-        try:
+    with postgres_server.expect_error("canceling statement due to user request"):
+        async with running_fleet(
+            dsn,
+            tmp_path,
+            keys={KEY_A: CAP, KEY_B: CAP},
+            settings={
+                "DEFAULT_USER_DAILY_IMAGES": str(DAILY_IMAGES),
+                "MAX_JOBS_IN_FLIGHT_PER_MEMBER": "20",
+            },
+        ) as fleet:
             yield fleet
-        finally:
-            await fleet.stop_all()
-            await balancer.stop()
-            stack.close()
-
-
-@dataclass
-class Place:
-    channel: Channel
-    members: list[User]
-
-
-async def wait_until(check: Any, within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.25)
 
 
 async def test_two_processes_share_shards_keys_and_jobs_and_survive_a_kill(
     fleet: Fleet,
 ) -> None:
     discord = fleet.discord
-    places = []
-    for shard in (0, 1):
-        guild = discord.add_guild(f"Shard {shard} server", shard_id=shard)
-        channel = discord.add_text_channel(guild.id, "art")
-        members = [discord.add_member(guild.id, f"s{shard}m{n}") for n in range(MEMBERS_PER_GUILD)]
-        places.append(Place(channel, members))
+    places = add_places(discord, MEMBERS_PER_GUILD)
     await fleet.start(0)
     await fleet.start(1)
     await discord.wait_until_connected(timeout=60)
@@ -224,35 +88,46 @@ async def run_the_load(fleet: Fleet, db: Database, places: list[Place]) -> None:
     handles: list[tuple[str, InteractionHandle]] = []
     limit = asyncio.Semaphore(16)
 
-    async def ask(place_index: int, member: User, prompt: str) -> None:
+    async def ask(place_index: int, member: Any, prompt: str) -> None:
         async with limit:
             handle = await discord.invoke_slash(
                 member, places[place_index].channel, "imagine", {"prompt": prompt}
             )
             handles.append((prompt, handle))
 
+    async def explain() -> str:
+        unanswered = sum(1 for _, handle in handles if not handle.callbacks)
+        return f"{unanswered} requests unanswered\n{await describe_open_jobs(db, fleet.bfl)}"
+
     first, rest = requests[:150], requests[150:]
+    # No task ends while members cancel: no slot frees, so no claim can race a cancel.
+    fleet.bfl.hold()
     await asyncio.gather(*(ask(*request) for request in first))
-    assert await cancel_some(discord, places) == 8
+    await cancel_some(fleet, db, explain)
+    fleet.bfl.release()
     # Shard 1's process dies with jobs queued, being submitted and running.
     doomed = fleet.processes[1]
-    lease = await db.fetch_value(
-        "SELECT id FROM processes WHERE description LIKE ?", (f"% pid {doomed.pid}",)
-    )
 
     async def in_flight() -> bool:
+        leases = await fleet.leases_of(db, 1)
         running = await db.fetch_value(
-            "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state = 'submitted'", (lease,)
+            f"SELECT COUNT(*) FROM jobs WHERE state = 'submitted'"
+            f" AND owner IN ({','.join('?' for _ in leases)})",
+            sorted(leases),
         )
         return int(running) >= 5
 
-    await wait_until(in_flight, 30, "shard 1's process to have jobs at the provider")
+    await wait_until(
+        in_flight, 30, "shard 1's process to have jobs at the provider", explain=explain
+    )
     fleet.kill(1)
     await doomed.wait()
+    dead = sorted(await fleet.leases_of(db, 1))  # every identity it had
     orphans = [
         row["id"]
         for row in await db.fetch_all(
-            "SELECT id FROM jobs WHERE owner = ? AND closed = 0", (lease,)
+            f"SELECT id FROM jobs WHERE closed = 0 AND owner IN ({','.join('?' for _ in dead)})",
+            dead,
         )
     ]
     assert orphans
@@ -268,12 +143,17 @@ async def run_the_load(fleet: Fleet, db: Database, places: list[Place]) -> None:
         open_ = await db.fetch_value("SELECT COUNT(*) FROM jobs WHERE closed = 0")
         return answered and open_ == 0
 
-    await wait_until(all_answered_and_closed, 120, "every request answered and every job ended")
+    await wait_until(
+        all_answered_and_closed,
+        120,
+        "every request answered and every job ended",
+        explain=explain,
+    )
     # The dead process's jobs were adopted and ended by another (or by it, restarted).
     ended = await db.fetch_all(
         f"SELECT owner FROM jobs WHERE id IN ({','.join('?' for _ in orphans)})", orphans
     )
-    assert all(row["owner"] != lease for row in ended)
+    assert all(row["owner"] not in dead for row in ended)
     await check_outcomes(fleet, db, handles)
     await lower_the_caps(fleet, db, places)
 
@@ -289,7 +169,6 @@ async def lower_the_caps(fleet: Fleet, db: Database, places: list[Place]) -> Non
         for index, place in enumerate(places)
         for n in range(15)
     ]
-    await asyncio.sleep(0.5)  # the member joins reach the bots
     before = await db.fetch_value("SELECT COUNT(*) FROM jobs")
     await asyncio.gather(
         *(
@@ -304,7 +183,12 @@ async def lower_the_caps(fleet: Fleet, db: Database, places: list[Place]) -> Non
         open_ = await db.fetch_value("SELECT COUNT(*) FROM jobs WHERE closed = 0")
         return bool(made == before + 120 and open_ == 0)
 
-    await wait_until(all_made_and_closed, 120, "every late job to be made and to end")
+    await wait_until(
+        all_made_and_closed,
+        120,
+        "every late job to be made and to end",
+        explain=lambda: describe_open_jobs(db, bfl),
+    )
     late = await db.fetch_all("SELECT state FROM jobs ORDER BY created_at OFFSET ?", (before,))
     assert len(late) == 120 and {row["state"] for row in late} == {"delivered"}
     assert bfl.rejected_429 > 0
@@ -313,32 +197,40 @@ async def lower_the_caps(fleet: Fleet, db: Database, places: list[Place]) -> Non
     await check_usage_totals(db)
 
 
-async def cancel_some(discord: FakeDiscord, places: list[Place]) -> int:
-    """A few members cancel a request still waiting in line; returns how many clicked."""
-    bot_id = discord.application_id
+async def cancel_some(fleet: Fleet, db: Database, explain: Any) -> None:
+    """With the provider held and every slot taken, members cancel requests waiting in
+    line: each cancel takes effect, as nothing else can move those jobs now."""
+    discord, bfl = fleet.discord, fleet.bfl
 
-    def waiting() -> list[tuple[User, Any, str]]:
-        found = []
-        for place in places:
-            members = {f"<@{m.id}>": m for m in place.members}
-            for message in discord.messages(place.channel.id):
-                ids = [c for c in message.custom_ids if c.startswith("flux:cancel:")]
-                requester = next((m for tag, m in members.items() if tag in message.content), None)
-                if message.author_id == bot_id and ids and requester is not None:
-                    found.append((requester, message, ids[0]))
-        return found
+    async def every_slot_taken() -> bool:
+        return bfl.active_count() == 2 * CAP
 
-    async def some_waiting() -> bool:
-        return len(waiting()) >= 8
+    await wait_until(every_slot_taken, 30, "every slot of both keys taken", explain=explain)
+    waiting = await db.fetch_all(
+        "SELECT id, user_id, channel_id FROM jobs WHERE state = 'queued'"
+        " ORDER BY created_at DESC LIMIT ?",
+        (CANCELS,),
+    )
+    assert len(waiting) == CANCELS
+    for row in waiting:
+        custom_id = f"flux:cancel:{row['id']}"
 
-    await wait_until(some_waiting, 20, "requests waiting in line")
-    clicks = 0
-    # The newest waiting messages: those jobs are the furthest back in line.
-    newest_first = sorted(waiting(), key=lambda found: found[1].id, reverse=True)
-    for requester, message, custom_id in newest_first[:8]:
-        await discord.click(requester, message, custom_id)
-        clicks += 1
-    return clicks
+        def its_message(
+            channel: int = row["channel_id"], wanted: str = custom_id
+        ) -> Message | None:
+            found = [m for m in discord.messages(channel) if wanted in m.custom_ids]
+            return found[0] if found else None
+
+        message = await discord.wait_for(its_message, timeout=20)
+        await discord.click(int(row["user_id"]), message, custom_id)
+    chosen = [row["id"] for row in waiting]
+
+    async def all_cancelled() -> bool:
+        cancelled = await db.fetch_all("SELECT id FROM jobs WHERE state = 'cancelled'")
+        return {row["id"] for row in cancelled} == set(chosen)
+
+    await wait_until(all_cancelled, 20, f"the {CANCELS} cancels to be recorded", explain=explain)
+    assert bfl.active_count() == 2 * CAP  # nothing moved meanwhile
 
 
 async def check_outcomes(
@@ -350,7 +242,7 @@ async def check_outcomes(
     delivered = [row for row in jobs if row["state"] == "delivered"]
     assert states["delivered"] > 200, states
     assert set(states) <= {"delivered", "failed", "cancelled"}, states
-    assert states["cancelled"] > 0  # the members who cancelled a waiting request
+    assert states["cancelled"] == CANCELS  # the members who cancelled a waiting request
     # Exactly one result message per delivered job, and it holds that job's image.
     bot_id = discord.application_id
     results = [

@@ -62,6 +62,11 @@ Knobs (plain attributes; change them at any time)
   refunded when they reach it. (Tasks created by a ``SubmitFault`` are billed unconditionally,
   so ``credits`` may go negative.)
 * ``region``: the cluster name used in ``polling_url`` (default ``"eu2"``).
+* ``hold()`` / ``release()``: while held, no task ends. Tasks running when ``hold()`` is
+  called, and tasks created while held, stay running (active, counted against their key's
+  cap, polls and webhooks waiting); on ``release()`` each runs the rest of its latency (a task
+  created while held: its whole latency) from then on. So a test can freeze the provider's
+  capacity, e.g. to act on the queue while no slot can free. ``held`` tells which.
 * ``webhook_responses_include_polling_url``: also return ``polling_url`` to webhook submits.
 * ``script(prompt, Outcome(...))`` / ``scripts`` / ``default_outcome``: how tasks end, keyed
   by the exact prompt (persistent until removed from ``scripts``). While running, the task
@@ -124,6 +129,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import secrets
 import struct
 import time
@@ -302,6 +308,8 @@ class Task:
     owner_key: str = field(default=DEFAULT_API_KEY, repr=False)
     polls: int = 0
     charged: float = 0.0  # cost minus refunds
+    # While the fake is held: the latency left when the hold ends (``ready_at`` is infinite).
+    held_for: float | None = None
     settled: bool = False  # final status reached and refund applied
 
     @property
@@ -485,6 +493,8 @@ class FakeBFL(LoopbackServer):
         self.rejected_429 = 0
 
         self._unsettled: list[Task] = []
+        self._released = asyncio.Event()
+        self._released.set()
         self._images: dict[str, bytes] = {}
         self._webhook_jobs: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
@@ -547,6 +557,30 @@ class FakeBFL(LoopbackServer):
     def script(self, prompt: str, outcome: Outcome) -> None:
         """Every later submit whose prompt equals ``prompt`` behaves as ``outcome``."""
         self.scripts[prompt] = outcome
+
+    @property
+    def held(self) -> bool:
+        return not self._released.is_set()
+
+    def hold(self) -> None:
+        """From now until ``release()``, no task ends (see the module docstring)."""
+        if self.held:
+            return
+        self._settle()
+        self._released.clear()
+        now = time.monotonic()
+        for task in self._unsettled:
+            task.held_for, task.ready_at = task.ready_at - now, math.inf
+
+    def release(self) -> None:
+        """Let the held tasks run the rest of their latency, from now."""
+        if not self.held:
+            return
+        now = time.monotonic()
+        for task in self._unsettled:
+            if task.held_for is not None:
+                task.ready_at, task.held_for = now + task.held_for, None
+        self._released.set()
 
     # -- API keys (one per account, each with its own active-task cap)
 
@@ -898,6 +932,8 @@ class FakeBFL(LoopbackServer):
             owner_key=owner_key,
             charged=cost,
         )
+        if self.held:
+            task.held_for, task.ready_at = task.latency, math.inf
         self._credits -= cost
         self.tasks[task.id] = task
         self._unsettled.append(task)
@@ -1159,7 +1195,12 @@ class FakeBFL(LoopbackServer):
     # ------------------------------------------------------------------ webhooks
 
     async def _send_webhook(self, task: Task) -> None:
-        await asyncio.sleep(max(0.0, task.ready_at - time.monotonic()) + self.webhook_delay)
+        while (left := task.ready_at - time.monotonic()) > 0:
+            if math.isinf(left):  # held: wait for the release, then for the rest
+                await self._released.wait()
+            else:
+                await asyncio.sleep(left)
+        await asyncio.sleep(self.webhook_delay)
         self._settle()
         mode = self.webhook_mode
         if mode == "drop" or task.webhook_url is None:

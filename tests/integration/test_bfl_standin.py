@@ -640,3 +640,32 @@ async def test_webhook_failure_recorded_and_pending_cancelled_on_close(
         assert fake.webhook_attempts[0].status_code is None
         assert fake.webhook_attempts[0].error
     assert not receiver.calls  # the 30 s one was cancelled by close()
+
+
+# --------------------------------------------------------------------------- hold / release
+
+
+async def test_held_tasks_stay_running_until_released_then_run_their_latency(
+    client: httpx.AsyncClient, fake: FakeBFL, receiver: Receiver
+) -> None:
+    fake.max_active = 2
+    before = (await submit(client, prompt="before the hold")).json()
+    fake.hold()
+    during = (await submit(client, prompt="during the hold", webhook_url=receiver.url)).json()
+    assert fake.held
+    # Well past the latency: nothing ended, no slot freed, no webhook sent.
+    await asyncio.sleep(LATENCY * 4)
+    statuses = [(await client.get(f"/v1/get_result?id={t['id']}")).json() for t in (before, during)]
+    assert [s["status"] for s in statuses] == ["Pending", "Pending"]
+    assert fake.active_count() == 2
+    assert (await submit(client, prompt="no room")).status_code == 429
+    assert receiver.calls == []
+
+    released_at = time.monotonic()
+    fake.release()
+    assert not fake.held
+    await receiver.wait_calls(1)
+    payload, _ = await poll_until_done(client, before["polling_url"])
+    assert payload["status"] == "Ready" and fake.active_count() == 0
+    # The task created while held ran its whole latency after the release.
+    assert fake.webhook_attempts[0].sent_at - released_at >= LATENCY

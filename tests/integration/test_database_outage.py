@@ -200,3 +200,35 @@ async def test_postgres_an_outage_strands_nothing(
         await ride_out(db, outage, notifier, caplog, expect_outage=stopped)
     finally:
         await db.close()
+
+
+# --------------------------------------------------------------------------- the claim loop
+async def test_the_claim_loop_outlives_an_outage_met_between_claims(
+    db: Database, notifier: RecordingNotifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen end to end (tests/e2e/test_fleet_database_outage.py): the server stopped just as
+    the claim loop, finding nothing to claim, asked whether a key was paused; the loop
+    ended, and nothing was claimed again until a restart."""
+    async with FakeBFL(api_key=BFL_KEY, latency=0.05) as fake:
+        client = BFLClient(BFL_KEY, fake.base_url, backoff_base=0.01, allow_loopback=True)
+        engine = JobEngine(db, {"bfl": client}, notifier, polling=FAST_POLLING, lease_seconds=60)
+        asked = 0
+        pause_left = engine.queue.pause_left
+
+        async def unreachable_once(provider: str) -> float:
+            nonlocal asked
+            asked += 1
+            if asked == 1:
+                raise ConnectionRefusedError("the database is restarting")
+            return await pause_left(provider)
+
+        monkeypatch.setattr(engine.queue, "pause_left", unreachable_once)
+        await engine.start()
+        try:
+            await eventually(lambda: asked >= 1, 5, "the claim loop to meet the outage")
+            job, _ = await engine.accept(make_request("after the blip"))
+            [final] = await engine.wait_closed([job.id], 10)
+            assert final.state is JobState.DELIVERED
+        finally:
+            await engine.stop()
+            await client.aclose()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
 from bot.errors import SettingsError
 from bot.settings import load_settings, parse_shard_ids
-from bot.shards import IdentifyGate, ShardLeases, ShardTaken, shard_for
+from bot.shards import IdentifyGate, ShardFleet, ShardLeases, ShardTaken, shard_for
+from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database
+from tests.postgres_fixtures import on_postgres
 
 PG_URL = "postgresql://fluxcord@127.0.0.1/fluxcord"
 
@@ -124,3 +127,83 @@ async def test_identify_turns_are_spaced_per_bucket_over_the_fleet(db: Database)
     bucket1 = sorted([times[1], times[3]])
     assert bucket0[0] < 0.2 and bucket1[0] < 0.2  # one of each bucket at once
     assert bucket0[1] - bucket0[0] >= 0.35 and bucket1[1] - bucket1[0] >= 0.35
+
+
+@pytest.fixture
+def leaving_cancels_a_statement(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`ShardFleet.leave` stops its renewals, maybe in the middle of one: PostgreSQL logs
+    the statement as cancelled."""
+    if not on_postgres():
+        yield
+        return
+    server = request.getfixturevalue("postgres_server")
+    with server.expect_error("canceling statement due to user request"):
+        yield
+
+
+class Sessions:
+    """What a lost shard lease did to the gateway sessions (cogs/client.py disconnects on
+    `on_lost` and connects again on `on_regained`)."""
+
+    def __init__(self) -> None:
+        self.lost = asyncio.Event()
+        self.regained = asyncio.Event()
+
+    async def on_lost(self) -> None:
+        self.lost.set()
+
+    async def on_regained(self) -> None:
+        self.regained.set()
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Wait for a condition the fleet reaches by itself (checked every 20 ms)."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.usefixtures("leaving_cancels_a_statement")
+async def test_a_lease_that_ran_out_while_nobody_took_the_shard_keeps_its_sessions(
+    db: Database,
+) -> None:
+    fleet, sessions = ShardFleet(db, [0], 1, lease_seconds=0.4), Sessions()
+    await fleet.join(on_lost=sessions.on_lost, on_regained=sessions.on_regained)
+    try:
+        # The database was unreachable for longer than the lease: it has run out.
+        await db.execute("UPDATE shard_leases SET lease_expires_at = 0")
+
+        async def held_again() -> bool:
+            now = DATABASE_NOW[db.backend]
+            rows = await db.fetch_all(
+                f"SELECT owner FROM shard_leases WHERE lease_expires_at > {now}"
+            )
+            return [row["owner"] for row in rows] == [fleet.leases.owner]
+
+        await wait_for(held_again)
+        assert not sessions.lost.is_set()  # never disconnected: no IDENTIFY, no second session
+    finally:
+        await fleet.leave()
+
+
+@pytest.mark.usefixtures("leaving_cancels_a_statement")
+async def test_a_lease_taken_by_another_process_meanwhile_disconnects_until_it_is_free(
+    db: Database,
+) -> None:
+    fleet, sessions = ShardFleet(db, [0], 1, lease_seconds=0.4), Sessions()
+    await fleet.join(on_lost=sessions.on_lost, on_regained=sessions.on_regained)
+    try:
+        await db.execute(
+            "UPDATE shard_leases SET owner = 'another process',"
+            f" lease_expires_at = {DATABASE_NOW[db.backend]} + 60"
+        )
+        await asyncio.wait_for(sessions.lost.wait(), 5)  # it stands by
+        assert not sessions.regained.is_set()
+        await db.execute("DELETE FROM shard_leases")  # the other process stopped
+        await asyncio.wait_for(sessions.regained.wait(), 5)
+        owners = await db.fetch_all("SELECT owner FROM shard_leases")
+        assert [row["owner"] for row in owners] == [fleet.leases.owner]
+    finally:
+        await fleet.leave()

@@ -145,6 +145,26 @@ async def test_a_claimer_without_a_live_lease_claims_nothing(db: Database) -> No
     assert job.state is JobState.QUEUED and job.owner is None
 
 
+async def test_a_lease_is_surely_held_by_the_processs_own_clock_only_while_it_runs(
+    db: Database,
+) -> None:
+    """What a process may still say about its jobs without asking the database (a paused
+    process must not, on waking, undo what the process that adopted them showed)."""
+    lease = ProcessLease(db, seconds=0.4)
+    assert not lease.surely_held  # nothing registered yet
+    await lease.register()
+    assert lease.surely_held and await lease.remaining() > 0
+    await asyncio.sleep(0.5)  # not renewed for longer than the lease (a pause)
+    assert not lease.surely_held and await lease.remaining() <= 0
+    assert not await lease.renew()  # too late: it stays unheld
+    assert not lease.surely_held
+    await lease.register()  # rejoined under a new identity
+    assert lease.surely_held
+    assert await lease.renew() and lease.surely_held
+    await lease.release()
+    assert not lease.surely_held
+
+
 async def test_the_unique_index_refuses_a_second_holder_of_a_slot(
     db: Database, request: pytest.FixtureRequest
 ) -> None:

@@ -151,3 +151,31 @@ async def test_what_is_sent_is_the_newest_state_when_the_gate_opens() -> None:
     channel_free.set()
     assert await finished == 1
     assert recorder.applied == [("result", True)]
+
+
+async def test_a_second_result_while_the_first_is_sent_is_sent_too_and_both_return() -> None:
+    """A job delivered again (its first delivery's task was dropped when the process lost
+    its lease, and the job resumed) while the first result is still on its way: neither
+    caller waits for ever."""
+    recorder = Recorder()
+    updates: LatestUpdate[str, int] = LatestUpdate(recorder.apply)
+    recorder.gate.clear()
+    first = asyncio.create_task(updates.finish("result"))
+    await asyncio.sleep(0)  # the first result is being sent
+    second = asyncio.create_task(updates.finish("result again"))
+    await asyncio.sleep(0)
+    recorder.gate.set()
+    async with asyncio.timeout(1):
+        assert await first == 1
+        assert await second == 2
+    assert recorder.applied == [("result", True), ("result again", True)]
+    assert updates.finished
+
+
+async def test_a_result_shown_again_after_the_end_is_sent_and_returns() -> None:
+    recorder = Recorder()
+    updates: LatestUpdate[str, int] = LatestUpdate(recorder.apply)
+    assert await updates.finish("result") == 1
+    async with asyncio.timeout(1):
+        assert await updates.finish("result again") == 2
+    assert recorder.applied == [("result", True), ("result again", True)]
