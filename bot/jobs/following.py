@@ -105,6 +105,9 @@ class TaskFollower:
         # The fleet's key for webhook URL tags (bot/jobs/webhooks.py), read at start.
         self.url_key: bytes | None = None
         self._reading: set[str] = set()
+        # The provider's newest status text per job not yet written, and the writers.
+        self._status_wanted: dict[str, str] = {}
+        self._status_writers: set[asyncio.Task[None]] = set()
 
     def forget_all(self) -> None:
         for job_id in list(self._wake):
@@ -219,21 +222,36 @@ class TaskFollower:
             if result.outcome in (TaskOutcome.RUNNING, TaskOutcome.UNKNOWN):
                 if result.raw_status != last_status:
                     last_status = result.raw_status
-                    await self._show_status(job, result.raw_status)
+                    self._show_status(job, result.raw_status)
                 continue
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _show_status(self, job: Job, status: str) -> None:
-        """Record and show the provider's status text. Only a decoration: in a database
-        outage it is skipped, so polling (and the job) never waits for it."""
+    def _show_status(self, job: Job, status: str) -> None:
+        """Record and show the provider's status text, beside the polls: only a decoration,
+        so polling (and the job) never waits on the database for it, and in an outage it is
+        skipped. One write per job at a time, of the newest text."""
+        newest = job.id not in self._status_wanted
+        self._status_wanted[job.id] = status
+        if newest:
+            task = asyncio.get_running_loop().create_task(self._write_statuses(job.id))
+            self._status_writers.add(task)
+            task.add_done_callback(self._status_writers.discard)
+
+    async def _write_statuses(self, job_id: str) -> None:
         try:
-            updated = await self.store.update(job.id, patient=False, provider_status=status)
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            return
-        self._on_status(updated)
+            while (status := self._status_wanted.get(job_id)) is not None:
+                try:
+                    updated = await self.store.update(job_id, patient=False, provider_status=status)
+                except Exception as exc:
+                    if not is_outage(exc) and not isinstance(exc, KeyError):  # KeyError: gone
+                        log.warning("job %s: could not record its status", job_id, exc_info=True)
+                    return
+                if self._status_wanted.get(job_id) == status:
+                    self._on_status(updated)
+                    return
+        finally:
+            self._status_wanted.pop(job_id, None)
 
     def _deadline(self, job: Job, since: float | None, now: float) -> float:
         """The job's deadline on the loop's monotonic clock, so that a wall-clock jump (NTP,
