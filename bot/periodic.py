@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
-from bot.storage.outage import is_outage
+from bot.storage.outage import is_database_outage
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ async def repeat(
         try:
             await step()
         except Exception as exc:
-            if is_outage(exc):
+            if is_database_outage(exc):
                 log.debug("%s failed: the database is unreachable", what)
             else:
                 log.exception("%s failed", what)

@@ -63,7 +63,7 @@ from bot.providers.base import (
 )
 from bot.storage.clock import DatabaseClock
 from bot.storage.db import Database
-from bot.storage.outage import DEFAULT_PATIENCE, is_outage
+from bot.storage.outage import DEFAULT_PATIENCE, is_database_outage, is_outage
 from bot.variants import ReferenceSize
 
 log = logging.getLogger(__name__)
@@ -484,7 +484,7 @@ class JobEngine:
         """An outage outlasted the job's patience: failing it would need the database too,
         so it stays as stored and this process's sweep resumes it once the database is
         back (`_resume_unfollowed`)."""
-        if not is_outage(exc):
+        if not is_database_outage(exc):  # not a refused connection to Discord, say
             return False
         log.warning("job %s: the database is still unreachable; it resumes when it is back", job_id)
         return True

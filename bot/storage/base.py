@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from bot.storage.outage import OutageLog, is_outage
+from bot.storage.outage import OutageLog, is_outage, mark_database_outage
 
 T = TypeVar("T")
 Backend = Literal["sqlite", "postgres"]
@@ -135,6 +135,7 @@ class Database(Reads):
             result = await self._run(body)
         except Exception as exc:
             if is_outage(exc):
+                mark_database_outage(exc)
                 self.outage.failed(exc)
             raise
         self.outage.answered()
@@ -146,6 +147,7 @@ class Database(Reads):
             rows = await self._fetch_all(sql, params)
         except Exception as exc:
             if is_outage(exc):
+                mark_database_outage(exc)
                 self.outage.failed(exc)
             raise
         # Not the end of an outage: SQLite answers reads while another connection holds the

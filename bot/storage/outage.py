@@ -18,6 +18,7 @@ resumes the job from the state that was committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sqlite3
@@ -74,6 +75,22 @@ def is_outage(exc: BaseException) -> bool:
     # "connection is closed": it broke between two queries. (A closed pool is not passing:
     # the bot is stopping.)
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+_MET_BY_THE_STORE = "_fluxcord_database_outage"
+
+
+def mark_database_outage(exc: BaseException) -> None:
+    """Note on `exc` that a store call met it as an outage (see `is_database_outage`)."""
+    with contextlib.suppress(AttributeError):  # a type without attributes: left unmarked
+        setattr(exc, _MET_BY_THE_STORE, True)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """`is_outage`, and raised by a store call: where database and network work mix (a
+    periodic chore that also posts to Discord), a refused connection to Discord is not the
+    database being down, and must still be logged as the error it is."""
+    return bool(getattr(exc, _MET_BY_THE_STORE, False))
 
 
 class OutageLog:
