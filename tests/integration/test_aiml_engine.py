@@ -24,6 +24,15 @@ async def aiml() -> AsyncIterator[FakeAIML]:
         yield fake
 
 
+async def request_reached(fake: FakeAIML, within: float = 5.0) -> None:
+    """Until the stand-in has a request (it has no event to await)."""
+    for _ in range(int(within / 0.01)):
+        if fake.requests:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the request never reached the AI/ML API stand-in")
+
+
 async def started(db: Database, fake: FakeAIML, notifier: RecordingNotifier,
                   cap: int = 8) -> tuple[JobEngine, AIMLClient]:
     client = AIMLClient(KEY, fake.base_url, allow_loopback=True)
@@ -40,10 +49,7 @@ async def test_a_post_in_flight_at_a_crash_fails_and_is_refunded_never_resent(
     notifier = RecordingNotifier()
     first, client = await started(db, aiml, notifier)
     job, _ = await first.accept(make_request("slow", variant="dev"))
-    for _ in range(200):  # until the stand-in has the request (it has no event to await)
-        if aiml.requests:
-            break
-        await asyncio.sleep(0.01)
+    await request_reached(aiml)
     await first.stop()
     await client.aclose()
     assert (await first.store.require(job.id)).state is JobState.SUBMITTING
@@ -93,10 +99,7 @@ async def test_a_graceful_stop_lets_a_request_in_flight_come_back_and_be_posted_
     await engine.start()
     job, _ = await engine.accept(make_request("in flight", variant="dev"))
     waiting, _ = await engine.accept(make_request("still in line", variant="dev"))
-    for _ in range(500):  # until the stand-in has the request (it has no event to await)
-        if aiml.requests:
-            break
-        await asyncio.sleep(0.01)
+    await request_reached(aiml)
     await engine.stop()
     await client.aclose()
 
