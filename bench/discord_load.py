@@ -9,13 +9,22 @@ stand-in; this process hosts both stand-ins and plays the members.
   ideal ceil(N/cap) × latency, ready → visible p50/p95 (ready: the provider finished the
   task), the slowest first acknowledgement, Discord 429s, and Discord requests per job by
   route. Once with polling, once with BFL webhooks.
+  Also the bot process's CPU per delivered job (utime + stime from /proc, the harness's own
+  CPU is counted apart) and its peak RSS.
 - replies: R reply-to-edit messages in one channel: makespan (first reply → last result
   visible) against the channel's post limit (R posts at 1 per second).
+- burst: N `/imagine` from M members dispatched evenly over S seconds (defaults 3,000 from
+  200 in 18 s, BFL cap 4 so the queue is deep). Prints how long the bot took to send each
+  interaction's first answer (p50, p99, max), how many came after Discord's 3 s (the member
+  sees "The application did not respond"), the ephemeral followups it sent, its CPU and
+  peak RSS. It does not wait for the images.
 
-    python -m bench.discord_load                       # everything, default sizes
+    python -m bench.discord_load                       # imagine and replies, default sizes
     python -m bench.discord_load --scenario imagine --jobs 96 --mode polling
+    python -m bench.discord_load --scenario burst      # --jobs 1000 --spread 6 for the small one
 
 BENCH_BOT_LOG_LEVEL=DEBUG shows the bot's own log (WARNING by default).
+BENCH_PROFILE=/tmp/bot.prof profiles the bot process with cProfile (read it with pstats).
 """
 
 from __future__ import annotations
@@ -58,6 +67,19 @@ def route_of(method: str, path: str) -> str:
     path = _SNOWFLAKE.sub("/{id}", path)
     path = _TOKEN.sub(r"/\1/{token}", path)
     return f"{method} {path}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def free_port() -> int:
@@ -183,6 +205,8 @@ async def imagine(
             process, _ = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=webhooks)
             try:
                 since = len(fake.requests)
+                bot_cpu = cpu_seconds(process.pid)
+                harness_cpu = time.process_time()
                 state = Watch(fake, channel.id)
                 handles = state.handles
                 watcher = asyncio.create_task(watch(state))
@@ -196,6 +220,8 @@ async def imagine(
                     await asyncio.sleep(spread / jobs)
                 await state.until_shown(jobs, within=within)
                 watcher.cancel()
+                bot_cpu = cpu_seconds(process.pid) - bot_cpu
+                harness_cpu = time.process_time() - harness_cpu
                 by_bytes = {bfl.image_bytes(task.id): task for task in bfl.tasks.values()}
                 ready_to_visible = []
                 for message_id, shown_at in state.visible.items():
@@ -219,6 +245,77 @@ async def imagine(
                     "max_ack_ms": max(acks, default=0.0) * 1000,
                     "unanswered": jobs - len(acks),
                     "discord_429": len(fake.rate_limited),
+                    "bot_cpu_ms_per_job": bot_cpu * 1000 / max(1, len(state.visible)),
+                    "harness_cpu_s": harness_cpu,
+                    "bot_peak_rss_mb": peak_rss_mb(process.pid),
+                    "routes": requests_per_job(fake, jobs, since),
+                }
+            finally:
+                await stop_bot(process)
+
+
+async def burst(
+    jobs: int, users: int, cap: int, latency: float, spread: float
+) -> dict[str, object]:
+    """Interactions arrive faster than the queue drains: does every one get its answer in
+    time? Dispatch keeps to an absolute schedule, so a slow harness step is caught up."""
+    with tempfile.TemporaryDirectory() as folder:
+        async with (
+            FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as bfl,
+            FakeDiscord() as fake,
+        ):
+            guild = fake.add_guild("Bench")
+            channel = fake.add_text_channel(guild.id, "flux")
+            members = [fake.add_member(guild.id, f"member{n}") for n in range(users)]
+            process, _ = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=False)
+            try:
+                since = len(fake.requests)
+                bot_cpu = cpu_seconds(process.pid)
+                harness_cpu = time.process_time()
+                handles: list[InteractionHandle] = []
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                for n in range(jobs):
+                    delay = start + n * spread / jobs - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    handles.append(
+                        await fake.invoke_slash(
+                            members[n % users], channel, "imagine", {"prompt": f"burst {n}"}
+                        )
+                    )
+                dispatch_seconds = loop.time() - start
+                with contextlib.suppress(TimeoutError):  # the unanswered are reported
+                    await fake.wait_for(
+                        lambda: all(it.first_answer_monotonic is not None for it in handles),
+                        timeout=ACK_DEADLINE * 4,
+                    )
+                bot_cpu = cpu_seconds(process.pid) - bot_cpu
+                harness_cpu = time.process_time() - harness_cpu
+                acks = [
+                    it.first_answer_monotonic - it.created_monotonic
+                    for it in handles
+                    if it.first_answer_monotonic is not None
+                ]
+                followups = sum(
+                    1
+                    for r in fake.requests[since:]
+                    if route_of(r.method, r.path) == "POST /webhooks/{id}/{token}"
+                )
+                return {
+                    "dispatched": jobs,
+                    "dispatch_s": dispatch_seconds,
+                    "ack_p50_ms": statistics.median(acks) * 1000 if acks else 0.0,
+                    "ack_p99_ms": percentile(acks, 0.99) * 1000 if acks else 0.0,
+                    "ack_max_ms": max(acks, default=0.0) * 1000,
+                    "late_acks": sum(1 for a in acks if a > ACK_DEADLINE),
+                    "unanswered": jobs - len(acks),
+                    "followups": followups,
+                    "discord_429": len(fake.rate_limited),
+                    "bot_cpu_s": bot_cpu,
+                    "bot_cpu_ms_per_command": bot_cpu * 1000 / jobs,
+                    "harness_cpu_s": harness_cpu,
+                    "bot_peak_rss_mb": peak_rss_mb(process.pid),
                     "routes": requests_per_job(fake, jobs, since),
                 }
             finally:
@@ -274,7 +371,19 @@ def child() -> None:
     base = os.environ["FAKE_DISCORD_URL"]
     Route.BASE = f"{base}/api/v10"
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(f"{base.replace('http', 'ws', 1)}/gateway/")
-    sys.exit(bot_main(["run"]))
+    profile_path = os.environ.get("BENCH_PROFILE")
+    if not profile_path:
+        sys.exit(bot_main(["run"]))
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        code = bot_main(["run"])
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile_path)
+    sys.exit(code)
 
 
 def report(title: str, figures: dict[str, object], target: str) -> None:
@@ -283,7 +392,7 @@ def report(title: str, figures: dict[str, object], target: str) -> None:
         if key == "routes":
             continue
         text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        suffix = f"  (target {target})" if key == "ratio" else ""
+        suffix = f"  (target {target})" if key == "ratio" and target else ""
         print(f"{key:<14}{text}{suffix}")
     print("Discord requests per job:")
     for route, per_job in figures["routes"]:  # type: ignore[attr-defined]
@@ -293,12 +402,14 @@ def report(title: str, figures: dict[str, object], target: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--scenario", choices=["imagine", "replies", "all"], default="all")
-    parser.add_argument("--jobs", type=int, default=480)
-    parser.add_argument("--users", type=int, default=40)
-    parser.add_argument("--cap", type=int, default=24)
+    parser.add_argument("--scenario", choices=["imagine", "replies", "burst", "all"], default="all")
+    parser.add_argument("--jobs", type=int, help="default 480 (burst: 3000)")
+    parser.add_argument("--users", type=int, help="default 40 (burst: 200)")
+    parser.add_argument("--cap", type=int, help="default 24 (burst: 4)")
     parser.add_argument("--latency", type=float, default=1.0)
-    parser.add_argument("--spread", type=float, default=10.0, help="seconds to dispatch over")
+    parser.add_argument(
+        "--spread", type=float, help="seconds to dispatch over: default 10 (burst: 18)"
+    )
     parser.add_argument("--replies", type=int, default=60)
     parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
     parser.add_argument(
@@ -308,6 +419,18 @@ def main() -> None:
     if args.child:
         child()
         return
+    if args.scenario == "burst":
+        jobs, users = args.jobs or 3000, args.users or 200
+        cap, spread = args.cap or 4, args.spread or 18.0
+        figures = asyncio.run(burst(jobs, users, cap, args.latency, spread))
+        report(
+            f"burst: {jobs} /imagine from {users} members over {spread:g} s, cap {cap}",
+            figures,
+            "",
+        )
+        return
+    args.jobs, args.users = args.jobs or 480, args.users or 40
+    args.cap, args.spread = args.cap or 24, args.spread or 10.0
     if args.scenario in ("imagine", "all"):
         modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
         for mode in modes:

@@ -333,7 +333,7 @@ class JobEngine:
             request,
             estimated_cost=_estimate(request),
             images=_images(request),
-            then=self.queue.position_in,
+            then=self.queue.place_of_newest,
         )
         self.work.wake(job.provider)
         self.metrics.job_state_changed(job.state, job.variant)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sqlite3
 import time
 
@@ -217,3 +218,19 @@ async def test_several_claims_in_one_transaction_keep_the_cap_and_the_turns(
     assert [c.job.prompt for c in claims] == ["a1", "b1", "c1"]  # three free slots only
     assert sorted(c.job.slot for c in claims) == [0, 1, 2]
     assert await queue.claim_some("bfl", lease.id, lease_margin=NO_MARGIN, most=8) == []
+
+
+async def test_a_new_jobs_place_matches_the_ranked_queue(db: Database) -> None:
+    """The accept's cheap count (`place_of_newest`) agrees with the queue's full ranking for
+    every new job, as members come and go and are served in between."""
+    store, queue, lease = await setup(db, 50)
+    rng = random.Random(7)
+    for n in range(60):
+        if n % 7 == 6:
+            await claim_prompts(queue, lease, rng.randint(1, 3))
+        job = await store.create(
+            make_request(f"job-{n}", user_id=rng.randint(1, 6)), estimated_cost=1
+        )
+        ranked = await queue.position(job)
+        assert ranked is not None
+        assert await queue.place_of_newest(db, job) == ranked, f"job {n}"

@@ -402,6 +402,8 @@ class InteractionHandle:
         #: For component / modal-from-component interactions: the message interacted with.
         self.source_message_id = source_message_id
         self.created_monotonic = 0.0
+        #: When the bot's first callback for it arrived (even one refused as too late).
+        self.first_answer_monotonic: float | None = None
         self.callbacks: list[Callback] = []
         self.original_id: int | None = None
         self.followup_ids: list[int] = []

@@ -562,6 +562,8 @@ class RestApi:
         it = state.interactions.get(req.int_param("interaction_id"))
         if it is None or it.token != req.params["token"]:
             raise not_found(UNKNOWN_INTERACTION, "interaction")
+        if it.first_answer_monotonic is None:  # when the bot answered, even too late
+            it.first_answer_monotonic = time.monotonic()
         deadline = state.interaction_deadline
         if deadline is not None and time.monotonic() - it.created_monotonic > deadline:
             raise not_found(UNKNOWN_INTERACTION, "interaction")  # what a late response gets
