@@ -103,6 +103,12 @@ class Metrics:
             ["provider", "variant"],
             registry=self.registry,
         )
+        self.event_loop_lag = Gauge(
+            "fluxcord_event_loop_lag_seconds",
+            "How late the event loop runs scheduled work (worst of the last 2 s); past 0.25 s"
+            " interactions are acknowledged before their checks",
+            registry=self.registry,
+        )
         # Export every reason from the start: a series that appears only at its first event
         # makes `increase()` miss that event.
         for reason in WebhookRejection:
@@ -115,6 +121,9 @@ class Metrics:
         """Read the gauges from the engine at scrape time: always current, never drifting."""
         self.queue_depth.set_function(_safe(queue_depth, "queue depth"))
         self.active_tasks.set_function(_safe(active_tasks, "active tasks"))
+
+    def bind_loop_lag(self, lag: Callable[[], float]) -> None:
+        self.event_loop_lag.set_function(lag)
 
     def job_state_changed(self, state: str, variant: str) -> None:
         """Call after each state change is written (a JobState is a str)."""

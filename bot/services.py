@@ -22,6 +22,7 @@ from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
+from bot.loop_lag import LoopLag
 from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
 from bot.providers.aiml import AIMLClient
@@ -59,6 +60,7 @@ class Services:
     approvals: ApprovalQueue
     caches: SharedCaches
     direct_messages: DirectMessages
+    loop_lag: LoopLag
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -68,6 +70,7 @@ class Services:
             # Not "Cannot reach Discord": say which address and which setting moves it.
             host, port = self.settings.web_host, self.settings.web_port
             raise StartupError(address_in_use_message(host, port, exc)) from exc
+        self.loop_lag.start()
         await self.caches.start()
         await self.engine.start()
         await self.approvals.resume()
@@ -80,6 +83,7 @@ class Services:
         await self.ledger.budget.stop()
         await self.caches.stop()
         await self.engine.stop()
+        await self.loop_lag.stop()
         for provider in self.providers.values():
             await provider.aclose()
         await self.db.close()
@@ -148,6 +152,8 @@ async def build_services(
     )
     public_url = settings.webhook_public_url
     metrics = Metrics()
+    loop_lag = LoopLag()
+    metrics.bind_loop_lag(loop_lag.recent)
     server_settings: SettingsStore
     audit = AuditLog(
         db, audit_channel=lambda guild: server_settings.get(guild).audit_channel_id, clock=clock
@@ -267,4 +273,5 @@ async def build_services(
         approvals=approvals,
         caches=caches,
         direct_messages=direct_messages,
+        loop_lag=loop_lag,
     )

@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 # Refusals in reply to a plain message can't be private; they clean themselves up.
 PUBLIC_ERROR_SECONDS = 60
 
+# Discord gives an interaction 3 s for its first answer. One already this old when its
+# handler starts, or any while the event loop lags this much, answers "thinking…" before
+# its checks and the accept, which may not fit in what is left.
+BEHIND_AGE_SECONDS = 1.5
+BEHIND_LAG_SECONDS = 0.25
+
+
+def is_behind(interaction: discord.Interaction[Any], loop_lag: float) -> bool:
+    age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
+    return age > BEHIND_AGE_SECONDS or loop_lag > BEHIND_LAG_SECONDS
+
 
 def candidate(attachment: discord.Attachment, *, uploaded: bool = True) -> ReferenceCandidate:
     return ReferenceCandidate(
@@ -118,6 +129,8 @@ async def _generate_from_interaction(
             deferred = await interaction.response.defer(thinking=True)
             message_id = deferred.message_id if deferred is not None else None
 
+    if is_behind(interaction, bot.services.loop_lag.recent()):
+        await acknowledge()
     # Every check that needs no download (the allowance and studio budget included).
     checked = await bot.services.generation.precheck(draft, who, acknowledge=acknowledge)
     if not isinstance(interaction.channel, discord.abc.Messageable):

@@ -38,9 +38,12 @@ identify_interval=5.0, identify_rate_limit=None, ...)`` (the last four: see Shar
 (settable; ``None`` disables); ``rate_limits`` (settable, also mid-test: ``False`` answers
 never-exhausted headers and no 429s, for tests that deliberately flood);
 ``interaction_token_lifetime`` (settable: seconds after its creation an interaction's
-webhook routes answer 401 50027); ``patch_discord_py()`` (context manager, restores the
-originals on exit). State survives client restarts: stop one ``discord.Client`` and log in
-another against the same fake. Close discord.py clients *before* closing the fake.
+webhook routes answer 401 50027); ``interaction_delivery_delay`` (settable, default 0: the
+gateway delivers each interaction this many seconds after its creation, as a loaded Discord
+may, and its 3 s still count from the creation); ``patch_discord_py()`` (context manager,
+restores the originals on exit). State survives client restarts: stop one
+``discord.Client`` and log in another against the same fake. Close discord.py clients
+*before* closing the fake.
 
 discord.py timing to know about: ``on_ready`` fires ``guild_ready_timeout`` (default 2 s)
 after the last GUILD_CREATE, so pass e.g. ``guild_ready_timeout=0.05`` to the client; and

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
@@ -185,6 +186,15 @@ class FakeDiscord(LoopbackServer):
     @interaction_deadline.setter
     def interaction_deadline(self, value: float | None) -> None:
         self._state.interaction_deadline = value
+
+    @property
+    def interaction_delivery_delay(self) -> float:
+        """Seconds the gateway takes to deliver each interaction (0: at once)."""
+        return self._state.interaction_delivery_delay
+
+    @interaction_delivery_delay.setter
+    def interaction_delivery_delay(self, value: float) -> None:
+        self._state.interaction_delivery_delay = value
 
     @property
     def rate_limits(self) -> bool:
@@ -1271,6 +1281,8 @@ class FakeDiscord(LoopbackServer):
         handle.created_monotonic = time.monotonic()
         state.interactions[interaction_id] = handle
         state.interactions_by_token[token] = handle
+        if state.interaction_delivery_delay > 0:
+            await asyncio.sleep(state.interaction_delivery_delay)  # a slow gateway, modelled
         await self._gateway.dispatch_interaction(payload)
         await state.notify()
         return handle

@@ -122,6 +122,9 @@ class DiscordState:
         self.interaction_deadline = interaction_deadline
         #: Seconds after its creation an interaction's token stops working (401 50027).
         self.interaction_token_lifetime = interaction_token_lifetime
+        # Seconds the gateway takes to deliver an interaction (Discord under load); its
+        # 3 s still count from its creation.
+        self.interaction_delivery_delay = 0.0
         self.attachment_size_limit = attachment_size_limit
         self.base_url = "http://127.0.0.1:0"
 
