@@ -376,7 +376,7 @@ def child() -> None:
         sys.exit(bot_main(["run"]))
     import cProfile
 
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)  # the event loop thread's CPU, not waits
     profiler.enable()
     try:
         code = bot_main(["run"])

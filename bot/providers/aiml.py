@@ -65,7 +65,7 @@ from bot.providers.base import (
     reported_number,
     result_pixel_limit,
 )
-from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client
+from bot.providers.egress import EgressPolicy, UnsafeProviderURL
 from bot.providers.http import (
     ERROR_BODY_CAP,
     JSON_HEADERS,
@@ -77,6 +77,7 @@ from bot.providers.http import (
     read_capped,
     retry_after,
 )
+from bot.providers.transport import guarded_client
 from bot.variants import JobParams, Variant
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from bot.providers.base import (
     WebhookRequest,
     reported_number,
 )
-from bot.providers.egress import EgressPolicy, UnsafeProviderURL, guarded_client, link_host
+from bot.providers.egress import EgressPolicy, UnsafeProviderURL, link_host
 from bot.providers.http import (
     JSON_HEADERS,
     Answer,
@@ -42,6 +42,7 @@ from bot.providers.http import (
     request_capped,
     retry_after,
 )
+from bot.providers.transport import guarded_client
 from bot.variants import JobParams, Variant
 
 log = logging.getLogger(__name__)

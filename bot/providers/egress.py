@@ -9,9 +9,10 @@ the AI/ML API's result links). Nothing in them is trusted:
 * no connection goes to a non-global address (loopback, private, link-local, CGNAT,
   multicast, reserved, unspecified, IPv6 ULA/link-local, and IPv4 addresses hidden in IPv6
   forms): every address a hostname resolves to is checked (with `loop.getaddrinfo`, off the
-  event loop), and the connection is then made *to the checked address* by `GuardedBackend`,
-  so a DNS answer that changes between the check and the connect (rebinding) cannot slip by;
-* TLS still verifies the certificate for the URL's hostname (httpcore passes it as SNI).
+  event loop), and the connection is then made *to the checked address* by the transport's
+  resolver (bot/providers/transport.py), so a DNS answer that changes between the check and
+  the connect (rebinding) cannot slip by;
+* TLS still verifies the certificate for the URL's hostname (aiohttp passes it as SNI).
 
 A link that does not parse (`https://[zz]/x` makes `urlsplit` raise), or that `urlsplit` and
 httpx (which makes the request) read as different hosts or ports, is refused like any other
@@ -31,10 +32,9 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 from urllib.parse import SplitResult, urlsplit
 
-import httpcore
 import httpx
 
 from bot.errors import ResultUnavailable
@@ -120,7 +120,7 @@ def address_allowed(address: IPAddress, *, allow_loopback: bool = False) -> bool
     )
 
 
-def _literal_address(host: str) -> IPAddress | None:
+def literal_address(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]").partition("%")[0])
     except ValueError:
@@ -129,7 +129,7 @@ def _literal_address(host: str) -> IPAddress | None:
 
 def is_loopback_host(host: str) -> bool:
     """A loopback IP literal or the name localhost (for the test-only loopback setting)."""
-    literal = _literal_address(host)
+    literal = literal_address(host)
     if literal is not None:
         return literal.is_loopback
     return host.lower().rstrip(".") in _LOOPBACK_NAMES
@@ -138,9 +138,9 @@ def is_loopback_host(host: str) -> bool:
 async def resolve_allowed(host: str, port: int, *, allow_loopback: bool = False) -> list[str]:
     """The addresses `host` resolves to, every one checked; raises UnsafeProviderURL if any is
     not allowed (a name that also resolves to a private address is refused, not filtered:
-    which address a later lookup returns is the attacker's choice), httpcore.ConnectError when
+    which address a later lookup returns is the attacker's choice), httpx.ConnectError when
     it does not resolve."""
-    literal = _literal_address(host)
+    literal = literal_address(host)
     if literal is not None:
         candidates: Iterable[str] = [str(literal)]
     else:
@@ -148,86 +148,17 @@ async def resolve_allowed(host: str, port: int, *, allow_loopback: bool = False)
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}") from None
         candidates = dict.fromkeys(str(info[4][0]) for info in infos)
     addresses: list[str] = []
     for text in candidates:
-        address = _literal_address(text)
+        address = literal_address(text)
         if address is None or not address_allowed(address, allow_loopback=allow_loopback):
             raise UnsafeProviderURL(f"{host} resolves to a non-public address ({text})")
         addresses.append(str(address))
     if not addresses:
-        raise httpcore.ConnectError(f"{host} has no address")
+        raise httpx.ConnectError(f"{host} has no address")
     return addresses
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to checked addresses: the hostname is
-    resolved here, every address checked, and the socket opened to the checked address."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkBackend, *, allow_loopback: bool) -> None:
-        self._inner = inner
-        self._allow_loopback = allow_loopback
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await resolve_allowed(host, port, allow_loopback=self._allow_loopback)
-        failure: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise UnsafeProviderURL("provider clients never use unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def guarded_transport(*, limits: httpx.Limits, allow_loopback: bool) -> httpx.AsyncHTTPTransport:
-    """An httpx transport whose every connection goes through `GuardedBackend`.
-
-    httpx does not take a network backend, so the one httpcore pool it builds gets ours; the
-    test `test_the_transport_refuses_private_addresses` fails if an upgrade moves it."""
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    pool = transport._pool
-    inner = getattr(pool, "_network_backend", None)
-    if not isinstance(inner, httpcore.AsyncNetworkBackend):
-        raise RuntimeError("httpcore changed: cannot guard provider connections")
-    pool._network_backend = GuardedBackend(inner, allow_loopback=allow_loopback)
-    return transport
-
-
-def guarded_client(
-    *, timeout: httpx.Timeout, limits: httpx.Limits, allow_loopback: bool
-) -> httpx.AsyncClient:
-    """The shared client of a provider: guarded connections, no redirects followed for it
-    (downloads follow same-host redirects themselves), no proxies or netrc from the
-    environment (a proxy would connect where we cannot check)."""
-    return httpx.AsyncClient(
-        timeout=timeout,
-        transport=guarded_transport(limits=limits, allow_loopback=allow_loopback),
-        headers={"accept": "application/json", "user-agent": "Fluxcord (discord bot)"},
-        follow_redirects=False,
-        trust_env=False,
-    )
 
 
 def _port(parts: SplitResult) -> int | None:

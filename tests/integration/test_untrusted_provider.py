@@ -39,12 +39,12 @@ from bot.providers.egress import (
     EgressPolicy,
     UnsafeProviderURL,
     address_allowed,
-    guarded_client,
     link_host,
     resolve_allowed,
     same_host,
 )
 from bot.providers.http import UntrustedResultSize, output_image
+from bot.providers.transport import guarded_client
 from bot.settings import load_settings
 from bot.storage.db import Database
 from tests.conftest import BFL_KEY, FAST_POLLING, EngineFactory, make_request
