@@ -12,25 +12,38 @@ posts in the channel, replying to its original message, and continues there. Cha
 and edits wait for their turn in the channel (bot/outbox.py), so a status that had not been
 posted yet when the result arrived is never posted at all.
 
+Discord also limits webhook messages per *channel*, for everyone sending there (about 30 per
+minute; discord-api-docs #367, #4043): a 429 with `X-RateLimit-Scope: shared` and a
+`retry_after` of some 40 s. discord.py would sleep that out inside the request and retry it
+up to five times before raising, holding the job's only update all along (and a progress
+edit would keep its result waiting). So for job messages the 429 is taken out of discord.py
+(`SharedLimitWatch`, an aiohttp trace) and handled here: the channel is paused, its progress
+edits give way, and final edits wait their turn, one at a time, finals first. A shared 429 is
+a reason to wait, never to give up; if the token expires meanwhile, the job continues in the
+channel like any other.
+
 The provider never waits on any of this: a job is accepted first, and its messages follow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 
 from bot.errors import DeliveryImpossible
 from bot.image_fit import CannotFit, fit_images, fits
 from bot.jobs.models import Job, JobState
-from bot.outbox import ChannelTurns, Gate, LatestUpdate, no_gate
+from bot.outbox import ChannelTurns, Gate, LatestUpdate, SharedLimits, no_gate
 from bot.providers.base import OutputImage
 from cogs.job_message import JobMessage, Shown, token_for
 from cogs.posting import ChannelPoster
@@ -72,6 +85,76 @@ class TooLarge(Exception):
     """Discord refused the files as larger than the destination's upload limit."""
 
 
+class SharedLimited(Exception):
+    """Discord answered 429 for a limit shared by everyone in the channel: come back in
+    `retry_after` seconds (raised instead of discord.py's sleep, see SharedLimitWatch)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"shared rate limit: retry after {retry_after:.3f}s")
+        self.retry_after = retry_after
+
+
+# The channel whose shared limit the current task's Discord requests count against, while
+# the caller handles a shared 429 itself; elsewhere discord.py sleeps and retries as usual.
+_HANDLING_SHARED: ContextVar[int | None] = ContextVar("handling_shared_limit", default=None)
+# When Discord's 429 says neither (it always does): about what its shared limit asks for.
+DEFAULT_SHARED_RETRY_AFTER = 40.0
+
+
+class SharedLimitWatch:
+    """Sees every answer Discord gives the client (`trace` is passed as discord.py's
+    `http_trace`): a shared-scope 429 pauses its channel in `limits`, and, inside
+    `handling(channel)`, is raised as SharedLimited out of discord.py's retry loop."""
+
+    def __init__(self, limits: SharedLimits | None = None) -> None:
+        self.limits = limits or SharedLimits()
+        #: Called at each shared-scope 429 (the bot counts them).
+        self.on_limited: Callable[[], None] = lambda: None
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_end.append(self._on_request_end)
+
+    @contextlib.contextmanager
+    def handling(self, channel_id: int) -> Iterator[None]:
+        token = _HANDLING_SHARED.set(channel_id)
+        try:
+            yield
+        finally:
+            _HANDLING_SHARED.reset(token)
+
+    async def _on_request_end(
+        self,
+        session: aiohttp.ClientSession,
+        context: Any,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        response = params.response
+        if response.status != 429 or response.headers.get("X-RateLimit-Scope") != "shared":
+            return
+        self.on_limited()
+        channel_id = _HANDLING_SHARED.get()
+        if channel_id is None:
+            return  # not ours to handle: discord.py sleeps `retry_after` and tries again
+        retry_after = await _retry_after(response)
+        self.limits.pause(channel_id, retry_after)
+        # aiohttp closes the response and the exception leaves discord.py's request (which
+        # retries only OSErrors), releasing its locks on the way.
+        raise SharedLimited(retry_after)
+
+
+async def _retry_after(response: aiohttp.ClientResponse) -> float:
+    """The body's precise `retry_after`, else the whole seconds of `Retry-After`."""
+    with contextlib.suppress(Exception):
+        body = await response.json(content_type=None)
+        return max(0.0, float(body["retry_after"]))
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    return DEFAULT_SHARED_RETRY_AFTER
+
+
+class _GaveWay(Exception):
+    """A progress update was not shown: its channel's shared budget goes to results."""
+
+
 def refusal_reason(exc: discord.HTTPException) -> str | None:
     """Why Discord will never take this message, in words for the member; None when trying
     again later may work (5xx; 429s are waited out by discord.py)."""
@@ -99,8 +182,14 @@ class DiscordNotifier:
         progress_interval: float = PROGRESS_INTERVAL,
         clock: Callable[[], float] = time.time,
         lease_held: Callable[[], bool] = lambda: True,
+        shared: SharedLimitWatch | None = None,
+        on_progress_gave_way: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
+        # Discord's per-channel limit on webhook messages (the interaction routes).
+        self._shared = shared or SharedLimitWatch()
+        self._shared_turns = ChannelTurns()
+        self._on_progress_gave_way = on_progress_gave_way
         # The database's clock (bot/storage/clock.py): interaction tokens expire by it.
         self._clock = clock
         self._lease_held = lease_held
@@ -239,7 +328,11 @@ class DiscordNotifier:
                     # more of it, even its result, which progress from before must not undo.
                     log.debug("job %s: not showing progress without a lease", message.job_id)
                     return message.message_id or 0
-                return await self._apply(message, shown)
+                try:
+                    return await self._apply(message, shown, final=final)
+                except _GaveWay:
+                    self._on_progress_gave_way()
+                    return message.message_id or 0
 
             def gate() -> Gate:
                 if message.uses_interaction(self._clock()):
@@ -254,12 +347,13 @@ class DiscordNotifier:
             message.updates = updates
         return message.updates
 
-    async def _apply(self, message: JobMessage, shown: Shown) -> int:
+    async def _apply(self, message: JobMessage, shown: Shown, *, final: bool = True) -> int:
         """Show it where the job is, moving to the parent channel if its thread was closed;
-        raises DeliveryImpossible (never will work), TooLarge, or a transient error."""
+        raises DeliveryImpossible (never will work), TooLarge, _GaveWay (progress only), or a
+        transient error."""
         try:
             try:
-                return await self._apply_here(message, shown)
+                return await self._apply_here(message, shown, final=final)
             except discord.HTTPException as exc:
                 if exc.code not in THREAD_CLOSED_CODES or message.moved_from_thread:
                     raise
@@ -287,14 +381,22 @@ class DiscordNotifier:
                 return None
         return channel.parent_id if isinstance(channel, discord.Thread) else None
 
-    async def _apply_here(self, message: JobMessage, shown: Shown) -> int:
+    async def _apply_here(self, message: JobMessage, shown: Shown, *, final: bool = True) -> int:
         now = self._clock()
         if message.uses_interaction(now) and message.message_id is None and not message.interaction:
             # Answered before a restart, but its message was never recorded: use the channel.
             message.leave_interaction()
         if message.uses_interaction(now):
             try:
-                return await self._through_interaction(message, shown)
+                shown_id = await self._within_shared_limit(message, shown, final=final)
+                if shown_id is not None:
+                    return shown_id
+                log.info(
+                    "job %s: its token expired while the channel was limited; continuing in "
+                    "the channel",
+                    message.job_id,
+                )
+                message.leave_interaction()
             except discord.HTTPException as exc:
                 if not is_refused_token(exc):
                     raise
@@ -306,6 +408,39 @@ class DiscordNotifier:
             async with self._turns[message.channel_id].turn(message.job_id, urgent=True):
                 return await self._in_channel(message, shown)
         return await self._in_channel(message, shown)
+
+    async def _within_shared_limit(
+        self, message: JobMessage, shown: Shown, *, final: bool
+    ) -> int | None:
+        """Show it through the interaction, under the channel's shared limit: progress gives
+        way (_GaveWay) while the channel is limited or was lately; a final update waits for
+        its turn and the channel's pause as long as it takes. None: the token expired
+        meanwhile."""
+        channel_id = message.channel_id
+        limits = self._shared.limits
+        if _unanswered(message):
+            # The first answer is a callback: not a webhook message, and owed within 3 s.
+            return await self._through_interaction(message, shown)
+        if not limits.hot(channel_id):
+            try:
+                with self._shared.handling(channel_id):
+                    return await self._through_interaction(message, shown)
+            except SharedLimited:
+                log.info("job %s: Discord's shared limit for its channel", message.job_id)
+        while True:
+            if not final:
+                raise _GaveWay()
+            # One at a time in a limited channel (finals first): the next 429 pauses it again
+            # without a crowd of requests meeting it.
+            async with self._shared_turns[channel_id].turn(message.job_id, urgent=True):
+                await limits.wait(channel_id)
+                if not message.uses_interaction(self._clock()):
+                    return None
+                try:
+                    with self._shared.handling(channel_id):
+                        return await self._through_interaction(message, shown)
+                except SharedLimited:
+                    continue
 
     async def _through_interaction(self, message: JobMessage, shown: Shown) -> int:
         interaction = message.interaction
@@ -418,6 +553,7 @@ def attach_delivery(
     services = bot.services
     turns = ChannelTurns()
     bot.poster = ChannelPoster(bot, turns)
+    bot.shared_limits.on_limited = services.metrics.shared_limit_met
     bot.notifier = DiscordNotifier(
         bot,
         lookup=services.engine.store.load,  # waits through a database outage
@@ -429,5 +565,7 @@ def attach_delivery(
         queued_view=queued_view,
         clock=services.clock,
         lease_held=lambda: services.engine.lease.surely_held,
+        shared=bot.shared_limits,
+        on_progress_gave_way=services.metrics.progress_gave_way,
     )
     services.engine.notifier = bot.notifier
