@@ -18,7 +18,7 @@ from bot.ledger.spending import public_bot_warning
 from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.shards import ShardFleet, shard_for
-from cogs.delivery import SharedLimitWatch
+from cogs.shared_limit import SharedLimitWatch
 
 if TYPE_CHECKING:
     from cogs.delivery import DiscordNotifier
@@ -96,7 +96,7 @@ class FluxcordBot(commands.AutoShardedBot):
         intents = discord.Intents.default()
         # Needed to read images in a message someone replies to (not just the reply itself).
         intents.message_content = settings.message_content_intent
-        # Sees Discord's shared per-channel limit for the delivery code (cogs/delivery.py).
+        # Sees Discord's shared per-channel limit for the delivery code (cogs/shared_limit.py).
         shared_limits = SharedLimitWatch()
         super().__init__(
             command_prefix=commands.when_mentioned,

@@ -12,15 +12,11 @@ posts in the channel, replying to its original message, and continues there. Cha
 and edits wait for their turn in the channel (bot/outbox.py), so a status that had not been
 posted yet when the result arrived is never posted at all.
 
-Discord also limits webhook messages per *channel*, for everyone sending there (about 30 per
-minute; discord-api-docs #367, #4043): a 429 with `X-RateLimit-Scope: shared` and a
-`retry_after` of some 40 s. discord.py would sleep that out inside the request and retry it
-up to five times before raising, holding the job's only update all along (and a progress
-edit would keep its result waiting). So for job messages the 429 is taken out of discord.py
-(`SharedLimitWatch`, an aiohttp trace) and handled here: the channel is paused, its progress
-edits give way, and final edits wait their turn, one at a time, finals first. A shared 429 is
-a reason to wait, never to give up; if the token expires meanwhile, the job continues in the
-channel like any other.
+Discord also limits webhook messages per channel, for everyone sending there (about 30 a
+minute, a 429 with `X-RateLimit-Scope: shared`; cogs/shared_limit.py). For job messages such
+a 429 is a reason to wait, never to give up: the channel is paused, its progress edits give
+way, and final edits take turns, finals first; a token that expires meanwhile continues in
+the channel.
 
 The provider never waits on any of this: a job is accepted first, and its messages follow.
 """
@@ -28,26 +24,24 @@ The provider never waits on any of this: a job is accepted first, and its messag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import discord
 
 from bot.errors import DeliveryImpossible
 from bot.image_fit import CannotFit, fit_images, fits
 from bot.jobs.models import Job, JobState
-from bot.outbox import ChannelTurns, Gate, LatestUpdate, SharedLimits, no_gate
+from bot.outbox import ChannelTurns, Gate, LatestUpdate, no_gate
 from bot.providers.base import OutputImage
 from cogs.job_message import JobMessage, Shown, token_for
 from cogs.posting import ChannelPoster
 from cogs.render import failure_text, message_nonce, progress_text, result_embed
+from cogs.shared_limit import SharedLimited, SharedLimitWatch
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
@@ -83,72 +77,6 @@ def is_refused_token(exc: discord.HTTPException) -> bool:
 
 class TooLarge(Exception):
     """Discord refused the files as larger than the destination's upload limit."""
-
-
-class SharedLimited(Exception):
-    """Discord answered 429 for a limit shared by everyone in the channel: come back in
-    `retry_after` seconds (raised instead of discord.py's sleep, see SharedLimitWatch)."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"shared rate limit: retry after {retry_after:.3f}s")
-        self.retry_after = retry_after
-
-
-# The channel whose shared limit the current task's Discord requests count against, while
-# the caller handles a shared 429 itself; elsewhere discord.py sleeps and retries as usual.
-_HANDLING_SHARED: ContextVar[int | None] = ContextVar("handling_shared_limit", default=None)
-# When Discord's 429 says neither (it always does): about what its shared limit asks for.
-DEFAULT_SHARED_RETRY_AFTER = 40.0
-
-
-class SharedLimitWatch:
-    """Sees every answer Discord gives the client (`trace` is passed as discord.py's
-    `http_trace`): a shared-scope 429 pauses its channel in `limits`, and, inside
-    `handling(channel)`, is raised as SharedLimited out of discord.py's retry loop."""
-
-    def __init__(self, limits: SharedLimits | None = None) -> None:
-        self.limits = limits or SharedLimits()
-        #: Called at each shared-scope 429 (the bot counts them).
-        self.on_limited: Callable[[], None] = lambda: None
-        self.trace = aiohttp.TraceConfig()
-        self.trace.on_request_end.append(self._on_request_end)
-
-    @contextlib.contextmanager
-    def handling(self, channel_id: int) -> Iterator[None]:
-        token = _HANDLING_SHARED.set(channel_id)
-        try:
-            yield
-        finally:
-            _HANDLING_SHARED.reset(token)
-
-    async def _on_request_end(
-        self,
-        session: aiohttp.ClientSession,
-        context: Any,
-        params: aiohttp.TraceRequestEndParams,
-    ) -> None:
-        response = params.response
-        if response.status != 429 or response.headers.get("X-RateLimit-Scope") != "shared":
-            return
-        self.on_limited()
-        channel_id = _HANDLING_SHARED.get()
-        if channel_id is None:
-            return  # not ours to handle: discord.py sleeps `retry_after` and tries again
-        retry_after = await _retry_after(response)
-        self.limits.pause(channel_id, retry_after)
-        # aiohttp closes the response and the exception leaves discord.py's request (which
-        # retries only OSErrors), releasing its locks on the way.
-        raise SharedLimited(retry_after)
-
-
-async def _retry_after(response: aiohttp.ClientResponse) -> float:
-    """The body's precise `retry_after`, else the whole seconds of `Retry-After`."""
-    with contextlib.suppress(Exception):
-        body = await response.json(content_type=None)
-        return max(0.0, float(body["retry_after"]))
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    return DEFAULT_SHARED_RETRY_AFTER
 
 
 class _GaveWay(Exception):
