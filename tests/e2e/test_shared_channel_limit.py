@@ -4,8 +4,12 @@ messages counted too: a busy channel still finishes every job, each with one res
 
 from __future__ import annotations
 
+import pytest
+
+from bot.errors import INTERNAL_ERROR_TEXT
 from bot.jobs.models import JobState
 from tests.e2e.conftest import World
+from tests.e2e.test_members import locked, photo
 from tests.fakes.discord_server import InteractionHandle, Message
 
 JOBS = 7
@@ -112,3 +116,18 @@ async def test_a_token_that_expires_while_the_channel_waits_ends_in_the_channel(
     originals = {first.original_id, second.original_id}
     assert any(m.reply_to in originals for m in results(world))
     assert len(results(world)) == 2
+
+
+async def test_a_refusal_after_a_public_deferral_is_the_followup_the_bot_counts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await world.start_bot()
+    monkeypatch.setattr(bot.services.engine.store, "create_then", locked)
+    # With a reference the interaction is answered "thinking…" publicly first; a refusal
+    # after that can only be a followup (one of the channel's shared webhook messages).
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "edit", {"prompt": "winter", "image": photo("a.png", (5, 5, 5))}
+    )
+    assert await world.refusal(it) == INTERNAL_ERROR_TEXT
+    assert len(webhook_requests(world, "POST")) == 1
+    assert "fluxcord_refusal_followups_total 1.0" in bot.services.metrics.render().decode()
