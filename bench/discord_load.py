@@ -18,10 +18,15 @@ stand-in; this process hosts both stand-ins and plays the members.
   interaction's first answer (p50, p99, max), how many came after Discord's 3 s (the member
   sees "The application did not respond"), the ephemeral followups it sent, its CPU and
   peak RSS. It does not wait for the images.
+- --shared-limit edits: the stand-in's hidden shared limit (30 webhook messages per 60 s per
+  channel) counts edits of interaction messages too; imagine then also prints that limit's
+  arithmetic (N results at 30 a minute), the followups sent (stand-in and bot's metric) and
+  the shared 429s. (`followups`, the default, is the stand-in's default; `off` turns it off.)
 
     python -m bench.discord_load                       # imagine and replies, default sizes
     python -m bench.discord_load --scenario imagine --jobs 96 --mode polling
     python -m bench.discord_load --scenario burst      # --jobs 1000 --spread 6 for the small one
+    python -m bench.discord_load --scenario imagine --jobs 60 --mode polling --shared-limit edits
 
 BENCH_BOT_LOG_LEVEL=DEBUG shows the bot's own log (WARNING by default).
 BENCH_PROFILE=/tmp/bot.prof profiles the bot process with cProfile (read it with pstats).
@@ -45,6 +50,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from PIL import Image
 
 from tests.fakes.bfl_server import FakeBFL
@@ -191,18 +197,41 @@ def requests_per_job(fake: FakeDiscord, jobs: int, since: int) -> list[tuple[str
     return [(route, count / jobs) for route, count in counts.most_common()]
 
 
+async def bot_metric(port: int, name: str) -> float | None:
+    """One counter of the bot's `/metrics` (None if it cannot be read)."""
+    with contextlib.suppress(Exception):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            for line in (await response.text()).splitlines():
+                if line.startswith(f"{name} "):
+                    return float(line.split()[1])
+    return None
+
+
 async def imagine(
-    jobs: int, users: int, cap: int, latency: float, spread: float, webhooks: bool, within: float
+    jobs: int,
+    users: int,
+    cap: int,
+    latency: float,
+    spread: float,
+    webhooks: bool,
+    within: float,
+    shared_limit: str = "followups",
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         async with (
             FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as bfl,
             FakeDiscord() as fake,
         ):
+            if shared_limit == "off":
+                fake.shared_webhook_limit = None
+            fake.shared_webhook_limit_counts_edits = shared_limit == "edits"
             guild = fake.add_guild("Bench")
             channel = fake.add_text_channel(guild.id, "flux")
             members = [fake.add_member(guild.id, f"member{n}") for n in range(users)]
-            process, _ = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=webhooks)
+            process, port = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=webhooks)
             try:
                 since = len(fake.requests)
                 bot_cpu = cpu_seconds(process.pid)
@@ -233,10 +262,31 @@ async def imagine(
                 makespan = max(state.visible.values()) - first_submit
                 acks = [state.acked[i] - dispatched[i] for i in dispatched if i in state.acked]
                 ideal = math.ceil(jobs / cap) * latency
+                shared: dict[str, object] = {}
+                if shared_limit != "off":
+                    limit, window = fake.shared_webhook_limit or 0, fake.shared_webhook_window
+                    shared = {
+                        # With edits counted, each result is one webhook message at least.
+                        "shared_ideal": jobs / limit * window if shared_limit == "edits" else 0.0,
+                        "shared_ratio": makespan / (jobs / limit * window)
+                        if shared_limit == "edits"
+                        else 0.0,
+                        "shared_429": sum(1 for h in fake.rate_limited if h.scope == "shared"),
+                        "followups": sum(
+                            1
+                            for r in fake.requests[since:]
+                            if r.method == "POST" and r.path.startswith("/webhooks/")
+                        ),
+                        "bot_followups": await bot_metric(port, "fluxcord_refusal_followups_total"),
+                        "gave_way": await bot_metric(
+                            port, "fluxcord_progress_updates_given_way_total"
+                        ),
+                    }
                 return {
                     "makespan": makespan,
                     "ideal": ideal,
                     "ratio": makespan / ideal,
+                    **shared,
                     "p50_ms": statistics.median(ready_to_visible) * 1000,
                     "p95_ms": percentile(ready_to_visible, 0.95) * 1000,
                     "delivered": len(state.visible),
@@ -413,6 +463,12 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=60)
     parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
     parser.add_argument(
+        "--shared-limit",
+        choices=["off", "followups", "edits"],
+        default="followups",
+        help="Discord's hidden per-channel webhook limit: what it counts",
+    )
+    parser.add_argument(
         "--within", type=float, default=600.0, help="stop waiting after this many seconds"
     )
     args = parser.parse_args()
@@ -443,6 +499,7 @@ def main() -> None:
                     args.spread,
                     mode == "webhook",
                     args.within,
+                    args.shared_limit,
                 )
             )
             report(

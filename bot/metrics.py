@@ -109,6 +109,25 @@ class Metrics:
             " interactions are acknowledged before their checks",
             registry=self.registry,
         )
+        # Discord's hidden shared limit: ~30 webhook messages per minute per channel.
+        self.refusal_followups = Counter(
+            "fluxcord_refusal_followups",
+            "Refusals sent as an ephemeral followup because the interaction was already "
+            "answered in public (the only followups the bot sends for a generation request; "
+            "each counts against Discord's shared per-channel webhook limit)",
+            registry=self.registry,
+        )
+        self.discord_shared_limited = Counter(
+            "fluxcord_discord_shared_limited",
+            "Discord 429s with X-RateLimit-Scope: shared met while showing a job",
+            registry=self.registry,
+        )
+        self.progress_given_way = Counter(
+            "fluxcord_progress_updates_given_way",
+            "Job progress updates not shown because their channel was under Discord's "
+            "shared limit (its budget goes to results)",
+            registry=self.registry,
+        )
         # Export every reason from the start: a series that appears only at its first event
         # makes `increase()` miss that event.
         for reason in WebhookRejection:
@@ -162,6 +181,16 @@ class Metrics:
 
     def webhook_rejected(self, reason: WebhookRejection) -> None:
         self.webhooks_rejected.labels(reason=reason.value).inc()
+
+    # ----------------------------------------------------------------- Discord-facing
+    def refusal_followup(self) -> None:
+        self.refusal_followups.inc()
+
+    def shared_limit_met(self) -> None:
+        self.discord_shared_limited.inc()
+
+    def progress_gave_way(self) -> None:
+        self.progress_given_way.inc()
 
     # ----------------------------------------------------------------- exposition
     def render(self) -> bytes:

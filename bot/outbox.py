@@ -10,6 +10,10 @@ Two small pieces, independent of Discord (cogs/delivery.py drives them with disc
 - `LatestUpdate`: one message's updates. The latest state wins, at most one update is in
   flight, progress updates are spaced out, and the final one (a result or a failure) goes
   next, skipping any progress still waiting.
+- `SharedLimits`: channels the service has paused for a limit shared by every sender there
+  (Discord's hidden ~30 webhook messages per minute per channel). A pause is a reason to
+  wait, never to give up; while a channel is paused and for a while after ("hot"), its
+  progress updates give way so that every job's final update gets through.
 """
 
 from __future__ import annotations
@@ -224,3 +228,46 @@ class LatestUpdate(Generic[U, R]):
         # (its caller waits for it).
         if self._final is not None and self._final[1] is future:
             self._finished = True
+
+
+# After a shared pause, how long a channel stays "hot" (progress gives way, finals go one at
+# a time): Discord's shared window is about a minute.
+SHARED_COOL_DOWN = 60.0
+
+
+class SharedLimits:
+    """Per channel: until when the service asked everyone to wait (a shared-scope 429), and
+    whether that was recent enough that the channel's budget should go to final updates."""
+
+    def __init__(
+        self, *, cool_down: float = SHARED_COOL_DOWN, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.cool_down = cool_down
+        self._clock = clock
+        self._paused_until: dict[Hashable, float] = {}
+
+    def pause(self, channel: Hashable, seconds: float) -> None:
+        now = self._clock()
+        if len(self._paused_until) > 1000:  # forget channels that cooled down long ago
+            self._paused_until = {
+                k: until for k, until in self._paused_until.items() if until + self.cool_down > now
+            }
+        until = now + max(0.0, seconds)
+        if until > self._paused_until.get(channel, -float("inf")):
+            self._paused_until[channel] = until
+
+    def paused_for(self, channel: Hashable) -> float:
+        """Seconds left before the channel takes requests again (0: it does now)."""
+        until = self._paused_until.get(channel)
+        return 0.0 if until is None else max(0.0, until - self._clock())
+
+    def hot(self, channel: Hashable) -> bool:
+        """Paused now, or within `cool_down` seconds after a pause."""
+        until = self._paused_until.get(channel)
+        return until is not None and self._clock() < until + self.cool_down
+
+    async def wait(self, channel: Hashable) -> None:
+        """Wait out the channel's pause (a request refused again pauses it anew)."""
+        left = self.paused_for(channel)
+        if left > 0:
+            await asyncio.sleep(left)  # the service's own word for when to come back

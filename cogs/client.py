@@ -18,6 +18,7 @@ from bot.ledger.spending import public_bot_warning
 from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.shards import ShardFleet, shard_for
+from cogs.shared_limit import SharedLimitWatch
 
 if TYPE_CHECKING:
     from cogs.delivery import DiscordNotifier
@@ -95,6 +96,8 @@ class FluxcordBot(commands.AutoShardedBot):
         intents = discord.Intents.default()
         # Needed to read images in a message someone replies to (not just the reply itself).
         intents.message_content = settings.message_content_intent
+        # Sees Discord's shared per-channel limit for the delivery code (cogs/shared_limit.py).
+        shared_limits = SharedLimitWatch()
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -103,8 +106,10 @@ class FluxcordBot(commands.AutoShardedBot):
             # Prompts are user text: they must never ping @everyone, @here or roles.
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
             **_sharding(settings),
+            http_trace=shared_limits.trace,
             **client_options,
         )
+        self.shared_limits = shared_limits
         self.settings = settings
         self.fleet: ShardFleet | None = None
 

@@ -12,6 +12,12 @@ posts in the channel, replying to its original message, and continues there. Cha
 and edits wait for their turn in the channel (bot/outbox.py), so a status that had not been
 posted yet when the result arrived is never posted at all.
 
+Discord also limits webhook messages per channel, for everyone sending there (about 30 a
+minute, a 429 with `X-RateLimit-Scope: shared`; cogs/shared_limit.py). For job messages such
+a 429 is a reason to wait, never to give up: the channel is paused, its progress edits give
+way, and final edits take turns, finals first; a token that expires meanwhile continues in
+the channel.
+
 The provider never waits on any of this: a job is accepted first, and its messages follow.
 """
 
@@ -35,6 +41,7 @@ from bot.providers.base import OutputImage
 from cogs.job_message import JobMessage, Shown, token_for
 from cogs.posting import ChannelPoster
 from cogs.render import failure_text, message_nonce, progress_text, result_embed
+from cogs.shared_limit import SharedLimited, SharedLimitWatch
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
@@ -72,6 +79,10 @@ class TooLarge(Exception):
     """Discord refused the files as larger than the destination's upload limit."""
 
 
+class _GaveWay(Exception):
+    """A progress update was not shown: its channel's shared budget goes to results."""
+
+
 def refusal_reason(exc: discord.HTTPException) -> str | None:
     """Why Discord will never take this message, in words for the member; None when trying
     again later may work (5xx; 429s are waited out by discord.py)."""
@@ -99,8 +110,14 @@ class DiscordNotifier:
         progress_interval: float = PROGRESS_INTERVAL,
         clock: Callable[[], float] = time.time,
         lease_held: Callable[[], bool] = lambda: True,
+        shared: SharedLimitWatch | None = None,
+        on_progress_gave_way: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
+        # Discord's per-channel limit on webhook messages (the interaction routes).
+        self._shared = shared or SharedLimitWatch()
+        self._shared_turns = ChannelTurns()
+        self._on_progress_gave_way = on_progress_gave_way
         # The database's clock (bot/storage/clock.py): interaction tokens expire by it.
         self._clock = clock
         self._lease_held = lease_held
@@ -239,7 +256,11 @@ class DiscordNotifier:
                     # more of it, even its result, which progress from before must not undo.
                     log.debug("job %s: not showing progress without a lease", message.job_id)
                     return message.message_id or 0
-                return await self._apply(message, shown)
+                try:
+                    return await self._apply(message, shown, final=final)
+                except _GaveWay:
+                    self._on_progress_gave_way()
+                    return message.message_id or 0
 
             def gate() -> Gate:
                 if message.uses_interaction(self._clock()):
@@ -254,12 +275,13 @@ class DiscordNotifier:
             message.updates = updates
         return message.updates
 
-    async def _apply(self, message: JobMessage, shown: Shown) -> int:
+    async def _apply(self, message: JobMessage, shown: Shown, *, final: bool = True) -> int:
         """Show it where the job is, moving to the parent channel if its thread was closed;
-        raises DeliveryImpossible (never will work), TooLarge, or a transient error."""
+        raises DeliveryImpossible (never will work), TooLarge, _GaveWay (progress only), or a
+        transient error."""
         try:
             try:
-                return await self._apply_here(message, shown)
+                return await self._apply_here(message, shown, final=final)
             except discord.HTTPException as exc:
                 if exc.code not in THREAD_CLOSED_CODES or message.moved_from_thread:
                     raise
@@ -287,14 +309,22 @@ class DiscordNotifier:
                 return None
         return channel.parent_id if isinstance(channel, discord.Thread) else None
 
-    async def _apply_here(self, message: JobMessage, shown: Shown) -> int:
+    async def _apply_here(self, message: JobMessage, shown: Shown, *, final: bool = True) -> int:
         now = self._clock()
         if message.uses_interaction(now) and message.message_id is None and not message.interaction:
             # Answered before a restart, but its message was never recorded: use the channel.
             message.leave_interaction()
         if message.uses_interaction(now):
             try:
-                return await self._through_interaction(message, shown)
+                shown_id = await self._within_shared_limit(message, shown, final=final)
+                if shown_id is not None:
+                    return shown_id
+                log.info(
+                    "job %s: its token expired while the channel was limited; continuing in "
+                    "the channel",
+                    message.job_id,
+                )
+                message.leave_interaction()
             except discord.HTTPException as exc:
                 if not is_refused_token(exc):
                     raise
@@ -306,6 +336,39 @@ class DiscordNotifier:
             async with self._turns[message.channel_id].turn(message.job_id, urgent=True):
                 return await self._in_channel(message, shown)
         return await self._in_channel(message, shown)
+
+    async def _within_shared_limit(
+        self, message: JobMessage, shown: Shown, *, final: bool
+    ) -> int | None:
+        """Show it through the interaction, under the channel's shared limit: progress gives
+        way (_GaveWay) while the channel is limited or was lately; a final update waits for
+        its turn and the channel's pause as long as it takes. None: the token expired
+        meanwhile."""
+        channel_id = message.channel_id
+        limits = self._shared.limits
+        if _unanswered(message):
+            # The first answer is a callback: not a webhook message, and owed within 3 s.
+            return await self._through_interaction(message, shown)
+        if not limits.hot(channel_id):
+            try:
+                with self._shared.handling(channel_id):
+                    return await self._through_interaction(message, shown)
+            except SharedLimited:
+                log.info("job %s: Discord's shared limit for its channel", message.job_id)
+        while True:
+            if not final:
+                raise _GaveWay()
+            # One at a time in a limited channel (finals first): the next 429 pauses it again
+            # without a crowd of requests meeting it.
+            async with self._shared_turns[channel_id].turn(message.job_id, urgent=True):
+                await limits.wait(channel_id)
+                if not message.uses_interaction(self._clock()):
+                    return None
+                try:
+                    with self._shared.handling(channel_id):
+                        return await self._through_interaction(message, shown)
+                except SharedLimited:
+                    continue
 
     async def _through_interaction(self, message: JobMessage, shown: Shown) -> int:
         interaction = message.interaction
@@ -418,6 +481,7 @@ def attach_delivery(
     services = bot.services
     turns = ChannelTurns()
     bot.poster = ChannelPoster(bot, turns)
+    bot.shared_limits.on_limited = services.metrics.shared_limit_met
     bot.notifier = DiscordNotifier(
         bot,
         lookup=services.engine.store.load,  # waits through a database outage
@@ -429,5 +493,7 @@ def attach_delivery(
         queued_view=queued_view,
         clock=services.clock,
         lease_held=lambda: services.engine.lease.surely_held,
+        shared=bot.shared_limits,
+        on_progress_gave_way=services.metrics.progress_gave_way,
     )
     services.engine.notifier = bot.notifier

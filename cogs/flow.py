@@ -95,6 +95,8 @@ async def reply_privately(interaction: discord.Interaction[Any], text: str) -> N
         # A public "thinking…" answer: remove it first, since Discord turns the first followup
         # of a deferral into the deferred message, public like it.
         await interaction.delete_original_response()
+    bot: FluxcordBot = interaction.client
+    bot.services.metrics.refusal_followup()  # counts against Discord's shared channel limit
     await interaction.followup.send(text, ephemeral=True)
 
 

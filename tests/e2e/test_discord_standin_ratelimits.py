@@ -108,10 +108,10 @@ class World:
     alice: User
 
     async def hold(
-        self, client: HoldClient, *, ephemeral: bool = False
+        self, client: HoldClient, *, ephemeral: bool = False, channel: FakeChannel | None = None
     ) -> tuple[InteractionHandle, discord.Interaction]:
         it = await self.fake.invoke_slash(
-            self.alice, self.channel, "hold", {"ephemeral": ephemeral}
+            self.alice, channel or self.channel, "hold", {"ephemeral": ephemeral}
         )
         await it.response()
         await self.fake.wait_for(lambda: it.id in client.held)
@@ -141,7 +141,9 @@ async def running(world: World) -> AsyncIterator[HoldClient]:
         yield client
 
 
-def assert_refused(answer: Answer, *, is_global: bool, max_retry: float) -> float:
+def assert_refused(
+    answer: Answer, *, is_global: bool, max_retry: float, scope: str | None = None
+) -> float:
     """A genuine Discord 429; returns its ``retry_after``."""
     assert answer.status == 429
     assert answer.header("Content-Type").startswith("application/json")
@@ -152,7 +154,7 @@ def assert_refused(answer: Answer, *, is_global: bool, max_retry: float) -> floa
     assert isinstance(retry_after, float) and 0 < retry_after <= max_retry
     assert answer.header("Retry-After") == str(math.ceil(retry_after))
     assert answer.header("Via") == "1.1 google"  # else discord.py assumes a Cloudflare ban
-    assert answer.header("X-RateLimit-Scope") == ("global" if is_global else "user")
+    assert answer.header("X-RateLimit-Scope") == (scope or ("global" if is_global else "user"))
     assert answer.headers.get("x-ratelimit-global") == ("true" if is_global else None)
     return float(retry_after)
 
@@ -273,6 +275,7 @@ async def test_fifty_one_requests_in_a_second_hit_the_global_limit(world: World)
 
 async def test_followups_are_limited_per_token_and_exempt_from_global(world: World) -> None:
     fake, api = world.fake, world.api
+    fake.shared_webhook_limit = None  # 60 followups in one channel: the per-token buckets only
     async with running(world) as client:
         handles = [(await world.hold(client))[0] for _ in range(12)]
         started = time.monotonic()
@@ -316,6 +319,61 @@ async def test_discord_py_waits_out_buckets_instead_of_earning_429s(world: World
             await interaction.followup.send(f"followup {i}")
         assert time.monotonic() - started >= 1.5
         assert fake.rate_limited == []
+
+
+async def test_followups_share_a_hidden_limit_per_channel(world: World) -> None:
+    fake, api = world.fake, world.api
+    assert (fake.shared_webhook_limit, fake.shared_webhook_window) == (30, 60.0)
+    assert not fake.shared_webhook_limit_counts_edits
+    fake.shared_webhook_limit, fake.shared_webhook_window = 3, 2.0
+    async with running(world) as client:
+        (first, _), (second, _) = [await world.hold(client) for _ in range(2)]
+        (elsewhere, _) = await world.hold(client, channel=world.other)
+        started = time.monotonic()
+        # Two tokens, one channel: their 3 followups spend the channel's 3, not each token's 5.
+        answers = [await api.followup(first.token), await api.followup(first.token)]
+        answers.append(await api.followup(second.token))
+        assert [a.status for a in answers] == [204] * 3
+        refused = await api.followup(second.token, "one too many")
+        retry_after = assert_refused(refused, is_global=False, max_retry=2.0, scope="shared")
+        # The headers still describe the token's own bucket, which has requests left (#4043).
+        assert refused.bucket == answers[0].bucket and refused.remaining == 4
+        assert retry_after > 2.0 - (time.monotonic() - started) - 0.01  # the channel's window
+        (hit,) = fake.rate_limited
+        assert (hit.method, hit.path) == ("POST", f"/webhooks/{fake.application_id}/{second.token}")
+        assert hit.scope == "shared" and not hit.is_global and hit.retry_after == retry_after
+        # Refused before the handler: the deferral was not replaced, nothing was posted.
+        assert len(second.followups) == 1 and len(first.followups) == 2
+        assert (await api.followup(elsewhere.token)).status == 204  # another channel: its own 3
+
+        # Edits do not count unless the switch says so; then they are refused the same way.
+        hook = f"/webhooks/{fake.application_id}/{first.token}/messages/@original"
+        assert (await api("PATCH", hook, {"content": "edited"}, auth=False)).status == 200
+        fake.shared_webhook_limit_counts_edits = True
+        edit = await api("PATCH", hook, {"content": "not shown"}, auth=False)
+        assert_refused(edit, is_global=False, max_retry=2.0, scope="shared")
+        assert fake.rate_limited[-1].scope == "shared" and first.original is not None
+        assert first.original.content == "edited"
+
+        # The channel's window ends: its budget is back (a fixed window, like the others).
+        await asyncio.sleep(max(0.0, retry_after + 0.01))
+        assert (await api("PATCH", hook, {"content": "later"}, auth=False)).status == 200
+        assert first.original.content == "later"
+        assert len(fake.rate_limited) == 2
+
+
+async def test_discord_py_sleeps_out_a_shared_limit_on_webhooks(world: World) -> None:
+    fake = world.fake
+    fake.shared_webhook_limit, fake.shared_webhook_window = 1, 1.0
+    async with running(world) as client:
+        _, interaction = await world.hold(client)
+        started = time.monotonic()
+        await interaction.followup.send("first")
+        await interaction.followup.send("second")  # a shared 429: the adapter sleeps, retries
+        assert time.monotonic() - started >= 0.9
+        [hit] = fake.rate_limited
+        assert hit.scope == "shared" and hit.retry_after <= 1.0
+        assert [m.content for m in fake.messages(world.channel.id)] == ["first", "second"]
 
 
 # ---------------------------------------------------------------------------- interaction tokens

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.outbox import ChannelTurns, LatestUpdate, SendTurns
+from bot.outbox import ChannelTurns, LatestUpdate, SendTurns, SharedLimits
 
 
 async def test_one_sender_at_a_time_results_first_and_one_place_per_key() -> None:
@@ -179,3 +179,31 @@ async def test_a_result_shown_again_after_the_end_is_sent_and_returns() -> None:
     async with asyncio.timeout(1):
         assert await updates.finish("result again") == 2
     assert recorder.applied == [("result", True), ("result again", True)]
+
+
+async def test_a_shared_pause_then_a_cool_down_per_channel() -> None:
+    now = [100.0]
+    limits = SharedLimits(cool_down=60.0, clock=lambda: now[0])
+    assert limits.paused_for(1) == 0 and not limits.hot(1)
+    limits.pause(1, 40.0)
+    assert limits.paused_for(1) == 40.0 and limits.hot(1)
+    assert limits.paused_for(2) == 0 and not limits.hot(2)  # another channel is untouched
+    limits.pause(1, 10.0)  # a shorter answer never shortens the pause already known
+    assert limits.paused_for(1) == 40.0
+    now[0] += 40.0
+    assert limits.paused_for(1) == 0 and limits.hot(1)  # it takes requests: results first
+    now[0] += 59.9
+    assert limits.hot(1)
+    now[0] += 0.2
+    assert not limits.hot(1)  # a minute without a refusal: progress may be shown again
+    await limits.wait(1)  # nothing to wait for
+
+
+async def test_waiting_out_a_shared_pause_takes_as_long_as_the_service_said() -> None:
+    limits = SharedLimits()
+    loop = asyncio.get_running_loop()
+    limits.pause("channel", 0.05)
+    started = loop.time()
+    await limits.wait("channel")
+    assert loop.time() - started >= 0.04
+    assert limits.paused_for("channel") == 0 and limits.hot("channel")

@@ -37,6 +37,9 @@ identify_interval=5.0, identify_rate_limit=None, ...)`` (the last four: see Shar
 ``application_id`` (== ``bot_id``); ``bot_user`` (user dict); ``interaction_deadline``
 (settable; ``None`` disables); ``rate_limits`` (settable, also mid-test: ``False`` answers
 never-exhausted headers and no 429s, for tests that deliberately flood);
+``shared_webhook_limit`` (settable, default 30; ``None`` off), ``shared_webhook_window``
+(settable, default 60.0 s) and ``shared_webhook_limit_counts_edits`` (settable, default
+``False``): Discord's hidden shared per-channel limit on webhook messages (see Rate limits);
 ``interaction_token_lifetime`` (settable: seconds after its creation an interaction's
 webhook routes answer 401 50027); ``interaction_delivery_delay`` (settable, default 0: the
 gateway delivers each interaction this many seconds after its creation, as a loaded Discord
@@ -134,7 +137,7 @@ shard in ``range(shard_count)``), ``commands(guild_id=None)``,
 unpacks as ``method, path, json``; 429s are in there with ``status == 429``),
 ``rate_limited`` (every 429 given: ``RateLimitHit(method, path, bucket, scope, retry_after,
 is_global, time)``; ``bucket`` is the route's ``X-RateLimit-Bucket`` hash, ``scope``
-``"user"`` or ``"global"``, ``time`` a ``time.time()``), ``cdn_requests``, ``typing``,
+``"user"``, ``"global"`` or ``"shared"``, ``time`` a ``time.time()``), ``cdn_requests``, ``typing``,
 ``interactions``,
 ``identify_count``, ``resume_count``, ``gateway_connected`` (a session of any shard is READY),
 ``last_identify``; sharding: ``identify_counts`` (``{shard_id: accepted IDENTIFYs}``),
@@ -242,6 +245,20 @@ Discord behaviour implemented
   no 429 (mixing sends and edits in one channel can: it keys both by their shared hash, as
   on Discord); it learns nothing of the global limit before a 429, so a bot over 50
   requests/s gets global 429s (and retries after ``retry_after``).
+  Shared per-channel webhook limit (on by default): followups (``POST
+  /webhooks/{application_id}/{token}``, ephemeral ones too) also count per *channel* (the
+  interaction's), ``shared_webhook_limit`` (30) per ``shared_webhook_window`` (60 s), a fixed
+  window like the others; with ``shared_webhook_limit_counts_edits`` PATCH of a webhook
+  message (``@original`` or a followup) counts too. Staff confirmed a 30/60 s limit "to the
+  channel itself" (discord-api-docs#367); #1454/#4043 report its 429 after ~30 messages with
+  ``retry_after`` 40-45 s while the bucket headers still show the per-token bucket; #3763:
+  followups hit it. Over it: 429 ``{"message": "You are being rate limited.", "retry_after":
+  <the channel window's remaining seconds>, "global": false, "code": 0}``, ``Retry-After``,
+  ``X-RateLimit-Scope: shared``, ``Via`` and the per-token bucket's own headers
+  (``X-RateLimit-Bucket`` too, ``Remaining`` as it is); refused before the handler, not
+  counted anywhere, recorded in ``rate_limited`` with ``scope == "shared"``. discord.py's
+  webhook adapter sleeps ``retry_after`` and retries, up to 5 attempts, then raises
+  ``HTTPException`` (status 429).
 * Sharding (https://discord.com/developers/docs/topics/gateway#sharding): ``shard_count``
   (settable; default 1, where everything is single-shard as before) is what ``GET
   /gateway/bot`` answers as ``shards``, with ``session_start_limit`` ``{total: 1000,

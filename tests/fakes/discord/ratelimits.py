@@ -24,6 +24,22 @@ Sources, per bucket (route templates are those of :class:`rest.RestApi`):
 * Global: 50 requests per second per bot over every authenticated request except the
   interaction routes above (the docs' "Global Rate Limit"). Unauthenticated routes
   (``GET /gateway``) are not limited at all.
+* Shared, per channel: webhook messages (``POST /webhooks/{application_id}/{token}``, i.e.
+  interaction followups, ephemeral ones included) are also counted per *channel* (the
+  interaction's), 30 per 60 s by default, apart from the per-token bucket. Discord never
+  published it: staff confirmed "the 30/60 was added as a limit to the channel itself"
+  (discord/discord-api-docs#367); #1454 and #4043 report a 429 with ``retry_after`` of 40-45 s
+  after about 30 webhook messages while ``X-RateLimit-Limit``/``-Remaining`` still show the
+  ordinary per-token bucket, and staff answered that such "internal" limits carry
+  ``X-RateLimit-Scope: shared``, where ``Retry-After`` overrides the bucket headers; #3763
+  reports interaction followups (ephemeral too) hitting it. So its 429 is ``{"message": "You
+  are being rate limited.", "retry_after": <the channel window's remaining seconds>,
+  "global": false, "code": 0}`` with ``Retry-After``, ``X-RateLimit-Scope: shared`` and the
+  per-token bucket's usual headers (``X-RateLimit-Bucket`` included, its ``Remaining`` not
+  0). Whether edits of webhook messages (``PATCH …/messages/@original`` or a followup's id)
+  count is not established: :attr:`RateLimiter.shared_counts_edits` (off by default) counts
+  them too. The limit and window are settable (:attr:`RateLimiter.shared_limit`, ``None``
+  turns it off; :attr:`RateLimiter.shared_window`), so tests can use e.g. 3 per 2 s.
 
 Windows are fixed, like Discord's: one starts at the first request after the previous one
 ended; ``X-RateLimit-Remaining`` is limit − used, ``X-RateLimit-Reset`` the window's end (Unix
@@ -40,7 +56,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-Scope = Literal["user", "global"]
+Scope = Literal["user", "global", "shared"]
 
 GLOBAL_LIMIT = 50
 GLOBAL_WINDOW_S = 1.0
@@ -101,6 +117,12 @@ BUCKETS: dict[tuple[str, str], Bucket] = {
 }
 DEFAULT_LIMIT = 50
 DEFAULT_WINDOW_S = 1.0
+#: Discord's hidden per-channel limit on webhook messages (see the module docstring).
+SHARED_WEBHOOK_LIMIT = 30
+SHARED_WEBHOOK_WINDOW_S = 60.0
+#: Counted by the shared per-channel limit always / only with ``shared_counts_edits``.
+_SHARED_ALWAYS = frozenset({("POST", WEBHOOK)})
+_SHARED_EDITS = frozenset({("PATCH", WEBHOOK_MESSAGE)})
 
 
 def bucket_for(method: str, template: str) -> Bucket:
@@ -172,10 +194,23 @@ class RateLimiter:
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
+        #: Webhook messages per channel per ``shared_window`` (``None``: no shared limit).
+        self.shared_limit: int | None = SHARED_WEBHOOK_LIMIT
+        self.shared_window = SHARED_WEBHOOK_WINDOW_S
+        #: Whether edits of webhook messages (``@original`` too) count against it.
+        self.shared_counts_edits = False
         #: Every 429 given, oldest first.
         self.hits: list[RateLimitHit] = []
         self._windows: dict[tuple[str, str], Window] = {}
+        self._shared: dict[int, Window] = {}
         self._global = Window(GLOBAL_LIMIT, GLOBAL_WINDOW_S)
+
+    def counts_shared(self, method: str, template: str) -> bool:
+        """Whether a request to this route counts against its channel's shared limit."""
+        if self.shared_limit is None:
+            return False
+        key = (method, template)
+        return key in _SHARED_ALWAYS or (self.shared_counts_edits and key in _SHARED_EDITS)
 
     def check(
         self,
@@ -185,8 +220,10 @@ class RateLimiter:
         params: dict[str, str],
         *,
         authenticated: bool,
+        shared_channel: int | None = None,
     ) -> Verdict:
-        """Count one request to ``template``, or refuse it with a 429."""
+        """Count one request to ``template``, or refuse it with a 429. ``shared_channel``: the
+        channel whose shared webhook limit the request counts against, if it does."""
         bucket = bucket_for(method, template)
         if not authenticated and not bucket.per_token:
             return Verdict()  # GET /gateway: no limit, no headers
@@ -208,10 +245,44 @@ class RateLimiter:
             return self._refuse(method, path, bucket, window, now, is_global=True)
         if window.used_at(now) >= window.limit:
             return self._refuse(method, path, bucket, window, now, is_global=False)
+        shared = self._shared_window(shared_channel, now)
+        if shared is not None and shared.used_at(now) >= shared.limit:
+            return self._refuse_shared(method, path, bucket, window, shared, now)
         window.spend(now)
+        if shared is not None:
+            shared.spend(now)
         if counts_globally:
             self._global.spend(now)
         return Verdict(self._headers(bucket, window, now))
+
+    def _shared_window(self, channel_id: int | None, now: float) -> Window | None:
+        if channel_id is None or self.shared_limit is None:
+            return None
+        if len(self._shared) > 4096:
+            self._shared = {k: w for k, w in self._shared.items() if w.used_at(now)}
+        window = self._shared.get(channel_id)
+        if window is None or (window.limit, window.length) != (
+            self.shared_limit,
+            self.shared_window,
+        ):  # new, or the test changed the numbers: a fresh window with them
+            window = self._shared[channel_id] = Window(self.shared_limit, self.shared_window)
+        return window
+
+    def _refuse_shared(
+        self, method: str, path: str, bucket: Bucket, window: Window, shared: Window, now: float
+    ) -> Verdict:
+        # The channel's window decides when to retry; the headers still describe the token's
+        # own bucket (discord-api-docs#4043), which has requests left.
+        retry_after = shared.reset_after(now)
+        hit = RateLimitHit(method, path, bucket.hash, "shared", retry_after, False, time.time())
+        self.hits.append(hit)
+        headers = {
+            "Retry-After": str(max(1, math.ceil(retry_after))),
+            "X-RateLimit-Scope": "shared",
+            "Via": "1.1 google",
+            **self._headers(bucket, window, now),
+        }
+        return Verdict(headers, hit)
 
     def _refuse(
         self, method: str, path: str, bucket: Bucket, window: Window, now: float, *, is_global: bool

@@ -181,7 +181,12 @@ class RestApi:
                 return json_response({"message": "401: Unauthorized", "code": 0}, 401)
             params = match.groupdict()
             verdict = self.limiter.check(
-                request.method, path, route.template, params, authenticated=route.auth
+                request.method,
+                path,
+                route.template,
+                params,
+                authenticated=route.auth,
+                shared_channel=self._shared_channel(request.method, route.template, params),
             )
             if verdict.hit is not None:  # refused before the handler runs: no side effects
                 return json_response(verdict.hit.body(), 429, headers=verdict.headers)
@@ -197,6 +202,14 @@ class RestApi:
             return response
         self.state.unhandled_requests.append(entry)
         return json_response({"message": "404: Not Found", "code": 0}, 404)
+
+    def _shared_channel(self, method: str, template: str, params: dict[str, str]) -> int | None:
+        """The channel whose shared webhook limit this request counts against: the
+        interaction's (an unknown token counts nowhere; its handler answers 404)."""
+        if not self.limiter.counts_shared(method, template):
+            return None
+        it = self.state.interactions_by_token.get(params.get("token", ""))
+        return it.channel_id if it is not None else None
 
     @staticmethod
     async def _read_body(request: web.Request) -> tuple[Any, dict[int, Upload]]:

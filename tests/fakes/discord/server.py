@@ -206,6 +206,35 @@ class FakeDiscord(LoopbackServer):
         self._rest.limiter.enabled = value
 
     @property
+    def shared_webhook_limit(self) -> int | None:
+        """Webhook messages (followups) per channel per ``shared_webhook_window`` seconds,
+        Discord's hidden shared limit (30; ``None`` turns it off; settable mid-test)."""
+        return self._rest.limiter.shared_limit
+
+    @shared_webhook_limit.setter
+    def shared_webhook_limit(self, value: int | None) -> None:
+        self._rest.limiter.shared_limit = value
+
+    @property
+    def shared_webhook_window(self) -> float:
+        """The shared limit's fixed window in seconds (60)."""
+        return self._rest.limiter.shared_window
+
+    @shared_webhook_window.setter
+    def shared_webhook_window(self, value: float) -> None:
+        self._rest.limiter.shared_window = value
+
+    @property
+    def shared_webhook_limit_counts_edits(self) -> bool:
+        """Whether edits of webhook messages (``@original`` too) also count against the
+        shared per-channel limit (off by default: Discord has not said)."""
+        return self._rest.limiter.shared_counts_edits
+
+    @shared_webhook_limit_counts_edits.setter
+    def shared_webhook_limit_counts_edits(self, value: bool) -> None:
+        self._rest.limiter.shared_counts_edits = value
+
+    @property
     def rate_limited(self) -> list[RateLimitHit]:
         """Every 429 the stand-in gave, oldest first (they are in ``requests`` too)."""
         return self._rest.limiter.hits
