@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import ProviderAccessDenied, ProviderBusy, ProviderUnavailable
 from bot.jobs.models import Job
+from bot.jobs.poll_timing import PollTiming, timing_class
 from bot.jobs.store import JobStore
 from bot.jobs.webhooks import WebhookSubscription, job_id_from_url
 from bot.metrics import Metrics
@@ -70,6 +71,18 @@ class PollingPolicy:
     def intervals(self, first: float) -> Iterator[float]:
         """first, initial, initial×growth, … capped at maximum."""
         yield first
+        yield from self._growing()
+
+    def planned(self, offsets: tuple[float, ...]) -> Iterator[float]:
+        """The gaps between a learnt plan's polls (seconds since the submit's answer, see
+        bot/jobs/poll_timing.py), then the growing schedule from `initial`."""
+        previous = 0.0
+        for offset in offsets:
+            yield offset - previous
+            previous = offset
+        yield from self._growing()
+
+    def _growing(self) -> Iterator[float]:
         interval = self.initial
         while True:
             yield interval
@@ -108,6 +121,8 @@ class TaskFollower:
         # The provider's newest status text per job not yet written, and the writers.
         self._status_wanted: dict[str, str] = {}
         self._status_writers: set[asyncio.Task[None]] = set()
+        # How long each kind of task took recently, to poll just after it is likely done.
+        self.timing = PollTiming()
 
     def forget_all(self) -> None:
         for job_id in list(self._wake):
@@ -194,7 +209,18 @@ class TaskFollower:
         last_status = job.provider_status
         not_found = 0
         poll_at = loop.time() if since is None else since
-        for interval in self._polling.intervals(first_delay):
+        # Learnt timing only where polling is the way to the result: counted from a submit
+        # seen in this run, and with no webhook on its way (then polls are a safety net and
+        # keep today's schedule, which waits out the webhook's grace first).
+        timing_key = timing_class(job) if since is not None and job.webhook_secret is None else None
+        plan = None if timing_key is None else self.timing.plan(timing_key)
+        intervals = (
+            self._polling.intervals(first_delay)
+            if plan is None
+            else self._polling.planned(plan.offsets)
+        )
+        not_ready_at: float | None = None  # when the last poll saw the task unfinished
+        for interval in intervals:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
@@ -205,6 +231,7 @@ class TaskFollower:
             if pushed is not None:
                 return pushed
             self.stats.polls += 1
+            polled_at = loop.time()
             try:
                 with self.metrics.time_provider_call(job.provider, "poll"):
                     result = await provider.poll(job.provider_task_id, job.polling_url)
@@ -220,10 +247,18 @@ class TaskFollower:
                 continue
             not_found = 0
             if result.outcome in (TaskOutcome.RUNNING, TaskOutcome.UNKNOWN):
+                not_ready_at = polled_at
                 if result.raw_status != last_status:
                     last_status = result.raw_status
                     self._show_status(job, result.raw_status)
                 continue
+            if timing_key is not None and since is not None and result.outcome is TaskOutcome.READY:
+                self.timing.observe(
+                    timing_key,
+                    None if not_ready_at is None else not_ready_at - since,
+                    polled_at - since,
+                    probe=0.0 if plan is None else plan.probe,
+                )
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
