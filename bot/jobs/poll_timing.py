@@ -119,9 +119,15 @@ class ClassTiming:
             self._lo_count += 1
             _put(self._los, index, lo)
             _put(self._lo_seen, index, self._seen)
-        if probe:
-            # A ready probe: the model may be faster still, so the next probe looks further.
-            self._probe_reach = max(self._probe_reach, probe * 4) if lo is None else PROBE_MIN
+        if probe and lo is None:
+            # A ready probe: the model became faster. Lower bounds past it are stale, and it
+            # may be faster still, so the next probe looks further.
+            for index, stale in enumerate(self._los):
+                if stale >= hi:
+                    self._lo_seen[index] = -LOWER_BOUND_AGE
+            self._probe_reach = max(self._probe_reach, probe * 4)
+        elif probe:
+            self._probe_reach = PROBE_MIN
 
 
 def _put(ring: list[_T], index: int, value: _T) -> None:
