@@ -103,8 +103,8 @@ class ClassTiming:
             probe = late + (early - late) * max(0.05, fraction)
             return PollPlan((probe, early, early + FOLLOW_UP_MIN))
         every = PROBE_EVERY if self._probe_reach <= PROBE_MIN else 2
-        if self._jobs % every == 0:
-            reach = min(self._probe_reach, early / 2)  # never before half the known time
+        reach = min(self._probe_reach, early / 2)  # never before half the known time
+        if self._jobs % every == 0 and reach >= PROBE_MIN / 2:
             return PollPlan((early - reach, early, early + FOLLOW_UP_MIN), probe=reach)
         return PollPlan((early, early + FOLLOW_UP_MIN, early + 2 * FOLLOW_UP_MIN))
 

@@ -202,3 +202,15 @@ def test_a_plan_continues_with_the_growing_schedule() -> None:
     assert [round(gap, 3) for gap in itertools.islice(gaps, 7)] == [
         1.0, 0.2, 0.1, 0.5, 0.75, 1.125, 1.688,
     ]  # fmt: skip
+
+
+def test_every_plan_polls_at_increasing_times_whatever_was_seen() -> None:
+    rng = random.Random(3)
+    timing = PollTiming()
+    for _ in range(2_000):
+        hi = rng.choice([0.0, 0.001, rng.uniform(0, 0.1), rng.uniform(0, 20)])
+        lo = rng.choice([None, hi * rng.random()])
+        timing.observe(KEY, lo, hi, probe=rng.choice([0.0, 0.03, 1.0]))
+        plan = timing.plan(KEY)
+        assert plan is not None and plan.offsets[0] >= 0
+        assert all(b > a for a, b in itertools.pairwise(plan.offsets)), plan
