@@ -1,4 +1,5 @@
-"""Following a submitted task to its end: polls on a schedule counted from the submit, with
+"""Following a submitted task to its end: polls on a schedule counted from the submit (just
+after tasks of its kind recently ended, once there are some: bot/jobs/poll_timing.py), with
 a deadline on the loop's monotonic clock, woken early by a verified webhook (BFL pushes the
 result when the receiver is on). Used by the job engine (bot/jobs/engine.py)."""
 
@@ -201,7 +202,8 @@ class TaskFollower:
         self, job: Job, provider: Provider, first_delay: float, since: float | None
     ) -> TaskResult:
         """Wait for the submitted task's final result (or its last "not found"). `since` (loop
-        time) is when the provider accepted it: the poll schedule counts from it. Raises
+        time) is when the provider accepted it: the poll schedule counts from it, and what
+        the polls show teaches `timing` when to poll tasks of the kind. Raises
         TimeoutError past the deadline, ProviderAccessDenied as soon as it comes."""
         assert job.provider_task_id is not None
         loop = asyncio.get_running_loop()
@@ -220,7 +222,10 @@ class TaskFollower:
             else self._polling.planned(plan.offsets)
         )
         not_ready_at: float | None = None  # when the last poll saw the task unfinished
-        for interval in intervals:
+        # A probe's answer is known only while every poll was answered (see poll_timing).
+        probe = 0.0 if plan is None else plan.probe
+        while True:
+            interval = next(intervals)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
@@ -237,10 +242,16 @@ class TaskFollower:
                     result = await provider.poll(job.provider_task_id, job.polling_url)
             except (ProviderUnavailable, ProviderBusy) as exc:
                 log.info("job %s: poll failed, will retry: %s", job.id, exc)
+                probe = 0.0
                 continue
             except ProviderAccessDenied:
                 raise
             if result.outcome is TaskOutcome.NOT_FOUND:
+                if plan is not None:
+                    # Not visible yet (or lost): the plan's quick polls would use up the
+                    # tolerance in a moment, so the usual schedule spaces them out instead.
+                    plan, timing_key = None, None
+                    intervals = self._polling.intervals(self._polling.initial)
                 not_found += 1
                 if not_found > NOT_FOUND_TOLERANCE:
                     return result
@@ -257,10 +268,9 @@ class TaskFollower:
                     timing_key,
                     None if not_ready_at is None else not_ready_at - since,
                     polled_at - since,
-                    probe=0.0 if plan is None else plan.probe,
+                    probe=probe,
                 )
             return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _show_status(self, job: Job, status: str) -> None:
         """Record and show the provider's status text, beside the polls: only a decoration,
