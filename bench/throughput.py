@@ -232,13 +232,16 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="sqlite")
     parser.add_argument("--processes", type=int, default=1, help="engines sharing PostgreSQL")
     parser.add_argument(
-        "--latencies", help="comma-separated stand-in latencies, one polling run each: 1.1,2.7,7.3"
+        "--latencies",
+        help="comma-separated stand-in latencies, one polling run each (one engine, SQLite)",
     )
     parser.add_argument(
-        "--jitter", type=float, default=0.0, help="each task's latency × uniform(1 ± jitter)"
+        "--jitter", type=float, default=0.0, help="with --latencies: latency × uniform(1 ± jitter)"
     )
     args = parser.parse_args()
     if args.latencies:
+        if args.mode == "webhook" or args.backend != "sqlite" or args.processes != 1:
+            parser.error("--latencies measures polling with one engine on SQLite")
         latencies(args, [float(value) for value in args.latencies.split(",")])
         return
     if args.processes > 1 and args.backend != "postgres":
