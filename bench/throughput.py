@@ -10,6 +10,13 @@ once with polling alone and once with BFL webhooks to our receiver (same run, sa
     python -m bench.throughput --jobs 96 --latency 0.5 --mode webhook
     python -m bench.throughput --backend both    # SQLite, then PostgreSQL (a server of its own)
     python -m bench.throughput --backend postgres --processes 2
+    python -m bench.throughput --mode polling --latencies 1.1,2.7,7.3   # learnt poll timing
+    python -m bench.throughput --mode polling --latencies 2.7 --jitter 0.1
+
+`--latencies` runs one polling engine per stand-in latency and prints, per latency, the polls
+per job and the turnaround (the task's creation at the stand-in to the first poll that saw it
+final) minus the latency, for the first wave (`cap` jobs, no history: today's schedule) and
+after the first two waves (learnt timing), next to the makespan / ideal.
 
 `--processes 2` (PostgreSQL only) runs two engines sharing the store, as two bot processes
 would: each with its own connection pool, LISTEN connection, BFL client and webhook
@@ -40,7 +47,7 @@ from bot.providers.base import OutputImage, TaskResult
 from bot.providers.bfl import BFLClient
 from bot.storage.db import open_database
 from bot.web import HealthChecks, WebServer, create_app
-from tests.fakes.bfl_server import FakeBFL
+from tests.fakes.bfl_server import FakeBFL, Task
 from tests.postgres_server import PostgresServer, durable_postgres
 
 API_KEY = "bench-key"
@@ -101,9 +108,12 @@ async def run(
     webhooks: bool = False,
     postgres: PostgresServer | None = None,
     processes: int = 1,
+    latency_jitter: float = 0.0,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
-        async with FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as fake:
+        async with FakeBFL(
+            api_key=API_KEY, latency=latency, max_active=cap, latency_jitter=latency_jitter
+        ) as fake:
             target_db: str | Path = Path(folder) / "bench.sqlite3"
             if postgres is not None:
                 mode = "webhook" if webhooks else "polling"
@@ -182,7 +192,7 @@ async def run(
                 if job.provider_task_id
             ]
             ideal = math.ceil(jobs / cap) * latency
-            return {
+            return poll_timing_figures(list(fake.tasks.values()), cap) | {
                 "makespan": makespan,
                 "ideal": ideal,
                 "ratio": makespan / ideal,
@@ -195,6 +205,23 @@ async def run(
             }
 
 
+def poll_timing_figures(tasks: list[Task], cap: int) -> dict[str, float]:
+    """Polls per job and turnaround minus latency (ms), for the first wave of tasks (`cap`,
+    submitted with no history) and for those after the first two waves (warmed up)."""
+    ordered = sorted(tasks, key=lambda task: task.created_at)
+    figures: dict[str, float] = {}
+    for name, part in (("cold", ordered[:cap]), ("warm", ordered[2 * cap :])):
+        seen = [task for task in part if task.turnaround is not None]
+        if not seen:
+            continue
+        late = [((task.turnaround or 0.0) - task.latency) * 1000 for task in seen]
+        figures[f"{name}_polls"] = statistics.mean(task.polls for task in seen)
+        figures[f"{name}_max_polls"] = max(task.polls for task in seen)
+        figures[f"{name}_late_p50_ms"] = statistics.median(late)
+        figures[f"{name}_late_p95_ms"] = percentile(late, 0.95)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=480)
@@ -204,7 +231,19 @@ def main() -> None:
     parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="sqlite")
     parser.add_argument("--processes", type=int, default=1, help="engines sharing PostgreSQL")
+    parser.add_argument(
+        "--latencies",
+        help="comma-separated stand-in latencies, one polling run each (one engine, SQLite)",
+    )
+    parser.add_argument(
+        "--jitter", type=float, default=0.0, help="with --latencies: latency × uniform(1 ± jitter)"
+    )
     args = parser.parse_args()
+    if args.latencies:
+        if args.mode == "webhook" or args.backend != "sqlite" or args.processes != 1:
+            parser.error("--latencies measures polling with one engine on SQLite")
+        latencies(args, [float(value) for value in args.latencies.split(",")])
+        return
     if args.processes > 1 and args.backend != "postgres":
         parser.error("--processes needs --backend postgres (several processes share PostgreSQL)")
     modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
@@ -223,6 +262,37 @@ def main() -> None:
         finally:
             if postgres is not None:
                 postgres.stop()
+
+
+def latencies(args: argparse.Namespace, values: list[float]) -> None:
+    """One single-engine polling run per latency (SQLite), and a table of the poll timing."""
+    rows = []
+    for latency in values:
+        figures = asyncio.run(
+            run(args.jobs, args.users, args.cap, latency, latency_jitter=args.jitter)
+        )
+        rows.append((latency, figures))
+    print(
+        f"--- polling, sqlite ×1: jobs={args.jobs} users={args.users} cap={args.cap} "
+        f"jitter={args.jitter}; turnaround = creation at the stand-in → first poll seeing it final"
+    )
+    print(
+        "latency | polls/job cold  warm (max) | turnaround−latency p50/p95 ms: cold   warm"
+        " | makespan/ideal | failed"
+    )
+    for latency, figures in rows:
+        f = dict.fromkeys(("cold_polls", "warm_polls", "warm_max_polls"), 0.0) | figures
+        for part in ("cold", "warm"):
+            f.setdefault(f"{part}_late_p50_ms", 0.0)
+            f.setdefault(f"{part}_late_p95_ms", 0.0)
+        print(
+            f"{latency:6.2f}s | {f['cold_polls']:9.2f} {f['warm_polls']:5.2f}"
+            f" ({f['warm_max_polls']:.0f})"
+            f"  | {f['cold_late_p50_ms']:6.0f}/{f['cold_late_p95_ms']:<6.0f}"
+            f" {f['warm_late_p50_ms']:6.0f}/{f['warm_late_p95_ms']:<6.0f}"
+            f" | {f['ratio']:14.3f} | {f['failed']:.0f}"
+        )
+    print("targets (warm): polls/job ≤ 3, turnaround−latency p50 ≤ 100 ms, makespan/ideal ≤ 1.10")
 
 
 def report(mode: str, args: argparse.Namespace, figures: dict[str, float]) -> None:

@@ -1,4 +1,5 @@
-"""Following a submitted task to its end: polls on a schedule counted from the submit, with
+"""Following a submitted task to its end: polls on a schedule counted from the submit (just
+after tasks of its kind recently ended, once there are some: bot/jobs/poll_timing.py), with
 a deadline on the loop's monotonic clock, woken early by a verified webhook (BFL pushes the
 result when the receiver is on). Used by the job engine (bot/jobs/engine.py)."""
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import ProviderAccessDenied, ProviderBusy, ProviderUnavailable
 from bot.jobs.models import Job
+from bot.jobs.poll_timing import PollTiming, timing_class
 from bot.jobs.store import JobStore
 from bot.jobs.webhooks import WebhookSubscription, job_id_from_url
 from bot.metrics import Metrics
@@ -70,6 +72,18 @@ class PollingPolicy:
     def intervals(self, first: float) -> Iterator[float]:
         """first, initial, initial×growth, … capped at maximum."""
         yield first
+        yield from self._growing()
+
+    def planned(self, offsets: tuple[float, ...]) -> Iterator[float]:
+        """The gaps between a learnt plan's polls (seconds since the submit's answer, see
+        bot/jobs/poll_timing.py), then the growing schedule from `initial`."""
+        previous = 0.0
+        for offset in offsets:
+            yield offset - previous
+            previous = offset
+        yield from self._growing()
+
+    def _growing(self) -> Iterator[float]:
         interval = self.initial
         while True:
             yield interval
@@ -108,6 +122,8 @@ class TaskFollower:
         # The provider's newest status text per job not yet written, and the writers.
         self._status_wanted: dict[str, str] = {}
         self._status_writers: set[asyncio.Task[None]] = set()
+        # How long each kind of task took recently, to poll just after it is likely done.
+        self.timing = PollTiming()
 
     def forget_all(self) -> None:
         for job_id in list(self._wake):
@@ -186,7 +202,8 @@ class TaskFollower:
         self, job: Job, provider: Provider, first_delay: float, since: float | None
     ) -> TaskResult:
         """Wait for the submitted task's final result (or its last "not found"). `since` (loop
-        time) is when the provider accepted it: the poll schedule counts from it. Raises
+        time) is when the provider accepted it: the poll schedule counts from it, and what
+        the polls show teaches `timing` when to poll tasks of the kind. Raises
         TimeoutError past the deadline, ProviderAccessDenied as soon as it comes."""
         assert job.provider_task_id is not None
         loop = asyncio.get_running_loop()
@@ -194,7 +211,21 @@ class TaskFollower:
         last_status = job.provider_status
         not_found = 0
         poll_at = loop.time() if since is None else since
-        for interval in self._polling.intervals(first_delay):
+        # Learnt timing only where polling is the way to the result: counted from a submit
+        # seen in this run, and with no webhook on its way (then polls are a safety net and
+        # keep today's schedule, which waits out the webhook's grace first).
+        timing_key = timing_class(job) if since is not None and job.webhook_secret is None else None
+        plan = None if timing_key is None else self.timing.plan(timing_key)
+        intervals = (
+            self._polling.intervals(first_delay)
+            if plan is None
+            else self._polling.planned(plan.offsets)
+        )
+        not_ready_at: float | None = None  # when the last poll saw the task unfinished
+        # A probe's answer is known only while every poll was answered (see poll_timing).
+        probe = 0.0 if plan is None else plan.probe
+        while True:
+            interval = next(intervals)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
@@ -205,27 +236,41 @@ class TaskFollower:
             if pushed is not None:
                 return pushed
             self.stats.polls += 1
+            polled_at = loop.time()
             try:
                 with self.metrics.time_provider_call(job.provider, "poll"):
                     result = await provider.poll(job.provider_task_id, job.polling_url)
             except (ProviderUnavailable, ProviderBusy) as exc:
                 log.info("job %s: poll failed, will retry: %s", job.id, exc)
+                probe = 0.0
                 continue
             except ProviderAccessDenied:
                 raise
             if result.outcome is TaskOutcome.NOT_FOUND:
+                if plan is not None:
+                    # Not visible yet (or lost): the plan's quick polls would use up the
+                    # tolerance in a moment, so the usual schedule spaces them out instead.
+                    plan, timing_key = None, None
+                    intervals = self._polling.intervals(self._polling.initial)
                 not_found += 1
                 if not_found > NOT_FOUND_TOLERANCE:
                     return result
                 continue
             not_found = 0
             if result.outcome in (TaskOutcome.RUNNING, TaskOutcome.UNKNOWN):
+                not_ready_at = polled_at
                 if result.raw_status != last_status:
                     last_status = result.raw_status
                     self._show_status(job, result.raw_status)
                 continue
+            if timing_key is not None and since is not None and result.outcome is TaskOutcome.READY:
+                self.timing.observe(
+                    timing_key,
+                    None if not_ready_at is None else not_ready_at - since,
+                    polled_at - since,
+                    probe=probe,
+                )
             return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _show_status(self, job: Job, status: str) -> None:
         """Record and show the provider's status text, beside the polls: only a decoration,

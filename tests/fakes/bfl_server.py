@@ -45,6 +45,9 @@ Knobs (plain attributes; change them at any time)
 -------------------------------------------------
 * ``latency``: seconds from submit to the final status (default for every task;
   ``Outcome.latency`` overrides it per prompt). Read at submit time.
+* ``latency_jitter``: a fraction (default 0: every task takes exactly ``latency``); each task
+  without a scripted latency then takes ``latency × uniform(1 - j, 1 + j)``, drawn from a
+  generator seeded with ``jitter_seed`` (so a run is repeatable).
 * API keys: ``FakeBFL(api_key="k", max_active=24)`` (one key; the defaults are
   ``"test-bfl-key"`` and 24) or ``FakeBFL(api_keys={"key-a": 24, "key-b": 20})`` (several
   accounts, each with its own cap; not both forms). A task belongs to the key that submitted
@@ -111,6 +114,8 @@ Inspection
 ----------
 ``submissions`` (every POST to a model endpoint, including rejected ones), ``tasks`` (by id),
 ``webhook_attempts``, ``poll_count`` (all poll requests) and ``Task.polls``,
+``Task.first_final_poll_at`` (monotonic; when a poll first saw the final status) and
+``Task.turnaround`` (from the task's creation to that poll),
 ``requests_seen`` (``(Host header, path)`` of every request, to prove what was fetched),
 ``active_count()``, ``max_active_seen``, ``rejected_429``, ``image_bytes(task_id)``.
 Per key: ``active_count(key)``, ``max_active_seen_by_key[key]``, ``rejected_429_by_key[key]``,
@@ -130,6 +135,7 @@ import hmac
 import io
 import json
 import math
+import random
 import secrets
 import struct
 import time
@@ -307,6 +313,8 @@ class Task:
     # assertion failure printing a Task does not print a secret.
     owner_key: str = field(default=DEFAULT_API_KEY, repr=False)
     polls: int = 0
+    # time.monotonic() when a poll first saw the final status (None: none has yet).
+    first_final_poll_at: float | None = None
     charged: float = 0.0  # cost minus refunds
     # While the fake is held: the latency left when the hold ends (``ready_at`` is infinite).
     held_for: float | None = None
@@ -315,6 +323,13 @@ class Task:
     @property
     def latency(self) -> float:
         return self.ready_at - self.created_at
+
+    @property
+    def turnaround(self) -> float | None:
+        """Seconds from the task's creation to the first poll that saw it final."""
+        if self.first_final_poll_at is None:
+            return None
+        return self.first_final_poll_at - self.created_at
 
     @property
     def owner_label(self) -> str:
@@ -436,6 +451,8 @@ class FakeBFL(LoopbackServer):
         *,
         api_keys: Mapping[str, int] | None = None,
         latency: float = 0.05,
+        latency_jitter: float = 0.0,
+        jitter_seed: int = 0,
         max_active: int | None = None,
         result_ttl: float = 600.0,
         credits: float = 10_000.0,
@@ -462,6 +479,8 @@ class FakeBFL(LoopbackServer):
         for key, cap in caps.items():
             self.add_key(key, cap)
         self.latency = latency
+        self.latency_jitter = latency_jitter
+        self._jitter = random.Random(jitter_seed)
         self.result_ttl = result_ttl
         self.retry_after = retry_after
         self.region = region
@@ -908,6 +927,8 @@ class FakeBFL(LoopbackServer):
         prompt = body["prompt"]
         outcome = replace(self.scripts.get(prompt, self.default_outcome))  # a snapshot
         latency = self.latency if outcome.latency is None else outcome.latency
+        if outcome.latency is None and self.latency_jitter:
+            latency *= self._jitter.uniform(1 - self.latency_jitter, 1 + self.latency_jitter)
         output_mp, cost = self._quote(spec, body, input_mp)
         seed = body.get("seed")
         webhook_url = body.get("webhook_url")
@@ -1144,6 +1165,8 @@ class FakeBFL(LoopbackServer):
                     await endless.write(b"x" * 65536)
             return endless
         payload = self._result_payload(task)
+        if task.first_final_poll_at is None and (now := time.monotonic()) >= task.ready_at:
+            task.first_final_poll_at = now
         if self.poll_padding:
             payload["padding"] = "x" * self.poll_padding
         return _json_response(payload)
