@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 
 # Progress edits of one message are spaced out; results and failures are not.
 PROGRESS_INTERVAL = 1.0
+# Once a job shows "generating", its status text and elapsed time are refreshed at most this
+# often: the member already knows it is being made, and each edit is a request against the
+# channel's limits and a message update for every client in it (a 1 s image went from 3.6
+# edits to 2).
+STATUS_REFRESH_SECONDS = 5.0
 # Jobs whose message state is kept in memory (finished ones are dropped at once).
 MAX_TRACKED_JOBS = 20_000
 # Discord counts the whole request against the upload limit: leave room for the JSON part.
@@ -164,9 +169,15 @@ class DiscordNotifier:
             return
         message = self._message(job)
         queued = job.state is JobState.QUEUED
+        now = self._clock()
+        if not queued:
+            shown_at = message.generating_shown_at
+            if shown_at is not None and now - shown_at < STATUS_REFRESH_SECONDS:
+                return
+            message.generating_shown_at = now
         # While it waits in line the request can be cancelled; once running, it can't.
         view = self._queued_view(job) if queued and self._queued_view else None
-        text = progress_text(job, queue_position, now=self._clock())
+        text = progress_text(job, queue_position, now=now)
         self._updates(message).show(Shown(text, view=view))
 
     async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:

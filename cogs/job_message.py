@@ -77,6 +77,9 @@ class JobMessage:
         # The interaction's upload limit when we have it live (it covers DMs and boosts).
         self.upload_limit: int | None = interaction.filesize_limit if interaction else None
         self.updates: LatestUpdate[Shown, int] | None = None
+        # When "generating" was last put up (cogs/delivery.py: its status text changes are
+        # shown at most every STATUS_REFRESH_SECONDS).
+        self.generating_shown_at: float | None = None
 
     @classmethod
     def of(cls, job: Job, now: float) -> JobMessage:

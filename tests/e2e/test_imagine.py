@@ -107,3 +107,20 @@ async def test_a_job_running_during_a_restart_is_delivered_once_by_the_new_proce
     assert len(world.bfl.submissions) == 1  # polled again, never resubmitted
     results = [m for m in world.discord.messages(world.channel.id) if m.attachments]
     assert len(results) == 1
+
+
+async def test_a_running_job_is_shown_generating_once_not_at_every_status(world: World) -> None:
+    """The provider's status text changes twice during this job ("Pending", "Generating"),
+    and the bot polls it many times: the member sees "generating" put up once, then the
+    result. Each edit would be a request against the channel's limits."""
+    world.bfl.latency = 2.0
+    await world.start_bot()
+    before = world.newest_message_id()
+    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
+                                          {"prompt": "a slow sunrise"})
+    message = await world.result_after(before, within=15)
+    assert it.original is not None and it.original.id == message.id
+    versions = [*message.history, {"content": message.content}]
+    generating = [v for v in versions if "Generating with" in str(v.get("content"))]
+    assert len(generating) == 1, [v.get("content") for v in versions]
+    assert world.bfl.tasks and all(t.polls >= 3 for t in world.bfl.tasks.values())
