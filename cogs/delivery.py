@@ -53,8 +53,11 @@ PROGRESS_INTERVAL = 1.0
 # Once a job shows "generating", its status text and elapsed time are refreshed at most this
 # often: the member already knows it is being made, and each edit is a request against the
 # channel's limits and a message update for every client in it (a 1 s image went from 3.6
-# edits to 2).
+# edits of its message to 1).
 STATUS_REFRESH_SECONDS = 5.0
+# A job that started generating says so only once it has been at it this long: until then its
+# message still says it is next in line, and a result that comes first replaces it directly.
+GENERATING_GRACE_SECONDS = 1.5
 # Jobs whose message state is kept in memory (finished ones are dropped at once).
 MAX_TRACKED_JOBS = 20_000
 # Discord counts the whole request against the upload limit: leave room for the JSON part.
@@ -171,14 +174,31 @@ class DiscordNotifier:
         queued = job.state is JobState.QUEUED
         now = self._clock()
         if not queued:
+            message.running = job
             shown_at = message.generating_shown_at
             if shown_at is not None and now - shown_at < STATUS_REFRESH_SECONDS:
                 return
             message.generating_shown_at = now
+            if shown_at is None and message.updates is not None:
+                # Something (its place in line) already answers for the job. A fast model's
+                # result often comes first, and then needs no edit before it.
+                loop = asyncio.get_running_loop()
+                loop.call_later(GENERATING_GRACE_SECONDS, self._show_running, message)
+                return
+        text = progress_text(job, queue_position, now=now)
+        if text == message.progress_text:
+            return  # the accept and the engine both report a new job: one edit is enough
+        message.progress_text = text
         # While it waits in line the request can be cancelled; once running, it can't.
         view = self._queued_view(job) if queued and self._queued_view else None
-        text = progress_text(job, queue_position, now=now)
         self._updates(message).show(Shown(text, view=view))
+
+    def _show_running(self, message: JobMessage) -> None:
+        job = message.running
+        if job is None or job.id in self._done:
+            return  # shown its result or failure meanwhile
+        message.progress_text = progress_text(job, None, now=self._clock())
+        self._updates(message).show(Shown(message.progress_text))
 
     async def job_delivered(self, job: Job, images: list[OutputImage]) -> int:
         parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None

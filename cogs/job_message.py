@@ -80,6 +80,8 @@ class JobMessage:
         # When "generating" was last put up (cogs/delivery.py: its status text changes are
         # shown at most every STATUS_REFRESH_SECONDS).
         self.generating_shown_at: float | None = None
+        self.running: Job | None = None  # the latest progress of the job while it runs
+        self.progress_text: str | None = None  # the progress last put up
 
     @classmethod
     def of(cls, job: Job, now: float) -> JobMessage:

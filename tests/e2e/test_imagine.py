@@ -124,3 +124,27 @@ async def test_a_running_job_is_shown_generating_once_not_at_every_status(world:
     generating = [v for v in versions if "Generating with" in str(v.get("content"))]
     assert len(generating) == 1, [v.get("content") for v in versions]
     assert world.bfl.tasks and all(t.polls >= 3 for t in world.bfl.tasks.values())
+
+
+async def test_a_fast_result_replaces_the_queued_answer_without_an_edit_between(
+    world: World,
+) -> None:
+    """Bob waits in line while Alice's image (another model) is made, then his own takes
+    0.2 s: his message goes from "Queued" straight to the result, with no "generating" edit
+    in between."""
+    world.bfl.latency = 0.2
+    world.bfl.script("first", Outcome(latency=2.5))
+    await world.start_bot(provider_max_active=1)
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "first", "variant": "klein-4b"}
+    )
+    await world.discord.wait_for(lambda: world.bfl.submissions)
+    it = await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "next"})
+    # In line for over a second: a "generating" edit would go out the moment his image starts
+    # (progress edits are spaced 1 s apart), and it is the grace that saves it.
+    message = await world.discord.wait_for_message(
+        lambda m: m.id == it.original_id and bool(m.attachments), timeout=10
+    )
+    versions = [str(v.get("content")) for v in message.history]
+    assert versions and all("Queued" in v for v in versions), versions
+    assert [s.body["prompt"] for s in world.bfl.submissions] == ["first", "next"]
