@@ -100,10 +100,15 @@ class JobDelivery:
             self._closed.notify_all()
 
     # ----------------------------------------------------------------- endings
-    async def deliver(self, job_id: str) -> None:
-        """Post a ready job's result (stored and charged already), then close the job."""
-        job = await self.store.require(job_id)
-        images = await self.store.outputs(job_id)
+    async def deliver(
+        self, job_id: str, *, ready: tuple[Job, list[OutputImage]] | None = None
+    ) -> None:
+        """Post a ready job's result (stored and charged already), then close the job.
+        `ready`: the job and its images as they were just stored (not read back)."""
+        if ready is None:
+            job, images = await self.store.require(job_id), await self.store.outputs(job_id)
+        else:
+            job, images = ready
         try:
             message_id = await self._with_retries(lambda: self.notifier.job_delivered(job, images))
         except DeliveryImpossible as exc:

@@ -92,6 +92,9 @@ _OPEN_COUNT_SQL = "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?"
 # A closed job's credentials: nothing may use them any more, so they are not kept.
 _CREDENTIALS_ERASED = {"interaction_token": None, "webhook_secret": None}
 
+# The job's slot before the UPDATE that returns it (PostgreSQL: see `_transition`).
+_HELD_SLOT = ", (SELECT slot FROM jobs AS before WHERE before.id = jobs.id) AS held_slot"
+
 # Settled when a job reaches these states: the image exists (and the provider billed it).
 _CHARGED_STATES = frozenset({JobState.READY, JobState.DELIVERED})
 
@@ -340,9 +343,14 @@ class JobStore:
         placeholders = ",".join("?" for _ in from_states)
         fence, fence_params = self._fence()
         now = self._clock()
+        frees_slot = to not in _SLOT_STATES and not _SLOT_STATES.isdisjoint(from_states)
+        # Whether it held a slot until now: PostgreSQL's RETURNING reads the table as the
+        # statement found it, so other processes are woken only for a slot really freed (a
+        # finished task's slot is usually handed on before its job is ready).
+        held = _HELD_SLOT if frees_slot and tx.backend == "postgres" else ""
         rows = await tx.fetch_all(
             f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})"
-            f"{fence} RETURNING *",
+            f"{fence} RETURNING *{held}",
             (
                 to.value,
                 now,
@@ -355,8 +363,8 @@ class JobStore:
         if not rows:
             return None
         job = job_from_row(rows[0])
-        if to not in _SLOT_STATES and not _SLOT_STATES.isdisjoint(from_states):
-            await tx.notify(QUEUE_CHANNEL, job.provider)  # it may have freed a slot
+        if frees_slot and (not held or rows[0]["held_slot"] is not None):
+            await tx.notify(QUEUE_CHANNEL, job.provider)
         await self._settle(tx, job, images, now)
         return job
 
@@ -418,8 +426,9 @@ class JobStore:
         *,
         seed: int | None,
         cost: float | None,
-    ) -> bool:
-        """Store the downloaded images and move submitted → ready, atomically."""
+    ) -> Job | None:
+        """Store the downloaded images and move submitted → ready, atomically; returns the
+        ready job (None: it was elsewhere)."""
         first = outputs[0]
         fields = {
             "ready_at": self._clock(),
@@ -429,7 +438,7 @@ class JobStore:
             "result_height": first.height,
         }
 
-        async def store(tx: Tx) -> bool:
+        async def store(tx: Tx) -> Job | None:
             won = await self._transition(
                 tx, job_id, (JobState.SUBMITTED,), JobState.READY, fields, images=len(outputs)
             )
@@ -442,11 +451,9 @@ class JobStore:
                         for index, image in enumerate(outputs)
                     ],
                 )
-            return won is not None
+            return won
 
-        return await self._job_db.run(store) or (
-            await self._landed(job_id, JobState.READY, fields) is not None
-        )
+        return await self._job_db.run(store) or await self._landed(job_id, JobState.READY, fields)
 
     async def mark_delivered(self, job_id: str, message_id: int) -> bool:
         """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
