@@ -208,6 +208,7 @@ async def child(config: dict[str, Any]) -> None:
 
 
 def child_main(config: dict[str, Any]) -> None:
+
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     profile_to = os.environ.get("BENCH_PROFILE")
     if not profile_to:

@@ -335,8 +335,12 @@ class JobEngine:
             estimated_cost=_estimate(request),
             images=_images(request),
             then=self.queue.position_in,
+            # Each NOTIFY costs every listening process and its server backend a wake-up:
+            # not sent when this process claims the job itself (or finds no slot free, when
+            # whoever frees one claims it).
+            tell_others=not (self._running and self.work.claims_here(variant.provider)),
         )
-        self.work.wake(job.provider)
+        self.work.job_queued(job.provider)
         self.metrics.job_state_changed(job.state, job.variant)
         self._progress(job, position)
         return job, position

@@ -82,8 +82,16 @@ def _params(text: str) -> JobParams:
     return JobParams.from_json(json.loads(text))
 
 
-# NOTIFY payload: the provider whose queue or slots changed (bot/jobs/claims.py).
+# NOTIFY payload: the provider whose slots changed (bot/jobs/claims.py), or with " queued"
+# after it (`queued_payload`), the provider of a newly queued job.
 QUEUE_CHANNEL = "fluxcord_queue"
+QUEUED = " queued"
+
+
+def queued_payload(provider: str) -> str:
+    return provider + QUEUED
+
+
 # NOTIFY payload: the id of a job whose webhook another process received and recorded.
 WEBHOOK_CHANNEL = "fluxcord_webhook"
 
@@ -144,9 +152,11 @@ class JobStore:
         estimated_cost: float,
         images: int = 1,
         then: Callable[[Tx, Job], Awaitable[T]],
+        tell_others: bool = True,
     ) -> tuple[Job, T]:
         """`create`, and `then(tx, job)` in the same transaction (e.g. the job's place in
-        line, before any process can claim it)."""
+        line, before any process can claim it). `tell_others=False`: no NOTIFY to the other
+        processes, for a caller that claims it itself (or knows no slot is free)."""
         job_id = request.job_id or new_job_id()
         now = self._clock()
         interaction = request.interaction
@@ -203,7 +213,8 @@ class JobStore:
             )
             assert row is not None  # RETURNING gives the inserted row
             job = job_from_row(row)
-            await tx.notify(QUEUE_CHANNEL, job.provider)
+            if tell_others:
+                await tx.notify(QUEUE_CHANNEL, queued_payload(job.provider))
             return job, await then(tx, job)
 
         # The job comes back from its own transaction: once that commits, nothing else can

@@ -21,7 +21,7 @@ from typing import Any
 from bot.jobs.claims import Claim, ClaimRound, SecretFor, SharedQueue
 from bot.jobs.leases import ProcessLease
 from bot.jobs.models import Job
-from bot.jobs.store import QUEUE_CHANNEL, JobStore, job_from_row
+from bot.jobs.store import QUEUE_CHANNEL, QUEUED, JobStore, job_from_row
 from bot.periodic import repeat
 from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database
@@ -87,6 +87,7 @@ class SharedWork:
         # wait here for the next turn, which frees them and fills them.
         self._turns = {name: asyncio.Lock() for name in queue.providers}
         self._to_release: dict[str, set[str]] = {}
+        self._slots_full: dict[str, bool] = {}  # as the provider's last claim found them
         self.counts: Mapping[str, tuple[int, int]] = {}
         self._claiming = True
         self.on_owner_changed: Callable[[str], None] = lambda owner: None
@@ -95,7 +96,7 @@ class SharedWork:
         await self.queue.prepare()
         await self._take_lease()
         if self._db.shared:
-            await self._db.listen(QUEUE_CHANNEL, self.wake)
+            await self._db.listen(QUEUE_CHANNEL, self._notified)
         for provider in self.queue.providers:
             spawn(self._admit(provider), f"admit-{provider}")
         spawn(self._heartbeat(), "lease-heartbeat")
@@ -119,6 +120,24 @@ class SharedWork:
         event = self._wake.get(provider)
         if event is not None:
             event.set()
+
+    def job_queued(self, provider: str) -> None:
+        """A job of `provider` was queued: look for work, unless the last claim found every
+        slot taken (then only a slot set free, which wakes the loop too, lets it in). Every
+        command would otherwise cost each process a claim that finds no room."""
+        if not self._slots_full.get(provider, False):
+            self.wake(provider)
+
+    def claims_here(self, provider: str) -> bool:
+        """Whether this process claims `provider`'s jobs now (`job_queued` is enough to get
+        a new job claimed: no other process need be told)."""
+        return self._claiming and provider in self._wake and self.lease.may_submit()
+
+    def _notified(self, payload: str) -> None:
+        if payload.endswith(QUEUED):
+            self.job_queued(payload.removesuffix(QUEUED))
+        else:
+            self.wake(payload)
 
     # ----------------------------------------------------------------- the lease
     async def _take_lease(self) -> None:
@@ -185,6 +204,7 @@ class SharedWork:
             most=most,
             secret_for=self._secret_for,
         )
+        self._slots_full[provider] = claimed.slots_full
         if claimed.lease_left is not None and owner == self.lease.id:
             self.lease.runs_at_least(asked_at, claimed.lease_left)
         for claim in claimed.claims:
