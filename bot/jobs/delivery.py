@@ -90,9 +90,10 @@ class JobDelivery:
     async def _load(self, job_ids: Collection[str]) -> list[Job]:
         return [await self.store.require(job_id) for job_id in job_ids]
 
-    async def _job_closed(self, job_id: str) -> None:
+    async def _job_closed(self, job_id: str, closed: Job | None = None) -> None:
+        """`closed`: the job as its closing change returned it (else it is read)."""
         if self._closed_listeners:
-            job = await self.store.require(job_id)
+            job = closed if closed is not None else await self.store.require(job_id)
             for listener in self._closed_listeners:
                 listener(job)
         async with self._closed:
@@ -127,8 +128,10 @@ class JobDelivery:
                 await self.announce_failure(job_id)
                 return
         else:
-            await self.store.mark_delivered(job_id, message_id)
+            delivered = await self.store.mark_delivered(job_id, message_id)
             self.metrics.job_state_changed(JobState.DELIVERED, job.variant)
+            await self._job_closed(job_id, delivered)
+            return
         await self._job_closed(job_id)
 
     async def fail(

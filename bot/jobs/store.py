@@ -466,18 +466,19 @@ class JobStore:
 
         return await self._job_db.run(store) or await self._landed(job_id, JobState.READY, fields)
 
-    async def mark_delivered(self, job_id: str, message_id: int) -> bool:
-        """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
+    async def mark_delivered(self, job_id: str, message_id: int) -> Job | None:
+        """ready → delivered and closed; the stored images are dropped (Discord has them now).
+        Returns the delivered job (None: it was elsewhere)."""
         fields = {"result_message_id": message_id, "finished_at": self._clock(), "closed": 1}
 
-        async def deliver(tx: Tx) -> bool:
+        async def deliver(tx: Tx) -> Job | None:
             won = await self._transition(tx, job_id, (JobState.READY,), JobState.DELIVERED, fields)
             if won is not None:
                 await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
-            return won is not None
+            return won
 
-        return await self._job_db.run(deliver) or (
-            await self._landed(job_id, JobState.DELIVERED, fields) is not None
+        return await self._job_db.run(deliver) or await self._landed(
+            job_id, JobState.DELIVERED, fields
         )
 
     async def open_counts(self, guild_id: int | None, user_id: int) -> tuple[int, int]:
