@@ -389,7 +389,8 @@ def report(title: str, figures: dict[str, float]) -> None:
         print(f"xact_commit per job {figures['xact_per_job']:.2f}  (whole run, start/stop too)")
     print(
         f"bot transactions    {figures['writes_per_job']:.2f} writes + "
-        f"{figures['reads_per_job']:.2f} reads per job  (target ≤ 4 in all)"
+        f"{figures['reads_per_job']:.2f} reads per job  (the accept and the provider's status"
+        " text included: the job's way itself targets ≤ 4)"
     )
 
 
