@@ -18,12 +18,16 @@ per job and the turnaround (the task's creation at the stand-in to the first pol
 final) minus the latency, for the first wave (`cap` jobs, no history: today's schedule) and
 after the first two waves (learnt timing), next to the makespan / ideal.
 
-`--processes 2` (PostgreSQL only) runs two engines sharing the store, as two bot processes
-would: each with its own connection pool, LISTEN connection, BFL client and webhook
-receiver, and commands arriving at both. They share one key's cap, so the ideal makespan is
-the same as one engine's. Webhooks go to the *other* engine's receiver (a load balancer's
-worst case). Both engines run in this one event loop: the figures show the coordination
-cost (claims, NOTIFY, recorded webhooks), not what a second CPU adds.
+`--processes 2` (PostgreSQL only) runs two bot processes sharing the store, each an OS
+process of its own (bench/processes.py) with its own connection pool, LISTEN connection, BFL
+clients and webhook receiver, and commands arriving at both; `--keys 2` gives them two BFL
+keys of `cap` each. Webhooks go to the *other* process's receiver (a load balancer's worst
+case). Besides the figures above they print CPU per job of the bot processes and of
+PostgreSQL, and database transactions per job. `--separate` does the same for one process
+(SQLite too).
+
+    python -m bench.throughput --backend postgres --processes 2 --keys 2 --mode polling
+    python -m bench.throughput --separate --mode polling        # one process, SQLite
 """
 
 from __future__ import annotations
@@ -230,7 +234,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="sqlite")
-    parser.add_argument("--processes", type=int, default=1, help="engines sharing PostgreSQL")
+    parser.add_argument("--processes", type=int, default=1, help="bot processes (OS processes)")
+    parser.add_argument("--keys", type=int, default=1, help="BFL keys, `cap` each (--processes)")
+    parser.add_argument(
+        "--separate", action="store_true", help="one bot in a process of its own, with CPU figures"
+    )
     parser.add_argument(
         "--latencies",
         help="comma-separated stand-in latencies, one polling run each (one engine, SQLite)",
@@ -246,6 +254,9 @@ def main() -> None:
         return
     if args.processes > 1 and args.backend != "postgres":
         parser.error("--processes needs --backend postgres (several processes share PostgreSQL)")
+    if args.processes > 1 or args.separate or args.keys > 1:
+        run_separate_processes(args)
+        return
     modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for backend in backends:
@@ -293,6 +304,32 @@ def latencies(args: argparse.Namespace, values: list[float]) -> None:
             f" | {f['ratio']:14.3f} | {f['failed']:.0f}"
         )
     print("targets (warm): polls/job ≤ 3, turnaround−latency p50 ≤ 100 ms, makespan/ideal ≤ 1.10")
+
+
+def run_separate_processes(args: argparse.Namespace) -> None:
+    from bench.processes import report as report_processes
+    from bench.processes import run_processes
+
+    modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        postgres = durable_postgres() if backend == "postgres" else None
+        try:
+            for mode in modes:
+                figures = asyncio.run(
+                    run_processes(
+                        args.jobs, args.users, args.cap, args.latency, webhooks=mode == "webhook",
+                        postgres=postgres, processes=args.processes, keys=args.keys,
+                    )
+                )  # fmt: skip
+                print(
+                    f"--- {backend} ×{args.processes} processes, {args.keys} key(s), {mode}:"
+                    f" jobs={args.jobs} users={args.users} cap={args.cap} latency={args.latency}s"
+                )
+                report_processes(mode, figures)
+        finally:
+            if postgres is not None:
+                postgres.stop()
 
 
 def report(mode: str, args: argparse.Namespace, figures: dict[str, float]) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.jobs.models import Job, JobState
@@ -50,6 +50,27 @@ def key_fingerprint(provider: str, secret: str) -> str:
 class Claim:
     job: Job  # now submitting, owned by the claimer, holding `job.slot` of `key`
     key: ProviderKey
+    # The key was recovering from a 429 when claimed: its accepted submit is worth recording
+    # (`SharedQueue.accepted`); otherwise there is nothing to record, and no write.
+    recovering: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimRound:
+    """What one claim transaction found."""
+
+    claims: list[Claim]
+    # Seconds the claimer's lease had left, by the database's clock (None: it has none).
+    lease_left: float | None = None
+    # Seconds until a paused key of the provider may take work again (0: none is paused).
+    pause: float = 0.0
+    # Every key was full or paused: a newly queued job changes nothing until a slot frees.
+    slots_full: bool = False
+
+
+# Gives a claimed job's webhook secret for the key it goes to (None: no webhook), written
+# with the claim, so the job's path has no write of its own for it.
+SecretFor = Callable[[ProviderKey], str | None]
 
 
 def _ranked_queue(backend: Backend) -> str:
@@ -164,12 +185,66 @@ class SharedQueue:
         """`claim`, up to `most` jobs in one transaction: when a wave of tasks ends at once,
         their successors are claimed together (claims of a provider take turns, so one
         transaction per job would put a commit per job on every job's path)."""
+        claimed = await self.claim_round(provider, owner, lease_margin=lease_margin, most=most)
+        return claimed.claims
+
+    async def claim_round(
+        self,
+        provider: str,
+        owner: str,
+        *,
+        lease_margin: float,
+        most: int,
+        secret_for: SecretFor | None = None,
+    ) -> ClaimRound:
+        """`claim_some`, with what the transaction saw of the lease, the keys' pauses and
+        slots; `secret_for` gives each claimed job's webhook secret, written with the claim."""
         keys = self._keys.get(provider)
         if not keys:
-            return []
+            return ClaimRound([])
+
         return await self._db.run(
-            lambda tx: self._claim(tx, provider, keys, owner, lease_margin, most)
+            lambda tx: self._claim(tx, provider, keys, owner, lease_margin, most, secret_for)
         )
+
+    async def release_and_claim(
+        self,
+        job_ids: Collection[str],
+        provider: str,
+        owner: str,
+        *,
+        lease_margin: float,
+        most: int,
+        secret_for: SecretFor | None = None,
+    ) -> ClaimRound:
+        """`release` the slots of `job_ids` (tasks of `provider` that ended) and, in the same
+        transaction, claim up to `most` queued jobs into the free slots (`claim_round`;
+        `most=0`: release only). One commit hands finished tasks' slots to the next jobs,
+        instead of one to free each and one to claim; a crash between the two cannot happen
+        (the slots stay the finished jobs', the next jobs stay queued). Other processes are
+        told of freed slots only if some stay free."""
+        keys = self._keys.get(provider)
+
+        async def body(tx: Tx) -> ClaimRound:
+            await tx.lock(f"slots:{provider}")
+            freed = 0
+            if job_ids:
+                placeholders = ",".join("?" for _ in job_ids)
+                freed = await tx.execute(
+                    f"UPDATE jobs SET slot = NULL WHERE id IN ({placeholders}) AND owner = ?"
+                    " AND slot IS NOT NULL",
+                    (*job_ids, owner),
+                )
+            claimed = ClaimRound([])
+            if keys and most > 0:
+                claimed = await self._claim(
+                    tx, provider, keys, owner, lease_margin, most, secret_for, locked=True
+                )
+            if freed > len(claimed.claims):
+                await tx.notify(QUEUE_CHANNEL, provider)
+            return claimed
+
+        return await self._db.run(body)
 
     async def _claim(
         self,
@@ -179,22 +254,28 @@ class SharedQueue:
         owner: str,
         margin: float,
         most: int,
-    ) -> list[Claim]:
-        await tx.lock(f"slots:{provider}")
-        live = await tx.fetch_value(
-            f"SELECT COUNT(*) FROM processes WHERE id = ? AND lease_expires_at > {self._now} + ?",
-            (owner, margin),
+        secret_for: SecretFor | None = None,
+        *,
+        locked: bool = False,
+    ) -> ClaimRound:
+        """The claim itself, under the provider's lock (`locked`: the caller holds it)."""
+        if not locked:
+            await tx.lock(f"slots:{provider}")
+        left = await tx.fetch_value(
+            f"SELECT lease_expires_at - {self._now} FROM processes WHERE id = ?", (owner,)
         )
-        if not live:
-            return []
+        lease_left = None if left is None else float(left)
+        if lease_left is None or lease_left <= margin:
+            return ClaimRound([], lease_left)
         used: dict[str, set[int]] = {key.key_id: set() for key in keys}
         for row in await tx.fetch_all(
             "SELECT provider_key, slot FROM jobs WHERE provider = ? AND slot IS NOT NULL",
             (provider,),
         ):
             used.setdefault(row["provider_key"], set()).add(int(row["slot"]))
-        limits = await self._limits(tx, keys)
+        limits, recovering, pause = await self._key_states(tx, keys)
         claims: list[Claim] = []
+        slots_full = False
         while len(claims) < most:
             # The key with the most room first, so the load spreads over the accounts.
             candidates = sorted(
@@ -202,23 +283,26 @@ class SharedQueue:
                 key=lambda key: len(used[key.key_id]) - limits[key.key_id],
             )
             if not candidates:
+                slots_full = True
                 break
             job_id = await self._next_job(tx, provider)
             if job_id is None:
                 break
             key = candidates[0]
             slot = next(n for n in range(key.cap) if n not in used[key.key_id])
+            secret = None if secret_for is None else secret_for(key)
             claimed = await tx.fetch_one(
                 "UPDATE jobs SET state = ?, owner = ?, provider_key = ?, slot = ?,"
-                " updated_at = ?, claim_seq = (SELECT COALESCE(MAX(claim_seq), 0) + 1 FROM jobs)"
+                " webhook_secret = ?, updated_at = ?,"
+                " claim_seq = (SELECT COALESCE(MAX(claim_seq), 0) + 1 FROM jobs)"
                 " WHERE id = ? AND state = 'queued' RETURNING *",
-                (JobState.SUBMITTING.value, owner, key.key_id, slot, self._clock(), job_id),
+                (JobState.SUBMITTING.value, owner, key.key_id, slot, secret, self._clock(), job_id),
             )
             if claimed is None:
                 break
             used[key.key_id].add(slot)
-            claims.append(Claim(job_from_row(claimed), key))
-        return claims
+            claims.append(Claim(job_from_row(claimed), key, key.key_id in recovering))
+        return ClaimRound(claims, lease_left, pause if not claims else 0.0, slots_full)
 
     async def _next_job(self, tx: Tx, provider: str) -> str | None:
         """The first queued job by turn that no other transaction holds (a cancel holding
@@ -237,25 +321,33 @@ class SharedQueue:
         }
         return next((job_id for job_id in candidates if job_id in free), None)
 
-    async def _limits(self, tx: Tx, keys: Sequence[ProviderKey]) -> dict[str, int]:
-        """How many tasks each key may hold now: 0 while paused, else its learned limit."""
+    async def _key_states(
+        self, tx: Tx, keys: Sequence[ProviderKey]
+    ) -> tuple[dict[str, int], set[str], float]:
+        """How many tasks each key may hold now (0 while paused, else its learned limit),
+        which keys are recovering from a 429, and the shortest pause left (0: none)."""
         placeholders = ",".join("?" for _ in keys)
         rows = await tx.fetch_all(
-            f"SELECT key_id, paused_until - {self._now} AS pause, accepted_limit"
+            f"SELECT key_id, paused_until - {self._now} AS pause, accepted_limit, busy_streak"
             f" FROM provider_keys WHERE key_id IN ({placeholders})",
             [key.key_id for key in keys],
         )
         state = {row["key_id"]: row for row in rows}
         limits = {}
+        recovering = set()
+        pauses = []
         for key in keys:
             row = state.get(key.key_id)
+            if row is not None and (row["busy_streak"] or row["accepted_limit"] is not None):
+                recovering.add(key.key_id)
             if row is not None and float(row["pause"]) > 0:
                 limits[key.key_id] = 0
+                pauses.append(float(row["pause"]))
             elif row is not None and row["accepted_limit"] is not None:
                 limits[key.key_id] = min(key.cap, int(row["accepted_limit"]))
             else:
                 limits[key.key_id] = key.cap
-        return limits
+        return limits, recovering, min(pauses, default=0.0)
 
     async def pause_left(self, provider: str) -> float:
         """Seconds until a paused key of `provider` may take work again (0: none paused)."""

@@ -90,9 +90,10 @@ class JobDelivery:
     async def _load(self, job_ids: Collection[str]) -> list[Job]:
         return [await self.store.require(job_id) for job_id in job_ids]
 
-    async def _job_closed(self, job_id: str) -> None:
+    async def _job_closed(self, job_id: str, closed: Job | None = None) -> None:
+        """`closed`: the job as its closing change returned it (else it is read)."""
         if self._closed_listeners:
-            job = await self.store.require(job_id)
+            job = closed if closed is not None else await self.store.require(job_id)
             for listener in self._closed_listeners:
                 listener(job)
         async with self._closed:
@@ -100,10 +101,15 @@ class JobDelivery:
             self._closed.notify_all()
 
     # ----------------------------------------------------------------- endings
-    async def deliver(self, job_id: str) -> None:
-        """Post a ready job's result (stored and charged already), then close the job."""
-        job = await self.store.require(job_id)
-        images = await self.store.outputs(job_id)
+    async def deliver(
+        self, job_id: str, *, ready: tuple[Job, list[OutputImage]] | None = None
+    ) -> None:
+        """Post a ready job's result (stored and charged already), then close the job.
+        `ready`: the job and its images as they were just stored (not read back)."""
+        if ready is None:
+            job, images = await self.store.require(job_id), await self.store.outputs(job_id)
+        else:
+            job, images = ready
         try:
             message_id = await self._with_retries(lambda: self.notifier.job_delivered(job, images))
         except DeliveryImpossible as exc:
@@ -122,8 +128,10 @@ class JobDelivery:
                 await self.announce_failure(job_id)
                 return
         else:
-            await self.store.mark_delivered(job_id, message_id)
+            delivered = await self.store.mark_delivered(job_id, message_id)
             self.metrics.job_state_changed(JobState.DELIVERED, job.variant)
+            await self._job_closed(job_id, delivered)
+            return
         await self._job_closed(job_id)
 
     async def fail(

@@ -190,6 +190,7 @@ class JobEngine:
             submit=self._start_submission,
             drop_job_tasks=self._drop_job_tasks,
             resume_unfollowed=self._resume_unfollowed,
+            secret_for=self._webhook_secret_for,
         )
         self.work.on_owner_changed = self._owner_changed
 
@@ -334,8 +335,12 @@ class JobEngine:
             estimated_cost=_estimate(request),
             images=_images(request),
             then=self.queue.place_of_newest,
+            # Each NOTIFY costs every listening process and its server backend a wake-up:
+            # not sent when this process claims the job itself (or finds no slot free, when
+            # whoever frees one claims it).
+            tell_others=not (self._running and self.work.claims_here(variant.provider)),
         )
-        self.work.wake(job.provider)
+        self.work.job_queued(job.provider)
         self.metrics.job_state_changed(job.state, job.variant)
         self._progress(job, position)
         return job, position
@@ -393,13 +398,14 @@ class JobEngine:
     async def _submit(self, claim: Claim) -> None:
         job, key = claim.job, claim.key
         job_id = job.id
+        followed = False
         try:
             self.metrics.job_state_changed(job.state, job.variant)
             provider = key.client
             variant = get_variant(job.variant)
-            inputs = await self.store.inputs(job_id)
-            webhook = await self._webhook_for(job, provider)
-            if not await self._may_submit():
+            inputs = await self.store.inputs(job_id) if job.reference_count else []
+            webhook = self._webhook_for(job)
+            if not self.lease.may_submit():
                 # Cut off from the database for a while: another process may take this job
                 # any moment, and a task sent now might be delivered by nobody. Nothing has
                 # reached the provider yet, so it goes back in line (if it is still ours).
@@ -428,7 +434,8 @@ class JobEngine:
                 return
             finally:
                 self._sending.discard(job_id)
-            await self._note_key(self.queue.accepted(key))
+            if claim.recovering:  # otherwise there is no 429 episode to end
+                await self._note_key(self.queue.accepted(key))
             submitted = await self.store.transition(
                 job_id,
                 from_states=(JobState.SUBMITTING,),
@@ -446,6 +453,7 @@ class JobEngine:
             self._progress(job)
             # With a webhook on its way, the first poll waits out the grace period.
             first = self._webhooks.grace if webhook and self._webhooks else self._polling.initial
+            followed = True
             await self._follow(
                 job, key, first_delay=first, since=accepted_at, finished=submission.result
             )
@@ -456,19 +464,11 @@ class JobEngine:
                 log.exception("job %s: unexpected error", job_id)
                 await self.delivery.fail_anywhere(job_id)
         finally:
-            # Every ending above freed the slot in its own transition: let the next job in.
-            self.work.wake(job.provider)
+            # Every ending above freed the slot in its own transition: let the next job in
+            # (`_follow` hands the slot on itself).
+            if not followed:
+                self.work.wake(job.provider)
             self.follower.forget(job_id)
-
-    async def _may_submit(self) -> bool:
-        """Whether this process's lease leaves time to send work; not while the database
-        cannot tell (the job goes back in line instead)."""
-        try:
-            return await self.lease.may_submit()
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            return False
 
     async def _note_key(self, change: Coroutine[Any, Any, Any]) -> None:
         """Record a key's back-off or recovery; best effort, since the job's own state
@@ -501,30 +501,38 @@ class JobEngine:
         )
         self.work.wake(job.provider)
 
-    async def _release(self, job_id: str, provider: str) -> None:
+    async def _release(self, job_id: str, provider: str) -> bool:
         """Free the job's slot before its images are downloaded (the provider is done with
-        it) and let the next job in. Any later state change would free it too."""
+        it) and hand it to the next job, in one transaction. Any later state change would
+        free it too. False if it could not be done now (the caller lets the claim loop in)."""
         try:
-            await self.queue.release(job_id, self.lease.id)
+            await self.work.release_and_claim(job_id, provider)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # Not fatal: the job's next state change frees the slot too.
             if not is_outage(exc):
                 log.warning("job %s: could not free its slot now", job_id, exc_info=True)
-        self.work.wake(provider)
+            self.work.wake(provider)
+            return False
+        return True
 
-    async def _webhook_for(self, job: Job, provider: Provider) -> WebhookRequest | None:
-        """Register the job for early wake-up, and give it a webhook when the receiver is on.
-        Registered before the submit: a fast task's webhook may beat the submit's answer."""
+    def _webhook_secret_for(self, key: ProviderKey) -> str | None:
+        """A claimed job's webhook secret, written with its claim (None: no webhook)."""
+        if self._webhooks is None or self.follower.url_key is None:
+            return None
+        return new_webhook_secret() if key.client.supports_webhooks else None
+
+    def _webhook_for(self, job: Job) -> WebhookRequest | None:
+        """Register the job for early wake-up, and give it a webhook when it has a secret
+        (written with its claim). Registered before the submit: a fast task's webhook may
+        beat the submit's answer."""
         self.follower.watch(job.id)
         url_key = self.follower.url_key  # read at start; every URL given out carries its tag
-        if self._webhooks is None or not provider.supports_webhooks or url_key is None:
+        if self._webhooks is None or job.webhook_secret is None or url_key is None:
             return None
-        secret = new_webhook_secret()
-        await self.store.update(job.id, webhook_secret=secret)
         url = webhook_url(self._webhooks.public_url, job.id, key=url_key)
-        return WebhookRequest(url, secret)
+        return WebhookRequest(url, job.webhook_secret)
 
     # ----------------------------------------------------------------- webhooks (WebhookTarget)
     async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
@@ -546,13 +554,14 @@ class JobEngine:
         `since` (loop time) is when the provider accepted it: the poll schedule counts from it.
         `finished`: a synchronous provider's result, already final, so there is no poll."""
         self.follower.watch(job.id)
+        handed_on = False
         try:
             try:
                 if finished is None:
                     finished = await self.follower.outcome(job, key.client, first_delay, since)
             finally:
                 self.follower.forget(job.id)
-            await self._release(job.id, job.provider)
+            handed_on = await self._release(job.id, job.provider)
             await self._complete(job, key, finished)
         except asyncio.CancelledError:
             raise
@@ -571,7 +580,8 @@ class JobEngine:
                 log.exception("job %s: unexpected error while following", job.id)
                 await self.delivery.fail_anywhere(job.id)
         finally:
-            self.work.wake(job.provider)  # its slot is free, however it ended
+            if not handed_on:
+                self.work.wake(job.provider)  # its slot is free, however it ended
 
     async def _complete(self, job: Job, key: ProviderKey, result: TaskResult) -> None:
         if result.outcome is TaskOutcome.MODERATED:
@@ -609,16 +619,16 @@ class JobEngine:
         )
         reported = self._believed_cost(job.id, result.cost, "final status")
         cost = reported if reported is not None else job.cost
-        won = await self.store.mark_ready(
+        ready = await self.store.mark_ready(
             job.id,
             outputs,
             seed=result.seed if result.seed is not None else job.params.seed,
             cost=cost,
         )
-        if won:
+        if ready is not None:
             self.metrics.job_state_changed(JobState.READY, job.variant)
             self.metrics.spent_credits(job.provider, job.variant, cost or job.estimated_cost)
-            await self.delivery.deliver(job.id)
+            await self.delivery.deliver(job.id, ready=(ready, outputs))
 
     def _believed_cost(self, job_id: str, reported: float | None, source: str) -> float | None:
         """The provider's cost if it is sane, else None (the job keeps the cost it has, or

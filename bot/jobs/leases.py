@@ -95,8 +95,17 @@ class ProcessLease:
         """What must be left of the lease to start sending work (see SUBMIT_MARGIN)."""
         return min(SUBMIT_MARGIN, self.seconds / 2)
 
-    async def may_submit(self) -> bool:
-        return await self.remaining() > self.submit_margin
+    def runs_at_least(self, asked_at: float, left: float) -> None:
+        """A read sent at `asked_at` (time.monotonic) found `left` seconds of the lease (a
+        claim reads it): it runs at least until then."""
+        self._runs_until = max(self._runs_until, asked_at + left)
+
+    def may_submit(self) -> bool:
+        """Whether the lease surely has `submit_margin` left, by this process's clock: what
+        the heartbeat and the claims last read of it, counted from when they asked. No read
+        on each job's path, and no weaker: a lease only ever runs out, and a process that
+        cannot reach the database (or was paused) sees its own clock run past it."""
+        return time.monotonic() + self.submit_margin < self._runs_until
 
     async def release(self) -> None:
         """End the lease now (a clean stop): another process may adopt the work at once."""

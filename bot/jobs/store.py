@@ -82,8 +82,16 @@ def _params(text: str) -> JobParams:
     return JobParams.from_json(json.loads(text))
 
 
-# NOTIFY payload: the provider whose queue or slots changed (bot/jobs/claims.py).
+# NOTIFY payload: the provider whose slots changed (bot/jobs/claims.py), or with " queued"
+# after it (`queued_payload`), the provider of a newly queued job.
 QUEUE_CHANNEL = "fluxcord_queue"
+QUEUED = " queued"
+
+
+def queued_payload(provider: str) -> str:
+    return provider + QUEUED
+
+
 # NOTIFY payload: the id of a job whose webhook another process received and recorded.
 WEBHOOK_CHANNEL = "fluxcord_webhook"
 
@@ -91,6 +99,9 @@ WEBHOOK_CHANNEL = "fluxcord_webhook"
 _OPEN_COUNT_SQL = "SELECT COUNT(*) FROM jobs WHERE closed = 0 AND user_id = ?"
 # A closed job's credentials: nothing may use them any more, so they are not kept.
 _CREDENTIALS_ERASED = {"interaction_token": None, "webhook_secret": None}
+
+# The job's slot before the UPDATE that returns it (PostgreSQL: see `_transition`).
+_HELD_SLOT = ", (SELECT slot FROM jobs AS before WHERE before.id = jobs.id) AS held_slot"
 
 # Settled when a job reaches these states: the image exists (and the provider billed it).
 _CHARGED_STATES = frozenset({JobState.READY, JobState.DELIVERED})
@@ -141,9 +152,11 @@ class JobStore:
         estimated_cost: float,
         images: int = 1,
         then: Callable[[Tx, Job], Awaitable[T]],
+        tell_others: bool = True,
     ) -> tuple[Job, T]:
         """`create`, and `then(tx, job)` in the same transaction (e.g. the job's place in
-        line, before any process can claim it)."""
+        line, before any process can claim it). `tell_others=False`: no NOTIFY to the other
+        processes, for a caller that claims it itself (or knows no slot is free)."""
         job_id = request.job_id or new_job_id()
         now = self._clock()
         interaction = request.interaction
@@ -200,7 +213,8 @@ class JobStore:
             )
             assert row is not None  # RETURNING gives the inserted row
             job = job_from_row(row)
-            await tx.notify(QUEUE_CHANNEL, job.provider)
+            if tell_others:
+                await tx.notify(QUEUE_CHANNEL, queued_payload(job.provider))
             return job, await then(tx, job)
 
         # The job comes back from its own transaction: once that commits, nothing else can
@@ -340,9 +354,14 @@ class JobStore:
         placeholders = ",".join("?" for _ in from_states)
         fence, fence_params = self._fence()
         now = self._clock()
+        frees_slot = to not in _SLOT_STATES and not _SLOT_STATES.isdisjoint(from_states)
+        # Whether it held a slot until now: PostgreSQL's RETURNING reads the table as the
+        # statement found it, so other processes are woken only for a slot really freed (a
+        # finished task's slot is usually handed on before its job is ready).
+        held = _HELD_SLOT if frees_slot and tx.backend == "postgres" else ""
         rows = await tx.fetch_all(
             f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({placeholders})"
-            f"{fence} RETURNING *",
+            f"{fence} RETURNING *{held}",
             (
                 to.value,
                 now,
@@ -355,8 +374,8 @@ class JobStore:
         if not rows:
             return None
         job = job_from_row(rows[0])
-        if to not in _SLOT_STATES and not _SLOT_STATES.isdisjoint(from_states):
-            await tx.notify(QUEUE_CHANNEL, job.provider)  # it may have freed a slot
+        if frees_slot and (not held or rows[0]["held_slot"] is not None):
+            await tx.notify(QUEUE_CHANNEL, job.provider)
         await self._settle(tx, job, images, now)
         return job
 
@@ -418,8 +437,9 @@ class JobStore:
         *,
         seed: int | None,
         cost: float | None,
-    ) -> bool:
-        """Store the downloaded images and move submitted → ready, atomically."""
+    ) -> Job | None:
+        """Store the downloaded images and move submitted → ready, atomically; returns the
+        ready job (None: it was elsewhere)."""
         first = outputs[0]
         fields = {
             "ready_at": self._clock(),
@@ -429,7 +449,7 @@ class JobStore:
             "result_height": first.height,
         }
 
-        async def store(tx: Tx) -> bool:
+        async def store(tx: Tx) -> Job | None:
             won = await self._transition(
                 tx, job_id, (JobState.SUBMITTED,), JobState.READY, fields, images=len(outputs)
             )
@@ -442,24 +462,23 @@ class JobStore:
                         for index, image in enumerate(outputs)
                     ],
                 )
-            return won is not None
+            return won
 
-        return await self._job_db.run(store) or (
-            await self._landed(job_id, JobState.READY, fields) is not None
-        )
+        return await self._job_db.run(store) or await self._landed(job_id, JobState.READY, fields)
 
-    async def mark_delivered(self, job_id: str, message_id: int) -> bool:
-        """ready → delivered and closed; the stored images are dropped (Discord has them now)."""
+    async def mark_delivered(self, job_id: str, message_id: int) -> Job | None:
+        """ready → delivered and closed; the stored images are dropped (Discord has them now).
+        Returns the delivered job (None: it was elsewhere)."""
         fields = {"result_message_id": message_id, "finished_at": self._clock(), "closed": 1}
 
-        async def deliver(tx: Tx) -> bool:
+        async def deliver(tx: Tx) -> Job | None:
             won = await self._transition(tx, job_id, (JobState.READY,), JobState.DELIVERED, fields)
             if won is not None:
                 await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
-            return won is not None
+            return won
 
-        return await self._job_db.run(deliver) or (
-            await self._landed(job_id, JobState.DELIVERED, fields) is not None
+        return await self._job_db.run(deliver) or await self._landed(
+            job_id, JobState.DELIVERED, fields
         )
 
     async def open_counts(self, guild_id: int | None, user_id: int) -> tuple[int, int]:

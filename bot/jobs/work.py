@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
-from bot.jobs.claims import Claim, SharedQueue
+from bot.jobs.claims import Claim, ClaimRound, SecretFor, SharedQueue
 from bot.jobs.leases import ProcessLease
 from bot.jobs.models import Job
-from bot.jobs.store import QUEUE_CHANNEL, JobStore, job_from_row
+from bot.jobs.store import QUEUE_CHANNEL, QUEUED, JobStore, job_from_row
 from bot.periodic import repeat
 from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database
@@ -70,6 +71,7 @@ class SharedWork:
         submit: Callable[[Claim], None],
         drop_job_tasks: Callable[[], Awaitable[None]],
         resume_unfollowed: Callable[[], Awaitable[None]],
+        secret_for: SecretFor | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -79,7 +81,13 @@ class SharedWork:
         self._submit = submit
         self._drop_job_tasks = drop_job_tasks
         self._resume_unfollowed = resume_unfollowed
+        self._secret_for = secret_for
         self._wake = {name: asyncio.Event() for name in queue.providers}
+        # Claims of a provider take turns in this process; the slots of tasks that ended
+        # wait here for the next turn, which frees them and fills them.
+        self._turns = {name: asyncio.Lock() for name in queue.providers}
+        self._to_release: dict[str, set[str]] = {}
+        self._slots_full: dict[str, bool] = {}  # as the provider's last claim found them
         self.counts: Mapping[str, tuple[int, int]] = {}
         self._claiming = True
         self.on_owner_changed: Callable[[str], None] = lambda owner: None
@@ -88,7 +96,7 @@ class SharedWork:
         await self.queue.prepare()
         await self._take_lease()
         if self._db.shared:
-            await self._db.listen(QUEUE_CHANNEL, self.wake)
+            await self._db.listen(QUEUE_CHANNEL, self._notified)
         for provider in self.queue.providers:
             spawn(self._admit(provider), f"admit-{provider}")
         spawn(self._heartbeat(), "lease-heartbeat")
@@ -112,6 +120,24 @@ class SharedWork:
         event = self._wake.get(provider)
         if event is not None:
             event.set()
+
+    def job_queued(self, provider: str) -> None:
+        """A job of `provider` was queued: look for work, unless the last claim found every
+        slot taken (then only a slot set free, which wakes the loop too, lets it in). Every
+        command would otherwise cost each process a claim that finds no room."""
+        if not self._slots_full.get(provider, False):
+            self.wake(provider)
+
+    def claims_here(self, provider: str) -> bool:
+        """Whether this process claims `provider`'s jobs now (`job_queued` is enough to get
+        a new job claimed: no other process need be told)."""
+        return self._claiming and provider in self._wake and self.lease.may_submit()
+
+    def _notified(self, payload: str) -> None:
+        if payload.endswith(QUEUED):
+            self.job_queued(payload.removesuffix(QUEUED))
+        else:
+            self.wake(payload)
 
     # ----------------------------------------------------------------- the lease
     async def _take_lease(self) -> None:
@@ -144,17 +170,55 @@ class SharedWork:
         await repeat(beat, lambda: self.lease.seconds / 4, what="renewing the process lease")
 
     # ----------------------------------------------------------------- claiming
+    async def release_and_claim(self, job_id: str, provider: str) -> None:
+        """A task has ended at the provider: free its slot and claim the next jobs into the
+        free slots, in one transaction with the slots of other tasks that ended meanwhile
+        (SharedQueue.release_and_claim), and start them. Raises if that transaction failed;
+        a slot not freed here is freed by the job's next state change."""
+        pending = self._to_release.setdefault(provider, set())
+        pending.add(job_id)
+        async with self._turns[provider]:
+            if job_id in pending:  # else a turn taken meanwhile released it
+                claimed, more = await self._turn(provider)
+                if more or claimed.pause > 0:
+                    # More may fit (the claim loop goes on), or it times the pause's end.
+                    # Otherwise nothing is left to claim: a new job or lease wakes the loop.
+                    self.wake(provider)
+
+    async def _turn(self, provider: str) -> tuple[ClaimRound, bool]:
+        """One claim transaction of `provider` (with `self._turns[provider]` held: this
+        process's claims of a provider take turns here rather than queue for the database's
+        lock, each holding a connection): frees the slots of the tasks that ended since the
+        last turn and claims into the free slots. Also says whether it claimed all it
+        might (more may fit)."""
+        pending = self._to_release.setdefault(provider, set())
+        batch = sorted(pending)
+        pending.clear()
+        owner, asked_at = self.lease.id, time.monotonic()
+        most = max(CLAIMS_PER_TRANSACTION, len(batch)) if self._claiming else 0
+        claimed = await self.queue.release_and_claim(
+            batch,
+            provider,
+            owner,
+            lease_margin=self.lease.submit_margin,
+            most=most,
+            secret_for=self._secret_for,
+        )
+        self._slots_full[provider] = claimed.slots_full
+        if claimed.lease_left is not None and owner == self.lease.id:
+            self.lease.runs_at_least(asked_at, claimed.lease_left)
+        for claim in claimed.claims:
+            self._submit(claim)
+        return claimed, most > 0 and len(claimed.claims) == most
+
     async def _admit(self, provider: str) -> None:
         wake = self._wake[provider]
         idle = SHARED_QUEUE_POLL if self._db.shared else None
-        margin = self.lease.submit_margin
         while self._claiming:
             wake.clear()
             try:
-                claims = await self.queue.claim_some(
-                    provider, self.lease.id, lease_margin=margin, most=CLAIMS_PER_TRANSACTION
-                )
-                pause = 0.0 if claims else await self.queue.pause_left(provider)
+                async with self._turns[provider]:
+                    claimed, _ = await self._turn(provider)
             except Exception as exc:
                 # An outage, or a claim that waited too long behind a frozen process's lock
                 # (lock_timeout): the store has logged it; try again. (Nothing may end this
@@ -163,10 +227,9 @@ class SharedWork:
                     log.exception("claiming a %s job failed; retrying", provider)
                 await asyncio.sleep(CLAIM_RETRY_DELAY)
                 continue
-            for claim in claims:
-                self._submit(claim)
-            if claims:
+            if claimed.claims:
                 continue
+            pause = claimed.pause
             try:
                 async with asyncio.timeout(pause if pause > 0 else idle):
                     await wake.wait()

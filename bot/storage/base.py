@@ -116,6 +116,11 @@ class Database(Reads):
 
     backend: Backend
     outage: OutageLog
+    # What this store has asked of the database: transactions committed by `run`, and reads
+    # outside one (on PostgreSQL each is a transaction of its own). Benches and tests read
+    # them to count the database work per job.
+    committed: int = 0
+    reads: int = 0
 
     @property
     def shared(self) -> bool:
@@ -138,6 +143,7 @@ class Database(Reads):
                 mark_database_outage(exc)
                 self.outage.failed(exc)
             raise
+        self.committed += 1
         self.outage.answered()
         return result
 
@@ -150,6 +156,7 @@ class Database(Reads):
                 mark_database_outage(exc)
                 self.outage.failed(exc)
             raise
+        self.reads += 1
         # Not the end of an outage: SQLite answers reads while another connection holds the
         # write lock. A committed transaction is (the heartbeat writes every few seconds).
         return rows

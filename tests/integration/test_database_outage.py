@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bot.jobs.claims import ClaimRound
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Job, JobState
 from bot.providers.bfl import BFLClient
@@ -208,21 +209,22 @@ async def test_the_claim_loop_outlives_an_outage_met_between_claims(
 ) -> None:
     """Seen end to end (tests/e2e/test_fleet_database_outage.py): the server stopped just as
     the claim loop, finding nothing to claim, asked whether a key was paused; the loop
-    ended, and nothing was claimed again until a restart."""
+    ended, and nothing was claimed again until a restart. (The loop now learns of pauses
+    from its claim: the outage is met by the claim itself.)"""
     async with FakeBFL(api_key=BFL_KEY, latency=0.05) as fake:
         client = BFLClient(BFL_KEY, fake.base_url, backoff_base=0.01, allow_loopback=True)
         engine = JobEngine(db, {"bfl": client}, notifier, polling=FAST_POLLING, lease_seconds=60)
         asked = 0
-        pause_left = engine.queue.pause_left
+        claim = engine.queue.release_and_claim
 
-        async def unreachable_once(provider: str) -> float:
+        async def unreachable_once(*args: Any, **kwargs: Any) -> ClaimRound:
             nonlocal asked
             asked += 1
             if asked == 1:
                 raise ConnectionRefusedError("the database is restarting")
-            return await pause_left(provider)
+            return await claim(*args, **kwargs)
 
-        monkeypatch.setattr(engine.queue, "pause_left", unreachable_once)
+        monkeypatch.setattr(engine.queue, "release_and_claim", unreachable_once)
         await engine.start()
         try:
             await eventually(lambda: asked >= 1, 5, "the claim loop to meet the outage")

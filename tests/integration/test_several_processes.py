@@ -177,10 +177,10 @@ async def test_an_open_claim_stops_another_process_at_the_cap(
     holding, release = asyncio.Event(), asyncio.Event()
 
     async def claim_and_hold(tx: Tx) -> object:
-        claim = await queues[0]._claim(tx, "bfl", [key], leases[0].id, 0.0, 1)
+        claimed = await queues[0]._claim(tx, "bfl", [key], leases[0].id, 0.0, 1)
         holding.set()
         await release.wait()  # the claim is not committed yet
-        return claim
+        return claimed
 
     held = asyncio.create_task(first.db.run(claim_and_hold))
     await asyncio.wait_for(holding.wait(), 5)
@@ -188,7 +188,7 @@ async def test_an_open_claim_stops_another_process_at_the_cap(
     await asyncio.sleep(0.3)
     assert not other.done()  # it waits for the open claim instead of counting around it
     release.set()
-    assert await held != []
+    assert (await held).claims != []
     assert await asyncio.wait_for(other, 5) is None  # the one slot is taken: no second claim
     states = await first.db.fetch_all("SELECT state FROM jobs ORDER BY state")
     assert [row["state"] for row in states] == ["queued", "submitting"]
