@@ -18,7 +18,16 @@ a 429 is a reason to wait, never to give up: the channel is paused, its progress
 way, and final edits take turns, finals first; a token that expires meanwhile continues in
 the channel.
 
+A job's message is edited as little as tells the member what they need: its place in line,
+"generating" once it has been at it 1.5 s (a fast result replaces "Queued" directly), a status
+refresh at most every 5 s, and the result.
+
 The provider never waits on any of this: a job is accepted first, and its messages follow.
+
+Why this file is long: one notifier owns every way a job's message can be shown (through the
+interaction, in the channel, moved out of a closed thread, under the shared limit, retried
+smaller when Discord finds the file too large), and each fallback continues from the state the
+others left in the job's JobMessage; split, every part would reach into the others.
 """
 
 from __future__ import annotations
