@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot.errors import ProviderAccessDenied, ProviderBusy, ProviderUnavailable
@@ -20,7 +20,6 @@ from bot.jobs.webhooks import WebhookSubscription, job_id_from_url
 from bot.metrics import Metrics
 from bot.periodic import repeat
 from bot.providers.base import Provider, TaskOutcome, TaskResult
-from bot.storage.outage import is_outage
 
 if TYPE_CHECKING:
     from bot.jobs.engine import EngineStats
@@ -119,9 +118,6 @@ class TaskFollower:
         # The fleet's key for webhook URL tags (bot/jobs/webhooks.py), read at start.
         self.url_key: bytes | None = None
         self._reading: set[str] = set()
-        # The provider's newest status text per job not yet written, and the writers.
-        self._status_wanted: dict[str, str] = {}
-        self._status_writers: set[asyncio.Task[None]] = set()
         # How long each kind of task took recently, to poll just after it is likely done.
         self.timing = PollTiming()
 
@@ -273,30 +269,11 @@ class TaskFollower:
             return result
 
     def _show_status(self, job: Job, status: str) -> None:
-        """Record and show the provider's status text, beside the polls: only a decoration,
-        so polling (and the job) never waits on the database for it, and in an outage it is
-        skipped. One write per job at a time, of the newest text."""
-        newest = job.id not in self._status_wanted
-        self._status_wanted[job.id] = status
-        if newest:
-            task = asyncio.get_running_loop().create_task(self._write_statuses(job.id))
-            self._status_writers.add(task)
-            task.add_done_callback(self._status_writers.discard)
-
-    async def _write_statuses(self, job_id: str) -> None:
-        try:
-            while (status := self._status_wanted.get(job_id)) is not None:
-                try:
-                    updated = await self.store.update(job_id, patient=False, provider_status=status)
-                except Exception as exc:
-                    if not is_outage(exc) and not isinstance(exc, KeyError):  # KeyError: gone
-                        log.warning("job %s: could not record its status", job_id, exc_info=True)
-                    return
-                if self._status_wanted.get(job_id) == status:
-                    self._on_status(updated)
-                    return
-        finally:
-            self._status_wanted.pop(job_id, None)
+        """Show the provider's status text. Only a decoration: never written to the database
+        (it was a commit per status change per job, a quarter of SQLite's work per image), so
+        polling never waits on it and an outage does not touch it; a process that resumes
+        the job shows "Submitted" until its first poll."""
+        self._on_status(replace(job, provider_status=status))
 
     def _deadline(self, job: Job, since: float | None, now: float) -> float:
         """The job's deadline on the loop's monotonic clock, so that a wall-clock jump (NTP,
