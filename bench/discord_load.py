@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ import aiohttp
 from PIL import Image
 
 from tests.fakes.bfl_server import FakeBFL
-from tests.fakes.discord.models import InteractionHandle, Message, Upload
+from tests.fakes.discord.models import Channel, InteractionHandle, Message, Upload, User
 from tests.fakes.discord_server import FakeDiscord
 
 API_KEY = "bench-bfl-key-0123456789"
@@ -192,6 +193,41 @@ async def stop_bot(process: asyncio.subprocess.Process) -> None:
         process.kill()
 
 
+@dataclass
+class Bench:
+    """The stand-ins, one channel with its members, and the bot process playing against them."""
+
+    fake: FakeDiscord
+    bfl: FakeBFL
+    channel: Channel
+    members: list[User]
+    process: asyncio.subprocess.Process
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    users: int,
+    latency: float,
+    *,
+    cap: int | None = None,
+    webhooks: bool = False,
+    configure: Callable[[FakeDiscord], None] = lambda fake: None,
+) -> AsyncIterator[Bench]:
+    with tempfile.TemporaryDirectory() as folder:
+        caps = {} if cap is None else {"max_active": cap}
+        async with FakeBFL(api_key=API_KEY, latency=latency, **caps) as bfl, FakeDiscord() as fake:
+            configure(fake)
+            guild = fake.add_guild("Bench")
+            channel = fake.add_text_channel(guild.id, "flux")
+            members = [fake.add_member(guild.id, f"member{n}") for n in range(users)]
+            process, port = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=webhooks)
+            try:
+                yield Bench(fake, bfl, channel, members, process, port)
+            finally:
+                await stop_bot(process)
+
+
 def requests_per_job(fake: FakeDiscord, jobs: int, since: int) -> list[tuple[str, float]]:
     counts = Counter(route_of(r.method, r.path) for r in fake.requests[since:])
     return [(route, count / jobs) for route, count in counts.most_common()]
@@ -220,88 +256,80 @@ async def imagine(
     within: float,
     shared_limit: str = "followups",
 ) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as folder:
-        async with (
-            FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as bfl,
-            FakeDiscord() as fake,
-        ):
-            if shared_limit == "off":
-                fake.shared_webhook_limit = None
-            fake.shared_webhook_limit_counts_edits = shared_limit == "edits"
-            guild = fake.add_guild("Bench")
-            channel = fake.add_text_channel(guild.id, "flux")
-            members = [fake.add_member(guild.id, f"member{n}") for n in range(users)]
-            process, port = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=webhooks)
-            try:
-                since = len(fake.requests)
-                bot_cpu = cpu_seconds(process.pid)
-                harness_cpu = time.process_time()
-                state = Watch(fake, channel.id)
-                handles = state.handles
-                watcher = asyncio.create_task(watch(state))
-                dispatched: dict[int, float] = {}
-                for n in range(jobs):
-                    it = await fake.invoke_slash(
-                        members[n % users], channel, "imagine", {"prompt": f"bench image {n}"}
-                    )
-                    handles.append(it)
-                    dispatched[it.id] = time.time()
-                    await asyncio.sleep(spread / jobs)
-                await state.until_shown(jobs, within=within)
-                watcher.cancel()
-                bot_cpu = cpu_seconds(process.pid) - bot_cpu
-                harness_cpu = time.process_time() - harness_cpu
-                by_bytes = {bfl.image_bytes(task.id): task for task in bfl.tasks.values()}
-                ready_to_visible = []
-                for message_id, shown_at in state.visible.items():
-                    data = fake.message(message_id).attachments[0].data
-                    task = by_bytes.get(data)
-                    if task is not None:
-                        ready_to_visible.append(shown_at - (task.created_wall + task.latency))
-                first_submit = min(task.created_wall for task in bfl.tasks.values())
-                makespan = max(state.visible.values()) - first_submit
-                acks = [state.acked[i] - dispatched[i] for i in dispatched if i in state.acked]
-                ideal = math.ceil(jobs / cap) * latency
-                shared: dict[str, object] = {}
-                if shared_limit != "off":
-                    limit, window = fake.shared_webhook_limit or 0, fake.shared_webhook_window
-                    shared = {
-                        # With edits counted, each result is one webhook message at least.
-                        "shared_ideal": jobs / limit * window if shared_limit == "edits" else 0.0,
-                        "shared_ratio": makespan / (jobs / limit * window)
-                        if shared_limit == "edits"
-                        else 0.0,
-                        "shared_429": sum(1 for h in fake.rate_limited if h.scope == "shared"),
-                        "followups": sum(
-                            1
-                            for r in fake.requests[since:]
-                            if r.method == "POST" and r.path.startswith("/webhooks/")
-                        ),
-                        "bot_followups": await bot_metric(port, "fluxcord_refusal_followups_total"),
-                        "gave_way": await bot_metric(
-                            port, "fluxcord_progress_updates_given_way_total"
-                        ),
-                    }
-                return {
-                    "makespan": makespan,
-                    "ideal": ideal,
-                    "ratio": makespan / ideal,
-                    **shared,
-                    "p50_ms": statistics.median(ready_to_visible) * 1000,
-                    "p95_ms": percentile(ready_to_visible, 0.95) * 1000,
-                    "delivered": len(state.visible),
-                    "acked": len(acks),
-                    "late_acks": sum(1 for a in acks if a > ACK_DEADLINE),
-                    "max_ack_ms": max(acks, default=0.0) * 1000,
-                    "unanswered": jobs - len(acks),
-                    "discord_429": len(fake.rate_limited),
-                    "bot_cpu_ms_per_job": bot_cpu * 1000 / max(1, len(state.visible)),
-                    "harness_cpu_s": harness_cpu,
-                    "bot_peak_rss_mb": peak_rss_mb(process.pid),
-                    "routes": requests_per_job(fake, jobs, since),
-                }
-            finally:
-                await stop_bot(process)
+
+    def configure(fake: FakeDiscord) -> None:
+        if shared_limit == "off":
+            fake.shared_webhook_limit = None
+        fake.shared_webhook_limit_counts_edits = shared_limit == "edits"
+
+    async with running_bot(users, latency, cap=cap, webhooks=webhooks, configure=configure) as b:
+        fake, bfl, channel, members, process = b.fake, b.bfl, b.channel, b.members, b.process
+        since = len(fake.requests)
+        bot_cpu = cpu_seconds(process.pid)
+        harness_cpu = time.process_time()
+        state = Watch(fake, channel.id)
+        handles = state.handles
+        watcher = asyncio.create_task(watch(state))
+        dispatched: dict[int, float] = {}
+        for n in range(jobs):
+            it = await fake.invoke_slash(
+                members[n % users], channel, "imagine", {"prompt": f"bench image {n}"}
+            )
+            handles.append(it)
+            dispatched[it.id] = time.time()
+            await asyncio.sleep(spread / jobs)
+        await state.until_shown(jobs, within=within)
+        watcher.cancel()
+        bot_cpu = cpu_seconds(process.pid) - bot_cpu
+        harness_cpu = time.process_time() - harness_cpu
+        by_bytes = {bfl.image_bytes(task.id): task for task in bfl.tasks.values()}
+        ready_to_visible = []
+        for message_id, shown_at in state.visible.items():
+            data = fake.message(message_id).attachments[0].data
+            task = by_bytes.get(data)
+            if task is not None:
+                ready_to_visible.append(shown_at - (task.created_wall + task.latency))
+        first_submit = min(task.created_wall for task in bfl.tasks.values())
+        makespan = max(state.visible.values()) - first_submit
+        acks = [state.acked[i] - dispatched[i] for i in dispatched if i in state.acked]
+        ideal = math.ceil(jobs / cap) * latency
+        shared: dict[str, object] = {}
+        if shared_limit != "off":
+            limit, window = fake.shared_webhook_limit or 0, fake.shared_webhook_window
+            # With edits counted, each result is one webhook message at least: the
+            # last one can go out no sooner than the window it falls in opens.
+            shared_ideal = (jobs - 1) // max(1, limit) * window + latency
+            counted = shared_limit == "edits"
+            shared = {
+                "shared_ideal": shared_ideal if counted else 0.0,
+                "shared_ratio": makespan / shared_ideal if counted else 0.0,
+                "shared_429": sum(1 for h in fake.rate_limited if h.scope == "shared"),
+                "followups": sum(
+                    1
+                    for r in fake.requests[since:]
+                    if r.method == "POST" and r.path.startswith("/webhooks/")
+                ),
+                "bot_followups": await bot_metric(b.port, "fluxcord_refusal_followups_total"),
+                "gave_way": await bot_metric(b.port, "fluxcord_progress_updates_given_way_total"),
+            }
+        return {
+            "makespan": makespan,
+            "ideal": ideal,
+            "ratio": makespan / ideal,
+            **shared,
+            "p50_ms": statistics.median(ready_to_visible) * 1000,
+            "p95_ms": percentile(ready_to_visible, 0.95) * 1000,
+            "delivered": len(state.visible),
+            "acked": len(acks),
+            "late_acks": sum(1 for a in acks if a > ACK_DEADLINE),
+            "max_ack_ms": max(acks, default=0.0) * 1000,
+            "unanswered": jobs - len(acks),
+            "discord_429": len(fake.rate_limited),
+            "bot_cpu_ms_per_job": bot_cpu * 1000 / max(1, len(state.visible)),
+            "harness_cpu_s": harness_cpu,
+            "bot_peak_rss_mb": peak_rss_mb(process.pid),
+            "routes": requests_per_job(fake, jobs, since),
+        }
 
 
 async def burst(
@@ -309,105 +337,88 @@ async def burst(
 ) -> dict[str, object]:
     """Interactions arrive faster than the queue drains: does every one get its answer in
     time? Dispatch keeps to an absolute schedule, so a slow harness step is caught up."""
-    with tempfile.TemporaryDirectory() as folder:
-        async with (
-            FakeBFL(api_key=API_KEY, latency=latency, max_active=cap) as bfl,
-            FakeDiscord() as fake,
-        ):
-            guild = fake.add_guild("Bench")
-            channel = fake.add_text_channel(guild.id, "flux")
-            members = [fake.add_member(guild.id, f"member{n}") for n in range(users)]
-            process, _ = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=False)
-            try:
-                since = len(fake.requests)
-                bot_cpu = cpu_seconds(process.pid)
-                harness_cpu = time.process_time()
-                handles: list[InteractionHandle] = []
-                loop = asyncio.get_running_loop()
-                start = loop.time()
-                for n in range(jobs):
-                    delay = start + n * spread / jobs - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    handles.append(
-                        await fake.invoke_slash(
-                            members[n % users], channel, "imagine", {"prompt": f"burst {n}"}
-                        )
-                    )
-                dispatch_seconds = loop.time() - start
-                with contextlib.suppress(TimeoutError):  # the unanswered are reported
-                    await fake.wait_for(
-                        lambda: all(it.first_answer_monotonic is not None for it in handles),
-                        timeout=ACK_DEADLINE * 4,
-                    )
-                bot_cpu = cpu_seconds(process.pid) - bot_cpu
-                harness_cpu = time.process_time() - harness_cpu
-                acks = [
-                    it.first_answer_monotonic - it.created_monotonic
-                    for it in handles
-                    if it.first_answer_monotonic is not None
-                ]
-                followups = sum(
-                    1
-                    for r in fake.requests[since:]
-                    if route_of(r.method, r.path) == "POST /webhooks/{id}/{token}"
+    async with running_bot(users, latency, cap=cap) as b:
+        fake, channel, members, process = b.fake, b.channel, b.members, b.process
+        since = len(fake.requests)
+        bot_cpu = cpu_seconds(process.pid)
+        harness_cpu = time.process_time()
+        handles: list[InteractionHandle] = []
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n in range(jobs):
+            delay = start + n * spread / jobs - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            handles.append(
+                await fake.invoke_slash(
+                    members[n % users], channel, "imagine", {"prompt": f"burst {n}"}
                 )
-                return {
-                    "dispatched": jobs,
-                    "dispatch_s": dispatch_seconds,
-                    "ack_p50_ms": statistics.median(acks) * 1000 if acks else 0.0,
-                    "ack_p99_ms": percentile(acks, 0.99) * 1000 if acks else 0.0,
-                    "ack_max_ms": max(acks, default=0.0) * 1000,
-                    "late_acks": sum(1 for a in acks if a > ACK_DEADLINE),
-                    "unanswered": jobs - len(acks),
-                    "followups": followups,
-                    "discord_429": len(fake.rate_limited),
-                    "bot_cpu_s": bot_cpu,
-                    "bot_cpu_ms_per_command": bot_cpu * 1000 / jobs,
-                    "harness_cpu_s": harness_cpu,
-                    "bot_peak_rss_mb": peak_rss_mb(process.pid),
-                    "routes": requests_per_job(fake, jobs, since),
-                }
-            finally:
-                await stop_bot(process)
+            )
+        dispatch_seconds = loop.time() - start
+        with contextlib.suppress(TimeoutError):  # the unanswered are reported
+            await fake.wait_for(
+                lambda: all(it.first_answer_monotonic is not None for it in handles),
+                timeout=ACK_DEADLINE * 4,
+            )
+        bot_cpu = cpu_seconds(process.pid) - bot_cpu
+        harness_cpu = time.process_time() - harness_cpu
+        acks = [
+            it.first_answer_monotonic - it.created_monotonic
+            for it in handles
+            if it.first_answer_monotonic is not None
+        ]
+        followups = sum(
+            1
+            for r in fake.requests[since:]
+            if route_of(r.method, r.path) == "POST /webhooks/{id}/{token}"
+        )
+        return {
+            "dispatched": jobs,
+            "dispatch_s": dispatch_seconds,
+            "ack_p50_ms": statistics.median(acks) * 1000 if acks else 0.0,
+            "ack_p99_ms": percentile(acks, 0.99) * 1000 if acks else 0.0,
+            "ack_max_ms": max(acks, default=0.0) * 1000,
+            "late_acks": sum(1 for a in acks if a > ACK_DEADLINE),
+            "unanswered": jobs - len(acks),
+            "followups": followups,
+            "discord_429": len(fake.rate_limited),
+            "bot_cpu_s": bot_cpu,
+            "bot_cpu_ms_per_command": bot_cpu * 1000 / jobs,
+            "harness_cpu_s": harness_cpu,
+            "bot_peak_rss_mb": peak_rss_mb(process.pid),
+            "routes": requests_per_job(fake, jobs, since),
+        }
 
 
 async def replies(count: int, latency: float) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as folder:
-        async with FakeBFL(api_key=API_KEY, latency=latency) as bfl, FakeDiscord() as fake:
-            guild = fake.add_guild("Bench")
-            channel = fake.add_text_channel(guild.id, "flux")
-            members = [fake.add_member(guild.id, f"member{n}") for n in range(count)]
-            process, _ = await start_bot(fake, bfl, Path(folder), guild.id, webhooks=False)
-            try:
-                source = await fake.post_user_message(
-                    members[0],
-                    channel,
-                    "a photo",
-                    attachments=[Upload("cat.png", png((200, 10, 10)))],
-                )
-                since = len(fake.requests)
-                state = Watch(fake, channel.id)
-                watcher = asyncio.create_task(watch(state))
-                started = time.time()
-                for n in range(count):
-                    await fake.post_user_message(
-                        members[n], channel, f"make it blue {n}", reply_to=source, mention_bot=True
-                    )
-                await state.until_shown(count, within=count * 3 + 60)
-                watcher.cancel()
-                makespan = max(state.visible.values()) - started
-                ideal = count * 1.0
-                return {
-                    "makespan": makespan,
-                    "ideal": ideal,
-                    "ratio": makespan / ideal,
-                    "delivered": len(state.visible),
-                    "discord_429": len(fake.rate_limited),
-                    "routes": requests_per_job(fake, count, since),
-                }
-            finally:
-                await stop_bot(process)
+    async with running_bot(count, latency) as b:
+        fake, channel, members = b.fake, b.channel, b.members
+        source = await fake.post_user_message(
+            members[0],
+            channel,
+            "a photo",
+            attachments=[Upload("cat.png", png((200, 10, 10)))],
+        )
+        since = len(fake.requests)
+        state = Watch(fake, channel.id)
+        watcher = asyncio.create_task(watch(state))
+        started = time.time()
+        for n in range(count):
+            await fake.post_user_message(
+                members[n], channel, f"make it blue {n}", reply_to=source, mention_bot=True
+            )
+        await state.until_shown(count, within=count * 3 + 60)
+        watcher.cancel()
+        makespan = max(state.visible.values()) - started
+        ideal = count * 1.0
+        return {
+            "makespan": makespan,
+            "ideal": ideal,
+            "ratio": makespan / ideal,
+            "delivered": len(state.visible),
+            "discord_429": len(fake.rate_limited),
+            "routes": requests_per_job(fake, count, since),
+        }
 
 
 def child() -> None:

@@ -111,9 +111,10 @@ async def run(
     *,
     webhooks: bool = False,
     postgres: PostgresServer | None = None,
-    processes: int = 1,
     latency_jitter: float = 0.0,
 ) -> dict[str, float]:
+    """One engine in this process (`--processes`/`--separate` run bots of their own:
+    bench/processes.py)."""
     with tempfile.TemporaryDirectory() as folder:
         async with FakeBFL(
             api_key=API_KEY, latency=latency, max_active=cap, latency_jitter=latency_jitter
@@ -121,52 +122,39 @@ async def run(
             target_db: str | Path = Path(folder) / "bench.sqlite3"
             if postgres is not None:
                 mode = "webhook" if webhooks else "polling"
-                target_db = postgres.fresh_database(f"throughput_{mode}_{processes}")
+                target_db = postgres.fresh_database(f"throughput_{mode}")
             notifier = TimingNotifier(jobs)
             metrics = Metrics(process_metrics=False)
-            closers = []
-            receivers = []
-            targets = []
-            for _ in range(processes):
-                target = EngineTarget()
-                server = WebServer(
-                    create_app(
-                        metrics=metrics,
-                        health=HealthChecks(_ok, lambda: True, lambda: 0),
-                        webhook_target=target,
-                    ),
-                    "127.0.0.1",
-                    0,
-                )
-                await server.start()
-                receivers.append(server)
-                targets.append(target)
-            engines = []
-            for index in range(processes):
-                db = await open_database(target_db)
-                client = BFLClient(
-                    API_KEY, fake.base_url, max_connections=cap * 2 + 8, allow_loopback=True
-                )
-                webhook_to = receivers[(index + 1) % processes]
-                engine = JobEngine(
-                    db,
-                    {"bfl": client},
-                    notifier,
-                    max_active=cap,
+            target = EngineTarget()
+            server = WebServer(
+                create_app(
                     metrics=metrics,
-                    polling=PollingPolicy(initial=0.5, maximum=4.0, deadline=600),
-                    webhooks=(
-                        WebhookConfig(
-                            f"http://127.0.0.1:{webhook_to.port}", grace=max(5.0, latency * 3)
-                        )
-                        if webhooks
-                        else None
-                    ),
-                )
-                targets[index].engine = engine
-                await engine.start()
-                engines.append(engine)
-                closers.append((engine, client, db))
+                    health=HealthChecks(_ok, lambda: True, lambda: 0),
+                    webhook_target=target,
+                ),
+                "127.0.0.1",
+                0,
+            )
+            await server.start()
+            db = await open_database(target_db)
+            client = BFLClient(
+                API_KEY, fake.base_url, max_connections=cap * 2 + 8, allow_loopback=True
+            )
+            engine = JobEngine(
+                db,
+                {"bfl": client},
+                notifier,
+                max_active=cap,
+                metrics=metrics,
+                polling=PollingPolicy(initial=0.5, maximum=4.0, deadline=600),
+                webhooks=(
+                    WebhookConfig(f"http://127.0.0.1:{server.port}", grace=max(5.0, latency * 3))
+                    if webhooks
+                    else None
+                ),
+            )
+            target.engine = engine
+            await engine.start()
             variant = get_variant("klein-4b")
             rng = random.Random(7)
             started = time.time()
@@ -176,18 +164,15 @@ async def run(
                 request = GenerationRequest(
                     user_id=n % users + 1, guild_id=1, channel_id=1, variant=variant, params=params
                 )
-                # Commands arrive at every process in turn (their shards).
-                accepted.append((await engines[n % processes].accept(request))[0])
+                accepted.append((await engine.accept(request))[0])
             await asyncio.wait_for(notifier.all_shown.wait(), jobs * 10)
             makespan = time.time() - started
-            finished = [await engines[0].store.require(job.id) for job in accepted]
-            polls = sum(engine.stats.polls for engine in engines)
-            for engine, client, db in closers:
-                await engine.stop()
-                await client.aclose()
-                await db.close()
-            for server in receivers:
-                await server.stop()
+            finished = [await engine.store.require(job.id) for job in accepted]
+            polls = engine.stats.polls
+            await engine.stop()
+            await client.aclose()
+            await db.close()
+            await server.stop()
 
             failed = [job for job in finished if job.state != "delivered"]
             delays = [
@@ -266,7 +251,7 @@ def main() -> None:
                 figures = asyncio.run(
                     run(
                         args.jobs, args.users, args.cap, args.latency,
-                        webhooks=mode == "webhook", postgres=postgres, processes=args.processes,
+                        webhooks=mode == "webhook", postgres=postgres,
                     )
                 )  # fmt: skip
                 report(f"{backend} ×{args.processes}, {mode}", args, figures)
