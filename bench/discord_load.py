@@ -41,7 +41,6 @@ import io
 import math
 import os
 import re
-import socket
 import statistics
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from pathlib import Path
 import aiohttp
 from PIL import Image
 
+from bench.common import cpu_seconds, free_port, peak_rss_mb, percentile
 from tests.fakes.bfl_server import FakeBFL
 from tests.fakes.discord.models import Channel, InteractionHandle, Message, Upload, User
 from tests.fakes.discord_server import FakeDiscord
@@ -64,35 +64,10 @@ _SNOWFLAKE = re.compile(r"/\d{15,}")
 _TOKEN = re.compile(r"/(webhooks/\{id\}|interactions/\{id\})/[^/]+")
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
-    return ordered[index]
-
-
 def route_of(method: str, path: str) -> str:
     path = _SNOWFLAKE.sub("/{id}", path)
     path = _TOKEN.sub(r"/\1/{token}", path)
     return f"{method} {path}"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def png(colour: tuple[int, int, int]) -> bytes:

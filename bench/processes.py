@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,66 +36,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import (
+    EngineTarget,
+    always_ok,
+    cpu_seconds,
+    free_port,
+    percentile,
+    server_cpu_seconds,
+)
 from bot.catalogue import get_variant
 from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.jobs.models import GenerationRequest, Job
-from bot.jobs.webhooks import WebhookSubscription
 from bot.metrics import Metrics
-from bot.providers.base import OutputImage, TaskResult
+from bot.providers.base import OutputImage
 from bot.providers.bfl import BFLClient
 from bot.storage.db import open_database
 from bot.web import HealthChecks, WebServer, create_app
 from tests.fakes.bfl_server import FakeBFL
 from tests.postgres_server import PostgresServer
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
-    return ordered[index]
-
-
-# ----------------------------------------------------------------------------- /proc
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
-
-
-def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
-    """utime+stime of `pid` (and of its waited-for children, `reaped`)."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if reaped:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / CLOCK_TICKS
-
-
-def server_cpu_seconds(postmaster: int) -> float:
-    """PostgreSQL's CPU: the postmaster, its live children, and those it has reaped."""
-    total = cpu_seconds(postmaster, reaped=True)
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None and int(fields[1]) == postmaster:
-                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
-
-
+# ----------------------------------------------------------------------------- PostgreSQL
 async def xact_commits(dsn: str, database: str) -> int:
     import asyncpg
 
@@ -125,22 +87,6 @@ class ReportingNotifier:
         print(f"failed {job.id} - {time.time()}", flush=True)
 
 
-class EngineTarget:
-    """Forwards webhooks to the engine, which is built after the receiver (it needs its URL)."""
-
-    engine: JobEngine
-
-    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
-        return await self.engine.webhook_subscription(job_id)
-
-    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
-        await self.engine.webhook_result(job_id, task_id, result)
-
-
-async def _ok() -> object:
-    return 1
-
-
 async def child(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader()
@@ -150,7 +96,7 @@ async def child(config: dict[str, Any]) -> None:
     server = WebServer(
         create_app(
             metrics=metrics,
-            health=HealthChecks(_ok, lambda: True, lambda: 0),
+            health=HealthChecks(always_ok, lambda: True, lambda: 0),
             webhook_target=target,
         ),
         "127.0.0.1",

@@ -39,15 +39,16 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from bench.common import EngineTarget, always_ok, percentile
 from bot.catalogue import get_variant
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.jobs.models import GenerationRequest, Job
-from bot.jobs.webhooks import WebhookSubscription
 from bot.metrics import Metrics
-from bot.providers.base import OutputImage, TaskResult
+from bot.providers.base import OutputImage
 from bot.providers.bfl import BFLClient
 from bot.storage.db import open_database
 from bot.web import HealthChecks, WebServer, create_app
@@ -81,28 +82,6 @@ class TimingNotifier:
         self._shown(job)
 
 
-async def _ok() -> object:
-    return 1
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
-    return ordered[index]
-
-
-class EngineTarget:
-    """Forwards webhooks to the engine, which is built after the receiver (it needs its URL)."""
-
-    engine: JobEngine
-
-    async def webhook_subscription(self, job_id: str) -> WebhookSubscription | None:
-        return await self.engine.webhook_subscription(job_id)
-
-    async def webhook_result(self, job_id: str, task_id: str, result: TaskResult) -> None:
-        await self.engine.webhook_result(job_id, task_id, result)
-
-
 async def run(
     jobs: int,
     users: int,
@@ -129,7 +108,7 @@ async def run(
             server = WebServer(
                 create_app(
                     metrics=metrics,
-                    health=HealthChecks(_ok, lambda: True, lambda: 0),
+                    health=HealthChecks(always_ok, lambda: True, lambda: 0),
                     webhook_target=target,
                 ),
                 "127.0.0.1",
@@ -242,19 +221,26 @@ def main() -> None:
     if args.processes > 1 or args.separate or args.keys > 1:
         run_separate_processes(args)
         return
+    for backend, mode, postgres in each_setup(args):
+        figures = asyncio.run(
+            run(
+                args.jobs, args.users, args.cap, args.latency,
+                webhooks=mode == "webhook", postgres=postgres,
+            )
+        )  # fmt: skip
+        report(f"{backend} ×{args.processes}, {mode}", args, figures)
+
+
+def each_setup(args: argparse.Namespace) -> Iterator[tuple[str, str, PostgresServer | None]]:
+    """(backend, mode, the PostgreSQL server or None) for each run asked for; a server of
+    its own per backend, stopped after its runs."""
     modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for backend in backends:
         postgres = durable_postgres() if backend == "postgres" else None
         try:
             for mode in modes:
-                figures = asyncio.run(
-                    run(
-                        args.jobs, args.users, args.cap, args.latency,
-                        webhooks=mode == "webhook", postgres=postgres,
-                    )
-                )  # fmt: skip
-                report(f"{backend} ×{args.processes}, {mode}", args, figures)
+                yield backend, mode, postgres
         finally:
             if postgres is not None:
                 postgres.stop()
@@ -295,26 +281,18 @@ def run_separate_processes(args: argparse.Namespace) -> None:
     from bench.processes import report as report_processes
     from bench.processes import run_processes
 
-    modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    for backend in backends:
-        postgres = durable_postgres() if backend == "postgres" else None
-        try:
-            for mode in modes:
-                figures = asyncio.run(
-                    run_processes(
-                        args.jobs, args.users, args.cap, args.latency, webhooks=mode == "webhook",
-                        postgres=postgres, processes=args.processes, keys=args.keys,
-                    )
-                )  # fmt: skip
-                print(
-                    f"--- {backend} ×{args.processes} processes, {args.keys} key(s), {mode}:"
-                    f" jobs={args.jobs} users={args.users} cap={args.cap} latency={args.latency}s"
-                )
-                report_processes(mode, figures)
-        finally:
-            if postgres is not None:
-                postgres.stop()
+    for backend, mode, postgres in each_setup(args):
+        figures = asyncio.run(
+            run_processes(
+                args.jobs, args.users, args.cap, args.latency, webhooks=mode == "webhook",
+                postgres=postgres, processes=args.processes, keys=args.keys,
+            )
+        )  # fmt: skip
+        print(
+            f"--- {backend} ×{args.processes} processes, {args.keys} key(s), {mode}:"
+            f" jobs={args.jobs} users={args.users} cap={args.cap} latency={args.latency}s"
+        )
+        report_processes(mode, figures)
 
 
 def report(mode: str, args: argparse.Namespace, figures: dict[str, float]) -> None:
