@@ -37,6 +37,11 @@ SESSION_SETTINGS = {
     "tcp_keepalives_interval": "5",
     "tcp_keepalives_count": "3",
 }
+# Each statement after a fleet-wide lock is taken (`PostgresTx.lock`). A process frozen in
+# the middle of a statement (between asyncpg's prepare and its execute) is "active", not
+# idle in a transaction, so only a statement timeout frees the lock it holds; at the
+# session's 60 s the other processes' claims stopped for the whole of a 30 s freeze.
+LOCK_HOLDER_STATEMENT_TIMEOUT = "5s"
 # The client side of the same promise: a server that stops answering (paused, or the network
 # dropped) fails the call instead of hanging it.
 COMMAND_TIMEOUT = 75.0
@@ -128,8 +133,15 @@ class PostgresTx(Tx):
         return rows
 
     async def lock(self, key: str) -> None:
-        # Released by COMMIT or ROLLBACK: a crashed body can never leave it held.
-        await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+        # Released by COMMIT or ROLLBACK: a crashed body can never leave it held. The
+        # holder's later statements are bounded (LOCK_HOLDER_STATEMENT_TIMEOUT), in the same
+        # round trip; set_config(…, true) is SET LOCAL: it ends with the transaction.
+        await self._conn.execute(
+            "SELECT set_config('statement_timeout', $2, true),"
+            " pg_advisory_xact_lock(hashtextextended($1, 0))",
+            key,
+            LOCK_HOLDER_STATEMENT_TIMEOUT,
+        )
 
     async def notify(self, channel: str, payload: str) -> None:
         # PostgreSQL delivers it at COMMIT, and drops it on ROLLBACK.
