@@ -25,7 +25,7 @@ from bot.jobs.store import QUEUE_CHANNEL, QUEUED, JobStore, job_from_row
 from bot.periodic import repeat
 from bot.storage.base import DATABASE_NOW
 from bot.storage.db import Database
-from bot.storage.outage import is_outage
+from bot.storage.outage import is_lock_timeout, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,8 @@ class SharedWork:
                 # loop but a stop: no job would be claimed here again.)
                 if not is_outage(exc):
                     log.exception("claiming a %s job failed; retrying", provider)
+                if is_lock_timeout(exc):
+                    await self._cut_off_frozen_holders()
                 await asyncio.sleep(CLAIM_RETRY_DELAY)
                 continue
             if claimed.claims:
@@ -235,6 +237,15 @@ class SharedWork:
                     await wake.wait()
             except TimeoutError:
                 pass
+
+    async def _cut_off_frozen_holders(self) -> None:
+        """The claims' lock was not free for `lock_timeout`: a process frozen in the middle
+        of a claim would hold it until it wakes (bot/storage/postgres.py)."""
+        try:
+            await self._db.cut_off_frozen_lock_holders()
+        except Exception as exc:
+            if not is_outage(exc):
+                log.warning("could not end a frozen process's database session", exc_info=True)
 
     async def _refresh_counts(self) -> None:
         async def refresh() -> None:

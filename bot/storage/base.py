@@ -127,6 +127,12 @@ class Database(Reads):
         """Whether other processes may use this store at the same time (PostgreSQL)."""
         return self.backend == "postgres"
 
+    async def cut_off_frozen_lock_holders(self, *, older_than: float | None = None) -> int:
+        """End the sessions that hold a fleet-wide lock while their process is frozen (for
+        `older_than` seconds, else the backend's default); how many. Only other processes
+        can be frozen (SQLite has none): PostgreSQL overrides."""
+        return 0
+
     @abstractmethod
     async def close(self) -> None: ...
 

@@ -54,6 +54,11 @@ _POSTGRES_PASSING_CLASSES = ("08", "53", "57P")
 _POSTGRES_PASSING_STATES = frozenset({"55P03", "57014", "25P03", "40001", "40P01"})
 
 
+def is_lock_timeout(exc: BaseException) -> bool:
+    """PostgreSQL gave up waiting for a lock (`lock_timeout`): its holder may be frozen."""
+    return str(getattr(exc, "sqlstate", "") or "") == "55P03"
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether `exc` is the database being unreachable or stuck for a while, so the same
     call may well succeed later."""

@@ -37,11 +37,20 @@ SESSION_SETTINGS = {
     "tcp_keepalives_interval": "5",
     "tcp_keepalives_count": "3",
 }
-# Each statement after a fleet-wide lock is taken (`PostgresTx.lock`). A process frozen in
-# the middle of a statement (between asyncpg's prepare and its execute) is "active", not
-# idle in a transaction, so only a statement timeout frees the lock it holds; at the
-# session's 60 s the other processes' claims stopped for the whole of a 30 s freeze.
-LOCK_HOLDER_STATEMENT_TIMEOUT = "5s"
+# A process frozen in the middle of a statement (between asyncpg's prepare and its execute)
+# leaves its session "active", waiting for the client: no server timeout applies there (not
+# idle in a transaction; statement_timeout does not run between the protocol's messages), so
+# a lock it holds stays held until it wakes. Other processes end such a session once it has
+# waited this long (`cut_off_frozen_lock_holders`); a live process never leaves one waiting.
+FROZEN_HOLDER_SECONDS = 5.0
+_CUT_OFF_FROZEN_HOLDERS = (
+    "SELECT COUNT(pg_terminate_backend(activity.pid)) FROM pg_stat_activity AS activity"
+    " WHERE activity.datname = current_database() AND activity.pid <> pg_backend_pid()"
+    " AND activity.state = 'active' AND activity.wait_event = 'ClientRead'"
+    " AND activity.state_change < clock_timestamp() - make_interval(secs => $1)"
+    " AND EXISTS (SELECT 1 FROM pg_locks AS held WHERE held.pid = activity.pid"
+    " AND held.locktype = 'advisory' AND held.granted)"
+)
 # The client side of the same promise: a server that stops answering (paused, or the network
 # dropped) fails the call instead of hanging it.
 COMMAND_TIMEOUT = 75.0
@@ -133,15 +142,8 @@ class PostgresTx(Tx):
         return rows
 
     async def lock(self, key: str) -> None:
-        # Released by COMMIT or ROLLBACK: a crashed body can never leave it held. The
-        # holder's later statements are bounded (LOCK_HOLDER_STATEMENT_TIMEOUT), in the same
-        # round trip; set_config(…, true) is SET LOCAL: it ends with the transaction.
-        await self._conn.execute(
-            "SELECT set_config('statement_timeout', $2, true),"
-            " pg_advisory_xact_lock(hashtextextended($1, 0))",
-            key,
-            LOCK_HOLDER_STATEMENT_TIMEOUT,
-        )
+        # Released by COMMIT or ROLLBACK: a crashed body can never leave it held.
+        await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
 
     async def notify(self, channel: str, payload: str) -> None:
         # PostgreSQL delivers it at COMMIT, and drops it on ROLLBACK.
@@ -273,6 +275,20 @@ class PostgresDatabase(Database):
     async def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[Row]:
         rows: list[Row] = await self._pool.fetch(to_numbered_placeholders(sql), *params)
         return rows
+
+    async def cut_off_frozen_lock_holders(self, *, older_than: float | None = None) -> int:
+        """See FROZEN_HOLDER_SECONDS. The session ends, its transaction rolls back, and its
+        process, when it wakes, meets a lost connection: an outage it retries through."""
+        waited = FROZEN_HOLDER_SECONDS if older_than is None else older_than
+        value = await self._pool.fetchval(_CUT_OFF_FROZEN_HOLDERS, waited)
+        cut = int(value or 0)
+        if cut:
+            log.warning(
+                "ended %d database session(s) frozen mid-statement while holding a fleet-wide"
+                " lock (a paused process?); its work goes on elsewhere",
+                cut,
+            )
+        return cut
 
     @contextlib.asynccontextmanager
     async def migrating(self) -> AsyncIterator[None]:

@@ -51,12 +51,12 @@ async def fleet(
     dsn = postgres_dsn_factory()
     with contextlib.ExitStack() as expected:
         # What the server says about the frozen process's sessions: its open transaction is
-        # cut off (idle in it, or frozen in the middle of a statement while it holds the
-        # claims' lock), a claim waiting behind that lock gives up, and stopping cancels
-        # statements.
+        # cut off (idle in it by the server; frozen mid-statement, holding the claims' lock,
+        # by the other process: bot/storage/postgres.py), a claim waiting behind its lock
+        # gives up, and stopping cancels statements.
         for error in (
             "idle-in-transaction timeout",
-            "canceling statement due to statement timeout",
+            "terminating connection due to administrator command",
             "canceling statement due to lock timeout",
             "canceling statement due to user request",
         ):
