@@ -132,6 +132,10 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
         if literal_address(host) is not None:  # never resolved, so never checked on the way
             await resolve_allowed(host, request.url.port or 0, allow_loopback=self._allow_loopback)
         timeouts = request.extensions.get("timeout", {})
+        # aiohttp has no write timeout: bound the whole exchange by the sum of the phases'
+        # (pool, connect, write, read), so an upload the peer stops reading cannot hang.
+        phases = [timeouts.get(phase) for phase in ("pool", "connect", "write", "read")]
+        total = None if None in phases else sum(phases)
         session = self._open()
         body = request.content or None  # httpx has read the body: clients send bytes or JSON
         with _as_httpx_errors(request):
@@ -143,7 +147,7 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 compress=None,
                 timeout=aiohttp.ClientTimeout(
-                    total=None,
+                    total=total,
                     connect=timeouts.get("pool"),
                     sock_connect=timeouts.get("connect"),
                     sock_read=timeouts.get("read"),
