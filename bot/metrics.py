@@ -117,6 +117,12 @@ class Metrics:
             "each counts against Discord's shared per-channel webhook limit)",
             registry=self.registry,
         )
+        self.answered_before_checks = Counter(
+            "fluxcord_answered_before_checks",
+            "Requests answered \"thinking…\" before their checks because the bot was behind "
+            "(an old interaction or a lagging event loop); a refusal then removes that answer",
+            registry=self.registry,
+        )
         self.discord_shared_limited = Counter(
             "fluxcord_discord_shared_limited",
             "Discord 429s with X-RateLimit-Scope: shared met while showing a job",
@@ -185,6 +191,9 @@ class Metrics:
     # ----------------------------------------------------------------- Discord-facing
     def refusal_followup(self) -> None:
         self.refusal_followups.inc()
+
+    def answered_before_checks_now(self) -> None:
+        self.answered_before_checks.inc()
 
     def shared_limit_met(self) -> None:
         self.discord_shared_limited.inc()

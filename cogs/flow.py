@@ -132,6 +132,7 @@ async def _generate_from_interaction(
             message_id = deferred.message_id if deferred is not None else None
 
     if is_behind(interaction, bot.services.loop_lag.recent()):
+        bot.services.metrics.answered_before_checks_now()
         await acknowledge()
     # Every check that needs no download (the allowance and studio budget included).
     checked = await bot.services.generation.precheck(draft, who, acknowledge=acknowledge)
