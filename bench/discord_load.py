@@ -402,7 +402,7 @@ def child() -> None:
     from discord.gateway import DiscordWebSocket
     from discord.http import Route
 
-    from bot.__main__ import main as bot_main
+    from bot.cli import main as bot_main
 
     base = os.environ["FAKE_DISCORD_URL"]
     Route.BASE = f"{base}/api/v10"

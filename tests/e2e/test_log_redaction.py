@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.__main__ import _configure_logging
+from bot.cli.common import configure_logging as _configure_logging
 from tests.conftest import BFL_KEY
 from tests.e2e.conftest import World
 

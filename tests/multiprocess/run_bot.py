@@ -12,7 +12,7 @@ from discord.asset import Asset
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.__main__ import main
+from bot.cli import main
 
 base = os.environ["FLUXCORD_TEST_DISCORD"].rstrip("/")
 Route.BASE = f"{base}/api/v10"
