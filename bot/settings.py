@@ -1,4 +1,8 @@
-"""Bot configuration, read from the environment or a `.env` file."""
+"""Bot configuration, read from the environment or a `.env` file.
+
+Why this file is long: every setting carries the admin-facing description that
+docs/configuration.md is generated from (bot/config_reference.py), and its checks sit beside it.
+"""
 
 from __future__ import annotations
 
