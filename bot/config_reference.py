@@ -68,7 +68,9 @@ SECTIONS: tuple[Section, ...] = (
         "Reference images",
         "Images a member edits must be PNG, JPEG or WebP, still and complete. Everything that "
         "can be decided without downloading is decided first; downloads and decodes share the "
-        "budgets below, so many members at once cannot exhaust the machine's memory.",
+        "budgets below, so many members at once cannot exhaust the machine's memory. The "
+        "references of finished requests are kept for Reroll and Remix; after "
+        "`REFERENCE_RETENTION_DAYS` they are deleted and those buttons say so.",
     ),
     Section(
         "max_jobs_in_flight_per_member",
@@ -84,8 +86,10 @@ SECTIONS: tuple[Section, ...] = (
         "web_host",
         "Web server and webhooks",
         "One small web server answers BFL's webhooks and the operator's endpoints (health, "
-        "readiness, `/metrics`). Keep the operator's endpoints private: see "
-        "[Operations](operations.md).",
+        "readiness, `/metrics`). The Docker image sets `WEB_HOST=0.0.0.0`, the container's own "
+        "address, so that a proxy can reach it. Keep the operator's endpoints private: see "
+        "[Operations](operations.md#keep-the-operators-endpoints-private); webhooks: "
+        "[Operations](operations.md#webhooks).",
     ),
     Section(
         "message_content_intent",
@@ -108,7 +112,11 @@ SECTIONS: tuple[Section, ...] = (
         "Who may spend your money",
         "With **Public Bot** on, anyone who finds the invite link can add the bot, and every "
         "server gets the default budget, paid from your account. Turn Public Bot off, list "
-        "the servers, or cap the whole bot.",
+        "the servers, or cap the whole bot. The owner is warned when the bot has used 80 % and "
+        "100 % of `BOT_MONTHLY_CREDITS` (once a month each, also logged as a WARNING), in "
+        "`OWNER_ALERT_CHANNEL_ID` or else by a direct message to the application's owner (a "
+        "team's owner). The bot logs a warning at start while Public Bot is on and no server "
+        "list is set.",
     ),
     Section(
         "max_pending_approvals_per_member",

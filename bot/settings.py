@@ -122,7 +122,8 @@ class Settings(BaseSettings):
         le=86400,
         description="When the database stops answering (a PostgreSQL restart, a full disk, a "
         "lock held too long), each request's writes retry for this long, then wait for the "
-        "bot's own sweep: no request is lost or needs a restart",
+        "bot's own sweep: no request is lost or needs a restart. The log says once when the "
+        "database stops answering and once when it is back",
     )
     shard_ids: str | None = Field(
         default=None,
@@ -179,7 +180,7 @@ class Settings(BaseSettings):
         description="Most reference-image memory being decoded at once, over all members, in "
         "megapixels of 4 bytes (48 ≈ 192 MiB). Each file's need is read from its header before "
         "it is decoded: 4 bytes a pixel for PNG, 16 for WebP, little for a JPEG decoded at 1/8 "
-        "scale. Further checks wait their turn; a reference that alone needs more is refused "
+        "scale (up to 8 for a progressive one). Further checks wait their turn; a reference that alone needs more is refused "
         "(at the default: PNG up to 48 MP, WebP up to 12 MP)",
     )
     max_jobs_in_flight_per_member: int = Field(
@@ -335,7 +336,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Credits the whole bot may spend per calendar month, over every server and "
         "direct messages together (e.g. `30000` = $300); past it requests are refused until the "
-        "reset. While it is set, every request's acceptance takes one fleet-wide turn",
+        "reset. Checked when each request is accepted, exactly, even under a burst from many "
+        "servers and processes; while it is set, every request's acceptance takes one "
+        "fleet-wide turn",
     )
     owner_alert_channel_id: int | None = Field(
         default=None,
@@ -361,8 +364,10 @@ class Settings(BaseSettings):
         "instructions (an ordinary word takes 15-20, so about 200 fit; `.{100}` alone takes "
         "800). A prompt check costs at most this size times the prompt's length: at the default "
         "at most about 0.7 s of CPU for the most hostile terms and a 4,000-character prompt. A "
-        "term that doesn't fit is refused with the reason; terms stored when the budget was "
-        "larger stay listed, and the oldest that fit stay in force",
+        "server's checks run one at a time, and one that can't start within 1.5 s is refused as "
+        "busy (no strike). A term that doesn't fit is refused with the reason; terms stored "
+        "when the budget was larger stay listed, the oldest that fit stay in force, and a "
+        "moderator adding a term is told so",
     )
     approval_expiry_hours: float = Field(
         default=72.0,
