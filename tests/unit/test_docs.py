@@ -120,3 +120,18 @@ def test_headings_get_githubs_anchors() -> None:
     assert github_anchor("Capacity, several processes and shutdown") == (
         "capacity-several-processes-and-shutdown"
     )
+
+
+def test_every_metric_the_bot_exports_is_documented() -> None:
+    from bot.metrics import Metrics
+
+    docs = " ".join(path.read_text(encoding="utf-8") for path in documents())
+    exported = {
+        family.name
+        for family in Metrics(process_metrics=False).registry.collect()
+        if family.name.startswith("fluxcord_")
+    }
+    assert exported, "no metric found: the check would pass on nothing"
+    # A counter `x` is exposed as `x_total`; the docs may name either.
+    undocumented = sorted(name for name in exported if name not in docs)
+    assert undocumented == [], "name each in docs/operations.md (or docs/health.md)"
