@@ -65,6 +65,11 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "reference_retention_days",
+        "What is kept, and for how long",
+        "What the bot stores and for how long: [Privacy](privacy.md).",
+    ),
+    Section(
+        "max_reference_bytes",
         "Reference images",
         "Images a member edits must be PNG, JPEG or WebP, still and complete. Everything that "
         "can be decided without downloading is decided first; downloads and decodes share the "
@@ -84,7 +89,7 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "web_host",
-        "Web server and webhooks",
+        "Web server, webhooks and health",
         "One small web server answers BFL's webhooks and the operator's endpoints (health, "
         "readiness, `/metrics`). The Docker image sets `WEB_HOST=0.0.0.0`, the container's own "
         "address, so that a proxy can reach it. Keep the operator's endpoints private: see "
