@@ -180,8 +180,8 @@ class Settings(BaseSettings):
         description="Most reference-image memory being decoded at once, over all members, in "
         "megapixels of 4 bytes (48 ≈ 192 MiB). Each file's need is read from its header before "
         "it is decoded: 4 bytes a pixel for PNG, 16 for WebP, little for a JPEG decoded at 1/8 "
-        "scale (up to 8 for a progressive one). Further checks wait their turn; a reference that alone needs more is refused "
-        "(at the default: PNG up to 48 MP, WebP up to 12 MP)",
+        "scale (up to 8 for a progressive one). Further checks wait their turn; a reference "
+        "that alone needs more is refused (at the default: PNG up to 48 MP, WebP up to 12 MP)",
     )
     max_jobs_in_flight_per_member: int = Field(
         default=4,
