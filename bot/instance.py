@@ -3,6 +3,7 @@ or an address the web server can't listen on."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -65,10 +66,12 @@ class InstanceLock:
 
 def _write_holder_pid(fd: int) -> None:
     """The holder's process id in the lock file, for an operator who wonders which one it is
-    (filelock hands over the locked descriptor; it stays open and locked)."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    (filelock hands over the locked descriptor; it stays open and locked). A courtesy only:
+    a file system that refuses the write does not stop the start."""
+    with contextlib.suppress(OSError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
 
 
 def address_in_use_message(host: str, port: int, exc: OSError) -> str:
