@@ -19,7 +19,9 @@
     ├── InvalidPattern            a banned term the matcher cannot run (shown to moderators)
     ├── StartupError              for the operator; the message says it all
     │   ├── AnotherInstanceRunning
-    │   └── DatabaseUnavailable   the store cannot be reached, or refused the bot's login
+    │   ├── DatabaseUnavailable   the store cannot be reached, or refused the bot's login
+    │   ├── SchemaNewerThanRelease  the database was migrated by a newer release
+    │   └── MigrationsMissing     the installed package has no migrations (a broken install)
     └── SettingsError             a malformed setting; names it, never shows its value
 
 The adapters show `user_message` (or `str()` of an InvalidRequest) and log the rest.
@@ -170,6 +172,16 @@ class AnotherInstanceRunning(StartupError):
 class DatabaseUnavailable(StartupError):
     """The database could not be opened: unreachable (exit 1), or it refused the login or has
     no such database (exit 2: DATABASE_URL needs fixing). Names the server, never a password."""
+
+
+class SchemaNewerThanRelease(StartupError):
+    """The database's schema is newer than the migrations this release ships: an older
+    release started after an upgrade. It refuses rather than run on a schema it doesn't know."""
+
+
+class MigrationsMissing(StartupError):
+    """No migrations where the package keeps them: a wheel or image built without its package
+    data. Without this check `migrate` would report "up to date" on an empty database."""
 
 
 class SettingsError(FluxcordError):

@@ -6,6 +6,7 @@ docs/configuration.md is generated from (bot/config_reference.py), and its check
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -649,10 +650,19 @@ def parse_keys(text: str, default_cap: int) -> list[tuple[str, int]]:
     return keys
 
 
+# Where Docker secrets (or any files named after settings) are read from, after the
+# environment and .env: /run/secrets in compose.postgres.yaml. Read from the environment
+# only, since it says where other settings come from.
+SECRETS_DIR_VARIABLE = "SECRETS_DIR"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build the settings, turning pydantic's report into one readable line per problem."""
+    secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE) or None
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        raise SettingsError(f"{SECRETS_DIR_VARIABLE} {secrets_dir} is not a directory")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_input=False, include_url=False):
