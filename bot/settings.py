@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     )
     default_variant: str = Field(default="pro", description="Variant /imagine uses")
     database_path: Path = Field(default=Path("data/fluxcord.sqlite3"))
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Where `fluxcord backup` writes when given no PATH"
+        " (default: a backups folder beside DATABASE_PATH)",
+    )
     database_url: SecretStr | None = Field(
         default=None,
         description="postgresql://user:password@host/db: PostgreSQL instead of the SQLite file"
