@@ -354,11 +354,12 @@ async def _refuse_unless_empty(target: Any, tables: list[Table]) -> None:
     for table in tables:
         if await target.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table.name}")'):
             count = await target.fetchval(f'SELECT count(*) FROM "{table.name}"')
-            filled.append(f"{table.name} ({count} rows)")
+            filled.append(f"{table.name} ({count} row{'' if count == 1 else 's'})")
     if filled:
+        shown = ", ".join(filled[:3]) + (f" and {len(filled) - 3} more" if len(filled) > 3 else "")
         raise CopyRefused(
-            f"The target database is not empty: {', '.join(filled)}. copy-to only fills an"
-            " empty database: create a new one (or drop and re-create this one)"
+            f"The target database is not empty: {shown}. copy-to only fills an empty"
+            " database: create a new one (or drop and re-create this one)"
         )
 
 
