@@ -18,10 +18,10 @@ import contextlib
 import datetime as dt
 import os
 import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Event
 
 from bot.errors import StartupError
 
@@ -95,7 +95,7 @@ Progress = Callable[[int, int], None]  # (pages left, pages in all), on the back
 
 
 def _copy(
-    database_path: Path, partial: Path, stop: threading.Event, progress: Progress | None
+    database_path: Path, partial: Path, stop: Event, progress: Progress | None
 ) -> int | None:
     """On a worker thread: copy, switch the copy to a single self-contained file, check it.
     Returns the copy's schema version."""
@@ -181,7 +181,7 @@ async def backup_database(
     at = now or dt.datetime.now(dt.UTC)
     final = await asyncio.to_thread(_prepare, database_path, destination, at)
     partial = final.with_name(final.name + PARTIAL)
-    stop = threading.Event()
+    stop = Event()
     copying = asyncio.ensure_future(
         asyncio.to_thread(_copy, database_path, partial, stop, progress)
     )

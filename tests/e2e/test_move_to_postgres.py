@@ -16,6 +16,7 @@ import pytest
 from bot.cli import copy_to as copy_to_command
 from tests.e2e.conftest import World
 from tests.e2e.test_usage import add_moderator, ask, make_image, with_file
+from tests.fakes.discord.models import User
 from tests.postgres_fixtures import DsnFactory
 
 
@@ -25,13 +26,13 @@ def database_target(tmp_path: Path) -> Path:
     return tmp_path / "fluxcord.sqlite3"
 
 
-async def figures(world: World, mod: object) -> dict[str, object]:
+async def figures(world: World, mod: User) -> dict[str, object]:
     """What members and moderators are shown about spending."""
     server = await with_file(
-        await world.discord.invoke_slash(mod, world.channel, "usage-admin server")  # type: ignore[arg-type]
+        await world.discord.invoke_slash(mod, world.channel, "usage-admin server")
     )
     export = await with_file(
-        await world.discord.invoke_slash(mod, world.channel, "usage-admin export")  # type: ignore[arg-type]
+        await world.discord.invoke_slash(mod, world.channel, "usage-admin export")
     )
     return {
         "alice /usage": await ask(world, world.alice, "usage"),
@@ -40,7 +41,7 @@ async def figures(world: World, mod: object) -> dict[str, object]:
             world,
             mod,
             "usage-admin user",
-            {"member": world.alice},  # type: ignore[arg-type]
+            {"member": world.alice},
         ),
         "/usage-admin server": server.content,
         "/usage-admin export": (export.content, export.attachments[0].data),

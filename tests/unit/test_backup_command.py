@@ -142,7 +142,7 @@ async def test_a_cancelled_backup_stops_its_thread_and_leaves_no_file(
             super().__init__()
             stops.append(self)
 
-    monkeypatch.setattr(backup_module.threading, "Event", RecordedEvent)
+    monkeypatch.setattr(backup_module, "Event", RecordedEvent)
     live = tmp_path / "fluxcord.sqlite3"
     db = await live_database(live, rows=400, size=2000)
     loop = asyncio.get_running_loop()
