@@ -65,3 +65,17 @@ async def execute(settings: Settings, args: argparse.Namespace) -> int:
         "matches. Set DATABASE_URL to this database and start the bot."
     )
     return 0
+
+
+def explain(exc: Exception) -> tuple[str, int] | None:
+    """The failures around the copy (a connection lost midway, an unreadable file): one line.
+    PostgreSQL rolls the copy back when its connection goes, so nothing was kept."""
+    import sqlite3
+
+    import asyncpg
+
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return f"The copy failed ({type(exc).__name__}): nothing was kept", 1
+    if isinstance(exc, sqlite3.DatabaseError):
+        return f"The SQLite database cannot be read ({exc}): nothing was copied", 1
+    return None

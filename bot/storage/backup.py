@@ -94,9 +94,7 @@ def _open_source(database_path: Path) -> sqlite3.Connection:
 Progress = Callable[[int, int], None]  # (pages left, pages in all), on the backup's thread
 
 
-def _copy(
-    database_path: Path, partial: Path, stop: Event, progress: Progress | None
-) -> int | None:
+def _copy(database_path: Path, partial: Path, stop: Event, progress: Progress | None) -> int | None:
     """On a worker thread: copy, switch the copy to a single self-contained file, check it.
     Returns the copy's schema version."""
 

@@ -321,7 +321,8 @@ def _versions(rows: Iterable[Any]) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
-async def _check_versions(source: aiosqlite.Connection, target: Any) -> None:
+async def _check_sqlite_version(source: aiosqlite.Connection) -> set[int]:
+    """This release's migrations, which the SQLite database must be at."""
     known = {m.version for m in discover(migrations_dir("sqlite"))}
     try:
         sqlite_versions = _versions(
@@ -341,6 +342,10 @@ async def _check_versions(source: aiosqlite.Connection, target: Any) -> None:
             f"The SQLite database is at schema version {max(sqlite_versions, default=0)}, this"
             f" release's is {max(known)}: run `fluxcord migrate` first (with the bot stopped)"
         )
+    return known
+
+
+async def _check_postgres_version(target: Any, known: set[int]) -> None:
     postgres_versions = _versions(await target.fetch(f"SELECT version FROM {RECORD_TABLE}"))
     if postgres_versions != known:
         raise CopyRefused(
@@ -372,16 +377,17 @@ async def copy_sqlite_to_postgres(
     import asyncpg
 
     password = urlsplit(url).password
-    # Migrates an empty target (and words an unreachable one in one line).
-    migrated = await open_database(url)
-    await migrated.close()
     source = await aiosqlite.connect(f"file:{sqlite_path}?mode=rw", uri=True, isolation_level=None)
     try:
         source.row_factory = aiosqlite.Row
         await source.execute("BEGIN")  # one snapshot for every read below
+        known = await _check_sqlite_version(source)  # before anything is done to the target
+        # Migrates an empty target (and words an unreachable one in one line).
+        migrated = await open_database(url)
+        await migrated.close()
         target = await asyncpg.connect(url)
         try:
-            await _check_versions(source, target)
+            await _check_postgres_version(target, known)
             tables = await _describe(source, target, await _sqlite_tables(source))
             async with target.transaction():
                 for table in tables:  # also locks each table until the end of the copy

@@ -315,3 +315,28 @@ async def test_a_running_bot_makes_it_refuse(
         assert await conn.fetchval("SELECT count(*) FROM jobs") == 0
     finally:
         await conn.close()
+
+
+async def test_an_sqlite_database_behind_this_release_is_refused_before_the_target_is_touched(
+    source: Path, postgres_dsn_factory: DsnFactory
+) -> None:
+    with sqlite3.connect(source) as conn:  # as if the last migration had not been applied
+        latest = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (latest,))
+    target = postgres_dsn_factory(migrated=False)
+    with pytest.raises(CopyRefused) as refused:
+        await copy_sqlite_to_postgres(source, target)
+    assert str(refused.value) == (
+        f"The SQLite database is at schema version {latest - 1}, this release's is {latest}:"
+        " run `fluxcord migrate` first (with the bot stopped)"
+    )
+    conn = await asyncpg.connect(target)
+    try:
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            == 0
+        )
+    finally:
+        await conn.close()
