@@ -7,8 +7,9 @@ was at one instant, writes still only in the -wal file included. (Without that t
 SQLite restarts a stepwise backup whenever another connection writes, and a bot writing
 every few seconds could keep it from ever finishing.)
 
-The copy is written beside its final name, checked (`PRAGMA integrity_check`), and only
-then given that name, which never replaces an existing file.
+The final name is reserved first (an empty file created exclusively, so two backups never
+take the same one and none replaces a file); the copy is written beside it, checked
+(`PRAGMA integrity_check`), flushed, and then renamed over the reservation.
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ def default_backup_dir(database_path: Path) -> Path:
 
 
 def wanted_path(destination: Path | None, database_path: Path, at: dt.datetime) -> Path:
-    """Where the backup goes before any collision is resolved: a directory (existing, or
-    named with a trailing slash or no suffix) gets a timestamped name in it."""
+    """Where the backup goes before any collision is resolved: a directory (an existing
+    one, or a name without a suffix) gets a timestamped name in it."""
     if destination is None:
         return default_backup_dir(database_path) / backup_name(at)
-    if destination.is_dir() or str(destination).endswith(os.sep) or not destination.suffix:
+    if destination.is_dir() or not destination.suffix:
         return destination / backup_name(at)
     return destination
 
