@@ -31,6 +31,9 @@ from bot.storage.db import open_database, postgres_location, without_password
 from bot.storage.migrations import discover, migrations_dir
 
 BATCH_ROWS = 500
+# Rows with images (BYTEA) are read a few at a time: a batch of 500 reference images could
+# be hundreds of MB.
+BLOB_BATCH_ROWS = 4
 RECORD_TABLE = "schema_migrations"  # each side keeps its own (compared, not copied)
 # What the figures check: the money journal and the window totals derived from it.
 SUMMED: dict[str, tuple[str, ...]] = {
@@ -246,6 +249,8 @@ async def _rows(
 ) -> AsyncIterator[tuple[Any, ...]]:
     """The table's rows, fitted to PostgreSQL's types, a batch at a time; the columns that
     name rows of the same table are left empty (filled in afterwards)."""
+    if "bytea" in table.postgres_types:
+        batch_rows = min(batch_rows, BLOB_BATCH_ROWS)
     fits = [FITS[kind] for kind in table.postgres_types]
     later = {table.columns.index(column) for column in table.self_references}
     selected = ", ".join(f'"{c}"' for c in table.columns)

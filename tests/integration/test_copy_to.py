@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -338,5 +339,42 @@ async def test_an_sqlite_database_behind_this_release_is_refused_before_the_targ
             )
             == 0
         )
+    finally:
+        await conn.close()
+
+
+async def test_images_are_streamed_a_few_at_a_time(
+    tmp_path: Path, postgres_dsn_factory: DsnFactory
+) -> None:
+    """40 reference images of 1 MB: the copy never holds more than a few of them."""
+    path = tmp_path / "images.sqlite3"
+    db = await open_database(path)
+    await db.close()
+    image = os.urandom(1_000_000)
+    with sqlite3.connect(path) as conn:
+        for n in range(40):
+            conn.execute(
+                "INSERT INTO jobs (id, created_at, updated_at, channel_id, user_id, variant,"
+                " provider, prompt, params, state) VALUES (?, 0, 0, 1, 1, 'pro', 'bfl', 'p',"
+                " '{}', 'queued')",
+                (f"job-{n}",),
+            )
+            conn.execute(
+                "INSERT INTO job_inputs VALUES (?, 0, 'image/png', 1, 1, ?)",
+                (f"job-{n}", image[n:] + image[:n]),
+            )
+    target = postgres_dsn_factory()
+    tracemalloc.start()
+    try:
+        report = await copy_sqlite_to_postgres(path, target)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.ok
+    assert peak < 15_000_000, f"{peak / 1e6:.1f} MB held at once"
+    conn = await asyncpg.connect(target)
+    try:
+        copied = await conn.fetchval("SELECT data FROM job_inputs WHERE job_id = 'job-7'")
+        assert copied == image[7:] + image[:7]
     finally:
         await conn.close()
