@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="SQLite database file (created with its folder). One bot per file; back it "
         "up with `fluxcord backup` while it runs",
     )
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Where `fluxcord backup` writes when given no PATH"
+        " (default: a backups folder beside DATABASE_PATH)",
+    )
     database_url: SecretStr | None = Field(
         default=None,
         description="`postgresql://user:password@host:5432/fluxcord`: keep everything in "
