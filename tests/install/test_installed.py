@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bot.version import __version__
 from tests.install.conftest import Installed
+from tests.postgres_fixtures import DsnFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOUT_MIGRATIONS = sorted(p.name for p in (ROOT / "migrations" / "sqlite").glob("*.sql"))
@@ -80,3 +81,41 @@ def test_migrate_refuses_a_schema_newer_than_the_release(
         f" ({__version__}) knows ({newer - 1}): upgrade Fluxcord, or restore the backup taken"
         " before the upgrade."
     ]
+
+
+def test_backup_writes_a_new_checked_copy_each_time(installed: Installed, tmp_path: Path) -> None:
+    database = tmp_path / "fluxcord.sqlite3"
+    env = {"DATABASE_PATH": str(database)}
+    assert installed.run("migrate", env=env).returncode == 0
+    with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+        conn.execute("INSERT INTO app_state (key, value) VALUES ('installed-test', 'kept')")
+    folder = tmp_path / "backups"
+    # Twice in the same second: the README's old one-liner failed on the second run.
+    runs = [installed.run("backup", str(folder), env=env) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    copies = sorted(folder.iterdir())
+    assert len(copies) == 2
+    for copy in copies:
+        assert copy.name.startswith("fluxcord-") and copy.suffix == ".sqlite3"
+        assert query(copy, "PRAGMA integrity_check") == [("ok",)]
+        assert query(copy, "SELECT value FROM app_state WHERE key = 'installed-test'") == [
+            ("kept",)
+        ]
+    # Each run names the file it wrote.
+    assert {c.name for c in copies} == {
+        next(c.name for c in copies if c.name in run.stdout) for run in runs
+    }
+
+
+def test_copy_to_moves_an_sqlite_database_into_postgresql(
+    installed: Installed, tmp_path: Path, postgres_dsn_factory: DsnFactory
+) -> None:
+    database = tmp_path / "fluxcord.sqlite3"
+    env = {"DATABASE_PATH": str(database)}
+    assert installed.run("migrate", env=env).returncode == 0
+    with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+        conn.execute("INSERT INTO app_state (key, value) VALUES ('installed-test', 'moved')")
+    copied = installed.run("copy-to", postgres_dsn_factory(migrated=False), env=env)
+    assert copied.returncode == 0, copied.stderr
+    assert "every count and sum matches" in copied.stdout.splitlines()[-1]
+    assert ["app_state", "1", "1", "ok"] in [line.split() for line in copied.stdout.splitlines()]
