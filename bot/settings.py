@@ -143,6 +143,18 @@ class Settings(BaseSettings):
         default=None, description="Public URL of the web server; unset = webhooks off"
     )
     webhook_grace_seconds: float = Field(default=15.0, gt=0, le=600)
+    provider_check_interval_seconds: float = Field(
+        default=600.0,
+        ge=1,
+        le=86_400,
+        description="How often the provider keys and balances are checked (and at start-up)",
+    )
+    low_balance_credits: float = Field(
+        default=500.0,
+        ge=0,
+        description="Warn when a provider account has fewer credits than this (500 = $5);"
+        " the AI/ML API's own low-balance flag warns too",
+    )
     message_content_intent: bool = Field(
         default=True,
         description="Read images in any message a member replies to (a privileged intent)",
