@@ -179,9 +179,7 @@ def describe(
             f"check the key in {dashboard}"
         )
     if state is KeyState.EMPTY:
-        return (
-            f"{key.setting}: {account} has no credits left: top it up in {dashboard}"
-        )
+        return f"{key.setting}: {account} has no credits left: top it up in {dashboard}"
     credits = f"{status.credits:,.0f} credits" if status.credits is not None else "credits"
     if state is KeyState.LOW:
         why = (

@@ -54,7 +54,9 @@ async def checks() -> AsyncIterator[Any]:
 
     def make(**values: Any) -> Checks:
         settings = Settings(
-            discord_token="t", allow_loopback_provider_urls=True, **values  # type: ignore[arg-type]
+            discord_token="t",
+            allow_loopback_provider_urls=True,
+            **values,  # type: ignore[arg-type]
         )
         made.append(Checks(settings))
         return made[-1]
@@ -114,7 +116,9 @@ async def test_one_bad_key_among_several_is_named_by_position_and_the_others_car
     assert report["usable"] is True
     assert [k["state"] for k in report["keys"]] == ["ok", "ok", "invalid"]
     assert [k["setting"] for k in report["keys"]] == [
-        "BFL_API_KEY", "BFL_API_KEYS key 1", "BFL_API_KEYS key 2",
+        "BFL_API_KEY",
+        "BFL_API_KEYS key 1",
+        "BFL_API_KEYS key 2",
     ]
     assert made.sample("fluxcord_provider_key_valid", "bfl", "3") == 0
     assert made.sample("fluxcord_provider_balance_credits", "bfl", "1") == fake.credits
