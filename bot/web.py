@@ -26,6 +26,9 @@ Routes
     ``{"status": "ok", "service": "fluxcord", "version", "event_loop_lag_seconds"}``. For
     a container's HEALTHCHECK: restart the bot when it stops answering, not when a provider
     or Discord is down. ``fluxcord doctor`` reads ``service`` to know a Fluxcord answered.
+``GET /webhooks/bfl/livez``
+    The same as ``/livez``, only with the webhook receiver on: the path a reverse proxy
+    already forwards, so ``fluxcord doctor`` can check WEBHOOK_PUBLIC_URL end to end.
 ``GET /readyz`` (and ``GET /healthz``, its older name)
     200 when every Discord shard this process runs is connected, the database answers and
     every configured provider has a key that is not known to be bad (rejected, or an
@@ -67,6 +70,7 @@ DEFAULT_MAX_WEBHOOK_BYTES = 64 * 1024
 # Job ids are 16 hex digits today; the pattern leaves room but keeps paths (and so access-log
 # lines) to a harmless alphabet.
 _JOB_ID = r"[A-Za-z0-9_-]{1,64}"
+PUBLIC_LIVEZ_PATH = f"{WEBHOOK_PATH}/livez"
 # What `/livez` calls itself: how `fluxcord doctor` knows a Fluxcord answered at a URL.
 SERVICE_NAME = "fluxcord"
 # The access log: no headers (an X-Webhook-Secret must never be logged), no user agent.
@@ -156,6 +160,9 @@ def create_app(
     app.router.add_get("/metrics", routes.metrics)
     if webhook_target is not None:
         app.router.add_post(f"{WEBHOOK_PATH}/{{job_id:{_JOB_ID}}}", routes.webhook)
+        # /livez under the one public prefix: `fluxcord doctor` proves WEBHOOK_PUBLIC_URL
+        # reaches a Fluxcord through the same proxy rule BFL's deliveries take.
+        app.router.add_get(PUBLIC_LIVEZ_PATH, routes.livez, allow_head=True)
     return app
 
 
@@ -258,16 +265,8 @@ class _Routes:
 
     # ----------------------------------------------------------------- health
     async def livez(self, request: web.Request) -> web.Response:
-        lag: float | None = None
-        if self._health.loop_lag is not None:
-            lag = round(self._health.loop_lag(), 3)
-        body = {
-            "status": "ok",
-            "service": SERVICE_NAME,
-            "version": __version__,
-            "event_loop_lag_seconds": lag,
-        }
-        return web.json_response(body, headers={"Cache-Control": "no-store"})
+        lag = None if self._health.loop_lag is None else self._health.loop_lag()
+        return livez_response(lag)
 
     async def readyz(self, request: web.Request) -> web.Response:
         checks = {"database": await self._database_check(), "discord": self._discord_check()}
@@ -335,6 +334,18 @@ class _Routes:
         return web.Response(
             body=self._metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
         )
+
+
+def livez_response(loop_lag: float | None = None) -> web.Response:
+    """`/livez`'s answer: it says a Fluxcord answered, which version, and how late its loop
+    runs (`fluxcord doctor` serves the same while it checks WEBHOOK_PUBLIC_URL)."""
+    body = {
+        "status": "ok",
+        "service": SERVICE_NAME,
+        "version": __version__,
+        "event_loop_lag_seconds": None if loop_lag is None else round(loop_lag, 3),
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 def _consume_ping(task: asyncio.Task[object]) -> None:
