@@ -44,5 +44,10 @@ def missing(have: discord.Permissions, needed: discord.Permissions) -> list[str]
 
 
 def _title(name: str) -> str:
-    special = {"view_channel": "View Channel", "read_message_history": "Read Message History"}
+    # discord.py names View Channel by its old name, read_messages.
+    special = {
+        "read_messages": "View Channel",
+        "view_channel": "View Channel",
+        "send_messages_in_threads": "Send Messages in Threads",
+    }
     return special.get(name, name.replace("_", " ").title())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,13 @@ async def execute(settings: Settings, args: argparse.Namespace, *, out: Any = No
 async def discord_findings(settings: Settings, lookup: ServerSettingsLookup) -> list[Finding]:
     import discord  # here, not at import: `fluxcord --version` stays quick
 
+    # Doctor's lines are on stdout; keep discord.py's chatter (voice libraries, "logging in")
+    # off stderr unless something goes wrong.
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
+    chatter = logging.getLogger("discord")
+    level = chatter.level
+    chatter.setLevel(logging.WARNING)
     intents = discord.Intents.none()
     intents.guilds = True  # channels, roles and the bot's own member: what permissions need
     client = discord.AutoShardedClient(
@@ -93,6 +101,7 @@ async def discord_findings(settings: Settings, lookup: ServerSettingsLookup) -> 
         return await _discord_findings(client, settings, lookup)
     finally:
         await client.close()
+        chatter.setLevel(level)
 
 
 async def _discord_findings(
