@@ -78,8 +78,11 @@ async def database_findings(settings: Settings) -> tuple[list[Finding], Database
         return findings, None
     try:
         db = await open_database(settings.database_target, migrate=False)
-    except StartupError as exc:
+    except StartupError as exc:  # unreachable, or a login PostgreSQL refused: one line
         findings.append(problem("database", str(exc)))
+        return findings, None
+    except Exception as exc:  # e.g. a file that is not an SQLite database
+        findings.append(problem("database", f"{where} cannot be opened ({type(exc).__name__})"))
         return findings, None
     try:
         applied = await _applied_versions(db)
@@ -116,7 +119,8 @@ async def _applied_versions(db: Database) -> set[int]:
     has_record = await db.fetch_value(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
         if db.backend == "sqlite"
-        else "SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        else "SELECT 1 FROM information_schema.tables"
+        " WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
     )
     if not has_record:
         return set()

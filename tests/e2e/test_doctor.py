@@ -150,3 +150,36 @@ async def test_a_database_not_migrated_yet_is_a_problem(world: World) -> None:
         f"{SCHEMA}: run `fluxcord migrate` (the bot also migrates at start)"
     ) in lines
     assert code == 1
+
+
+async def test_a_database_from_a_newer_release_is_a_problem(world: World) -> None:
+    await migrated(world)
+    await world.write_sql(
+        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (9999, "9999_future.sql")
+    )
+    code, lines = await run_doctor(world.settings())
+    assert (
+        f"problem database: {database_name(world)} has schema 9999, newer than this release's "
+        f"({SCHEMA}): run the Fluxcord release that migrated it, or a newer one"
+    ) in lines
+    assert code == 1
+
+
+async def test_a_file_that_is_not_a_database_is_a_problem(world: World) -> None:
+    if not isinstance(world.database_target, Path):
+        pytest.skip("an SQLite file made by hand")
+    world.database_target.write_bytes(b"not a database, " * 100)
+    code, lines = await run_doctor(world.settings())
+    assert (f"problem database: {world.database_target} cannot be opened (DatabaseError)") in lines
+    assert code == 1
+
+
+async def test_the_webhook_url_is_checked_while_the_bot_is_not_running(world: World) -> None:
+    await migrated(world)
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    code, lines = await run_doctor(world.settings(web_port=port, webhook_public_url=public))
+    assert (
+        f"ok      webhook: {public}/webhooks/bfl/livez reaches this doctor (the bot is not running)"
+    ) in lines
+    assert code == 0, lines
