@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import httpx
+
 from bot.errors import (
     InsufficientCredits,
     ProviderAccessDenied,
@@ -150,6 +152,8 @@ async def read_status(key: AccountKey, low_balance: float) -> tuple[KeyStatus, s
         return KeyStatus(KeyState.EMPTY, credits=0.0), None
     except ProviderError as exc:
         return KeyStatus(KeyState.UNREACHABLE), str(exc)[:200]
+    except httpx.HTTPError as exc:  # e.g. a body that would not decode
+        return KeyStatus(KeyState.UNREACHABLE), type(exc).__name__
     credits = reading.credits
     if credits <= 0:
         state = KeyState.EMPTY

@@ -83,6 +83,26 @@ async def test_a_member_meeting_the_bad_key_is_told_it_is_the_bots_key(
     assert len(errors(caplog)) == 1  # the failure in use repeats nothing the check said
 
 
+async def test_a_key_revoked_while_running_is_said_at_the_first_failure(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with await started(world) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        world.bfl.remove_key(BFL_KEY)  # revoked in the BFL dashboard; the next check is far off
+        it = await world.discord.invoke_slash(
+            world.alice.id, world.channel.id, "imagine", {"prompt": "a harbour"}
+        )
+        await it.wait_original(lambda m: "not working" in m.content)
+        # Told at once, by the request that met it: no need to wait for the next check.
+        assert errors(caplog) == [
+            "BFL_API_KEY was rejected by Black Forest Labs (401): check the key in the BFL "
+            "dashboard"
+        ]
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["providers"]["bfl"]["keys"][0]["state"] == "invalid"
+
+
 async def test_ready_with_working_keys_reports_each_providers_balance(
     world_with_aiml: World, caplog: pytest.LogCaptureFixture
 ) -> None:
