@@ -97,7 +97,8 @@ async def database_findings(settings: Settings) -> tuple[list[Finding], Database
             problem(
                 "database",
                 f"{where} has schema {max(applied)}, newer than this release's "
-                f"({max(shipped)}): run the Fluxcord release that migrated it, or a newer one",
+                f"({max(shipped)}): upgrade Fluxcord, or restore the backup taken before the "
+                "upgrade",
             )
         )
     elif pending:

@@ -147,13 +147,15 @@ class Settings(BaseSettings):
         default=600.0,
         ge=1,
         le=86_400,
-        description="How often the provider keys and balances are checked (and at start-up)",
+        description="How often, in seconds, each provider key and its balance are checked (also "
+        "at start-up): a rejected key or an empty account is one log line and turns /readyz red "
+        "(docs/health.md)",
     )
     low_balance_credits: float = Field(
         default=500.0,
         ge=0,
-        description="Warn when a provider account has fewer credits than this (500 = $5);"
-        " the AI/ML API's own low-balance flag warns too",
+        description="Log a warning when a provider account has fewer credits than this (500 = "
+        "$5); the AI/ML API's own low-balance flag warns too",
     )
     message_content_intent: bool = Field(
         default=True,

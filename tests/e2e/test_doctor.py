@@ -160,7 +160,7 @@ async def test_a_database_from_a_newer_release_is_a_problem(world: World) -> Non
     code, lines = await run_doctor(world.settings())
     assert (
         f"problem database: {database_name(world)} has schema 9999, newer than this release's "
-        f"({SCHEMA}): run the Fluxcord release that migrated it, or a newer one"
+        f"({SCHEMA}): upgrade Fluxcord, or restore the backup taken before the upgrade"
     ) in lines
     assert code == 1
 
