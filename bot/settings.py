@@ -147,9 +147,8 @@ class Settings(BaseSettings):
         default=600.0,
         ge=1,
         le=86_400,
-        description="How often, in seconds, each provider key and its balance are checked (also "
-        "at start-up): a rejected key or an empty account is one log line and turns /readyz red "
-        "(docs/health.md)",
+        description="Seconds between checks of each provider key and balance (also at start-up):"
+        " a rejected key or an empty account is one log line and turns /readyz red",
     )
     low_balance_credits: float = Field(
         default=500.0,
