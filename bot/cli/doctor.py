@@ -3,7 +3,8 @@
 
 Checked, in order: the version and the database (reachable, migrated, not newer than this
 release), the provider keys and balances, the webhook URL, then Discord: the token, the
-Message Content intent against MESSAGE_CONTENT_INTENT, the invite URL, and in each server the
+Message Content intent against MESSAGE_CONTENT_INTENT, "Public Bot" left on with no
+ALLOWED_GUILD_IDS (strangers could spend your credits), the invite URL, and in each server the
 permissions the bot lacks in the channels where members may generate (from the servers'
 /settings; every channel the bot can see when unrestricted). For those it connects to the
 gateway for a moment (Guilds intent only), as a second session beside a running bot.
@@ -29,6 +30,8 @@ from bot.doctor import (
     warning,
     webhook_finding,
 )
+from bot.ledger import QuotaPolicy
+from bot.ledger.spending import public_bot_warning
 from bot.servers.settings import ServerSettings
 from bot.settings import Settings, load_settings
 
@@ -127,6 +130,9 @@ async def _discord_findings(
     assert application is not None and client.user is not None  # set by login
     findings = [ok("DISCORD_TOKEN", f"logged in as {client.user} (application {application.id})")]
     findings.append(_intent_finding(settings, application.flags))
+    public = public_bot_warning(application.bot_public, QuotaPolicy.from_settings(settings))
+    if public is not None:
+        findings.append(warning("Public Bot", public))
     url = invite_url(application.id)
     findings += await _server_findings(client, settings, lookup, url)
     return findings

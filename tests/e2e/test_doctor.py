@@ -52,7 +52,11 @@ def database_name(world: World) -> str:
 async def test_a_healthy_setup_is_all_ok_and_exits_0(world: World) -> None:
     port = free_port()
     public = f"http://127.0.0.1:{port}"
-    settings = world.settings(web_port=port, webhook_public_url=public)
+    # With Public Bot on (as the stand-in's application is), only a list of servers keeps
+    # strangers from spending the credits.
+    settings = world.settings(
+        web_port=port, webhook_public_url=public, allowed_guild_ids=str(world.guild.id)
+    )
     await world.start_bot(web_port=port, webhook_public_url=public)  # serves the webhook path
 
     code, lines = await run_doctor(settings)
@@ -88,6 +92,10 @@ async def test_a_broken_setup_says_what_to_fix_and_exits_1(world: World) -> None
 
     code, lines = await run_doctor(settings)
 
+    assert (
+        "warning Public Bot: 'Public Bot' is on in the Discord developer portal and "
+        "ALLOWED_GUILD_IDS is unset: anyone can add this bot"
+    ) in "\n".join(lines)
     problems = [line for line in lines if line.startswith("problem")]
     assert problems == [
         "problem BFL key: BFL_API_KEY was rejected by Black Forest Labs (401): check the key in "
