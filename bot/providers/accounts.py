@@ -95,7 +95,8 @@ class KeyStatus:
     state: KeyState = KeyState.UNCHECKED
     credits: float | None = None
     http_status: int | None = None  # the rejection's status (401/403), for the message
-    # The provider's state before an unreachable check, so readiness keeps to what is known.
+    # The key's last answered state: an unanswered check keeps it, so readiness keeps to
+    # what is known.
     known: KeyState = KeyState.UNCHECKED
 
     @property
