@@ -9,8 +9,9 @@
     │       (bot.moderation.strikes), StudioBudgetExceeded, RequiredWordsMissing and
     │       ThemedPromptTooLong (bot.community.studios.rules)
     ├── ProviderError             a provider call failed; the message is for logs only
-    │   ├── InsufficientCredits, ProviderAccessDenied, ProviderRejected, ProviderBusy,
-    │   │   ProviderUnavailable, SubmitOutcomeUnknown, AnswerTooLarge
+    │   ├── InsufficientCredits, ProviderAccessDenied (─ ProviderKeyRejected: 401),
+    │   │   ProviderRejected, ProviderBusy, ProviderUnavailable, SubmitOutcomeUnknown,
+    │   │   AnswerTooLarge
     │   └── ResultUnavailable ─ ResultTooLarge (UnsafeProviderURL and ResultLost near
     │                           the code that detects them, in bot.providers)
     ├── DeliveryImpossible        a finished result can never be posted where it was asked
@@ -75,7 +76,19 @@ class InsufficientCredits(ProviderError):
 
 
 class ProviderAccessDenied(ProviderError):
+    """The provider refused the key for this request (BFL 403: no access to the model)."""
+
     user_message = "The bot's API key is not allowed to use this model. Please tell a server admin."
+
+
+class ProviderKeyRejected(ProviderAccessDenied):
+    """The provider does not accept the key at all (401): every request with it fails. The
+    key checks (bot/providers/accounts.py) tell the operator in the log."""
+
+    user_message = (
+        "The bot's key for the image service is not working, so nothing was made or charged. "
+        "The bot's operator has been told."
+    )
 
 
 class ProviderRejected(ProviderError):

@@ -25,6 +25,7 @@ from bot.ledger import Ledger, QuotaPolicy
 from bot.loop_lag import LoopLag
 from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
+from bot.providers.accounts import AccountMonitor, account_keys
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
@@ -61,6 +62,7 @@ class Services:
     caches: SharedCaches
     direct_messages: DirectMessages
     loop_lag: LoopLag
+    accounts: AccountMonitor  # the provider keys' checks (readiness, metrics, the log)
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -71,6 +73,8 @@ class Services:
             host, port = self.settings.web_host, self.settings.web_port
             raise StartupError(address_in_use_message(host, port, exc)) from exc
         self.loop_lag.start()
+        # In the background: a slow provider must not hold the start-up up.
+        self.accounts.start()
         await self.caches.start()
         await self.engine.start()
         await self.approvals.resume()
@@ -84,6 +88,7 @@ class Services:
         await self.caches.stop()
         await self.engine.stop()
         await self.loop_lag.stop()
+        await self.accounts.stop()
         for provider in self.providers.values():
             await provider.aclose()
         await self.db.close()
@@ -182,6 +187,13 @@ async def build_services(
             WebhookConfig(public_url, settings.webhook_grace_seconds) if public_url else None
         ),
     )
+    accounts = AccountMonitor(
+        account_keys(settings, keys),
+        metrics=metrics,
+        low_balance=settings.low_balance_credits,
+        interval=settings.provider_check_interval_seconds,
+    )
+    engine.on_key_rejected = accounts.key_rejected_in_use
     web = WebServer(
         create_app(
             metrics=metrics,
@@ -189,6 +201,8 @@ async def build_services(
                 ping_database=lambda: db.fetch_value("SELECT 1"),
                 discord_connected=discord_connected,
                 queue_depth=engine.queue_depth,
+                providers=accounts.report,
+                loop_lag=loop_lag.recent,
             ),
             webhook_target=engine if public_url else None,
         ),
@@ -274,4 +288,5 @@ async def build_services(
         caches=caches,
         direct_messages=direct_messages,
         loop_lag=loop_lag,
+        accounts=accounts,
     )

@@ -265,6 +265,19 @@ class Settings(BaseSettings):
         description="How long the bot waits for a webhook before it starts polling a request "
         "anyway",
     )
+    provider_check_interval_seconds: float = Field(
+        default=600.0,
+        ge=1,
+        le=86_400,
+        description="Seconds between checks of each provider key and balance (also at start-up):"
+        " a rejected key or an empty account is one log line and turns /readyz red",
+    )
+    low_balance_credits: float = Field(
+        default=500.0,
+        ge=0,
+        description="Log a warning when a provider account has fewer credits than this (500 = "
+        "$5); the AI/ML API's own low-balance flag warns too",
+    )
     message_content_intent: bool = Field(
         default=True,
         description="Ask Discord for message content (a privileged intent), so replying to "
