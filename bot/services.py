@@ -173,7 +173,8 @@ async def build_services(
         ledger=ledger,
         clock=clock,
         metrics=metrics,
-        reference_retention=settings.reference_retention_days * 86400,
+        # 0 keeps them for ever.
+        reference_retention=settings.reference_retention_days * 86400 or None,
         max_reported_cost=settings.max_reported_cost_credits,
         provider_moderation_strikes=settings.provider_moderation_strikes,
         shutdown_grace=settings.shutdown_grace_seconds,
