@@ -25,6 +25,7 @@ from bot.ledger import Ledger, QuotaPolicy
 from bot.loop_lag import LoopLag
 from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
+from bot.privacy import Privacy, RetentionPolicy
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
@@ -61,6 +62,7 @@ class Services:
     caches: SharedCaches
     direct_messages: DirectMessages
     loop_lag: LoopLag
+    privacy: Privacy
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -75,11 +77,13 @@ class Services:
         await self.engine.start()
         await self.approvals.resume()
         await self.ledger.budget.start()
+        self.privacy.start()
 
     async def close(self) -> None:
         """Stop taking webhooks, stop the engine (open jobs resume on the next start), then
         close the provider clients and the database."""
         await self.web.stop()
+        await self.privacy.stop()
         await self.ledger.budget.stop()
         await self.caches.stop()
         await self.engine.stop()
@@ -256,6 +260,19 @@ async def build_services(
     caches.register(Cache.SERVER_SETTINGS, server_settings.load)
     caches.register(Cache.MODERATION, moderation.load)
     caches.register(Cache.STUDIOS, studios.load)
+
+    async def reload_server_caches() -> None:
+        await server_settings.load()
+        await moderation.load()
+        await studios.load()
+
+    privacy = Privacy(
+        db,
+        audit,
+        RetentionPolicy.from_settings(settings),
+        clock=clock,
+        on_server_erased=reload_server_caches,
+    )
     return Services(
         settings=settings,
         db=db,
@@ -275,4 +292,5 @@ async def build_services(
         caches=caches,
         direct_messages=direct_messages,
         loop_lag=loop_lag,
+        privacy=privacy,
     )

@@ -34,6 +34,7 @@ EXTENSIONS = (
     "cogs.moderation",
     "cogs.approvals",
     "cogs.studio",
+    "cogs.privacy",
 )
 
 
@@ -209,10 +210,13 @@ class FluxcordBot(commands.AutoShardedBot):
         await channel.send(alert.text, allowed_mentions=quiet)
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
+        # Back within the grace period: nothing of the server's is erased.
+        await self.services.privacy.servers_present([guild.id])
         log.info("joined server %s (%s) with %s members", guild.id, guild.name, guild.member_count)
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         try:
+            await self.services.privacy.server_left(guild.id)
             await self.services.direct_messages.server_left(guild.id)
         finally:
             log.info(
@@ -264,6 +268,8 @@ class FluxcordBot(commands.AutoShardedBot):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
+        # A server that left while this process was away and is back: nothing is erased.
+        await self.services.privacy.servers_present([guild.id for guild in self.guilds])
 
     async def close(self) -> None:
         poster = getattr(self, "poster", None)
