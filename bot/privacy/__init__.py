@@ -34,9 +34,7 @@ class Privacy:
     def start(self) -> None:
         """Purge what is due now, then every hour (one process of a fleet per round)."""
         self._task = asyncio.create_task(
-            repeat(
-                self.retention.run_round, lambda: self.retention.interval, what="privacy purge"
-            ),
+            repeat(self.retention.run_round, lambda: self.retention.interval, what="privacy purge"),
             name="privacy-purge",
         )
 

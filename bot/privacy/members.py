@@ -410,4 +410,3 @@ def _counts(erasure: Erasure) -> str:
         ("unfinished kept", erasure.unfinished),
     )
     return ", ".join(f"{name}: {count}" for name, count in parts)
-

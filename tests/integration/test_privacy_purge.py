@@ -52,14 +52,24 @@ async def finished_job(
     request = type(request)(**{**request.__dict__, "guild_id": guild_id, "parent_job_id": parent})
     job = await engine.store.create(request, estimated_cost=3)
     await engine.store.transition(
-        job.id, from_states=[JobState.QUEUED], to=JobState.CANCELLED,
-        finished_at=finished_at, closed=1,
+        job.id,
+        from_states=[JobState.QUEUED],
+        to=JobState.CANCELLED,
+        finished_at=finished_at,
+        closed=1,
     )
     return await engine.store.require(job.id)
 
 
-async def audit(db: Database, at: float, action: str, detail: str, *,
-                guild_id: int = GUILD, target_id: int | None = 1001) -> None:
+async def audit(
+    db: Database,
+    at: float,
+    action: str,
+    detail: str,
+    *,
+    guild_id: int = GUILD,
+    target_id: int | None = 1001,
+) -> None:
     await db.execute(
         "INSERT INTO audit_log (at, guild_id, actor_id, action, target_id, detail)"
         " VALUES (?,?,?,?,?,?)",
@@ -74,8 +84,15 @@ async def strike(db: Database, at: float, prompt: str, *, guild_id: int = GUILD)
     )
 
 
-async def approval(db: Database, approval_id: str, created_at: float, prompt: str,
-                   *, state: str = "rejected", guild_id: int = GUILD) -> None:
+async def approval(
+    db: Database,
+    approval_id: str,
+    created_at: float,
+    prompt: str,
+    *,
+    state: str = "rejected",
+    guild_id: int = GUILD,
+) -> None:
     request = json.dumps({"variant": "pro", "params": {"prompt": prompt, "width": None}})
     await db.execute(
         "INSERT INTO approvals (id, created_at, guild_id, channel_id, user_id, request, state)"
@@ -122,10 +139,13 @@ async def test_prompts_older_than_the_setting_are_blanked_everywhere_and_nothing
     assert (await engine.store.require(recent.id)).prompt == "a recent secret"
     assert (await engine.store.require(waiting.id)).prompt == "still queued"
     assert await values(db, "SELECT prompt FROM strikes ORDER BY at") == [
-        PROMPT_REMOVED, "a recent refused prompt"
+        PROMPT_REMOVED,
+        "a recent refused prompt",
     ]
     assert await values(db, "SELECT detail FROM audit_log ORDER BY at, id") == [
-        PROMPT_REMOVED, "audit channel set", "FLUX.2 [pro]: image `a recent secret`"
+        PROMPT_REMOVED,
+        "audit channel set",
+        "FLUX.2 [pro]: image `a recent secret`",
     ]
     requests = await values(db, "SELECT request FROM approvals ORDER BY id")
     assert [json.loads(r)["params"]["prompt"] for r in requests] == ["", "still waiting"]
@@ -181,9 +201,7 @@ async def test_finished_jobs_go_after_the_setting_and_a_later_edit_says_its_past
 ) -> None:
     engine = await make_engine(start=False)
     parent = await finished_job(engine, "first", finished_at=NOW - 400 * DAY, references=1)
-    child = await finished_job(
-        engine, "second", finished_at=NOW - 5 * DAY, parent=parent.id
-    )
+    child = await finished_job(engine, "second", finished_at=NOW - 5 * DAY, parent=parent.id)
     ledger = "SELECT job_id, credits_mc, images FROM ledger ORDER BY job_id"
     accounts = [tuple(row) for row in await db.fetch_all(ledger)]
 
@@ -242,8 +260,9 @@ async def test_a_purge_bigger_than_a_batch_finishes_in_one_round(
 ) -> None:
     engine = await make_engine(start=False)
     jobs = [await finished_job(engine, f"job {n}", finished_at=float(n)) for n in range(7)]
-    purge = Retention(db, RetentionPolicy(prompts=DAY, finished_jobs=2 * DAY),
-                      clock=Clock(), batch_size=3)
+    purge = Retention(
+        db, RetentionPolicy(prompts=DAY, finished_jobs=2 * DAY), clock=Clock(), batch_size=3
+    )
 
     report = await purge.purge(NOW)
 
@@ -321,7 +340,8 @@ async def test_a_departed_servers_data_goes_after_the_grace_period_and_the_ledge
     assert await values(db, "SELECT count(*) FROM approval_inputs") == [1]
     assert await values(db, "SELECT count(*) FROM job_inputs") == [0]
     assert await values(db, "SELECT DISTINCT guild_id FROM ledger ORDER BY guild_id") == [
-        GUILD, OTHER_GUILD
+        GUILD,
+        OTHER_GUILD,
     ]
     assert await values(db, "SELECT count(*) FROM server_departures") == [0]
 
