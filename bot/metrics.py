@@ -119,7 +119,7 @@ class Metrics:
         )
         self.answered_before_checks = Counter(
             "fluxcord_answered_before_checks",
-            'Requests answered "thinking…" before their checks because the bot was behind '
+            "Requests answered \"thinking…\" before their checks because the bot was behind "
             "(an old interaction or a lagging event loop); a refusal then removes that answer",
             registry=self.registry,
         )

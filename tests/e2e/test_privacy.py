@@ -15,7 +15,7 @@ from cogs.privacy import CANCELLED_TEXT, CONFIRM_TEXT
 from cogs.results import PROMPT_REMOVED_LABEL
 from tests.e2e.conftest import World
 from tests.e2e.test_usage import ask, make_image, with_file
-from tests.fakes.discord_server import InteractionHandle, Message, User
+from tests.fakes.discord_server import Message, User
 
 INTERNALS = (
     "webhook_secret",
@@ -47,13 +47,14 @@ async def rows(bot: FluxcordBot, sql: str, params: tuple[Any, ...] = ()) -> list
     return [tuple(row) for row in await bot.services.db.fetch_all(sql, params)]
 
 
-async def confirmation(world: World, who: User) -> tuple[InteractionHandle, Message]:
+async def confirmation(world: World, who: User) -> Message:
+    """The private question /privacy delete asks, with its buttons."""
     it = await world.discord.invoke_slash(who, world.channel, "privacy delete")
     callback = await it.response()
     assert callback.type == 4 and callback.data["flags"] & 64
     assert callback.data["content"] == CONFIRM_TEXT
     assert it.original is not None
-    return it, it.original
+    return it.original
 
 
 def button(message: Message, answer: str) -> str:
@@ -64,7 +65,7 @@ def button(message: Message, answer: str) -> str:
 async def test_export_sends_the_member_only_their_own_data_as_a_private_json_file(
     world: World,
 ) -> None:
-    bot = await world.start_bot()
+    await world.start_bot()
     await make_image(world, world.alice, "a lighthouse at dawn")
     await make_image(world, world.bob, "bob's own secret")
 
@@ -119,7 +120,7 @@ async def test_delete_erases_prompts_once_confirmed_keeps_the_accounts_and_is_au
     totals_sql = "SELECT * FROM usage_totals ORDER BY user_id, period"
     accounts, totals = await rows(bot, accounts_sql), await rows(bot, totals_sql)
 
-    it, confirm = await confirmation(world, world.alice)
+    confirm = await confirmation(world, world.alice)
     assert await job_id(bot, "my private idea") == alice_job  # nothing yet
     click = await world.discord.click(world.alice, confirm, button(confirm, "erase"))
     done = await click.wait_for(lambda: confirm.content.startswith("Erased") or None)
@@ -159,7 +160,7 @@ async def test_cancelling_the_confirmation_erases_nothing(world: World) -> None:
     bot = await world.start_bot()
     await make_image(world, world.alice, "keep me")
 
-    it, confirm = await confirmation(world, world.alice)
+    confirm = await confirmation(world, world.alice)
     click = await world.discord.click(world.alice, confirm, button(confirm, "keep"))
     await click.wait_for(lambda: confirm.content == CANCELLED_TEXT or None)
 
