@@ -1,4 +1,7 @@
-"""Bot configuration, read from the environment or a `.env` file."""
+"""Bot configuration, read from the environment or a `.env` file.
+
+Why this file is long: one field per setting, each with the description docs/configuration.md
+is generated from, and the checks that span several settings."""
 
 from __future__ import annotations
 
