@@ -12,7 +12,7 @@ from bot.privacy.batches import PROMPT_REMOVED
 from bot.privacy.retention import DAY
 from cogs.client import FluxcordBot
 from cogs.privacy import CANCELLED_TEXT, CONFIRM_TEXT
-from cogs.results import PROMPT_REMOVED_LABEL
+from cogs.results import EARLIER_STEPS_TEXT, PROMPT_REMOVED_LABEL, UNKNOWN_JOB_TEXT
 from tests.e2e.conftest import World
 from tests.e2e.test_usage import ask, make_image, with_file
 from tests.fakes.discord_server import Message, User
@@ -194,3 +194,28 @@ async def test_a_server_that_removes_the_bot_is_erased_after_the_grace_period(
     assert report.counts["servers erased"] == 1
     assert await rows(bot, "SELECT id FROM jobs") == []
     assert await rows(bot, "SELECT count(*) FROM ledger") == [(1,)]  # the accounts stay
+
+
+# --------------------------------------------------------------------------- purged jobs
+async def test_results_of_purged_jobs_answer_clearly_and_later_steps_keep_their_history(
+    world: World,
+) -> None:
+    bot = await world.start_bot(finished_job_retention_days=1)
+    first = await make_image(world, world.alice, "the first step")
+    second = await make_image(world, world.alice, "the second step")
+    first_id, second_id = await job_id(bot, "the first step"), await job_id(bot, "the second step")
+    now = bot.services.clock()
+    # The second was made from the first (as an edit is), and the first ended two days ago.
+    await world.write_sql("UPDATE jobs SET parent_job_id = ? WHERE id = ?", (first_id, second_id))
+    await world.write_sql("UPDATE jobs SET finished_at = ? WHERE id = ?", (now - 2 * DAY, first_id))
+
+    report = await bot.services.privacy.retention.purge(now)
+
+    assert report.counts["finished jobs deleted"] == 1
+    reroll = await world.discord.click(world.alice, first, f"flux:reroll:{first_id}")
+    assert await world.refusal(reroll) == UNKNOWN_JOB_TEXT
+    chain = await world.discord.click(world.alice, second, f"flux:chain:{second_id}")
+    lines = (await world.refusal(chain)).splitlines()
+    assert lines[:2] == ["**This image's history** (1 step):", EARLIER_STEPS_TEXT]
+    assert lines[2].startswith("1. the second step")
+    assert len(world.bfl.submissions) == 2
