@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +210,17 @@ def _record(section: Section, row: Row) -> dict[str, Any]:
     return {name: _value(name, value) for name, value in record.items()}
 
 
+def _encoded(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, indent=1, ensure_ascii=False, default=str).encode("utf-8")
+
+
+def _size_in_list(record: dict[str, Any]) -> int:
+    """The bytes `record` takes in the file: two levels in (a section's list), so each of
+    its lines is indented by two more spaces, and followed by a comma and a new line."""
+    text = _encoded(record)
+    return len(text) + 2 * (text.count(b"\n") + 1) + 2
+
+
 @dataclass
 class Erasure:
     """What /privacy delete changed (counts only: the audit entry records these)."""
@@ -262,7 +273,8 @@ class MemberData:
             "exported_at": _value("at", now),
             **_NOTES,
         }
-        budget = self.max_bytes - len(json.dumps(header)) - 1024
+        # What is not rows: the header, and each section's name and brackets.
+        budget = self.max_bytes - len(_encoded(header)) - 64 * (len(SECTIONS) + 2)
         sections: dict[str, list[dict[str, Any]]] = {}
         omitted: dict[str, int] = {}
         for section in SECTIONS:
@@ -271,7 +283,7 @@ class MemberData:
             if left:
                 omitted[section.name] = left
         document: dict[str, Any] = {**header, "omitted": omitted, **sections}
-        data = json.dumps(document, indent=1, ensure_ascii=False, default=str).encode("utf-8")
+        data = _encoded(document)
         stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%d-%H%M%S")
         return Export(
             data,
@@ -294,7 +306,7 @@ class MemberData:
             )
             for index, row in enumerate(page):
                 record = _record(section, row)
-                size = len(json.dumps(record, indent=1, ensure_ascii=False, default=str)) + 4
+                size = _size_in_list(record)
                 if size > budget:
                     left = await self._count(section, ids) - offset - index
                     return rows, 0, left
