@@ -219,3 +219,12 @@ async def test_results_of_purged_jobs_answer_clearly_and_later_steps_keep_their_
     assert lines[:2] == ["**This image's history** (1 step):", EARLIER_STEPS_TEXT]
     assert lines[2].startswith("1. the second step")
     assert len(world.bfl.submissions) == 2
+    # Replying to the purged result still edits its image, as a new chain.
+    before = world.newest_message_id()
+    await world.discord.post_user_message(
+        world.alice, world.channel, "make it green", reply_to=first, mention_bot=True
+    )
+    await world.result_after(before)
+    assert world.bfl.submissions[2].body["prompt"] == "make it green"
+    edit = await bot.services.generation.job(await job_id(bot, "make it green"))
+    assert edit is not None and edit.reference_count == 1 and edit.parent_job_id is None
