@@ -77,7 +77,7 @@ class Services:
         await self.engine.start()
         await self.approvals.resume()
         await self.ledger.budget.start()
-        self.privacy.start()
+        # (The privacy purge starts once Discord says which servers this process is in.)
 
     async def close(self) -> None:
         """Stop taking webhooks, stop the engine (open jobs resume on the next start), then

@@ -267,8 +267,10 @@ class FluxcordBot(commands.AutoShardedBot):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
-        # A server that left while this process was away and is back: nothing is erased.
+        # A server the bot left and came back to while this process was away: nothing of it
+        # is erased. Only then may the purge start.
         await self.services.privacy.servers_present([guild.id for guild in self.guilds])
+        self.services.privacy.start()
 
     async def close(self) -> None:
         poster = getattr(self, "poster", None)

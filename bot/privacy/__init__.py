@@ -32,7 +32,11 @@ class Privacy:
         self._task: asyncio.Task[NoReturn] | None = None
 
     def start(self) -> None:
-        """Purge what is due now, then every hour (one process of a fleet per round)."""
+        """Purge what is due now, then every hour (one process of a fleet per round). Call it
+        once the servers this process is in are known (`servers_present`), so that a server
+        the bot came back to while it was away is not erased; later calls do nothing."""
+        if self._task is not None:
+            return
         self._task = asyncio.create_task(
             repeat(self.retention.run_round, lambda: self.retention.interval, what="privacy purge"),
             name="privacy-purge",

@@ -7,9 +7,11 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from bot.generation import PROMPT_REMOVED_TEXT
 from bot.privacy.batches import PROMPT_REMOVED
-from bot.privacy.retention import DAY
+from bot.privacy.retention import DAY, PurgeReport, Retention
 from cogs.client import FluxcordBot
 from cogs.privacy import CANCELLED_TEXT, CONFIRM_TEXT
 from cogs.results import EARLIER_STEPS_TEXT, PROMPT_REMOVED_LABEL, UNKNOWN_JOB_TEXT
@@ -228,3 +230,32 @@ async def test_results_of_purged_jobs_answer_clearly_and_later_steps_keep_their_
     assert world.bfl.submissions[2].body["prompt"] == "make it green"
     edit = await bot.services.generation.job(await job_id(bot, "make it green"))
     assert edit is not None and edit.reference_count == 1 and edit.parent_job_id is None
+
+
+async def test_a_server_the_bot_came_back_to_while_it_was_away_is_not_erased(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await world.start_bot()
+    await make_image(world, world.alice, "made before the restart")
+    await world.stop_bot(bot)
+    # It had left long ago; it was added back while no process ran, and a round is due.
+    await world.write_sql(
+        "INSERT INTO server_departures (guild_id, left_at) VALUES (?, 0)", (world.guild.id,)
+    )
+    await world.write_sql("DELETE FROM app_state WHERE key = 'privacy_purge_round'")
+    rounds: list[PurgeReport | None] = []
+    ran = asyncio.Event()
+    run_round = Retention.run_round
+
+    async def counted(self: Retention) -> PurgeReport | None:
+        rounds.append(await run_round(self))
+        ran.set()
+        return rounds[-1]
+
+    monkeypatch.setattr(Retention, "run_round", counted)
+    bot = await world.start_bot(departed_server_grace_days=1)
+    await asyncio.wait_for(ran.wait(), 5)
+
+    assert rounds == [PurgeReport()]  # it ran, once the bot knew where it was, and erased nothing
+    assert await rows(bot, "SELECT * FROM server_departures") == []
+    assert await job_id(bot, "made before the restart")
