@@ -215,12 +215,16 @@ class FluxcordBot(commands.AutoShardedBot):
         log.info("joined server %s (%s) with %s members", guild.id, guild.name, guild.member_count)
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
-        log.info("left server %s (%s) with %s members", guild.id, guild.name, guild.member_count)
         try:
             # Its data is erased after DEPARTED_SERVER_GRACE_DAYS unless the bot is back.
             await self.services.privacy.server_left(guild.id)
         finally:
-            await self.services.direct_messages.server_left(guild.id)
+            try:
+                await self.services.direct_messages.server_left(guild.id)
+            finally:
+                log.info(
+                    "left server %s (%s) with %s members", guild.id, guild.name, guild.member_count
+                )
 
     # Members joining and leaving arrive only with the Server Members intent; without it,
     # sightings age out instead (bot/community/direct.py).
