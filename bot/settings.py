@@ -1,7 +1,8 @@
 """Bot configuration, read from the environment or a `.env` file.
 
-Why this file is long: one field per setting, each with the description docs/configuration.md
-is generated from, and the checks that span several settings."""
+Why this file is long: every setting carries the admin-facing description that
+docs/configuration.md is generated from (bot/config_reference.py), and its checks sit beside it.
+"""
 
 from __future__ import annotations
 
