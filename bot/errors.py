@@ -9,8 +9,9 @@
     │       (bot.moderation.strikes), StudioBudgetExceeded, RequiredWordsMissing and
     │       ThemedPromptTooLong (bot.community.studios.rules)
     ├── ProviderError             a provider call failed; the message is for logs only
-    │   ├── InsufficientCredits, ProviderAccessDenied, ProviderRejected, ProviderBusy,
-    │   │   ProviderUnavailable, SubmitOutcomeUnknown, AnswerTooLarge
+    │   ├── InsufficientCredits, ProviderAccessDenied (─ ProviderKeyRejected: 401),
+    │   │   ProviderRejected, ProviderBusy, ProviderUnavailable, SubmitOutcomeUnknown,
+    │   │   AnswerTooLarge
     │   └── ResultUnavailable ─ ResultTooLarge (UnsafeProviderURL and ResultLost near
     │                           the code that detects them, in bot.providers)
     ├── DeliveryImpossible        a finished result can never be posted where it was asked
@@ -19,7 +20,9 @@
     ├── InvalidPattern            a banned term the matcher cannot run (shown to moderators)
     ├── StartupError              for the operator; the message says it all
     │   ├── AnotherInstanceRunning
-    │   └── DatabaseUnavailable   the store cannot be reached, or refused the bot's login
+    │   ├── DatabaseUnavailable   the store cannot be reached, or refused the bot's login
+    │   ├── SchemaNewerThanRelease  the database was migrated by a newer release
+    │   └── MigrationsMissing     the installed package has no migrations (a broken install)
     └── SettingsError             a malformed setting; names it, never shows its value
 
 The adapters show `user_message` (or `str()` of an InvalidRequest) and log the rest.
@@ -73,7 +76,19 @@ class InsufficientCredits(ProviderError):
 
 
 class ProviderAccessDenied(ProviderError):
+    """The provider refused the key for this request (BFL 403: no access to the model)."""
+
     user_message = "The bot's API key is not allowed to use this model. Please tell a server admin."
+
+
+class ProviderKeyRejected(ProviderAccessDenied):
+    """The provider does not accept the key at all (401): every request with it fails. The
+    key checks (bot/providers/accounts.py) tell the operator in the log."""
+
+    user_message = (
+        "The bot's key for the image service is not working, so nothing was made or charged. "
+        "The bot's operator has been told."
+    )
 
 
 class ProviderRejected(ProviderError):
@@ -170,6 +185,16 @@ class AnotherInstanceRunning(StartupError):
 class DatabaseUnavailable(StartupError):
     """The database could not be opened: unreachable (exit 1), or it refused the login or has
     no such database (exit 2: DATABASE_URL needs fixing). Names the server, never a password."""
+
+
+class SchemaNewerThanRelease(StartupError):
+    """The database's schema is newer than the migrations this release ships: an older
+    release started after an upgrade. It refuses rather than run on a schema it doesn't know."""
+
+
+class MigrationsMissing(StartupError):
+    """No migrations where the package keeps them: a wheel or image built without its package
+    data. Without this check `migrate` would report "up to date" on an empty database."""
 
 
 class SettingsError(FluxcordError):

@@ -3,52 +3,58 @@ or an address the web server can't listen on."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import fcntl
 import os
 import socket
 from pathlib import Path
+from typing import ClassVar
+
+from filelock import FileLock, Timeout
 
 from bot.errors import AnotherInstanceRunning, StartupError
 
 
 class InstanceLock:
-    """An exclusive `flock` on ``<database>.lock``, held for the life of the process.
+    """An exclusive lock on ``<database>.lock``, held for the life of the process.
 
     Two bots on one database would each take the other's running jobs for interrupted ones
-    and fail them. The kernel drops the lock when the process ends, however it ends, so a
-    crash never leaves a stale lock behind.
+    and fail them. `filelock` takes an OS lock (flock on Linux and macOS, LockFileEx through
+    msvcrt on Windows) that is dropped when the process ends, however it ends, so a crash
+    never leaves a stale lock behind.
     """
+
+    # filelock releases a lock whose object is garbage collected: the locks held are kept
+    # here, so that `InstanceLock(path).acquire()` holds until release() or the process ends.
+    _held: ClassVar[set[InstanceLock]] = set()
 
     def __init__(self, database_path: Path) -> None:
         self.database_path = database_path
         self.path = database_path.with_name(database_path.name + ".lock")
-        self._fd: int | None = None
+        self._lock = FileLock(
+            self.path,
+            blocking=False,  # a second instance is refused at once, never left waiting
+            thread_local=False,
+            on_acquired=_write_holder_pid,
+        )
 
     def acquire(self) -> None:
         """Take the lock, or raise `AnotherInstanceRunning`."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+            self._lock.acquire()
+        except Timeout:
             raise AnotherInstanceRunning(
                 f"Another Fluxcord instance is already running on the database "
                 f"{self.database_path} (it holds {self.path}): stop it first, or give this "
                 "one its own DATABASE_PATH."
             ) from None
-        # The holder's process id, for an operator who wonders which one it is.
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        InstanceLock._held.add(self)
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the descriptor releases the flock
+        InstanceLock._held.discard(self)
+        if self._lock.is_locked:
+            self._lock.release()
 
     def __enter__(self) -> InstanceLock:
         self.acquire()
@@ -56,6 +62,16 @@ class InstanceLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def _write_holder_pid(fd: int) -> None:
+    """The holder's process id in the lock file, for an operator who wonders which one it is
+    (filelock hands over the locked descriptor; it stays open and locked). A courtesy only:
+    a file system that refuses the write does not stop the start."""
+    with contextlib.suppress(OSError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
 
 
 def address_in_use_message(host: str, port: int, exc: OSError) -> str:

@@ -119,7 +119,7 @@ class Metrics:
         )
         self.answered_before_checks = Counter(
             "fluxcord_answered_before_checks",
-            "Requests answered \"thinking…\" before their checks because the bot was behind "
+            'Requests answered "thinking…" before their checks because the bot was behind '
             "(an old interaction or a lagging event loop); a refusal then removes that answer",
             registry=self.registry,
         )
@@ -132,6 +132,20 @@ class Metrics:
             "fluxcord_progress_updates_given_way",
             "Job progress updates not shown because their channel was under Discord's "
             "shared limit (its budget goes to results)",
+            registry=self.registry,
+        )
+        # Provider accounts (bot/providers/accounts.py). `key` is the key's position among
+        # its provider's keys, never the key.
+        self.provider_key_valid = Gauge(
+            "fluxcord_provider_key_valid",
+            "1 when the provider accepted the key at its last check, 0 when it rejected it",
+            ["provider", "key"],
+            registry=self.registry,
+        )
+        self.provider_balance = Gauge(
+            "fluxcord_provider_balance_credits",
+            "Credits left on the key's provider account at its last check (1 credit = $0.01)",
+            ["provider", "key"],
             registry=self.registry,
         )
         # Export every reason from the start: a series that appears only at its first event
@@ -180,6 +194,14 @@ class Metrics:
         if credits is None or not math.isfinite(credits) or credits <= 0:
             return
         self.credits_spent.labels(provider=provider, variant=variant).inc(credits)
+
+    def provider_key_checked(
+        self, provider: str, key: str, *, valid: bool, credits: float | None
+    ) -> None:
+        """A key check's answer (a check that got none changes nothing)."""
+        self.provider_key_valid.labels(provider=provider, key=key).set(1 if valid else 0)
+        if credits is not None and math.isfinite(credits):
+            self.provider_balance.labels(provider=provider, key=key).set(credits)
 
     # ----------------------------------------------------------------- receiver-facing
     def webhook_accepted(self) -> None:

@@ -26,6 +26,7 @@ from bot.loop_lag import LoopLag
 from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
 from bot.privacy import Privacy, RetentionPolicy
+from bot.providers.accounts import AccountMonitor, account_keys
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
@@ -62,6 +63,7 @@ class Services:
     caches: SharedCaches
     direct_messages: DirectMessages
     loop_lag: LoopLag
+    accounts: AccountMonitor  # the provider keys' checks (readiness, metrics, the log)
     privacy: Privacy
 
     async def start(self) -> None:
@@ -73,6 +75,8 @@ class Services:
             host, port = self.settings.web_host, self.settings.web_port
             raise StartupError(address_in_use_message(host, port, exc)) from exc
         self.loop_lag.start()
+        # In the background: a slow provider must not hold the start-up up.
+        self.accounts.start()
         await self.caches.start()
         await self.engine.start()
         await self.approvals.resume()
@@ -88,6 +92,7 @@ class Services:
         await self.caches.stop()
         await self.engine.stop()
         await self.loop_lag.stop()
+        await self.accounts.stop()
         for provider in self.providers.values():
             await provider.aclose()
         await self.db.close()
@@ -187,6 +192,13 @@ async def build_services(
             WebhookConfig(public_url, settings.webhook_grace_seconds) if public_url else None
         ),
     )
+    accounts = AccountMonitor(
+        account_keys(settings, keys),
+        metrics=metrics,
+        low_balance=settings.low_balance_credits,
+        interval=settings.provider_check_interval_seconds,
+    )
+    engine.on_key_rejected = accounts.key_rejected_in_use
     web = WebServer(
         create_app(
             metrics=metrics,
@@ -194,6 +206,8 @@ async def build_services(
                 ping_database=lambda: db.fetch_value("SELECT 1"),
                 discord_connected=discord_connected,
                 queue_depth=engine.queue_depth,
+                providers=accounts.report,
+                loop_lag=loop_lag.recent,
             ),
             webhook_target=engine if public_url else None,
         ),
@@ -292,5 +306,6 @@ async def build_services(
         caches=caches,
         direct_messages=direct_messages,
         loop_lag=loop_lag,
+        accounts=accounts,
         privacy=privacy,
     )

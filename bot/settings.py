@@ -6,6 +6,7 @@ docs/configuration.md is generated from (bot/config_reference.py), and its check
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -46,55 +47,119 @@ class Settings(BaseSettings):
         env_ignore_empty=True,  # `KEY=` in a .env or compose file means "use the default"
     )
 
-    discord_token: SecretStr = Field(description="The bot token from the Discord developer portal")
-    bfl_api_key: SecretStr | None = Field(default=None, description="Black Forest Labs API key")
+    discord_token: SecretStr = Field(
+        description="The bot token from the Discord developer portal (Bot → Reset Token)"
+    )
+    bfl_api_key: SecretStr | None = Field(
+        default=None,
+        description="Your Black Forest Labs API key (pro, max, flex, klein). Set this, "
+        "`AIML_API_KEY`, or both",
+    )
     bfl_api_keys: SecretStr | None = Field(
         default=None,
-        description="Several BFL keys (accounts): key:cap,key:cap (cap: PROVIDER_MAX_ACTIVE)",
+        description="More BFL keys (several accounts), each with its own cap: `key1:24,key2:20` "
+        "(a key without `:cap` gets `PROVIDER_MAX_ACTIVE`). Used together with `BFL_API_KEY`; "
+        "each request stays on the key that sent it",
     )
-    bfl_api_base: str = Field(default="https://api.bfl.ai", description="BFL API base URL")
+    bfl_api_base: str = Field(
+        default="https://api.bfl.ai",
+        description="BFL endpoint: also `https://api.eu.bfl.ai` or `https://api.us.bfl.ai`. "
+        "Must be https on the default port (API keys never travel over plain http)",
+    )
     bfl_enable_preview: bool = Field(
-        default=False, description="Offer the *-preview endpoints (pro-preview, klein-9b-preview)"
+        default=False,
+        description="Also offer the preview models (`pro-preview`, `klein-9b-preview`)",
     )
-    default_variant: str = Field(default="pro", description="Variant /imagine uses")
-    database_path: Path = Field(default=Path("data/fluxcord.sqlite3"))
+    default_variant: str = Field(
+        default="pro",
+        description="Model `/imagine` and `/edit` use: `pro`, `max`, `flex`, `klein-4b`, "
+        "`klein-9b`, or with an AI/ML key `dev` or `lora`. A name that is not a model, or one "
+        "whose key is not set, stops the bot at start (never silently replaced)",
+    )
+    database_path: Path = Field(
+        default=Path("data/fluxcord.sqlite3"),
+        description="SQLite database file (created with its folder). One bot per file; back it "
+        "up with `fluxcord backup` while it runs",
+    )
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Where `fluxcord backup` writes when given no PATH"
+        " (default: a backups folder beside DATABASE_PATH)",
+    )
     database_url: SecretStr | None = Field(
         default=None,
-        description="postgresql://user:password@host/db: PostgreSQL instead of the SQLite file"
-        " (needed to run several processes); it may hold a password, so it is kept secret",
+        description="`postgresql://user:password@host:5432/fluxcord`: keep everything in "
+        "PostgreSQL instead of the SQLite file (needs the `postgres` extra), which also lets "
+        "several processes share the work. It may hold a password, so it is kept secret",
     )
-    provider_max_active: int = Field(default=24, ge=1, le=1000)
+    provider_max_active: int = Field(
+        default=24,
+        ge=1,
+        le=1000,
+        description="Most requests running at BFL at once on `BFL_API_KEY` (BFL's default "
+        "account limit is 24); shared by every process on one database",
+    )
     shard_count: int | None = Field(
         default=None,
         ge=1,
         le=MAX_SHARD_COUNT,
-        description="Gateway shards in all (default: Discord's)",
+        description="Gateway shards in all (default: as many as Discord recommends). Every "
+        "process on one database must agree",
     )
     lease_seconds: float = Field(
         default=20.0,
         ge=2,
         le=600,
-        description="How soon another process takes over a dead one's work and shards",
+        description="With several processes: how long a process's hold on its requests and "
+        "shards lasts without renewal, so how soon another process takes over after it dies",
     )
     shutdown_grace_seconds: float = Field(
         default=25.0,
         ge=0,
         le=3600,
-        description="On SIGTERM, how long requests already sent to a provider may finish",
+        description="On SIGTERM (`docker stop`, systemd) the bot stops taking new work and gives "
+        "requests already sent to an image service this long to come back and be posted; the "
+        "rest resume on the next start. Give Docker more time than this "
+        "(`stop_grace_period: 30s`, or `docker stop -t 30`)",
     )
     database_retry_seconds: float = Field(
         default=300.0,
         ge=0,
         le=86400,
-        description="How long a request's database writes retry through an outage",
+        description="When the database stops answering (a PostgreSQL restart, a full disk, a "
+        "lock held too long), each request's writes retry for this long, then wait for the "
+        "bot's own sweep: no request is lost or needs a restart. The log says once when the "
+        "database stops answering and once when it is back",
     )
     shard_ids: str | None = Field(
-        default=None, description="The shards this process runs, e.g. 0,1 or 0-3 (default all)"
+        default=None,
+        description="The shards this process connects, e.g. `0,1` or `0-3` (default: all). Only "
+        "some of them needs `DATABASE_URL`: other processes run the rest",
     )
-    poll_initial_interval: float = Field(default=0.5, gt=0, le=10)
-    poll_max_interval: float = Field(default=4.0, gt=0, le=60)
-    job_deadline_seconds: float = Field(default=600.0, gt=0)
-    max_result_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    poll_initial_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="Seconds before the first status check of a request whose kind the bot "
+        "has no recent timings for (after that, polls follow how long such tasks take)",
+    )
+    poll_max_interval: float = Field(
+        default=4.0,
+        gt=0,
+        le=60,
+        description="Longest gap, in seconds, between status checks of one request",
+    )
+    job_deadline_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Give up on a request the image service has not finished after this long",
+    )
+    max_result_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        gt=0,
+        description="Largest image the bot downloads (25 MiB). A result over the server's "
+        "upload limit (10 MiB without boosts) is posted reduced to fit",
+    )
     reference_retention_days: float = Field(
         default=30,
         ge=0,
@@ -128,91 +193,201 @@ class Settings(BaseSettings):
         " (jobs, settings, strikes, audit log, approvals, studios) this many days later unless"
         " the bot is back by then; the ledger's amounts are kept; 0 = never erase",
     )
-    max_reference_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
-    max_reference_megapixels: int = Field(default=40, gt=0, le=200)
+    max_reference_bytes: int = Field(
+        default=20 * 1024 * 1024, gt=0, description="Largest reference image accepted (20 MiB)"
+    )
+    max_reference_megapixels: int = Field(
+        default=40,
+        gt=0,
+        le=200,
+        description="Largest reference image in megapixels; stops decompression bombs before "
+        "decoding",
+    )
     reference_download_budget_bytes: int = Field(
         default=64 * 1024 * 1024,
         gt=0,
-        description="Most reference-image bytes being downloaded at once, over all members",
+        description="Most reference-image bytes being downloaded at once, over all members "
+        "(64 MiB); further downloads wait their turn (a single larger file still goes alone)",
     )
     reference_decode_budget_megapixels: int = Field(
         default=48,
         ge=1,
         le=4096,
         description="Most reference-image memory being decoded at once, over all members, in "
-        "megapixels of 4 bytes; a reference that alone needs more is refused",
+        "megapixels of 4 bytes (48 ≈ 192 MiB). Each file's need is read from its header before "
+        "it is decoded: 4 bytes a pixel for PNG, 16 for WebP, little for a JPEG decoded at 1/8 "
+        "scale (up to 8 for a progressive one). Further checks wait their turn; a reference "
+        "that alone needs more is refused (at the default: PNG up to 48 MP, WebP up to 12 MP)",
     )
     max_jobs_in_flight_per_member: int = Field(
-        default=4, ge=1, le=100, description="Requests one member may have queued or running"
+        default=4,
+        ge=1,
+        le=100,
+        description="Requests one member may have queued or running at once (over every server "
+        "and DMs); more are refused with a message until one finishes",
     )
     button_cooldown_seconds: float = Field(
         default=3.0,
         ge=0,
         le=600,
-        description="Pause between one member's requests (commands, replies, result buttons)",
+        description="Pause one member must leave between requests: `/imagine`, `/flux`, "
+        "`/edit`, Edit with FLUX, replies, and Reroll, Edit and Remix, counted together "
+        "(`0` turns it off)",
     )
-    aiml_api_key: SecretStr | None = Field(default=None, description="AI/ML API key")
-    aiml_api_base: str = Field(default="https://api.aimlapi.com")
-    aiml_read_timeout: float = Field(default=300.0, gt=0, le=1800)
-    aiml_max_active: int = Field(default=8, ge=1, le=1000)
+    aiml_api_key: SecretStr | None = Field(
+        default=None,
+        description="Your AI/ML API key (https://aimlapi.com): adds `/flux dev` and `/flux lora` "
+        "(FLUX.2 [dev], with LoRAs), and serves `pro` when there is no BFL key",
+    )
+    aiml_api_base: str = Field(
+        default="https://api.aimlapi.com",
+        description="AI/ML API endpoint (https on the default port)",
+    )
+    aiml_read_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        le=1800,
+        description="Seconds to wait for an AI/ML API answer (it answers with the finished image)",
+    )
+    aiml_max_active: int = Field(
+        default=8, ge=1, le=1000, description="Most AI/ML API requests running at once"
+    )
     aiml_units_per_credit: float = Field(
-        default=20_000, gt=0, description="AI/ML API credits per Fluxcord credit ($0.01)"
+        default=20_000,
+        gt=0,
+        description="AI/ML API usage units per Fluxcord credit ($0.01; the AI/ML API counts "
+        "$1 = 2,000,000)",
     )
     max_reported_cost_credits: float = Field(
         default=DEFAULT_MAX_REPORTED_COST,
         gt=0,
         le=1_000_000,
-        description="Largest cost per job believed from a provider; above it the estimate stands",
+        description="Largest cost per request the bot believes from a provider ($5; the "
+        "priciest usual request, flex at 4 MP with eight 4 MP references, is about 180). A "
+        "reported cost that is negative, not a number or above this is logged and ignored: the "
+        "request is charged its estimate",
     )
     allow_loopback_provider_urls: bool = Field(
         default=False,
-        description="TEST ONLY: let the provider clients reach 127.0.0.1 stand-ins over http",
+        description="**Test only.** Lets the provider clients reach stand-ins on 127.0.0.1 (and "
+        "send a key over plain http, still only to its configured API base). Never set it in "
+        "production: links from the providers are otherwise refused when they point at "
+        "loopback, private or link-local addresses",
     )
     prefer_aiml_pro: bool = Field(
-        default=False, description="Serve `pro` through the AI/ML API even with a BFL key"
+        default=False, description="Serve `pro` through the AI/ML API even when a BFL key is set"
     )
-    web_host: str = Field(default="127.0.0.1", description="Address of the bot's web server")
-    web_port: int = Field(default=8080, ge=0, le=65535)
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the bot's small web server (webhooks, health, `/metrics`); "
+        "health and metrics must stay private (docs/operations.md)",
+    )
+    web_port: int = Field(default=8080, ge=0, le=65535, description="The web server's port")
     webhook_public_url: str | None = Field(
-        default=None, description="Public URL of the web server; unset = webhooks off"
+        default=None,
+        description="The public `https://` address that reaches the web server, e.g. "
+        "`https://bot.example.com`. Unset: webhooks are off and polling alone delivers",
     )
-    webhook_grace_seconds: float = Field(default=15.0, gt=0, le=600)
+    webhook_grace_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="How long the bot waits for a webhook before it starts polling a request "
+        "anyway",
+    )
+    provider_check_interval_seconds: float = Field(
+        default=600.0,
+        ge=1,
+        le=86_400,
+        description="Seconds between checks of each provider key and balance (also at start-up):"
+        " a rejected key or an empty account is one log line and turns /readyz red",
+    )
+    low_balance_credits: float = Field(
+        default=500.0,
+        ge=0,
+        description="Log a warning when a provider account has fewer credits than this (500 = "
+        "$5); the AI/ML API's own low-balance flag warns too",
+    )
     message_content_intent: bool = Field(
         default=True,
-        description="Read images in any message a member replies to (a privileged intent)",
+        description="Ask Discord for message content (a privileged intent), so replying to "
+        "*anyone's* image works. Set `false` if you can't enable the intent; replies to the "
+        "bot's own results still work",
     )
     dev_guild_id: int | None = Field(
-        default=None, description="Sync slash commands to this guild only (instant, for testing)"
+        default=None,
+        description="Register commands in this one server only (instant; handy while testing). "
+        "Without it commands are global and can take a while to appear the first time",
     )
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(
+        default="INFO",
+        description="`DEBUG`, `INFO`, `WARNING` or `ERROR`. At every level, interaction tokens, "
+        "the bot token, the API keys and the database password are written as `[redacted]`",
+    )
 
     # Quotas (bot/ledger). Windows reset at this UTC time; weeks start on Monday.
-    quota_reset_time: str = Field(default="00:00", description="HH:MM, UTC")
+    quota_reset_time: str = Field(
+        default="00:00",
+        description="When daily, weekly (Monday) and monthly allowances reset, `HH:MM` in UTC",
+    )
     # Bot-wide defaults for each member's own allowance and each server's total budget;
     # moderators override them per server with /quota. None ("unlimited") = no limit.
     # The defaults cap a member at about $1 a day and $10 a month, a server at $100 a month.
-    default_user_daily_images: int | None = Field(default=25, ge=0)
-    default_user_daily_credits: float | None = Field(default=100, ge=0)
-    default_user_weekly_images: int | None = Field(default=None, ge=0)
-    default_user_weekly_credits: float | None = Field(default=None, ge=0)
-    default_user_monthly_images: int | None = Field(default=None, ge=0)
-    default_user_monthly_credits: float | None = Field(default=1000, ge=0)
-    default_guild_daily_images: int | None = Field(default=None, ge=0)
-    default_guild_daily_credits: float | None = Field(default=None, ge=0)
-    default_guild_weekly_images: int | None = Field(default=None, ge=0)
-    default_guild_weekly_credits: float | None = Field(default=None, ge=0)
-    default_guild_monthly_images: int | None = Field(default=None, ge=0)
-    default_guild_monthly_credits: float | None = Field(default=10000, ge=0)
+    default_user_daily_images: int | None = Field(
+        default=25, ge=0, description="Images a member may make per day, on each server"
+    )
+    default_user_daily_credits: float | None = Field(
+        default=100, ge=0, description="Credits a member may spend per day ($1)"
+    )
+    default_user_weekly_images: int | None = Field(
+        default=None, ge=0, description="Images a member may make per week"
+    )
+    default_user_weekly_credits: float | None = Field(
+        default=None, ge=0, description="Credits a member may spend per week"
+    )
+    default_user_monthly_images: int | None = Field(
+        default=None, ge=0, description="Images a member may make per calendar month"
+    )
+    default_user_monthly_credits: float | None = Field(
+        default=1000, ge=0, description="Credits a member may spend per calendar month ($10)"
+    )
+    default_guild_daily_images: int | None = Field(
+        default=None, ge=0, description="Images a whole server may make per day"
+    )
+    default_guild_daily_credits: float | None = Field(
+        default=None, ge=0, description="Credits a whole server may spend per day"
+    )
+    default_guild_weekly_images: int | None = Field(
+        default=None, ge=0, description="Images a whole server may make per week"
+    )
+    default_guild_weekly_credits: float | None = Field(
+        default=None, ge=0, description="Credits a whole server may spend per week"
+    )
+    default_guild_monthly_images: int | None = Field(
+        default=None, ge=0, description="Images a whole server may make per calendar month"
+    )
+    default_guild_monthly_credits: float | None = Field(
+        default=10000,
+        ge=0,
+        description="Credits a whole server may spend per calendar month ($100)",
+    )
     # Who may spend the operator's money (bot/ledger/spending.py): the servers allowed to make
     # images at all, and one budget over every server together, with the owner warned.
     allowed_guild_ids: str | None = Field(
         default=None,
-        description="Only these servers (comma-separated ids) may make images; unset = any server",
+        description="Only these servers (comma-separated ids) may make images; anywhere else "
+        'members get a private "this bot isn\'t enabled on this server" and nothing is sent or '
+        "charged. Direct messages count only through servers on the list. Unset: any server "
+        "that adds the bot",
     )
     bot_monthly_credits: float | None = Field(
         default=None,
         ge=0,
-        description="Credits the whole bot may spend per month, over every server; unset = no cap",
+        description="Credits the whole bot may spend per calendar month, over every server and "
+        "direct messages together (e.g. `30000` = $300); past it requests are refused until the "
+        "reset. Checked when each request is accepted, exactly, even under a burst from many "
+        "servers and processes; while it is set, every request's acceptance takes one "
+        "fleet-wide turn",
     )
     owner_alert_channel_id: int | None = Field(
         default=None,
@@ -221,7 +396,11 @@ class Settings(BaseSettings):
 
     # Abuse limits (issue 12): the approval queue and refunded requests.
     max_pending_approvals_per_member: int = Field(
-        default=3, ge=1, le=100, description="Requests one member may have waiting for approval"
+        default=3,
+        ge=1,
+        le=100,
+        description="Requests one member may have waiting for a moderator's approval on a "
+        "server; more are refused until some are reviewed",
     )
     # What checking a prompt against one server's own banned terms may cost: their total RE2
     # program size (bot/moderation/patterns.py). The ceiling keeps the combined program within
@@ -230,21 +409,34 @@ class Settings(BaseSettings):
         default=DEFAULT_TERMS_SIZE_BUDGET,
         ge=0,
         le=100_000,
-        description="Total size of one server's own banned terms (RE2 program instructions)",
+        description="How large one server's own banned terms may be together, in RE2 program "
+        "instructions (an ordinary word takes 15-20, so about 200 fit; `.{100}` alone takes "
+        "800). A prompt check costs at most this size times the prompt's length: at the default "
+        "at most about 0.7 s of CPU for the most hostile terms and a 4,000-character prompt. A "
+        "server's checks run one at a time, and one that can't start within 1.5 s is refused as "
+        "busy (no strike). A term that doesn't fit is refused with the reason; terms stored "
+        "when the budget was larger stay listed, the oldest that fit stay in force, and a "
+        "moderator adding a term is told so",
     )
     approval_expiry_hours: float = Field(
         default=72.0,
         gt=0,
         le=24 * 30,
-        description="Hours a request waits for review before it expires (nothing is charged)",
+        description="A request waiting for approval that no moderator reviews in this many hours "
+        "expires: the member is told, nothing is charged, and it stops counting against their "
+        "allowance",
     )
     provider_moderation_strikes: bool = Field(
-        default=True, description="A request the provider's safety filter blocks is a strike"
+        default=True,
+        description="A request the image service's safety filter blocks counts as a strike on "
+        "the member's server (warnings and blocks at the server's strike thresholds)",
     )
     max_refunded_jobs_per_day: int = Field(
         default=10,
         ge=0,
-        description="Refunds per member, server and day of jobs the provider had; 0 = no cap",
+        description="Refunded requests the image service had already taken (and billed), per "
+        "member, server and day; past it the member's next request is refused until the daily "
+        "reset. `0` = no cap",
     )
 
     @field_validator("bfl_api_base", "aiml_api_base")
@@ -513,10 +705,19 @@ def parse_keys(text: str, default_cap: int) -> list[tuple[str, int]]:
     return keys
 
 
+# Where Docker secrets (or any files named after settings) are read from, after the
+# environment and .env: /run/secrets in compose.postgres.yaml. Read from the environment
+# only, since it says where other settings come from.
+SECRETS_DIR_VARIABLE = "SECRETS_DIR"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build the settings, turning pydantic's report into one readable line per problem."""
+    secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE) or None
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        raise SettingsError(f"{SECRETS_DIR_VARIABLE} {secrets_dir} is not a directory")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_input=False, include_url=False):

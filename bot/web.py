@@ -1,4 +1,4 @@
-"""The bot's own HTTP server: BFL webhooks, `/healthz` and `/metrics`.
+"""The bot's own HTTP server: BFL webhooks, `/livez`, `/readyz` (`/healthz`) and `/metrics`.
 
 Routes
 ------
@@ -21,9 +21,21 @@ Routes
     Deduplication is the target's job: a verified duplicate is handed over again.
     Rejections are counted in the metrics every time but logged at most once a minute per
     reason (with the number held back): anyone can send them.
-``GET /healthz``
-    200 when the database answers and Discord is connected, 503 otherwise; JSON with each
-    check and the queue depth. No secrets, no error texts.
+``GET /livez``
+    200 whenever the process and its event loop answer (this handler runs on the loop):
+    ``{"status": "ok", "service": "fluxcord", "version", "event_loop_lag_seconds"}``. For
+    a container's HEALTHCHECK: restart the bot when it stops answering, not when a provider
+    or Discord is down. ``fluxcord doctor`` reads ``service`` to know a Fluxcord answered.
+``GET /webhooks/bfl/livez``
+    The same as ``/livez``, only with the webhook receiver on: the path a reverse proxy
+    already forwards, so ``fluxcord doctor`` can check WEBHOOK_PUBLIC_URL end to end.
+``GET /readyz`` (and ``GET /healthz``, its older name)
+    200 when every Discord shard this process runs is connected, the database answers and
+    every configured provider has a key that is not known to be bad (rejected, or an
+    account with no credits); 503 otherwise. JSON: ``status`` ("ok" or "unhealthy"),
+    ``version``, ``checks`` (database, discord, and providers when any is configured),
+    ``providers`` (per provider: ``usable`` and each key's ``key`` position, ``setting``,
+    ``state`` and ``credits``) and the queue depth. No secrets, no error texts.
 ``GET /metrics``
     Prometheus text format from the `Metrics` registry.
 
@@ -49,6 +61,7 @@ from bot.jobs.webhooks import WEBHOOK_PATH, WebhookTarget, verify_webhook, webho
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.metrics import Metrics, WebhookRejection
 from bot.storage.outage import is_outage
+from bot.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,9 @@ DEFAULT_MAX_WEBHOOK_BYTES = 64 * 1024
 # Job ids are 16 hex digits today; the pattern leaves room but keeps paths (and so access-log
 # lines) to a harmless alphabet.
 _JOB_ID = r"[A-Za-z0-9_-]{1,64}"
+PUBLIC_LIVEZ_PATH = f"{WEBHOOK_PATH}/livez"
+# What `/livez` calls itself: how `fluxcord doctor` knows a Fluxcord answered at a URL.
+SERVICE_NAME = "fluxcord"
 # The access log: no headers (an X-Webhook-Secret must never be logged), no user agent.
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 
@@ -103,12 +119,16 @@ class ThrottledWarnings:
 
 @dataclass(frozen=True)
 class HealthChecks:
-    """What `/healthz` asks. `ping_database` runs `SELECT 1` (raises or hangs when broken)."""
+    """What `/readyz` asks. `ping_database` runs `SELECT 1` (raises or hangs when broken);
+    `providers` reports each configured provider (`AccountMonitor.report`: `usable` and its
+    keys); `loop_lag` is shown by `/livez`."""
 
     ping_database: Callable[[], Awaitable[object]]
     discord_connected: Callable[[], bool]
     queue_depth: Callable[[], int]
     timeout: float = 2.0
+    providers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
+    loop_lag: Callable[[], float] | None = None
 
 
 # --------------------------------------------------------------------------- the application
@@ -134,10 +154,15 @@ def create_app(
         max_webhook_bytes,
         ThrottledWarnings(log, rejection_log_interval),
     )
-    app.router.add_get("/healthz", routes.healthz, allow_head=True)
+    app.router.add_get("/livez", routes.livez, allow_head=True)
+    app.router.add_get("/readyz", routes.readyz, allow_head=True)
+    app.router.add_get("/healthz", routes.readyz, allow_head=True)  # before /readyz existed
     app.router.add_get("/metrics", routes.metrics)
     if webhook_target is not None:
         app.router.add_post(f"{WEBHOOK_PATH}/{{job_id:{_JOB_ID}}}", routes.webhook)
+        # /livez under the one public prefix: `fluxcord doctor` proves WEBHOOK_PUBLIC_URL
+        # reaches a Fluxcord through the same proxy rule BFL's deliveries take.
+        app.router.add_get(PUBLIC_LIVEZ_PATH, routes.livez, allow_head=True)
     return app
 
 
@@ -239,18 +264,45 @@ class _Routes:
         return _plain(status)
 
     # ----------------------------------------------------------------- health
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def livez(self, request: web.Request) -> web.Response:
+        lag = None if self._health.loop_lag is None else self._health.loop_lag()
+        return livez_response(lag)
+
+    async def readyz(self, request: web.Request) -> web.Response:
         checks = {"database": await self._database_check(), "discord": self._discord_check()}
+        providers = self._providers()
+        if providers is not None:
+            checks["providers"] = (
+                "ok" if all(entry.get("usable") for entry in providers.values()) else "unusable"
+            )
         try:
             depth: int | None = int(self._health.queue_depth())
         except Exception:
             log.warning("health check: reading the queue depth failed", exc_info=True)
             depth = None
         healthy = all(value == "ok" for value in checks.values())
-        body = {"status": "ok" if healthy else "unhealthy", "checks": checks, "queue_depth": depth}
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "unhealthy",
+            "version": __version__,
+            "checks": checks,
+            "queue_depth": depth,
+        }
+        if providers is not None:
+            body["providers"] = providers
         return web.json_response(
             body, status=200 if healthy else 503, headers={"Cache-Control": "no-store"}
         )
+
+    def _providers(self) -> Mapping[str, Mapping[str, Any]] | None:
+        """Each configured provider's report, or None when none is configured."""
+        if self._health.providers is None:
+            return None
+        try:
+            report = self._health.providers()
+        except Exception:
+            log.warning("health check: reading the provider keys failed", exc_info=True)
+            return {"unknown": {"usable": False, "keys": []}}
+        return report or None
 
     async def _database_check(self) -> str:
         if self._ping is None or self._ping.done():
@@ -282,6 +334,18 @@ class _Routes:
         return web.Response(
             body=self._metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
         )
+
+
+def livez_response(loop_lag: float | None = None) -> web.Response:
+    """`/livez`'s answer: it says a Fluxcord answered, which version, and how late its loop
+    runs (`fluxcord doctor` serves the same while it checks WEBHOOK_PUBLIC_URL)."""
+    body = {
+        "status": "ok",
+        "service": SERVICE_NAME,
+        "version": __version__,
+        "event_loop_lag_seconds": None if loop_lag is None else round(loop_lag, 3),
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 def _consume_ping(task: asyncio.Task[object]) -> None:

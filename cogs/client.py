@@ -18,6 +18,7 @@ from bot.ledger.spending import public_bot_warning
 from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.shards import ShardFleet, shard_for
+from cogs.permissions import invite_url
 from cogs.shared_limit import SharedLimitWatch
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class FluxcordBot(commands.AutoShardedBot):
         self.shared_limits = shared_limits
         self.settings = settings
         self.fleet: ShardFleet | None = None
+        self._invite_logged = False
 
     async def setup_hook(self) -> None:
         self.services = await build_services(
@@ -271,10 +273,26 @@ class FluxcordBot(commands.AutoShardedBot):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("connected as %s (%s) to %d servers", self.user, self.user.id, len(self.guilds))
+        if not self._invite_logged:  # on_ready comes again after a full reconnect
+            self._invite_logged = True
+            self.log_invite()
         # A server the bot left and came back to while this process was away: nothing of it
         # is erased. Only then may the purge start.
         await self.services.privacy.servers_present([guild.id for guild in self.guilds])
         self.services.privacy.start()
+
+    def log_invite(self) -> None:
+        """The invite URL with exactly the permissions the bot needs; said louder when the
+        bot is in no server. With several processes this one may hold only empty shards, so
+        the application's server count (from the login) decides."""
+        if self.application_id is None:
+            return
+        url = invite_url(self.application_id)
+        elsewhere = self.application.approximate_guild_count if self.application else 0
+        if not self.guilds and not elsewhere:
+            log.warning("Fluxcord is in no server yet: invite it with %s", url)
+        else:
+            log.info("invite Fluxcord to another server with %s", url)
 
     async def close(self) -> None:
         poster = getattr(self, "poster", None)

@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bot.cli import migrate, run
+from bot.cli import backup, copy_to, doctor, migrate, run
 from bot.cli.common import DEFAULT_COMMAND, configure_logging
 from bot.errors import SettingsError, StartupError
 from bot.version import __version__
 
 # The order `fluxcord --help` lists them in.
-COMMANDS: tuple[ModuleType, ...] = (run, migrate)
+COMMANDS: tuple[ModuleType, ...] = (run, migrate, doctor, backup, copy_to)
 
 
 def build_parser() -> argparse.ArgumentParser:

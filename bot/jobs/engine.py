@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.catalogue import get_variant
-from bot.errors import InvalidRequest, ProviderBusy, ProviderError
+from bot.errors import InvalidRequest, ProviderBusy, ProviderError, ProviderKeyRejected
 from bot.jobs.claims import Claim, ProviderKey, SharedQueue
 from bot.jobs.delivery import JobDelivery
 from bot.jobs.following import PollingPolicy, TaskFollower
@@ -180,6 +180,9 @@ class JobEngine:
         self._sending: set[str] = set()
         self._shutdown_grace = shutdown_grace
         self._unfollowed: dict[str, float] = {}  # job id → updated_at, seen by the last sweep
+        # Told the key id when a provider rejects a key in use (401): the operator's log line
+        # and readiness (bot/providers/accounts.py) without waiting for the next key check.
+        self.on_key_rejected: Callable[[str], None] | None = None
         self._running = False
         self.work = SharedWork(
             db,
@@ -394,6 +397,10 @@ class JobEngine:
                 job_id, (JobState.QUEUED,), JobState.CANCELLED, CANCELLED_MESSAGE
             )
 
+    def _key_failed(self, key: ProviderKey, exc: ProviderError) -> None:
+        if isinstance(exc, ProviderKeyRejected) and self.on_key_rejected is not None:
+            self.on_key_rejected(key.key_id)
+
     # ----------------------------------------------------------------- the pipeline
     async def _submit(self, claim: Claim) -> None:
         job, key = claim.job, claim.key
@@ -428,6 +435,7 @@ class JobEngine:
                 return
             except ProviderError as exc:
                 log.warning("job %s: submit failed: %s", job_id, exc)
+                self._key_failed(key, exc)
                 await self.delivery.fail(
                     job_id, (JobState.SUBMITTING,), JobState.FAILED, exc.user_message
                 )
@@ -567,6 +575,7 @@ class JobEngine:
             raise
         except ProviderError as exc:
             log.warning("job %s: %s", job.id, exc)
+            self._key_failed(key, exc)
             await self.delivery.fail(
                 job.id, (JobState.SUBMITTED,), JobState.FAILED, exc.user_message
             )

@@ -23,6 +23,9 @@ unchanged (see `FinishedSubmission` for the proposed protocol extension).
 
 The body is built by `bot/providers/aiml_payload.py` from the options and limits declared in
 `bot/providers/aiml_options.py`; this module sends it and reads the answer.
+
+Why this file is long: one synchronous call has many endings (each read defensively), and
+the account's balance check shares the client's key handling and error reading.
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ import httpx
 from bot.errors import (
     InsufficientCredits,
     InvalidRequest,
-    ProviderAccessDenied,
     ProviderBusy,
     ProviderError,
+    ProviderKeyRejected,
     ProviderRejected,
     ProviderUnavailable,
     ResultTooLarge,
@@ -72,9 +75,11 @@ from bot.providers.http import (
     check_result_pixels,
     download_image,
     json_bytes,
+    json_object,
     output_image,
     post_at_most_once,
     read_capped,
+    request_capped,
     retry_after,
 )
 from bot.providers.transport import guarded_client
@@ -84,6 +89,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL: Final = "https://api.aimlapi.com"
 GENERATIONS_PATH: Final = "/v1/images/generations"
+BALANCE_PATH: Final = "/v1/billing/balance"
 # The AI/ML API's FAQ: "$1 USD = 2,000,000 credits"; one of our credits is $0.01.
 AIML_UNITS_PER_USD: Final = 2_000_000
 AIML_UNITS_PER_CREDIT: Final = AIML_UNITS_PER_USD / 100
@@ -104,6 +110,15 @@ class Generation:
     usage: float | None  # as reported, in AI/ML credits
     usage_field: str | None  # which field it came from
     failed_images: int = 0  # results that could not be fetched or decoded
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The account's balance as `GET /v1/billing/balance` reports it."""
+
+    units: float  # AI/ML credits left ($1 = 2,000,000)
+    credits: float  # the same in ours (1 = $0.01)
+    low: bool  # the API's own `lowBalance` flag (its threshold is set in the AI/ML dashboard)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,6 +242,32 @@ class AIMLClient:
         self._policy.require_key_destination(url, "the AI/ML API key")
         return {"authorization": f"Bearer {self._api_key}"}
 
+    # ------------------------------------------------------------------ account
+
+    async def balance(self) -> Balance:
+        """The account's balance: what the key checks read (bot/providers/accounts.py).
+        Raises `ProviderKeyRejected` (401), `InsufficientCredits` (403, the documented "out
+        of credits"), `ProviderUnavailable` (unreachable, 5xx) or `ProviderError`."""
+        url = f"{self.base_url}{BALANCE_PATH}"
+        try:
+            answer = await request_capped(self._http, "GET", url, headers=self._key_header(url))
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"balance check failed: {type(exc).__name__}") from None
+        if answer.status != 200:
+            error = _error_for(answer.status, answer.body, answer.headers, self._api_key)
+            if isinstance(error, SubmitOutcomeUnknown | ProviderRejected):  # nothing was sent
+                raise ProviderUnavailable(str(error))
+            raise error
+        data = json_object(answer.body)
+        units = reported_number(data.get("balance"))
+        if units is None:
+            raise ProviderError("balance answer has no number")
+        return Balance(
+            units=units,
+            credits=usage_to_credits(units, self.units_per_credit),
+            low=data.get("lowBalance") is True,
+        )
+
     # ------------------------------------------------------------------ generate
 
     async def generate(
@@ -236,7 +277,7 @@ class AIMLClient:
         An image whose header says more than `max_pixels` is refused like any unusable one.
 
         Raises `ProviderBusy` (429), `ProviderUnavailable` (unreachable, or 503 after the
-        retries), `ProviderRejected` (400), `ProviderAccessDenied` (401),
+        retries), `ProviderRejected` (400), `ProviderKeyRejected` (401),
         `InsufficientCredits` (403), `SubmitOutcomeUnknown` (sent, then no usable answer:
         may be billed) or `ResultUnavailable`/`ResultTooLarge` (generated, not usable)."""
         model = str(payload.get("model", ""))
@@ -468,7 +509,7 @@ def _error_for(status: int, raw: bytes, headers: httpx.Headers, api_key: str) ->
     if status in (402, 403):  # the AI/ML API documents 403 as "out of credits"
         return InsufficientCredits(summary)
     if status == 401:
-        return ProviderAccessDenied(summary)
+        return ProviderKeyRejected(summary)
     if status == 429:
         return ProviderBusy(summary, retry_after=retry_after(headers))
     if 300 <= status < 400:

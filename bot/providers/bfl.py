@@ -18,6 +18,7 @@ from bot.errors import (
     ProviderAccessDenied,
     ProviderBusy,
     ProviderError,
+    ProviderKeyRejected,
     ProviderRejected,
     ProviderUnavailable,
     SubmitOutcomeUnknown,
@@ -302,7 +303,9 @@ def _error_for(answer: Answer, *, during_submit: bool) -> ProviderError:
         return UnsafeProviderURL(f"{summary} (a redirect, not followed)")
     if status == 402:
         return InsufficientCredits(summary)
-    if status in (401, 403):
+    if status == 401:  # BFL's answer to an unknown key, on every route
+        return ProviderKeyRejected(summary)
+    if status == 403:
         return ProviderAccessDenied(summary)
     if status in (400, 422):
         return ProviderRejected(message or "invalid request", field=field)

@@ -43,11 +43,9 @@ async def open_database(target: str | Path, *, migrate: bool = True) -> Database
     return await SQLiteDatabase.connect(target, migrate=migrate)
 
 
-def _postgres_unavailable(url: str, exc: Exception) -> DatabaseUnavailable | None:
-    """One line for the operator when PostgreSQL cannot be reached or refuses the login:
-    which server, which cause, never the password. None for any other failure."""
-    import asyncpg
-
+def postgres_location(url: str) -> tuple[str, str, str]:
+    """(host:port, user, database) of a PostgreSQL URL: what messages may name (never the
+    password)."""
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     host = parts.netloc.rpartition("@")[2] or query.get("host", ["localhost"])[0]
@@ -55,6 +53,16 @@ def _postgres_unavailable(url: str, exc: Exception) -> DatabaseUnavailable | Non
         host = f"{host}:{query.get('port', ['5432'])[0]}"
     user = unquote(parts.username or "") or query.get("user", ["?"])[0]
     database = unquote(parts.path.lstrip("/")) or user
+    return host, user, database
+
+
+def _postgres_unavailable(url: str, exc: Exception) -> DatabaseUnavailable | None:
+    """One line for the operator when PostgreSQL cannot be reached or refuses the login:
+    which server, which cause, never the password. None for any other failure."""
+    import asyncpg
+
+    parts = urlsplit(url)
+    host, _, database = postgres_location(url)
     kind = type(exc).__name__
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         text = (
@@ -65,11 +73,11 @@ def _postgres_unavailable(url: str, exc: Exception) -> DatabaseUnavailable | Non
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
         # Covers a wrong password (InvalidPasswordError), an unknown role, and pg_hba.conf
         # refusing the connection; the server's reason names the user, not the password.
-        reason = f"{kind}: {_without(exc, parts.password)}"
+        reason = f"{kind}: {without_password(exc, parts.password)}"
         text = f"PostgreSQL at {host} refused the login ({reason}): check DATABASE_URL"
         return DatabaseUnavailable(text, exit_code=2)
     if isinstance(exc, asyncpg.ClientConfigurationError):  # e.g. an unknown sslmode
-        text = f"DATABASE_URL cannot be used: {_without(exc, parts.password)}"
+        text = f"DATABASE_URL cannot be used: {without_password(exc, parts.password)}"
         return DatabaseUnavailable(text, exit_code=2)
     if isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.TooManyConnectionsError):
         return DatabaseUnavailable(f"Cannot reach PostgreSQL at {host} ({kind}: {exc})")
@@ -78,7 +86,7 @@ def _postgres_unavailable(url: str, exc: Exception) -> DatabaseUnavailable | Non
     return None
 
 
-def _without(exc: Exception, password: str | None) -> str:
+def without_password(exc: Exception, password: str | None) -> str:
     """The error's first line, with the password blanked should it ever be quoted."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text.replace(password, "[redacted]") if password else text

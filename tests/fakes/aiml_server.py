@@ -52,6 +52,13 @@ Endpoints
 * ``GET /files/<request_index>/<n>.<ext>?exp=...&sig=...`` on a *separate* port
   (``cdn_base_url``), standing in for the CDN that serves result URLs: no auth, 403 once
   ``url_ttl`` has passed or on a bad signature, 404 for unknown files.
+* ``GET /v1/billing/balance`` (API port): the documented account balance ``{"balance",
+  "lowBalance", "lowBalanceThreshold", "lastUpdated", "autoDebitStatus", "status",
+  "statusExplanation"}``. ``balance`` is ``credits`` (AI/ML credits; ``UNLIMITED_BALANCE``
+  when ``credits`` is ``None``), ``lowBalance`` is ``balance < low_balance_threshold``. Needs
+  the same ``Authorization`` as generations (missing or wrong: 401, the documented body);
+  ``balance_faults`` (a list of statuses) pops one per request and answers it instead.
+  Every call is counted in ``balance_checks``.
 * Anything else: a 404 error body (``"Cannot GET /x"``).
 
 Knobs (plain attributes; change them at any time)
@@ -66,6 +73,8 @@ Knobs (plain attributes; change them at any time)
   generations (and ``billed`` faults) are charged. See ``quote()`` for the price table.
 * ``max_concurrent``: concurrency cap (``None``: no cap). With that many generations in
   progress, a request answers 429 at once.
+* ``low_balance_threshold``: AI/ML credits under which ``/v1/billing/balance`` reports
+  ``lowBalance: true`` (default 10,000,000 = $5).
 * ``retry_after``: ``int | None``. When set, every 429 and 503 carries ``Retry-After: <n>``.
 * ``strict``: refuse undocumented fields with 400 instead of ignoring them.
 * ``image_side``: side in pixels of the (noise) images returned (default 32, whatever size
@@ -117,6 +126,7 @@ from tests.fakes.common import LoopbackServer, decode_image, is_int, is_number, 
 
 __all__ = [
     "API_PATH",
+    "BALANCE_PATH",
     "IMAGE_SIZE_PRESETS",
     "MODELS",
     "UNITS_PER_USD",
@@ -128,6 +138,10 @@ __all__ = [
 ]
 
 API_PATH: Final = "/v1/images/generations"
+BALANCE_PATH: Final = "/v1/billing/balance"
+# What the balance route reports for unlimited ``credits``: $500.
+UNLIMITED_BALANCE: Final = 1_000_000_000
+DEFAULT_LOW_BALANCE_THRESHOLD: Final = 10_000_000
 UNITS_PER_USD: Final = 2_000_000  # the AI/ML API's documented "$1 = 2,000,000 credits"
 MEGAPIXEL: Final = 1_048_576
 PROMPT_MAX: Final = 4000
@@ -304,6 +318,9 @@ class FakeAIML(LoopbackServer):
         self.extra_images = 0
         self.download_faults: list[int] = []
         self.faults: list[Fault] = []
+        self.low_balance_threshold = DEFAULT_LOW_BALANCE_THRESHOLD
+        self.balance_faults: list[int] = []
+        self.balance_checks = 0
 
         self.requests: list[AIMLRequest] = []
         self.downloads: list[Download] = []
@@ -329,6 +346,7 @@ class FakeAIML(LoopbackServer):
         self._closing = asyncio.Event()
         api = web.Application(middlewares=[self._error_bodies])
         api.router.add_post(API_PATH, self._handle_generate)
+        api.router.add_get(BALANCE_PATH, self._handle_balance)
         cdn = web.Application(middlewares=[self._error_bodies])
         cdn.router.add_get("/files/{index}/{filename}", self._handle_file)
         self._api_runner, self._base_url = await serve_on_loopback(api)
@@ -616,6 +634,25 @@ class FakeAIML(LoopbackServer):
             await response.write(data[start : start + 1024])
         await response.write_eof()
         return record(response)
+
+    async def _handle_balance(self, request: web.Request) -> web.Response:
+        self.balance_checks += 1
+        if not self._authorized(request):
+            return self._error(401, path=BALANCE_PATH)
+        if self.balance_faults:
+            return self._error(self.balance_faults.pop(0), path=BALANCE_PATH)
+        balance = UNLIMITED_BALANCE if self.credits is None else self.credits
+        return web.json_response(
+            {
+                "balance": balance,
+                "lowBalance": balance < self.low_balance_threshold,
+                "lowBalanceThreshold": self.low_balance_threshold,
+                "lastUpdated": datetime.now(UTC).isoformat(timespec="seconds"),
+                "autoDebitStatus": "disabled",
+                "status": "current",
+                "statusExplanation": "",
+            }
+        )
 
     # ------------------------------------------------------------------ internals
 

@@ -38,7 +38,9 @@ Endpoints
 * ``GET /delivery/<id>/sample.<ext>?se=...&sig=...``: the image, no auth. 403 with an XML
   ``AccessDenied`` body once ``result_ttl`` has passed since Ready, or on a bad signature;
   404 (XML) for unknown ids or tasks that are not Ready.
-* ``GET /v1/credits`` -> ``{"credits": remaining}`` (needs ``x-key``).
+* ``GET /v1/credits`` -> ``{"credits": remaining}`` (needs ``x-key``: missing 403, unknown
+  or revoked 401 ``Invalid API key``, as on every route; every key reads the one shared
+  ``credits``). ``credits_checks`` counts the calls.
 * Anything else: FastAPI-like JSON 404/405 (``{"detail": "Not Found"}``).
 
 Knobs (plain attributes; change them at any time)
@@ -485,6 +487,7 @@ class FakeBFL(LoopbackServer):
         self.retry_after = retry_after
         self.region = region
         self._credits = float(credits)
+        self.credits_checks = 0
 
         self.default_outcome = Outcome()
         self.scripts: dict[str, Outcome] = {}
@@ -1190,6 +1193,7 @@ class FakeBFL(LoopbackServer):
         return await self._poll_answer(request, task)
 
     async def _handle_credits(self, request: web.Request) -> web.Response:
+        self.credits_checks += 1
         api_key = self._authenticate(request)
         if isinstance(api_key, web.Response):
             return api_key

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.fakes.aiml_server import API_PATH, MODELS, FakeAIML, Fault
+from tests.fakes.aiml_server import API_PATH, BALANCE_PATH, MODELS, FakeAIML, Fault
 
 KEY = "test-aiml-key-0123"
 DEV = "blackforestlabs/flux-2"
@@ -341,3 +341,38 @@ async def test_chunked_downloads_and_download_faults(
         image = await anon.get(url)
     assert image.status_code == 200 and "content-length" not in image.headers
     assert image.content == fake.image_bytes(0, 0)
+
+
+# ---------------------------------------------------------------------- account balance
+
+
+async def test_balance_answers_the_documented_body(
+    fake: FakeAIML, client: httpx.AsyncClient
+) -> None:
+    fake.credits = 4_000_000  # $2
+    fake.low_balance_threshold = 5_000_000
+    response = await client.get(BALANCE_PATH)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {
+        "balance", "lowBalance", "lowBalanceThreshold", "lastUpdated", "autoDebitStatus",
+        "status", "statusExplanation",
+    }
+    assert (body["balance"], body["lowBalance"], body["lowBalanceThreshold"]) == (
+        4_000_000, True, 5_000_000,
+    )
+    fake.credits = None  # unlimited
+    assert (await client.get(BALANCE_PATH)).json()["lowBalance"] is False
+
+
+async def test_balance_needs_the_key(fake: FakeAIML) -> None:
+    async with httpx.AsyncClient(
+        base_url=fake.base_url, headers={"Authorization": "Bearer nope"}
+    ) as http:
+        response = await http.get(BALANCE_PATH)
+    assert response.status_code == 401
+    body = response.json()
+    assert set(body) == ERROR_KEYS
+    assert (body["statusCode"], body["path"]) == (401, BALANCE_PATH)
+    assert "nope" not in response.text
+    assert fake.balance_checks == 1

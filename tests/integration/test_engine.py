@@ -150,6 +150,9 @@ async def test_an_endless_unknown_status_fails_at_the_deadline(
          "The bot's image-service account is out of credits. Please tell a server admin."),
         (SubmitFault(status=403, create_task=False),
          "The bot's API key is not allowed to use this model. Please tell a server admin."),
+        (SubmitFault(status=401, create_task=False),
+         "The bot's key for the image service is not working, so nothing was made or charged. "
+         "The bot's operator has been told."),
         (SubmitFault(status=500, create_task=True),
          "The image service did not confirm the request, so it was stopped rather than risk "
          "paying twice. Please try again."),

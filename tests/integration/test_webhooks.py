@@ -34,6 +34,7 @@ from bot.jobs.webhooks import (
 from bot.metrics import Metrics
 from bot.providers.base import TaskOutcome, TaskResult
 from bot.storage.db import Database, open_database
+from bot.version import __version__
 from bot.web import HealthChecks, WebServer, create_app
 from tests.conftest import BFL_KEY
 from tests.fakes.bfl_server import FakeBFL, Outcome
@@ -623,6 +624,7 @@ async def test_healthz_ok(http: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",
+        "version": __version__,
         "checks": {"database": "ok", "discord": "ok"},
         "queue_depth": 3,
     }

@@ -192,6 +192,8 @@ def test_a_second_instance_on_the_same_database_stops_with_one_line(tmp_path: Pa
     )
     try:
         assert first.stdout is not None and first.stdout.readline() == "locked\n"
+        # The holder's pid, for an operator who wonders which process it is.
+        assert Path(f"{database}.lock").read_text() == f"{first.pid}\n"
         second = run_bot(
             tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET, DATABASE_PATH=str(database)
         )

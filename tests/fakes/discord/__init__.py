@@ -162,7 +162,10 @@ shard_id=None)`` (opcode 7); ``shard_id`` limits either to that shard's sessions
 
 Discord behaviour implemented
 -----------------------------
-* Login (``/users/@me``, ``/oauth2/applications/@me``), ``/gateway[/bot]``, HELLO/IDENTIFY/
+* Login (``/users/@me``, ``/oauth2/applications/@me``; the application's ``flags``, there and
+  in READY, are the ``GATEWAY_*_LIMITED`` bits of ``privileged_intents``, settable: a test
+  turns the Message Content intent "off in the developer portal" with
+  ``fake.privileged_intents = 0``), ``/gateway[/bot]``, HELLO/IDENTIFY/
   READY (unavailable guilds, ``application``, ``resume_gateway_url``) then GUILD_CREATE per
   guild, heartbeat ACKs, RESUME with replay of missed events, INVALID_SESSION, close codes
   4004 (bad token) / 4014 (disallowed privileged intent), GUILD_MEMBERS_CHUNK for op 8.

@@ -51,6 +51,21 @@ INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
 
+
+def application_flags(privileged_intents: int) -> int:
+    """The application's ``flags`` for the privileged intents it may use, as Discord reports
+    them for a bot in fewer than 100 servers: the ``*_LIMITED`` bits (GATEWAY_PRESENCE_LIMITED
+    1 << 13, GATEWAY_GUILD_MEMBERS_LIMITED 1 << 15, GATEWAY_MESSAGE_CONTENT_LIMITED 1 << 19)."""
+    flags = 0
+    if privileged_intents & INTENT_GUILD_PRESENCES:
+        flags |= 1 << 13
+    if privileged_intents & INTENT_GUILD_MEMBERS:
+        flags |= 1 << 15
+    if privileged_intents & INTENT_MESSAGE_CONTENT:
+        flags |= 1 << 19
+    return flags
+
+
 # --- message flags / types -----------------------------------------------------------------
 FLAG_SUPPRESS_EMBEDS = 1 << 2
 FLAG_EPHEMERAL = 1 << 6

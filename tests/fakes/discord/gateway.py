@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ._util import INTENT_GUILD_MEMBERS, JSON, PRIVILEGED_INTENTS, dumps
+from ._util import INTENT_GUILD_MEMBERS, JSON, PRIVILEGED_INTENTS, application_flags, dumps
 from .state import DiscordState
 
 OP_DISPATCH = 0
@@ -379,7 +379,10 @@ class GatewayServer:
             "private_channels": [],
             "relationships": [],
             "presences": [],
-            "application": {"id": str(state.application_id), "flags": 1 << 19 | 1 << 15},
+            "application": {
+                "id": str(state.application_id),
+                "flags": application_flags(self.allowed_privileged_intents),
+            },
             "shard": [shard_id, num_shards],
         }
         await self._dispatch_to(session, "READY", ready)

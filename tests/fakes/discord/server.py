@@ -547,6 +547,16 @@ class FakeDiscord(LoopbackServer):
         )
         return channel
 
+    @property
+    def privileged_intents(self) -> int:
+        """The privileged intents the application may use (toggled in the developer portal):
+        IDENTIFY asking for others closes 4014, and the application's flags say which."""
+        return self._gateway.allowed_privileged_intents
+
+    @privileged_intents.setter
+    def privileged_intents(self, intents: int) -> None:
+        self._gateway.allowed_privileged_intents = intents
+
     def channel_permissions(self, channel_id: int | Channel, user_id: int | User) -> int:
         """A user's permissions in a channel or thread as the fake computes them now (what
         interactions there report as ``member.permissions``/``app_permissions``)."""
