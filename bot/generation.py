@@ -44,6 +44,10 @@ REFERENCES_PURGED_TEXT = (
     "This image's reference images are no longer kept, so it can't be rerolled or remixed "
     "with them. Use Edit on it, or start a new edit with the original images."
 )
+PROMPT_REMOVED_TEXT = (
+    "This image's prompt is no longer kept, so it can't be rerolled. Use Remix to give it a "
+    "new prompt, or Edit to change the image itself."
+)
 # The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
 DEFAULT_MAX_IN_FLIGHT = 4
@@ -395,7 +399,10 @@ class GenerationService:
         return cancelled
 
     async def reroll_draft(self, job: Job) -> Draft:
-        """Same variant, prompt, options, size and references; a new seed."""
+        """Same variant, prompt, options, size and references; a new seed. Raises
+        InvalidRequest once the prompt has been removed (docs/privacy.md)."""
+        if job.prompt_removed:
+            raise InvalidRequest(PROMPT_REMOVED_TEXT)
         return Draft(
             prompt=job.params.prompt,
             variant=job.variant,

@@ -25,6 +25,7 @@ from bot.ledger import Ledger, QuotaPolicy
 from bot.loop_lag import LoopLag
 from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
+from bot.privacy import Privacy, RetentionPolicy
 from bot.providers.accounts import AccountMonitor, account_keys
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
@@ -63,6 +64,7 @@ class Services:
     direct_messages: DirectMessages
     loop_lag: LoopLag
     accounts: AccountMonitor  # the provider keys' checks (readiness, metrics, the log)
+    privacy: Privacy
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -79,11 +81,13 @@ class Services:
         await self.engine.start()
         await self.approvals.resume()
         await self.ledger.budget.start()
+        # (The privacy purge starts once Discord says which servers this process is in.)
 
     async def close(self) -> None:
         """Stop taking webhooks, stop the engine (open jobs resume on the next start), then
         close the provider clients and the database."""
         await self.web.stop()
+        await self.privacy.stop()
         await self.ledger.budget.stop()
         await self.caches.stop()
         await self.engine.stop()
@@ -178,7 +182,8 @@ async def build_services(
         ledger=ledger,
         clock=clock,
         metrics=metrics,
-        reference_retention=settings.reference_retention_days * 86400,
+        # 0 keeps them for ever.
+        reference_retention=settings.reference_retention_days * 86400 or None,
         max_reported_cost=settings.max_reported_cost_credits,
         provider_moderation_strikes=settings.provider_moderation_strikes,
         shutdown_grace=settings.shutdown_grace_seconds,
@@ -269,6 +274,19 @@ async def build_services(
     caches.register(Cache.SERVER_SETTINGS, server_settings.load)
     caches.register(Cache.MODERATION, moderation.load)
     caches.register(Cache.STUDIOS, studios.load)
+
+    async def reload_server_caches() -> None:
+        await server_settings.load()
+        await moderation.load()
+        await studios.load()
+
+    privacy = Privacy(
+        db,
+        audit,
+        RetentionPolicy.from_settings(settings),
+        clock=clock,
+        on_server_erased=reload_server_caches,
+    )
     return Services(
         settings=settings,
         db=db,
@@ -289,4 +307,5 @@ async def build_services(
         direct_messages=direct_messages,
         loop_lag=loop_lag,
         accounts=accounts,
+        privacy=privacy,
     )

@@ -161,7 +161,37 @@ class Settings(BaseSettings):
         "upload limit (10 MiB without boosts) is posted reduced to fit",
     )
     reference_retention_days: float = Field(
-        default=30, gt=0, description="Keep stored reference images this long (for Reroll)"
+        default=30,
+        ge=0,
+        description="Keep stored images (the references a finished job was made from, for Reroll"
+        " and Remix; results never posted; images of decided approvals) this many days;"
+        " 0 = for ever",
+    )
+    # Privacy (bot/privacy, docs/privacy.md). Each is in days and bot-wide; 0 keeps for ever.
+    prompt_retention_days: float = Field(
+        default=90,
+        ge=0,
+        description="Keep members' prompts this many days after the job ended (then the text is"
+        " blanked in the job, its decided approval, the strike and the audit entries quoting it;"
+        " Reroll stops working); 0 = for ever",
+    )
+    finished_job_retention_days: float = Field(
+        default=365,
+        ge=0,
+        description="Keep a finished job's record (for /history, lineage and its result's"
+        " buttons) this many days; the ledger's amounts are kept regardless; 0 = for ever",
+    )
+    audit_retention_days: float = Field(
+        default=365,
+        ge=0,
+        description="Keep audit log and /quota history entries this many days; 0 = for ever",
+    )
+    departed_server_grace_days: float = Field(
+        default=30,
+        ge=0,
+        description="After the bot leaves or is removed from a server, erase that server's data"
+        " (jobs, settings, strikes, audit log, approvals, studios) this many days later unless"
+        " the bot is back by then; the ledger's amounts are kept; 0 = never erase",
     )
     max_reference_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="Largest reference image accepted (20 MiB)"
@@ -426,6 +456,13 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 message = f"{name.upper()}: {exc} (API keys are sent only over https)"
                 raise ValueError(message) from None
+        return self
+
+    @model_validator(mode="after")
+    def _jobs_kept_a_day(self) -> Settings:
+        # The daily cap on refunds reads today's jobs: a job must outlive its day.
+        if 0 < self.finished_job_retention_days < 1:
+            raise ValueError("FINISHED_JOB_RETENTION_DAYS must be 0 (for ever) or at least 1")
         return self
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ EXTENSIONS = (
     "cogs.moderation",
     "cogs.approvals",
     "cogs.studio",
+    "cogs.privacy",
 )
 
 
@@ -211,15 +212,21 @@ class FluxcordBot(commands.AutoShardedBot):
         await channel.send(alert.text, allowed_mentions=quiet)
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
+        # Back within the grace period: nothing of the server's is erased.
+        await self.services.privacy.servers_present([guild.id])
         log.info("joined server %s (%s) with %s members", guild.id, guild.name, guild.member_count)
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         try:
-            await self.services.direct_messages.server_left(guild.id)
+            # Its data is erased after DEPARTED_SERVER_GRACE_DAYS unless the bot is back.
+            await self.services.privacy.server_left(guild.id)
         finally:
-            log.info(
-                "left server %s (%s) with %s members", guild.id, guild.name, guild.member_count
-            )
+            try:
+                await self.services.direct_messages.server_left(guild.id)
+            finally:
+                log.info(
+                    "left server %s (%s) with %s members", guild.id, guild.name, guild.member_count
+                )
 
     # Members joining and leaving arrive only with the Server Members intent; without it,
     # sightings age out instead (bot/community/direct.py).
@@ -269,6 +276,10 @@ class FluxcordBot(commands.AutoShardedBot):
         if not self._invite_logged:  # on_ready comes again after a full reconnect
             self._invite_logged = True
             self.log_invite()
+        # A server the bot left and came back to while this process was away: nothing of it
+        # is erased. Only then may the purge start.
+        await self.services.privacy.servers_present([guild.id for guild in self.guilds])
+        self.services.privacy.start()
 
     def log_invite(self) -> None:
         """The invite URL with exactly the permissions the bot needs; said louder when the

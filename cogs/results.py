@@ -44,6 +44,8 @@ UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
 DELETE_REFUSED_TEXT = "Only the person who made this image or a moderator can delete it."
 CANCEL_REFUSED_TEXT = "Only the person who asked for this image or a moderator can cancel it."
 CANCEL_TOO_LATE_TEXT = "It's already being made, so it can't be cancelled any more."
+PROMPT_REMOVED_LABEL = "*(prompt no longer kept)*"
+EARLIER_STEPS_TEXT = "*Earlier steps are no longer kept, or not yours to see.*"
 NOT_FOUND_TEXT = "I can't find that result. Paste a result's message link or its job id."
 COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in {seconds} s."
 # The buttons that start (or open the form for) a new paid request share the cooldown (with
@@ -276,11 +278,19 @@ class RemixModal(FriendlyModal, title="Remix"):
         await generate_from_interaction(bot, interaction, draft)
 
 
+def shown_prompt(job: Job, limit: int) -> str:
+    """The job's prompt on one line, or why it is not there any more (docs/privacy.md)."""
+    return PROMPT_REMOVED_LABEL if job.prompt_removed else quoted_prompt(job.prompt, limit)
+
+
 def render_lineage(chain: list[Job]) -> str:
     lines = [f"**This image's history** ({plural(len(chain), 'step')}):"]
+    if chain and (chain[0].parent_purged or chain[0].parent_job_id):
+        # Its earlier steps were purged (FINISHED_JOB_RETENTION_DAYS), or are not the viewer's.
+        lines.append(EARLIER_STEPS_TEXT)
     for index, job in enumerate(chain, start=1):
         link = job_link(job)
-        prompt = quoted_prompt(job.prompt, 80)
+        prompt = shown_prompt(job, 80)
         where = f"[view]({link})" if link else "deleted"
         lines.append(f"{index}. {prompt} — {variant_label(job)} · {where}")
     return message_text("\n".join(lines))
@@ -292,7 +302,7 @@ def render_history(jobs: list[Job]) -> str:
     lines = ["**Your recent images:**"]
     for job in jobs:
         link = job_link(job)
-        prompt = quoted_prompt(job.prompt, 70)
+        prompt = shown_prompt(job, 70)
         gone = "deleted" if job.state is JobState.DELIVERED else job.state.value
         where = f"[view]({link})" if link else gone
         lines.append(f"• <t:{int(job.created_at)}:R> {prompt} — {variant_label(job)} · {where}")

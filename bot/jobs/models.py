@@ -107,6 +107,10 @@ class Job:
     owner: str | None = None  # the process lease running it (bot/jobs/leases.py)
     provider_key: str | None = None  # the key that submitted it, and keeps it
     slot: int | None = None  # its place among that key's active tasks
+    # Privacy (bot/privacy): when its prompt was blanked (retention or the member's erasure),
+    # and whether the job it was made from has been purged.
+    prompt_removed_at: float | None = None
+    parent_purged: bool = False
 
     def interaction(self, now: float) -> InteractionToken | None:
         """The interaction this job is still shown through, while its token is valid."""
@@ -118,3 +122,7 @@ class Job:
     @property
     def prompt(self) -> str:
         return self.params.prompt
+
+    @property
+    def prompt_removed(self) -> bool:
+        return self.prompt_removed_at is not None

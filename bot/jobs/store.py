@@ -75,7 +75,7 @@ async def _nothing(tx: Tx, job: Job) -> None:
 
 
 def job_from_row(row: Row) -> Job:
-    return from_row(Job, row, params=_params, state=JobState, closed=bool)
+    return from_row(Job, row, params=_params, state=JobState, closed=bool, parent_purged=bool)
 
 
 def _params(text: str) -> JobParams:

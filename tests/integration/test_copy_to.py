@@ -120,6 +120,7 @@ def fill(path: Path) -> None:
             INSERT INTO shard_leases VALUES (0, 1, 'p-old', {T0 + 20});
             INSERT INTO bot_budget_alerts VALUES (1764547200, 80, 80000, 100000, {T0});
             INSERT INTO server_members VALUES (42, 1001, {T0});
+            INSERT INTO server_departures VALUES (77, {T0});
             """
         )
 
