@@ -25,6 +25,7 @@ from bot.ledger import Ledger, QuotaPolicy
 from bot.loop_lag import LoopLag
 from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
+from bot.operator import BotDefaults, GlobalBlocks, Welcomes
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
@@ -61,6 +62,9 @@ class Services:
     caches: SharedCaches
     direct_messages: DirectMessages
     loop_lag: LoopLag
+    global_blocks: GlobalBlocks  # the owner's blocks everywhere
+    defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
+    welcomes: Welcomes  # the setup note, once per server
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -205,6 +209,8 @@ async def build_services(
     )
     await server_settings.load()
     await moderation.load()
+    global_blocks = GlobalBlocks(db, clock=clock)
+    await global_blocks.load()
     quota_policy = ledger.policy
     direct_messages = DirectMessages(
         db, server_settings, moderation, server_allowed=quota_policy.server_allowed
@@ -215,6 +221,7 @@ async def build_services(
         moderation,
         direct_messages=direct_messages,
         server_allowed=quota_policy.server_allowed,
+        blocked_everywhere=global_blocks,
     )
     studios = Studios(db, audit, policy=policy, clock=clock)
     await studios.load()
@@ -250,11 +257,22 @@ async def build_services(
         clock=clock,
     )
     generation.approvals = approvals  # held requests wait there (it submits through generation)
+    defaults = BotDefaults(db, settings, clock=clock)
+
+    async def apply_defaults(effective: Settings) -> None:
+        # The owner's defaults hold from the next request on, in every process.
+        await ledger.apply_policy(QuotaPolicy.from_settings(effective))
+        generation.default_variant = effective.default_variant
+
+    defaults.on_apply(apply_defaults)
+    await defaults.load()
     # Another process's moderator changes reach this one's caches (bot/invalidation.py).
     caches = SharedCaches(db)
     caches.register(Cache.SERVER_SETTINGS, server_settings.load)
     caches.register(Cache.MODERATION, moderation.load)
     caches.register(Cache.STUDIOS, studios.load)
+    caches.register(Cache.GLOBAL_BLOCKS, global_blocks.load)
+    caches.register(Cache.BOT_DEFAULTS, defaults.load)
     return Services(
         settings=settings,
         db=db,
@@ -274,4 +292,7 @@ async def build_services(
         caches=caches,
         direct_messages=direct_messages,
         loop_lag=loop_lag,
+        global_blocks=global_blocks,
+        defaults=defaults,
+        welcomes=Welcomes(db, clock=clock),
     )

@@ -34,6 +34,8 @@ EXTENSIONS = (
     "cogs.moderation",
     "cogs.approvals",
     "cogs.studio",
+    "cogs.about",
+    "cogs.owner",
 )
 
 
