@@ -1094,11 +1094,12 @@ class FakeDiscord(LoopbackServer):
                 f"user {user_id} lacks USE_APPLICATION_COMMANDS in channel {channel.id}"
             )
         required = command.get("default_member_permissions")
+        # "0" is no permission anyone could hold: administrators only.
         if (
             required is not None
             and not ignore_default_permissions
             and not have & ADMINISTRATOR
-            and have & int(required) != int(required)
+            and (int(required) == 0 or have & int(required) != int(required))
         ):
             raise PermissionError(
                 f"user {user_id} lacks default_member_permissions {required} for "
