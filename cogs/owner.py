@@ -89,9 +89,18 @@ def defaults_text(values: list[DefaultValue]) -> str:
 class ConfirmLeave(discord.ui.View):
     """Leave / Cancel, for the owner who asked (the message is private to them anyway)."""
 
-    def __init__(self, cog: OwnerCommands, guild_id: int, name: str) -> None:
+    def __init__(self, cog: OwnerCommands, question: Interaction, guild_id: int, name: str) -> None:
         super().__init__(timeout=CONFIRM_SECONDS)
-        self.cog, self.guild_id, self.name = cog, guild_id, name
+        self.cog, self.question, self.guild_id, self.name = cog, question, guild_id, name
+
+    async def on_timeout(self) -> None:
+        # Unanswered: the buttons would do nothing any more, so they go.
+        try:
+            await self.question.edit_original_response(
+                content="Nothing changed (no answer within two minutes).", view=None
+            )
+        except discord.HTTPException:
+            log.debug("could not close the unanswered leave question", exc_info=True)
 
     @discord.ui.button(label="Leave", style=discord.ButtonStyle.danger)
     async def leave(self, interaction: Interaction, _button: discord.ui.Button[Any]) -> None:
@@ -165,7 +174,7 @@ class OwnerCommands(commands.Cog):
             guild = await self.bot.fetch_guild(guild_id)
         except (discord.NotFound, discord.Forbidden):
             raise InvalidRequest(f"I'm not in a server with the id `{guild_id}`.") from None
-        view = ConfirmLeave(self, guild_id, guild.name)
+        view = ConfirmLeave(self, interaction, guild_id, guild.name)
         await answer(
             interaction,
             f"Leave **{discord.utils.escape_markdown(guild.name)}** (`{guild_id}`)? Its members "

@@ -70,8 +70,7 @@ class CommunityPolicy:
         messages membership may have to be looked up: `acknowledge` is awaited first."""
         if not self._server_allowed(place.guild_id):
             raise ServerNotAllowed()
-        if self._blocked_everywhere is not None:
-            self._blocked_everywhere.check(place.user_id)  # every server, direct messages too
+        self.check_blocked_everywhere(place.user_id)  # every server, direct messages too
         server = self.server(place)
         if server is None:
             await self.direct_messages.admit(place.user_id, acknowledge=acknowledge)
@@ -83,6 +82,11 @@ class CommunityPolicy:
         if not server.channel_enabled(channel) and not server.channel_enabled(place.channel_id):
             allowed = ", ".join(f"<#{c}>" for c in sorted(server.enabled_channels or ()))
             raise InvalidRequest(f"Images can't be made in this channel. Try {allowed}.")
+
+    def check_blocked_everywhere(self, user_id: int) -> None:
+        """The bot owner's block (bot/operator/blocks.py): raises BlockedEverywhere."""
+        if self._blocked_everywhere is not None:
+            self._blocked_everywhere.check(user_id)
 
     def default_variant(self, place: Requester) -> str | None:
         server = self.server(place)

@@ -14,6 +14,7 @@ from bot.ledger import format_credits
 from bot.operator import BLOCKED_EVERYWHERE_TEXT, NOT_OWNER_TEXT
 from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
+from tests.e2e.test_approvals import button, counts, enable_approvals, review_message, setup_world
 from tests.e2e.test_community import answer, imagine, refused
 from tests.fakes.discord.models import InteractionHandle, User
 
@@ -138,7 +139,7 @@ async def test_leave_asks_first_then_removes_the_bot_from_the_server(world: Worl
     assert bot.get_guild(world.guild.id) is not None  # only that server
 
 
-async def test_a_user_blocked_everywhere_is_refused_in_every_server_and_charged_nothing(
+async def test_a_user_blocked_everywhere_is_refused_in_every_server_and_dms_charged_nothing(
     world: World,
 ) -> None:
     friends = world.discord.add_guild("Friends", channels=("art",))
@@ -148,7 +149,7 @@ async def test_a_user_blocked_everywhere_is_refused_in_every_server_and_charged_
     text = await owner_says(world, owner(world), "owner block", user=world.bob, reason="spam")
     assert text.startswith(f"Blocked <@{world.bob.id}> everywhere")
 
-    for channel in (world.channel, friends_art):
+    for channel in (world.channel, friends_art, world.discord.open_dm(world.bob)):
         assert await refused(world, bot, world.bob, channel, prompt="a comet") == (
             BLOCKED_EVERYWHERE_TEXT
         )
@@ -209,3 +210,23 @@ async def test_a_default_changed_by_the_owner_holds_from_the_next_request(
     await world.stop_bot(bot)
     bot = await world.start_bot()
     assert bot.services.generation.default_variant == "klein-4b"
+
+
+async def test_a_request_held_for_review_is_not_made_once_its_member_is_blocked_everywhere(
+    world: World,
+) -> None:
+    review, moderator, trusted = setup_world(world)
+    bot = await world.start_bot()
+    await enable_approvals(bot, world, review, trusted)
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "a dog"})
+    queued = await review_message(world, review)
+    await owner_says(world, owner(world), "owner block", user=world.bob)
+
+    await world.discord.click(moderator, queued, button(queued, "approve"))
+    status = await world.discord.wait_for_message(
+        lambda m: BLOCKED_EVERYWHERE_TEXT in m.content, channel_id=world.channel.id, after=before
+    )
+    assert not status.attachments
+    assert world.bfl.submissions == []
+    assert await counts(bot) == (0, 0)
