@@ -1,4 +1,8 @@
-"""Bot configuration, read from the environment or a `.env` file."""
+"""Bot configuration, read from the environment or a `.env` file.
+
+Why this file is long: every setting is here with its description and its checks, in one
+model, so start-up, the owner's `/owner defaults` (`with_setting`) and the generated
+configuration docs all read the same rules."""
 
 from __future__ import annotations
 
