@@ -38,8 +38,9 @@ EDIT_BY_REPLY = (
 STORED_ABOUT_YOU = (
     "For each request: your Discord id, the server and channel, the prompt and options, what "
     "it cost, and the result's message. Reference images are kept {days} so Reroll and Remix "
-    "work, then deleted. The server's moderators see its audit log, and refused prompts and "
-    "blocks if there are any."
+    "work, then deleted. A server's moderators see its requests in its audit log, and your "
+    "refused prompts and blocks there, if any. If direct messages are on, the servers you "
+    "were seen in are noted, to let you in."
 )
 # The privacy helper's /privacy: add this sentence to STORED_ABOUT_YOU once it is merged.
 PRIVACY_SENTENCE = " **/privacy** shows or erases what is kept about you."
@@ -193,7 +194,12 @@ class About(commands.Cog):
         """One short setup note, once per server ever (not after a restart, a re-delivered
         GUILD_CREATE or in another process): in the system channel if the bot may post there,
         else the first text channel it may post in, else a direct message to the owner."""
-        welcomes = self.bot.services.welcomes
+        services = self.bot.services
+        if not services.ledger.policy.server_allowed(guild.id):
+            # Its members can't make images (ALLOWED_GUILD_IDS): no "try /imagine" here.
+            log.info("no setup note for server %s: it is not on ALLOWED_GUILD_IDS", guild.id)
+            return
+        welcomes = services.welcomes
         if not await welcomes.claim(guild.id):
             return
         text = SETUP_NOTE.format(name=self._name())

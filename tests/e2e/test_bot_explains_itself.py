@@ -5,12 +5,16 @@ Discord delivers the join again)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from bot.catalogue import CATALOGUE
 from bot.version import __version__
 from tests.e2e.conftest import World
 from tests.e2e.test_community import answer
+from tests.e2e.test_spending import LogLines
 from tests.fakes.discord.models import Channel, Message
 
 SETUP_COMMANDS = ("/settings channel-add", "/quota set", "/imagine")
@@ -130,3 +134,19 @@ async def test_a_server_with_nowhere_to_post_gets_its_note_in_the_owners_message
         lambda m: m.author_id == world.discord.application_id, channel_id=dm.id
     )
     assert all(command in note.content for command in SETUP_COMMANDS)
+
+
+async def test_a_server_that_may_not_make_images_gets_no_setup_note(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cogs.about")
+    lines = LogLines()
+    logging.getLogger("cogs.about").addHandler(lines)
+    try:
+        await world.start_bot(dev_guild_id=None, allowed_guild_ids=str(world.guild.id))
+        stranger = world.discord.add_guild("Stranger", channels=("general",))
+        await lines.wait_for(f"no setup note for server {stranger.id}")
+        assert world.discord.messages(stranger.channel_ids[0]) == []
+        assert world.discord.dm_channel(stranger.owner_id) is None
+    finally:
+        logging.getLogger("cogs.about").removeHandler(lines)
