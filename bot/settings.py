@@ -500,7 +500,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def describe_problems(exc: ValidationError) -> str:
-    """Pydantic's report as one readable line per problem, naming settings, never values."""
+    """Pydantic's report as one line: each problem with the setting it is about."""
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         name = ".".join(str(part) for part in error["loc"]).upper()

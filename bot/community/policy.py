@@ -1,11 +1,10 @@
 """A server's rules applied to one request, before anything is reserved or sent.
 
 The order matters to members: first whether they may ask here at all (a server the bot is
-not enabled on, blocked by the bot's owner or the server, channel, direct messages:
-bot/community/direct.py), then what they
-asked for (variant, size, references), and only then the prompt itself, since a banned term
-counts as a strike and should not be counted for a request that would have been refused
-anyway.
+not enabled on, blocked by the bot's owner or by the server, channel, direct messages:
+bot/community/direct.py), then what they asked for (variant, size, references), and only
+then the prompt itself, since a banned term counts as a strike and should not be counted
+for a request that would have been refused anyway.
 """
 
 from __future__ import annotations

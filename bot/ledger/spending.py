@@ -169,10 +169,10 @@ class BotBudget:
     async def set_cap(self, cap_mc: int | None) -> None:
         """A new cap from the next reservation on (None: no cap); once started, a cap set
         where there was none starts the watch for its thresholds."""
-        self.cap_mc = cap_mc
+        changed, self.cap_mc = cap_mc != self.cap_mc, cap_mc
         if cap_mc is not None and self._started and not self._running:
             await self._watch()
-        elif cap_mc is not None:
+        elif changed:
             self.nudge()  # the thresholds may be crossed already under the new cap
 
     async def _recheck_now_and_then(self) -> None:
