@@ -21,12 +21,12 @@ from tests.fakes.discord.models import InteractionHandle, User
 ADMINISTRATOR = 1 << 3
 
 
-def owner(world: World) -> User:
+def owner(world: World) -> int:
     """The stand-in's application belongs to the first server's owner."""
-    return world.discord._state.get_user(world.guild.owner_id)
+    return world.discord.guild(world.guild.id).owner_id
 
 
-async def owner_says(world: World, who: User, path: str, /, **options: Any) -> str:
+async def owner_says(world: World, who: int | User, path: str, /, **options: Any) -> str:
     it = await world.discord.invoke_slash(who, world.channel, path, options)
     return str((await answer(it)).get("content") or "")
 
@@ -192,7 +192,7 @@ async def test_a_default_changed_by_the_owner_holds_from_the_next_request(
     text = await owner_says(
         world, the_owner, "owner defaults", name="default_user_daily_images", value="1"
     )
-    assert f"`DEFAULT_USER_DAILY_IMAGES` = **1** · set by the owner (<@{the_owner.id}>" in text
+    assert f"`DEFAULT_USER_DAILY_IMAGES` = **1** · set by the owner (<@{the_owner}>" in text
     await owner_says(world, the_owner, "owner defaults", name="default_variant", value="klein-4b")
     submission = await imagine(world, world.alice, world.channel, prompt="a lighthouse")
     assert submission.endpoint == "flux-2-klein-4b"  # the new default model, no restart
