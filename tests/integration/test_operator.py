@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import pytest
 
 from bot.errors import InvalidRequest
 from bot.invalidation import Cache, SharedCaches
-from bot.ledger import BotBudgetSpent, Ledger, QuotaExceeded, QuotaPolicy
+from bot.ledger import BotBudgetSpent, Ledger, Metric, QuotaExceeded, QuotaPolicy
 from bot.operator import BotDefaults, GlobalBlocks
 from bot.operator.blocks import BlockedEverywhere
+from bot.periods import Period
 from bot.settings import Settings
 from bot.storage.db import Database, open_database
 from tests.e2e.fleet import wait_until
@@ -115,12 +117,28 @@ async def test_the_owners_change_in_one_process_reaches_the_other(
 
         await defaults_a.set(OWNER, "default_user_daily_images", "0")
         await blocks_a.block(OWNER, USER, "spam")
-        for event in reloaded.values():
-            await asyncio.wait_for(event.wait(), 5)
+        # A reload that started before the change (the periodic one, at start) may finish
+        # after it: wait for one that read it, not for any reload.
+        await _reloaded_until(reloaded[Cache.BOT_DEFAULTS], lambda: _refuses(ledger_b))
+        await _reloaded_until(
+            reloaded[Cache.GLOBAL_BLOCKS], lambda: blocks_b.block_of(USER) is not None
+        )
         with pytest.raises(QuotaExceeded):
             await ledger_b.check(GUILD, USER + 1, (), credits=1, images=1)
         with pytest.raises(BlockedEverywhere):
             blocks_b.check(USER)
+
+
+def _refuses(ledger: Ledger) -> bool:
+    return ledger.policy.user[(Period.DAY, Metric.IMAGES)] == 0
+
+
+async def _reloaded_until(event: asyncio.Event, done: Callable[[], bool]) -> None:
+    """Wait through the other process's reloads until one has brought the change."""
+    async with asyncio.timeout(5):
+        while not done():
+            event.clear()
+            await event.wait()
 
 
 def _signalling(load, event: asyncio.Event):  # type: ignore[no-untyped-def]
