@@ -285,6 +285,8 @@ class GenerationService:
         shown (the notifier posts its status beside it). Raises InvalidRequest, and then no
         job exists. `limit_in_flight`: a member's own request (not one a moderator approved)
         counts against the in-flight cap."""
+        if self.policy is not None:  # also for approved requests: the owner may have blocked
+            self.policy.check_blocked_everywhere(request.user_id)  # the member since
         if self.studios is not None:  # also for approved requests: the studio may have closed
             request = self.studios.bind(request)
         if limit_in_flight:

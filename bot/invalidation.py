@@ -1,10 +1,11 @@
 """Keeping in-memory caches right when several processes share the store.
 
-Per-server settings, banned terms and blocks, and studios are read on every command, so each
-process keeps them in memory. A change written by one process is announced in its own
-transaction (`announce`, a NOTIFY delivered at COMMIT); every process reloads that cache
-when the notice arrives, and all of them every RELOAD_INTERVAL in case one was lost (they
-are, across reconnects). With one process (SQLite) there is nothing to invalidate.
+Per-server settings, banned terms and blocks, studios, the owner's blocks and bot-wide
+defaults are read on every command, so each process keeps them in memory. A change written
+by one process is announced in its own transaction (`announce`, a NOTIFY delivered at
+COMMIT); every process reloads that cache when the notice arrives, and all of them every
+RELOAD_INTERVAL in case one was lost (they are, across reconnects). With one process
+(SQLite) there is nothing to invalidate.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Cache(StrEnum):
     SERVER_SETTINGS = "settings"
     MODERATION = "moderation"
     STUDIOS = "studios"
+    GLOBAL_BLOCKS = "global_blocks"  # the owner's blocks everywhere (bot/operator/blocks.py)
+    BOT_DEFAULTS = "bot_defaults"  # the owner's bot-wide defaults (bot/operator/defaults.py)
 
 
 async def announce(tx: Tx, cache: Cache) -> None:

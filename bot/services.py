@@ -27,6 +27,7 @@ from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
 from bot.privacy import Privacy, RetentionPolicy
 from bot.providers.accounts import AccountMonitor, account_keys
+from bot.operator import BotDefaults, GlobalBlocks, Welcomes
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
@@ -65,6 +66,9 @@ class Services:
     loop_lag: LoopLag
     accounts: AccountMonitor  # the provider keys' checks (readiness, metrics, the log)
     privacy: Privacy
+    global_blocks: GlobalBlocks  # the owner's blocks everywhere
+    defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
+    welcomes: Welcomes  # the setup note, once per server
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -224,6 +228,8 @@ async def build_services(
     )
     await server_settings.load()
     await moderation.load()
+    global_blocks = GlobalBlocks(db, clock=clock)
+    await global_blocks.load()
     quota_policy = ledger.policy
     direct_messages = DirectMessages(
         db, server_settings, moderation, server_allowed=quota_policy.server_allowed
@@ -234,6 +240,7 @@ async def build_services(
         moderation,
         direct_messages=direct_messages,
         server_allowed=quota_policy.server_allowed,
+        blocked_everywhere=global_blocks,
     )
     studios = Studios(db, audit, policy=policy, clock=clock)
     await studios.load()
@@ -269,6 +276,15 @@ async def build_services(
         clock=clock,
     )
     generation.approvals = approvals  # held requests wait there (it submits through generation)
+    defaults = BotDefaults(db, settings, clock=clock)
+
+    async def apply_defaults(effective: Settings) -> None:
+        # The owner's defaults hold from the next request on, in every process.
+        await ledger.apply_policy(QuotaPolicy.from_settings(effective))
+        generation.default_variant = effective.default_variant
+
+    defaults.on_apply(apply_defaults)
+    await defaults.load()
     # Another process's moderator changes reach this one's caches (bot/invalidation.py).
     caches = SharedCaches(db)
     caches.register(Cache.SERVER_SETTINGS, server_settings.load)
@@ -287,6 +303,8 @@ async def build_services(
         clock=clock,
         on_server_erased=reload_server_caches,
     )
+    caches.register(Cache.GLOBAL_BLOCKS, global_blocks.load)
+    caches.register(Cache.BOT_DEFAULTS, defaults.load)
     return Services(
         settings=settings,
         db=db,
@@ -308,4 +326,7 @@ async def build_services(
         loop_lag=loop_lag,
         accounts=accounts,
         privacy=privacy,
+        global_blocks=global_blocks,
+        defaults=defaults,
+        welcomes=Welcomes(db, clock=clock),
     )

@@ -1,8 +1,8 @@
 """Bot configuration, read from the environment or a `.env` file.
 
-Why this file is long: every setting carries the admin-facing description that
-docs/configuration.md is generated from (bot/config_reference.py), and its checks sit beside it.
-"""
+Why this file is long: every setting is here with its description and its checks, in one
+model, so start-up, the owner's `/owner defaults` (`with_setting`) and the generated
+configuration docs all read the same rules."""
 
 from __future__ import annotations
 
@@ -393,6 +393,11 @@ class Settings(BaseSettings):
         default=None,
         description="Channel for the owner's budget warnings; unset = a DM to the app's owner",
     )
+    docs_url: str | None = Field(
+        default=None,
+        description="Link to this bot's documentation that /about and /help show (for example"
+        " the README of the release you run); unset = no link",
+    )
 
     # Abuse limits (issue 12): the approval queue and refunded requests.
     max_pending_approvals_per_member: int = Field(
@@ -615,6 +620,16 @@ class Settings(BaseSettings):
         """The servers that may make images (ALLOWED_GUILD_IDS), or None for any server."""
         return None if self.allowed_guild_ids is None else parse_guild_ids(self.allowed_guild_ids)
 
+    @field_validator("docs_url")
+    @classmethod
+    def _docs_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        return value.strip()
+
     @field_validator("webhook_public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
@@ -719,11 +734,28 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_input=False, include_url=False):
-            name = ".".join(str(part) for part in error["loc"]).upper()
-            reason = "is required" if error["type"] == "missing" else error["msg"]
-            if not name:  # a check across settings: its message names them
-                reason = reason.removeprefix("Value error, ")
-            problems.append(f"{name} {reason}" if name else reason)
-        raise SettingsError("; ".join(problems)) from None
+        raise SettingsError(describe_problems(exc)) from None
+
+
+def describe_problems(exc: ValidationError) -> str:
+    """Pydantic's report as one line: each problem with the setting it is about."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"]).upper()
+        reason = "is required" if error["type"] == "missing" else error["msg"]
+        if not name:  # a check across settings: its message names them
+            reason = reason.removeprefix("Value error, ")
+        problems.append(f"{name} {reason}" if name else reason)
+    return "; ".join(problems)
+
+
+def with_setting(settings: Settings, name: str, value: object) -> Settings:
+    """A copy of `settings` with one setting changed, checked by the same rules as at
+    start-up (its own and those across settings). Raises SettingsError; `settings` itself
+    never changes."""
+    changed = settings.model_copy()
+    try:
+        Settings.__pydantic_validator__.validate_assignment(changed, name, value)
+    except ValidationError as exc:
+        raise SettingsError(describe_problems(exc)) from None
+    return changed

@@ -36,6 +36,8 @@ EXTENSIONS = (
     "cogs.approvals",
     "cogs.studio",
     "cogs.privacy",
+    "cogs.about",
+    "cogs.owner",
 )
 
 

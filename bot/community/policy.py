@@ -1,10 +1,10 @@
 """A server's rules applied to one request, before anything is reserved or sent.
 
 The order matters to members: first whether they may ask here at all (a server the bot is
-not enabled on, blocked, channel, direct messages: bot/community/direct.py), then what they
-asked for (variant, size, references), and only then the prompt itself, since a banned term
-counts as a strike and should not be counted for a request that would have been refused
-anyway.
+not enabled on, blocked by the bot's owner or by the server, channel, direct messages:
+bot/community/direct.py), then what they asked for (variant, size, references), and only
+then the prompt itself, since a banned term counts as a strike and should not be counted
+for a request that would have been refused anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from bot.errors import InvalidRequest
 from bot.ledger.spending import ServerNotAllowed
 from bot.moderation.strikes import REFUSED_TEXT, Moderation, PromptRefused
+from bot.operator.blocks import GlobalBlocks
 from bot.servers.settings import ServerSettings, SettingsStore
 from bot.variants import MEGAPIXEL, JobParams, Variant
 
@@ -52,11 +53,13 @@ class CommunityPolicy:
         *,
         direct_messages: DirectMessages,
         server_allowed: Callable[[int | None], bool] = lambda _guild: True,
+        blocked_everywhere: GlobalBlocks | None = None,
     ) -> None:
         self.settings = settings
         self.moderation = moderation
         self.direct_messages = direct_messages
         self._server_allowed = server_allowed  # ALLOWED_GUILD_IDS (QuotaPolicy.server_allowed)
+        self._blocked_everywhere = blocked_everywhere  # the owner's blocks (bot/operator)
 
     def server(self, place: Requester) -> ServerSettings | None:
         return None if place.guild_id is None else self.settings.get(place.guild_id)
@@ -66,6 +69,7 @@ class CommunityPolicy:
         messages membership may have to be looked up: `acknowledge` is awaited first."""
         if not self._server_allowed(place.guild_id):
             raise ServerNotAllowed()
+        self.check_blocked_everywhere(place.user_id)  # every server, direct messages too
         server = self.server(place)
         if server is None:
             await self.direct_messages.admit(place.user_id, acknowledge=acknowledge)
@@ -77,6 +81,11 @@ class CommunityPolicy:
         if not server.channel_enabled(channel) and not server.channel_enabled(place.channel_id):
             allowed = ", ".join(f"<#{c}>" for c in sorted(server.enabled_channels or ()))
             raise InvalidRequest(f"Images can't be made in this channel. Try {allowed}.")
+
+    def check_blocked_everywhere(self, user_id: int) -> None:
+        """The bot owner's block (bot/operator/blocks.py): raises BlockedEverywhere."""
+        if self._blocked_everywhere is not None:
+            self._blocked_everywhere.check(user_id)
 
     def default_variant(self, place: Requester) -> str | None:
         server = self.server(place)

@@ -73,6 +73,13 @@ class Ledger:
     def now(self) -> float:
         return self._clock()
 
+    async def apply_policy(self, policy: QuotaPolicy) -> None:
+        """New bot-wide defaults in force from the next request on (the owner changed them,
+        bot/operator/defaults.py): the allowances, and the whole bot's monthly budget."""
+        self.policy = policy
+        self.admin.policy = policy
+        await self.budget.set_cap(policy.bot_monthly_mc)
+
     async def _state(
         self, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
     ) -> QuotaState:

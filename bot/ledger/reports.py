@@ -112,6 +112,19 @@ async def server_report(
     )
 
 
+async def month_spend_by_server(ledger: Ledger, *, now: float | None = None) -> dict[int, Total]:
+    """Every server's total for the current month window (charges plus reservations of jobs
+    still running, as the quotas and the bot-wide budget count it), by server id."""
+    now = ledger.now() if now is None else now
+    start = ledger.policy.schedule.start(Period.MONTH, now)
+    rows = await ledger.db.fetch_all(
+        "SELECT guild_id AS key, images, credits_mc FROM usage_totals"
+        " WHERE user_id = 0 AND period = 'month' AND period_start = ?",
+        (start,),
+    )
+    return {row["key"]: from_row(Total, row) for row in rows}
+
+
 def parse_date(text: str, label: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text.strip())

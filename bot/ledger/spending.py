@@ -146,6 +146,7 @@ class BotBudget:
         self._checker: asyncio.Task[None] | None = None
         self._rechecks: asyncio.Task[None] | None = None
         self._running = False
+        self._started = False  # `start` was called (and `stop` not yet)
 
     def on_alert(self, sink: AlertSink) -> None:
         """Call `sink` with each warning this process claims (the Discord client's)."""
@@ -154,13 +155,25 @@ class BotBudget:
     async def start(self) -> None:
         """Watch for the thresholds: after every reservation that may have crossed one (a
         notification from any process, once it commits), and once now."""
-        if self.cap_mc is None:
-            return
+        self._started = True
+        if self.cap_mc is not None:
+            await self._watch()
+
+    async def _watch(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._running = True
         await self._db.listen(BUDGET_CHANNEL, lambda _payload: self.nudge())
         self.nudge()
         self._rechecks = asyncio.create_task(self._recheck_now_and_then())
+
+    async def set_cap(self, cap_mc: int | None) -> None:
+        """A new cap from the next reservation on (None: no cap); once started, a cap set
+        where there was none starts the watch for its thresholds."""
+        changed, self.cap_mc = cap_mc != self.cap_mc, cap_mc
+        if cap_mc is not None and self._started and not self._running:
+            await self._watch()
+        elif changed:
+            self.nudge()  # the thresholds may be crossed already under the new cap
 
     async def _recheck_now_and_then(self) -> None:
         while True:
@@ -171,6 +184,7 @@ class BotBudget:
         """Let a check in progress finish (a read and at most two inserts: cancelled, it
         would leave PostgreSQL an interrupted statement), unless the store does not answer."""
         self._running = False  # a notification arriving now starts nothing
+        self._started = False
         rechecks, self._rechecks = self._rechecks, None
         if rechecks is not None:
             rechecks.cancel()

@@ -14,10 +14,6 @@ README_LIMIT_BYTES = 12 * 1024
 
 # Written in parallel on other branches of issue 23; a link to one of them is accepted while
 # the file is missing. Empty this set once they are merged.
-WRITTEN_ON_OTHER_BRANCHES = frozenset(
-    {"docs/owner.md"}
-)
-
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 # [text](target) and ![alt](target); the text may run over several lines.
@@ -75,8 +71,7 @@ def broken_links(path: Path, root: Path = ROOT) -> list[str]:
         target = (path.parent / file_part).resolve() if file_part else path
         shown = f"{path.relative_to(root)}: {link}"
         if not target.exists():
-            if target.relative_to(root).as_posix() not in WRITTEN_ON_OTHER_BRANCHES:
-                broken.append(f"{shown} (no such file)")
+            broken.append(f"{shown} (no such file)")
             continue
         if anchor and target.suffix == ".md" and anchor not in anchors(target):
             broken.append(f"{shown} (no such heading in {target.relative_to(root)})")

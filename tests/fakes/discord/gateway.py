@@ -368,7 +368,9 @@ class GatewayServer:
         )
         connection.session = session
         state = self.state
-        guilds = [g for g in state.guilds.values() if session.owns(g.id)]
+        guilds = [
+            g for g in state.guilds.values() if session.owns(g.id) and state.bot.id in g.members
+        ]
         ready = {
             "v": 10,
             "user": {**state.bot.to_payload(), "verified": True, "mfa_enabled": False, "flags": 0},

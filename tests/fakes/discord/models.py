@@ -252,6 +252,7 @@ class Guild:
     members: dict[int, Member] = field(default_factory=dict)
     bot_role_id: int | None = None
     created_at: dt.datetime = field(default_factory=utcnow)
+    system_channel_id: int | None = None
 
 
 @dataclass

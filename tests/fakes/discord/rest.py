@@ -25,18 +25,21 @@ from ._util import (
     CHANNEL_TEXT,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
+    INTENT_GUILDS,
     INTERACTION_APPLICATION_COMMAND,
     INTERACTION_AUTOCOMPLETE,
     INTERACTION_COMPONENT,
     INTERACTION_MODAL_SUBMIT,
     INVALID_WEBHOOK_TOKEN,
     JSON,
+    MISSING_ACCESS,
     MSG_CHAT_INPUT_COMMAND,
     MSG_CONTEXT_MENU_COMMAND,
     MSG_DEFAULT,
     MSG_REPLY,
     SENDABLE_FLAGS,
     UNKNOWN_COMMAND,
+    UNKNOWN_GUILD,
     UNKNOWN_INTERACTION,
     UNKNOWN_MESSAGE,
     UNKNOWN_WEBHOOK,
@@ -105,6 +108,8 @@ class RestApi:
         add("GET", "/users/@me", self.get_me)
         add("GET", "/users/{user_id}", self.get_user)
         add("POST", "/users/@me/channels", self.create_dm)
+        add("GET", "/users/@me/guilds", self.list_my_guilds)
+        add("DELETE", "/users/@me/guilds/{guild_id}", self.leave_guild)
         add("GET", "/oauth2/applications/@me", self.get_application)
         add("GET", "/gateway", self.get_gateway, auth=False)
         add("GET", "/gateway/bot", self.get_bot_gateway)
@@ -264,11 +269,67 @@ class RestApi:
     async def get_user(self, req: RestRequest) -> web.Response:
         return json_response(self.state.user_payload(req.int_param("user_id")))
 
+    async def list_my_guilds(self, req: RestRequest) -> web.Response:
+        """The guilds the bot is in, by id, paged like Discord's (after/before, limit 200)."""
+        limit = min(int(req.query.get("limit", 200)), 200)
+        after, before = int(req.query.get("after", 0)), req.query.get("before")
+        guilds = sorted(
+            (g for g in self.state.guilds.values() if self.state.bot.id in g.members),
+            key=lambda g: g.id,
+        )
+        guilds = [g for g in guilds if g.id > after and (before is None or g.id < int(before))]
+        return json_response(
+            [
+                {
+                    "id": str(g.id),
+                    "name": g.name,
+                    "icon": None,
+                    "banner": None,
+                    "owner": False,
+                    "permissions": str(self.state.permissions(g.id, self.state.bot.id)),
+                    "features": [],
+                }
+                for g in guilds[:limit]
+            ]
+        )
+
+    async def leave_guild(self, req: RestRequest) -> web.Response:
+        """The bot leaves: it is no longer a member, and its shard gets GUILD_DELETE."""
+        state = self.state
+        guild = state.get_guild(req.int_param("guild_id"))
+        if guild.members.pop(state.bot.id, None) is None:
+            raise not_found(UNKNOWN_GUILD, "Guild")
+        payload = {"id": str(guild.id)}
+        await state.gateway.dispatch(
+            "GUILD_DELETE", lambda i: payload if i & INTENT_GUILDS else None, guild_id=guild.id
+        )
+        return web.Response(status=204)
+
     async def get_application(self, req: RestRequest) -> web.Response:
         state = self.state
         owner = next(iter(state.guilds.values())).owner_id if state.guilds else state.bot.id
+        team: JSON | None = None
+        if state.team is not None:
+            team_owner, members = state.team
+            team = {
+                "id": str(state.application_id + 1),
+                "name": "Team",
+                "icon": None,
+                "owner_user_id": str(team_owner),
+                "members": [
+                    {
+                        "membership_state": 2,  # accepted
+                        "team_id": str(state.application_id + 1),
+                        "user": state.user_payload(member),
+                        "role": role,
+                        "permissions": ["*"],
+                    }
+                    for member, role in [(team_owner, "admin"), *members]
+                ],
+            }
         return json_response(
             {
+                "team": team,
                 "id": str(state.application_id),
                 "name": state.bot.username,
                 "icon": None,
@@ -304,6 +365,8 @@ class RestApi:
     # ------------------------------------------------------------------ guilds / channels
     async def get_guild(self, req: RestRequest) -> web.Response:
         guild = self.state.get_guild(req.int_param("guild_id"))
+        if self.state.bot.id not in guild.members:  # the bot left it
+            raise DiscordHTTPError(403, MISSING_ACCESS, "Missing Access")
         payload = self.state.guild_create_payload(guild, 0)
         for key in ("channels", "threads", "members", "voice_states", "presences", "joined_at"):
             payload.pop(key, None)

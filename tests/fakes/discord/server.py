@@ -349,14 +349,34 @@ class FakeDiscord(LoopbackServer):
 
     # ------------------------------------------------------------------ world setup
     def add_guild(
-        self, name: str, *, owner_id: int | None = None, shard_id: int | None = None
+        self,
+        name: str,
+        *,
+        owner_id: int | None = None,
+        shard_id: int | None = None,
+        channels: Sequence[str] = (),
+        system_channel: str | None = None,
     ) -> Guild:
-        """Create a guild with an @everyone role (id == guild id), the bot and an owner.
-        ``shard_id``: pick an id so the guild lands on that shard of ``shard_count``."""
+        """Create a guild with an @everyone role (id == guild id), the bot and an owner: the
+        bot joins it (GUILD_CREATE to a connected bot). ``shard_id``: pick an id so the guild
+        lands on that shard of ``shard_count``. ``channels``: text channels it already has
+        when the bot joins; ``system_channel``: the one of them Discord posts join messages
+        in."""
         guild_id = None
         if shard_id is not None:
             guild_id = self._state.snowflake.on_shard(shard_id, self._gateway.shard_count)
         guild = self._state.new_guild(name, owner_id, guild_id=guild_id)
+        for channel_name in channels:
+            channel = self._state.new_channel(guild.id, channel_name, type=CHANNEL_TEXT)
+            if channel_name == system_channel:
+                guild.system_channel_id = channel.id
+        self.redeliver_guild_create(guild.id)
+        return guild
+
+    def redeliver_guild_create(self, guild_id: int) -> None:
+        """Send the GUILD_CREATE of the bot joining the guild (again: Discord may deliver an
+        event twice)."""
+        guild = self._state.get_guild(guild_id)
 
         def joined(intents: int) -> JSON:
             # A guild the bot has just joined carries no "unavailable" (one that comes back
@@ -366,7 +386,11 @@ class FakeDiscord(LoopbackServer):
             return payload
 
         self._broadcast("GUILD_CREATE", joined, guild_id=guild.id)
-        return guild
+
+    def set_team(self, owner: int | User, members: Sequence[tuple[int | User, str]] = ()) -> None:
+        """The application belongs to a team: its owner, and members with their role
+        ("admin", "developer" or "read_only"), all accepted."""
+        self._state.team = (_id(owner), [(_id(member), role) for member, role in members])
 
     def remove_bot_from_guild(self, guild_id: int) -> None:
         """The bot is kicked from the guild: GUILD_DELETE (not unavailable) on its shard. Only
@@ -1080,11 +1104,12 @@ class FakeDiscord(LoopbackServer):
                 f"user {user_id} lacks USE_APPLICATION_COMMANDS in channel {channel.id}"
             )
         required = command.get("default_member_permissions")
+        # "0" is no permission anyone could hold: administrators only.
         if (
             required is not None
             and not ignore_default_permissions
             and not have & ADMINISTRATOR
-            and have & int(required) != int(required)
+            and (int(required) == 0 or have & int(required) != int(required))
         ):
             raise PermissionError(
                 f"user {user_id} lacks default_member_permissions {required} for "

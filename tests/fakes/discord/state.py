@@ -136,6 +136,8 @@ class DiscordState:
         #: user id -> id of the bot's DM channel with that user.
         self.dm_channels: dict[int, int] = {}
         self.attachments: dict[int, Attachment] = {}
+        #: The application's team: (owner id, [(member id, role)]), or None for one owner.
+        self.team: tuple[int, list[tuple[int, str]]] | None = None
         self.global_commands: list[JSON] = []
         self.guild_commands: dict[int, list[JSON]] = {}
         self.command_ids: dict[tuple[int | None, int, str], int] = {}
@@ -589,6 +591,9 @@ class DiscordState:
             "nsfw_level": 0,
             "premium_tier": 0,
             "system_channel_flags": 0,
+            "system_channel_id": (
+                str(guild.system_channel_id) if guild.system_channel_id is not None else None
+            ),
             "roles": [role.to_payload() for role in guild.roles.values()],
             "emojis": [],
             "stickers": [],
