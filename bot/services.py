@@ -25,9 +25,9 @@ from bot.ledger import Ledger, QuotaPolicy
 from bot.loop_lag import LoopLag
 from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
+from bot.operator import BotDefaults, GlobalBlocks, Welcomes
 from bot.privacy import Privacy, RetentionPolicy
 from bot.providers.accounts import AccountMonitor, account_keys
-from bot.operator import BotDefaults, GlobalBlocks, Welcomes
 from bot.providers.aiml import AIMLClient
 from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient

@@ -81,7 +81,8 @@ def test_help_fits_discords_limits_with_every_model_offered() -> None:
         bot_name="Fluxcord",
         variants=every,
         default_key="pro",
-        retention_days=30,
+        prompt_retention_days=90,
+        reference_retention_days=30,
         docs_url="https://example.org/docs",
     )
     assert len(embed) <= 6000
