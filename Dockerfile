@@ -39,7 +39,8 @@ RUN /opt/fluxcord/bin/pip wheel --no-deps --wheel-dir /tmp/dist . \
 FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # WEB_HOST=0.0.0.0 is the container's own address, so a port mapping can reach the webhooks;
-# /livez, /readyz and /metrics answer there too and need no login: publish the port on the
+# /livez and /readyz answer there too and need no login (/metrics needs METRICS_TOKEN from
+# outside the container): publish the port on the
 # host's loopback only (compose.yaml does), or put a proxy in front that forwards just
 # /webhooks/bfl/.
 ENV PYTHONDONTWRITEBYTECODE=1 \

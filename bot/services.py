@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
 from bot.catalogue import available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.direct import DirectMessages, MembershipLookup
@@ -143,6 +145,10 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], list[Provi
     return providers, keys
 
 
+def secret_or_none(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
 async def build_services(
     settings: Settings,
     *,
@@ -214,6 +220,7 @@ async def build_services(
                 loop_lag=loop_lag.recent,
             ),
             webhook_target=engine if public_url else None,
+            metrics_token=secret_or_none(settings.metrics_token),
         ),
         settings.web_host,
         settings.web_port,

@@ -283,6 +283,12 @@ class Settings(BaseSettings):
         "health and metrics must stay private (docs/operations.md)",
     )
     web_port: int = Field(default=8080, ge=0, le=65535, description="The web server's port")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Lets Prometheus scrape `/metrics` from another machine or container with "
+        "`Authorization: Bearer <token>`. Unset: `/metrics` answers this machine's loopback "
+        "address only",
+    )
     webhook_public_url: str | None = Field(
         default=None,
         description="The public `https://` address that reaches the web server, e.g. "
@@ -566,6 +572,8 @@ class Settings(BaseSettings):
         secrets = [self.discord_token.get_secret_value(), *(key for key, _ in self.bfl_keys())]
         if self.aiml_api_key is not None:
             secrets.append(self.aiml_api_key.get_secret_value())
+        if self.metrics_token is not None:
+            secrets.append(self.metrics_token.get_secret_value())
         if self.database_url is not None:
             password = urlsplit(self.database_url.get_secret_value()).password
             if password:

@@ -37,7 +37,10 @@ Routes
     ``providers`` (per provider: ``usable`` and each key's ``key`` position, ``setting``,
     ``state`` and ``credits``) and the queue depth. No secrets, no error texts.
 ``GET /metrics``
-    Prometheus text format from the `Metrics` registry.
+    Prometheus text format from the `Metrics` registry. Private by default: with no
+    ``METRICS_TOKEN`` it answers loopback peers only (403 otherwise); with one, any peer
+    that sends ``Authorization: Bearer <token>`` (401 otherwise). The metrics name servers,
+    keys' positions and balances: not for the public internet.
 
 Expose only ``/webhooks/bfl/`` publicly (see the README); health and metrics are for the
 operator.
@@ -60,6 +63,7 @@ from aiohttp import web
 from bot.jobs.webhooks import WEBHOOK_PATH, WebhookTarget, verify_webhook, webhook_task_result
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.metrics import Metrics, WebhookRejection
+from bot.metrics_access import MetricsAccess
 from bot.storage.outage import is_outage
 from bot.version import __version__
 
@@ -139,6 +143,7 @@ def create_app(
     webhook_target: WebhookTarget | None = None,
     max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES,
     rejection_log_interval: float = REJECTION_LOG_INTERVAL,
+    metrics_token: str | None = None,
 ) -> web.Application:
     """The bot's web application. Without a `webhook_target` there is no webhook route (the
     receiver is off and polling alone delivers)."""
@@ -153,6 +158,7 @@ def create_app(
         webhook_target,
         max_webhook_bytes,
         ThrottledWarnings(log, rejection_log_interval),
+        MetricsAccess(metrics_token),
     )
     app.router.add_get("/livez", routes.livez, allow_head=True)
     app.router.add_get("/readyz", routes.readyz, allow_head=True)
@@ -178,8 +184,10 @@ class _Routes:
         target: WebhookTarget | None,
         max_webhook_bytes: int,
         rejections: ThrottledWarnings,
+        metrics_access: MetricsAccess,
     ) -> None:
         self._metrics = metrics
+        self._metrics_access = metrics_access
         self._rejections = rejections
         self._health = health
         self._target = target
@@ -331,6 +339,9 @@ class _Routes:
 
     # ----------------------------------------------------------------- metrics
     async def metrics(self, request: web.Request) -> web.Response:
+        refusal = self._metrics_access.refusal(request)
+        if refusal is not None:
+            return refusal
         return web.Response(
             body=self._metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
         )

@@ -45,9 +45,10 @@ def test_a_new_setting_joins_the_section_of_the_one_before_it() -> None:
     grouped = dict(
         (section.first_field, names) for section, names in config_reference.sections_of_fields()
     )
-    assert grouped["web_host"][:4] == [
+    assert grouped["web_host"][:5] == [
         "web_host",
         "web_port",
+        "metrics_token",
         "webhook_public_url",
         "webhook_grace_seconds",
     ]
