@@ -121,6 +121,9 @@ def fill(path: Path) -> None:
             INSERT INTO bot_budget_alerts VALUES (1764547200, 80, 80000, 100000, {T0});
             INSERT INTO server_members VALUES (42, 1001, {T0});
             INSERT INTO server_departures VALUES (77, {T0});
+            INSERT INTO global_blocks VALUES (1002, 'spam everywhere', 1, {T0});
+            INSERT INTO bot_defaults VALUES ('default_variant', 'max', 1, {T0});
+            INSERT INTO guild_welcomes VALUES (42, {T0}, 5);
             """
         )
 
