@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,6 +16,7 @@ import httpx
 from aiohttp import web
 
 from bot.errors import StartupError
+from bot.instance import try_binding
 from bot.jobs.webhooks import WEBHOOK_PATH
 from bot.providers.accounts import KeyState, account_keys, check_keys, describe
 from bot.servers.audit import AuditLog
@@ -239,12 +239,7 @@ async def _listening_if_free(host: str, port: int) -> AsyncIterator[bool]:
 
 def _free(host: str, port: int) -> bool:
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
+        try_binding(host, port)
     except OSError:
         return False
     return True

@@ -96,12 +96,17 @@ def check_web_address(host: str, port: int) -> None:
     if port == 0:
         return  # any free port
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            # As the web server itself binds: a port left in TIME_WAIT is free to reuse.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
+        try_binding(host, port)
     except OSError as exc:
         raise StartupError(address_in_use_message(host, port, exc)) from None
+
+
+def try_binding(host: str, port: int) -> None:
+    """Bind `host:port` and let go at once; raises the OSError a listener would meet."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As the web server itself binds: a port left in TIME_WAIT is free to reuse.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)

@@ -8,7 +8,8 @@ so the adapters acknowledge first while the loop lags. Also exported as a metric
 from __future__ import annotations
 
 import asyncio
-import contextlib
+
+from bot.periodic import cancel_and_wait
 
 TICK = 0.1  # how often the loop is sampled: ten wake-ups a second cost nothing
 MEMORY = 2.0  # a lag is remembered this long, so one quiet tick does not hide a busy loop
@@ -40,10 +41,7 @@ class LoopLag:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def next_tick(self) -> None:
         """Wait until the next sample is taken (tests)."""

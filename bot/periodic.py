@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
@@ -27,3 +28,11 @@ async def repeat(
             else:
                 log.exception("%s failed", what)
         await asyncio.sleep(interval())
+
+
+async def cancel_and_wait(task: asyncio.Task[object] | None) -> None:
+    """Stop a background chore and wait until it has (a no-op when it never started)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

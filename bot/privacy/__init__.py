@@ -4,11 +4,10 @@ export and erasure. `Privacy` is what the services and the Discord layer use."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
-from bot.periodic import repeat
+from bot.periodic import cancel_and_wait, repeat
 from bot.privacy.members import Erasure, Export, MemberData
 from bot.privacy.retention import PurgeReport, Retention, RetentionPolicy
 from bot.servers.audit import AuditLog
@@ -44,10 +43,7 @@ class Privacy:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def server_left(self, guild_id: int) -> None:
         await self.retention.left(guild_id)

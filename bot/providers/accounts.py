@@ -25,7 +25,6 @@ Keys are named by their setting and position ("BFL_API_KEYS key 2"), never by th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from bot.errors import (
 )
 from bot.jobs.claims import ProviderKey
 from bot.metrics import Metrics
-from bot.periodic import repeat
+from bot.periodic import cancel_and_wait, repeat
 from bot.providers.aiml import AIMLClient
 from bot.providers.bfl import BFLClient
 from bot.settings import Settings
@@ -240,10 +239,7 @@ class AccountMonitor:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def wait_checked(self) -> None:
         """Until a first round of checks has finished (tests, start-up order)."""
