@@ -278,10 +278,9 @@ class FluxcordBot(commands.AutoShardedBot):
         if not self._invite_logged:  # on_ready comes again after a full reconnect
             self._invite_logged = True
             self.log_invite()
-        # A server the bot left and came back to while this process was away: nothing of it
-        # is erased. Only then may the purge start.
-        await self.services.privacy.servers_present([guild.id for guild in self.guilds])
-        self.services.privacy.start()
+        # The purge first marks the servers this process is in as present: one the bot left
+        # and came back to while this process was away keeps its data.
+        self.services.privacy.start(lambda: [guild.id for guild in self.guilds])
 
     def log_invite(self) -> None:
         """The invite URL with exactly the permissions the bot needs; said louder when the

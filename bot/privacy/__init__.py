@@ -12,6 +12,7 @@ from bot.privacy.members import Erasure, Export, MemberData
 from bot.privacy.retention import PurgeReport, Retention, RetentionPolicy
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database
+from bot.storage.outage import DEFAULT_PATIENCE, retry_through_outage
 
 __all__ = ["Erasure", "Export", "MemberData", "Privacy", "PurgeReport", "RetentionPolicy"]
 
@@ -30,14 +31,24 @@ class Privacy:
         self.members = MemberData(db, audit, clock=clock)
         self._task: asyncio.Task[NoReturn] | None = None
 
-    def start(self) -> None:
-        """Purge what is due now, then every hour (one process of a fleet per round). Call it
-        once the servers this process is in are known (`servers_present`), so that a server
-        the bot came back to while it was away is not erased; later calls do nothing."""
+    def start(self, servers_here: Callable[[], list[int]]) -> None:
+        """Purge what is due now, then every hour (one process of a fleet per round). Each
+        round until one succeeds first marks `servers_here()` (the servers this process is
+        in) as present, so that a server the bot came back to while it was away is never
+        erased; a database outage only delays that. Later calls do nothing."""
         if self._task is not None:
             return
+        checked = False
+
+        async def purge_round() -> None:
+            nonlocal checked
+            if not checked:
+                await self.retention.present(servers_here())
+                checked = True
+            await self.retention.run_round()
+
         self._task = asyncio.create_task(
-            repeat(self.retention.run_round, lambda: self.retention.interval, what="privacy purge"),
+            repeat(purge_round, lambda: self.retention.interval, what="privacy purge"),
             name="privacy-purge",
         )
 
@@ -46,10 +57,19 @@ class Privacy:
         await cancel_and_wait(task)
 
     async def server_left(self, guild_id: int) -> None:
-        await self.retention.left(guild_id)
+        # Discord says it once: wait through a database outage rather than lose it.
+        await retry_through_outage(
+            lambda: self.retention.left(guild_id),
+            patience=DEFAULT_PATIENCE,
+            what="recording a server the bot left",
+        )
 
     async def servers_present(self, guild_ids: list[int]) -> None:
-        await self.retention.present(guild_ids)
+        await retry_through_outage(
+            lambda: self.retention.present(guild_ids),
+            patience=DEFAULT_PATIENCE,
+            what="recording a server the bot is in",
+        )
 
     async def export(self, user_id: int) -> Export:
         return await self.members.export(user_id)
