@@ -47,11 +47,11 @@ from bot.catalogue import get_variant
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.jobs.models import GenerationRequest, Job
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
+from bot.operations.web import HealthChecks, WebServer, create_app
 from bot.providers.base import OutputImage
 from bot.providers.bfl import BFLClient
 from bot.storage.db import open_database
-from bot.web import HealthChecks, WebServer, create_app
 from tests.fakes.bfl_server import FakeBFL, Task
 from tests.postgres_server import PostgresServer, durable_postgres
 

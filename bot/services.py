@@ -18,15 +18,16 @@ from bot.community.policy import CommunityPolicy
 from bot.community.studios import Studios
 from bot.errors import StartupError
 from bot.generation import GenerationService
-from bot.instance import address_in_use_message
 from bot.invalidation import Cache, SharedCaches
 from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
-from bot.loop_lag import LoopLag
-from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
+from bot.operations.instance import address_in_use_message
+from bot.operations.loop_lag import LoopLag
+from bot.operations.metrics import Metrics
+from bot.operations.web import HealthChecks, WebServer, create_app
 from bot.operator import BotDefaults, GlobalBlocks, Welcomes
 from bot.privacy import Privacy, RetentionPolicy
 from bot.providers.accounts import AccountMonitor, account_keys
@@ -40,7 +41,6 @@ from bot.settings import Settings
 from bot.storage.clock import DatabaseClock
 from bot.storage.db import Database, open_database
 from bot.variants import MEGAPIXEL, Variant
-from bot.web import HealthChecks, WebServer, create_app
 
 
 @dataclass

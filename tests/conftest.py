@@ -63,8 +63,11 @@ async def make_engine(
     ) -> JobEngine:
         client = BFLClient(BFL_KEY, fake_bfl.base_url, backoff_base=0.01, allow_loopback=True)
         engine = JobEngine(
-            database or db, {"bfl": client}, job_notifier or notifier,
-            max_active=max_active, polling=polling,
+            database or db,
+            {"bfl": client},
+            job_notifier or notifier,
+            max_active=max_active,
+            polling=polling,
         )
         engines.append((engine, client))
         if start:
@@ -89,7 +92,11 @@ def make_request(
     spec = get_variant(variant)
     params = spec.validate(prompt, seed=seed, rng=random.Random(0), **validate)
     return GenerationRequest(
-        user_id=user_id, guild_id=42, channel_id=4242, variant=spec, params=params,
+        user_id=user_id,
+        guild_id=42,
+        channel_id=4242,
+        variant=spec,
+        params=params,
         inputs=inputs or [],
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bot.errors import StartupError
-from bot.instance import InstanceLock
+from bot.operations.instance import InstanceLock
 from bot.settings import Settings, load_settings
 
 NAME = "copy-to"

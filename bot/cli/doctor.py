@@ -19,7 +19,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from bot.doctor import (
+from bot.ledger import QuotaPolicy
+from bot.ledger.spending import public_bot_warning
+from bot.operations.doctor import (
     Finding,
     Verdict,
     database_findings,
@@ -30,8 +32,6 @@ from bot.doctor import (
     warning,
     webhook_finding,
 )
-from bot.ledger import QuotaPolicy
-from bot.ledger.spending import public_bot_warning
 from bot.servers.settings import ServerSettings
 from bot.settings import Settings, load_settings
 

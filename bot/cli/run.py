@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 
-from bot.instance import InstanceLock, check_web_address
+from bot.operations.instance import InstanceLock, check_web_address
 from bot.settings import Settings, load_settings
 from bot.version import __version__
 

@@ -17,7 +17,7 @@ from bot.errors import DeliveryImpossible
 from bot.jobs.models import Job, JobState
 from bot.jobs.notifier import JobNotifier
 from bot.jobs.store import JobStore
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
 from bot.providers.base import OutputImage
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from bot.jobs.webhooks import (
 )
 from bot.jobs.work import SharedWork
 from bot.ledger import Ledger
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
 from bot.periodic import repeat
 from bot.providers.base import (
     DEFAULT_MAX_REPORTED_COST,

@@ -17,7 +17,7 @@ from bot.jobs.models import Job
 from bot.jobs.poll_timing import PollTiming, timing_class
 from bot.jobs.store import JobStore
 from bot.jobs.webhooks import WebhookSubscription, job_id_from_url
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
 from bot.periodic import repeat
 from bot.providers.base import Provider, TaskOutcome, TaskResult
 

@@ -1,5 +1,5 @@
 """BFL webhooks, the engine's side: per-job secrets and URLs, verifying a delivery, reading
-its body. `bot.web` only routes requests here."""
+its body. `bot.operations.web` only routes requests here."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class WebhookSubscription:
     """What the receiver needs to know about a job to verify a delivery for it."""
 
     # Never in a repr, so never in a log line. None: the job has ended and its secret was
-    # erased with it, so nothing a delivery says can change anything (see bot/web.py).
+    # erased with it, so nothing a delivery says can change anything (see bot/operations/web.py).
     secret: str | None = field(repr=False)
     # The provider task id once the submit answer is recorded; None before that (a webhook
     # may arrive first: then the delivery's own task id is accepted).

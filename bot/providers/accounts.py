@@ -40,7 +40,7 @@ from bot.errors import (
     ProviderKeyRejected,
 )
 from bot.jobs.claims import ProviderKey
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
 from bot.periodic import cancel_and_wait, repeat
 from bot.providers.aiml import AIMLClient
 from bot.providers.bfl import BFLClient

@@ -83,7 +83,9 @@ class World:
         bot_id = self.discord.application_id
         return await self.discord.wait_for_message(
             lambda m: m.author_id == bot_id and bool(m.attachments) and not m.ephemeral,
-            channel_id=self.channel.id, after=after, timeout=within,
+            channel_id=self.channel.id,
+            after=after,
+            timeout=within,
         )
 
     async def refusal(self, it: InteractionHandle) -> str:
@@ -144,8 +146,7 @@ async def world(database_target: str | Path) -> AsyncIterator[World]:
         alice = discord_fake.add_member(guild.id, "alice")
         bob = discord_fake.add_member(guild.id, "bob")
         with discord_fake.patch_discord_py():
-            state = World(discord_fake, bfl, guild, channel, alice, bob,
-                          database_target)
+            state = World(discord_fake, bfl, guild, channel, alice, bob, database_target)
             try:
                 yield state
             finally:

@@ -135,8 +135,9 @@ async def test_without_a_bfl_key_pro_is_served_by_the_aiml_api(world_with_aiml: 
     assert flux is not None
     assert {sub["name"] for sub in flux["options"]} == {"pro", "dev", "lora"}
     before = world.newest_message_id()
-    await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                     {"prompt": "a quiet harbour"})
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a quiet harbour"}
+    )
     message = await world.result_after(before)
     [request] = world.aiml.requests
     assert request.body["model"] == "blackforestlabs/flux-2-pro"
@@ -154,10 +155,12 @@ async def test_imagine_and_edit_use_dev_when_it_is_the_default(world_with_aiml: 
     await world.result_after(before)
     before = world.newest_message_id()
     photo = image_file("dune.png", (230, 200, 150))
-    await world.discord.invoke_slash(world.alice, world.channel, "edit",
-                                     {"prompt": "at night", "image": photo})
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "edit", {"prompt": "at night", "image": photo}
+    )
     await world.result_after(before)
     assert [r.body["model"] for r in world.aiml.requests] == [
-        "blackforestlabs/flux-2", "blackforestlabs/flux-2-edit"
+        "blackforestlabs/flux-2",
+        "blackforestlabs/flux-2-edit",
     ]
     assert world.bfl.submissions == []

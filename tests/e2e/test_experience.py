@@ -62,7 +62,11 @@ async def test_flux_subcommands_expose_exactly_each_variants_options(world: Worl
     assert edit is not None
     variant_option = next(o for o in edit["options"] if o["name"] == "variant")
     assert {c["value"] for c in variant_option["choices"]} == {
-        "pro", "max", "flex", "klein-4b", "klein-9b"
+        "pro",
+        "max",
+        "flex",
+        "klein-4b",
+        "klein-9b",
     }
     menu = world.discord.command("Edit with FLUX", guild_id=world.guild.id, type=3)
     assert menu is not None
@@ -73,8 +77,11 @@ async def test_flux_subcommands_expose_exactly_each_variants_options(world: Worl
     [
         ("pro", {"prompt_upsampling": False}, {"disable_pup": True}),
         ("max", {}, {"disable_pup": False}),
-        ("flex", {"steps": 20, "guidance": 3.5, "prompt_upsampling": False},
-         {"steps": 20, "guidance": 3.5, "prompt_upsampling": False}),
+        (
+            "flex",
+            {"steps": 20, "guidance": 3.5, "prompt_upsampling": False},
+            {"steps": 20, "guidance": 3.5, "prompt_upsampling": False},
+        ),
         ("klein-4b", {}, {}),
         ("klein-9b", {}, {}),
     ],
@@ -85,9 +92,17 @@ async def test_flux_variant_sends_its_own_fields(
     await world.start_bot()
     before = world.newest_message_id()
     await world.discord.invoke_slash(
-        world.alice, world.channel, f"flux {variant}",
-        {"prompt": f"a castle ({variant})", "size": "landscape_16_9", "seed": 99,
-         "safety_tolerance": 1, "output_format": "png", **options},
+        world.alice,
+        world.channel,
+        f"flux {variant}",
+        {
+            "prompt": f"a castle ({variant})",
+            "size": "landscape_16_9",
+            "seed": 99,
+            "safety_tolerance": 1,
+            "output_format": "png",
+            **options,
+        },
     )
     message = await world.result_after(before)
     [submission] = world.bfl.submissions
@@ -95,8 +110,13 @@ async def test_flux_variant_sends_its_own_fields(
     body = dict(submission.body)
     user = body.pop("user")
     assert body == {
-        "prompt": f"a castle ({variant})", "seed": 99, "width": 1360, "height": 768,
-        **expected, "safety_tolerance": 1, "output_format": "png",
+        "prompt": f"a castle ({variant})",
+        "seed": 99,
+        "width": 1360,
+        "height": 768,
+        **expected,
+        "safety_tolerance": 1,
+        "output_format": "png",
     }
     assert isinstance(user, str) and str(world.alice.id) not in user
     assert message.attachments[0].filename.endswith(".png")
@@ -109,7 +129,9 @@ async def test_edit_sends_every_attachment_as_a_reference_in_order(world: World)
     first, second = image_file("a.png", (255, 0, 0)), image_file("b.jpg", (0, 0, 255), "JPEG")
     before = world.newest_message_id()
     await world.discord.invoke_slash(
-        world.alice, world.channel, "edit",
+        world.alice,
+        world.channel,
+        "edit",
         {"prompt": "merge these", "image": first, "image2": second, "variant": "klein-9b"},
     )
     await world.result_after(before)
@@ -121,15 +143,18 @@ async def test_edit_sends_every_attachment_as_a_reference_in_order(world: World)
 async def test_edit_with_flux_context_menu_uses_that_messages_images(world: World) -> None:
     await world.start_bot()
     photo = image_file("photo.png", (10, 200, 10))
-    target = await world.discord.post_user_message(world.bob, world.channel, "my photo",
-                                                   attachments=[photo])
-    it = await world.discord.invoke_message_command(world.alice, world.channel,
-                                                    "Edit with FLUX", target)
+    target = await world.discord.post_user_message(
+        world.bob, world.channel, "my photo", attachments=[photo]
+    )
+    it = await world.discord.invoke_message_command(
+        world.alice, world.channel, "Edit with FLUX", target
+    )
     modal = await it.response()
     assert modal.type == 9
     before = world.newest_message_id()
-    await world.discord.submit_modal(world.alice, world.channel, modal.data["custom_id"],
-                                     {"prompt": "make it autumn"})
+    await world.discord.submit_modal(
+        world.alice, world.channel, modal.data["custom_id"], {"prompt": "make it autumn"}
+    )
     await world.result_after(before)
     [submission] = world.bfl.submissions
     assert submission.body["prompt"] == "make it autumn"
@@ -139,22 +164,25 @@ async def test_edit_with_flux_context_menu_uses_that_messages_images(world: Worl
 async def test_context_menu_on_a_message_without_images_is_refused(world: World) -> None:
     await world.start_bot()
     target = await world.discord.post_user_message(world.bob, world.channel, "just text")
-    it = await world.discord.invoke_message_command(world.alice, world.channel,
-                                                    "Edit with FLUX", target)
+    it = await world.discord.invoke_message_command(
+        world.alice, world.channel, "Edit with FLUX", target
+    )
     assert await world.refusal(it) == "That message has no images to edit."
 
 
 async def test_reply_to_edit_builds_a_chain_of_three(world: World) -> None:
     bot = await world.start_bot()
     photo = image_file("cat.png", (120, 120, 120))
-    original = await world.discord.post_user_message(world.bob, world.channel, "my cat",
-                                                     attachments=[photo])
+    original = await world.discord.post_user_message(
+        world.bob, world.channel, "my cat", attachments=[photo]
+    )
     results = []
     target = original
     for step, prompt in enumerate(["give it a hat", "make it blue", "at night"]):
         before = world.newest_message_id()
-        await world.discord.post_user_message(world.alice, world.channel, prompt,
-                                              reply_to=target, mention_bot=True)
+        await world.discord.post_user_message(
+            world.alice, world.channel, prompt, reply_to=target, mention_bot=True
+        )
         result = await world.result_after(before)
         submission = world.bfl.submissions[step]
         assert submission.body["prompt"] == prompt  # the mention is not part of the prompt
@@ -165,7 +193,9 @@ async def test_reply_to_edit_builds_a_chain_of_three(world: World) -> None:
 
     jobs = [await bot.services.generation.job_for_message(r.id) for r in results]
     assert [j.parent_job_id if j else "missing" for j in jobs] == [
-        None, jobs[0].id if jobs[0] else "", jobs[1].id if jobs[1] else ""
+        None,
+        jobs[0].id if jobs[0] else "",
+        jobs[1].id if jobs[1] else "",
     ]
     embed_fields = {f["name"]: f["value"] for f in results[2].embeds[0]["fields"]}
     assert str(results[1].id) in embed_fields["Edit of"]
@@ -176,19 +206,27 @@ async def test_reply_to_edit_builds_a_chain_of_three(world: World) -> None:
     lines = callback.data["content"].splitlines()
     assert lines[0] == "**This image's history** (3 steps):"
     assert [line.split(" — ")[0] for line in lines[1:]] == [
-        "1. give it a hat", "2. make it blue", "3. at night"
+        "1. give it a hat",
+        "2. make it blue",
+        "3. at night",
     ]
 
 
 async def test_reply_with_an_extra_attachment_adds_it_as_a_reference(world: World) -> None:
     await world.start_bot()
     base, extra = image_file("base.png", (1, 2, 3)), image_file("style.png", (9, 8, 7))
-    original = await world.discord.post_user_message(world.bob, world.channel, "",
-                                                     attachments=[base])
+    original = await world.discord.post_user_message(
+        world.bob, world.channel, "", attachments=[base]
+    )
     before = world.newest_message_id()
-    await world.discord.post_user_message(world.alice, world.channel, "in this style",
-                                          reply_to=original, mention_bot=True,
-                                          attachments=[extra])
+    await world.discord.post_user_message(
+        world.alice,
+        world.channel,
+        "in this style",
+        reply_to=original,
+        mention_bot=True,
+        attachments=[extra],
+    )
     await world.result_after(before)
     assert decoded_inputs(world.bfl.submissions[0].body) == [base.data, extra.data]
 
@@ -196,8 +234,9 @@ async def test_reply_with_an_extra_attachment_adds_it_as_a_reference(world: Worl
 # ---------------------------------------------------------------------- buttons
 async def make_result(world: World, prompt: str = "a teapot") -> object:
     before = world.newest_message_id()
-    await world.discord.invoke_slash(world.alice, world.channel, "flux flex",
-                                     {"prompt": prompt, "steps": 12, "seed": 5})
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "flux flex", {"prompt": prompt, "steps": 12, "seed": 5}
+    )
     return await world.result_after(before)
 
 
@@ -223,8 +262,13 @@ async def test_edit_button_uses_the_result_as_reference_and_records_the_parent(
     it = await world.discord.click(world.bob, result, f"flux:edit:{job_id}")
     modal = await it.response()
     before = world.newest_message_id()
-    await world.discord.submit_modal(world.bob, world.channel, modal.data["custom_id"],
-                                     {"prompt": "add steam"}, message_id=result)
+    await world.discord.submit_modal(
+        world.bob,
+        world.channel,
+        modal.data["custom_id"],
+        {"prompt": "add steam"},
+        message_id=result,
+    )
     edited = await world.result_after(before)
     submission = world.bfl.submissions[1]
     assert submission.endpoint == "flux-2-flex"
@@ -245,14 +289,20 @@ async def test_remix_is_prefilled_and_applies_the_changes(world: World) -> None:
     assert prefilled == {"prompt": "a red teapot", "variant": "flex", "size": "", "seed": "5"}
     before = world.newest_message_id()
     await world.discord.submit_modal(
-        world.alice, world.channel, modal.data["custom_id"],
+        world.alice,
+        world.channel,
+        modal.data["custom_id"],
         {"prompt": "a green teapot", "variant": "klein-4b", "size": "512x512", "seed": "7"},
     )
     await world.result_after(before)
     body = world.bfl.submissions[1].body
     assert world.bfl.submissions[1].endpoint == "flux-2-klein-4b"
     assert (body["prompt"], body["width"], body["height"], body["seed"]) == (
-        "a green teapot", 512, 512, 7)
+        "a green teapot",
+        512,
+        512,
+        7,
+    )
     assert "steps" not in body  # klein has no steps: flex's options don't leak across
 
 
@@ -305,8 +355,7 @@ async def test_history_lists_recent_images_and_a_chain(world: World) -> None:
     assert callback.data["flags"] & 64
     assert "first teapot" in callback.data["content"]
     link = f"https://discord.com/channels/{world.guild.id}/{world.channel.id}/{result.id}"
-    it = await world.discord.invoke_slash(world.alice, world.channel, "history",
-                                          {"result": link})
+    it = await world.discord.invoke_slash(world.alice, world.channel, "history", {"result": link})
     callback = await it.response()
     assert callback.data["content"].startswith("**This image's history** (1 step):")
 
@@ -314,41 +363,79 @@ async def test_history_lists_recent_images_and_a_chain(world: World) -> None:
 # ---------------------------------------------------------------------- refusals
 def tiny_png_claiming(width: int, height: int) -> bytes:
     """A valid-looking PNG header that claims a huge size: a decompression bomb's calling card."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
     ("command", "options", "message"),
     [
-        ("flux pro", {"prompt": "x", "width": 1000, "height": 1024},
-         "The width must be a multiple of 16 (got 1000)."),
-        ("flux pro", {"prompt": "x", "width": 2048, "height": 4096},
-         "2048×4096 is 8.00 MP; the limit is 4 MP."),
-        ("flux pro", {"prompt": "x", "width": 1024},
-         "Give both a width and a height, or neither."),
-        ("edit", {"prompt": "x", "variant": "klein-4b",
-                  **{name: image_file(f"{name}.png", (n, n, n)) for n, name in
-                     enumerate(["image", "image2", "image3", "image4", "image5"])}},
-         "FLUX.2 [klein] 4B accepts at most 4 reference images; you gave 5."),
-        ("imagine", {"prompt": "x", "image": image_file("anim.gif", (1, 1, 1), "GIF")},
-         "GIF images can't be used as references (FLUX.2 takes PNG, JPEG or WebP). "
-         "Convert anim.gif to PNG and try again."),
-        ("imagine", {"prompt": "x", "image": Upload("notes.txt", b"hello", "text/plain")},
-         "notes.txt is not a PNG, JPEG or WebP image, so it can't be a reference."),
-        ("imagine", {"prompt": "x", "image": Upload("bomb.png", tiny_png_claiming(30000, 30000),
-                                                     "image/png")},
-         "bomb.png has far too many pixels; references can be at most 40 MP."),
-        ("imagine", {"prompt": "x", "image": Upload("big.png", tiny_png_claiming(8000, 8000),
-                                                     "image/png")},
-         "big.png is 8000×8000 (61 MP); references can be at most 40 MP."),
-        ("imagine", {"prompt": "x", "image": Upload("broken.png", b"\x89PNG\r\n\x1a\nnope",
-                                                     "image/png")},
-         "broken.png is not a readable image."),
+        (
+            "flux pro",
+            {"prompt": "x", "width": 1000, "height": 1024},
+            "The width must be a multiple of 16 (got 1000).",
+        ),
+        (
+            "flux pro",
+            {"prompt": "x", "width": 2048, "height": 4096},
+            "2048×4096 is 8.00 MP; the limit is 4 MP.",
+        ),
+        ("flux pro", {"prompt": "x", "width": 1024}, "Give both a width and a height, or neither."),
+        (
+            "edit",
+            {
+                "prompt": "x",
+                "variant": "klein-4b",
+                **{
+                    name: image_file(f"{name}.png", (n, n, n))
+                    for n, name in enumerate(["image", "image2", "image3", "image4", "image5"])
+                },
+            },
+            "FLUX.2 [klein] 4B accepts at most 4 reference images; you gave 5.",
+        ),
+        (
+            "imagine",
+            {"prompt": "x", "image": image_file("anim.gif", (1, 1, 1), "GIF")},
+            "GIF images can't be used as references (FLUX.2 takes PNG, JPEG or WebP). "
+            "Convert anim.gif to PNG and try again.",
+        ),
+        (
+            "imagine",
+            {"prompt": "x", "image": Upload("notes.txt", b"hello", "text/plain")},
+            "notes.txt is not a PNG, JPEG or WebP image, so it can't be a reference.",
+        ),
+        (
+            "imagine",
+            {
+                "prompt": "x",
+                "image": Upload("bomb.png", tiny_png_claiming(30000, 30000), "image/png"),
+            },
+            "bomb.png has far too many pixels; references can be at most 40 MP.",
+        ),
+        (
+            "imagine",
+            {"prompt": "x", "image": Upload("big.png", tiny_png_claiming(8000, 8000), "image/png")},
+            "big.png is 8000×8000 (61 MP); references can be at most 40 MP.",
+        ),
+        (
+            "imagine",
+            {"prompt": "x", "image": Upload("broken.png", b"\x89PNG\r\n\x1a\nnope", "image/png")},
+            "broken.png is not a readable image.",
+        ),
     ],
 )
 async def test_bad_input_is_refused_privately_and_changes_nothing(
@@ -365,8 +452,9 @@ async def test_bad_input_is_refused_privately_and_changes_nothing(
 async def test_an_oversized_reference_is_refused_before_download(world: World) -> None:
     bot = await world.start_bot(max_reference_bytes=1000)
     big = Upload("big.png", png((5, 5, 5), (300, 300)) + b"\x00" * 2000, "image/png")
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "x", "image": big})
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "x", "image": big}
+    )
     assert await world.refusal(it) == "big.png is 3 KB; references can be at most 1 KB."
     assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0
 
@@ -379,7 +467,9 @@ async def test_reroll_after_its_references_were_purged_is_refused_clearly(world:
     bot = await world.start_bot()
     before = world.newest_message_id()
     await world.discord.invoke_slash(
-        world.alice, world.channel, "edit",
+        world.alice,
+        world.channel,
+        "edit",
         {"prompt": "sepia", "image": image_file("old.png", (90, 60, 30))},
     )
     result = await world.result_after(before)
@@ -397,36 +487,47 @@ async def test_a_queued_request_can_be_cancelled_by_its_requester_only(world: Wo
     bot = await world.start_bot(provider_max_active=1)
     await make_result_started(world, "first, keeps the only slot")
     before = world.newest_message_id()
-    await world.discord.invoke_slash(world.alice, world.channel, "flux klein-4b",
-                                     {"prompt": "second, waits"})
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "flux klein-4b", {"prompt": "second, waits"}
+    )
     waiting = await world.discord.wait_for_message(
         lambda m: any(c.startswith("flux:cancel:") for c in m.custom_ids),
-        channel_id=world.channel.id, after=before, timeout=5)
+        channel_id=world.channel.id,
+        after=before,
+        timeout=5,
+    )
     assert "position 1 in line" in waiting.content
     [custom_id] = [c for c in waiting.custom_ids if c.startswith("flux:cancel:")]
 
     it = await world.discord.click(world.bob, waiting, custom_id)
     assert (await it.response()).data["content"] == (
-        "Only the person who asked for this image or a moderator can cancel it.")
+        "Only the person who asked for this image or a moderator can cancel it."
+    )
 
     await world.discord.click(world.alice, waiting, custom_id)
     cancelled = await world.discord.wait_for_message(
         lambda m: m.id == waiting.id and "Cancelled" in m.content,
-        channel_id=world.channel.id, timeout=5)
+        channel_id=world.channel.id,
+        timeout=5,
+    )
     assert cancelled.content == (
-        f"🚫 <@{world.alice.id}> Cancelled before it started. Nothing was charged.")
+        f"🚫 <@{world.alice.id}> Cancelled before it started. Nothing was charged."
+    )
     assert cancelled.components == []
     job_id = custom_id.removeprefix("flux:cancel:")
-    assert await bot.services.db.fetch_value(
-        "SELECT status FROM ledger WHERE job_id = ?", (job_id,)) == "refunded"
+    assert (
+        await bot.services.db.fetch_value("SELECT status FROM ledger WHERE job_id = ?", (job_id,))
+        == "refunded"
+    )
     assert [s.body["prompt"] for s in world.bfl.submissions] == ["first, keeps the only slot"]
 
 
 async def make_result_started(world: World, prompt: str) -> None:
     """Ask for an image and wait until the provider has it (it is then running)."""
     count = len(world.bfl.submissions)
-    await world.discord.invoke_slash(world.alice, world.channel, "flux klein-4b",
-                                     {"prompt": prompt})
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "flux klein-4b", {"prompt": prompt}
+    )
     await world.discord.wait_for(lambda: len(world.bfl.submissions) > count, timeout=5)
 
 
@@ -443,8 +544,9 @@ async def test_unexpected_failures_get_a_private_apology_not_a_dead_interaction(
 
     monkeypatch.setattr(bot.services.generation, "prepare", broken)
     it = await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "x"})
-    message = await it.wait_for(lambda: any(
-        m.content == INTERNAL_ERROR_TEXT for m in [it.original, *it.followups] if m))
+    message = await it.wait_for(
+        lambda: any(m.content == INTERNAL_ERROR_TEXT for m in [it.original, *it.followups] if m)
+    )
     assert message
 
     monkeypatch.setattr(bot.services.generation, "reroll_draft", broken)

@@ -12,8 +12,9 @@ async def test_imagine_posts_the_generated_image_with_its_parameters(world: Worl
     assert world.discord.command("imagine", guild_id=world.guild.id) is not None
     before = world.newest_message_id()
 
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "a red fox in the snow"})
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a red fox in the snow"}
+    )
     message = await world.result_after(before)
 
     [submission] = world.bfl.submissions
@@ -37,8 +38,9 @@ async def test_imagine_posts_the_generated_image_with_its_parameters(world: Worl
     }
     # The result is the interaction's own answer, edited through its token: no channel post.
     assert it.original is not None and it.original.id == message.id
-    assert not [r for r in world.discord.requests
-                if r.method == "POST" and r.path.startswith("/channels/")]
+    assert not [
+        r for r in world.discord.requests if r.method == "POST" and r.path.startswith("/channels/")
+    ]
     job_id = await bot.services.db.fetch_value("SELECT id FROM jobs")
     [job] = await bot.services.engine.wait_closed([job_id], 5)
     assert job.state is JobState.DELIVERED and job.result_message_id == message.id
@@ -53,8 +55,9 @@ def fields_job_id(embed: dict[str, object]) -> str:
 async def test_prompt_text_can_never_ping_everyone_or_roles(world: World) -> None:
     await world.start_bot()
     before = world.newest_message_id()
-    await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                     {"prompt": "@everyone look <@&123> @here"})
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "@everyone look <@&123> @here"}
+    )
     message = await world.result_after(before)
     assert message.mentions == [world.alice.id]
     assert message.mention_roles == []
@@ -76,8 +79,9 @@ async def test_a_blank_prompt_is_refused_privately_and_nothing_is_created(world:
 async def test_moderated_request_shows_a_clear_message(world: World) -> None:
     world.bfl.script("something forbidden", Outcome(final_status="Request Moderated"))
     await world.start_bot()
-    await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                     {"prompt": "something forbidden"})
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "something forbidden"}
+    )
     message = await world.discord.wait_for_message(
         lambda m: "safety filter" in m.content, channel_id=world.channel.id, timeout=10
     )
@@ -95,8 +99,9 @@ async def test_a_job_running_during_a_restart_is_delivered_once_by_the_new_proce
     world.bfl.latency = 1.0
     first = await world.start_bot()
     before = world.newest_message_id()
-    await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                     {"prompt": "survives restarts"})
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "survives restarts"}
+    )
     await world.discord.wait_for(lambda: len(world.bfl.submissions) == 1, timeout=5)
     await world.stop_bot(first)  # the task is still generating at the provider
 
@@ -116,8 +121,9 @@ async def test_a_running_job_is_shown_generating_once_not_at_every_status(world:
     world.bfl.latency = 2.0
     await world.start_bot()
     before = world.newest_message_id()
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "a slow sunrise"})
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a slow sunrise"}
+    )
     message = await world.result_after(before, within=15)
     assert it.original is not None and it.original.id == message.id
     versions = [*message.history, {"content": message.content}]

@@ -59,7 +59,8 @@ async def test_a_refusal_after_acknowledging_first_is_still_private(world: World
     assert await world.refusal(it) == "Please give a prompt describing the image."
     assert it.callbacks[0].type == DEFERRED
     # The public "thinking…" is gone: nobody else sees anything, nothing was created.
-    assert [m for m in world.discord.messages(world.channel.id) if not m.deleted
-            and not m.ephemeral] == []
+    assert [
+        m for m in world.discord.messages(world.channel.id) if not m.deleted and not m.ephemeral
+    ] == []
     assert world.bfl.submissions == []
     assert await bot.services.db.fetch_value("SELECT count(*) FROM jobs") == 0

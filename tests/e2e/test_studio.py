@@ -57,13 +57,16 @@ async def result_in(world: World, thread: Channel, after: int) -> Message:
     bot_id = world.discord.application_id
     return await world.discord.wait_for_message(
         lambda m: m.author_id == bot_id and bool(m.attachments) and not m.ephemeral,
-        channel_id=thread.id, after=after, timeout=10,
+        channel_id=thread.id,
+        after=after,
+        timeout=10,
     )
 
 
 def galleries(world: World, channel_id: int) -> list[Message]:
     return [
-        m for m in world.discord.messages(channel_id, include_ephemeral=False)
+        m
+        for m in world.discord.messages(channel_id, include_ephemeral=False)
         if m.author_id == world.discord.application_id and "Studio gallery" in m.content
     ]
 
@@ -139,22 +142,24 @@ async def test_a_studio_themes_prompts_checks_words_and_any_reply_edits(world: W
     assert world.bfl.submissions[2].body["prompt"] == edit.body["prompt"]
 
     # Chatting is not a request: a reply to a message without images does nothing...
-    await world.discord.post_user_message(world.bob, thread, "so good", reply_to=intro,
-                                          reply_ping=False)
+    await world.discord.post_user_message(
+        world.bob, thread, "so good", reply_to=intro, reply_ping=False
+    )
     # ...and outside a studio a reply still needs the bot's mention; nor is there a theme.
     photo = await world.discord.post_user_message(
         world.bob, world.channel, "", attachments=[image_file("p.png", (9, 9, 9))]
     )
-    await world.discord.post_user_message(world.alice, world.channel, "make it red",
-                                          reply_to=photo, reply_ping=False)
+    await world.discord.post_user_message(
+        world.alice, world.channel, "make it red", reply_to=photo, reply_ping=False
+    )
     before = world.newest_message_id()
-    await world.discord.invoke_slash(world.bob, world.channel, "imagine",
-                                     {"prompt": "a plain cat"})
+    await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "a plain cat"})
     await world.result_after(before)
     await asyncio.sleep(0.2)
     assert [s.body["prompt"] for s in world.bfl.submissions][3:] == ["a plain cat"]
-    bot_posts = [m for m in world.discord.messages(thread.id)
-                 if m.author_id == world.discord.application_id]
+    bot_posts = [
+        m for m in world.discord.messages(thread.id) if m.author_id == world.discord.application_id
+    ]
     assert bot_posts[-1].id == third.id  # no answer to the chat
 
 
@@ -176,11 +181,12 @@ async def test_a_studio_budget_refuses_what_would_go_over(world: World) -> None:
 
     # An edit by reply is refused too (publicly: it answers a public message).
     before = newest(world, thread.id)
-    await world.discord.post_user_message(world.bob, thread, "add a dragon", reply_to=first,
-                                          reply_ping=False)
+    await world.discord.post_user_message(
+        world.bob, thread, "add a dragon", reply_to=first, reply_ping=False
+    )
     refusal = await world.discord.wait_for_message(
-        lambda m: m.author_id == world.discord.application_id, channel_id=thread.id,
-        after=before)
+        lambda m: m.author_id == world.discord.application_id, channel_id=thread.id, after=before
+    )
     assert refusal.content.startswith("This image would go over this studio's budget")
     assert await count(bot, "ledger") == ledger_rows
 
@@ -216,8 +222,10 @@ async def test_only_the_starter_or_a_moderator_may_lock_and_a_locked_studio_is_c
     it = await world.discord.invoke_slash(world.bob, thread, "imagine", {"prompt": "a detective"})
     assert await world.refusal(it) == LOCKED_TEXT
     assert await count(bot, "jobs") == 0 and world.bfl.submissions == []
-    assert await studio_audit(bot) == [("studio started", world.alice.id),
-                                       ("studio locked", world.alice.id)]
+    assert await studio_audit(bot) == [
+        ("studio started", world.alice.id),
+        ("studio locked", world.alice.id),
+    ]
 
 
 async def test_ending_a_studio_posts_a_gallery_and_closes_the_thread(world: World) -> None:
@@ -228,8 +236,9 @@ async def test_ending_a_studio_posts_a_gallery_and_closes_the_thread(world: Worl
     thread, _ = await open_studio(world, world.alice, "ink sketch")
     heron = await imagine_in(world, world.bob, thread, "a heron")
     before = newest(world, thread.id)
-    await world.discord.post_user_message(carol, thread, "the heron takes off",
-                                          reply_to=heron, reply_ping=False)
+    await world.discord.post_user_message(
+        carol, thread, "the heron takes off", reply_to=heron, reply_ping=False
+    )
     flight = await result_in(world, thread, before)
 
     it = await world.discord.invoke_slash(world.bob, thread, "studio end")
@@ -263,8 +272,7 @@ async def test_ending_a_studio_posts_a_gallery_and_closes_the_thread(world: Worl
         original = Image.open(io.BytesIO(result.attachments[0].data)).convert("RGB")
         centre = (SHEET_GAP + index * step + SHEET_TILE // 2, SHEET_GAP + SHEET_TILE // 2)
         expected = original.getpixel((16, 16))
-        assert all(abs(a - b) <= 12 for a, b in zip(sheet.getpixel(centre), expected,
-                                                    strict=True))
+        assert all(abs(a - b) <= 12 for a, b in zip(sheet.getpixel(centre), expected, strict=True))
     assert in_thread.attachments[0].data == sheet_file.data
 
     assert await studio_audit(bot) == [

@@ -44,7 +44,9 @@ async def test_four_images_over_the_upload_limit_are_reduced_to_fit_together(
     bot = await world.start_bot()
     before = world.newest_message_id()
     await world.discord.invoke_slash(
-        world.alice, world.channel, "flux dev",
+        world.alice,
+        world.channel,
+        "flux dev",
         # 1536² asked for, so the 2048² the stand-in makes is within what a result may be.
         {"prompt": "four foxes", "num_images": 4, "width": 1536, "height": 1536},
     )
@@ -72,8 +74,9 @@ async def test_a_result_that_can_never_fit_ends_with_a_message_saying_it_was_cha
 ) -> None:
     bot = await world.start_bot()
     world.discord.attachment_size_limit = 64 * 1024 + 500  # no image fits in what is left
-    it = await world.discord.invoke_slash(world.alice, world.channel, "imagine",
-                                          {"prompt": "a heron"})
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a heron"}
+    )
     original = await it.wait_original(lambda m: "could not be posted" in m.content, timeout=15)
     [job] = await bot.services.engine.wait_closed(await jobs_of(bot), 5)
     charged = job.cost if job.cost is not None else job.estimated_cost
@@ -98,17 +101,21 @@ async def jobs_of(bot: object) -> list[str]:
 async def test_a_413_is_answered_by_reducing_a_bounded_number_of_times(world: World) -> None:
     bot = await world.start_bot()
     photo = image_file("cat.png", (120, 120, 120))
-    original = await world.discord.post_user_message(world.bob, world.channel, "my cat",
-                                                     attachments=[photo])
+    original = await world.discord.post_user_message(
+        world.bob, world.channel, "my cat", attachments=[photo]
+    )
     # The bot believes the server's 10 MiB (no boosts), but Discord takes far less now.
     world.discord.attachment_size_limit = 10
     before = world.newest_message_id()
-    request = await world.discord.post_user_message(world.alice, world.channel, "give it a hat",
-                                                    reply_to=original, mention_bot=True)
+    request = await world.discord.post_user_message(
+        world.alice, world.channel, "give it a hat", reply_to=original, mention_bot=True
+    )
     bot_id = world.discord.application_id
     failure = await world.discord.wait_for_message(
         lambda m: m.author_id == bot_id and "could not be posted" in m.content,
-        channel_id=world.channel.id, after=before, timeout=15,
+        channel_id=world.channel.id,
+        after=before,
+        timeout=15,
     )
     assert "larger than this server's upload limit" in failure.content
     assert "You were charged" in failure.content and failure.reply_to == request.id
@@ -129,7 +136,8 @@ async def test_a_result_whose_thread_was_archived_is_posted_in_the_parent(world:
     await world.discord.edit_channel(thread, archived=True, locked=True)  # a moderator closes it
     result = await world.discord.wait_for_message(
         lambda m: m.author_id == world.discord.application_id and bool(m.attachments),
-        channel_id=world.channel.id, timeout=15,
+        channel_id=world.channel.id,
+        timeout=15,
     )
     assert result.content.startswith(f"<@{world.alice.id}>")
     assert f"<#{thread.id}> is closed" in result.content
@@ -144,8 +152,7 @@ async def test_ending_a_studio_lets_its_running_jobs_finish_first(world: World) 
     dave = world.discord.add_member(world.guild.id, "dave", roles=[mods.id])
     thread, _ = await open_studio(world, world.alice, "ink sketch")
     world.bfl.latency = 1.5
-    before = max((m.id for m in world.discord.messages(thread.id, include_deleted=True)),
-                 default=0)
+    before = max((m.id for m in world.discord.messages(thread.id, include_deleted=True)), default=0)
     it = await world.discord.invoke_slash(world.bob, thread, "imagine", {"prompt": "a heron"})
     await it.response()
     end = await world.discord.invoke_slash(dave, thread, "studio end")
@@ -180,7 +187,8 @@ async def test_a_studio_ending_waits_for_running_jobs_only_so_long(
     assert not [m for m in bot_messages(world, world.channel.id) if m.attachments]
     heron = await world.discord.wait_for_message(
         lambda m: m.author_id == world.discord.application_id and bool(m.attachments),
-        channel_id=world.channel.id, timeout=15,
+        channel_id=world.channel.id,
+        timeout=15,
     )
     assert f"<#{thread.id}> is closed" in heron.content
     [job] = await bot.services.engine.wait_closed([job_id_of(heron)], 5)

@@ -571,7 +571,10 @@ async def test_connect_errors_are_retried_with_backoff(fake: FakeAIML) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     dead = AIMLClient(
-        KEY, f"http://127.0.0.1:{port}", backoff_base=0.001, connect_attempts=3,
+        KEY,
+        f"http://127.0.0.1:{port}",
+        backoff_base=0.001,
+        connect_attempts=3,
         allow_loopback=True,
     )
     try:

@@ -33,11 +33,13 @@ async def request_reached(fake: FakeAIML, within: float = 5.0) -> None:
     raise AssertionError("the request never reached the AI/ML API stand-in")
 
 
-async def started(db: Database, fake: FakeAIML, notifier: RecordingNotifier,
-                  cap: int = 8) -> tuple[JobEngine, AIMLClient]:
+async def started(
+    db: Database, fake: FakeAIML, notifier: RecordingNotifier, cap: int = 8
+) -> tuple[JobEngine, AIMLClient]:
     client = AIMLClient(KEY, fake.base_url, allow_loopback=True)
-    engine = JobEngine(db, {"aiml": client}, notifier, polling=FAST_POLLING,
-                       max_active={"aiml": cap})
+    engine = JobEngine(
+        db, {"aiml": client}, notifier, polling=FAST_POLLING, max_active={"aiml": cap}
+    )
     await engine.start()
     return engine, client
 
@@ -75,8 +77,10 @@ async def test_the_aiml_cap_is_its_own_and_every_job_is_delivered(
     notifier = RecordingNotifier()
     engine, client = await started(db, aiml, notifier, cap=2)
     try:
-        jobs = [(await engine.accept(make_request(f"n{n}", variant="dev", user_id=n % 3 + 1)))[0]
-                for n in range(6)]
+        jobs = [
+            (await engine.accept(make_request(f"n{n}", variant="dev", user_id=n % 3 + 1)))[0]
+            for n in range(6)
+        ]
         finals = await engine.wait_closed([j.id for j in jobs], 10)
     finally:
         await engine.stop()
@@ -94,8 +98,14 @@ async def test_a_graceful_stop_lets_a_request_in_flight_come_back_and_be_posted_
     aiml.latency = 0.5
     notifier = RecordingNotifier()
     client = AIMLClient(KEY, aiml.base_url, allow_loopback=True)
-    engine = JobEngine(db, {"aiml": client}, notifier, polling=FAST_POLLING,
-                       max_active={"aiml": 1}, shutdown_grace=30)
+    engine = JobEngine(
+        db,
+        {"aiml": client},
+        notifier,
+        polling=FAST_POLLING,
+        max_active={"aiml": 1},
+        shutdown_grace=30,
+    )
     await engine.start()
     job, _ = await engine.accept(make_request("in flight", variant="dev"))
     waiting, _ = await engine.accept(make_request("still in line", variant="dev"))

@@ -355,11 +355,18 @@ async def test_balance_answers_the_documented_body(
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {
-        "balance", "lowBalance", "lowBalanceThreshold", "lastUpdated", "autoDebitStatus",
-        "status", "statusExplanation",
+        "balance",
+        "lowBalance",
+        "lowBalanceThreshold",
+        "lastUpdated",
+        "autoDebitStatus",
+        "status",
+        "statusExplanation",
     }
     assert (body["balance"], body["lowBalance"], body["lowBalanceThreshold"]) == (
-        4_000_000, True, 5_000_000,
+        4_000_000,
+        True,
+        5_000_000,
     )
     fake.credits = None  # unlimited
     assert (await client.get(BALANCE_PATH)).json()["lowBalance"] is False

@@ -305,7 +305,7 @@ async def test_the_command_prints_the_figures_and_never_the_password(
 async def test_a_running_bot_makes_it_refuse(
     source: Path, postgres_dsn_factory: DsnFactory, tmp_path: Path
 ) -> None:
-    from bot.instance import InstanceLock
+    from bot.operations.instance import InstanceLock
 
     target = postgres_dsn_factory()
     with InstanceLock(source):  # what a running bot holds

@@ -54,8 +54,13 @@ async def test_happy_path_for_every_bfl_variant(
     engine = await make_engine()
     reference = png(64, 48)
     request = make_request(
-        f"a lighthouse ({variant})", variant=variant, seed=77, width=512, height=384,
-        options={**VARIANT_OPTIONS[variant], "output_format": "png"}, inputs=[reference],
+        f"a lighthouse ({variant})",
+        variant=variant,
+        seed=77,
+        width=512,
+        height=384,
+        options={**VARIANT_OPTIONS[variant], "output_format": "png"},
+        inputs=[reference],
     )
     job, position = await engine.accept(request)
     assert position == 1
@@ -104,13 +109,20 @@ async def test_polls_the_returned_polling_url_not_a_rebuilt_one(
     [
         ("Request Moderated", JobState.MODERATED, MODERATED_MESSAGE),
         ("Content Moderated", JobState.MODERATED, MODERATED_MESSAGE),
-        ("Error", JobState.FAILED,
-         "The image service could not make this image. You were not charged."),
+        (
+            "Error",
+            JobState.FAILED,
+            "The image service could not make this image. You were not charged.",
+        ),
     ],
 )
 async def test_each_failure_status_ends_the_job_with_a_clear_message(
-    final_status: str, state: JobState, message: str,
-    make_engine: EngineFactory, fake_bfl: FakeBFL, notifier: RecordingNotifier,
+    final_status: str,
+    state: JobState,
+    message: str,
+    make_engine: EngineFactory,
+    fake_bfl: FakeBFL,
+    notifier: RecordingNotifier,
 ) -> None:
     fake_bfl.script("forbidden thing", Outcome(final_status=final_status))
     engine = await make_engine()
@@ -124,8 +136,9 @@ async def test_each_failure_status_ends_the_job_with_a_clear_message(
 async def test_reasoning_and_unknown_running_statuses_keep_polling(
     make_engine: EngineFactory, fake_bfl: FakeBFL, notifier: RecordingNotifier
 ) -> None:
-    fake_bfl.script("think", Outcome(running_statuses=("Pending", "Reasoning", "Thinking"),
-                                     latency=0.6))
+    fake_bfl.script(
+        "think", Outcome(running_statuses=("Pending", "Reasoning", "Thinking"), latency=0.6)
+    )
     engine = await make_engine()
     job = await run_to_end(engine, make_request("think"))
     assert (await engine.store.require(job.id)).state is JobState.DELIVERED
@@ -146,21 +159,32 @@ async def test_an_endless_unknown_status_fails_at_the_deadline(
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
-        (SubmitFault(status=402, create_task=False),
-         "The bot's image-service account is out of credits. Please tell a server admin."),
-        (SubmitFault(status=403, create_task=False),
-         "The bot's API key is not allowed to use this model. Please tell a server admin."),
-        (SubmitFault(status=401, create_task=False),
-         "The bot's key for the image service is not working, so nothing was made or charged. "
-         "The bot's operator has been told."),
-        (SubmitFault(status=500, create_task=True),
-         "The image service did not confirm the request, so it was stopped rather than risk "
-         "paying twice. Please try again."),
+        (
+            SubmitFault(status=402, create_task=False),
+            "The bot's image-service account is out of credits. Please tell a server admin.",
+        ),
+        (
+            SubmitFault(status=403, create_task=False),
+            "The bot's API key is not allowed to use this model. Please tell a server admin.",
+        ),
+        (
+            SubmitFault(status=401, create_task=False),
+            "The bot's key for the image service is not working, so nothing was made or charged. "
+            "The bot's operator has been told.",
+        ),
+        (
+            SubmitFault(status=500, create_task=True),
+            "The image service did not confirm the request, so it was stopped rather than risk "
+            "paying twice. Please try again.",
+        ),
     ],
 )
 async def test_submit_errors_fail_once_and_are_never_resubmitted(
-    fault: SubmitFault, message: str,
-    make_engine: EngineFactory, fake_bfl: FakeBFL, notifier: RecordingNotifier,
+    fault: SubmitFault,
+    message: str,
+    make_engine: EngineFactory,
+    fake_bfl: FakeBFL,
+    notifier: RecordingNotifier,
 ) -> None:
     fake_bfl.submit_faults.append(fault)
     engine = await make_engine()
@@ -174,9 +198,21 @@ async def test_submit_errors_fail_once_and_are_never_resubmitted(
 async def test_a_422_names_the_offending_field(
     make_engine: EngineFactory, fake_bfl: FakeBFL, notifier: RecordingNotifier
 ) -> None:
-    fake_bfl.submit_faults.append(SubmitFault(status=422, create_task=False, body={
-        "detail": [{"loc": ["body", "width"], "msg": "must be a multiple of 16",
-                    "type": "value_error"}]}))
+    fake_bfl.submit_faults.append(
+        SubmitFault(
+            status=422,
+            create_task=False,
+            body={
+                "detail": [
+                    {
+                        "loc": ["body", "width"],
+                        "msg": "must be a multiple of 16",
+                        "type": "value_error",
+                    }
+                ]
+            },
+        )
+    )
     engine = await make_engine()
     job = await run_to_end(engine, make_request("x"))
     stored = await engine.store.require(job.id)
@@ -281,9 +317,7 @@ async def test_delivery_retries_through_discord_trouble(
     assert (await engine.store.require(job.id)).state is JobState.DELIVERED
 
 
-async def test_cancel_a_queued_job(
-    make_engine: EngineFactory, notifier: RecordingNotifier
-) -> None:
+async def test_cancel_a_queued_job(make_engine: EngineFactory, notifier: RecordingNotifier) -> None:
     engine = await make_engine(start=False)
     job, _ = await engine.accept(make_request("never mind"))
     assert await engine.cancel(job.id)

@@ -14,11 +14,11 @@ from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.jobs.models import JobState
 from bot.jobs.webhooks import WebhookSubscription
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
+from bot.operations.web import HealthChecks, WebServer, create_app
 from bot.providers.base import TaskResult
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
-from bot.web import HealthChecks, WebServer, create_app
 from tests.conftest import BFL_KEY, make_request
 from tests.fakes.bfl_server import FakeBFL
 from tests.fakes.notifier import RecordingNotifier
@@ -51,15 +51,18 @@ async def build_rig(db: Database, bfl: FakeBFL, grace: float) -> AsyncIterator[R
     async def ping() -> object:
         return await db.fetch_value("SELECT 1")
 
-    health = HealthChecks(ping_database=ping, discord_connected=lambda: True,
-                          queue_depth=lambda: 0)
-    server = WebServer(create_app(metrics=metrics, health=health, webhook_target=target),
-                       "127.0.0.1", 0)
+    health = HealthChecks(ping_database=ping, discord_connected=lambda: True, queue_depth=lambda: 0)
+    server = WebServer(
+        create_app(metrics=metrics, health=health, webhook_target=target), "127.0.0.1", 0
+    )
     await server.start()
     client = BFLClient(BFL_KEY, bfl.base_url, allow_loopback=True)
     notifier = RecordingNotifier()
     engine = JobEngine(
-        db, {"bfl": client}, notifier, metrics=metrics,
+        db,
+        {"bfl": client},
+        notifier,
+        metrics=metrics,
         polling=PollingPolicy(initial=0.05, maximum=0.2, deadline=10),
         webhooks=WebhookConfig(f"http://127.0.0.1:{server.port}", grace=grace),
     )

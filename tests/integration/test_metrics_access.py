@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from bot.metrics import Metrics
-from bot.metrics_access import is_loopback
-from bot.web import HealthChecks, WebServer, create_app
+from bot.operations.metrics import Metrics
+from bot.operations.metrics_access import is_loopback
+from bot.operations.web import HealthChecks, WebServer, create_app
 
 TOKEN = "metrics-token-for-the-test-123"
 

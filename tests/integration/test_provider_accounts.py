@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
 from bot.providers.accounts import AccountMonitor, account_keys
 from bot.services import build_providers
 from bot.settings import Settings

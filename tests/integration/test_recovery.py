@@ -32,8 +32,12 @@ async def test_every_saved_state_is_resumed_exactly_once(
     task = await client.submit(request.variant, request.params, [], user_id=1)
     await store.transition(submitted.id, from_states=[JobState.QUEUED], to=JobState.SUBMITTING)
     await store.transition(
-        submitted.id, from_states=[JobState.SUBMITTING], to=JobState.SUBMITTED,
-        provider_task_id=task.task_id, polling_url=task.polling_url, submitted_at=time.time(),
+        submitted.id,
+        from_states=[JobState.SUBMITTING],
+        to=JobState.SUBMITTED,
+        provider_task_id=task.task_id,
+        polling_url=task.polling_url,
+        submitted_at=time.time(),
     )
     await client.aclose()
 
@@ -45,8 +49,12 @@ async def test_every_saved_state_is_resumed_exactly_once(
     await notifier.job_delivered(await store.require(ready.id), [image])
 
     failed = await store.create(make_request("failed"), estimated_cost=3)
-    await store.transition(failed.id, from_states=[JobState.QUEUED], to=JobState.FAILED,
-                           error="The image service could not make this image.")
+    await store.transition(
+        failed.id,
+        from_states=[JobState.QUEUED],
+        to=JobState.FAILED,
+        error="The image service could not make this image.",
+    )
     done = await store.create(make_request("done"), estimated_cost=3)
     await store.transition(done.id, from_states=[JobState.QUEUED], to=JobState.READY)
     await store.mark_delivered(done.id, 555)
@@ -60,7 +68,9 @@ async def test_every_saved_state_is_resumed_exactly_once(
     assert final[submitted.id].state is JobState.DELIVERED
     assert final[ready.id].state is JobState.DELIVERED
     assert (final[submitting.id].state, final[submitting.id].error) == (
-        JobState.FAILED, INTERRUPTED_MESSAGE)
+        JobState.FAILED,
+        INTERRUPTED_MESSAGE,
+    )
     assert final[failed.id].state is JobState.FAILED
     # Only the queued job reached the provider again; the submitting one was never resent.
     assert [s.body["prompt"] for s in fake_bfl.submissions[submits_before:]] == ["queued"]

@@ -23,11 +23,17 @@ async def test_only_finished_jobs_older_than_the_cutoff_lose_their_references(
     engine = await make_engine(start=False)
     store = engine.store
     old = await store.create(make_request("old", inputs=[reference()]), estimated_cost=3)
-    await store.transition(old.id, from_states=[JobState.QUEUED], to=JobState.CANCELLED,
-                           finished_at=1000.0, closed=1)
+    await store.transition(
+        old.id, from_states=[JobState.QUEUED], to=JobState.CANCELLED, finished_at=1000.0, closed=1
+    )
     recent = await store.create(make_request("recent", inputs=[reference()]), estimated_cost=3)
-    await store.transition(recent.id, from_states=[JobState.QUEUED], to=JobState.CANCELLED,
-                           finished_at=5000.0, closed=1)
+    await store.transition(
+        recent.id,
+        from_states=[JobState.QUEUED],
+        to=JobState.CANCELLED,
+        finished_at=5000.0,
+        closed=1,
+    )
     waiting = await store.create(make_request("waiting", inputs=[reference()]), estimated_cost=3)
 
     assert await store.purge_inputs(finished_before=2000.0) == 1

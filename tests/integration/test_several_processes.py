@@ -20,14 +20,14 @@ from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.jobs.leases import ProcessLease
 from bot.jobs.models import JobState
-from bot.metrics import Metrics
 from bot.moderation.strikes import Moderation
+from bot.operations.metrics import Metrics
+from bot.operations.web import HealthChecks, WebServer, create_app
 from bot.providers.bfl import BFLClient
 from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
 from bot.storage.db import Database, Tx, open_database
 from bot.storage.postgres import PostgresDatabase
-from bot.web import HealthChecks, WebServer, create_app
 from tests.conftest import BFL_KEY, make_request
 from tests.fakes.bfl_server import FakeBFL
 from tests.fakes.notifier import RecordingNotifier

@@ -17,10 +17,10 @@ import pytest
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.jobs.models import JobState
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
+from bot.operations.web import HealthChecks, ThrottledWarnings, WebServer, create_app
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
-from bot.web import HealthChecks, ThrottledWarnings, WebServer, create_app
 from tests.conftest import BFL_KEY, make_request
 from tests.fakes.bfl_server import FakeBFL, Outcome
 
@@ -102,7 +102,7 @@ class _Silent:
 async def test_unknown_ids_are_refused_from_memory_with_few_log_lines(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.web")
+    caplog.set_level(logging.WARNING, logger="bot.operations.web")
     async with httpx.AsyncClient() as http:
         for n in range(200):
             # Made-up ids, half of them with a made-up tag (bot/jobs/webhooks.py).

@@ -31,11 +31,11 @@ from bot.jobs.webhooks import (
     webhook_task_result,
     webhook_url,
 )
-from bot.metrics import Metrics
+from bot.operations.metrics import Metrics
+from bot.operations.web import HealthChecks, WebServer, create_app
 from bot.providers.base import TaskOutcome, TaskResult
 from bot.storage.db import Database, open_database
 from bot.version import __version__
-from bot.web import HealthChecks, WebServer, create_app
 from tests.conftest import BFL_KEY
 from tests.fakes.bfl_server import FakeBFL, Outcome
 
@@ -753,7 +753,7 @@ async def test_no_secret_ever_appears_in_the_logs(
 
     records = caplog.records
     assert any(r.name == "aiohttp.access" for r in records), "the access log was not captured"
-    assert any(r.name == "bot.web" for r in records)
+    assert any(r.name == "bot.operations.web" for r in records)
     everything = [caplog.text]
     for record in records:
         everything += [record.getMessage(), repr(record.args), record.exc_text or ""]

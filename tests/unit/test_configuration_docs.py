@@ -1,5 +1,5 @@
-"""docs/configuration.md is the settings model rendered (bot/config_reference.py): a setting
-added, removed or re-described without regenerating it fails here."""
+"""docs/configuration.md is the settings model rendered (bot/operations/config_reference.py):
+a setting added, removed or re-described without regenerating it fails here."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import config_reference
+from bot.operations import config_reference
 from bot.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

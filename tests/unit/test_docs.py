@@ -118,7 +118,7 @@ def test_headings_get_githubs_anchors() -> None:
 
 
 def test_every_metric_the_bot_exports_is_documented() -> None:
-    from bot.metrics import Metrics
+    from bot.operations.metrics import Metrics
 
     docs = " ".join(path.read_text(encoding="utf-8") for path in documents())
     exported = {

@@ -58,7 +58,9 @@ class Clock:
 
 
 def policy(
-    *, reset: str = "00:00", user: dict[tuple[Period, Metric], int | None] | None = None,
+    *,
+    reset: str = "00:00",
+    user: dict[tuple[Period, Metric], int | None] | None = None,
     guild: dict[tuple[Period, Metric], int | None] | None = None,
 ) -> QuotaPolicy:
     return QuotaPolicy(
@@ -81,26 +83,49 @@ async def mem_db(db: Database) -> AsyncIterator[Database]:
 
 
 async def reserve(
-    ledger: Ledger, job_id: str, *, user: int = ALICE, guild: int | None = GUILD,
-    roles: tuple[int, ...] = (), credits: float = 3.0, images: int = 1, variant: str = "pro",
+    ledger: Ledger,
+    job_id: str,
+    *,
+    user: int = ALICE,
+    guild: int | None = GUILD,
+    roles: tuple[int, ...] = (),
+    credits: float = 3.0,
+    images: int = 1,
+    variant: str = "pro",
 ) -> None:
-    await ledger.db.run(lambda conn: ledger.reserve(
-        conn, job_id=job_id, guild_id=guild, user_id=user, role_ids=roles, variant=variant,
-        credits=credits, images=images))
+    await ledger.db.run(
+        lambda conn: ledger.reserve(
+            conn,
+            job_id=job_id,
+            guild_id=guild,
+            user_id=user,
+            role_ids=roles,
+            variant=variant,
+            credits=credits,
+            images=images,
+        )
+    )
 
 
-async def charge(ledger: Ledger, job_id: str, credits: float | None, images: int | None = None,
-                 state: str = "ready") -> bool:
-    return await ledger.db.run(lambda conn: ledger.charge(
-        conn, job_id, credits=credits, images=images, settled_by=state))
+async def charge(
+    ledger: Ledger,
+    job_id: str,
+    credits: float | None,
+    images: int | None = None,
+    state: str = "ready",
+) -> bool:
+    return await ledger.db.run(
+        lambda conn: ledger.charge(conn, job_id, credits=credits, images=images, settled_by=state)
+    )
 
 
 async def refund(ledger: Ledger, job_id: str, state: str = "failed") -> bool:
     return await ledger.db.run(lambda conn: ledger.refund(conn, job_id, settled_by=state))
 
 
-async def window(ledger: Ledger, period: Period, user: int = ALICE,
-                 roles: tuple[int, ...] = ()) -> tuple[int, int, int | None, int | None]:
+async def window(
+    ledger: Ledger, period: Period, user: int = ALICE, roles: tuple[int, ...] = ()
+) -> tuple[int, int, int | None, int | None]:
     """(images used, mc used, images left, mc left) as /usage would show them."""
     usage = await ledger.member_usage(GUILD, user, roles)
     w = next(w for w in usage.windows if w.period is period)
@@ -109,7 +134,8 @@ async def window(ledger: Ledger, period: Period, user: int = ALICE,
 
 async def ledger_rows(db: Database) -> list[tuple[str, str, int, int]]:
     rows = await db.fetch_all(
-        "SELECT job_id, status, credits_mc, images FROM ledger ORDER BY reserved_at, job_id")
+        "SELECT job_id, status, credits_mc, images FROM ledger ORDER BY reserved_at, job_id"
+    )
     return [(r["job_id"], r["status"], r["credits_mc"], r["images"]) for r in rows]
 
 
@@ -206,8 +232,9 @@ async def test_over_the_limit_is_refused_with_the_limit_what_is_left_and_the_res
 
 
 async def test_a_credit_limit_counts_the_estimate_of_the_request_itself(mem_db: Database) -> None:
-    ledger = Ledger(mem_db, policy(user={DAY_CREDITS: credits_to_mc(10)}),
-                    clock=Clock("2025-06-04 12:00"))
+    ledger = Ledger(
+        mem_db, policy(user={DAY_CREDITS: credits_to_mc(10)}), clock=Clock("2025-06-04 12:00")
+    )
     await reserve(ledger, "a", credits=7)
     with pytest.raises(QuotaExceeded) as refused:
         await reserve(ledger, "b", credits=3.01)
@@ -299,8 +326,9 @@ async def test_role_allowances_and_the_server_budget_combine(mem_db: Database) -
 
 
 async def test_direct_messages_have_only_the_members_own_allowance(mem_db: Database) -> None:
-    ledger = Ledger(mem_db, policy(user={DAY_IMAGES: 1}, guild={DAY_IMAGES: 0}),
-                    clock=Clock("2025-06-04 12:00"))
+    ledger = Ledger(
+        mem_db, policy(user={DAY_IMAGES: 1}, guild={DAY_IMAGES: 0}), clock=Clock("2025-06-04 12:00")
+    )
     await reserve(ledger, "dm", guild=None)
     with pytest.raises(QuotaExceeded) as refused:
         await reserve(ledger, "dm2", guild=None)
@@ -333,8 +361,9 @@ async def test_a_grant_raises_the_members_allowance_for_this_window_only(
 
 # --------------------------------------------------------------------------- settlement
 async def test_a_charge_replaces_the_estimate_with_the_providers_cost(mem_db: Database) -> None:
-    ledger = Ledger(mem_db, policy(user={DAY_CREDITS: credits_to_mc(10)}),
-                    clock=Clock("2025-06-04 12:00"))
+    ledger = Ledger(
+        mem_db, policy(user={DAY_CREDITS: credits_to_mc(10)}), clock=Clock("2025-06-04 12:00")
+    )
     await reserve(ledger, "a", credits=3)
     assert await window(ledger, Period.DAY) == (1, 3000, None, 7000)
     assert await charge(ledger, "a", 4.45)
@@ -395,8 +424,9 @@ async def test_settlement_survives_a_restart_exactly_once(tmp_path: Path) -> Non
 
 
 async def test_sums_of_fractional_credits_are_exact(mem_db: Database) -> None:
-    ledger = Ledger(mem_db, policy(user={DAY_CREDITS: credits_to_mc(1)}),
-                    clock=Clock("2025-06-04 12:00"))
+    ledger = Ledger(
+        mem_db, policy(user={DAY_CREDITS: credits_to_mc(1)}), clock=Clock("2025-06-04 12:00")
+    )
     for n in range(10):  # 10 × 0.1 is 0.9999999999999999 in floating point
         await reserve(ledger, f"j{n}", credits=0.1)
     assert await window(ledger, Period.DAY) == (10, 1000, None, 0)
@@ -406,7 +436,13 @@ async def test_sums_of_fractional_credits_are_exact(mem_db: Database) -> None:
 
 def test_amount_formatting_and_parsing() -> None:
     assert [format_credits(mc) for mc in (0, 1, 1400, 2500, 100_000, -1500)] == [
-        "0", "0.001", "1.4", "2.5", "100", "-1.5"]
+        "0",
+        "0.001",
+        "1.4",
+        "2.5",
+        "100",
+        "-1.5",
+    ]
     assert format_dollars(126_000) == "$1.26"
     assert parse_amount(Metric.IMAGES, -1) is None
     assert parse_amount(Metric.CREDITS, 2.5) == 2500
@@ -467,7 +503,9 @@ async def test_every_change_is_audited_with_who_and_when(mem_db: Database) -> No
         for r in rows
     ]  # fmt: skip
     assert [(o.scope, o.target_id) for o in await ledger.admin.overrides(GUILD)] == [
-        (Scope.GUILD, GUILD), (Scope.ROLE, HELPERS)]
+        (Scope.GUILD, GUILD),
+        (Scope.ROLE, HELPERS),
+    ]
     assert await window(ledger, Period.DAY) == (0, 0, 25, None)  # back on the default
 
 
@@ -500,12 +538,20 @@ async def test_server_report_totals_by_model_and_member_and_daily_spend(
     assert (report.images, report.credits_mc) == (3, 7400)
     assert (report.budget_images, report.budget_mc) == (None, 92_600)
     assert [(t.key, t.images, t.credits_mc) for t in report.by_variant] == [
-        ("pro", 2, 6000), ("klein-4b", 1, 1400), ("max", 0, 0)]
+        ("pro", 2, 6000),
+        ("klein-4b", 1, 1400),
+        ("max", 0, 0),
+    ]
     assert [(t.key, t.images, t.credits_mc) for t in report.by_user] == [
-        (ALICE, 2, 6000), (BOB, 1, 1400)]
+        (ALICE, 2, 6000),
+        (BOB, 1, 1400),
+    ]
     assert report.daily == (
-        (ts("2025-05-31 00:00"), 0), (ts("2025-06-01 00:00"), 0), (ts("2025-06-02 00:00"), 3000),
-        (ts("2025-06-03 00:00"), 0), (ts("2025-06-04 00:00"), 4400),
+        (ts("2025-05-31 00:00"), 0),
+        (ts("2025-06-01 00:00"), 0),
+        (ts("2025-06-02 00:00"), 3000),
+        (ts("2025-06-03 00:00"), 0),
+        (ts("2025-06-04 00:00"), 4400),
     )
     png = daily_spend_png(report.daily, "Daily spend")
     image = Image.open(io.BytesIO(png))
@@ -535,7 +581,9 @@ async def test_csv_export_lists_the_servers_ledger_for_the_dates(mem_db: Databas
         "3,3.15,1,1",
     ]
     assert export_range(None, None, at("2025-06-17 08:00")) == (
-        dt.date(2025, 6, 1), dt.date(2025, 6, 17))
+        dt.date(2025, 6, 1),
+        dt.date(2025, 6, 17),
+    )
     with pytest.raises(InvalidRequest, match="look like"):
         export_range("June 1st", None, clock())
     with pytest.raises(InvalidRequest, match="after the end"):
@@ -545,8 +593,11 @@ async def test_csv_export_lists_the_servers_ledger_for_the_dates(mem_db: Databas
 # --------------------------------------------------------------------------- settings
 def test_allowance_settings_take_numbers_zero_and_unlimited() -> None:
     settings = load_settings(
-        discord_token="x", default_user_daily_images="unlimited", default_user_daily_credits="0",
-        default_guild_monthly_credits="-1", default_guild_weekly_images="40",
+        discord_token="x",
+        default_user_daily_images="unlimited",
+        default_user_daily_credits="0",
+        default_guild_monthly_credits="-1",
+        default_guild_weekly_images="40",
         quota_reset_time="6:30",
     )
     quota = QuotaPolicy.from_settings(settings)
@@ -558,24 +609,35 @@ def test_allowance_settings_take_numbers_zero_and_unlimited() -> None:
     assert quota.schedule.describe() == "06:30 UTC"
     defaults = QuotaPolicy.from_settings(load_settings(discord_token="x"))
     assert {key: value for key, value in defaults.user.items() if value is not None} == {
-        DAY_IMAGES: 25, DAY_CREDITS: 100_000, MONTH_CREDITS: 1_000_000}
+        DAY_IMAGES: 25,
+        DAY_CREDITS: 100_000,
+        MONTH_CREDITS: 1_000_000,
+    }
     assert {key: value for key, value in defaults.guild.items() if value is not None} == {
-        MONTH_CREDITS: 10_000_000}
+        MONTH_CREDITS: 10_000_000
+    }
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"default_user_daily_images": "lots"},
-         "DEFAULT_USER_DAILY_IMAGES Value error, must be a number or 'unlimited'"),
-        ({"default_guild_monthly_credits": -5},
-         "DEFAULT_GUILD_MONTHLY_CREDITS Input should be greater than or equal to 0"),
-        ({"quota_reset_time": "25:00"},
-         "QUOTA_RESET_TIME Value error, must be a time between 00:00 and 23:59"),
+        (
+            {"default_user_daily_images": "lots"},
+            "DEFAULT_USER_DAILY_IMAGES Value error, must be a number or 'unlimited'",
+        ),
+        (
+            {"default_guild_monthly_credits": -5},
+            "DEFAULT_GUILD_MONTHLY_CREDITS Input should be greater than or equal to 0",
+        ),
+        (
+            {"quota_reset_time": "25:00"},
+            "QUOTA_RESET_TIME Value error, must be a time between 00:00 and 23:59",
+        ),
     ],
 )
-def test_bad_allowance_settings_name_the_setting(overrides: dict[str, object], message: str
-                                                 ) -> None:
+def test_bad_allowance_settings_name_the_setting(
+    overrides: dict[str, object], message: str
+) -> None:
     with pytest.raises(SettingsError) as error:
         load_settings(discord_token="x", **overrides)
     assert str(error.value) == message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bot.loop_lag import LoopLag
+from bot.operations.loop_lag import LoopLag
 
 
 async def test_a_blocked_loop_is_seen_and_remembered_then_forgotten() -> None:

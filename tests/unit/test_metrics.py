@@ -1,4 +1,4 @@
-"""bot.metrics: each method moves the right series, and registries stay independent."""
+"""bot.operations.metrics: each method moves the right series, and registries stay independent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import Metrics, WebhookRejection
+from bot.operations.metrics import Metrics, WebhookRejection
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:

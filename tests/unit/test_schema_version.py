@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import cli
 from bot.cli import main
 from bot.errors import MigrationsMissing, SchemaNewerThanRelease
 from bot.storage import migrations
@@ -174,6 +175,9 @@ def test_migrate_without_shipped_migrations_never_says_up_to_date(
             monkeypatch.delenv(name)
     monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "bot.sqlite3"))
     monkeypatch.chdir(tmp_path)
+    # In-process: keep the entry point's logging set-up (handlers, levels, redaction) out of
+    # the tests that run after this one.
+    monkeypatch.setattr(cli, "configure_logging", lambda settings: None)
     assert main(["migrate"]) == 1
     captured = capsys.readouterr()
     assert "up to date" not in captured.out

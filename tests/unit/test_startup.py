@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bot.errors import SettingsError
-from bot.instance import InstanceLock
+from bot.operations.instance import InstanceLock
 from bot.settings import load_settings, parse_shard_ids
 from bot.storage import migrations
 from bot.storage.db import open_database
@@ -176,7 +176,7 @@ def test_two_migrators_started_together_both_succeed(tmp_path: Path) -> None:
 
 
 HOLD_LOCK = (
-    "import sys, time; from pathlib import Path; from bot.instance import InstanceLock; "
+    "import sys, time; from pathlib import Path; from bot.operations.instance import InstanceLock; "
     "InstanceLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)"
 )
 

@@ -56,7 +56,10 @@ async def open_studio(
     await studios.load()
     await studios.start(
         make_plan("oil painting", words, hours, budget),
-        thread_id=THREAD, guild_id=GUILD, parent_channel_id=7, starter_id=1,
+        thread_id=THREAD,
+        guild_id=GUILD,
+        parent_channel_id=7,
+        starter_id=1,
     )
     return studios
 
@@ -187,8 +190,9 @@ async def test_an_interrupted_ending_resumes_without_posting_twice(db: Database)
     store = JobStore(db, time.time)
     job = await store.create(make_request("a pear, oil painting"), estimated_cost=3.0)
     await store.transition(job.id, from_states=(JobState.QUEUED,), to=JobState.SUBMITTED)
-    await store.mark_ready(job.id, [OutputImage("image/png", 64, 48, png((1, 2, 3)))],
-                           seed=1, cost=3.0)
+    await store.mark_ready(
+        job.id, [OutputImage("image/png", 64, 48, png((1, 2, 3)))], seed=1, cost=3.0
+    )
     await store.mark_delivered(job.id, 555)
     view = RecordingView(fail_posts_to={7}, images={555: png((200, 10, 10))})
     studios.view = view
@@ -196,8 +200,9 @@ async def test_an_interrupted_ending_resumes_without_posting_twice(db: Database)
     studios.clock = lambda: time.time() + 7200
     assert await studios.sweep() == 0  # the thread's gallery went out, the channel's did not
     assert [channel for channel, _, _ in view.posts] == [THREAD]
-    assert "**#1** <@1001> · `a pear` · [view](https://discord.com/channels/42/4242/555)" in (
-        view.posts[0][1]
+    assert (
+        "**#1** <@1001> · `a pear` · [view](https://discord.com/channels/42/4242/555)"
+        in (view.posts[0][1])
     )
     assert view.closed == []
 
@@ -216,8 +221,10 @@ async def test_an_interrupted_ending_resumes_without_posting_twice(db: Database)
 
 # --------------------------------------------------------------------------- contact sheet
 def test_the_contact_sheet_numbers_tiles_and_keeps_unreadable_ones_as_placeholders() -> None:
-    data = contact_sheet([(1, png((250, 0, 0), (600, 300))), (2, b"not an image"),
-                          (3, png((0, 0, 250)))] + [(n, None) for n in range(4, 8)])
+    data = contact_sheet(
+        [(1, png((250, 0, 0), (600, 300))), (2, b"not an image"), (3, png((0, 0, 250)))]
+        + [(n, None) for n in range(4, 8)]
+    )
     sheet = Image.open(io.BytesIO(data))
     step = SHEET_TILE + SHEET_GAP
     assert sheet.format == "PNG" and sheet.size == (SHEET_GAP + 5 * step, SHEET_GAP + 2 * step)

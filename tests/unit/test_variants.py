@@ -108,13 +108,17 @@ def test_option_edges_are_inclusive() -> None:
     flex = get_variant("flex")
     params = flex.validate("x", options={"steps": 1, "guidance": 10, "safety_tolerance": 0})
     assert params.options == {
-        "steps": 1, "guidance": 10.0, "prompt_upsampling": True,
-        "safety_tolerance": 0, "output_format": "jpeg",
+        "steps": 1,
+        "guidance": 10.0,
+        "prompt_upsampling": True,
+        "safety_tolerance": 0,
+        "output_format": "jpeg",
     }
 
 
-@pytest.mark.parametrize(("key", "limit"), [("pro", 8), ("max", 8), ("flex", 8),
-                                            ("klein-4b", 4), ("klein-9b", 4)])
+@pytest.mark.parametrize(
+    ("key", "limit"), [("pro", 8), ("max", 8), ("flex", 8), ("klein-4b", 4), ("klein-9b", 4)]
+)
 def test_reference_count_limit_is_named(key: str, limit: int) -> None:
     variant = get_variant(key)
     variant.validate("x", references=refs(limit))
@@ -145,7 +149,11 @@ def test_unknown_variant() -> None:
 
 def test_preview_variants_only_when_enabled() -> None:
     assert set(available_variants(include_preview=False, providers=["bfl"])) == {
-        "pro", "max", "flex", "klein-4b", "klein-9b"
+        "pro",
+        "max",
+        "flex",
+        "klein-4b",
+        "klein-9b",
     }
     assert "pro-preview" in available_variants(include_preview=True, providers=["bfl"])
     assert available_variants(include_preview=True, providers=[]) == {}
@@ -180,9 +188,15 @@ def test_payload_for_pro_maps_upsampling_to_disable_pup_and_numbers_inputs() -> 
     images = [InputImage("image/png", 1, 1, b"A"), InputImage("image/png", 1, 1, b"B")]
     body = build_payload(variant, params, images, user_id=42)
     assert body == {
-        "prompt": "cat", "seed": 7, "width": 512, "height": 512, "disable_pup": True,
-        "safety_tolerance": 2, "output_format": "jpeg",
-        "input_image": "QQ==", "input_image_2": "Qg==",
+        "prompt": "cat",
+        "seed": 7,
+        "width": 512,
+        "height": 512,
+        "disable_pup": True,
+        "safety_tolerance": 2,
+        "output_format": "jpeg",
+        "input_image": "QQ==",
+        "input_image_2": "Qg==",
         "user": body["user"],
     }
     assert len(body["user"]) == 32 and "42" not in body["user"]

@@ -16,8 +16,9 @@ import httpx
 from aiohttp import web
 
 from bot.errors import StartupError
-from bot.instance import try_binding
 from bot.jobs.webhooks import WEBHOOK_PATH
+from bot.operations.instance import try_binding
+from bot.operations.web import PUBLIC_LIVEZ_PATH, SERVICE_NAME, livez_response
 from bot.providers.accounts import KeyState, account_keys, check_keys, describe
 from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
@@ -26,7 +27,6 @@ from bot.settings import Settings
 from bot.storage.db import Database, open_database
 from bot.storage.migrations import discover, migrations_dir
 from bot.version import __version__
-from bot.web import PUBLIC_LIVEZ_PATH, SERVICE_NAME, livez_response
 
 WEBHOOK_TIMEOUT = 10.0
 

@@ -1,6 +1,7 @@
 """docs/configuration.md, rendered from the settings model so that it cannot drift from it.
 
-Regenerate after changing a setting: `python -m bot.config_reference > docs/configuration.md`
+Regenerate after changing a setting:
+`python -m bot.operations.config_reference > docs/configuration.md`
 (tests/unit/test_configuration_docs.py fails until the file matches).
 
 Every field of `Settings` appears, in the model's order, under the heading of the nearest
@@ -23,7 +24,7 @@ from pydantic_core import PydanticUndefined
 
 from bot.settings import ALLOWANCE_SETTINGS, UNLIMITED_WORDS, Settings
 
-REGENERATE = "python -m bot.config_reference > docs/configuration.md"
+REGENERATE = "python -m bot.operations.config_reference > docs/configuration.md"
 
 # Settings whose unset value means "no limit" rather than "not configured".
 _UNLIMITED_WHEN_UNSET = frozenset({*ALLOWANCE_SETTINGS, "bot_monthly_credits"})

@@ -61,9 +61,9 @@ from typing import Any
 from aiohttp import web
 
 from bot.jobs.webhooks import WEBHOOK_PATH, WebhookTarget, verify_webhook, webhook_task_result
-from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from bot.metrics import Metrics, WebhookRejection
-from bot.metrics_access import MetricsAccess
+from bot.operations.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bot.operations.metrics import Metrics, WebhookRejection
+from bot.operations.metrics_access import MetricsAccess
 from bot.storage.outage import is_outage
 from bot.version import __version__
 

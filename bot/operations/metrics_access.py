@@ -1,5 +1,5 @@
 """Who may read `/metrics`. The metrics show spend, balances and load: private unless the
-operator says otherwise (bot/web.py serves them)."""
+operator says otherwise (bot/operations/web.py serves them)."""
 
 from __future__ import annotations
 
