@@ -109,7 +109,8 @@ async def test_a_different_shard_count_is_refused(db: Database) -> None:
 
 async def test_identify_turns_are_spaced_per_bucket_over_the_fleet(db: Database) -> None:
     # Two processes' gates on one store; max_concurrency 2: buckets 0 and 1.
-    gates = [IdentifyGate(db, interval=0.4), IdentifyGate(db, interval=0.4)]
+    interval = 1.0
+    gates = [IdentifyGate(db, interval=interval), IdentifyGate(db, interval=interval)]
     for gate in gates:
         gate.max_concurrency = 2
     loop = asyncio.get_running_loop()
@@ -125,8 +126,10 @@ async def test_identify_turns_are_spaced_per_bucket_over_the_fleet(db: Database)
     )
     bucket0 = sorted([times[0], times[2]])
     bucket1 = sorted([times[1], times[3]])
-    assert bucket0[0] < 0.2 and bucket1[0] < 0.2  # one of each bucket at once
-    assert bucket0[1] - bucket0[0] >= 0.35 and bucket1[1] - bucket1[0] >= 0.35
+    # One of each bucket at once: the buckets don't wait for each other (on a loaded machine
+    # "at once" can take a few tenths of a second, so compare with the interval, not a clock).
+    assert abs(bucket0[0] - bucket1[0]) < interval * 0.75
+    assert bucket0[1] - bucket0[0] >= interval * 0.95 and bucket1[1] - bucket1[0] >= interval * 0.95
 
 
 @pytest.fixture
