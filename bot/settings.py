@@ -21,6 +21,8 @@ from bot.providers.base import DEFAULT_MAX_REPORTED_COST
 from bot.providers.egress import EgressPolicy
 from bot.storage.base import is_postgres_url
 
+# Discord's own address (DISCORD_API_BASE changes it for a REST proxy).
+DISCORD_API_BASE = "https://discord.com"
 # SHARD_COUNT's upper bound: no shard number can reach it.
 MAX_SHARD_COUNT = 10_000
 # Each provider's variants need its key; named as the settings that give one.
@@ -49,6 +51,12 @@ class Settings(BaseSettings):
 
     discord_token: SecretStr = Field(
         description="The bot token from the Discord developer portal (Bot → Reset Token)"
+    )
+    discord_api_base: str = Field(
+        default=DISCORD_API_BASE,
+        description="Where the bot sends Discord's REST calls. Change it only for a REST proxy "
+        "that forwards to Discord (one that shares the rate limits of several processes); it "
+        "must be https on the default port, since the bot token goes there",
     )
     bfl_api_key: SecretStr | None = Field(
         default=None,
@@ -450,7 +458,7 @@ class Settings(BaseSettings):
         "reset. `0` = no cap",
     )
 
-    @field_validator("bfl_api_base", "aiml_api_base")
+    @field_validator("bfl_api_base", "aiml_api_base", "discord_api_base")
     @classmethod
     def _base_is_http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -461,11 +469,13 @@ class Settings(BaseSettings):
     def _keys_travel_safely(self) -> Settings:
         # API keys go only over https on the default port (plain http to loopback only
         # under the test switch): refuse a base they could not be sent to, at start-up.
-        for name in ("bfl_api_base", "aiml_api_base"):
+        for name in ("bfl_api_base", "aiml_api_base", "discord_api_base"):
             try:
                 EgressPolicy(getattr(self, name), allow_loopback=self.allow_loopback_provider_urls)
             except ValueError as exc:
-                message = f"{name.upper()}: {exc} (API keys are sent only over https)"
+                message = (
+                    f"{name.upper()}: {exc} (API keys and the bot token are sent only over https)"
+                )
                 raise ValueError(message) from None
         return self
 

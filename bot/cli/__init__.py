@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from bot.cli import backup, copy_to, doctor, migrate, run
-from bot.cli.common import DEFAULT_COMMAND, configure_logging
+from bot.cli.common import DEFAULT_COMMAND, configure_logging, point_discord_at
 from bot.errors import SettingsError, StartupError
 from bot.version import __version__
 
@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    point_discord_at(settings)
     try:
         return int(asyncio.run(module.execute(settings, args)))
     except KeyboardInterrupt:

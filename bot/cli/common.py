@@ -6,7 +6,7 @@ import logging
 import sys
 
 from bot.redaction import install_redaction
-from bot.settings import Settings
+from bot.settings import DISCORD_API_BASE, Settings
 
 DEFAULT_COMMAND = "run"
 
@@ -26,3 +26,14 @@ def configure_logging(settings: Settings) -> None:
     # Health checks and metric scrapes would fill the log.
     if level != "DEBUG":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def point_discord_at(settings: Settings) -> None:
+    """Send discord.py's REST calls to DISCORD_API_BASE when it is not Discord's own address
+    (a REST proxy). discord.py reads the base from one class attribute. Only REST moves: the
+    gateway's address is the one the REST answer names (Discord's, through a proxy)."""
+    if settings.discord_api_base == DISCORD_API_BASE:
+        return
+    from discord.http import Route
+
+    Route.BASE = f"{settings.discord_api_base}/api/v10"

@@ -1,8 +1,5 @@
-"""`fluxcord doctor` from the installed wheel, as an admin runs it, against the stand-ins.
-
-The bot has no setting for Discord's address, so the installed package is started the way
-tests/multiprocess/run_bot.py starts the checkout: discord.py's base URLs pointed at the
-Discord stand-in, then the same `main()` the console script calls."""
+"""`fluxcord doctor` from the installed wheel, as an admin runs it, against the stand-ins
+(DISCORD_API_BASE and BFL_API_BASE point at them, as a REST proxy's address would)."""
 
 from __future__ import annotations
 
@@ -15,19 +12,6 @@ from tests.fakes.discord_server import FakeDiscord
 from tests.install.conftest import Installed
 
 BFL_KEY = "bfl-installed-doctor-key"
-
-POINTED_AT_THE_STAND_IN = """
-import os, sys, yarl
-from discord.asset import Asset
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
-from bot.cli import main
-base = os.environ["STAND_IN_DISCORD"].rstrip("/")
-Route.BASE = base + "/api/v10"
-DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(base.replace("http://", "ws://", 1) + "/gateway/")
-Asset.BASE = base
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def free_port() -> int:
@@ -43,7 +27,7 @@ async def test_doctor_from_the_wheel_checks_everything_and_names_the_bad_key(
         guild = discord_fake.add_guild("Installed Guild")
         discord_fake.add_text_channel(guild.id, "art")
         env = {
-            "STAND_IN_DISCORD": discord_fake.base_url,
+            "DISCORD_API_BASE": discord_fake.base_url,
             "DISCORD_TOKEN": discord_fake.token,
             "BFL_API_BASE": bfl.base_url,
             "ALLOW_LOOPBACK_PROVIDER_URLS": "true",
@@ -52,10 +36,7 @@ async def test_doctor_from_the_wheel_checks_everything_and_names_the_bad_key(
         }
         assert (await asyncio.to_thread(installed.run, "migrate", env=env)).returncode == 0
 
-        good = await asyncio.to_thread(
-            installed.python, "-c", POINTED_AT_THE_STAND_IN, "doctor",
-            env={**env, "BFL_API_KEY": BFL_KEY},
-        )  # fmt: skip
+        good = await asyncio.to_thread(installed.run, "doctor", env={**env, "BFL_API_KEY": BFL_KEY})
         assert good.returncode == 0, good.stdout + good.stderr
         lines = good.stdout.splitlines()
         assert lines[0].startswith(f"ok      version: Fluxcord {__version__}")
@@ -63,9 +44,8 @@ async def test_doctor_from_the_wheel_checks_everything_and_names_the_bad_key(
         assert any(line.startswith("ok      server Installed Guild") for line in lines), lines
 
         wrong = await asyncio.to_thread(
-            installed.python, "-c", POINTED_AT_THE_STAND_IN, "doctor",
-            env={**env, "BFL_API_KEY": "not-the-key"},
-        )  # fmt: skip
+            installed.run, "doctor", env={**env, "BFL_API_KEY": "not-the-key"}
+        )
         assert wrong.returncode == 1
         problems = [line for line in wrong.stdout.splitlines() if line.startswith("problem")]
         assert len(problems) == 1, wrong.stdout
