@@ -215,8 +215,14 @@ def _guild_findings(guild: discord.Guild, server: ServerSettings) -> list[Findin
     else:
         channels = [c for c in guild.text_channels if c.id in enabled]
     channels.sort(key=lambda c: c.position)
-    lacking = [(c, missing(c.permissions_for(me), GENERATION_PERMISSIONS)) for c in channels]
-    lacking = [(c, names) for c, names in lacking if names]
+
+    def lacking_in_channels(
+        needed: discord.Permissions,
+    ) -> list[tuple[discord.TextChannel, list[str]]]:
+        found = [(c, missing(c.permissions_for(me), needed)) for c in channels]
+        return [(c, names) for c, names in found if names]
+
+    lacking = lacking_in_channels(GENERATION_PERMISSIONS)
     if lacking:
         return [
             problem(
@@ -226,8 +232,7 @@ def _guild_findings(guild: discord.Guild, server: ServerSettings) -> list[Findin
                 "allow them in each channel's permissions",
             )
         ]
-    studio = [(c, missing(c.permissions_for(me), STUDIO_PERMISSIONS)) for c in channels]
-    studio = [(c, names) for c, names in studio if names]
+    studio = lacking_in_channels(STUDIO_PERMISSIONS)
     if studio:
         return [
             warning(

@@ -25,6 +25,7 @@ from bot.jobs.store import QUEUE_CHANNEL, job_from_row
 from bot.providers.base import Provider
 from bot.storage.base import DATABASE_NOW, INSERTION_ORDER, Backend, Reads
 from bot.storage.db import Database, Tx
+from bot.storage.rows import marks
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class SharedQueue:
             await tx.lock(f"slots:{provider}")
             freed = 0
             if job_ids:
-                placeholders = ",".join("?" for _ in job_ids)
+                placeholders = marks(job_ids)
                 freed = await tx.execute(
                     f"UPDATE jobs SET slot = NULL WHERE id IN ({placeholders}) AND owner = ?"
                     " AND slot IS NOT NULL",
@@ -310,7 +311,7 @@ class SharedQueue:
         candidates = [row["id"] for row in await tx.fetch_all(self._next_sql, (provider,))]
         if not candidates or not self._lock_rows:
             return candidates[0] if candidates else None
-        placeholders = ",".join("?" for _ in candidates)
+        placeholders = marks(candidates)
         free = {
             row["id"]
             for row in await tx.fetch_all(
@@ -326,7 +327,7 @@ class SharedQueue:
     ) -> tuple[dict[str, int], set[str], float]:
         """How many tasks each key may hold now (0 while paused, else its learned limit),
         which keys are recovering from a 429, and the shortest pause left (0: none)."""
-        placeholders = ",".join("?" for _ in keys)
+        placeholders = marks(keys)
         rows = await tx.fetch_all(
             f"SELECT key_id, paused_until - {self._now} AS pause, accepted_limit, busy_streak"
             f" FROM provider_keys WHERE key_id IN ({placeholders})",
@@ -354,7 +355,7 @@ class SharedQueue:
         keys = self._keys.get(provider, ())
         if not keys:
             return 0.0
-        placeholders = ",".join("?" for _ in keys)
+        placeholders = marks(keys)
         left = await self._db.fetch_value(
             f"SELECT MIN(paused_until - {self._now}) FROM provider_keys"
             f" WHERE key_id IN ({placeholders}) AND paused_until > {self._now}",

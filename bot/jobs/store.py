@@ -24,7 +24,7 @@ from bot.storage.base import INSERTION_ORDER
 from bot.storage.db import Database, Row, Tx
 from bot.storage.outage import DEFAULT_PATIENCE
 from bot.storage.patient import Patient
-from bot.storage.rows import from_row
+from bot.storage.rows import from_row, marks
 from bot.variants import JobParams, ReferenceSize
 
 log = logging.getLogger(__name__)
@@ -351,7 +351,7 @@ class JobStore:
         if self.owner is not None and "owner" not in fields:
             fields = {**fields, "owner": self.owner}
         assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
-        placeholders = ",".join("?" for _ in from_states)
+        placeholders = marks(from_states)
         fence, fence_params = self._fence()
         now = self._clock()
         frees_slot = to not in _SLOT_STATES and not _SLOT_STATES.isdisjoint(from_states)

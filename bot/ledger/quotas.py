@@ -24,6 +24,7 @@ from bot.errors import InvalidRequest
 from bot.ledger.policy import METRICS, LimitKey, Metric, QuotaPolicy, Scope, format_amount
 from bot.periods import PERIODS, Period, format_reset
 from bot.storage.db import Row
+from bot.storage.rows import marks
 
 __all__ = [
     "Breach",
@@ -324,7 +325,7 @@ def state_query(
     keys = [
         value for period in PERIODS for value in (guild_id, user_id, period.value, starts[period])
     ]
-    role_marks = ",".join("?" for _ in roles) or "NULL"
+    role_marks = marks(roles) or "NULL"
     sql = (
         "SELECT 'limit' AS kind, scope, target_id AS who, period, metric, amount AS a,"
         " NULL AS b FROM quota_limits WHERE guild_id = ? AND (scope = 'guild'"

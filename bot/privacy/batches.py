@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.storage.base import Backend
 from bot.storage.db import Database, Tx
+from bot.storage.rows import marks
 
 BATCH_SIZE = 500
 # What a text that quoted a prompt says once the prompt is gone (strikes, the audit log).
@@ -59,10 +60,6 @@ async def in_batches(
         changed += done
         if found < batch_size:
             return changed
-
-
-def marks(keys: Sequence[Any]) -> str:
-    return ",".join("?" for _ in keys)
 
 
 def blanked_json(backend: Backend, column: str, *path: str) -> str:

@@ -24,10 +24,10 @@ from bot.privacy.batches import (
     deleting,
     in_batches,
     json_text,
-    marks,
     setting,
 )
 from bot.storage.db import Database, Tx
+from bot.storage.rows import marks
 
 if TYPE_CHECKING:
     from bot.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -30,3 +30,8 @@ def from_row(cls: type[T], row: Row | Mapping[str, Any], **converters: Callable[
 def _field_names(cls: type) -> tuple[str, ...]:
     # Every job read and poll maps a row: look the fields up once per class.
     return tuple(field.name for field in dataclasses.fields(cls))
+
+
+def marks(values: Sized) -> str:
+    """One `?` per value, for `IN (...)` (both engines take `?`: bot/storage)."""
+    return ",".join("?" * len(values))

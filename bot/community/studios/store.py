@@ -12,7 +12,7 @@ from bot.invalidation import Cache, announce
 from bot.servers.audit import AuditEntry, AuditLog
 from bot.storage.base import INSERTION_ORDER
 from bot.storage.db import Database, Row, Tx
-from bot.storage.rows import from_row
+from bot.storage.rows import from_row, marks
 
 # What a studio's thread has used: each job's ledger row counts its reservation while it runs,
 # then what it was charged (0 when refunded).
@@ -70,13 +70,13 @@ class StudioStore:
     ) -> Studio | None:
         """A compare-and-set on the state, written with its audit entry; None when the
         studio was in none of `from_states`."""
-        marks = ",".join("?" for _ in from_states)
+        placeholders = marks(from_states)
 
         async def update(tx: Tx) -> Row | None:
 
             await announce(tx, Cache.STUDIOS)
             row: Row | None = await tx.fetch_one(
-                f"UPDATE studios SET state = ? WHERE thread_id = ? AND state IN ({marks})"
+                f"UPDATE studios SET state = ? WHERE thread_id = ? AND state IN ({placeholders})"
                 " RETURNING *",
                 (to.value, thread_id, *(s.value for s in from_states)),
             )
