@@ -265,6 +265,7 @@ async def build_services(
     await studios.load()
     # An ended studio posts its gallery once the jobs still running in it are done.
     engine.on_job_closed(studios.job_closed)
+    engine.handover_admission = studios.admit_more  # FAILOVER's extra, within a studio budget
     generation = GenerationService(
         engine,
         variants,

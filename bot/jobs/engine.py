@@ -41,7 +41,7 @@ from bot.jobs.following import PollingPolicy, TaskFollower
 from bot.jobs.leases import ProcessLease
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.jobs.notifier import JobNotifier
-from bot.jobs.store import WEBHOOK_CHANNEL, JobStore
+from bot.jobs.store import WEBHOOK_CHANNEL, JobStore, MoreAdmission
 from bot.jobs.webhooks import (
     WebhookSubscription,
     new_webhook_secret,
@@ -187,6 +187,9 @@ class JobEngine:
         # Told the key id when a provider rejects a key in use (401): the operator's log line
         # and readiness (bot/providers/accounts.py) without waiting for the next key check.
         self.on_key_rejected: Callable[[str], None] | None = None
+        # Checks the extra a job handed to the backup provider needs beyond the ledger's
+        # (a studio's budget), set by the services (bot/services.py).
+        self.handover_admission: MoreAdmission | None = None
         self._running = False
         self.work = SharedWork(
             db,
@@ -500,6 +503,7 @@ class JobEngine:
                 handover.params,
                 estimated_cost=handover.estimate,
                 reason=handover.reason,
+                admission=self.handover_admission,
             )
         except InvalidRequest as refusal:  # the allowance can't cover the backup's estimate
             log.info("job %s: not handed over: %s", job.id, refusal)
@@ -511,8 +515,8 @@ class JobEngine:
         if moved is not None:
             log.info("job %s: handed to the backup provider (%s)", job.id, handover.reason)
             self.metrics.failed_over(job.variant, handover.reason)
-            self.work.job_queued(moved.provider)
             self._progress(moved)
+        self.work.job_queued(BACKUP_PROVIDER)  # also if the move landed before an outage hid it
         return True
 
     async def _note_key(self, change: Coroutine[Any, Any, Any]) -> None:

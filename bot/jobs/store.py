@@ -66,6 +66,11 @@ _SHOWN_AT = frozenset(
 _SLOT_STATES = frozenset({JobState.SUBMITTING, JobState.SUBMITTED})
 
 
+# A check of the extra millicredits a job moved to another provider needs, in the moving
+# transaction (a studio's budget: bot/community/studios/): (tx, channel id, millicredits).
+MoreAdmission = Callable[[Tx, int, int], Awaitable[None]]
+
+
 def new_job_id() -> str:
     return secrets.token_hex(8)
 
@@ -321,7 +326,14 @@ class JobStore:
         return moved if moved is not None else await self._landed(job_id, to, fields)
 
     async def hand_over(
-        self, job: Job, variant: Variant, params: JobParams, *, estimated_cost: float, reason: str
+        self,
+        job: Job,
+        variant: Variant,
+        params: JobParams,
+        *,
+        estimated_cost: float,
+        reason: str,
+        admission: MoreAdmission | None = None,
     ) -> Job | None:
         """A submitting job its provider certainly did not start goes back in line as a job
         of `variant` (another provider's: FAILOVER, bot/jobs/failover.py), keeping its turn,
@@ -329,9 +341,11 @@ class JobStore:
         `estimated_cost` if that is more, in the same transaction. Returns the queued job
         (None: it was no longer this process's to move).
 
-        Raises InvalidRequest (QuotaExceeded, BotBudgetSpent) when the member's allowance
-        can't cover the difference; nothing is changed then."""
+        Raises InvalidRequest (QuotaExceeded, BotBudgetSpent, or from `admission`, e.g. a
+        studio's budget, asked first as at creation) when the difference does not fit;
+        nothing is changed then."""
         fence, fence_params = self._fence()
+        more = credits_to_mc(estimated_cost) - credits_to_mc(job.estimated_cost)
 
         async def move(tx: Tx) -> Job | None:
             # `failover_from = variant` reads the variant before this UPDATE (both engines).
@@ -356,6 +370,8 @@ class JobStore:
             if row is None:
                 return None
             moved = job_from_row(row)
+            if admission is not None and more > 0:
+                await admission(tx, job.channel_id, more)
             if self._ledger is not None:
                 await self._ledger.reserve_more(
                     tx,

@@ -13,6 +13,7 @@ from bot.jobs.engine import MODERATED_STRIKE_MESSAGE
 from bot.ledger import Metric, Period, Scope
 from tests.e2e.conftest import World
 from tests.e2e.test_experience import job_id_of
+from tests.e2e.test_studio import open_studio
 from tests.e2e.test_usage import add_moderator, with_file
 from tests.fakes.bfl_server import Outcome, SubmitFault
 
@@ -147,3 +148,27 @@ async def test_a_backup_estimate_over_the_role_allowance_is_refused_and_nothing_
     assert world.aiml.requests == []
     row = await bot.services.db.fetch_one("SELECT status, credits_mc FROM ledger")
     assert row is not None and (row["status"], row["credits_mc"]) == ("refunded", 0)
+
+
+async def test_a_backup_estimate_over_a_studio_budget_is_refused_and_nothing_charged(
+    world_with_aiml: World,
+) -> None:
+    world = world_with_aiml
+    assert world.aiml is not None
+    world.bfl.credits = 0
+    bot = await world.start_bot(failover="aiml")
+    thread, _ = await open_studio(world, world.alice, "pixel art", budget=3.1)
+
+    await world.discord.invoke_slash(world.bob, thread, "imagine", {"prompt": "a castle"})
+    message = await world.discord.wait_for_message(
+        lambda m: m.content.startswith(f"❌ <@{world.bob.id}>"), channel_id=thread.id, timeout=10
+    )
+    assert message.content.startswith(
+        f"❌ <@{world.bob.id}> BFL's account is out of credits, and the backup provider (AI/ML "
+        "API) would need 0.15 more credits than were held for this request. This image would "
+        "go over this studio's budget of 3.1 credits: "
+    )
+    assert world.aiml.requests == []
+    row = await bot.services.db.fetch_one("SELECT status, credits_mc FROM ledger")
+    assert row is not None and (row["status"], row["credits_mc"]) == ("refunded", 0)
+    assert await bot.services.studios.spent_mc(thread.id) == 0

@@ -211,15 +211,6 @@ async def test_a_storm_of_503s_that_outlasts_the_retries_sends_the_job_on(
     assert final.state is JobState.DELIVERED
 
 
-async def test_a_reroll_of_a_backup_result_asks_bfl_again(
-    build: Build, fake_bfl: FakeBFL, aiml: FakeAIML
-) -> None:
-    fake_bfl.credits = 0
-    engine = await build()
-    final = await run(engine, make_request("twice"))
-    assert final.requested_variant == "pro"  # what Reroll and Edit ask for
-
-
 # --------------------------------------------------------------------------- it must not
 @pytest.mark.parametrize(
     ("fault", "error"),
