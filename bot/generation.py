@@ -407,7 +407,7 @@ class GenerationService:
             raise InvalidRequest(PROMPT_REMOVED_TEXT)
         return Draft(
             prompt=job.params.prompt,
-            variant=job.variant,
+            variant=job.requested_variant,  # BFL's again, if a backup made this one
             options=job.params.options,
             width=job.params.width,
             height=job.params.height,
@@ -443,10 +443,11 @@ class GenerationService:
     ) -> Draft:
         """An edit of a message's images; of one of our results (`parent`), it keeps that
         result's model if the model can edit, and records the result as its parent."""
-        variant = self.variants.get(parent.variant) if parent else None
+        asked = parent.requested_variant if parent else None
+        variant = self.variants.get(asked) if asked else None
         return Draft(
             prompt=prompt,
-            variant=parent.variant if parent and variant and variant.edit_capable else None,
+            variant=asked if variant and variant.edit_capable else None,
             references=references,
             parent_job_id=parent.id if parent else None,
             needs_edit=True,

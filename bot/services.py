@@ -159,6 +159,16 @@ async def bfl_user_key(settings: Settings, db: Database) -> bytes:
     return await shared_secret(db, "bfl_user_key")
 
 
+def check_failover(settings: Settings) -> None:
+    """FAILOVER=aiml without the AI/ML API's key would quietly fail over to nothing."""
+    if settings.failover == "aiml" and settings.aiml_api_key is None:
+        raise StartupError(
+            "FAILOVER=aiml needs AIML_API_KEY (the backup provider's key): set it, "
+            "or set FAILOVER=off",
+            exit_code=2,
+        )
+
+
 def secret_or_none(secret: SecretStr | None) -> str | None:
     return None if secret is None else secret.get_secret_value()
 
@@ -172,6 +182,7 @@ async def build_services(
     """Assemble the core. `member_lookup(guild_id, user_id)` asks Discord whether someone is
     a member (for direct messages the store does not know about yet); `discord_connected()`
     feeds `/healthz`. Both come from the client."""
+    check_failover(settings)
     db = await open_database(settings.database_target)
     # Every time another process may read back is on the database's clock (kept in step by
     # the engine), so a process whose own clock is off cannot misplace anything.
@@ -212,6 +223,7 @@ async def build_services(
         provider_moderation_strikes=settings.provider_moderation_strikes,
         shutdown_grace=settings.shutdown_grace_seconds,
         database_patience=settings.database_retry_seconds,
+        failover=settings.failover == "aiml",
         webhooks=(
             WebhookConfig(public_url, settings.webhook_grace_seconds) if public_url else None
         ),
@@ -267,6 +279,7 @@ async def build_services(
     await studios.load()
     # An ended studio posts its gallery once the jobs still running in it are done.
     engine.on_job_closed(studios.job_closed)
+    engine.handover_admission = studios.admit_more  # FAILOVER's extra, within a studio budget
     generation = GenerationService(
         engine,
         variants,

@@ -7,6 +7,7 @@ import time
 import discord
 
 from bot.catalogue import CATALOGUE
+from bot.jobs.failover import failover_note
 from bot.jobs.models import Job, JobState
 from bot.providers.base import OutputImage
 from bot.text import message_link, truncate
@@ -74,6 +75,8 @@ def result_embed(job: Job, image: OutputImage, filename: str, parent: Job | None
     if job.cost is not None:
         embed.add_field(name="Cost", value=f"{job.cost:g} credits")
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    if (backup := failover_note(job)) is not None:
+        embed.add_field(name="Backup provider", value=backup, inline=False)
     if parent is not None:
         link = job_link(parent)
         embed.add_field(name="Edit of", value=f"[this image]({link})" if link else parent.id)
