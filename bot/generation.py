@@ -22,9 +22,8 @@ from bot.errors import ButtonNotHere, InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
-from bot.loras import LoraCatalogue, with_trigger
+from bot.loras import LoraCatalogue, lora_for_remix, resolve_lora, with_trigger
 from bot.providers.base import InputImage
-from bot.providers.bfl_options import LORA_BASES
 from bot.references import (
     ReferenceCandidate,
     ReferenceChecks,
@@ -34,7 +33,7 @@ from bot.references import (
 from bot.servers.audit import BOT_ACTOR, AuditLog
 from bot.storage.db import Tx
 from bot.text import code_excerpt, plural
-from bot.variants import JobParams, LoraChoice, ReferenceSize, Variant
+from bot.variants import JobParams, ReferenceSize, Variant
 
 if TYPE_CHECKING:
     from bot.community.approvals import ApprovalQueue
@@ -81,7 +80,6 @@ class GenerationService:
         provider_moderation_strikes: bool = False,
         reference_checks: ReferenceChecks | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        loras: LoraCatalogue | None = None,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
@@ -95,9 +93,9 @@ class GenerationService:
         # Shared by every member's reference downloads and decodes (and one check per member).
         self.reference_checks = reference_checks or ReferenceChecks()
         self.max_in_flight = max_in_flight  # per member: queued or running jobs
-        self.loras = loras  # each server's LoRAs for the klein models
         # Where held requests wait; attached by build_services (the queue submits through us).
         self.approvals: ApprovalQueue | None = None
+        self.loras: LoraCatalogue | None = None  # servers' klein LoRAs (build_services)
         if audit is not None or self.provider_moderation_strikes:
             engine.on_job_closed(self._audit_provider_moderation)
         self._audit_tasks: set[asyncio.Task[None]] = set()
@@ -152,9 +150,8 @@ class GenerationService:
         prompt = draft.prompt
         if self.studios is not None:
             prompt = self.studios.apply(requester.channel_id, prompt, variant)
-        lora = self._lora(draft, requester, variant)
-        if lora is not None and prompt.strip():
-            prompt = with_trigger(prompt.strip(), lora.trigger)
+        lora = resolve_lora(self.loras, draft.lora, requester.guild_id, variant)
+        prompt = with_trigger(prompt, lora)
         params = variant.validate(
             prompt,
             options=draft.options,
@@ -163,21 +160,11 @@ class GenerationService:
             size_preset=draft.size_preset,
             seed=draft.seed,
         )
-        if lora is not None:
-            params = replace(params, lora=lora)
+        params = replace(params, lora=lora)
         if policy is not None:
             uploads = sum(1 for reference in draft.references if reference.uploaded)
             params = policy.shape(requester, variant, params, uploads=uploads)
         return variant, params
-
-    def _lora(self, draft: Draft, requester: Requester, variant: Variant) -> LoraChoice | None:
-        """The server LoRA the request uses, checked against the catalogue (InvalidRequest
-        for an unknown or removed one, or one the model can't take)."""
-        if draft.lora is None:
-            return None
-        if self.loras is None:
-            raise InvalidRequest("LoRAs are not available on this bot.")
-        return self.loras.resolve(requester.guild_id, variant, draft.lora)
 
     def review_channel(self, requester: Requester) -> int | None:
         """The moderators' channel this member's requests wait in, or None: no approval."""
@@ -446,10 +433,6 @@ class GenerationService:
         key = variant.strip().lower()
         chosen = self.variants.get(key)
         names = {spec.name for spec in chosen.options} if chosen else set()
-        # The LoRA stays when the chosen model takes LoRAs of its size, like the options.
-        lora = job.params.lora
-        if lora is not None and (chosen is None or chosen.lora_size != _lora_size(lora)):
-            lora = None
         return Draft(
             prompt=prompt,
             variant=key,
@@ -459,7 +442,7 @@ class GenerationService:
             seed=chosen_seed,
             stored=stored,
             parent_job_id=job.parent_job_id,
-            lora=lora,
+            lora=lora_for_remix(job.params.lora, chosen),  # kept where the model takes it
         )
 
     def edit_draft(
@@ -490,12 +473,6 @@ class GenerationService:
         await self._record_best_effort(
             job, actor_id, "deleted", f"<@{job.user_id}>'s {_excerpt(job)}"
         )
-
-
-def _lora_size(lora: LoraChoice) -> str | None:
-    """The klein size of the models a stored LoRA goes with (from its endpoint)."""
-    base = next((b for b in LORA_BASES.values() if b.endpoint == lora.endpoint), None)
-    return base.size if base else None
 
 
 def _stored_sizes(draft: Draft) -> tuple[ReferenceSize, ...]:

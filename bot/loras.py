@@ -77,12 +77,37 @@ def name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-def with_trigger(prompt: str, trigger: str | None) -> str:
+def with_trigger(prompt: str, lora: LoraChoice | None) -> str:
     """The prompt with the LoRA's trigger phrase, added in front when it is not already in
-    it (case-insensitive): BFL wants the phrase in the prompt of a LoRA that has one."""
-    if not trigger or trigger.casefold() in prompt.casefold():
+    it (case-insensitive): BFL wants the phrase in the prompt of a LoRA that has one. A
+    blank prompt stays blank, to be refused as such."""
+    trigger = lora.trigger if lora is not None else None
+    if not trigger or not prompt.strip() or trigger.casefold() in prompt.casefold():
         return prompt
-    return f"{trigger}, {prompt}"
+    return f"{trigger}, {prompt.strip()}"
+
+
+def resolve_lora(
+    catalogue: LoraCatalogue | None,
+    wanted: str | LoraChoice | None,
+    guild_id: int | None,
+    variant: Variant,
+) -> LoraChoice | None:
+    """The LoRA a request uses (None: none), checked as `LoraCatalogue.resolve` does."""
+    if wanted is None:
+        return None
+    if catalogue is None:
+        raise InvalidRequest("LoRAs are not available on this bot.")
+    return catalogue.resolve(guild_id, variant, wanted)
+
+
+def lora_for_remix(lora: LoraChoice | None, chosen: Variant | None) -> LoraChoice | None:
+    """A remix keeps its image's LoRA when the chosen model takes LoRAs of that size, as it
+    keeps the options that model understands; otherwise it goes without."""
+    base = next((b for b in LORA_BASES.values() if lora and b.endpoint == lora.endpoint), None)
+    if lora is None or chosen is None or base is None or chosen.lora_size != base.size:
+        return None
+    return lora
 
 
 def validate_lora(

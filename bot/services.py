@@ -274,8 +274,8 @@ async def build_services(
             decode_megapixels=settings.reference_decode_budget_megapixels,
         ),
         max_in_flight=settings.max_jobs_in_flight_per_member,
-        loras=loras,
     )
+    generation.loras = loras
     approvals = ApprovalQueue(
         db,
         audit,

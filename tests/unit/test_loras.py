@@ -27,7 +27,9 @@ GUILD = 42
 def test_the_trigger_phrase_is_added_only_when_missing(
     prompt: str, trigger: str | None, sent: str
 ) -> None:
-    assert with_trigger(prompt, trigger) == sent
+    lora = LoraChoice("Ink", "ink", 1.0, "/v1/flux-2-klein-4b-finetuned", trigger)
+    assert with_trigger(prompt, lora) == sent
+    assert with_trigger("   ", lora) == "   "  # refused as blank, not sent as the trigger
 
 
 @pytest.mark.parametrize(
