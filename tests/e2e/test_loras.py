@@ -266,3 +266,21 @@ async def test_rerolling_an_image_whose_lora_was_removed_says_so(world: World) -
     )
     assert len(world.bfl.submissions) == 1
     assert await bot.services.db.fetch_value("SELECT count(*) FROM ledger") == 1
+
+
+async def test_a_lora_bfl_does_not_have_fails_with_its_reason_and_is_refunded(
+    world: World,
+) -> None:
+    bot = await world.start_bot()  # nothing registered at the stand-in's account
+    mod = add_moderator(world)
+    await lora_add(world, mod, name="Ghost", finetune_id="not-uploaded", base="klein-9b")
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "flux klein-9b", {"prompt": "a heron", "lora": "Ghost"}
+    )
+    failure = await world.discord.wait_for_message(
+        lambda m: m.content.startswith("❌"), channel_id=world.channel.id, timeout=10
+    )
+    assert "not-uploaded" in failure.content and "not found" in failure.content
+    [submission] = world.bfl.submissions
+    assert (submission.endpoint, submission.status) == ("flux-2-klein-9b-finetuned", 422)
+    assert await bot.services.db.fetch_value("SELECT status FROM ledger") == "refunded"
