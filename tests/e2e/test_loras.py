@@ -284,3 +284,48 @@ async def test_a_lora_bfl_does_not_have_fails_with_its_reason_and_is_refunded(
     [submission] = world.bfl.submissions
     assert (submission.endpoint, submission.status) == ("flux-2-klein-9b-finetuned", 422)
     assert await bot.services.db.fetch_value("SELECT status FROM ledger") == "refunded"
+
+
+async def test_remix_keeps_the_lora_where_the_model_takes_it(world: World) -> None:
+    world.bfl.register_lora("ink", "klein-base-4b")
+    await world.start_bot()
+    mod = add_moderator(world)
+    await lora_add(
+        world,
+        mod,
+        name="Ink",
+        finetune_id="ink",
+        base="klein-base-4b",
+        strength=0.7,
+        trigger="sumi",
+    )
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "flux klein-4b", {"prompt": "a heron", "lora": "Ink"}
+    )
+    result = await world.result_after(before)
+
+    async def remix(prompt: str, variant: str) -> None:
+        it = await world.discord.click(world.alice, result, f"flux:remix:{job_id_of(result)}")
+        modal = await it.response()
+        assert modal.data is not None
+        before = world.newest_message_id()
+        await world.discord.submit_modal(
+            world.alice,
+            world.channel,
+            modal.data["custom_id"],
+            {"prompt": prompt, "variant": variant, "size": "", "seed": ""},
+        )
+        await world.result_after(before)
+
+    await remix("a crane", "klein-4b")
+    same = world.bfl.submissions[-1]
+    assert same.endpoint == "flux-2-klein-base-4b-finetuned"
+    assert (same.body["prompt"], same.body["finetune_id"], same.body["finetune_strength"]) == (
+        "sumi, a crane",
+        "ink",
+        0.7,
+    )
+    await remix("a crane", "klein-9b")  # a 4B LoRA can't go with 9B: made without it
+    other = world.bfl.submissions[-1]
+    assert other.endpoint == "flux-2-klein-9b" and "finetune_id" not in other.body
