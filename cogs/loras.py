@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import discord
@@ -15,6 +16,9 @@ from cogs.moderator import CHOICE_LIMIT, CHOICE_VALUE_LIMIT
 from cogs.render import inert
 
 LORA_OPTION = "lora"
+Suggest = Callable[
+    [discord.Interaction[Any], str], Coroutine[Any, Any, list[app_commands.Choice[str]]]
+]
 
 
 def base_choices() -> list[app_commands.Choice[str]]:
@@ -54,7 +58,7 @@ def name_choices(loras: list[ServerLora], current: str) -> list[app_commands.Cho
     ][:CHOICE_LIMIT]
 
 
-def lora_autocomplete(catalogue: LoraCatalogue, variant: Variant) -> Any:
+def lora_autocomplete(catalogue: LoraCatalogue, variant: Variant) -> Suggest:
     """The `lora` option's suggestions on a klein command: this server's LoRAs that model
     takes, never another server's."""
 
