@@ -52,8 +52,12 @@ async def test_a_lora_added_or_removed_in_one_process_reaches_the_other(
         async def notice(tx: Tx) -> None:
             await announce(tx, Cache.LORAS)
 
-        # The second process LISTENs from a connection of its own, opened in the background:
-        # announce until a notice reaches it.
+        # Each process reloads every cache once as it starts (then every RELOAD_INTERVAL, 30 s
+        # away); from here on a reload of the second one is a notice's.
+        await asyncio.wait_for(reloaded.wait(), 5)
+        reloaded.clear()
+        # It LISTENs from a connection of its own, opened in the background: announce until a
+        # notice reaches it.
         for _ in range(50):
             await databases[0].run(notice)
             try:
