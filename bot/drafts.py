@@ -13,7 +13,7 @@ from bot.community.policy import Requester
 from bot.errors import InvalidRequest
 from bot.jobs.models import Job
 from bot.references import ReferenceCandidate
-from bot.variants import JobParams, ReferenceSize, Variant
+from bot.variants import JobParams, LoraChoice, ReferenceSize, Variant
 
 if TYPE_CHECKING:
     from bot.community.approvals import Approval
@@ -44,6 +44,8 @@ class Draft:
     stored: StoredReferences | None = None
     parent_job_id: str | None = None
     needs_edit: bool = False  # only edit-capable variants qualify
+    # A server LoRA (bot/loras.py): its name as typed, or a stored job's (Reroll, Remix).
+    lora: str | LoraChoice | None = None
 
 
 @dataclass(frozen=True)

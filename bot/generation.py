@@ -22,6 +22,7 @@ from bot.errors import ButtonNotHere, InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
+from bot.loras import LoraCatalogue, lora_for_remix, resolve_lora, with_trigger
 from bot.providers.base import InputImage
 from bot.references import (
     ReferenceCandidate,
@@ -94,6 +95,7 @@ class GenerationService:
         self.max_in_flight = max_in_flight  # per member: queued or running jobs
         # Where held requests wait; attached by build_services (the queue submits through us).
         self.approvals: ApprovalQueue | None = None
+        self.loras: LoraCatalogue | None = None  # servers' klein LoRAs (build_services)
         if audit is not None or self.provider_moderation_strikes:
             engine.on_job_closed(self._audit_provider_moderation)
         self._audit_tasks: set[asyncio.Task[None]] = set()
@@ -148,6 +150,8 @@ class GenerationService:
         prompt = draft.prompt
         if self.studios is not None:
             prompt = self.studios.apply(requester.channel_id, prompt, variant)
+        lora = resolve_lora(self.loras, draft.lora, requester.guild_id, variant)
+        prompt = with_trigger(prompt, lora)
         params = variant.validate(
             prompt,
             options=draft.options,
@@ -156,6 +160,7 @@ class GenerationService:
             size_preset=draft.size_preset,
             seed=draft.seed,
         )
+        params = replace(params, lora=lora)
         if policy is not None:
             uploads = sum(1 for reference in draft.references if reference.uploaded)
             params = policy.shape(requester, variant, params, uploads=uploads)
@@ -413,6 +418,7 @@ class GenerationService:
             height=job.params.height,
             stored=await self.stored_references(job),
             parent_job_id=job.parent_job_id,
+            lora=job.params.lora,
         )
 
     async def remix_draft(
@@ -436,6 +442,7 @@ class GenerationService:
             seed=chosen_seed,
             stored=stored,
             parent_job_id=job.parent_job_id,
+            lora=lora_for_remix(job.params.lora, chosen),  # kept where the model takes it
         )
 
     def edit_draft(

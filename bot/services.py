@@ -24,6 +24,7 @@ from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
+from bot.loras import LoraCatalogue
 from bot.moderation.strikes import Moderation
 from bot.operations.instance import address_in_use_message
 from bot.operations.loop_lag import LoopLag
@@ -73,6 +74,7 @@ class Services:
     global_blocks: GlobalBlocks  # the owner's blocks everywhere
     defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
     welcomes: Welcomes  # the setup note, once per server
+    loras: LoraCatalogue  # each server's LoRAs for the klein models
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -277,6 +279,8 @@ async def build_services(
     )
     studios = Studios(db, audit, policy=policy, clock=clock)
     await studios.load()
+    loras = LoraCatalogue(db, audit, clock=clock)
+    await loras.load()
     # An ended studio posts its gallery once the jobs still running in it are done.
     engine.on_job_closed(studios.job_closed)
     engine.handover_admission = studios.admit_more  # FAILOVER's extra, within a studio budget
@@ -298,6 +302,7 @@ async def build_services(
         ),
         max_in_flight=settings.max_jobs_in_flight_per_member,
     )
+    generation.loras = loras
     approvals = ApprovalQueue(
         db,
         audit,
@@ -324,11 +329,13 @@ async def build_services(
     caches.register(Cache.SERVER_SETTINGS, server_settings.load)
     caches.register(Cache.MODERATION, moderation.load)
     caches.register(Cache.STUDIOS, studios.load)
+    caches.register(Cache.LORAS, loras.load)
 
     async def reload_server_caches() -> None:
         await server_settings.load()
         await moderation.load()
         await studios.load()
+        await loras.load()
 
     privacy = Privacy(
         db,
@@ -363,4 +370,5 @@ async def build_services(
         global_blocks=global_blocks,
         defaults=defaults,
         welcomes=Welcomes(db, clock=clock),
+        loras=loras,
     )

@@ -29,8 +29,11 @@ def quoted_prompt(text: str, limit: int) -> str:
 
 
 def variant_label(job: Job) -> str:
+    """The model, and the server LoRA it used (results, progress, /history)."""
     variant = CATALOGUE.get(job.variant)
-    return variant.label if variant else job.variant
+    label = variant.label if variant else job.variant
+    lora = job.params.lora
+    return f"{label} + LoRA “{inert(lora.name)}”" if lora is not None else label
 
 
 def job_link(job: Job) -> str | None:

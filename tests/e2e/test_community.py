@@ -412,6 +412,9 @@ SETTINGS_COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("settings terms-add", {"term": "dragon"}),
     ("settings terms-remove", {"term": "dragon"}),
     ("settings terms-list", {}),
+    ("settings lora-add", {"name": "Ink", "finetune_id": "ink", "base": "klein-4b"}),
+    ("settings lora-remove", {"name": "Ink"}),
+    ("settings loras", {}),
     ("mod strikes", {"user": "alice"}),
     ("mod block", {"user": "alice", "hours": 1.0, "reason": "spam"}),
     ("mod unblock", {"user": "alice"}),
@@ -441,7 +444,14 @@ async def test_members_without_manage_server_can_neither_see_nor_run_them(world:
         )
         assert (await answer(it))["content"] == MISSING_PERMISSION, path
         assert not (await answer(it)).get("embeds"), path
-    for table in ("guild_settings", "audit_log", "banned_terms", "blocks", "strikes"):
+    for table in (
+        "guild_settings",
+        "audit_log",
+        "banned_terms",
+        "blocks",
+        "strikes",
+        "server_loras",
+    ):
         assert await bot.services.db.fetch_value(f"SELECT count(*) FROM {table}") == 0, table
     await imagine(world, world.alice, world.channel, prompt="still fine")  # not blocked
 

@@ -123,6 +123,8 @@ def fill(path: Path) -> None:
             INSERT INTO server_departures VALUES (77, {T0});
             INSERT INTO global_blocks VALUES (1002, 'spam everywhere', 1, {T0});
             INSERT INTO bot_defaults VALUES ('default_variant', 'max', 1, {T0});
+            INSERT INTO server_loras VALUES (42, 'ink wash', 'Ink Wash', 'org-1/ink', 'klein-4b',
+                0.8, 'sumi-e', {T0});
             INSERT INTO guild_welcomes VALUES (42, {T0}, 5);
             """
         )
