@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from bot.catalogue import available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.direct import DirectMessages, MembershipLookup
+from bot.community.favourites import Favourites, Showcase
 from bot.community.policy import CommunityPolicy
 from bot.community.studios import Studios
 from bot.errors import StartupError
@@ -71,6 +72,8 @@ class Services:
     global_blocks: GlobalBlocks  # the owner's blocks everywhere
     defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
     welcomes: Welcomes  # the setup note, once per server
+    favourites: Favourites  # members' ⭐ results (/favourites)
+    showcase: Showcase  # results shared to a server's showcase channel, once each
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -336,4 +339,6 @@ async def build_services(
         global_blocks=global_blocks,
         defaults=defaults,
         welcomes=Welcomes(db, clock=clock),
+        favourites=Favourites(db, clock=clock),
+        showcase=Showcase(db, audit, clock=clock),
     )

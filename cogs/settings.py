@@ -246,6 +246,31 @@ class ServerSettingsCommands(commands.Cog):
 
     @moderator_command(
         settings,
+        "showcase",
+        "Where members' Share to showcase posts go",
+        channel="The showcase channel; leave empty to turn sharing off",
+    )
+    async def settings_showcase(
+        self, interaction: Interaction, channel: discord.TextChannel | None = None
+    ) -> None:
+        if channel is not None:
+            me = channel.guild.me
+            allowed = channel.permissions_for(me) if me is not None else None
+            if allowed is not None and not (allowed.send_messages and allowed.attach_files):
+                raise InvalidRequest(
+                    f"I can't post images in {channel.mention}: let me send messages and "
+                    "attach files there."
+                )
+        await self._change(
+            interaction,
+            "Results are shared with their Share to showcase button."
+            if channel is not None
+            else "",
+            showcase_channel_id=None if channel is None else channel.id,
+        )
+
+    @moderator_command(
+        settings,
         "approval",
         "Hold requests for a moderator's approval",
         enabled="Requests wait until a moderator approves them",
