@@ -143,8 +143,8 @@ SECTIONS = (
     ),
     Section(
         "favourites",
-        "SELECT f.job_id, f.created_at, j.guild_id FROM favourites f JOIN jobs j ON j.id = f.job_id"
-        " WHERE f.user_id = ?",
+        "SELECT * FROM (SELECT f.job_id, f.created_at, j.guild_id FROM favourites f"
+        " JOIN jobs j ON j.id = f.job_id WHERE f.user_id = ?) AS favourite",
         "created_at DESC, job_id DESC",
     ),
     Section(
