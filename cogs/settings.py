@@ -1,6 +1,6 @@
 """Server settings in Discord: the `/settings …` commands, which change how the bot behaves
-on a server (channels, models, limits, direct messages, uploads, the audit channel, the
-approval queue, strikes, banned terms).
+on a server (channels, models, limits, direct messages, uploads, the audit and showcase
+channels, the approval queue, strikes, banned terms).
 
 The rules live in `bot.servers.settings` (what a valid change is) and `bot.moderation`
 (banned terms); this cog turns commands into changes and renders the result with
