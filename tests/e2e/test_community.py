@@ -413,6 +413,7 @@ SETTINGS_COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("settings dms", {"allowed": True}),
     ("settings uploads", {"allow_outside_age_restricted": False}),
     ("settings audit-channel", {"channel": "art"}),
+    ("settings showcase", {"channel": "art"}),
     ("settings approval", {"enabled": True, "channel": "art", "trusted_role": "role"}),
     ("settings trusted-remove", {"role": "role"}),
     ("settings strikes", {"warn": 2}),
