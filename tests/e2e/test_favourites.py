@@ -227,3 +227,30 @@ async def test_a_claim_left_by_a_crash_does_not_block_sharing_for_ever(world: Wo
 
     assert answer.startswith(f"Shared in <#{gallery.id}>")
     assert len(world.discord.messages(gallery.id)) == 1
+
+
+async def test_in_direct_messages_favourites_from_everywhere_are_listed(world: World) -> None:
+    await world.start_bot(dev_guild_id=None)  # global commands: offered in DMs
+    mod = add_moderator(world)
+    it = await world.discord.invoke_slash(mod, world.channel, "settings dms", {"allowed": True})
+    await it.response()
+    in_server = await make_result(world, "a server lighthouse")
+    dm = world.discord.open_dm(world.alice)
+    await world.discord.invoke_slash(world.alice, dm, "flux klein-4b", {"prompt": "a dm comet"})
+    in_dm = await world.discord.wait_for_message(
+        lambda m: bool(m.attachments) and not m.ephemeral, channel_id=dm.id
+    )
+    for result in (in_server, in_dm):
+        assert await star(world, world.alice, result) == ADDED_TEXT
+    assert "flux:share:" not in " ".join(in_dm.custom_ids)  # no showcase outside a server
+
+    _, here = await favourites(world, world.alice)
+    it = await world.discord.invoke_slash(world.alice, dm, "favourites")
+    await it.response()
+    assert it.original is not None
+    everywhere = it.original.embeds[0]["description"]
+
+    assert "a server lighthouse" in here["description"]
+    assert "a dm comet" not in here["description"]
+    assert everywhere.index("a dm comet") < everywhere.index("a server lighthouse")
+    assert f"https://discord.com/channels/@me/{dm.id}/{in_dm.id}" in everywhere
