@@ -23,7 +23,7 @@ from bot.errors import InvalidRequest
 from bot.generation import GenerationService, check_button_place
 from bot.jobs.models import Job
 from bot.text import message_link, plural
-from cogs.buttons import PersistentButton
+from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.checks import may_remove_results
 from cogs.flow import image_attachments
 from cogs.render import NO_PINGS, job_link, message_nonce, shown_prompt, variant_label
@@ -37,7 +37,6 @@ BUTTON_ROW = 3  # row 0 holds Reroll … Delete (cogs/results.py)
 # How long one showcase post may wait for its channel's turn and Discord: well within
 # bot.community.favourites.CLAIM_SECONDS, after which another click may take the claim over.
 SHOWCASE_POST_SECONDS = 120.0
-GONE_TEXT = "I don't know this image any more, so I can't do that."
 ADDED_TEXT = "⭐ Kept in your favourites. See them all with /favourites."
 REMOVED_TEXT = "Removed from your favourites."
 SHARE_REFUSED_TEXT = "Only the person who made this image or a moderator can share it."
@@ -72,7 +71,7 @@ async def _clicked_job(bot: FluxcordBot, interaction: discord.Interaction[Any], 
     job = await bot.services.generation.job(job_id)
     user_id, guild_id = interaction.user.id, interaction.guild_id
     if job is None or not GenerationService.visible_to(job, user_id, guild_id):
-        raise InvalidRequest(GONE_TEXT)
+        raise InvalidRequest(UNKNOWN_JOB_TEXT)
     check_button_place(
         job,
         guild_id=guild_id,

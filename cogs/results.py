@@ -19,7 +19,7 @@ from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
 from bot.generation import check_button_place
 from bot.jobs.models import Job, JobState
 from bot.text import message_text, plural
-from cogs.buttons import PersistentButton
+from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.checks import may_remove_results
 from cogs.delivery import attach_delivery
 from cogs.favourites import favourite_buttons
@@ -41,7 +41,6 @@ ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "cancel": ("Cancel", "✖️", discord.ButtonStyle.secondary),
 }
 RESULT_ACTIONS = ("reroll", "edit", "remix", "chain", "delete")
-UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
 DELETE_REFUSED_TEXT = "Only the person who made this image or a moderator can delete it."
 CANCEL_REFUSED_TEXT = "Only the person who asked for this image or a moderator can cancel it."
 CANCEL_TOO_LATE_TEXT = "It's already being made, so it can't be cancelled any more."

@@ -11,6 +11,7 @@ from bot.privacy.retention import DAY
 from cogs.favourites import (
     ADDED_TEXT,
     BEING_SHARED_TEXT,
+    CANNOT_POST_TEXT,
     NO_SHOWCASE_TEXT,
     REMOVED_TEXT,
     SHARE_REFUSED_TEXT,
@@ -254,3 +255,23 @@ async def test_in_direct_messages_favourites_from_everywhere_are_listed(world: W
     assert "a dm comet" not in here["description"]
     assert everywhere.index("a dm comet") < everywhere.index("a server lighthouse")
     assert f"https://discord.com/channels/@me/{dm.id}/{in_dm.id}" in everywhere
+
+
+async def test_a_showcase_the_bot_cannot_post_in_is_explained_and_sharing_stays_possible(
+    world: World,
+) -> None:
+    await world.start_bot()
+    mod = add_moderator(world)
+    gallery = world.discord.add_text_channel(world.guild.id, "showcase")
+    await set_showcase(world, mod, gallery)
+    result = await make_result(world, "a locked gallery")
+    send_messages = 1 << 11
+    world.discord.set_overwrite(gallery, world.discord.bot_id, deny=send_messages)
+
+    refused = await world.refusal(await share(world, world.alice, result))
+
+    assert refused == CANNOT_POST_TEXT.format(channel=gallery.id)
+    assert world.discord.messages(gallery.id) == []
+    world.discord.set_overwrite(gallery, world.discord.bot_id)  # a moderator fixes it
+    answer = await world.refusal(await share(world, world.alice, result))
+    assert answer.startswith(f"Shared in <#{gallery.id}>")  # the failed post held no claim
