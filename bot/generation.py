@@ -5,6 +5,10 @@ here, so the rules (which variant, which references, what Reroll, Remix and Edit
 whether a request waits for a moderator, what a chain is, who may delete) are written once.
 A request goes `precheck` (no download) → `prepare` (the prompt, the references) → `start`
 (held for review, or a job); the shapes it takes on the way are in bot/drafts.py.
+
+Why this file is long: every way of asking meets here, and the rules that tie a request to
+what came before it (Reroll, Remix, Edit, lineage) read best beside the path they shape; the
+parts that stand alone (LoRAs, preferences, result tools) live in their own modules.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from bot.catalogue import available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.direct import DirectMessages, MembershipLookup
+from bot.community.favourites import Favourites, Showcase
 from bot.community.policy import CommunityPolicy
 from bot.community.studios import Studios
 from bot.errors import StartupError
@@ -75,6 +76,8 @@ class Services:
     defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
     welcomes: Welcomes  # the setup note, once per server
     loras: LoraCatalogue  # each server's LoRAs for the klein models
+    favourites: Favourites  # members' ⭐ results (/favourites)
+    showcase: Showcase  # results shared to a server's showcase channel, once each
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -371,4 +374,6 @@ async def build_services(
         defaults=defaults,
         welcomes=Welcomes(db, clock=clock),
         loras=loras,
+        favourites=Favourites(db, clock=clock),
+        showcase=Showcase(db, audit, clock=clock),
     )

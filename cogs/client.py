@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.generate",
     "cogs.results",
+    "cogs.favourites",
     "cogs.usage",
     "cogs.settings",
     "cogs.moderation",

@@ -13,6 +13,7 @@ from bot.providers.base import OutputImage
 from bot.text import message_link, truncate
 
 PROMPT_PREVIEW_CHARS = 1000
+PROMPT_REMOVED_LABEL = "*(prompt no longer kept)*"
 # Prompt text is user input: progress and errors never ping anyone.
 NO_PINGS = discord.AllowedMentions.none()
 
@@ -26,6 +27,11 @@ def inert(text: str) -> str:
 def quoted_prompt(text: str, limit: int) -> str:
     """A member's prompt quoted on one line in the bot's own text: shortened and inert."""
     return inert(truncate(" ".join(text.split()), limit))
+
+
+def shown_prompt(job: Job, limit: int) -> str:
+    """The job's prompt on one line, or why it is not there any more (docs/privacy.md)."""
+    return PROMPT_REMOVED_LABEL if job.prompt_removed else quoted_prompt(job.prompt, limit)
 
 
 def variant_label(job: Job) -> str:

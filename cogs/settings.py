@@ -1,6 +1,6 @@
 """Server settings in Discord: the `/settings …` commands, which change how the bot behaves
-on a server (channels, models, limits, direct messages, uploads, the audit channel, the
-approval queue, strikes, banned terms).
+on a server (channels, models, limits, direct messages, uploads, the audit and showcase
+channels, the approval queue, strikes, banned terms).
 
 The rules live in `bot.servers.settings` (what a valid change is) and `bot.moderation`
 (banned terms); this cog turns commands into changes and renders the result with
@@ -243,6 +243,31 @@ class ServerSettingsCommands(commands.Cog):
             interaction,
             "The log is kept either way; this only chooses where it is posted.",
             audit_channel_id=None if channel is None else channel.id,
+        )
+
+    @moderator_command(
+        settings,
+        "showcase",
+        "Where members' Share to showcase posts go",
+        channel="The showcase channel; leave empty to turn sharing off",
+    )
+    async def settings_showcase(
+        self, interaction: Interaction, channel: discord.TextChannel | None = None
+    ) -> None:
+        if channel is not None:
+            me = channel.guild.me
+            allowed = channel.permissions_for(me) if me is not None else None
+            if allowed is not None and not (allowed.send_messages and allowed.attach_files):
+                raise InvalidRequest(
+                    f"I can't post images in {channel.mention}: let me send messages and "
+                    "attach files there."
+                )
+        await self._change(
+            interaction,
+            "Results are shared with their Share to showcase button."
+            if channel is not None
+            else "",
+            showcase_channel_id=None if channel is None else channel.id,
         )
 
     @moderator_command(

@@ -41,6 +41,7 @@ class ServerSettings:
     strike_temp_block: int = 3
     strike_block: int = 5
     temp_block_hours: float = 24.0
+    showcase_channel_id: int | None = None  # where shared results go; None: sharing is off
 
     def channel_enabled(self, channel_id: int) -> bool:
         return self.enabled_channels is None or channel_id in self.enabled_channels

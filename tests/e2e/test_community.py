@@ -209,6 +209,12 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
             "prompts); Temporary block length: 30 min (was 24 h). Strikes only count until a "
             "moderator unblocks the member.",
         ),
+        (
+            "settings showcase",
+            {"channel": studio},
+            f"Showcase channel: <#{studio.id}> (was off). Results are shared with their Share "
+            "to showcase button.",
+        ),
     ]
     for path, options, expected in steps:
         assert await say(world, mod, path, **options) == expected, path
@@ -256,6 +262,7 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
         "Approval queue": (
             f"Approval queue: on\nApproval channel: <#{log.id}>\nTrusted roles: none"
         ),
+        "Showcase channel": f"<#{studio.id}>",
         "Strikes": (
             "Warning at: 2 refused prompts\nTemporary block at: 4 refused prompts\n"
             "Block at: 6 refused prompts\nTemporary block length: 30 min"
@@ -406,6 +413,7 @@ SETTINGS_COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("settings dms", {"allowed": True}),
     ("settings uploads", {"allow_outside_age_restricted": False}),
     ("settings audit-channel", {"channel": "art"}),
+    ("settings showcase", {"channel": "art"}),
     ("settings approval", {"enabled": True, "channel": "art", "trusted_role": "role"}),
     ("settings trusted-remove", {"role": "role"}),
     ("settings strikes", {"warn": 2}),
