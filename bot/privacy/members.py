@@ -76,7 +76,7 @@ SECTIONS = (
         "SELECT id, created_at, guild_id, channel_id, variant, provider, prompt, params,"
         " parent_job_id, parent_purged, state, estimated_cost, cost, result_seed, result_width,"
         " result_height, error, submitted_at, ready_at, finished_at, reference_count,"
-        " result_message_id, prompt_removed_at,"
+        " result_message_id, prompt_removed_at, private, published_message_id,"
         " (SELECT count(*) FROM job_inputs WHERE job_inputs.job_id = jobs.id)"
         " AS reference_images_stored,"
         " (SELECT count(*) FROM job_outputs WHERE job_outputs.job_id = jobs.id)"
