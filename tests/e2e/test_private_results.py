@@ -6,10 +6,12 @@ and requests held for approval stay public. The real bot on the Discord and BFL 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from bot.community.policy import Requester
 from bot.publications import PUBLISHING_NOW_TEXT
 from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
@@ -186,6 +188,27 @@ async def test_a_private_result_after_its_token_expired_goes_to_the_members_dms(
     assert charge["status"] == "charged"
 
 
+async def test_a_restart_within_the_tokens_life_finishes_the_same_private_answer(
+    world: World,
+) -> None:
+    bot = await world.start_bot()
+    await make_private(bot, world)
+    world.bfl.hold()
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "a patient heron"}
+    )
+    queued = await it.wait_original()
+    await world.discord.wait_for(lambda: world.bfl.submissions or None, timeout=10)
+    await world.stop_bot(bot)
+    world.bfl.release()
+    bot = await world.start_bot()  # the job remembers it is private
+
+    result = await it.wait_original(lambda m: bool(m.attachments), timeout=10)
+    assert result.id == queued.id and result.ephemeral and result.visible_to == world.alice.id
+    assert publish_id(result)
+    assert public_results(world) == [] and world.discord.dm_channel(world.alice) is None
+
+
 async def test_a_restart_after_the_token_expired_delivers_to_dms(world: World) -> None:
     bot = await world.start_bot()
     await make_private(bot, world)
@@ -238,11 +261,20 @@ async def test_studios_and_held_requests_stay_public(world: World) -> None:
     thread, _ = await open_studio(world, world.alice, "ink wash")
     in_studio = await imagine_in(world, world.bob, thread, "a crane")
     assert not in_studio.ephemeral and in_studio.channel_id == thread.id
+    # The member's own preference (/prefer) can't make these private either.
+    private_for = bot.services.generation.private_for
+    bob_here = Requester(world.bob.id, world.guild.id, world.channel.id)
+    in_thread = replace(bob_here, channel_id=thread.id, parent_channel_id=world.channel.id)
+    assert private_for(bob_here, member_prefers_private=False)
+    assert not private_for(in_thread, member_prefers_private=True)
+    in_dms = replace(bob_here, guild_id=None)
+    assert not private_for(in_dms, member_prefers_private=True)
 
     review, moderator, trusted = setup_world(world)
     await enable_approvals(bot, world, review, trusted)
     before = world.newest_message_id()
     it = await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "a kite"})
+    assert not private_for(bob_here, member_prefers_private=True)
     waiting = await it.wait_original(lambda m: "Waiting for a moderator" in m.content)
     assert not waiting.ephemeral
     queued = await review_message(world, review)
@@ -266,4 +298,41 @@ async def test_quota_refusals_read_the_same_in_a_private_channel(world: World) -
     )
     assert len(world.bfl.submissions) == 1
     assert [row["status"] for row in await ledger_rows(bot)] == ["charged"]
+    assert public_results(world) == []
+
+
+async def test_a_late_interaction_in_a_private_channel_thinks_privately(world: World) -> None:
+    bot = await world.start_bot()
+    await make_private(bot, world)
+    world.discord.interaction_delivery_delay = 1.6  # past the bot's 1.5 s: answered first
+    it, result = await private_result(world, world.alice, "a heron at dusk")
+    deferral = it.callbacks[0]
+    assert deferral.type == 5 and deferral.data is not None and deferral.data["flags"] & 64
+    assert result.ephemeral and result.attachments
+    assert public_results(world) == []
+
+
+async def test_private_results_wait_out_the_channels_shared_webhook_limit(world: World) -> None:
+    fake = world.discord
+    fake.shared_webhook_limit, fake.shared_webhook_window = 2, 1.0
+    fake.shared_webhook_limit_counts_edits = True
+    members = [fake.add_member(world.guild.id, f"member{n}") for n in range(5)]
+    bot = await world.start_bot()
+    await make_private(bot, world)
+    world.bfl.hold()  # the results arrive together
+    handles = [
+        await fake.invoke_slash(member, world.channel, "imagine", {"prompt": f"crowd {n}"})
+        for n, member in enumerate(members)
+    ]
+    await fake.wait_for(lambda: len(world.bfl.submissions) == len(members), timeout=10)
+    world.bfl.release()
+    await delivered(bot)
+
+    # Each private result went through its own interaction, under the channel's shared limit
+    # (Discord refused some edits with it, and the bot waited): none to DMs or the channel.
+    for it, member in zip(handles, members, strict=True):
+        assert it.original is not None and it.original.attachments
+        assert it.original.ephemeral and it.original.visible_to == member.id
+    assert any(hit.scope == "shared" for hit in fake.rate_limited)
+    assert all(fake.dm_channel(member) is None for member in members)
     assert public_results(world) == []
