@@ -92,6 +92,10 @@ async def test_a_private_channel_answers_privately_and_publish_posts_it_once(
     await delivered(bot)
     [charge] = await ledger_rows(bot)
     assert charge["status"] == "charged"
+    # /history says it is private rather than linking to a message nobody else can open.
+    listing = await world.discord.invoke_slash(world.alice, world.channel, "history")
+    assert "a lantern in the fog" in str((await listing.response()).data)
+    assert "· private" in str((await listing.response()).data)
 
     # A double click: two clicks at once post it once.
     clicks = await asyncio.gather(
