@@ -553,7 +553,7 @@ class DiscordNotifier:
     async def post_published(self, job: Job, images: list[OutputImage]) -> int:
         """A private result, published (bot/publications.py): posted in its channel, in the
         channel's turn, with the buttons of a public result. Returns the message's id."""
-        public = replace(job, private=False, published_message_id=0)
+        public = replace(job, private=False)  # its buttons: a public result's
         parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None
         budget = self._upload_limit(JobMessage.from_job(job)) - UPLOAD_MARGIN
         shown = await self._result(public, images, parent, budget)

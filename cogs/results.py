@@ -307,7 +307,7 @@ def render_history(jobs: list[Job]) -> str:
         link = job_link(job)
         prompt = shown_prompt(job, 70)
         gone = "deleted" if job.state is JobState.DELIVERED else job.state.value
-        gone = "private" if job.unpublished_private and link is None else gone
+        gone = "private" if job.unpublished_private else gone  # only its member sees it
         where = f"[view]({link})" if link else gone
         lines.append(f"• <t:{int(job.created_at)}:R> {prompt} — {variant_label(job)} · {where}")
     return message_text("\n".join(lines))
