@@ -106,7 +106,7 @@ class GenerationService:
     @functools.cached_property
     def publications(self) -> Publications:
         """Private results made public, once (bot/publications.py)."""
-        return Publications(self.engine.store, self.audit)
+        return Publications(self.engine.store, self.audit, self.policy)
 
     # ----------------------------------------------------------------- variants
     def edit_variants(self) -> dict[str, Variant]:

@@ -10,6 +10,7 @@ published. The ledger is never touched: the image was charged when it was made.
 
 from __future__ import annotations
 
+from bot.community.policy import CommunityPolicy
 from bot.errors import InvalidRequest
 from bot.jobs.models import Job, JobState
 from bot.jobs.store import JobStore
@@ -37,9 +38,12 @@ class AlreadyPublished(InvalidRequest):
 
 
 class Publications:
-    def __init__(self, store: JobStore, audit: AuditLog | None) -> None:
+    def __init__(
+        self, store: JobStore, audit: AuditLog | None, policy: CommunityPolicy | None = None
+    ) -> None:
         self._store = store
         self._audit = audit
+        self._policy = policy
 
     async def claim(self, job: Job, user_id: int) -> Job:
         """This caller alone may post `job` publicly now. Raises AlreadyPublished, or
@@ -48,6 +52,10 @@ class Publications:
             raise InvalidRequest(NOT_YOURS_TEXT)
         if not job.private:
             raise InvalidRequest(NOT_PRIVATE_TEXT)
+        if self._policy is not None:  # a member blocked since may not post in the channel
+            self._policy.check_blocked_everywhere(user_id)
+            if job.guild_id is not None:
+                self._policy.moderation.check_blocked(job.guild_id, user_id)
         claimed = await self._store.claim_publication(job.id, stale_after=CLAIM_SECONDS)
         if claimed is not None:
             return claimed

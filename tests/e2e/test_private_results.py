@@ -140,6 +140,11 @@ async def test_publish_works_after_a_restart(world: World) -> None:
     # Another process is posting it right now (its claim is fresh): this click waits its turn.
     await world.write_sql("UPDATE jobs SET publish_claimed_at = 1e12")
     bot = await world.start_bot()
+    # Blocked by a moderator meanwhile: it can't be posted in the channel now.
+    await bot.services.moderation.block(world.guild.id, 1, world.alice.id, hours=1, reason="x")
+    blocked = await world.discord.click(world.alice, result, publish_id(result))
+    assert "blocked" in (await answer_text(blocked)).lower()
+    await bot.services.moderation.unblock(world.guild.id, 1, world.alice.id)
     busy = await world.discord.click(world.alice, result, publish_id(result))
     assert await answer_text(busy) == PUBLISHING_NOW_TEXT
     assert public_results(world) == []
