@@ -6,14 +6,16 @@ whether a request waits for a moderator, what a chain is, who may delete) are wr
 A request goes `precheck` (no download) → `prepare` (the prompt, the references) → `start`
 (held for review, or a job); the shapes it takes on the way are in bot/drafts.py.
 
-Why this file is long: every way of asking meets here, and the rules that tie a request to
-what came before it (Reroll, Remix, Edit, lineage) read best beside the path they shape; the
-parts that stand alone (LoRAs, preferences, result tools) live in their own modules.
+Why this file is long: every way of asking meets the server's rules here (variants, approvals,
+studios, private results), and the rules that tie a request to what came before it (Reroll,
+Remix, Edit, lineage) read best beside the path they shape; the parts that stand alone (LoRAs,
+preferences, result tools, publishing) live in their own modules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
@@ -28,6 +30,7 @@ from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
 from bot.loras import LoraCatalogue, lora_for_remix, resolve_lora, with_trigger
 from bot.providers.base import InputImage
+from bot.publications import Publications
 from bot.references import (
     ReferenceCandidate,
     ReferenceChecks,
@@ -104,6 +107,11 @@ class GenerationService:
             engine.on_job_closed(self._audit_provider_moderation)
         self._audit_tasks: set[asyncio.Task[None]] = set()
 
+    @functools.cached_property
+    def publications(self) -> Publications:
+        """Private results made public, once (bot/publications.py)."""
+        return Publications(self.engine.store, self.audit, self.policy)
+
     # ----------------------------------------------------------------- variants
     def edit_variants(self) -> dict[str, Variant]:
         return {key: v for key, v in self.variants.items() if v.edit_capable}
@@ -170,6 +178,18 @@ class GenerationService:
             params = policy.shape(requester, variant, params, uploads=uploads)
         return variant, params
 
+    def private_for(self, requester: Requester, *, member_prefers_private: bool) -> bool:
+        """Whether this member's result is shown to them alone (with Publish: see
+        bot/publications.py): the channel's setting or the member's own preference decides,
+        except where results are public by nature (a studio thread, a request held for a
+        moderator, which is shown in the channel), and in direct messages (private anyway)."""
+        if requester.guild_id is None or self.review_channel(requester) is not None:
+            return False
+        if self.studios is not None and self.studios.get(requester.channel_id) is not None:
+            return False
+        in_channel = self.policy is not None and self.policy.results_private(requester)
+        return in_channel or member_prefers_private
+
     def review_channel(self, requester: Requester) -> int | None:
         """The moderators' channel this member's requests wait in, or None: no approval."""
         if self.policy is None or not self.policy.needs_approval(requester):
@@ -231,6 +251,7 @@ class GenerationService:
         if review_channel is None:
             job, position = await self.submit(request, limit_in_flight=True)
             return Submitted(job, position)
+        request = replace(request, private=False)  # a held request is shown in the channel
         assert self.approvals is not None, "the approval queue is attached by build_services"
         approval = await self.approvals.hold(
             request,

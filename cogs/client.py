@@ -31,6 +31,7 @@ EXTENSIONS = (
     "cogs.generate",
     "cogs.results",
     "cogs.favourites",
+    "cogs.private",
     "cogs.usage",
     "cogs.settings",
     "cogs.moderation",

@@ -76,6 +76,13 @@ TOO_LARGE_RETRIES = 2
 # Discord: the thread is archived (50083) or locked (160005): post in its parent channel.
 THREAD_CLOSED_CODES = frozenset({50083, 160005})
 TOO_LARGE_CODE = 40005
+# Discord: the user doesn't accept DMs from the bot (privacy settings, or blocked it).
+CANNOT_DM_CODE = 50007
+# Why a private result is not shown (in the member's failure text): never in the channel.
+DMS_CLOSED_REASON = (
+    "it is private, its request had expired, and your direct messages are closed to the bot "
+    "(a private result is never posted in the channel)"
+)
 # Why a result that cannot be reduced enough is not posted (in the member's failure text).
 TOO_LARGE_REASON = "it is larger than this server's upload limit, even reduced"
 
@@ -155,9 +162,11 @@ class DiscordNotifier:
         interaction: discord.Interaction[Any],
         *,
         message_id: int | None = None,
+        private: bool = False,
     ) -> None:
         """Before the job is accepted: show it through this interaction. `message_id`: the
-        interaction was already answered (deferred) with this message."""
+        interaction was already answered (deferred) with this message. `private`: shown to
+        the member alone (ephemeral; in their DMs once the token has expired)."""
         channel_id = interaction.channel_id or 0
         self._track(
             JobMessage(
@@ -168,6 +177,7 @@ class DiscordNotifier:
                 token=token_for(interaction, self._clock()),
                 interaction=interaction,
                 message_id=message_id,
+                private=private,
             )
         )
 
@@ -290,6 +300,8 @@ class DiscordNotifier:
         if message.updates is None:
 
             async def apply(shown: Shown, final: bool) -> int:
+                if not final and message.private and not message.uses_interaction(self._clock()):
+                    return message.message_id or 0  # a private job's DM shows its outcome only
                 if not final and not self._lease_held() and not _unanswered(message):
                     # This process's lease may have run out (it was paused, or cut off from
                     # the database): another process may own the job now and have shown
@@ -372,6 +384,8 @@ class DiscordNotifier:
                     "job %s: the interaction is gone; continuing in the channel", message.job_id
                 )
                 message.leave_interaction()
+            if message.private and not final:
+                return 0  # a private job's DM shows its outcome only
             # Not gated by the channel's turns yet: take a turn now.
             async with self._turns[message.channel_id].turn(message.job_id, urgent=True):
                 return await self._in_channel(message, shown)
@@ -415,6 +429,8 @@ class DiscordNotifier:
         if interaction is not None and not interaction.response.is_done():
             # The first answer: its message (the interaction's @original) is the job's.
             kwargs: dict[str, Any] = {"allowed_mentions": shown.mentions}
+            if message.private:
+                kwargs["ephemeral"] = True
             if shown.embeds:
                 kwargs["embeds"] = shown.embeds
             if shown.images:
@@ -453,6 +469,8 @@ class DiscordNotifier:
         return edited_message.id
 
     async def _in_channel(self, message: JobMessage, shown: Shown) -> int:
+        if message.private:
+            return await self._in_dm(message, shown)  # never in the channel while private
         if message.moved_from_thread is not None:
             note = f"-# Posted here: <#{message.moved_from_thread}> is closed."
             shown = replace(shown, content=f"{shown.content}\n{note}")
@@ -493,6 +511,64 @@ class DiscordNotifier:
         await self._record(message, sent.id)
         return sent.id
 
+    async def _in_dm(self, message: JobMessage, shown: Shown) -> int:
+        """A private job whose interaction is gone: its outcome goes to the member's DMs, with
+        the buttons that work there. Raises DeliveryImpossible when their DMs are closed."""
+        note = (
+            f"-# Your private result from <#{message.channel_id}>: its request had expired, "
+            "so it came here."
+        )
+        view = _dm_view(shown.view)
+        try:
+            dm = await self._client.create_dm(discord.Object(message.user_id))
+            if message.message_id is not None:  # shown here before a restart: update it
+                try:
+                    edited = await dm.get_partial_message(message.message_id).edit(
+                        content=f"{shown.content}\n{note}",
+                        embeds=shown.embeds,
+                        attachments=shown.files(),
+                        view=view,
+                    )
+                    return edited.id
+                except discord.NotFound:
+                    message.message_id = None
+            sent = await dm.send(
+                content=f"{shown.content}\n{note}",
+                embeds=shown.embeds,
+                files=shown.files(),
+                nonce=shown.nonce,  # type: ignore[arg-type]
+                view=view,  # type: ignore[arg-type]
+            )
+        except discord.Forbidden as exc:
+            if exc.code != CANNOT_DM_CODE:
+                raise
+            log.warning(
+                "job %s: private result not delivered: the member's DMs are closed",
+                message.job_id,
+            )
+            raise DeliveryImpossible(DMS_CLOSED_REASON) from None
+        await self._record(message, sent.id)
+        return sent.id
+
+    async def post_published(self, job: Job, images: list[OutputImage]) -> int:
+        """A private result, published (bot/publications.py): posted in its channel, in the
+        channel's turn, with the buttons of a public result. Returns the message's id."""
+        public = replace(job, private=False)  # its buttons: a public result's
+        parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None
+        budget = self._upload_limit(JobMessage.from_job(job)) - UPLOAD_MARGIN
+        shown = await self._result(public, images, parent, budget)
+        channel = self._client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        async with self._turns[job.channel_id].turn(("publish", job.id), urgent=True):
+            sent = await channel.send(
+                content=shown.content,
+                embeds=shown.embeds,
+                files=shown.files(),
+                allowed_mentions=discord.AllowedMentions.none(),
+                nonce=shown.nonce,  # type: ignore[arg-type]
+                view=shown.view,  # type: ignore[arg-type]
+            )
+        return sent.id
+
     async def _record(self, message: JobMessage, message_id: int) -> None:
         message.message_id = message_id
         try:
@@ -506,6 +582,20 @@ def _unanswered(message: JobMessage) -> bool:
     shows the member an error otherwise)."""
     interaction = message.interaction
     return interaction is not None and not interaction.response.is_done()
+
+
+def _dm_view(view: discord.ui.View | None) -> discord.ui.View | None:
+    """The buttons of a result that work in DMs (those marked `works_in_dms`: the others act
+    only in the job's server)."""
+    if view is None:
+        return None
+    kept = [item for item in view.children if getattr(item, "works_in_dms", False)]
+    if not kept:
+        return None
+    dm_view = discord.ui.View(timeout=None)
+    for item in kept:
+        dm_view.add_item(item)
+    return dm_view
 
 
 def _requester_only(job: Job) -> discord.AllowedMentions:

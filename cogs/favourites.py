@@ -58,9 +58,10 @@ _SHOWCASE_NONCE_BIT = 1 << 62  # a showcase post's nonce differs from its result
 
 
 def favourite_buttons(job: Job) -> list[discord.ui.Item[Any]]:
-    """The buttons `result_view` adds under a result: ⭐ always; Share for a server's result."""
+    """The buttons `result_view` adds under a result: ⭐ always; Share for a server's result
+    that is public (a private one is published first: Publish)."""
     items: list[discord.ui.Item[Any]] = [FavouriteButton(job.id)]
-    if job.guild_id is not None:
+    if job.guild_id is not None and not job.unpublished_private:
         items.append(ShowcaseButton(job.id))
     return items
 

@@ -121,14 +121,19 @@ async def _generate_from_interaction(
     bot: FluxcordBot, interaction: discord.Interaction[Any], draft: Draft, who: Requester
 ) -> None:
     message_id: int | None = None
+    # Decided before any answer: a private result's "thinking…" must be ephemeral already.
+    private = bot.services.generation.private_for(
+        who,
+        member_prefers_private=False,  # the member's /prefer private default
+    )
 
     async def acknowledge() -> None:
         # Slow work ahead (downloads, a direct message's membership lookup) can outlast
-        # Discord's 3 seconds: answer "thinking…" now, publicly, since that message becomes
-        # the job's.
+        # Discord's 3 seconds: answer "thinking…" now (ephemeral for a private result),
+        # since that message becomes the job's.
         nonlocal message_id
         if not interaction.response.is_done():
-            deferred = await interaction.response.defer(thinking=True)
+            deferred = await interaction.response.defer(thinking=True, ephemeral=private)
             message_id = deferred.message_id if deferred is not None else None
 
     if is_behind(interaction, bot.services.loop_lag.recent()):
@@ -141,7 +146,7 @@ async def _generate_from_interaction(
     if draft.references or draft.stored:
         await acknowledge()
     request = await bot.services.generation.prepare(checked)
-    await start_interaction(bot, who, request, interaction, message_id)
+    await start_interaction(bot, who, replace(request, private=private), interaction, message_id)
 
 
 async def start_interaction(
@@ -167,7 +172,9 @@ async def start_interaction(
 
     job_id = new_job_id()
     # Registered before the job exists: the engine may report on it at once.
-    bot.notifier.expect_interaction(job_id, interaction, message_id=message_id)
+    bot.notifier.expect_interaction(
+        job_id, interaction, message_id=message_id, private=request.private
+    )
     try:
         started = await bot.services.generation.start(
             replace(

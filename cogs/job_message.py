@@ -62,8 +62,11 @@ class JobMessage:
         interaction: discord.Interaction[Any] | None = None,
         message_id: int | None = None,
         reply_to: int | None = None,
+        private: bool = False,
     ) -> None:
         self.job_id = job_id
+        # Shown to its requester alone: ephemeral through the interaction, else in their DMs.
+        self.private = private
         self.channel_id = channel_id
         self.guild_id = guild_id
         self.user_id = user_id
@@ -100,7 +103,12 @@ class JobMessage:
     @classmethod
     def from_job(cls, job: Job, **where: Any) -> JobMessage:
         return cls(
-            job.id, channel_id=job.channel_id, guild_id=job.guild_id, user_id=job.user_id, **where
+            job.id,
+            channel_id=job.channel_id,
+            guild_id=job.guild_id,
+            user_id=job.user_id,
+            private=job.private,
+            **where,
         )
 
     def uses_interaction(self, now: float) -> bool:

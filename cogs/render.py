@@ -44,7 +44,7 @@ def variant_label(job: Job) -> str:
 
 def job_link(job: Job) -> str | None:
     message_id = job.result_message_id or job.status_message_id
-    if message_id is None:
+    if message_id is None or job.unpublished_private:  # only its member sees it (ephemeral/DM)
         return None
     return message_link(job.guild_id, job.channel_id, message_id)
 

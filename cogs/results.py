@@ -24,6 +24,7 @@ from cogs.checks import may_remove_results
 from cogs.delivery import attach_delivery
 from cogs.favourites import favourite_buttons
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
+from cogs.private import PublishButton
 from cogs.render import NO_PINGS, job_link, shown_prompt, variant_label
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
     """The buttons under a result. With several images, Edit becomes one button per image."""
     view = discord.ui.View(timeout=None)
     for action in RESULT_ACTIONS:
-        if action == "edit" and image_count > 1:
+        if action == "delete" and job.unpublished_private:  # an ephemeral answer can't be
+            view.add_item(PublishButton(job.id))  # deleted; its member may publish it
+        elif action == "edit" and image_count > 1:
             for index in range(1, image_count + 1):
                 view.add_item(ResultButton(action, job.id, index))
         else:
@@ -287,7 +290,7 @@ def render_lineage(chain: list[Job]) -> str:
     for index, job in enumerate(chain, start=1):
         link = job_link(job)
         prompt = shown_prompt(job, 80)
-        where = f"[view]({link})" if link else "deleted"
+        where = f"[view]({link})" if link else ("private" if job.unpublished_private else "deleted")
         lines.append(f"{index}. {prompt} — {variant_label(job)} · {where}")
     return message_text("\n".join(lines))
 
@@ -300,6 +303,7 @@ def render_history(jobs: list[Job]) -> str:
         link = job_link(job)
         prompt = shown_prompt(job, 70)
         gone = "deleted" if job.state is JobState.DELIVERED else job.state.value
+        gone = "private" if job.unpublished_private else gone  # only its member sees it
         where = f"[view]({link})" if link else gone
         lines.append(f"• <t:{int(job.created_at)}:R> {prompt} — {variant_label(job)} · {where}")
     return message_text("\n".join(lines))

@@ -1,6 +1,6 @@
 """Server settings in Discord: the `/settings …` commands, which change how the bot behaves
 on a server (channels, models, limits, direct messages, uploads, the audit and showcase
-channels, the approval queue, strikes, banned terms).
+channels, the approval queue, strikes, banned terms, private results).
 
 The rules live in `bot.servers.settings` (what a valid change is) and `bot.moderation`
 (banned terms); this cog turns commands into changes and renders the result with
@@ -225,6 +225,24 @@ class ServerSettingsCommands(commands.Cog):
         self, interaction: Interaction, allow_outside_age_restricted: bool
     ) -> None:
         await self._change(interaction, allow_upload_edits=allow_outside_age_restricted)
+
+    @moderator_command(
+        settings,
+        "private-results",
+        "Show results only to the member who asked, with a Publish button",
+        private="On: results are private (a member can still publish theirs once)",
+        channel="Only this channel (and its threads); leave empty for the whole server",
+    )
+    async def settings_private_results(
+        self, interaction: Interaction, private: bool, channel: discord.TextChannel | None = None
+    ) -> None:
+        note = "Studios and requests held for approval stay public."
+        if channel is None:
+            await self._change(interaction, note, private_everywhere=private)
+            return
+        chosen = self.current(interaction).private_channels
+        changed = chosen | {channel.id} if private else chosen - {channel.id}
+        await self._change(interaction, note, private_channels=changed)
 
     @moderator_command(
         settings,

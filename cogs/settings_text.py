@@ -38,6 +38,8 @@ LABELS: dict[str, str] = {
     "strike_block": "Block at",
     "temp_block_hours": "Temporary block length",
     "showcase_channel_id": "Showcase channel",
+    "private_everywhere": "Private results",
+    "private_channels": "Private results in",
 }
 
 
@@ -86,6 +88,10 @@ class SettingsText:
             return plural(int(value), "refused prompt")
         if name == "temp_block_hours":
             return format_hours(float(value))
+        if name == "private_everywhere":
+            return "everywhere" if value else "only where chosen"
+        if name == "private_channels":
+            return ", ".join(f"<#{c}>" for c in sorted(value)) if value else "no channel"
         raise KeyError(name)
 
     def ordered(self, keys: Collection[str]) -> list[str]:
@@ -113,6 +119,7 @@ class SettingsText:
             ("Direct messages", self.value(settings, "allow_dms")),
             ("Editing uploaded images", self.value(settings, "allow_upload_edits")),
             ("Audit channel", self.value(settings, "audit_channel_id")),
+            ("Private results", lines("private_everywhere", "private_channels")),
             ("Approval queue", approval),
             ("Showcase channel", self.value(settings, "showcase_channel_id")),
             (

@@ -91,6 +91,13 @@ class CommunityPolicy:
         server = self.server(place)
         return None if server is None else server.default_variant
 
+    def results_private(self, place: Requester) -> bool:
+        """The moderators made results private where this member asks (see ServerSettings)."""
+        server = self.server(place)
+        return server is not None and server.results_private(
+            place.channel_id, place.parent_channel_id
+        )
+
     def check_variant(self, place: Requester, key: str, variant: Variant) -> None:
         server = self.server(place)
         if server is not None and not server.variant_allowed(key):

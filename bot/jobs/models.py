@@ -58,6 +58,8 @@ class GenerationRequest:
     # else the member's message it replies to. See cogs/delivery.py.
     interaction: InteractionToken | None = field(default=None, repr=False)
     reply_to_message_id: int | None = None
+    # Shown only to its requester until they publish it (GenerationService.private_for).
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,16 @@ class Job:
     def requested_variant(self) -> str:
         """The variant the member asked for (Reroll asks for it again)."""
         return self.failover_from or self.variant
+
+    # A private result (cogs/private.py): its requester alone sees it until they publish it
+    # once, in this public message (which then is its result_message_id too).
+    private: bool = False
+    published_message_id: int | None = None
+    publish_claimed_at: float | None = None  # a process is posting it (see Publications)
+
+    @property
+    def unpublished_private(self) -> bool:
+        return self.private and self.published_message_id is None
 
     def interaction(self, now: float) -> InteractionToken | None:
         """The interaction this job is still shown through, while its token is valid."""

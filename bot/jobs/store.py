@@ -80,7 +80,9 @@ async def _nothing(tx: Tx, job: Job) -> None:
 
 
 def job_from_row(row: Row) -> Job:
-    return from_row(Job, row, params=_params, state=JobState, closed=bool, parent_purged=bool)
+    return from_row(
+        Job, row, params=_params, state=JobState, closed=bool, parent_purged=bool, private=bool
+    )
 
 
 def _params(text: str) -> JobParams:
@@ -185,7 +187,8 @@ class JobStore:
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
                 " estimated_cost, reference_count, interaction_token, interaction_expires_at,"
-                " reply_to_message_id, role_ids) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " reply_to_message_id, role_ids, private)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " RETURNING *",
                 (
                     job_id,
@@ -207,6 +210,7 @@ class JobStore:
                     interaction.expires_at if interaction else None,
                     request.reply_to_message_id,
                     ",".join(map(str, request.role_ids)) or None,
+                    int(request.private),
                 ),
             )
             await tx.execute_many(
@@ -548,6 +552,52 @@ class JobStore:
 
         return await self._job_db.run(deliver) or await self._landed(
             job_id, JobState.DELIVERED, fields
+        )
+
+    async def claim_publication(self, job_id: str, *, stale_after: float) -> Job | None:
+        """Claim the posting of a delivered private result, for this caller alone: None when
+        it is published already, or another click (any process) claimed it less than
+        `stale_after` seconds ago. A claim older than that (its process died) may be taken."""
+        now = self._clock()
+        row = await self._db.run(
+            lambda tx: tx.fetch_one(
+                "UPDATE jobs SET publish_claimed_at = ?, updated_at = ? WHERE id = ?"
+                " AND private = 1 AND state = ? AND published_message_id IS NULL"
+                " AND (publish_claimed_at IS NULL OR publish_claimed_at < ?) RETURNING *",
+                (now, now, job_id, JobState.DELIVERED.value, now - stale_after),
+            )
+        )
+        return None if row is None else job_from_row(row)
+
+    async def record_publication(
+        self, job_id: str, message_id: int, then: Callable[[Tx], Awaitable[None]]
+    ) -> Job | None:
+        """The private result is now public in `message_id`, which becomes its result message
+        (/history and chains link to it); `then(tx)` in the same transaction (its audit
+        entry). None: it had been published already (nothing is written)."""
+
+        async def record(tx: Tx) -> Job | None:
+            row = await tx.fetch_one(
+                "UPDATE jobs SET published_message_id = ?, result_message_id = ?,"
+                " publish_claimed_at = NULL, updated_at = ?"
+                " WHERE id = ? AND published_message_id IS NULL RETURNING *",
+                (message_id, message_id, self._clock(), job_id),
+            )
+            if row is None:
+                return None
+            await then(tx)
+            return job_from_row(row)
+
+        return await self._db.run(record)
+
+    async def release_publication(self, job_id: str) -> None:
+        """The claimed post failed: the member may try again at once."""
+        await self._db.run(
+            lambda tx: tx.execute(
+                "UPDATE jobs SET publish_claimed_at = NULL"
+                " WHERE id = ? AND published_message_id IS NULL",
+                (job_id,),
+            )
         )
 
     async def open_counts(self, guild_id: int | None, user_id: int) -> tuple[int, int]:

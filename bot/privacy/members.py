@@ -79,6 +79,7 @@ SECTIONS = (
         " parent_job_id, parent_purged, state, estimated_cost, cost, result_seed, result_width,"
         " result_height, error, submitted_at, ready_at, finished_at, reference_count,"
         " result_message_id, prompt_removed_at, role_ids, failover_from, failover_reason,"
+        " private, published_message_id,"
         " (SELECT count(*) FROM job_inputs WHERE job_inputs.job_id = jobs.id)"
         " AS reference_images_stored,"
         " (SELECT count(*) FROM job_outputs WHERE job_outputs.job_id = jobs.id)"

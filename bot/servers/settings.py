@@ -42,6 +42,10 @@ class ServerSettings:
     strike_block: int = 5
     temp_block_hours: float = 24.0
     showcase_channel_id: int | None = None  # where shared results go; None: sharing is off
+    # Private results (bot/publications.py): everywhere on the server, or in these channels
+    # (threads follow their channel).
+    private_everywhere: bool = False
+    private_channels: frozenset[int] = frozenset()
 
     def channel_enabled(self, channel_id: int) -> bool:
         return self.enabled_channels is None or channel_id in self.enabled_channels
@@ -53,6 +57,11 @@ class ServerSettings:
         """The variant /imagine uses here when a member doesn't choose: the server's own
         default, else the bot's (`GenerationService.pick_variant` decides the bot's)."""
         return self.default_variant or bot_default
+
+    def results_private(self, channel_id: int, parent_channel_id: int | None = None) -> bool:
+        """Whether the moderators made results private here."""
+        channels = {channel_id, parent_channel_id or channel_id}
+        return self.private_everywhere or not self.private_channels.isdisjoint(channels)
 
     def needs_approval(self, role_ids: Collection[int], *, is_moderator: bool) -> bool:
         return (
@@ -69,7 +78,9 @@ def in_offered_order(keys: Collection[str], offered: Sequence[str]) -> list[str]
 
 
 _COLUMNS = tuple(f.name for f in fields(ServerSettings) if f.name != "guild_id")
-_SETS = {"enabled_channels", "allowed_variants", "trusted_roles"}
+_SETS = {"enabled_channels", "allowed_variants", "trusted_roles", "private_channels"}
+# Sets where "none" is an empty set rather than NULL ("every one").
+_EMPTY_SETS = {"trusted_roles", "private_channels"}
 
 
 def _to_column(name: str, value: Any) -> Any:
@@ -86,8 +97,8 @@ def _from_row(row: Row) -> ServerSettings:
         raw = row[name]
         if name in _SETS:
             value: Any = None if raw is None else frozenset(json.loads(raw))
-            values[name] = frozenset() if name == "trusted_roles" and value is None else value
-        elif name in {"allow_dms", "allow_upload_edits", "approval_enabled"}:
+            values[name] = frozenset() if name in _EMPTY_SETS and value is None else value
+        elif name in {"allow_dms", "allow_upload_edits", "approval_enabled", "private_everywhere"}:
             values[name] = bool(raw)
         else:
             values[name] = raw

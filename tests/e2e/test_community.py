@@ -202,6 +202,18 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
             f"Trusted roles: none (was <@&{trusted.id}>).",
         ),
         (
+            "settings private-results",
+            {"private": True, "channel": world.channel},
+            f"Private results in: {art} (was no channel). Studios and requests held for "
+            "approval stay public.",
+        ),
+        (
+            "settings private-results",
+            {"private": True},
+            "Private results: everywhere (was only where chosen). Studios and requests held "
+            "for approval stay public.",
+        ),
+        (
             "settings strikes",
             {"warn": 2, "temp_block": 4, "block": 6, "temp_block_hours": 0.5},
             "Warning at: 2 refused prompts (was 1 refused prompt); Temporary block at: 4 refused "
@@ -259,6 +271,7 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
         "Direct messages": "allowed for members",
         "Editing uploaded images": "only in age-restricted channels",
         "Audit channel": f"<#{log.id}>",
+        "Private results": f"Private results: everywhere\nPrivate results in: {art}",
         "Approval queue": (
             f"Approval queue: on\nApproval channel: <#{log.id}>\nTrusted roles: none"
         ),
@@ -417,6 +430,7 @@ SETTINGS_COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("settings approval", {"enabled": True, "channel": "art", "trusted_role": "role"}),
     ("settings trusted-remove", {"role": "role"}),
     ("settings strikes", {"warn": 2}),
+    ("settings private-results", {"private": True, "channel": "art"}),
     ("settings terms-add", {"term": "dragon"}),
     ("settings terms-remove", {"term": "dragon"}),
     ("settings terms-list", {}),
