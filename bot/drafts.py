@@ -44,6 +44,9 @@ class Draft:
     stored: StoredReferences | None = None
     parent_job_id: str | None = None
     needs_edit: bool = False  # only edit-capable variants qualify
+    # The member's /prefer defaults fill what the command left out (bot/members): not for
+    # Reroll and Remix, whose prompt and choices come from a job that already had them.
+    use_preferences: bool = True
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from bot.errors import ButtonNotHere, InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
+from bot.members.preferences import MemberPreferences, Place, Preferences, apply_preferences
 from bot.providers.base import InputImage
 from bot.references import (
     ReferenceCandidate,
@@ -79,6 +80,7 @@ class GenerationService:
         provider_moderation_strikes: bool = False,
         reference_checks: ReferenceChecks | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        preferences: Preferences | None = None,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
@@ -92,6 +94,7 @@ class GenerationService:
         # Shared by every member's reference downloads and decodes (and one check per member).
         self.reference_checks = reference_checks or ReferenceChecks()
         self.max_in_flight = max_in_flight  # per member: queued or running jobs
+        self.preferences = preferences  # members' /prefer defaults (bot/members)
         # Where held requests wait; attached by build_services (the queue submits through us).
         self.approvals: ApprovalQueue | None = None
         if audit is not None or self.provider_moderation_strikes:
@@ -131,12 +134,22 @@ class GenerationService:
         return pool.get(self.default_variant) or next(iter(pool.values()))
 
     # ----------------------------------------------------------------- requests
-    def validate(self, draft: Draft, requester: Requester) -> tuple[Variant, JobParams]:
+    def validate(
+        self,
+        draft: Draft,
+        requester: Requester,
+        preferences: MemberPreferences | None = None,
+    ) -> tuple[Variant, JobParams]:
         """Everything that can be checked without downloading anything, server rules
-        included (except the prompt's banned terms: see `precheck`)."""
+        included (except the prompt's banned terms: see `precheck`), once the member's
+        defaults have filled what the draft leaves out."""
         policy = self.policy
         stored = len(draft.stored.sizes) if draft.stored else 0
         needs_edit = draft.needs_edit or bool(draft.references or stored)
+        applied = apply_preferences(
+            draft, preferences or MemberPreferences(0), self._place(requester, needs_edit)
+        )
+        draft = applied.draft
         variant = self.pick_variant(
             draft.variant,
             needs_edit=needs_edit,
@@ -159,7 +172,25 @@ class GenerationService:
         if policy is not None:
             uploads = sum(1 for reference in draft.references if reference.uploaded)
             params = policy.shape(requester, variant, params, uploads=uploads)
+        if applied.notes or applied.suffix_applied:
+            params = replace(params, notes=applied.notes, suffix_applied=applied.suffix_applied)
         return variant, params
+
+    def _place(self, requester: Requester, needs_edit: bool) -> Place:
+        """What the member's defaults are checked against where they ask."""
+        server = self.policy.server(requester) if self.policy else None
+        return Place(
+            self.variants,
+            needs_edit,
+            pick=lambda key: self.pick_variant(
+                key,
+                needs_edit=needs_edit,
+                server_default=server.default_variant if server else None,
+            ),
+            name_of=self.offered_name,
+            allowed=server.variant_allowed if server else lambda _key: True,
+            max_megapixels=server.max_megapixels if server else None,
+        )
 
     def review_channel(self, requester: Requester) -> int | None:
         """The moderators' channel this member's requests wait in, or None: no approval."""
@@ -178,7 +209,10 @@ class GenerationService:
         if self.policy is not None:
             await self.policy.admit(requester, acknowledge=acknowledge)
         await self.check_in_flight(requester.user_id)
-        variant, params = self.validate(draft, requester)
+        preferences = None
+        if self.preferences is not None and draft.use_preferences:
+            preferences = await self.preferences.get(requester.user_id)
+        variant, params = self.validate(draft, requester, preferences)
         for reference in draft.references:
             precheck(reference, self.limits)
         if draft.references:
@@ -413,6 +447,7 @@ class GenerationService:
             height=job.params.height,
             stored=await self.stored_references(job),
             parent_job_id=job.parent_job_id,
+            use_preferences=False,  # the stored prompt is final (its suffix included)
         )
 
     async def remix_draft(
@@ -436,6 +471,7 @@ class GenerationService:
             seed=chosen_seed,
             stored=stored,
             parent_job_id=job.parent_job_id,
+            use_preferences=False,  # the form shows the job's final prompt and choices
         )
 
     def edit_draft(

@@ -23,6 +23,7 @@ from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
+from bot.members import Preferences
 from bot.moderation.strikes import Moderation
 from bot.operations.instance import address_in_use_message
 from bot.operations.loop_lag import LoopLag
@@ -71,6 +72,8 @@ class Services:
     global_blocks: GlobalBlocks  # the owner's blocks everywhere
     defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
     welcomes: Welcomes  # the setup note, once per server
+    # Members' own defaults (/prefer), the same everywhere: `await preferences.get(user_id)`.
+    preferences: Preferences
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -253,6 +256,7 @@ async def build_services(
     await studios.load()
     # An ended studio posts its gallery once the jobs still running in it are done.
     engine.on_job_closed(studios.job_closed)
+    preferences = Preferences(db, variants, moderation=moderation, clock=clock)
     generation = GenerationService(
         engine,
         variants,
@@ -270,6 +274,7 @@ async def build_services(
             decode_megapixels=settings.reference_decode_budget_megapixels,
         ),
         max_in_flight=settings.max_jobs_in_flight_per_member,
+        preferences=preferences,
     )
     approvals = ApprovalQueue(
         db,
@@ -336,4 +341,5 @@ async def build_services(
         global_blocks=global_blocks,
         defaults=defaults,
         welcomes=Welcomes(db, clock=clock),
+        preferences=preferences,
     )

@@ -174,15 +174,27 @@ class JobParams:
     height: int | None
     seed: int
     options: Mapping[str, Any]
+    # One line each, shown under the result: where the member's /prefer defaults gave way to
+    # the server's rules (bot/members/preferences.py). Never sent to a provider.
+    notes: tuple[str, ...] = ()
+    # The member's default suffix is already in `prompt`: the prompt Reroll and Remix reuse
+    # is final, and the suffix is never appended twice. (A mark, not the text: erasing a
+    # prompt blanks `prompt` alone.)
+    suffix_applied: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "prompt": self.prompt,
             "width": self.width,
             "height": self.height,
             "seed": self.seed,
             "options": dict(self.options),
         }
+        if self.notes:  # only when there are: older rows and most jobs have none
+            data["notes"] = list(self.notes)
+        if self.suffix_applied:
+            data["suffix_applied"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobParams:
@@ -192,6 +204,8 @@ class JobParams:
             height=data["height"],
             seed=data["seed"],
             options=dict(data["options"]),
+            notes=tuple(data.get("notes") or ()),
+            suffix_applied=bool(data.get("suffix_applied")),
         )
 
 

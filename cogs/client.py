@@ -36,6 +36,7 @@ EXTENSIONS = (
     "cogs.approvals",
     "cogs.studio",
     "cogs.privacy",
+    "cogs.preferences",
     "cogs.about",
     "cogs.owner",
 )

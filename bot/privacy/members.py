@@ -70,6 +70,13 @@ def _approval(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _preferences(row: dict[str, Any]) -> dict[str, Any]:
+    upsampling = row["prompt_upsampling"]
+    row["prompt_upsampling"] = None if upsampling is None else bool(upsampling)
+    row["private"] = bool(row["private"])
+    return row
+
+
 SECTIONS = (
     Section(
         "jobs",
@@ -138,6 +145,13 @@ SECTIONS = (
         "SELECT thread_id, guild_id, parent_channel_id, theme, required_words, ends_at, state,"
         " created_at FROM studios WHERE starter_id = ?",
         "created_at DESC, thread_id DESC",
+    ),
+    Section(
+        "preferences",  # /prefer (bot/members/preferences.py): one row at most
+        "SELECT variant, size, prompt_suffix, prompt_upsampling, private, updated_at"
+        " FROM member_preferences WHERE user_id = ?",
+        "updated_at DESC",
+        convert=_preferences,
     ),
     Section(
         "server_memberships_seen",
@@ -230,6 +244,7 @@ class Erasure:
     strikes: int = 0
     audit_entries: int = 0
     approvals: int = 0
+    preferences: int = 0  # the member's /prefer defaults (0 or 1 row)
     unfinished: int = 0  # requests still queued or running: left alone
 
     @property
@@ -238,7 +253,9 @@ class Erasure:
             f"Erased: the prompts of {plural(self.prompts, 'image request')},"
             f" {plural(self.images, 'stored image')}, the prompts quoted in"
             f" {plural(self.strikes, 'strike')} and {plural(self.audit_entries, 'log entry')},"
-            f" and {plural(self.approvals, 'reviewed request')}."
+            f" and {plural(self.approvals, 'reviewed request')}"
+            + (", and your /prefer defaults" if self.preferences else "")
+            + "."
             " What you spent stays in the server's accounts, without your prompts."
         )
         if self.unfinished:
@@ -375,6 +392,10 @@ class MemberData:
             (user_id,),
             blank_approval_prompts,
         )
+        # Its suffix is prompt text, and the rest is of no use without it: all of it goes.
+        erasure.preferences = await self._db.run(
+            lambda tx: tx.execute("DELETE FROM member_preferences WHERE user_id = ?", (user_id,))
+        )
         erasure.unfinished = int(
             await self._db.fetch_value(
                 "SELECT count(*) FROM jobs WHERE user_id = ? AND closed = 0", (user_id,)
@@ -419,6 +440,7 @@ def _counts(erasure: Erasure) -> str:
         ("strike prompts", erasure.strikes),
         ("audit prompts", erasure.audit_entries),
         ("approvals", erasure.approvals),
+        ("preferences", erasure.preferences),
         ("unfinished kept", erasure.unfinished),
     )
     return ", ".join(f"{name}: {count}" for name, count in parts)
