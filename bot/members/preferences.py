@@ -94,9 +94,15 @@ def normalise_size(text: str) -> str:
     name = "_".join(text.strip().lower().split())
     if name in SIZE_PRESETS:
         return name
-    width, height = parse_size(text)  # InvalidRequest names the expected form
+    try:
+        width, height = parse_size(text)
+    except InvalidRequest:
+        width = height = None
     if width is None or height is None:
-        raise InvalidRequest("Give a size preset or WIDTHxHEIGHT, for example 1024x768.")
+        raise InvalidRequest(
+            "Write the size as a preset (such as landscape_16_9) or as WIDTHxHEIGHT, for "
+            f"example 1024x768.{UNCHANGED}"
+        )
     return f"{width}x{height}"
 
 

@@ -124,6 +124,8 @@ def fill(path: Path) -> None:
             INSERT INTO global_blocks VALUES (1002, 'spam everywhere', 1, {T0});
             INSERT INTO bot_defaults VALUES ('default_variant', 'max', 1, {T0});
             INSERT INTO guild_welcomes VALUES (42, {T0}, 5);
+            INSERT INTO member_preferences VALUES (1001, 'flex', 'landscape_16_9',
+                'oil paint', 0, 1, {T0});
             """
         )
 
