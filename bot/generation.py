@@ -5,6 +5,10 @@ here, so the rules (which variant, which references, what Reroll, Remix and Edit
 whether a request waits for a moderator, what a chain is, who may delete) are written once.
 A request goes `precheck` (no download) → `prepare` (the prompt, the references) → `start`
 (held for review, or a job); the shapes it takes on the way are in bot/drafts.py.
+
+Why this file is long: it is the one door every request goes through, and keeping the steps
+(and the drafts Reroll, Remix and Edit make) together is what keeps their rules consistent;
+what can live apart already does (drafts, references, members' defaults in bot/members).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from bot.errors import ButtonNotHere, InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
-from bot.members.preferences import MemberPreferences, Place, Preferences, apply_preferences
+from bot.members.preferences import MemberPreferences, Preferences, apply_preferences, place_for
 from bot.providers.base import InputImage
 from bot.references import (
     ReferenceCandidate,
@@ -146,9 +150,7 @@ class GenerationService:
         policy = self.policy
         stored = len(draft.stored.sizes) if draft.stored else 0
         needs_edit = draft.needs_edit or bool(draft.references or stored)
-        applied = apply_preferences(
-            draft, preferences or MemberPreferences(0), self._place(requester, needs_edit)
-        )
+        applied = apply_preferences(draft, preferences, place_for(self, requester, needs_edit))
         draft = applied.draft
         variant = self.pick_variant(
             draft.variant,
@@ -176,22 +178,6 @@ class GenerationService:
             params = replace(params, notes=applied.notes, suffix_applied=applied.suffix_applied)
         return variant, params
 
-    def _place(self, requester: Requester, needs_edit: bool) -> Place:
-        """What the member's defaults are checked against where they ask."""
-        server = self.policy.server(requester) if self.policy else None
-        return Place(
-            self.variants,
-            needs_edit,
-            pick=lambda key: self.pick_variant(
-                key,
-                needs_edit=needs_edit,
-                server_default=server.default_variant if server else None,
-            ),
-            name_of=self.offered_name,
-            allowed=server.variant_allowed if server else lambda _key: True,
-            max_megapixels=server.max_megapixels if server else None,
-        )
-
     def review_channel(self, requester: Requester) -> int | None:
         """The moderators' channel this member's requests wait in, or None: no approval."""
         if self.policy is None or not self.policy.needs_approval(requester):
@@ -209,9 +195,7 @@ class GenerationService:
         if self.policy is not None:
             await self.policy.admit(requester, acknowledge=acknowledge)
         await self.check_in_flight(requester.user_id)
-        preferences = None
-        if self.preferences is not None and draft.use_preferences:
-            preferences = await self.preferences.get(requester.user_id)
+        preferences = await self.preferences.get(requester.user_id) if self.preferences else None
         variant, params = self.validate(draft, requester, preferences)
         for reference in draft.references:
             precheck(reference, self.limits)

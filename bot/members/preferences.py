@@ -31,10 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from bot.drafts import Draft, parse_size
 from bot.errors import InvalidRequest
+from bot.servers.settings import ServerSettings
 from bot.storage.db import Database, Row, Tx
 from bot.variants import MEGAPIXEL, SIZE_PRESETS, Variant
 
 if TYPE_CHECKING:
+    from bot.community.policy import Requester
+    from bot.generation import GenerationService
     from bot.moderation.strikes import Moderation
 
 MAX_SUFFIX_CHARS = 300
@@ -154,11 +157,27 @@ class Place:
 
     variants: Mapping[str, Variant]  # every variant the bot offers, by its offered name
     needs_edit: bool  # the request edits images: only edit-capable variants qualify
+    server: ServerSettings | None  # None: direct messages
+    name_of: Callable[[Variant], str]  # a variant's offered name
     # The variant a choice gets here (None: the server's default); raises InvalidRequest.
     pick: Callable[[str | None], Variant]
-    name_of: Callable[[Variant], str]  # a variant's offered name
-    allowed: Callable[[str], bool]  # the server allows this offered name
-    max_megapixels: float | None = None  # the server's cap
+
+    def allowed(self, name: str) -> bool:
+        return self.server is None or self.server.variant_allowed(name)
+
+
+def place_for(generation: GenerationService, requester: Requester, needs_edit: bool) -> Place:
+    """Where `requester` asks, with the variant choice `generation` makes there."""
+    policy = generation.policy
+    server = policy.server(requester) if policy else None
+    default = server.default_variant if server else None
+    return Place(
+        generation.variants,
+        needs_edit,
+        server,
+        generation.offered_name,
+        lambda key: generation.pick_variant(key, needs_edit=needs_edit, server_default=default),
+    )
 
 
 @dataclass(frozen=True)
@@ -168,11 +187,11 @@ class Applied:
     suffix_applied: bool = False
 
 
-def apply_preferences(draft: Draft, preferences: MemberPreferences, place: Place) -> Applied:
+def apply_preferences(draft: Draft, preferences: MemberPreferences | None, place: Place) -> Applied:
     """The draft with the member's defaults filled in where the command gave nothing, and a
     note for each default the server's rules set aside. Raises SuffixTooLong; any other
     problem is left for the checks that follow (they word it as for any request)."""
-    if not draft.use_preferences or preferences.is_empty:
+    if preferences is None or preferences.is_empty or not draft.use_preferences:
         return Applied(draft)
     notes: list[str] = []
     chosen = draft.variant
@@ -233,7 +252,7 @@ def _size_for(size: str, variant: Variant, place: Place) -> tuple[dict[str, Any]
             "used its standard size."
         )
     width, height = size_pixels(size)
-    cap = place.max_megapixels
+    cap = place.server.max_megapixels if place.server else None
     if cap is not None and width * height / MEGAPIXEL > cap + 1e-9:
         return {}, (
             f"Your default size {size_text(size)} is over this server's {cap:g} MP limit, so "
