@@ -314,9 +314,11 @@ async def build_services(
         RetentionPolicy.from_settings(settings),
         clock=clock,
         on_server_erased=reload_server_caches,
+        preferences=preferences,
     )
     caches.register(Cache.GLOBAL_BLOCKS, global_blocks.load)
     caches.register(Cache.BOT_DEFAULTS, defaults.load)
+    caches.register(Cache.MEMBER_PREFERENCES, preferences.forget_all)
     return Services(
         settings=settings,
         db=db,

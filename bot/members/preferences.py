@@ -24,6 +24,7 @@ What `apply_preferences` does (called by `GenerationService.validate`, before an
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.drafts import Draft, parse_size
 from bot.errors import InvalidRequest
+from bot.invalidation import Cache, announce
 from bot.servers.settings import ServerSettings
 from bot.storage.db import Database, Row, Tx
 from bot.variants import MEGAPIXEL, SIZE_PRESETS, Variant
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from bot.moderation.strikes import Moderation
 
 MAX_SUFFIX_CHARS = 300
+CACHE_SIZE = 20_000  # members' defaults kept in memory (a few hundred bytes each)
 UPSAMPLING = "prompt_upsampling"  # the variant option (BFL's `disable_pup`, negated)
 DIRECT_MESSAGES = 0  # the moderation "server" of direct messages: the built-in terms alone
 UNCHANGED = " Nothing was changed."
@@ -263,7 +266,10 @@ def _size_for(size: str, variant: Variant, place: Place) -> tuple[dict[str, Any]
 
 # --------------------------------------------------------------------------- the store
 class Preferences:
-    """The members' defaults, read from the database on each request (one row by key)."""
+    """The members' defaults. Every request reads them, so the most recently used are kept
+    in memory (at most `cache_size`; a member without defaults too, the usual case): a burst
+    of requests adds no database trip each. A change is announced to the other processes,
+    which forget what they kept (bot/invalidation.py)."""
 
     def __init__(
         self,
@@ -272,18 +278,42 @@ class Preferences:
         *,
         moderation: Moderation | None = None,
         clock: Callable[[], float] = time.time,
+        cache_size: int = CACHE_SIZE,
     ) -> None:
         self._db = db
         self._variants = variants  # by offered name
         self._moderation = moderation
         self._clock = clock
+        self._cache: OrderedDict[int, MemberPreferences] = OrderedDict()
+        self._cache_size = cache_size
+        # Bumped by `forget_all`: a read begun before it must not keep what it read.
+        self._generation = 0
 
     async def get(self, user_id: int) -> MemberPreferences:
         """The member's defaults (everything unset if they never chose any)."""
+        kept = self._cache.get(user_id)
+        if kept is not None:
+            self._cache.move_to_end(user_id)
+            return kept
+        generation = self._generation
         row = await self._db.fetch_one(
             "SELECT * FROM member_preferences WHERE user_id = ?", (user_id,)
         )
-        return MemberPreferences(user_id) if row is None else _from_row(row)
+        found = MemberPreferences(user_id) if row is None else _from_row(row)
+        if generation == self._generation:
+            self._keep(found)
+        return found
+
+    async def forget_all(self) -> None:
+        """Another process changed someone's defaults (or time to check): read them afresh."""
+        self._generation += 1
+        self._cache.clear()
+
+    def _keep(self, preferences: MemberPreferences) -> None:
+        self._cache[preferences.user_id] = preferences
+        self._cache.move_to_end(preferences.user_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     async def set(
         self, user_id: int, changes: Mapping[PreferenceField, Any], *, guild_id: int | None
@@ -310,7 +340,7 @@ class Preferences:
             await self._write(tx, updated)
             return updated
 
-        return await self._db.run(write)
+        return self._changed(await self._db.run(write))
 
     async def clear(self, user_id: int, field: PreferenceField | None) -> MemberPreferences:
         """Forget one default (None: all of them)."""
@@ -329,9 +359,26 @@ class Preferences:
             await self._write(tx, updated)
             return updated
 
-        return await self._db.run(write)
+        return self._changed(await self._db.run(write))
+
+    async def erase(self, user_id: int) -> int:
+        """Delete the member's defaults (their /privacy delete); 1 if they had any, else 0."""
+
+        async def delete(tx: Tx) -> int:
+            await announce(tx, Cache.MEMBER_PREFERENCES)
+            return await tx.execute("DELETE FROM member_preferences WHERE user_id = ?", (user_id,))
+
+        removed = await self._db.run(delete)
+        self._changed(MemberPreferences(user_id))
+        return removed
+
+    def _changed(self, updated: MemberPreferences) -> MemberPreferences:
+        self._generation += 1  # a read of the old row still in flight keeps nothing
+        self._keep(updated)
+        return updated
 
     async def _write(self, tx: Tx, updated: MemberPreferences) -> None:
+        await announce(tx, Cache.MEMBER_PREFERENCES)  # other processes forget theirs
         if updated.is_empty:  # nothing left to keep: no row
             await tx.execute("DELETE FROM member_preferences WHERE user_id = ?", (updated.user_id,))
             return

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.members.preferences import Preferences
 from bot.privacy.batches import (
     PROMPT_ACTIONS_SQL,
     PROMPT_REMOVED,
@@ -274,8 +275,10 @@ class MemberData:
         *,
         clock: Callable[[], float],
         max_bytes: int = EXPORT_MAX_BYTES,
+        preferences: Preferences | None = None,
     ) -> None:
         self._db = db
+        self._preferences = preferences  # the store whose memory must forget them too
         self._audit = audit
         self._clock = clock
         self.max_bytes = max_bytes
@@ -393,9 +396,8 @@ class MemberData:
             blank_approval_prompts,
         )
         # Its suffix is prompt text, and the rest is of no use without it: all of it goes.
-        erasure.preferences = await self._db.run(
-            lambda tx: tx.execute("DELETE FROM member_preferences WHERE user_id = ?", (user_id,))
-        )
+        preferences = self._preferences or Preferences(self._db, {})
+        erasure.preferences = await preferences.erase(user_id)
         erasure.unfinished = int(
             await self._db.fetch_value(
                 "SELECT count(*) FROM jobs WHERE user_id = ? AND closed = 0", (user_id,)

@@ -5,18 +5,22 @@ reaching the row."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from contextlib import AsyncExitStack
 
 import pytest
 
 from bot.catalogue import CATALOGUE
 from bot.errors import InvalidRequest
+from bot.invalidation import Cache, SharedCaches
 from bot.members import MemberPreferences, PreferenceField, Preferences
 from bot.moderation.strikes import Moderation
 from bot.privacy.members import MemberData
 from bot.servers.audit import AuditLog
 from bot.servers.settings import SettingsStore
-from bot.storage.db import Database
+from bot.storage.db import Database, open_database
+from tests.postgres_fixtures import DsnFactory, on_postgres
 
 GUILD, MOD, ALICE, BOB = 10, 20, 1001, 2002
 KEYS = ("pro", "flex", "klein-4b")
@@ -117,7 +121,8 @@ async def test_the_members_export_has_their_defaults_and_erasing_removes_them(
     preferences, _ = store(db)
     await preferences.set(ALICE, {F.PROMPT_SUFFIX: "my style", F.PRIVATE: True}, guild_id=None)
     await preferences.set(BOB, {F.VARIANT: "pro"}, guild_id=None)
-    data = MemberData(db, AuditLog(db, audit_channel=lambda _: None), clock=lambda: 2000.0)
+    audit = AuditLog(db, audit_channel=lambda _: None)
+    data = MemberData(db, audit, clock=lambda: 2000.0, preferences=preferences)
 
     document = json.loads((await data.export(ALICE)).data)
     assert document["preferences"] == [
@@ -135,3 +140,58 @@ async def test_the_members_export_has_their_defaults_and_erasing_removes_them(
     assert erasure.preferences == 1 and "your /prefer defaults" in erasure.summary
     assert await preferences.get(ALICE) == MemberPreferences(ALICE)
     assert (await preferences.get(BOB)).variant == "pro"  # someone else's stay
+
+
+async def test_a_process_keeps_defaults_in_memory_until_told_they_changed(db: Database) -> None:
+    here, _ = store(db)
+    elsewhere, _ = store(db)  # another process on the same store
+    assert await here.get(ALICE) == MemberPreferences(ALICE)  # kept: no defaults
+    await elsewhere.set(ALICE, {F.VARIANT: "flex"}, guild_id=None)
+    assert await here.get(ALICE) == MemberPreferences(ALICE)  # no trip to the store
+    await here.forget_all()  # what the change's notice does (bot/invalidation.py)
+    assert (await here.get(ALICE)).variant == "flex"
+    await here.set(ALICE, {F.VARIANT: "pro"}, guild_id=None)
+    assert (await here.get(ALICE)).variant == "pro"  # its own change at once
+
+
+async def test_erasing_the_members_data_empties_what_the_store_kept(db: Database) -> None:
+    preferences, _ = store(db)
+    await preferences.set(ALICE, {F.PROMPT_SUFFIX: "my style"}, guild_id=None)
+    assert (await preferences.get(ALICE)).prompt_suffix == "my style"
+    audit = AuditLog(db, audit_channel=lambda _: None)
+    data = MemberData(db, audit, clock=lambda: 2000.0, preferences=preferences)
+    await data.erase(ALICE)
+    assert await preferences.get(ALICE) == MemberPreferences(ALICE)
+
+
+@pytest.mark.skipif(not on_postgres(), reason="several processes need PostgreSQL")
+async def test_a_change_in_one_process_reaches_the_others(
+    postgres_dsn_factory: DsnFactory,
+) -> None:
+    dsn = postgres_dsn_factory()
+    async with AsyncExitStack() as stack:
+        here_db, there_db = [await open_database(dsn) for _ in range(2)]
+        stack.push_async_callback(here_db.close)
+        stack.push_async_callback(there_db.close)
+        here, _ = store(here_db)
+        there, _ = store(there_db)
+        told = asyncio.Event()
+
+        async def forget() -> None:
+            await there.forget_all()
+            told.set()
+
+        caches = SharedCaches(there_db)
+        caches.register(Cache.MEMBER_PREFERENCES, forget)
+        await caches.start()
+        stack.push_async_callback(caches.stop)
+        assert await there.get(ALICE) == MemberPreferences(ALICE)
+
+        # Until the other process listens, a notice may pass it by: say it again until heard.
+        for variant in ["flex", "pro"] * 25:
+            await here.set(ALICE, {F.VARIANT: variant}, guild_id=None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(told.wait(), 0.2)
+                break
+        assert told.is_set()
+        assert await there.get(ALICE) == await here.get(ALICE)
