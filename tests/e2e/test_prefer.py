@@ -9,6 +9,7 @@ from typing import Any
 from bot.members import MemberPreferences
 from cogs.preferences import HEADER
 from tests.e2e.conftest import World
+from tests.e2e.test_approvals import button, enable_approvals, review_message, setup_world
 from tests.fakes.discord.models import InteractionHandle, Message
 
 
@@ -142,3 +143,29 @@ async def test_an_over_long_suffix_is_refused_privately_and_nothing_is_stored(
     await imagine(world, "a cat")
     assert world.bfl.submissions[0].body["prompt"] == "a cat"
     assert world.bfl.submissions[0].endpoint == "flux-2-klein-4b"
+
+
+async def test_a_request_held_for_review_keeps_the_defaults_and_the_note_across_a_restart(
+    world: World,
+) -> None:
+    review, moderator, trusted = setup_world(world)
+    bot = await world.start_bot()
+    await enable_approvals(bot, world, review, trusted)
+    await bot.services.server_settings.update(
+        world.guild.id, 1, "allowed", allowed_variants=frozenset({"pro", "klein-4b"})
+    )
+    await prefer(world, "set", {"variant": "max", "prompt_suffix": "at dusk"})
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine", {"prompt": "a barn"})
+    queued = await review_message(world, review)
+    assert queued.embeds[0]["description"] == "a barn, at dusk"  # moderators see what is sent
+
+    await world.stop_bot(bot)
+    await world.start_bot()
+    await world.discord.click(moderator, queued, button(queued, "approve"))
+    result = await world.result_after(before)
+
+    [submission] = world.bfl.submissions
+    assert submission.endpoint == "flux-2-pro" and submission.body["prompt"] == "a barn, at dusk"
+    note = "Your default model max isn't offered here, so this used pro."
+    assert fields_of(result)["Note"] == note
