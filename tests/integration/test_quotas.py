@@ -115,8 +115,7 @@ async def test_four_connections_to_one_database_reserve_exactly_10(tmp_path: Pat
         assert await db.fetch_value("SELECT count(*) FROM ledger") == 10
         assert (
             await db.fetch_value(
-                "SELECT images FROM usage_totals"
-                " WHERE guild_id = ? AND user_id = 0 AND period = 'day'",
+                "SELECT images FROM usage_totals WHERE guild_id = ? AND user_id = 0 AND period = 'day'",
                 (GUILD,),
             )
             == 10
