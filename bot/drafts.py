@@ -39,14 +39,14 @@ class Draft:
     width: int | None = None
     height: int | None = None
     seed: int | None = None
+    # The member's /prefer defaults fill what the command left out (bot/members): not for
+    # Reroll and Remix, whose prompt and choices come from a job that already had them.
+    use_preferences: bool = True
     references: Sequence[ReferenceCandidate] = ()
     # A stored job's references (Reroll, Remix), loaded after the checks.
     stored: StoredReferences | None = None
     parent_job_id: str | None = None
     needs_edit: bool = False  # only edit-capable variants qualify
-    # The member's /prefer defaults fill what the command left out (bot/members): not for
-    # Reroll and Remix, whose prompt and choices come from a job that already had them.
-    use_preferences: bool = True
 
 
 @dataclass(frozen=True)

@@ -425,13 +425,13 @@ class GenerationService:
             raise InvalidRequest(PROMPT_REMOVED_TEXT)
         return Draft(
             prompt=job.params.prompt,
+            use_preferences=False,  # the stored prompt is final (its suffix included)
             variant=job.variant,
             options=job.params.options,
             width=job.params.width,
             height=job.params.height,
             stored=await self.stored_references(job),
             parent_job_id=job.parent_job_id,
-            use_preferences=False,  # the stored prompt is final (its suffix included)
         )
 
     async def remix_draft(
@@ -448,6 +448,7 @@ class GenerationService:
         names = {spec.name for spec in chosen.options} if chosen else set()
         return Draft(
             prompt=prompt,
+            use_preferences=False,  # the form shows the job's final prompt and choices
             variant=key,
             options={k: v for k, v in job.params.options.items() if k in names},
             width=width,
@@ -455,7 +456,6 @@ class GenerationService:
             seed=chosen_seed,
             stored=stored,
             parent_job_id=job.parent_job_id,
-            use_preferences=False,  # the form shows the job's final prompt and choices
         )
 
     def edit_draft(

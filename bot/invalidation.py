@@ -29,9 +29,9 @@ class Cache(StrEnum):
     SERVER_SETTINGS = "settings"
     MODERATION = "moderation"
     STUDIOS = "studios"
+    MEMBER_PREFERENCES = "member_preferences"  # members' /prefer (bot/members/preferences.py)
     GLOBAL_BLOCKS = "global_blocks"  # the owner's blocks everywhere (bot/operator/blocks.py)
     BOT_DEFAULTS = "bot_defaults"  # the owner's bot-wide defaults (bot/operator/defaults.py)
-    MEMBER_PREFERENCES = "member_preferences"  # members' /prefer (bot/members/preferences.py)
 
 
 async def announce(tx: Tx, cache: Cache) -> None:

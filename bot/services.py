@@ -69,11 +69,11 @@ class Services:
     loop_lag: LoopLag
     accounts: AccountMonitor  # the provider keys' checks (readiness, metrics, the log)
     privacy: Privacy
+    # Members' own defaults (/prefer), the same everywhere: `await preferences.get(user_id)`.
+    preferences: Preferences
     global_blocks: GlobalBlocks  # the owner's blocks everywhere
     defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
     welcomes: Welcomes  # the setup note, once per server
-    # Members' own defaults (/prefer), the same everywhere: `await preferences.get(user_id)`.
-    preferences: Preferences
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -340,8 +340,8 @@ async def build_services(
         loop_lag=loop_lag,
         accounts=accounts,
         privacy=privacy,
+        preferences=preferences,
         global_blocks=global_blocks,
         defaults=defaults,
         welcomes=Welcomes(db, clock=clock),
-        preferences=preferences,
     )

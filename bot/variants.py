@@ -200,12 +200,12 @@ class JobParams:
     def from_json(cls, data: Mapping[str, Any]) -> JobParams:
         return cls(
             prompt=data["prompt"],
+            notes=tuple(data.get("notes") or ()),
+            suffix_applied=bool(data.get("suffix_applied")),
             width=data["width"],
             height=data["height"],
             seed=data["seed"],
             options=dict(data["options"]),
-            notes=tuple(data.get("notes") or ()),
-            suffix_applied=bool(data.get("suffix_applied")),
         )
 
 
