@@ -59,7 +59,7 @@ def preferences_text(preferences: MemberPreferences) -> str:
     return "\n".join([HEADER, *lines])
 
 
-class Preferences(commands.Cog):
+class PreferenceCommands(commands.Cog):
     def __init__(self, bot: FluxcordBot) -> None:
         self.bot = bot
         self.group = app_commands.Group(name="prefer", description="Your own default options")
@@ -138,4 +138,4 @@ async def size_suggestions(
 
 
 async def setup(bot: FluxcordBot) -> None:
-    await bot.add_cog(Preferences(bot))
+    await bot.add_cog(PreferenceCommands(bot))
