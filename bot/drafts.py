@@ -39,6 +39,9 @@ class Draft:
     width: int | None = None
     height: int | None = None
     seed: int | None = None
+    # The member's /prefer defaults fill what the command left out (bot/members): not for
+    # Reroll and Remix, whose prompt and choices come from a job that already had them.
+    use_preferences: bool = True
     references: Sequence[ReferenceCandidate] = ()
     # A stored job's references (Reroll, Remix), loaded after the checks.
     stored: StoredReferences | None = None

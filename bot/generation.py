@@ -29,6 +29,7 @@ from bot.jobs.engine import JobEngine
 from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
 from bot.loras import LoraCatalogue, lora_for_remix, resolve_lora, with_trigger
+from bot.members.preferences import MemberPreferences, Preferences, apply_preferences, place_for
 from bot.providers.base import InputImage
 from bot.publications import Publications
 from bot.references import (
@@ -87,6 +88,7 @@ class GenerationService:
         provider_moderation_strikes: bool = False,
         reference_checks: ReferenceChecks | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        preferences: Preferences | None = None,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
@@ -100,6 +102,7 @@ class GenerationService:
         # Shared by every member's reference downloads and decodes (and one check per member).
         self.reference_checks = reference_checks or ReferenceChecks()
         self.max_in_flight = max_in_flight  # per member: queued or running jobs
+        self.preferences = preferences  # members' /prefer defaults (bot/members)
         # Where held requests wait; attached by build_services (the queue submits through us).
         self.approvals: ApprovalQueue | None = None
         self.loras: LoraCatalogue | None = None  # servers' klein LoRAs (build_services)
@@ -145,12 +148,20 @@ class GenerationService:
         return pool.get(self.default_variant) or next(iter(pool.values()))
 
     # ----------------------------------------------------------------- requests
-    def validate(self, draft: Draft, requester: Requester) -> tuple[Variant, JobParams]:
+    def validate(
+        self,
+        draft: Draft,
+        requester: Requester,
+        preferences: MemberPreferences | None = None,
+    ) -> tuple[Variant, JobParams]:
         """Everything that can be checked without downloading anything, server rules
-        included (except the prompt's banned terms: see `precheck`)."""
+        included (except the prompt's banned terms: see `precheck`), once the member's
+        defaults have filled what the draft leaves out."""
         policy = self.policy
         stored = len(draft.stored.sizes) if draft.stored else 0
         needs_edit = draft.needs_edit or bool(draft.references or stored)
+        applied = apply_preferences(draft, preferences, place_for(self, requester, needs_edit))
+        draft = applied.draft
         variant = self.pick_variant(
             draft.variant,
             needs_edit=needs_edit,
@@ -176,6 +187,8 @@ class GenerationService:
         if policy is not None:
             uploads = sum(1 for reference in draft.references if reference.uploaded)
             params = policy.shape(requester, variant, params, uploads=uploads)
+        if applied.notes or applied.suffix_applied:
+            params = replace(params, notes=applied.notes, suffix_applied=applied.suffix_applied)
         return variant, params
 
     def private_for(self, requester: Requester, *, member_prefers_private: bool) -> bool:
@@ -189,6 +202,13 @@ class GenerationService:
             return False
         in_channel = self.policy is not None and self.policy.results_private(requester)
         return in_channel or member_prefers_private
+
+    async def private_result(self, requester: Requester) -> bool:
+        """`private_for`, with the member's own /prefer default."""
+        preferences = await self.preferences.get(requester.user_id) if self.preferences else None
+        return self.private_for(
+            requester, member_prefers_private=preferences is not None and preferences.private
+        )
 
     def review_channel(self, requester: Requester) -> int | None:
         """The moderators' channel this member's requests wait in, or None: no approval."""
@@ -207,7 +227,8 @@ class GenerationService:
         if self.policy is not None:
             await self.policy.admit(requester, acknowledge=acknowledge)
         await self.check_in_flight(requester.user_id)
-        variant, params = self.validate(draft, requester)
+        preferences = await self.preferences.get(requester.user_id) if self.preferences else None
+        variant, params = self.validate(draft, requester, preferences)
         for reference in draft.references:
             precheck(reference, self.limits)
         if draft.references:
@@ -437,6 +458,7 @@ class GenerationService:
             raise InvalidRequest(PROMPT_REMOVED_TEXT)
         return Draft(
             prompt=job.params.prompt,
+            use_preferences=False,  # the stored prompt is final (its suffix included)
             variant=job.requested_variant,  # BFL's again, if a backup made this one
             options=job.params.options,
             width=job.params.width,
@@ -460,6 +482,7 @@ class GenerationService:
         names = {spec.name for spec in chosen.options} if chosen else set()
         return Draft(
             prompt=prompt,
+            use_preferences=False,  # the form shows the job's final prompt and choices
             variant=key,
             options={k: v for k, v in job.params.options.items() if k in names},
             width=width,

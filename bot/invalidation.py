@@ -29,6 +29,7 @@ class Cache(StrEnum):
     SERVER_SETTINGS = "settings"
     MODERATION = "moderation"
     STUDIOS = "studios"
+    MEMBER_PREFERENCES = "member_preferences"  # members' /prefer (bot/members/preferences.py)
     GLOBAL_BLOCKS = "global_blocks"  # the owner's blocks everywhere (bot/operator/blocks.py)
     BOT_DEFAULTS = "bot_defaults"  # the owner's bot-wide defaults (bot/operator/defaults.py)
     LORAS = "loras"  # the servers' LoRA catalogues (bot/loras.py)

@@ -26,6 +26,7 @@ from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
 from bot.loras import LoraCatalogue
+from bot.members import Preferences
 from bot.moderation.strikes import Moderation
 from bot.operations.instance import address_in_use_message
 from bot.operations.loop_lag import LoopLag
@@ -72,6 +73,8 @@ class Services:
     loop_lag: LoopLag
     accounts: AccountMonitor  # the provider keys' checks (readiness, metrics, the log)
     privacy: Privacy
+    # Members' own defaults (/prefer), the same everywhere: `await preferences.get(user_id)`.
+    preferences: Preferences
     global_blocks: GlobalBlocks  # the owner's blocks everywhere
     defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
     welcomes: Welcomes  # the setup note, once per server
@@ -287,6 +290,7 @@ async def build_services(
     # An ended studio posts its gallery once the jobs still running in it are done.
     engine.on_job_closed(studios.job_closed)
     engine.handover_admission = studios.admit_more  # FAILOVER's extra, within a studio budget
+    preferences = Preferences(db, variants, moderation=moderation, clock=clock)
     generation = GenerationService(
         engine,
         variants,
@@ -304,6 +308,7 @@ async def build_services(
             decode_megapixels=settings.reference_decode_budget_megapixels,
         ),
         max_in_flight=settings.max_jobs_in_flight_per_member,
+        preferences=preferences,
     )
     generation.loras = loras
     approvals = ApprovalQueue(
@@ -346,9 +351,11 @@ async def build_services(
         RetentionPolicy.from_settings(settings),
         clock=clock,
         on_server_erased=reload_server_caches,
+        preferences=preferences,
     )
     caches.register(Cache.GLOBAL_BLOCKS, global_blocks.load)
     caches.register(Cache.BOT_DEFAULTS, defaults.load)
+    caches.register(Cache.MEMBER_PREFERENCES, preferences.forget_all)
     return Services(
         settings=settings,
         db=db,
@@ -370,6 +377,7 @@ async def build_services(
         loop_lag=loop_lag,
         accounts=accounts,
         privacy=privacy,
+        preferences=preferences,
         global_blocks=global_blocks,
         defaults=defaults,
         welcomes=Welcomes(db, clock=clock),

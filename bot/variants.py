@@ -206,6 +206,13 @@ class JobParams:
     seed: int
     options: Mapping[str, Any]
     lora: LoraChoice | None = None
+    # One line each, shown under the result: where the member's /prefer defaults gave way to
+    # the server's rules (bot/members/preferences.py). Never sent to a provider.
+    notes: tuple[str, ...] = ()
+    # The member's default suffix is already in `prompt`: the prompt Reroll and Remix reuse
+    # is final, and the suffix is never appended twice. (A mark, not the text: erasing a
+    # prompt blanks `prompt` alone.)
+    suffix_applied: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -217,6 +224,10 @@ class JobParams:
         }
         if self.lora is not None:  # absent otherwise: older rows read the same
             data["lora"] = self.lora.to_json()
+        if self.notes:  # only when there are: older rows and most jobs have none
+            data["notes"] = list(self.notes)
+        if self.suffix_applied:
+            data["suffix_applied"] = True
         return data
 
     @classmethod
@@ -224,6 +235,8 @@ class JobParams:
         lora = data.get("lora")
         return cls(
             prompt=data["prompt"],
+            notes=tuple(data.get("notes") or ()),
+            suffix_applied=bool(data.get("suffix_applied")),
             width=data["width"],
             height=data["height"],
             seed=data["seed"],

@@ -38,6 +38,7 @@ EXTENSIONS = (
     "cogs.approvals",
     "cogs.studio",
     "cogs.privacy",
+    "cogs.preferences",
     "cogs.about",
     "cogs.owner",
 )

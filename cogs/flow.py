@@ -122,10 +122,7 @@ async def _generate_from_interaction(
 ) -> None:
     message_id: int | None = None
     # Decided before any answer: a private result's "thinking…" must be ephemeral already.
-    private = bot.services.generation.private_for(
-        who,
-        member_prefers_private=False,  # the member's /prefer private default
-    )
+    private = await bot.services.generation.private_result(who)
 
     async def acknowledge() -> None:
         # Slow work ahead (downloads, a direct message's membership lookup) can outlast

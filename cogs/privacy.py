@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 CONFIRM_SECONDS = 600
 CONFIRM_TEXT = (
     "This erases, in every server and in direct messages, the prompts of your finished image "
-    "requests, the images the bot still stores for you, and your prompts quoted in moderation "
-    "records. Your images already posted in Discord stay (delete those messages yourself), and "
-    "what you spent stays in the servers' accounts, without your prompts. "
+    "requests, the images the bot still stores for you, your /prefer defaults, and your prompts "
+    "quoted in moderation records. Your images already posted in Discord stay (delete those "
+    "messages yourself), and what you spent stays in the servers' accounts, without your prompts. "
     "It can't be undone. Erase?"
 )
 CANCELLED_TEXT = "Nothing was erased."

@@ -89,6 +89,8 @@ def result_embed(job: Job, image: OutputImage, filename: str, parent: Job | None
     if parent is not None:
         link = job_link(parent)
         embed.add_field(name="Edit of", value=f"[this image]({link})" if link else parent.id)
+    if job.params.notes:  # where the member's /prefer defaults gave way to the server's rules
+        embed.add_field(name="Note", value="\n".join(job.params.notes), inline=False)
     embed.set_footer(text=f"Job {job.id}")
     return embed
 

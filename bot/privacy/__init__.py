@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
+from bot.members.preferences import Preferences
 from bot.periodic import cancel_and_wait, repeat
 from bot.privacy.members import Erasure, Export, MemberData
 from bot.privacy.retention import PurgeReport, Retention, RetentionPolicy
@@ -26,9 +27,10 @@ class Privacy:
         *,
         clock: Callable[[], float],
         on_server_erased: Callable[[], Awaitable[None]] | None = None,
+        preferences: Preferences | None = None,
     ) -> None:
         self.retention = Retention(db, policy, clock=clock, on_server_erased=on_server_erased)
-        self.members = MemberData(db, audit, clock=clock)
+        self.members = MemberData(db, audit, clock=clock, preferences=preferences)
         self._task: asyncio.Task[NoReturn] | None = None
 
     def start(self, servers_here: Callable[[], list[int]]) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.members.preferences import Preferences
 from bot.privacy.batches import (
     PROMPT_ACTIONS_SQL,
     PROMPT_REMOVED,
@@ -69,6 +70,13 @@ def _approval(row: dict[str, Any]) -> dict[str, Any]:
     row["variant"] = request.get("variant")
     row["prompt"] = params.get("prompt") or None
     row["width"], row["height"] = params.get("width"), params.get("height")
+    return row
+
+
+def _preferences(row: dict[str, Any]) -> dict[str, Any]:
+    upsampling = row["prompt_upsampling"]
+    row["prompt_upsampling"] = None if upsampling is None else bool(upsampling)
+    row["private"] = bool(row["private"])
     return row
 
 
@@ -153,6 +161,13 @@ SECTIONS = (
         "SELECT job_id, guild_id, channel_id, message_id, claimed_at, posted_at"
         " FROM showcase_posts WHERE shared_by = ?",
         "claimed_at DESC, job_id DESC",
+    ),
+    Section(
+        "preferences",  # /prefer (bot/members/preferences.py): one row at most
+        "SELECT variant, size, prompt_suffix, prompt_upsampling, private, updated_at"
+        " FROM member_preferences WHERE user_id = ?",
+        "updated_at DESC",
+        convert=_preferences,
     ),
     Section(
         "server_memberships_seen",
@@ -248,6 +263,7 @@ class Erasure:
     audit_entries: int = 0
     approvals: int = 0
     favourites: int = 0
+    preferences: int = 0  # the member's /prefer defaults (0 or 1 row)
     unfinished: int = 0  # requests still queued or running: left alone
 
     @property
@@ -257,7 +273,9 @@ class Erasure:
             f" {plural(self.images, 'stored image')}, the prompts quoted in"
             f" {plural(self.strikes, 'strike')} and {plural(self.audit_entries, 'log entry')},"
             f" {plural(self.approvals, 'reviewed request')}"
-            f" and {plural(self.favourites, 'favourite')}."
+            f" and {plural(self.favourites, 'favourite')}"
+            + (", and your /prefer defaults" if self.preferences else "")
+            + "."
             " What you spent stays in the server's accounts, without your prompts."
         )
         if self.unfinished:
@@ -276,8 +294,10 @@ class MemberData:
         *,
         clock: Callable[[], float],
         max_bytes: int = EXPORT_MAX_BYTES,
+        preferences: Preferences | None = None,
     ) -> None:
         self._db = db
+        self._preferences = preferences  # the store whose memory must forget them too
         self._audit = audit
         self._clock = clock
         self.max_bytes = max_bytes
@@ -400,6 +420,9 @@ class MemberData:
             (user_id,),
             _deleting_favourites_of(user_id),
         )
+        # Its suffix is prompt text, and the rest is of no use without it: all of it goes.
+        preferences = self._preferences or Preferences(self._db, {})
+        erasure.preferences = await preferences.erase(user_id)
         erasure.unfinished = int(
             await self._db.fetch_value(
                 "SELECT count(*) FROM jobs WHERE user_id = ? AND closed = 0", (user_id,)
@@ -445,6 +468,7 @@ def _counts(erasure: Erasure) -> str:
         ("audit prompts", erasure.audit_entries),
         ("approvals", erasure.approvals),
         ("favourites", erasure.favourites),
+        ("preferences", erasure.preferences),
         ("unfinished kept", erasure.unfinished),
     )
     return ", ".join(f"{name}: {count}" for name, count in parts)

@@ -345,3 +345,26 @@ async def test_private_results_wait_out_the_channels_shared_webhook_limit(world:
     assert any(hit.scope == "shared" for hit in fake.rate_limited)
     assert all(fake.dm_channel(member) is None for member in members)
     assert public_results(world) == []
+
+
+async def test_a_member_who_prefers_private_results_gets_them_in_any_channel(
+    world: World,
+) -> None:
+    """/prefer private:true makes the member's own results private where the channel is
+    public, and leaves everyone else's public."""
+    bot = await world.start_bot()
+    chose = await world.discord.invoke_slash(
+        world.alice, world.channel, "prefer set", {"private": True}
+    )
+    assert (await chose.response()).data.get("flags", 0) & 64
+    _, result = await private_result(world, world.alice, "a quiet harbour")
+    assert result.ephemeral and result.visible_to == world.alice.id
+    assert any(c.startswith("flux:publish:") for c in result.custom_ids)
+    assert public_results(world) == []
+
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "a market"})
+    public = await world.result_after(before)
+    assert not public.ephemeral
+    await delivered(bot)
+    assert [row["status"] for row in await ledger_rows(bot)] == ["charged", "charged"]

@@ -128,6 +128,8 @@ def fill(path: Path) -> None:
             INSERT INTO guild_welcomes VALUES (42, {T0}, 5);
             INSERT INTO favourites VALUES (1002, 'job-1', {T0});
             INSERT INTO showcase_posts VALUES ('job-1', 42, 4444, 1001, {T0}, 99, {T0 + 1});
+            INSERT INTO member_preferences VALUES (1001, 'flex', 'landscape_16_9',
+                'oil paint', 0, 1, {T0});
             """
         )
 
