@@ -44,6 +44,8 @@ class Draft:
     stored: StoredReferences | None = None
     parent_job_id: str | None = None
     needs_edit: bool = False  # only edit-capable variants qualify
+    # Several images per prompt (BFL variants): this many jobs, one seed each.
+    images: int = 1
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ class GenerationRequest:
     # else the member's message it replies to. See cogs/delivery.py.
     interaction: InteractionToken | None = field(default=None, repr=False)
     reply_to_message_id: int | None = None
+    # Several images per prompt (BFL): this many jobs, seeds `params.seed`, +1, …, created
+    # together and shown in one message (bot/jobs/batches.py).
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,15 @@ class Job:
     # and whether the job it was made from has been purged.
     prompt_removed_at: float | None = None
     parent_purged: bool = False
+    # One image of a request for several (bot/jobs/batches.py): the batch is named after its
+    # first job, whose message shows them all; None for a job on its own.
+    batch_id: str | None = None
+    batch_index: int = 0
+    batch_size: int = 1
+
+    @property
+    def in_batch(self) -> bool:
+        return self.batch_id is not None
 
     def interaction(self, now: float) -> InteractionToken | None:
         """The interaction this job is still shown through, while its token is valid."""
