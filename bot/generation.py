@@ -5,6 +5,10 @@ here, so the rules (which variant, which references, what Reroll, Remix and Edit
 whether a request waits for a moderator, what a chain is, who may delete) are written once.
 A request goes `precheck` (no download) → `prepare` (the prompt, the references) → `start`
 (held for review, or a job); the shapes it takes on the way are in bot/drafts.py.
+
+Why this file is long: it is the one place every way of asking passes through, so each rule
+about a request (its variant, references, images per prompt, in-flight cap, lineage, who may
+manage it) is written here once rather than in each cog.
 """
 
 from __future__ import annotations
