@@ -74,7 +74,8 @@ Knobs (plain attributes; change them at any time)
   capacity, e.g. to act on the queue while no slot can free. ``held`` tells which.
 * ``webhook_responses_include_polling_url``: also return ``polling_url`` to webhook submits.
 * ``script(prompt, Outcome(...))`` / ``scripts`` / ``default_outcome``: how tasks end, keyed
-  by the exact prompt (persistent until removed from ``scripts``). While running, the task
+  by the exact prompt (persistent until removed from ``scripts``; ``script_task(prompt,
+  seed, ...)`` scripts one task of a prompt by its seed). While running, the task
   shows ``Outcome.running_statuses`` in order, each for an equal share of the latency, with
   ``progress`` going from 0 to 1. At the latency it shows ``final_status`` forever. A final
   status that is not one of Ready / Request Moderated / Content Moderated / Error (e.g.
@@ -491,6 +492,9 @@ class FakeBFL(LoopbackServer):
 
         self.default_outcome = Outcome()
         self.scripts: dict[str, Outcome] = {}
+        # Per task: (prompt, seed) → outcome, before the prompt's own script (one image of
+        # several with one prompt, told apart by their seeds).
+        self.task_scripts: dict[tuple[str, int], Outcome] = {}
         self.submit_faults: list[SubmitFault] = []
         self.poll_faults: list[int] = []
         self.webhook_mode: WebhookMode = "secret"
@@ -579,6 +583,11 @@ class FakeBFL(LoopbackServer):
     def script(self, prompt: str, outcome: Outcome) -> None:
         """Every later submit whose prompt equals ``prompt`` behaves as ``outcome``."""
         self.scripts[prompt] = outcome
+
+    def script_task(self, prompt: str, seed: int, outcome: Outcome) -> None:
+        """Every later submit with this prompt and seed behaves as ``outcome`` (it wins over
+        the prompt's own script)."""
+        self.task_scripts[(prompt, seed)] = outcome
 
     @property
     def held(self) -> bool:
@@ -928,7 +937,8 @@ class FakeBFL(LoopbackServer):
     ) -> Task:
         now = time.monotonic()
         prompt = body["prompt"]
-        outcome = replace(self.scripts.get(prompt, self.default_outcome))  # a snapshot
+        scripted = self.task_scripts.get((prompt, body.get("seed")))  # type: ignore[arg-type]
+        outcome = replace(scripted or self.scripts.get(prompt, self.default_outcome))  # a snapshot
         latency = self.latency if outcome.latency is None else outcome.latency
         if outcome.latency is None and self.latency_jitter:
             latency *= self._jitter.uniform(1 - self.latency_jitter, 1 + self.latency_jitter)
