@@ -210,7 +210,7 @@ async def test_a_reply_to_a_grid_asks_for_edit_n_and_edit_2_after_a_restart_edit
     assert len(world.bfl.submissions) == 2
 
     await world.stop_bot(first)
-    await world.start_bot()
+    second = await world.start_bot()
     it = await world.discord.click(world.bob, message, f"flux:edit:{jobs[1]['id']}:2")
     modal = await it.response()
     before = world.newest_message_id()
@@ -225,8 +225,7 @@ async def test_a_reply_to_a_grid_asks_for_edit_n_and_edit_2_after_a_restart_edit
     edit = world.bfl.submissions[2]
     assert edit.body["prompt"] == "the second boat, at night"
     assert decoded_inputs(edit.body) == [two.data]  # image 2, never the contact sheet
-    reader = await world.start_bot()
-    parent = await reader.services.db.fetch_value(
+    parent = await second.services.db.fetch_value(
         "SELECT parent_job_id FROM jobs WHERE batch_id IS NULL"
     )
     assert parent == jobs[1]["id"]
