@@ -16,6 +16,7 @@ from bot.jobs.models import JobState
 from bot.ledger import credits_to_mc
 from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
+from tests.e2e.test_approvals import button, enable_approvals, review_message, setup_world
 from tests.e2e.test_experience import decoded_inputs
 from tests.fakes.bfl_server import Outcome
 from tests.fakes.discord_server import Message
@@ -259,3 +260,32 @@ async def test_a_restart_between_two_images_ready_still_shows_the_grid_once(
     assert {job["result_message_id"] for job in jobs} == {message.id}
     assert len(world.bfl.submissions) == 2  # followed again, never resubmitted
     assert [m.id for m in bot_results(world)] == [message.id]
+
+
+async def test_a_grid_held_for_approval_is_made_whole_once_approved(world: World) -> None:
+    """The request waits with its size; approved after a restart (no live interaction), the
+    grid replaces the waiting message, and the batch was reserved as two images."""
+    review, moderator, trusted = setup_world(world)
+    bot = await world.start_bot()
+    await enable_approvals(bot, world, review, trusted)
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "two owls", "images": 2, "seed": 3}
+    )
+    status = await world.discord.wait_for_message(
+        lambda m: "Waiting for a moderator" in m.content, channel_id=world.channel.id,
+        after=before,
+    )  # fmt: skip
+    queued = await review_message(world, review)
+    await world.stop_bot(bot)
+    bot = await world.start_bot()
+    await world.discord.click(moderator, queued, button(queued, "approve"))
+    result = await world.result_after(before)
+    assert result.id == status.id
+    assert sorted(s.body["seed"] for s in world.bfl.submissions) == [3, 4]
+    assert len(result.attachments) == 3  # the sheet and both images
+    jobs = await grid_jobs(bot, closed=True)
+    assert [job["state"] for job in jobs] == ["delivered", "delivered"]
+    statuses = await bot.services.db.fetch_all("SELECT status FROM ledger")
+    assert [row["status"] for row in statuses] == ["charged", "charged"]
+    assert [m.id for m in bot_results(world)] == [result.id]
