@@ -273,7 +273,7 @@ class DiscordNotifier:
         if lead.id in self._done:
             return
         message = self._message(lead)
-        text = batch_progress_text(jobs, queue_position, now=self._clock())
+        text = batch_progress_text(jobs, queue_position)
         if text == message.progress_text:
             return
         message.progress_text = text

@@ -88,20 +88,19 @@ def message_nonce(job: Job) -> int:
     return int(job.id, 16) & (2**63 - 1)
 
 
-def batch_progress_text(jobs: list[Job], queue_position: int | None, *, now: float) -> str:
-    """One line for a batch (several images per prompt): in line, or how many are made."""
+def batch_progress_text(jobs: list[Job], queue_position: int | None) -> str:
+    """One line for a batch (several images per prompt): in line, or how many are made. No
+    elapsed time: the line changes only when an image does, so each change is one edit."""
     lead = jobs[0]
     size = lead.batch_size
     if all(job.state is JobState.QUEUED for job in jobs):
         return f"{queued_text(lead.user_id, variant_label(lead), queue_position)} · {size} images"
     made = sum(job.state in (JobState.READY, JobState.DELIVERED) for job in jobs)
     failed = sum(job.state.is_terminal and job.state is not JobState.DELIVERED for job in jobs)
-    started = [job.submitted_at for job in jobs if job.submitted_at is not None]
-    elapsed = f" · {max(0, int(now - min(started)))}s" if started else ""
     not_made = f" · {failed} not made" if failed else ""
     return (
         f"🎨 <@{lead.user_id}> · Generating {size} images with {variant_label(lead)}"
-        f" · {made} of {size} ready{not_made}{elapsed}"
+        f" · {made} of {size} ready{not_made}"
     )
 
 

@@ -139,7 +139,8 @@ class BatchDelivery:
                 log.warning("batch %s: its outcome cannot be shown: %s", batch_id, again)
                 message_id = None
         for closed in await self._store.deliver_batch(batch_id, message_id):
-            self._metrics.job_state_changed(closed.state, closed.variant)
+            if closed.state is JobState.DELIVERED:  # a failure was counted when it failed
+                self._metrics.job_state_changed(closed.state, closed.variant)
             await self._closed(closed.id, closed)
 
     async def _unshown(self, jobs: list[Job], reason: str) -> list[Job]:

@@ -12,7 +12,6 @@ from PIL import Image
 
 from bot.generation import GRID_MESSAGE_TEXT
 from bot.jobs.engine import MODERATED_STRIKE_MESSAGE
-from bot.jobs.models import JobState
 from bot.ledger import credits_to_mc
 from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
@@ -101,7 +100,7 @@ async def test_a_moderated_image_is_refunded_alone_and_the_others_still_show(
     message = await world.result_after(before)
 
     by_seed = {s.body["seed"]: s.task_id or "" for s in world.bfl.submissions}
-    sheet, *images = message.attachments
+    _sheet, *images = message.attachments
     assert [a.data for a in images] == [world.bfl.image_bytes(by_seed[s]) for s in (40, 42, 43)]
     assert message.content == (f"<@{world.alice.id}>\n🛡️ Image 2: {MODERATED_STRIKE_MESSAGE}")
     jobs = await grid_jobs(bot, closed=True)
@@ -196,7 +195,7 @@ async def test_a_reply_to_a_grid_asks_for_edit_n_and_edit_2_after_a_restart_edit
         world.alice, world.channel, "imagine", {"prompt": "two boats", "images": 2, "seed": 5}
     )
     message = await world.result_after(before)
-    sheet, one, two = message.attachments
+    _sheet, _one, two = message.attachments
     jobs = await grid_jobs(first)
 
     # A reply to the grid does not guess which image: it points at the buttons.
