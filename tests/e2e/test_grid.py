@@ -288,3 +288,30 @@ async def test_a_grid_held_for_approval_is_made_whole_once_approved(world: World
     statuses = await bot.services.db.fetch_all("SELECT status FROM ledger")
     assert [row["status"] for row in statuses] == ["charged", "charged"]
     assert [m.id for m in bot_results(world)] == [result.id]
+
+
+async def test_reroll_on_a_grid_makes_a_new_grid_and_delete_unlinks_every_image(
+    world: World,
+) -> None:
+    bot = await world.start_bot()
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "pears", "images": 2}
+    )
+    first = await world.result_after(before)
+    jobs = await grid_jobs(bot, closed=True)
+    lead = jobs[0]["id"]
+
+    before = world.newest_message_id()
+    await world.discord.click(world.alice, first, f"flux:reroll:{lead}")
+    second = await world.result_after(before)
+    assert len(world.bfl.submissions) == 4
+    assert len(second.attachments) == 3  # a new grid of two
+
+    it = await world.discord.click(world.alice, first, f"flux:delete:{lead}")
+    assert await world.refusal(it) == "Deleted."  # answered once the jobs are unlinked
+    assert world.discord.message(first.id).deleted
+    linked = await bot.services.db.fetch_all(
+        "SELECT id FROM jobs WHERE result_message_id = ?", (first.id,)
+    )
+    assert linked == []
