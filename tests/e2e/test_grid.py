@@ -276,6 +276,8 @@ async def test_a_grid_held_for_approval_is_made_whole_once_approved(world: World
         after=before,
     )  # fmt: skip
     queued = await review_message(world, review)
+    fields = {f["name"]: f["value"] for f in queued.embeds[0]["fields"]}
+    assert fields["Images"] == "2"  # the moderator sees what approving costs
     await world.stop_bot(bot)
     bot = await world.start_bot()
     await world.discord.click(moderator, queued, button(queued, "approve"))
@@ -315,3 +317,26 @@ async def test_reroll_on_a_grid_makes_a_new_grid_and_delete_unlinks_every_image(
         "SELECT id FROM jobs WHERE result_message_id = ?", (first.id,)
     )
     assert linked == []
+
+
+async def test_a_grid_over_the_upload_limit_reduces_the_sheet_and_keeps_the_images(
+    world: World,
+) -> None:
+    """The contact sheet is the large file of a grid of small images: it is the one reduced,
+    and the images themselves arrive exactly as made."""
+    world.discord.attachment_size_limit = 64 * 1024 + 16_000  # the margin, and 16 kB of files
+    await world.start_bot()
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "tight fit", "images": 4, "seed": 1}
+    )
+    message = await world.result_after(before)
+    by_seed = {
+        s.body["seed"]: world.bfl.image_bytes(s.task_id or "") for s in world.bfl.submissions
+    }
+    sheet, *images = message.attachments
+    assert [a.data for a in images] == [by_seed[seed] for seed in (1, 2, 3, 4)]
+    assert sum(a.size for a in message.attachments) <= 16_000
+    assert sheet.filename.endswith(".jpg") and sheet.size > 0
+    fields = {f["name"]: f["value"] for f in message.embeds[0]["fields"]}
+    assert fields["Shown"] == "reduced to fit this server's upload limit"
