@@ -60,7 +60,8 @@ async def test_four_images_are_four_tasks_shown_in_one_message_and_charged_each(
     by_seed = {s.body["seed"]: world.bfl.image_bytes(s.task_id or "") for s in submissions}
     # One message, the interaction's own: the contact sheet, then image 1…4 in seed order.
     assert it.original is not None and it.original.id == message.id
-    assert [m.id for m in bot_results(world)] == [message.id]
+    posted = world.discord.messages(world.channel.id, include_ephemeral=False)
+    assert [m.id for m in posted if m.author_id == world.discord.application_id] == [message.id]
     sheet, *images = message.attachments
     assert [a.data for a in images] == [by_seed[seed] for seed in (7, 8, 9, 10)]
     with Image.open(io.BytesIO(sheet.data)) as picture:
