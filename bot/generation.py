@@ -367,10 +367,26 @@ class GenerationService:
         try:
             await self._record(job, BOT_ACTOR, "provider moderation", detail)
             if self.provider_moderation_strikes and self.policy and job.guild_id is not None:
+                if not await self._first_moderated_of_request(job):
+                    return  # one request, one strike, however many of its images were refused
                 moderation = self.policy.moderation
                 await moderation.provider_moderation(job.guild_id, job.user_id, job.prompt)
         except Exception:
             log.exception("job %s: recording the provider's moderation failed", job.id)
+
+    async def audits_written(self) -> None:
+        """Wait for the audit lines and strikes of the jobs closed so far (written after the
+        job is shown, so that showing it never waits for them)."""
+        await asyncio.gather(*self._audit_tasks, return_exceptions=True)
+
+    async def _first_moderated_of_request(self, job: Job) -> bool:
+        """Whether `job` is the first image of its request the provider refused (a job on
+        its own always is)."""
+        if job.batch_id is None:
+            return True
+        batch = await self.engine.store.batch(job.batch_id)
+        first = next((j for j in batch if j.state is JobState.MODERATED), job)
+        return first.id == job.id
 
     # ----------------------------------------------------------------- jobs
     async def job(self, job_id: str) -> Job | None:

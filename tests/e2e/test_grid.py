@@ -341,3 +341,24 @@ async def test_a_grid_over_the_upload_limit_reduces_the_sheet_and_keeps_the_imag
     assert sheet.filename.endswith(".jpg") and sheet.size > 0
     fields = {f["name"]: f["value"] for f in message.embeds[0]["fields"]}
     assert fields["Shown"] == "reduced to fit this server's upload limit"
+
+
+async def test_two_refused_images_of_one_request_are_one_strike(world: World) -> None:
+    for seed in (51, 52):
+        world.bfl.script_task("risky", seed, Outcome(final_status="Request Moderated"))
+    bot = await world.start_bot()
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "risky", "images": 3, "seed": 50}
+    )
+    message = await world.result_after(before)
+    assert len(message.attachments) == 1  # one image made: no contact sheet for one
+    assert message.content.count("You were not charged") == 2
+    await grid_jobs(bot, closed=True)
+    await bot.services.generation.audits_written()
+    rows = await bot.services.db.fetch_all("SELECT user_id FROM strikes")
+    assert [row["user_id"] for row in rows] == [world.alice.id]
+    audited = await bot.services.db.fetch_value(
+        "SELECT count(*) FROM audit_log WHERE action = 'provider moderation'"
+    )
+    assert audited == 2  # each refused image is in the audit log
