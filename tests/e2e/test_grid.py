@@ -165,6 +165,20 @@ async def test_an_aiml_variant_is_refused_images_and_keeps_num_images(
     assert "images" not in options["dev"] and "num_images" in options["dev"]
 
 
+async def test_four_images_are_four_tasks_active_at_once_at_the_stand_in(world: World) -> None:
+    world.bfl.hold()
+    await world.start_bot()
+    before = world.newest_message_id()
+    await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "together", "images": 4}
+    )
+    await world.bfl.wait_for(lambda: world.bfl.active_count() == 4)
+    assert len({task.owner_key for task in world.bfl.tasks.values()}) == 1  # one key's cap
+    world.bfl.release()
+    message = await world.result_after(before)
+    assert len(message.attachments) == 5
+
+
 async def test_the_stand_in_sees_every_task_and_members_take_turns(world: World) -> None:
     """Each image takes its own slot: with two slots, Alice's four images fill both, and
     Bob's one image, asked later, goes before her last two (the fair queue's turns)."""
@@ -173,10 +187,13 @@ async def test_the_stand_in_sees_every_task_and_members_take_turns(world: World)
     await world.discord.invoke_slash(
         world.alice, world.channel, "imagine", {"prompt": "alice's four", "images": 4}
     )
-    await world.discord.wait_for(lambda: len(world.bfl.submissions) == 2)
+    await world.bfl.wait_for(lambda: world.bfl.active_count() == 2)
     before = world.newest_message_id()
-    await world.discord.invoke_slash(world.bob, world.channel, "imagine", {"prompt": "bob's one"})
-    await world.discord.wait_for(lambda: world.bfl.active_count() == 2)
+    it = await world.discord.invoke_slash(
+        world.bob, world.channel, "imagine", {"prompt": "bob's one"}
+    )
+    answer = await it.response()  # his request is in line (its answer follows the accept)
+    assert "Queued" in str(answer.data.get("content"))
     assert len(world.bfl.submissions) == 2  # the cap holds while the stand-in holds
     world.bfl.release()
     await world.result_after(before, within=15)

@@ -510,6 +510,7 @@ class FakeBFL(LoopbackServer):
         self.requests_seen: list[tuple[str, str]] = []
 
         self.submissions: list[Submission] = []
+        self._answered = asyncio.Event()  # set at every submit answered (see `wait_for`)
         self.tasks: dict[str, Task] = {}
         self.webhook_attempts: list[WebhookAttempt] = []
         self.poll_count = 0
@@ -583,6 +584,16 @@ class FakeBFL(LoopbackServer):
     def script(self, prompt: str, outcome: Outcome) -> None:
         """Every later submit whose prompt equals ``prompt`` behaves as ``outcome``."""
         self.scripts[prompt] = outcome
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until ``predicate()`` is true, re-checked each time a submit is answered."""
+
+        async def wait() -> None:
+            while not predicate():
+                self._answered.clear()
+                await self._answered.wait()
+
+        await asyncio.wait_for(wait(), timeout)
 
     def script_task(self, prompt: str, seed: int, outcome: Outcome) -> None:
         """Every later submit with this prompt and seed behaves as ``outcome`` (it wins over
@@ -1074,6 +1085,7 @@ class FakeBFL(LoopbackServer):
         def answer(response: web.Response, task: Task | None = None) -> web.Response:
             submission.status = response.status
             submission.task_id = task.id if task else None
+            self._answered.set()
             if response.content_type == "application/json" and response.text is not None:
                 submission.response = json.loads(response.text)
             return response
