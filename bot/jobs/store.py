@@ -74,6 +74,8 @@ def new_job_id() -> str:
 def batch_params(request: GenerationRequest, index: int) -> JobParams:
     """The parameters of image `index` of a batch: the request's, with the next seed (wrapping
     within the variant's range), so that every image differs and each can be made again."""
+    if index == 0:
+        return request.params
     low = request.variant.min_seed
     span = SEED_MAX - low + 1
     seed = low + (request.params.seed - low + index) % span
@@ -168,28 +170,74 @@ class JobStore:
         line, before any process can claim it). `tell_others=False`: no NOTIFY to the other
         processes, for a caller that claims it itself (or knows no slot is free)."""
         lead_id = request.job_id or new_job_id()
-        count = request.batch_size
-        # A batch's jobs: the first keeps the request's id (and its interaction, whose
-        # message shows the whole batch); every job has its own seed (bot/jobs/batches.py).
-        job_ids = [lead_id, *(new_job_id() for _ in range(count - 1))]
         now = self._clock()
+        # A batch (several images per prompt, bot/jobs/batches.py): `batch_size` jobs, the
+        # first with the request's id and interaction (its message shows them all), each with
+        # its own seed and reservation, created together or not at all.
+        count = request.batch_size
+        job_ids = [lead_id, *(new_job_id() for _ in range(count - 1))]
+        batch_id = lead_id if count > 1 else None
 
-        async def insert(tx: Tx) -> tuple[Job, T]:
-            if request.admission is not None:  # the whole batch at once: all or none
-                await request.admission(tx, credits_to_mc(estimated_cost) * count)
-            jobs = [
-                await self._insert(
+        async def insert_one(tx: Tx, job_id: str, position: int) -> Job:
+            interaction = request.interaction if position == 0 else None
+            params = batch_params(request, position)
+            if self._ledger is not None:
+                await self._ledger.reserve(
                     tx,
-                    request,
-                    job_id,
-                    index,
-                    estimated_cost=estimated_cost,
+                    job_id=job_id,
+                    guild_id=request.guild_id,
+                    user_id=request.user_id,
+                    role_ids=request.role_ids,
+                    variant=request.variant.key,
+                    credits=estimated_cost,
                     images=images,
                     now=now,
-                    batch_id=lead_id if count > 1 else None,
                 )
-                for index, job_id in enumerate(job_ids)
-            ]
+            row = await tx.fetch_one(
+                "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
+                " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
+                " estimated_cost, reference_count, interaction_token, interaction_expires_at,"
+                " reply_to_message_id, batch_id, batch_index, batch_size)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
+                (
+                    job_id,
+                    now,
+                    now,
+                    request.guild_id,
+                    request.channel_id,
+                    request.user_id,
+                    request.variant.key,
+                    request.variant.provider,
+                    params.prompt,
+                    json.dumps(params.to_json()),
+                    request.parent_job_id,
+                    JobState.QUEUED.value,
+                    request.status_message_id if position == 0 else None,
+                    estimated_cost,
+                    len(request.inputs),
+                    interaction.token if interaction else None,
+                    interaction.expires_at if interaction else None,
+                    request.reply_to_message_id,
+                    batch_id,
+                    position,
+                    count,
+                ),
+            )
+            await tx.execute_many(
+                "INSERT INTO job_inputs (job_id, position, content_type, width, height, data)"
+                " VALUES (?,?,?,?,?,?)",
+                [
+                    (job_id, index, image.content_type, image.width, image.height, image.data)
+                    for index, image in enumerate(request.inputs)
+                ],
+            )
+            assert row is not None  # RETURNING gives the inserted row
+            return job_from_row(row)
+
+        async def insert(tx: Tx) -> tuple[Job, T]:
+            if request.admission is not None:  # a batch's whole estimate, at once
+                await request.admission(tx, credits_to_mc(estimated_cost) * count)
+            jobs = [await insert_one(tx, job_id, n) for n, job_id in enumerate(job_ids)]
             job = jobs[0]
             if tell_others:
                 await tx.notify(QUEUE_CHANNEL, queued_payload(job.provider))
@@ -198,74 +246,6 @@ class JobStore:
         # The job comes back from its own transaction: once that commits, nothing else can
         # fail between "the job exists" and the caller knowing it.
         return await self._db.run(insert)
-
-    async def _insert(
-        self,
-        tx: Tx,
-        request: GenerationRequest,
-        job_id: str,
-        index: int,
-        *,
-        estimated_cost: float,
-        images: int,
-        now: float,
-        batch_id: str | None,
-    ) -> Job:
-        """One job of the request (`index` in its batch), its reservation and references."""
-        interaction = request.interaction if index == 0 else None
-        params = request.params if index == 0 else batch_params(request, index)
-        if self._ledger is not None:
-            await self._ledger.reserve(
-                tx,
-                job_id=job_id,
-                guild_id=request.guild_id,
-                user_id=request.user_id,
-                role_ids=request.role_ids,
-                variant=request.variant.key,
-                credits=estimated_cost,
-                images=images,
-                now=now,
-            )
-        row = await tx.fetch_one(
-            "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
-            " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
-            " estimated_cost, reference_count, interaction_token, interaction_expires_at,"
-            " reply_to_message_id, batch_id, batch_index, batch_size)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
-            (
-                job_id,
-                now,
-                now,
-                request.guild_id,
-                request.channel_id,
-                request.user_id,
-                request.variant.key,
-                request.variant.provider,
-                params.prompt,
-                json.dumps(params.to_json()),
-                request.parent_job_id,
-                JobState.QUEUED.value,
-                request.status_message_id if index == 0 else None,
-                estimated_cost,
-                len(request.inputs),
-                interaction.token if interaction else None,
-                interaction.expires_at if interaction else None,
-                request.reply_to_message_id,
-                batch_id,
-                index,
-                request.batch_size,
-            ),
-        )
-        await tx.execute_many(
-            "INSERT INTO job_inputs (job_id, position, content_type, width, height, data)"
-            " VALUES (?,?,?,?,?,?)",
-            [
-                (job_id, position, image.content_type, image.width, image.height, image.data)
-                for position, image in enumerate(request.inputs)
-            ],
-        )
-        assert row is not None  # RETURNING gives the inserted row
-        return job_from_row(row)
 
     async def batch(self, batch_id: str) -> list[Job]:
         """A batch's jobs in order, waiting through an outage (the jobs' path needs it)."""
