@@ -342,6 +342,7 @@ async def test_a_grid_over_the_upload_limit_reduces_the_sheet_and_keeps_the_imag
 ) -> None:
     """The contact sheet is the large file of a grid of small images: it is the one reduced,
     and the images themselves arrive exactly as made."""
+    world.bfl.result_size = (1024, 1024)  # tiny PNGs of 1 MP: a sheet of ~20 kB
     world.discord.attachment_size_limit = 64 * 1024 + 16_000  # the margin, and 16 kB of files
     await world.start_bot()
     before = world.newest_message_id()

@@ -7,13 +7,13 @@ import io
 import pytest
 from PIL import Image
 
-from bot.contact_sheet import BACKGROUND, CELL_SIDE, GAP, compose, layout
+from bot.contact_sheet import BACKGROUND, CELL_SIDE, GAP, PLACEHOLDER, compose, layout
 from bot.providers.base import OutputImage
 
 RED, GREEN, BLUE, YELLOW = (220, 20, 20), (20, 200, 20), (20, 20, 220), (230, 230, 20)
 
 
-def solid(colour: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> OutputImage:
+def solid(colour: tuple[int, int, int], size: tuple[int, int] = (1024, 1024)) -> OutputImage:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "PNG")
     return OutputImage("image/png", size[0], size[1], buffer.getvalue())
@@ -69,13 +69,20 @@ def test_each_cell_is_numbered_with_its_label() -> None:
 
 
 def test_a_wide_image_keeps_its_shape_in_a_cell_of_its_shape() -> None:
-    wide = [solid(RED, (128, 64)), solid(GREEN, (128, 64)), solid(BLUE, (128, 64))]
+    wide = [solid(RED, (1536, 768)), solid(GREEN, (1536, 768)), solid(BLUE, (1536, 768))]
     sheet = compose(wide)
     assert (sheet.width, sheet.height) == (3 * CELL_SIDE + 2 * GAP, CELL_SIDE // 2)
 
 
-def test_a_large_image_makes_a_small_sheet() -> None:
-    big = [solid(RED, (2048, 2048)) for _ in range(4)]
-    sheet = compose(big)
-    assert max(sheet.width, sheet.height) == 2 * CELL_SIDE + GAP
-    assert len(sheet.data) < 200_000
+def test_a_large_image_makes_a_small_sheet_and_a_small_one_is_not_enlarged() -> None:
+    big = compose([solid(RED, (2048, 2048)) for _ in range(4)])
+    assert max(big.width, big.height) == 2 * CELL_SIDE + GAP
+    assert len(big.data) < 200_000
+    small = compose([solid(RED, (32, 32)), solid(GREEN, (32, 32))])
+    assert (small.width, small.height) == (2 * 32 + GAP, 32)
+
+
+def test_an_unreadable_image_is_a_grey_numbered_cell() -> None:
+    broken = OutputImage("image/png", 1024, 1024, b"not an image")
+    picture = decoded(compose([solid(RED), broken]))
+    assert close(picture.getpixel((CELL_SIDE + GAP + CELL_SIDE // 2, CELL_SIDE // 2)), PLACEHOLDER)
