@@ -380,3 +380,25 @@ async def test_two_refused_images_of_one_request_are_one_strike(world: World) ->
         "SELECT count(*) FROM audit_log WHERE action = 'provider moderation'"
     )
     assert audited == 2  # each refused image is in the audit log
+
+
+async def test_a_grid_whose_every_image_fails_says_so_once_and_charges_nothing(
+    world: World,
+) -> None:
+    world.bfl.script("all refused", Outcome(final_status="Error"))
+    bot = await world.start_bot()
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "all refused", "images": 2}
+    )
+    message = await world.discord.wait_for_message(
+        lambda m: m.content.count("Image ") == 2, channel_id=world.channel.id
+    )
+    assert it.original is not None and it.original.id == message.id
+    assert message.attachments == [] and message.embeds == [] and message.custom_ids == []
+    assert message.content.splitlines()[1:] == [
+        f"❌ Image {n}: The image service could not make this image. You were not charged."
+        for n in (1, 2)
+    ]
+    await grid_jobs(bot, closed=True)
+    statuses = await bot.services.db.fetch_all("SELECT status FROM ledger")
+    assert [row["status"] for row in statuses] == ["refunded", "refunded"]
