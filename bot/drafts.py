@@ -49,6 +49,8 @@ class Draft:
     needs_edit: bool = False  # only edit-capable variants qualify
     # A server LoRA (bot/loras.py): its name as typed, or a stored job's (Reroll, Remix).
     lora: str | LoraChoice | None = None
+    # Several images per prompt (BFL variants): this many jobs, one seed each.
+    images: int = 1
 
 
 @dataclass(frozen=True)

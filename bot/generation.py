@@ -7,9 +7,9 @@ A request goes `precheck` (no download) → `prepare` (the prompt, the reference
 (held for review, or a job); the shapes it takes on the way are in bot/drafts.py.
 
 Why this file is long: every way of asking meets the server's rules here (variants, approvals,
-studios, private results), and the rules that tie a request to what came before it (Reroll,
-Remix, Edit, lineage) read best beside the path they shape; the parts that stand alone (LoRAs,
-preferences, result tools, publishing) live in their own modules.
+studios, private results, images per prompt), and the rules that tie a request to what came
+before it (Reroll, Remix, Edit, lineage) read best beside the path they shape; the parts that
+stand alone (LoRAs, preferences, batches, result tools, publishing) live in their own modules.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bot.community.policy import CommunityPolicy, Requester
 from bot.community.studios import Studios
 from bot.drafts import Checked, Draft, Held, StoredReferences, Submitted, parse_seed, parse_size
 from bot.errors import ButtonNotHere, InvalidRequest
+from bot.jobs.batches import MAX_BATCH_IMAGES
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
@@ -57,6 +58,8 @@ PROMPT_REMOVED_TEXT = (
     "This image's prompt is no longer kept, so it can't be rerolled. Use Remix to give it a "
     "new prompt, or Edit to change the image itself."
 )
+# The provider whose variants take `images` (one task per image).
+BFL = "bfl"
 # The chain view walks back at most this many steps (the most recent ones).
 MAX_LINEAGE = 25
 DEFAULT_MAX_IN_FLIGHT = 4
@@ -72,6 +75,29 @@ class TooManyInFlight(InvalidRequest):
             f"You already have {plural(limit, 'request')} queued or being "
             "made, the most one member can have at once. Wait for one to finish, then try again."
         )
+
+
+class BatchTooLarge(InvalidRequest):
+    """Several images count as that many requests, and they do not fit the in-flight cap."""
+
+    def __init__(self, images: int, open_now: int, limit: int) -> None:
+        waiting = f" and you already have {open_now} queued or being made" if open_now else ""
+        super().__init__(
+            f"{images} images count as {images} requests{waiting}; one member can have at most "
+            f"{limit} at once. Ask for fewer images, or wait for one to finish."
+        )
+
+
+GRID_IMAGES_TEXT = "Ask for between 1 and {most} images."
+GRID_PROVIDER_TEXT = (
+    "Several images per prompt (images) work with the Black Forest Labs models; "
+    "{label} has its own option for that."
+)
+# A grid's message holds a contact sheet and every image: which one to edit is not clear.
+GRID_MESSAGE_TEXT = (
+    "That message holds several images. Use its **Edit 1**…**Edit {count}** buttons to edit "
+    "one of them."
+)
 
 
 class GenerationService:
@@ -170,6 +196,7 @@ class GenerationService:
         if policy is not None:
             policy.check_variant(requester, self.offered_name(variant), variant)
         variant.check_reference_count(len(draft.references) + stored)
+        check_images(draft.images, variant)
         prompt = draft.prompt
         if self.studios is not None:
             prompt = self.studios.apply(requester.channel_id, prompt, variant)
@@ -226,7 +253,7 @@ class GenerationService:
         member's interaction before any slow check (a direct message's membership lookup)."""
         if self.policy is not None:
             await self.policy.admit(requester, acknowledge=acknowledge)
-        await self.check_in_flight(requester.user_id)
+        await self.check_in_flight(requester.user_id, draft.images)
         preferences = await self.preferences.get(requester.user_id) if self.preferences else None
         variant, params = self.validate(draft, requester, preferences)
         for reference in draft.references:
@@ -299,6 +326,7 @@ class GenerationService:
             inputs=inputs,
             parent_job_id=draft.parent_job_id,
             role_ids=requester.role_ids,
+            batch_size=draft.images,
         )
 
     async def _check_budgets(self, request: GenerationRequest) -> None:
@@ -306,20 +334,21 @@ class GenerationService:
         if self.studios is not None:
             await self.studios.precheck(request)
 
-    async def check_in_flight(self, user_id: int) -> None:
-        """Refuse a member who already has `max_in_flight` requests queued or running."""
-        if await self.engine.store.open_count_for_user(user_id) >= self.max_in_flight:
-            raise TooManyInFlight(self.max_in_flight)
+    async def check_in_flight(self, user_id: int, images: int = 1) -> None:
+        """Refuse a member who already has `max_in_flight` requests queued or running, or
+        whose `images` (each its own job) would take them past it."""
+        check_in_flight(
+            await self.engine.store.open_count_for_user(user_id), images, self.max_in_flight
+        )
 
-    def _in_flight_admission(self, user_id: int, then: Admission | None) -> Admission:
-        """The in-flight cap, decided in the transaction that creates the job: requests sent
-        at the same moment cannot all slip past the check in `precheck`."""
+    def _in_flight_admission(self, user_id: int, images: int, then: Admission | None) -> Admission:
+        """The in-flight cap, decided in the transaction that creates the job(s): requests
+        sent at the same moment cannot all slip past the check in `precheck`."""
         limit = self.max_in_flight
 
         async def admit(tx: Tx, need_mc: int) -> None:
             await tx.lock(f"member:{user_id}")  # requests at the same moment count in turn
-            if await JobStore.open_count_for_user_in(tx, user_id) >= limit:
-                raise TooManyInFlight(limit)
+            check_in_flight(await JobStore.open_count_for_user_in(tx, user_id), images, limit)
             if then is not None:
                 await then(tx, need_mc)
 
@@ -342,15 +371,19 @@ class GenerationService:
             request = self.studios.bind(request)
         if limit_in_flight:
             request = replace(
-                request, admission=self._in_flight_admission(request.user_id, request.admission)
+                request,
+                admission=self._in_flight_admission(
+                    request.user_id, request.batch_size, request.admission
+                ),
             )
         if status_message_id is not None:
             request = replace(request, status_message_id=status_message_id)
         job, position = await self.engine.accept(request)
         # From here on the job exists and runs: nothing may fail the request any more.
         action = "edit" if request.inputs else "generate"
+        images = f" × {request.batch_size}" if request.batch_size > 1 else ""
         await self._record_best_effort(
-            job, job.user_id, action, f"{request.variant.label}: {_excerpt(job)}"
+            job, job.user_id, action, f"{request.variant.label}{images}: {_excerpt(job)}"
         )
         return job, position
 
@@ -381,10 +414,26 @@ class GenerationService:
         try:
             await self._record(job, BOT_ACTOR, "provider moderation", detail)
             if self.provider_moderation_strikes and self.policy and job.guild_id is not None:
+                if not await self._first_moderated_of_request(job):
+                    return  # one request, one strike, however many of its images were refused
                 moderation = self.policy.moderation
                 await moderation.provider_moderation(job.guild_id, job.user_id, job.prompt)
         except Exception:
             log.exception("job %s: recording the provider's moderation failed", job.id)
+
+    async def audits_written(self) -> None:
+        """Wait for the audit lines and strikes of the jobs closed so far (written after the
+        job is shown, so that showing it never waits for them)."""
+        await asyncio.gather(*self._audit_tasks, return_exceptions=True)
+
+    async def _first_moderated_of_request(self, job: Job) -> bool:
+        """Whether `job` is the first image of its request the provider refused (a job on
+        its own always is)."""
+        if job.batch_id is None:
+            return True
+        batch = await self.engine.store.batch(job.batch_id)
+        first = next((j for j in batch if j.state is JobState.MODERATED), job)
+        return first.id == job.id
 
     # ----------------------------------------------------------------- jobs
     async def job(self, job_id: str) -> Job | None:
@@ -466,6 +515,7 @@ class GenerationService:
             stored=await self.stored_references(job),
             parent_job_id=job.parent_job_id,
             lora=job.params.lora,
+            images=job.batch_size,  # a grid's Reroll makes a new grid
         )
 
     async def remix_draft(
@@ -491,6 +541,7 @@ class GenerationService:
             stored=stored,
             parent_job_id=job.parent_job_id,
             lora=lora_for_remix(job.params.lora, chosen),  # kept where the model takes it
+            images=job.batch_size if chosen and chosen.provider == BFL else 1,
         )
 
     def edit_draft(
@@ -517,11 +568,39 @@ class GenerationService:
         await self.engine.store.update(job_id, **fields)
 
     async def mark_deleted(self, job: Job, actor_id: int) -> None:
-        """Its message is gone: chains and /history stop linking to it."""
-        await self.engine.store.update(job.id, result_message_id=None, status_message_id=None)
+        """Its message is gone: chains and /history stop linking to it (nor to the other
+        images of its grid, which were in the same message)."""
+        batch = await self.engine.store.batch(job.batch_id) if job.batch_id else [job]
+        for shown in batch:
+            await self.engine.store.update(shown.id, result_message_id=None, status_message_id=None)
         await self._record_best_effort(
             job, actor_id, "deleted", f"<@{job.user_id}>'s {_excerpt(job)}"
         )
+
+
+def check_images(images: int, variant: Variant) -> None:
+    """`images` (several images per prompt) is 1–4, and more than 1 only on BFL, where each
+    image is its own task (the AI/ML API's variants have their own `num_images`)."""
+    if not 1 <= images <= MAX_BATCH_IMAGES:
+        raise InvalidRequest(GRID_IMAGES_TEXT.format(most=MAX_BATCH_IMAGES))
+    if images > 1 and variant.provider != BFL:
+        raise InvalidRequest(GRID_PROVIDER_TEXT.format(label=variant.label))
+
+
+def check_in_flight(open_now: int, images: int, limit: int) -> None:
+    """A batch of `images` counts as that many requests against the member's cap."""
+    if open_now >= limit:
+        raise TooManyInFlight(limit)
+    if open_now + images > limit:
+        raise BatchTooLarge(images, open_now, limit)
+
+
+def check_not_grid(job: Job | None) -> None:
+    """A grid's message is never taken as an edit's references (its contact sheet is not an
+    image of its own): the member is pointed at its per-image Edit buttons. Raises
+    InvalidRequest."""
+    if job is not None and job.in_batch:
+        raise InvalidRequest(GRID_MESSAGE_TEXT.format(count=job.batch_size))
 
 
 def _stored_sizes(draft: Draft) -> tuple[ReferenceSize, ...]:

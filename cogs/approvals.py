@@ -133,6 +133,8 @@ class DiscordApprovalView:
             embed.add_field(name="Size", value=f"{params.width}×{params.height}")
         if images:
             embed.add_field(name="Reference images", value=str(len(images)))
+        if approval.batch_size > 1:  # several images per prompt: each one charged
+            embed.add_field(name="Images", value=str(approval.batch_size))
         view = discord.ui.View(timeout=None)
         view.add_item(ReviewButton("approve", approval.id))
         view.add_item(ReviewButton("reject", approval.id))

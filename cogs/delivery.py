@@ -36,12 +36,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.contact_sheet import compose
 from bot.errors import DeliveryImpossible
 from bot.image_fit import CannotFit, fit_images, fits
 from bot.jobs.models import Job, JobState
@@ -49,7 +50,15 @@ from bot.outbox import ChannelTurns, Gate, LatestUpdate, no_gate
 from bot.providers.base import OutputImage
 from cogs.job_message import JobMessage, Shown, token_for
 from cogs.posting import ChannelPoster
-from cogs.render import failure_text, message_nonce, progress_text, result_embed
+from cogs.render import (
+    batch_failure_lines,
+    batch_progress_text,
+    failure_text,
+    grid_embed,
+    message_nonce,
+    progress_text,
+    result_embed,
+)
 from cogs.shared_limit import SharedLimited, SharedLimitWatch
 
 if TYPE_CHECKING:
@@ -87,7 +96,8 @@ DMS_CLOSED_REASON = (
 TOO_LARGE_REASON = "it is larger than this server's upload limit, even reduced"
 
 JobLookup = Callable[[str], Awaitable[Job | None]]
-ResultViewFactory = Callable[[Job, int], discord.ui.View]
+# (job, images in its result, the jobs of its grid whose images are shown: empty if none).
+ResultViewFactory = Callable[[Job, int, Sequence[Job]], discord.ui.View]
 QueuedViewFactory = Callable[[Job], discord.ui.View]
 # (job id, message id, left_interaction): persist where the job is shown now.
 ShownIn = Callable[[str, int, bool], Awaitable[None]]
@@ -187,6 +197,10 @@ class DiscordNotifier:
 
     # ----------------------------------------------------------------- JobNotifier
     async def job_progress(self, job: Job, *, queue_position: int | None) -> None:
+        if job.in_batch:  # its batch's message tells its progress (bot/jobs/batches.py)
+            if job.id == job.batch_id:
+                await self.batch_progress([job], queue_position=queue_position)
+            return
         if job.id in self._done:
             return
         message = self._message(job)
@@ -251,7 +265,7 @@ class DiscordNotifier:
             )
         # Further images of a multi-image result: one embed each, so all are shown together.
         embeds += [discord.Embed().set_image(url=f"attachment://{name}") for name in filenames[1:]]
-        view = self._result_view(job, len(images)) if self._result_view else None
+        view = self._result_view(job, len(images), ()) if self._result_view else None
         return Shown(
             f"<@{job.user_id}>",
             embeds,
@@ -260,6 +274,86 @@ class DiscordNotifier:
             view,
             _requester_only(job),
             nonce=message_nonce(job),
+        )
+
+    # ----------------------------------------------------------------- batches
+    async def batch_progress(self, jobs: list[Job], *, queue_position: int | None) -> None:
+        """The batch's one message says how far it is (its first job's message)."""
+        lead = jobs[0]
+        if lead.id in self._done:
+            return
+        message = self._message(lead)
+        text = batch_progress_text(jobs, queue_position)
+        if text == message.progress_text:
+            return
+        message.progress_text = text
+        self._updates(message).show(Shown(text))
+
+    async def batch_delivered(
+        self, jobs: list[Job], images: Mapping[str, list[OutputImage]]
+    ) -> int:
+        """The batch in its first job's message: the contact sheet, every image as a file,
+        a line for each image that was not made, and one row of buttons per image."""
+        lead = jobs[0]
+        parent = await self._lookup(lead.parent_job_id) if lead.parent_job_id else None
+        budget = self._upload_limit(self._message(lead)) - UPLOAD_MARGIN
+        for _ in range(TOO_LARGE_RETRIES + 1):
+            shown = await self._grid(jobs, images, parent, budget)
+            try:
+                return await self._finish(lead, shown)
+            except TooLarge:
+                log.info("batch %s: Discord says the result is too large; reducing it", lead.id)
+                budget //= 2
+        raise DeliveryImpossible(TOO_LARGE_REASON)
+
+    async def _grid(
+        self,
+        jobs: list[Job],
+        images: Mapping[str, list[OutputImage]],
+        parent: Job | None,
+        budget: int,
+    ) -> Shown:
+        lead = jobs[0]
+        made = [job for job in jobs if images.get(job.id)]
+        pictures = [images[job.id][0] for job in made]
+        files = list(pictures)
+        filenames = [
+            f"flux-{job.id}-1.{image.extension}" for job, image in zip(made, pictures, strict=True)
+        ]
+        if len(pictures) > 1:  # composing decodes every image: not on the event loop
+            labels = [job.batch_index + 1 for job in made]
+            sheet = await asyncio.to_thread(compose, pictures, labels)
+            files.insert(0, sheet)
+            filenames.insert(0, f"flux-{lead.id}-grid.{sheet.extension}")
+        shown_files = files
+        if not fits(files, budget):
+            try:
+                shown_files = await asyncio.to_thread(fit_images, files, budget)
+            except CannotFit:
+                raise DeliveryImpossible(TOO_LARGE_REASON) from None
+        # Filenames keep their job id; the extension follows a re-encoding.
+        filenames = [
+            f"{name.rsplit('.', 1)[0]}.{image.extension}"
+            for name, image in zip(filenames, shown_files, strict=True)
+        ]
+        embeds = []
+        if pictures:
+            embed = grid_embed(jobs, pictures[0], filenames[0], parent)
+            if shown_files is not files:
+                embed.add_field(
+                    name="Shown", value="reduced to fit this server's upload limit", inline=False
+                )
+            embeds.append(embed)
+        content = "\n".join([f"<@{lead.user_id}>", *batch_failure_lines(jobs)])
+        view = self._result_view(lead, 1, made) if self._result_view and made else None
+        return Shown(
+            content,
+            embeds,
+            shown_files,
+            filenames,
+            view,
+            _requester_only(lead),
+            nonce=message_nonce(lead),
         )
 
     def _upload_limit(self, message: JobMessage) -> int:

@@ -11,6 +11,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.drafts import Draft
+from bot.errors import InvalidRequest
+from bot.generation import check_not_grid
 from bot.variants import SIZE_PRESETS, Variant
 from cogs.flow import (
     candidate,
@@ -20,7 +22,7 @@ from cogs.flow import (
     refuse_in_reply,
 )
 from cogs.loras import LORA_OPTION, lora_autocomplete
-from cogs.options import OptionSet, variant_command
+from cogs.options import IMAGE_COUNT_OPTION, OptionSet, variant_command
 from cogs.results import EditModal, button_cooldown
 
 if TYPE_CHECKING:
@@ -36,7 +38,16 @@ SLOW_DOWN_TEXT = "Slow down a little: you can ask for another image in {seconds}
 
 def draft_from_options(variant: str | None, values: dict[str, Any], *, needs_edit: bool) -> Draft:
     """Map slash-command option values onto a Draft; unknown names are variant options."""
-    known = {"prompt", "variant", "size", "width", "height", "seed", LORA_OPTION}
+    known = {
+        "prompt",
+        "variant",
+        "size",
+        "width",
+        "height",
+        "seed",
+        LORA_OPTION,
+        IMAGE_COUNT_OPTION,
+    }
     images = [
         candidate(value)
         for name, value in values.items()
@@ -58,6 +69,7 @@ def draft_from_options(variant: str | None, values: dict[str, Any], *, needs_edi
         references=images,
         needs_edit=needs_edit,
         lora=values.get(LORA_OPTION),
+        images=values.get(IMAGE_COUNT_OPTION) or 1,
     )
 
 
@@ -118,6 +130,7 @@ class Generate(commands.Cog):
         )
         options.add_size(None, dict(SIZE_PRESETS))
         options.add_seed()
+        options.add_image_count()
         options.add_images(IMAGINE_IMAGES)
 
         async def handle(interaction: discord.Interaction[Any], values: dict[str, Any]) -> None:
@@ -169,9 +182,14 @@ class Generate(commands.Cog):
         if not image_attachments(message):
             await interaction.response.send_message(NO_IMAGES_TEXT, ephemeral=True)
             return
+        parent = await self.bot.services.generation.job_for_message(message.id)
+        try:
+            check_not_grid(parent)  # which image? its Edit N buttons say
+        except InvalidRequest as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return
         if await self._told_to_wait(interaction):  # counted here, like the Edit button
             return
-        parent = await self.bot.services.generation.job_for_message(message.id)
         await interaction.response.send_modal(EditModal(message, parent))
 
     # ----------------------------------------------------------------- reply-to-edit
@@ -196,6 +214,12 @@ class Generate(commands.Cog):
         ):
             return
         ours = target.author.id == me.id
+        parent = await self.bot.services.generation.job_for_message(target.id)
+        try:
+            check_not_grid(parent)  # a grid's contact sheet is never a reference
+        except InvalidRequest as exc:
+            refuse_in_reply(self.bot, message, str(exc))
+            return
         references = [candidate(a, uploaded=not ours) for a in image_attachments(target)]
         references += [candidate(a) for a in image_attachments(message)]
         prompt = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
@@ -206,7 +230,6 @@ class Generate(commands.Cog):
         if wait:
             refuse_in_reply(self.bot, message, SLOW_DOWN_TEXT.format(seconds=wait))
             return
-        parent = await self.bot.services.generation.job_for_message(target.id)
         draft = Draft(
             prompt=prompt,
             references=references,

@@ -13,10 +13,14 @@ from typing import Any, Optional
 import discord
 from discord import app_commands
 
+from bot.generation import BFL
+from bot.jobs.batches import MAX_BATCH_IMAGES
 from bot.variants import SEED_MAX, OptionKind, OptionSpec, Variant
 
 IMAGE_OPTION = "image"
 LORA_OPTION_TEXT = "A LoRA from this server's catalogue (pick one as you type)"
+# Several images per prompt (not a reference image, though it starts the same).
+IMAGE_COUNT_OPTION = "images"
 MAX_DIMENSION = 4096
 Handler = Callable[[discord.Interaction[Any], dict[str, Any]], Awaitable[None]]
 
@@ -98,6 +102,14 @@ class OptionSet:
             "seed", app_commands.Range[int, minimum, SEED_MAX], "Seed for a reproducible image"
         )
 
+    def add_image_count(self) -> None:
+        """`images`: several images per prompt (BFL), each its own task and seed."""
+        self.add(
+            IMAGE_COUNT_OPTION,
+            app_commands.Range[int, 1, MAX_BATCH_IMAGES],
+            f"How many images to make (1–{MAX_BATCH_IMAGES}), each its own seed and charge",
+        )
+
     def add_images(self, count: int, *, first_required: bool = False) -> None:
         for index, name in enumerate(image_option_names(count)):
             label = "Reference image" if index == 0 else f"Reference image {index + 1}"
@@ -145,6 +157,8 @@ def variant_command(
     )
     options.add_size(variant, variant.size_presets())
     options.add_seed(variant.min_seed)
+    if variant.provider == BFL:  # the AI/ML variants have their own num_images
+        options.add_image_count()
     for spec in variant.options:
         options.add_spec(spec)
     if variant.lora_size is not None:  # suggested by autocomplete (cogs/loras.py)

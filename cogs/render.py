@@ -69,8 +69,11 @@ def progress_text(job: Job, queue_position: int | None, *, now: float | None = N
     return f"🎨 {who} · Generating with {variant_label(job)} · {status}{elapsed}"
 
 
+_ICONS = {JobState.MODERATED: "🛡️", JobState.CANCELLED: "🚫"}
+
+
 def failure_text(job: Job) -> str:
-    icon = {JobState.MODERATED: "🛡️", JobState.CANCELLED: "🚫"}.get(job.state, "❌")
+    icon = _ICONS.get(job.state, "❌")
     return f"{icon} <@{job.user_id}> {job.error or 'This image could not be made.'}"
 
 
@@ -79,8 +82,7 @@ def result_embed(job: Job, image: OutputImage, filename: str, parent: Job | None
     embed.set_image(url=f"attachment://{filename}")
     embed.add_field(name="Model", value=variant_label(job))
     embed.add_field(name="Size", value=f"{image.width}×{image.height}")
-    seed = job.result_seed if job.result_seed is not None else job.params.seed
-    embed.add_field(name="Seed", value=str(seed))
+    embed.add_field(name="Seed", value=str(_seed(job)))
     if job.cost is not None:
         embed.add_field(name="Cost", value=f"{job.cost:g} credits")
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
@@ -98,3 +100,57 @@ def result_embed(job: Job, image: OutputImage, filename: str, parent: Job | None
 def message_nonce(job: Job) -> int:
     """A stable nonce per job: with enforce_nonce Discord returns the first message on a repeat."""
     return int(job.id, 16) & (2**63 - 1)
+
+
+def batch_progress_text(jobs: list[Job], queue_position: int | None) -> str:
+    """One line for a batch (several images per prompt): in line, or how many are made. No
+    elapsed time: the line changes only when an image does, so each change is one edit."""
+    lead = jobs[0]
+    size = lead.batch_size
+    if all(job.state is JobState.QUEUED for job in jobs):
+        return f"{queued_text(lead.user_id, variant_label(lead), queue_position)} · {size} images"
+    made = sum(job.state in (JobState.READY, JobState.DELIVERED) for job in jobs)
+    failed = sum(job.state.is_terminal and job.state is not JobState.DELIVERED for job in jobs)
+    not_made = f" · {failed} not made" if failed else ""
+    return (
+        f"🎨 <@{lead.user_id}> · Generating {size} images with {variant_label(lead)}"
+        f" · {made} of {size} ready{not_made}"
+    )
+
+
+def batch_failure_lines(jobs: list[Job]) -> list[str]:
+    """One line per image of a batch that was not made, saying why (its error says it was
+    not charged)."""
+    return [
+        f"{_ICONS.get(job.state, '❌')} Image {job.batch_index + 1}: "
+        f"{job.error or 'This image could not be made.'}"
+        for job in jobs
+        if job.state.is_terminal and job.state is not JobState.DELIVERED
+    ]
+
+
+def grid_embed(
+    jobs: list[Job], first: OutputImage, filename: str, parent: Job | None
+) -> discord.Embed:
+    """A grid's embed: its prompt, the contact sheet (or its one image), each image's seed."""
+    lead = jobs[0]
+    made = [job for job in jobs if job.state in (JobState.READY, JobState.DELIVERED)]
+    embed = discord.Embed(description=truncate(inert(lead.prompt), PROMPT_PREVIEW_CHARS))
+    embed.set_image(url=f"attachment://{filename}")
+    embed.add_field(name="Model", value=variant_label(lead))
+    embed.add_field(name="Size", value=f"{first.width}×{first.height}")
+    seeds = " · ".join(f"{job.batch_index + 1}: {_seed(job)}" for job in made)
+    embed.add_field(name="Seeds", value=seeds or "none")
+    costs = [job.cost for job in made if job.cost is not None]
+    if costs:
+        embed.add_field(name="Cost", value=f"{sum(costs):g} credits")
+    embed.add_field(name="Requested by", value=f"<@{lead.user_id}>")
+    if parent is not None:
+        link = job_link(parent)
+        embed.add_field(name="Edit of", value=f"[this image]({link})" if link else parent.id)
+    embed.set_footer(text=f"Jobs {' '.join(job.id for job in jobs)}")
+    return embed
+
+
+def _seed(job: Job) -> int:
+    return job.result_seed if job.result_seed is not None else job.params.seed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -54,12 +55,18 @@ COOLDOWN_ACTIONS = frozenset({"reroll", "edit", "remix"})
 _MESSAGE_LINK = re.compile(r"/channels/(?:[0-9]+|@me)/[0-9]+/(?P<message_id>[0-9]+)")
 
 
-def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
-    """The buttons under a result. With several images, Edit becomes one button per image."""
+def result_view(job: Job, image_count: int = 1, grid: Sequence[Job] = ()) -> discord.ui.View:
+    """The buttons under a result. With several images, Edit becomes one button per image;
+    a grid (several images per prompt: `grid`, the jobs of its images) has a row per image."""
     view = discord.ui.View(timeout=None)
+    for image_job in grid:
+        for item in image_row(image_job):
+            view.add_item(item)
     for action in RESULT_ACTIONS:
         if action == "delete" and job.unpublished_private:  # an ephemeral answer can't be
             view.add_item(PublishButton(job.id))  # deleted; its member may publish it
+        elif action == "edit" and grid:
+            continue  # each image of a grid has its own (image_row)
         elif action == "edit" and image_count > 1:
             for index in range(1, image_count + 1):
                 view.add_item(ResultButton(action, job.id, index))
@@ -68,6 +75,15 @@ def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
     for item in favourite_buttons(job):  # row 3: ⭐ and Share to showcase
         view.add_item(item)
     return view
+
+
+def image_row(job: Job) -> list[discord.ui.Item[Any]]:
+    """The buttons of one image of a grid, on that image's row (1–4, under the row of the
+    whole result): each acts on that image's own job. Hi-res and Zoom per image go here."""
+    number = job.batch_index + 1
+    edit = ResultButton("edit", job.id, number)
+    edit.row = number
+    return [edit]
 
 
 def queued_view(job: Job) -> discord.ui.View:
@@ -220,13 +236,20 @@ class EditModal(FriendlyModal, title="Edit with FLUX"):
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
         bot: FluxcordBot = interaction.client
         images = image_attachments(self.message) if self.message else []
-        if self.index is not None:  # one image of a multi-image result
+        if self.job is not None and self.job.in_batch:  # a grid: this job's image, never the
+            images = [image for image in images if _is_image_of(image, self.job)]  # sheet
+        elif self.index is not None:  # one image of a multi-image result
             images = images[self.index - 1 : self.index]
         ours = _ours(bot, self.message)
         draft = bot.services.generation.edit_draft(
             self.prompt.value, [candidate(image, uploaded=not ours) for image in images], self.job
         )
         await generate_from_interaction(bot, interaction, draft)
+
+
+def _is_image_of(attachment: discord.Attachment, job: Job) -> bool:
+    """Whether the attachment is the job's image (cogs/delivery.py names it after the job)."""
+    return attachment.filename.rsplit(".", 1)[0] == f"flux-{job.id}-1"
 
 
 def _ours(bot: FluxcordBot, message: discord.Message | None) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from bot.errors import DeliveryImpossible
+from bot.jobs.batches import BatchDelivery
 from bot.jobs.models import Job, JobState
 from bot.jobs.notifier import JobNotifier
 from bot.jobs.store import JobStore
@@ -66,6 +67,14 @@ class JobDelivery:
         self._closed_listeners: list[Callable[[Job], None]] = []
         self._closed = asyncio.Condition()
         self._closed_ids: set[str] = set()  # closed by this engine (for wait_closed)
+        # Jobs of a batch are shown together, once the last has ended (bot/jobs/batches.py).
+        self.batches = BatchDelivery(
+            store,
+            metrics,
+            notifier=lambda: self.notifier,
+            with_retries=self._with_retries,
+            closed=self._job_closed,
+        )
 
     @property
     def attached(self) -> bool:
@@ -107,9 +116,16 @@ class JobDelivery:
         """Post a ready job's result (stored and charged already), then close the job.
         `ready`: the job and its images as they were just stored (not read back)."""
         if ready is None:
-            job, images = await self.store.require(job_id), await self.store.outputs(job_id)
+            job = await self.store.require(job_id)
+            if job.in_batch:
+                await self.batches.ended(job)
+                return
+            images = await self.store.outputs(job_id)
         else:
             job, images = ready
+            if job.in_batch:
+                await self.batches.ended(job)
+                return
         try:
             message_id = await self._with_retries(lambda: self.notifier.job_delivered(job, images))
         except DeliveryImpossible as exc:
@@ -156,8 +172,12 @@ class JobDelivery:
             log.exception("job %s: could not record the failure", job_id)
 
     async def announce_failure(self, job_id: str) -> None:
-        """Show an ended job's failure (`job.error`), then close it."""
+        """Show an ended job's failure (`job.error`), then close it; a batch's job is shown
+        with its batch, once the batch has ended."""
         job = await self.store.require(job_id)
+        if job.in_batch:
+            await self.batches.ended(job)
+            return
         try:
             await self._with_retries(lambda: self.notifier.job_failed(job))
         except DeliveryImpossible as exc:

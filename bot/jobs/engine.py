@@ -357,13 +357,14 @@ class JobEngine:
 
     async def check_quota(self, request: GenerationRequest) -> None:
         """Raise QuotaExceeded now if the request would not fit, holding nothing: lets a caller
-        refuse before posting anything. `accept` still decides, atomically."""
+        refuse before posting anything. `accept` still decides, atomically. A batch needs
+        its size times one image's estimate."""
         await self.ledger.check(
             request.guild_id,
             request.user_id,
             request.role_ids,
-            credits=_estimate(request),
-            images=_images(request),
+            credits=_estimate(request) * request.batch_size,
+            images=_images(request) * request.batch_size,
         )
 
     @property
@@ -702,6 +703,9 @@ class JobEngine:
 
     async def _report_progress(self, job: Job, position: int | None) -> None:
         try:
+            if job.in_batch:  # the batch's one message (bot/jobs/batches.py)
+                await self.delivery.batches.progress(job, position)
+                return
             await self.notifier.job_progress(job, queue_position=position)
         except Exception:
             log.debug("progress update for job %s failed", job.id, exc_info=True)

@@ -60,6 +60,9 @@ class GenerationRequest:
     reply_to_message_id: int | None = None
     # Shown only to its requester until they publish it (GenerationService.private_for).
     private: bool = False
+    # Several images per prompt (BFL): this many jobs, seeds `params.seed`, +1, …, created
+    # together and shown in one message (bot/jobs/batches.py).
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,16 @@ class Job:
     @property
     def unpublished_private(self) -> bool:
         return self.private and self.published_message_id is None
+
+    # One image of a request for several (bot/jobs/batches.py): the batch is named after its
+    # first job, whose message shows them all; None for a job on its own.
+    batch_id: str | None = None
+    batch_index: int = 0
+    batch_size: int = 1
+
+    @property
+    def in_batch(self) -> bool:
+        return self.batch_id is not None
 
     def interaction(self, now: float) -> InteractionToken | None:
         """The interaction this job is still shown through, while its token is valid."""

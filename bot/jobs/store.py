@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from bot.errors import InvalidCharge
@@ -25,7 +26,7 @@ from bot.storage.db import Database, Row, Tx
 from bot.storage.outage import DEFAULT_PATIENCE
 from bot.storage.patient import Patient
 from bot.storage.rows import from_row, marks
-from bot.variants import JobParams, ReferenceSize, Variant
+from bot.variants import SEED_MAX, JobParams, ReferenceSize, Variant
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,17 @@ MoreAdmission = Callable[[Tx, int, int], Awaitable[None]]
 
 def new_job_id() -> str:
     return secrets.token_hex(8)
+
+
+def batch_params(request: GenerationRequest, index: int) -> JobParams:
+    """The parameters of image `index` of a batch: the request's, with the next seed (wrapping
+    within the variant's range), so that every image differs and each can be made again."""
+    if index == 0:
+        return request.params
+    low = request.variant.min_seed
+    span = SEED_MAX - low + 1
+    seed = low + (request.params.seed - low + index) % span
+    return replace(request.params, seed=seed)
 
 
 async def _nothing(tx: Tx, job: Job) -> None:
@@ -164,13 +176,18 @@ class JobStore:
         """`create`, and `then(tx, job)` in the same transaction (e.g. the job's place in
         line, before any process can claim it). `tell_others=False`: no NOTIFY to the other
         processes, for a caller that claims it itself (or knows no slot is free)."""
-        job_id = request.job_id or new_job_id()
+        lead_id = request.job_id or new_job_id()
         now = self._clock()
-        interaction = request.interaction
+        # A batch (several images per prompt, bot/jobs/batches.py): `batch_size` jobs, the
+        # first with the request's id and interaction (its message shows them all), each with
+        # its own seed and reservation, created together or not at all.
+        count = request.batch_size
+        job_ids = [lead_id, *(new_job_id() for _ in range(count - 1))]
+        batch_id = lead_id if count > 1 else None
 
-        async def insert(tx: Tx) -> tuple[Job, T]:
-            if request.admission is not None:
-                await request.admission(tx, credits_to_mc(estimated_cost))
+        async def insert_one(tx: Tx, job_id: str, position: int) -> Job:
+            interaction = request.interaction if position == 0 else None
+            params = batch_params(request, position)
             if self._ledger is not None:
                 await self._ledger.reserve(
                     tx,
@@ -187,9 +204,8 @@ class JobStore:
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
                 " estimated_cost, reference_count, interaction_token, interaction_expires_at,"
-                " reply_to_message_id, role_ids, private)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                " RETURNING *",
+                " reply_to_message_id, role_ids, private, batch_id, batch_index, batch_size)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
                 (
                     job_id,
                     now,
@@ -199,11 +215,11 @@ class JobStore:
                     request.user_id,
                     request.variant.key,
                     request.variant.provider,
-                    request.params.prompt,
-                    json.dumps(request.params.to_json()),
+                    params.prompt,
+                    json.dumps(params.to_json()),
                     request.parent_job_id,
                     JobState.QUEUED.value,
-                    request.status_message_id,
+                    request.status_message_id if position == 0 else None,
                     estimated_cost,
                     len(request.inputs),
                     interaction.token if interaction else None,
@@ -211,6 +227,9 @@ class JobStore:
                     request.reply_to_message_id,
                     ",".join(map(str, request.role_ids)) or None,
                     int(request.private),
+                    batch_id,
+                    position,
+                    count,
                 ),
             )
             await tx.execute_many(
@@ -222,7 +241,13 @@ class JobStore:
                 ],
             )
             assert row is not None  # RETURNING gives the inserted row
-            job = job_from_row(row)
+            return job_from_row(row)
+
+        async def insert(tx: Tx) -> tuple[Job, T]:
+            if request.admission is not None:  # a batch's whole estimate, at once
+                await request.admission(tx, credits_to_mc(estimated_cost) * count)
+            jobs = [await insert_one(tx, job_id, n) for n, job_id in enumerate(job_ids)]
+            job = jobs[0]
             if tell_others:
                 await tx.notify(QUEUE_CHANNEL, queued_payload(job.provider))
             return job, await then(tx, job)
@@ -230,6 +255,49 @@ class JobStore:
         # The job comes back from its own transaction: once that commits, nothing else can
         # fail between "the job exists" and the caller knowing it.
         return await self._db.run(insert)
+
+    async def batch(self, batch_id: str) -> list[Job]:
+        """A batch's jobs in order, waiting through an outage (the jobs' path needs it)."""
+        rows = await self._job_db.fetch_all(
+            "SELECT * FROM jobs WHERE batch_id = ? ORDER BY batch_index", (batch_id,)
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def deliver_batch(self, batch_id: str, message_id: int | None) -> list[Job]:
+        """The batch is shown in `message_id` (None: nowhere, Discord refused it): its ready
+        jobs become delivered (their stored images dropped), and every job of it is closed,
+        in one transaction. Returns the jobs this call closed (none when another ending got
+        there first).
+
+        Not fenced by the owner: whichever process's ending completed the batch posted it,
+        and every job's own state was final before (ready, or failed without an image)."""
+        fields = {"result_message_id": message_id, "finished_at": self._clock(), "closed": 1}
+
+        async def deliver(tx: Tx) -> list[Job]:
+            closed: list[Job] = []
+            rows = await tx.fetch_all(
+                "SELECT id, state FROM jobs WHERE batch_id = ? AND closed = 0", (batch_id,)
+            )
+            for row in rows:
+                if row["state"] == JobState.READY.value:
+                    won = await self._transition(
+                        tx, row["id"], (JobState.READY,), JobState.DELIVERED, fields, fenced=False
+                    )
+                    if won is not None:
+                        await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (won.id,))
+                        closed.append(won)
+                    continue
+                ended = await tx.fetch_one(
+                    "UPDATE jobs SET closed = 1, interaction_token = NULL, webhook_secret = NULL,"
+                    " result_message_id = ?, updated_at = ? WHERE id = ? AND closed = 0"
+                    " AND state IN ('failed', 'moderated', 'cancelled') RETURNING *",
+                    (message_id, self._clock(), row["id"]),
+                )
+                if ended is not None:
+                    closed.append(job_from_row(ended))
+            return closed
+
+        return await self._job_db.run(deliver)
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -413,6 +481,7 @@ class JobStore:
         fields: dict[str, Any],
         *,
         images: int | None = None,
+        fenced: bool = True,
     ) -> Job | None:
         unknown = set(fields) - _UPDATABLE
         if unknown:
@@ -421,11 +490,11 @@ class JobStore:
             fields = {**fields, **_CREDENTIALS_ERASED}  # the job has ended: its credentials go
         if to not in _SLOT_STATES:
             fields = {"slot": None, **fields}  # no longer at the provider
-        if self.owner is not None and "owner" not in fields:
+        if self.owner is not None and "owner" not in fields and fenced:
             fields = {**fields, "owner": self.owner}
         assignments = ["state = ?", "updated_at = ?", *(f"{name} = ?" for name in fields)]
         placeholders = marks(from_states)
-        fence, fence_params = self._fence()
+        fence, fence_params = self._fence() if fenced else ("", ())
         now = self._clock()
         frees_slot = to not in _SLOT_STATES and not _SLOT_STATES.isdisjoint(from_states)
         # Whether it held a slot until now: PostgreSQL's RETURNING reads the table as the

@@ -53,6 +53,7 @@ async def test_flux_subcommands_expose_exactly_each_variants_options(world: Worl
         return {option["name"] for option in subcommands[key]["options"]}
 
     base = {"prompt", "size", "width", "height", "seed", "safety_tolerance", "output_format"}
+    base |= {"images"}  # several images per prompt: every BFL variant
     images = {"image"} | {f"image{n}" for n in range(2, 9)}
     klein_images = {"image", "image2", "image3", "image4"}
     assert names("pro") == names("max") == base | {"prompt_upsampling"} | images

@@ -85,7 +85,8 @@ Knobs (plain attributes; change them at any time)
   capacity, e.g. to act on the queue while no slot can free. ``held`` tells which.
 * ``webhook_responses_include_polling_url``: also return ``polling_url`` to webhook submits.
 * ``script(prompt, Outcome(...))`` / ``scripts`` / ``default_outcome``: how tasks end, keyed
-  by the exact prompt (persistent until removed from ``scripts``). While running, the task
+  by the exact prompt (persistent until removed from ``scripts``; ``script_task(prompt,
+  seed, ...)`` scripts one task of a prompt by its seed). While running, the task
   shows ``Outcome.running_statuses`` in order, each for an equal share of the latency, with
   ``progress`` going from 0 to 1. At the latency it shows ``final_status`` forever. A final
   status that is not one of Ready / Request Moderated / Content Moderated / Error (e.g.
@@ -520,6 +521,9 @@ class FakeBFL(LoopbackServer):
 
         self.default_outcome = Outcome()
         self.scripts: dict[str, Outcome] = {}
+        # Per task: (prompt, seed) → outcome, before the prompt's own script (one image of
+        # several with one prompt, told apart by their seeds).
+        self.task_scripts: dict[tuple[str, int], Outcome] = {}
         self.submit_faults: list[SubmitFault] = []
         self.poll_faults: list[int] = []
         self.webhook_mode: WebhookMode = "secret"
@@ -537,6 +541,7 @@ class FakeBFL(LoopbackServer):
         self.loras: dict[str, dict[str, str]] = {key: {} for key in caps}
 
         self.submissions: list[Submission] = []
+        self._answered = asyncio.Event()  # set at every submit answered (see `wait_for`)
         self.tasks: dict[str, Task] = {}
         self.webhook_attempts: list[WebhookAttempt] = []
         self.poll_count = 0
@@ -610,6 +615,21 @@ class FakeBFL(LoopbackServer):
     def script(self, prompt: str, outcome: Outcome) -> None:
         """Every later submit whose prompt equals ``prompt`` behaves as ``outcome``."""
         self.scripts[prompt] = outcome
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until ``predicate()`` is true, re-checked each time a submit is answered."""
+
+        async def wait() -> None:
+            while not predicate():
+                self._answered.clear()
+                await self._answered.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+    def script_task(self, prompt: str, seed: int, outcome: Outcome) -> None:
+        """Every later submit with this prompt and seed behaves as ``outcome`` (it wins over
+        the prompt's own script)."""
+        self.task_scripts[(prompt, seed)] = outcome
 
     @property
     def held(self) -> bool:
@@ -1006,7 +1026,8 @@ class FakeBFL(LoopbackServer):
     ) -> Task:
         now = time.monotonic()
         prompt = body["prompt"]
-        outcome = replace(self.scripts.get(prompt, self.default_outcome))  # a snapshot
+        scripted = self.task_scripts.get((prompt, body.get("seed")))  # type: ignore[arg-type]
+        outcome = replace(scripted or self.scripts.get(prompt, self.default_outcome))  # a snapshot
         latency = self.latency if outcome.latency is None else outcome.latency
         if outcome.latency is None and self.latency_jitter:
             latency *= self._jitter.uniform(1 - self.latency_jitter, 1 + self.latency_jitter)
@@ -1142,6 +1163,7 @@ class FakeBFL(LoopbackServer):
         def answer(response: web.Response, task: Task | None = None) -> web.Response:
             submission.status = response.status
             submission.task_id = task.id if task else None
+            self._answered.set()
             if response.content_type == "application/json" and response.text is not None:
                 submission.response = json.loads(response.text)
             return response

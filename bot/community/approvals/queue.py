@@ -266,6 +266,7 @@ class ApprovalQueue:
                 parent_job_id=approval.parent_job_id,
                 role_ids=approval.role_ids,
                 job_id=approval.id,
+                batch_size=approval.batch_size,
             )
             try:
                 await self._submit(request, status_message_id=approval.status_message_id or 0)

@@ -59,6 +59,7 @@ class Approval:
     decided_by: int | None
     reason: str | None
     job_id: str | None
+    batch_size: int = 1  # several images per prompt (bot/jobs/batches.py)
 
 
 @dataclass(frozen=True)
@@ -107,4 +108,5 @@ def reservation_need(request: GenerationRequest) -> tuple[int, int]:
     """(images, millicredits) the request will reserve once approved, as the engine counts."""
     references = [ReferenceSize(image.width, image.height) for image in request.inputs]
     credits = request.variant.estimate_cost(request.params, references)
-    return request.variant.image_count(request.params), credits_to_mc(credits)
+    count = request.batch_size  # a batch: each of its jobs reserves one estimate
+    return request.variant.image_count(request.params) * count, credits_to_mc(credits) * count

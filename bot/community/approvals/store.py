@@ -16,7 +16,7 @@ from bot.variants import JobParams
 
 def _approval(row: Row) -> Approval:
     # The request's own fields (variant, params, …) are kept as JSON in one column.
-    columns = {**dict(row), **json.loads(row["request"])}
+    columns = {"batch_size": 1, **dict(row), **json.loads(row["request"])}
     return from_row(Approval, columns, params=JobParams.from_json, role_ids=tuple)
 
 
@@ -66,6 +66,7 @@ class ApprovalStore:
                         "parent_job_id": request.parent_job_id,
                         "role_ids": list(request.role_ids),
                         "need": {"images": need[0], "credits_mc": need[1]},
+                        "batch_size": request.batch_size,
                     }
                 ),
                 status_message_id,

@@ -218,9 +218,10 @@ def make_plan(
 
 
 def estimate_mc(request: GenerationRequest) -> int:
-    """The job's estimated cost, as the engine reserves it."""
+    """The request's estimated cost, as the engine reserves it (a batch: each of its jobs)."""
     references = [ReferenceSize(image.width, image.height) for image in request.inputs]
-    return credits_to_mc(request.variant.estimate_cost(request.params, references))
+    one = credits_to_mc(request.variant.estimate_cost(request.params, references))
+    return one * request.batch_size
 
 
 def reply_is_request(
