@@ -44,6 +44,9 @@ class Draft:
     stored: StoredReferences | None = None
     parent_job_id: str | None = None
     needs_edit: bool = False  # only edit-capable variants qualify
+    # The (single) reference is sent resized to this size: a canvas tool scaled its
+    # composition down to fit the megapixel limits (bot/canvas.py).
+    fit_input: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,11 @@ class GenerationService:
         provider_moderation_strikes: bool = False,
         reference_checks: ReferenceChecks | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        tools: Mapping[str, Variant] | None = None,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
+        self.tools = dict(tools or {})  # asked for by result buttons, never offered by name
         self.default_variant = default_variant
         self.limits = limits
         self.policy = policy
@@ -120,7 +122,7 @@ class GenerationService:
             key = server_default  # a default that can't do the job falls back to the bot's
         if key is not None:
             # By the offered name, or by a stored job's own key (e.g. "pro-aiml" offered as "pro").
-            variant = self.variants.get(key) or next(
+            variant = self.variants.get(key) or self.tools.get(key) or next(
                 (v for v in self.variants.values() if v.key == key), None
             )
             if variant is None:
@@ -142,7 +144,7 @@ class GenerationService:
             needs_edit=needs_edit,
             server_default=policy.default_variant(requester) if policy else None,
         )
-        if policy is not None:
+        if policy is not None and not variant.tool:  # a tool is a button, not a model choice
             policy.check_variant(requester, self.offered_name(variant), variant)
         variant.check_reference_count(len(draft.references) + stored)
         prompt = draft.prompt
@@ -190,6 +192,8 @@ class GenerationService:
             for reference in draft.references
             if reference.width and reference.height
         )
+        if draft.fit_input is not None:  # sent scaled to this size (see `prepare`)
+            counted = (ReferenceSize(*draft.fit_input),)
         described = [InputImage("", size.width, size.height, b"") for size in counted]
         await self._check_budgets(self._request(draft, requester, variant, params, described))
         return Checked(draft, requester, variant, params, counted)
@@ -205,6 +209,8 @@ class GenerationService:
             draft.references, self.limits, member_id=requester.user_id
         )
         inputs = [*stored, *downloaded]
+        if draft.fit_input is not None:
+            inputs = [await self.reference_checks.fit(image, draft.fit_input) for image in inputs]
         request = self._request(draft, requester, checked.variant, checked.params, inputs)
         if tuple(ReferenceSize(image.width, image.height) for image in inputs) != checked.counted:
             await self._check_budgets(request)  # again, with the sizes Discord did not report

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from bot.catalogue import available_variants
+from bot.catalogue import available_tools, available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.direct import DirectMessages, MembershipLookup
 from bot.community.policy import CommunityPolicy
@@ -270,6 +270,7 @@ async def build_services(
             decode_megapixels=settings.reference_decode_budget_megapixels,
         ),
         max_in_flight=settings.max_jobs_in_flight_per_member,
+        tools=available_tools(list(providers)),
     )
     approvals = ApprovalQueue(
         db,
