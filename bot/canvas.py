@@ -22,9 +22,7 @@ SIDE_MULTIPLE = 16
 MIN_SIDE = 64  # BFL's smallest width or height
 ALREADY_SQUARE_TEXT = "This image is already square."
 TOO_SMALL_TEXT = "This server's megapixel cap is too small for that canvas."
-ALREADY_LARGE_TEXT = (
-    "This image is already as large as Hi-res can make it here ({width}×{height})."
-)
+ALREADY_LARGE_TEXT = "This image is already as large as Hi-res can make it here ({width}×{height})."
 
 
 class Move(StrEnum):

@@ -122,9 +122,8 @@ class GenerationService:
             key = server_default  # a default that can't do the job falls back to the bot's
         if key is not None:
             # By the offered name, or by a stored job's own key (e.g. "pro-aiml" offered as "pro").
-            variant = self.variants.get(key) or self.tools.get(key) or next(
-                (v for v in self.variants.values() if v.key == key), None
-            )
+            own_key = next((v for v in self.variants.values() if v.key == key), None)
+            variant = self.variants.get(key) or self.tools.get(key) or own_key
             if variant is None:
                 raise InvalidRequest(f"There is no FLUX.2 variant called “{key}” on this bot.")
             if needs_edit and not variant.edit_capable:

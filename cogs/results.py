@@ -24,6 +24,7 @@ from cogs.checks import may_remove_results
 from cogs.delivery import attach_delivery
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
 from cogs.render import NO_PINGS, job_link, quoted_prompt, variant_label
+from cogs.result_tools import add_tool_buttons
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
@@ -63,6 +64,8 @@ def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
                 view.add_item(ResultButton(action, job.id, index))
         else:
             view.add_item(ResultButton(action, job.id))
+    if image_count == 1:
+        add_tool_buttons(view, job)  # rows 1 and 2: zoom out, pan, square, Hi-res
     return view
 
 

@@ -37,6 +37,7 @@ LABELS: dict[str, str] = {
     "strike_temp_block": "Temporary block at",
     "strike_block": "Block at",
     "temp_block_hours": "Temporary block length",
+    "outpaint_mode": "Zoom out / pan mode",
 }
 
 
@@ -83,6 +84,8 @@ class SettingsText:
             return plural(int(value), "refused prompt")
         if name == "temp_block_hours":
             return format_hours(float(value))
+        if name == "outpaint_mode":
+            return "fast" if value == "fast" else "high fidelity"
         raise KeyError(name)
 
     def ordered(self, keys: Collection[str]) -> list[str]:
@@ -107,6 +110,7 @@ class SettingsText:
             ("Where", lines("enabled_channels") + " (threads follow their channel)"),
             ("Models", lines("allowed_variants", "default_variant")),
             ("Limits", lines("max_megapixels", "safety_cap")),
+            ("Zoom out, pan, Make square", lines("outpaint_mode")),
             ("Direct messages", self.value(settings, "allow_dms")),
             ("Editing uploaded images", self.value(settings, "allow_upload_edits")),
             ("Audit channel", self.value(settings, "audit_channel_id")),

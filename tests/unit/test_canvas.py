@@ -83,8 +83,8 @@ def _check(plan: OutpaintPlan, width: int, height: int, move: Move, limit: int) 
     assert plan.width % 16 == 0 and plan.height % 16 == 0
     assert plan.width >= MIN_SIDE and plan.height >= MIN_SIDE
     # The input fits the canvas entirely (auto_crop stays false).
-    assert 0 <= plan.offset_x and plan.offset_x + plan.input_width <= plan.width
-    assert 0 <= plan.offset_y and plan.offset_y + plan.input_height <= plan.height
+    assert plan.offset_x >= 0 and plan.offset_x + plan.input_width <= plan.width
+    assert plan.offset_y >= 0 and plan.offset_y + plan.input_height <= plan.height
     # It keeps its shape (within a pixel of rounding) and never grows.
     assert plan.input_width <= width and plan.input_height <= height
     assert abs(plan.input_width / plan.input_height - width / height) <= (
@@ -117,7 +117,7 @@ def test_every_plan_fits_the_canvas_at_the_right_place_and_never_passes_the_limi
         try:
             plan = plan_outpaint(width, height, move, limit)
         except InvalidRequest as exc:
-            assert move is Move.SQUARE and width == height or "cap" in str(exc), (
+            assert (move is Move.SQUARE and width == height) or "cap" in str(exc), (
                 width,
                 height,
                 move,
