@@ -177,3 +177,26 @@ async def test_hires_tells_the_price_and_only_confirm_sends(world: World) -> Non
     assert base64.b64decode(sent.body["input_image"]) == result.attachments[0].data
     [job] = await bot.services.engine.wait_closed([job_id_of(hires)], 5)
     assert job.parent_job_id == parent_id and job.state is JobState.DELIVERED
+
+
+async def test_zoom_out_waits_for_approval_like_any_request_then_is_made(world: World) -> None:
+    from tests.e2e.test_approvals import button, enable_approvals, review_message, setup_world
+
+    review, moderator, trusted = setup_world(world)
+    bot = await world.start_bot()
+    result = await make_image(world, world.alice, "a windmill")  # before the queue is on
+    await enable_approvals(bot, world, review, trusted)
+    before = world.newest_message_id()
+    await world.discord.click(world.alice, result, f"flux:out:zoom15:{job_id_of(result)}")
+    queued = await review_message(world, review)
+    assert len(world.bfl.submissions) == 1  # held: nothing sent
+
+    await world.discord.click(moderator, queued, button(queued, "approve"))
+    zoomed = await world.result_after(before)
+    sent = world.bfl.submissions[-1]
+    assert sent.endpoint == OUTPAINTING
+    # 1.5× of 32 is 48, below BFL's 64 px: the smallest canvas, the input centred on it.
+    placed = [sent.body[k] for k in ("width", "height", "reference_offset_x", "reference_offset_y")]
+    assert placed == [64, 64, 16, 16]
+    [job] = await bot.services.engine.wait_closed([job_id_of(zoomed)], 5)
+    assert job.parent_job_id == job_id_of(result) and job.state is JobState.DELIVERED
