@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.errors import InvalidRequest
+from bot.variants import SizeRule
 
 SIDE_MULTIPLE = 16
 MIN_SIDE = 64  # BFL's smallest width or height
@@ -120,19 +121,27 @@ def plan_outpaint(width: int, height: int, move: Move, max_pixels: int) -> Outpa
     )
 
 
-def hires_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """The largest size within `max_pixels` with the image's aspect ratio, sides multiples
-    of 16. Raises InvalidRequest when that is no larger than the image already is."""
+def hires_size(width: int, height: int, sizes: SizeRule, max_pixels: int) -> tuple[int, int]:
+    """The largest size the model's `sizes` allow within `max_pixels`, with the image's
+    aspect ratio. Raises InvalidRequest when that is no larger than the image already is."""
     if width < 1 or height < 1:
         raise InvalidRequest("I can't tell this image's size.")
-    scale = math.sqrt(max_pixels / (width * height))
-    target_w, target_h = _round_down(width * scale), _round_down(height * scale)
-    while target_w * target_h > max_pixels and min(target_w, target_h) > MIN_SIDE:
-        # The 64 px floor on a very long image can push it over: give up the long side.
+    limit = min(max_pixels, sizes.max_pixels)
+    step, lowest = sizes.multiple, sizes.min_side
+    scale = math.sqrt(limit / (width * height))
+    if sizes.max_side is not None:
+        scale = min(scale, sizes.max_side / width, sizes.max_side / height)
+
+    def side(value: float) -> int:
+        return max(lowest, math.floor(value / step + 1e-9) * step)
+
+    target_w, target_h = side(width * scale), side(height * scale)
+    # The smallest side allowed can push a very long image over: give up the long side.
+    while target_w * target_h > limit and max(target_w, target_h) - step >= lowest:
         if target_w >= target_h:
-            target_w -= SIDE_MULTIPLE
+            target_w -= step
         else:
-            target_h -= SIDE_MULTIPLE
-    if target_w * target_h <= width * height or target_w * target_h > max_pixels:
+            target_h -= step
+    if target_w * target_h <= width * height or target_w * target_h > limit:
         raise InvalidRequest(ALREADY_LARGE_TEXT.format(width=width, height=height))
     return target_w, target_h

@@ -140,7 +140,8 @@ class ResultTools:
         if not image.width or not image.height:
             raise InvalidRequest(NO_IMAGE_TEXT)
         variant = self._hires_variant(job)
-        width, height = hires_size(image.width, image.height, self._max_pixels(requester, variant))
+        limit = self._max_pixels(requester, variant)
+        width, height = hires_size(image.width, image.height, variant.sizes, limit)
         name = self.generation.offered_name(variant)
         draft = self.hires_draft(job, image, variant=name, width=width, height=height)
         variant, params = self.generation.validate(draft, requester)

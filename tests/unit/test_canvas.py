@@ -16,6 +16,7 @@ from bot.canvas import (
     plan_outpaint,
 )
 from bot.errors import InvalidRequest
+from bot.providers import aiml_options, bfl_options
 from bot.variants import MEGAPIXEL
 
 FOUR_MP = 4 * MEGAPIXEL
@@ -127,22 +128,33 @@ def test_every_plan_fits_the_canvas_at_the_right_place_and_never_passes_the_limi
         _check(plan, width, height, move, limit)
 
 
+BFL = bfl_options.SIZES
+AIML = aiml_options.SIZES
+
+
 def test_hires_keeps_the_aspect_ratio_at_up_to_4mp() -> None:
-    assert hires_size(1024, 1024, FOUR_MP) == (2048, 2048)
-    width, height = hires_size(1360, 768, FOUR_MP)
+    assert hires_size(1024, 1024, BFL, FOUR_MP) == (2048, 2048)
+    width, height = hires_size(1360, 768, BFL, FOUR_MP)
     assert width * height <= FOUR_MP and width % 16 == 0 and height % 16 == 0
     assert abs(width / height - 1360 / 768) < 0.02
 
 
 def test_hires_within_a_server_cap() -> None:
-    assert hires_size(512, 512, MEGAPIXEL) == (1024, 1024)
+    assert hires_size(512, 512, BFL, MEGAPIXEL) == (1024, 1024)
+
+
+def test_hires_follows_the_models_own_size_rules() -> None:
+    """The AI/ML API's models: sides 512-2048 in multiples of 32."""
+    width, height = hires_size(1360, 768, AIML, FOUR_MP)
+    assert width == 2048 and height % 32 == 0 and height <= 2048
+    AIML.check(width, height)
 
 
 def test_hires_of_an_image_already_at_the_cap_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="already as large"):
-        hires_size(2048, 2048, FOUR_MP)
+        hires_size(2048, 2048, BFL, FOUR_MP)
     with pytest.raises(InvalidRequest, match="already as large"):
-        hires_size(1024, 1024, MEGAPIXEL)
+        hires_size(1024, 1024, BFL, MEGAPIXEL)
 
 
 def test_hires_sizes_never_pass_the_limit() -> None:
@@ -150,10 +162,11 @@ def test_hires_sizes_never_pass_the_limit() -> None:
     for _ in range(300):
         width, height = rng.randint(32, 2500), rng.randint(32, 2500)
         limit = rng.choice([FOUR_MP, MEGAPIXEL, 2 * MEGAPIXEL])
+        rule = rng.choice([BFL, AIML])
         try:
-            target = hires_size(width, height, limit)
+            target = hires_size(width, height, rule, limit)
         except InvalidRequest:
             continue
         assert target[0] * target[1] <= limit
         assert target[0] * target[1] > width * height
-        assert target[0] % 16 == 0 and target[1] % 16 == 0
+        rule.check(*target)  # the model accepts it
