@@ -200,3 +200,7 @@ async def test_zoom_out_waits_for_approval_like_any_request_then_is_made(world: 
     assert placed == [64, 64, 16, 16]
     [job] = await bot.services.engine.wait_closed([job_id_of(zoomed)], 5)
     assert job.parent_job_id == job_id_of(result) and job.state is JobState.DELIVERED
+    decided = await world.discord.wait_for(
+        lambda: "Approved by" in world.discord.message(queued.id).content
+    )
+    assert decided
