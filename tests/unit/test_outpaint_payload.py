@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
+from PIL import Image
 
 from bot.catalogue import available_tools, available_variants, get_variant
 from bot.providers.base import InputImage, WebhookRequest
 from bot.providers.bfl import build_outpaint_payload, hash_user
 from bot.providers.bfl_options import OUTPAINT
+from bot.references import ReferenceChecks
 
 
 def test_the_body_is_the_schemas_fields_only_even_with_a_webhook_offered() -> None:
@@ -58,3 +61,21 @@ def test_outpainting_is_a_tool_never_a_command_but_known_to_jobs() -> None:
     assert available_tools(["aiml"]) == {}
     assert get_variant("outpaint") is OUTPAINT
     assert OUTPAINT.tool and not OUTPAINT.webhooks
+
+
+async def test_a_scaled_composition_sends_the_input_resized_to_its_plan() -> None:
+    """A canvas over the limit shrinks with its input (bot/canvas.py): the image itself is
+    resized to the planned size before it is sent, keeping its format."""
+    for fmt, content_type in (("PNG", "image/png"), ("JPEG", "image/jpeg")):
+        buffer = io.BytesIO()
+        Image.new("RGB", (200, 100), (1, 2, 3)).save(buffer, fmt)
+        original = InputImage(content_type, 200, 100, buffer.getvalue())
+        checks = ReferenceChecks()
+        try:
+            assert await checks.fit(original, (200, 100)) is original
+            fitted = await checks.fit(original, (120, 60))
+        finally:
+            checks.close()
+        assert (fitted.width, fitted.height, fitted.content_type) == (120, 60, content_type)
+        with Image.open(io.BytesIO(fitted.data)) as decoded:
+            assert (decoded.size, decoded.format) == ((120, 60), fmt)
