@@ -204,3 +204,20 @@ async def test_zoom_out_waits_for_approval_like_any_request_then_is_made(world: 
         lambda: "Approved by" in world.discord.message(queued.id).content
     )
     assert decided
+
+
+async def test_within_the_servers_megapixel_cap_the_picture_shrinks_as_a_whole(
+    world: World,
+) -> None:
+    bot = await world.start_bot()
+    await bot.services.server_settings.update(world.guild.id, 1, "cap", max_megapixels=1.0)
+    world.bfl.result_size = (1024, 1024)  # a 1 MP result
+    result = await make_image(world, world.alice, "a valley")
+    world.bfl.result_size = None
+    await zoom_out_2x(world, result)
+    sent = world.bfl.submissions[-1]
+    # 2048² would be 4 MP: canvas, image and offsets are halved together.
+    placed = [sent.body[k] for k in ("width", "height", "reference_offset_x", "reference_offset_y")]
+    assert placed == [1024, 1024, 256, 256]
+    assert size_of(base64.b64decode(sent.body["input_image"])) == (512, 512)
+    assert sent.status == 200
