@@ -6,6 +6,7 @@ in their `cog_load`, before `start()`."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from bot.servers.settings import SettingsStore
 from bot.settings import Settings
 from bot.storage.clock import DatabaseClock
 from bot.storage.db import Database, open_database
+from bot.storage.secrets import shared_secret
 from bot.variants import MEGAPIXEL, Variant
 
 
@@ -104,9 +106,12 @@ class Services:
         await self.db.close()
 
 
-def build_providers(settings: Settings) -> tuple[dict[str, Provider], list[ProviderKey]]:
+def build_providers(
+    settings: Settings, *, user_key: bytes | None = None
+) -> tuple[dict[str, Provider], list[ProviderKey]]:
     """One client (one shared HTTP connection pool) per configured provider, and every key
-    the engine may submit with (several BFL accounts share the BFL client's pool)."""
+    the engine may submit with (several BFL accounts share the BFL client's pool).
+    `user_key`: the key of the member ids sent to BFL (`bfl_user_key`)."""
     providers: dict[str, Provider] = {}
     keys: list[ProviderKey] = []
     bfl_keys = settings.bfl_keys()
@@ -117,6 +122,7 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], list[Provi
             max_result_bytes=settings.max_result_bytes,
             max_connections=sum(cap for _, cap in bfl_keys) * 2 + 8,
             allow_loopback=settings.allow_loopback_provider_urls,
+            user_key=user_key,
         )
         providers["bfl"] = bfl
         keys += [
@@ -145,6 +151,14 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], list[Provi
     return providers, keys
 
 
+async def bfl_user_key(settings: Settings, db: Database) -> bytes:
+    """USER_HASH_SECRET, else the key the fleet made for itself on first start."""
+    if settings.user_hash_secret is not None:
+        secret = settings.user_hash_secret.get_secret_value().encode()
+        return hashlib.sha256(b"fluxcord-user-hash:" + secret).digest()
+    return await shared_secret(db, "bfl_user_key")
+
+
 def secret_or_none(secret: SecretStr | None) -> str | None:
     return None if secret is None else secret.get_secret_value()
 
@@ -163,7 +177,7 @@ async def build_services(
     # the engine), so a process whose own clock is off cannot misplace anything.
     clock = DatabaseClock(db)
     await clock.sync()
-    providers, keys = build_providers(settings)
+    providers, keys = build_providers(settings, user_key=await bfl_user_key(settings, db))
     variants = available_variants(
         include_preview=settings.bfl_enable_preview,
         providers=list(providers),

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         "(a key without `:cap` gets `PROVIDER_MAX_ACTIVE`). Used together with `BFL_API_KEY`; "
         "each request stays on the key that sent it",
     )
+    user_hash_secret: SecretStr | None = Field(
+        default=None,
+        description="The key of the keyed hash sent to BFL as `user` with every request, so BFL "
+        "can tell one member's requests from another's without learning who they are. Unset, "
+        "the bot makes one on first start and keeps it in the database (every process of a "
+        "fleet shares it); set it to keep the same ids across a move to a new database",
+    )
     bfl_api_base: str = Field(
         default="https://api.bfl.ai",
         description="BFL endpoint: also `https://api.eu.bfl.ai` or `https://api.us.bfl.ai`. "

@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 from bot.providers.base import TaskOutcome, TaskResult
 from bot.providers.bfl import classify_status, parse_task_payload
-from bot.storage.db import Database, Tx
+from bot.storage.db import Database
+from bot.storage.secrets import shared_secret
 
 WEBHOOK_PATH = "/webhooks/bfl"
 # BFL's limit for `webhook_url`.
@@ -91,18 +92,7 @@ def job_id_from_url(key: bytes | None, url_id: str) -> str | None:
 
 async def webhook_url_key(db: Database) -> bytes:
     """The fleet's key for webhook URL tags: made once, then shared through the store."""
-
-    async def key(tx: Tx) -> str:
-        await tx.execute(
-            "INSERT INTO app_state (key, value) VALUES ('webhook_url_key', ?)"
-            " ON CONFLICT (key) DO NOTHING",
-            (secrets.token_hex(32),),
-        )
-        return str(
-            await tx.fetch_value("SELECT value FROM app_state WHERE key = 'webhook_url_key'")
-        )
-
-    return bytes.fromhex(await db.run(key))
+    return await shared_secret(db, "webhook_url_key")
 
 
 def webhook_url(public_base: str, job_id: str, *, key: bytes) -> str:

@@ -6,7 +6,9 @@ import asyncio
 import base64
 import copy
 import hashlib
+import hmac
 import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,9 +102,10 @@ def parse_task_payload(payload: Mapping[str, Any]) -> TaskResult:
     )
 
 
-def hash_user(user_id: int) -> str:
-    """BFL's `user` field wants an opaque end-user id: never send the raw Discord id."""
-    return hashlib.sha256(f"fluxcord-user:{user_id}".encode()).hexdigest()[:32]
+def hash_user(user_id: int, key: bytes) -> str:
+    """BFL's `user` field: an opaque, stable id per member. Keyed (HMAC), so nobody holding
+    the id can get back to the Discord account by hashing every Discord id."""
+    return hmac.new(key, f"fluxcord-user:{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def build_payload(
@@ -110,10 +113,10 @@ def build_payload(
     params: JobParams,
     inputs: list[InputImage],
     *,
-    user_id: int,
+    user: str,
     webhook: WebhookRequest | None = None,
 ) -> dict[str, Any]:
-    """The exact JSON body for `variant.endpoint`."""
+    """The exact JSON body for `variant.endpoint`; `user` is the member's `hash_user`."""
     body: dict[str, Any] = {"prompt": params.prompt, "seed": params.seed}
     if params.width and params.height:
         body["width"] = params.width
@@ -124,7 +127,7 @@ def build_payload(
     for index, image in enumerate(inputs):
         field = "input_image" if index == 0 else f"input_image_{index + 1}"
         body[field] = base64.b64encode(image.data).decode("ascii")
-    body["user"] = hash_user(user_id)
+    body["user"] = user
     if webhook is not None:
         body["webhook_url"] = webhook.url
         body["webhook_secret"] = webhook.secret
@@ -136,7 +139,7 @@ def build_outpaint_payload(
     params: JobParams,
     inputs: list[InputImage],
     *,
-    user_id: int,
+    user: str,
     webhook: WebhookRequest | None = None,
 ) -> dict[str, Any]:
     """The body for BFL's outpainting route: only its schema's fields, since it refuses any
@@ -156,7 +159,7 @@ def build_outpaint_payload(
         body[name] = value
     if params.prompt:
         body["prompt"] = params.prompt
-    body["user"] = hash_user(user_id)
+    body["user"] = user  # the member's `hash_user`, as for the image routes
     return body
 
 
@@ -183,8 +186,12 @@ class BFLClient:
         backoff_base: float = 0.5,
         allow_loopback: bool = False,
         http: httpx.AsyncClient | None = None,
+        user_key: bytes | None = None,
     ) -> None:
         self._api_key = api_key
+        # The key of `hash_user` (USER_HASH_SECRET, or the fleet's own: bot/services.py); a
+        # client made without one (a test, a bench) hashes with a key of its own.
+        self._user_key = user_key if user_key is not None else secrets.token_bytes(32)
         self.base_url = base_url.rstrip("/")
         # Raises ValueError for a base the key may not travel to (http, another port).
         self._policy = EgressPolicy(self.base_url, allow_loopback=allow_loopback, bfl=True)
@@ -206,6 +213,10 @@ class BFLClient:
         other = copy.copy(self)
         other._api_key = api_key
         return other
+
+    def user_tag(self, user_id: int) -> str:
+        """What BFL's `user` field says for this member."""
+        return hash_user(user_id, self._user_key)
 
     def _key_header(self, url: str) -> dict[str, str]:
         self._policy.require_key_destination(url, "the BFL key")
@@ -235,7 +246,7 @@ class BFLClient:
         # Base64 of up to 8 large references: CPU work kept off the event loop.
         build = _PAYLOAD_BUILDERS.get(variant.endpoint, build_payload)
         body = await asyncio.to_thread(
-            build, variant, params, inputs, user_id=user_id, webhook=webhook
+            build, variant, params, inputs, user=self.user_tag(user_id), webhook=webhook
         )
         return await self.submit_body(variant.endpoint, body)
 

@@ -12,7 +12,6 @@ from bot.jobs.engine import MODERATED_MESSAGE, TIMED_OUT_MESSAGE, JobEngine
 from bot.jobs.following import PollingPolicy
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.providers.base import InputImage
-from bot.providers.bfl import hash_user
 from tests.conftest import BFL_KEY, EngineFactory, make_request
 from tests.fakes.bfl_server import FakeBFL, Outcome, SubmitFault
 from tests.fakes.notifier import RecordingNotifier
@@ -78,7 +77,7 @@ async def test_happy_path_for_every_bfl_variant(
         "safety_tolerance": 2,
         "output_format": "png",
         "input_image": base64.b64encode(reference.data).decode(),
-        "user": hash_user(1001),
+        "user": engine.queue.keys("bfl")[0].client.user_tag(1001),
     }
     shown = notifier.outcome(job.id)
     assert shown is not None and shown.kind == "result"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.catalogue import available_tools, available_variants, get_variant
 from bot.providers.base import InputImage, WebhookRequest
-from bot.providers.bfl import build_outpaint_payload, hash_user
+from bot.providers.bfl import build_outpaint_payload
 from bot.providers.bfl_options import OUTPAINT
 from bot.references import ReferenceChecks
 
@@ -25,7 +25,7 @@ def test_the_body_is_the_schemas_fields_only_even_with_a_webhook_offered() -> No
     )
     image = InputImage("image/png", 1024, 1024, b"png-bytes")
     body = build_outpaint_payload(
-        OUTPAINT, params, [image], user_id=7, webhook=WebhookRequest("https://x.test/h", "s")
+        OUTPAINT, params, [image], user="member-7", webhook=WebhookRequest("https://x.test/h", "s")
     )
     assert body == {
         "input_image": base64.b64encode(b"png-bytes").decode(),
@@ -39,20 +39,20 @@ def test_the_body_is_the_schemas_fields_only_even_with_a_webhook_offered() -> No
         "disable_pup": False,
         "safety_tolerance": 2,
         "output_format": "jpeg",
-        "user": hash_user(7),
+        "user": "member-7",
     }
 
 
 def test_a_removed_prompt_sends_no_prompt() -> None:
     params = OUTPAINT.validate("", width=128, height=128)
     image = InputImage("image/png", 64, 64, b"x")
-    assert "prompt" not in build_outpaint_payload(OUTPAINT, params, [image], user_id=1)
+    assert "prompt" not in build_outpaint_payload(OUTPAINT, params, [image], user="m")
 
 
 def test_without_exactly_one_image_nothing_is_built() -> None:
     params = OUTPAINT.validate("", width=128, height=128)
     with pytest.raises(ValueError):
-        build_outpaint_payload(OUTPAINT, params, [], user_id=1)
+        build_outpaint_payload(OUTPAINT, params, [], user="m")
 
 
 def test_outpainting_is_a_tool_never_a_command_but_known_to_jobs() -> None:

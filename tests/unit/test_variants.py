@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from bot.catalogue import CATALOGUE, available_variants, get_variant
 from bot.errors import InvalidRequest
 from bot.providers.base import InputImage
-from bot.providers.bfl import build_payload
+from bot.providers.bfl import build_payload, hash_user
 from bot.variants import SEED_MAX, ReferenceSize
 
 BFL_KEYS = ["pro", "max", "flex", "klein-4b", "klein-9b", "pro-preview", "klein-9b-preview"]
@@ -186,7 +187,7 @@ def test_payload_for_pro_maps_upsampling_to_disable_pup_and_numbers_inputs() -> 
         "cat", seed=7, width=512, height=512, options={"prompt_upsampling": False}
     )
     images = [InputImage("image/png", 1, 1, b"A"), InputImage("image/png", 1, 1, b"B")]
-    body = build_payload(variant, params, images, user_id=42)
+    body = build_payload(variant, params, images, user="member-tag")
     assert body == {
         "prompt": "cat",
         "seed": 7,
@@ -197,9 +198,19 @@ def test_payload_for_pro_maps_upsampling_to_disable_pup_and_numbers_inputs() -> 
         "output_format": "jpeg",
         "input_image": "QQ==",
         "input_image_2": "Qg==",
-        "user": body["user"],
+        "user": "member-tag",
     }
-    assert len(body["user"]) == 32 and "42" not in body["user"]
+
+
+def test_the_member_id_sent_to_bfl_is_keyed_stable_and_opaque() -> None:
+    key, other_key = b"k" * 32, b"o" * 32
+    tag = hash_user(1234567890123, key)
+    assert tag == hash_user(1234567890123, key)  # one member, one id, in every process
+    assert tag != hash_user(1234567890124, key)
+    # Without the key, hashing every Discord id gets nowhere: another key, another id.
+    assert tag != hash_user(1234567890123, other_key)
+    assert tag != hashlib.sha256(b"1234567890123").hexdigest()[:32]
+    assert 1 <= len(tag) <= 256 and "1234567890123" not in tag
 
 
 # ---------------------------------------------------------------------- LoRA paths
