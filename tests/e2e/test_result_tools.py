@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import time
 
 from PIL import Image
 
 from bot.canvas import ALREADY_SQUARE_TEXT
 from bot.jobs.models import JobState
+from bot.result_tools import HIRES_PROMPT_REMOVED_TEXT
 from tests.e2e.conftest import World
 from tests.e2e.test_usage import make_image
 from tests.fakes.discord.models import Message
@@ -221,3 +224,25 @@ async def test_within_the_servers_megapixel_cap_the_picture_shrinks_as_a_whole(
     assert placed == [1024, 1024, 256, 256]
     assert size_of(base64.b64decode(sent.body["input_image"])) == (512, 512)
     assert sent.status == 200
+
+
+async def test_after_the_prompt_is_removed_zoom_sends_none_and_hires_says_why(
+    world: World,
+) -> None:
+    bot = await world.start_bot()
+    result = await make_image(world, world.alice, "a secret garden")
+    job_id = job_id_of(result)
+    params = json.loads(
+        await bot.services.db.fetch_value("SELECT params FROM jobs WHERE id = ?", (job_id,))
+    )
+    params["prompt"] = ""
+    await bot.services.db.execute(  # as retention or /privacy delete leave it
+        "UPDATE jobs SET prompt = '', params = ?, prompt_removed_at = ? WHERE id = ?",
+        (json.dumps(params), time.time(), job_id),
+    )
+    await zoom_out_2x(world, result)
+    sent = world.bfl.submissions[-1]
+    assert sent.endpoint == OUTPAINTING and "prompt" not in sent.body
+
+    it = await world.discord.click(world.alice, result, f"flux:hires:{job_id}")
+    assert await world.refusal(it) == HIRES_PROMPT_REMOVED_TEXT
