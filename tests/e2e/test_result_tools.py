@@ -190,8 +190,10 @@ async def test_zoom_out_waits_for_approval_like_any_request_then_is_made(world: 
     result = await make_image(world, world.alice, "a windmill")  # before the queue is on
     await enable_approvals(bot, world, review, trusted)
     before = world.newest_message_id()
-    await world.discord.click(world.alice, result, f"flux:out:zoom15:{job_id_of(result)}")
+    it = await world.discord.click(world.alice, result, f"flux:out:zoom15:{job_id_of(result)}")
     queued = await review_message(world, review)
+    # Held once the member is told so (the review message is recorded by then).
+    await it.wait_original(lambda m: "Waiting for a moderator" in m.content)
     assert len(world.bfl.submissions) == 1  # held: nothing sent
 
     await world.discord.click(moderator, queued, button(queued, "approve"))
