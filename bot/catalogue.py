@@ -30,8 +30,12 @@ CATALOGUE: dict[str, Variant] = {
         aiml.PRO,
         bfl.KLEIN_9B_PREVIEW,
         bfl.OUTPAINT,
+        aiml.MAX,
     )
 }
+# Only ever a backup for another provider's model (FAILOVER, bot/jobs/failover.py): jobs may
+# name them, commands never offer them.
+BACKUP_ONLY: frozenset[str] = frozenset({aiml.MAX.key})
 
 
 def available_variants(
@@ -45,6 +49,7 @@ def available_variants(
         for key, variant in CATALOGUE.items()
         if variant.alias_of is None
         and not variant.tool
+        and key not in BACKUP_ONLY
         and variant.provider in providers
         and (include_preview or not variant.preview)
     }

@@ -13,7 +13,7 @@ from bot.community.policy import Requester
 from bot.errors import InvalidRequest
 from bot.jobs.models import Job
 from bot.references import ReferenceCandidate
-from bot.variants import JobParams, ReferenceSize, Variant
+from bot.variants import JobParams, LoraChoice, ReferenceSize, Variant
 
 if TYPE_CHECKING:
     from bot.community.approvals import Approval
@@ -47,6 +47,8 @@ class Draft:
     # The (single) reference is sent resized to this size: a canvas tool scaled its
     # composition down to fit the megapixel limits (bot/canvas.py).
     fit_input: tuple[int, int] | None = None
+    # A server LoRA (bot/loras.py): its name as typed, or a stored job's (Reroll, Remix).
+    lora: str | LoraChoice | None = None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ here, so the rules (which variant, which references, what Reroll, Remix and Edit
 whether a request waits for a moderator, what a chain is, who may delete) are written once.
 A request goes `precheck` (no download) → `prepare` (the prompt, the references) → `start`
 (held for review, or a job); the shapes it takes on the way are in bot/drafts.py.
+
+Why this file is long: every way of asking meets here, and the rules that tie a request to
+what came before it (Reroll, Remix, Edit, lineage) read best beside the path they shape; the
+parts that stand alone (LoRAs, preferences, result tools) live in their own modules.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from bot.errors import ButtonNotHere, InvalidRequest
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
+from bot.loras import LoraCatalogue, lora_for_remix, resolve_lora, with_trigger
 from bot.providers.base import InputImage
 from bot.references import (
     ReferenceCandidate,
@@ -96,6 +101,7 @@ class GenerationService:
         self.max_in_flight = max_in_flight  # per member: queued or running jobs
         # Where held requests wait; attached by build_services (the queue submits through us).
         self.approvals: ApprovalQueue | None = None
+        self.loras: LoraCatalogue | None = None  # servers' klein LoRAs (build_services)
         if audit is not None or self.provider_moderation_strikes:
             engine.on_job_closed(self._audit_provider_moderation)
         self._audit_tasks: set[asyncio.Task[None]] = set()
@@ -149,6 +155,8 @@ class GenerationService:
         prompt = draft.prompt
         if self.studios is not None:
             prompt = self.studios.apply(requester.channel_id, prompt, variant)
+        lora = resolve_lora(self.loras, draft.lora, requester.guild_id, variant)
+        prompt = with_trigger(prompt, lora)
         params = variant.validate(
             prompt,
             options=draft.options,
@@ -157,6 +165,7 @@ class GenerationService:
             size_preset=draft.size_preset,
             seed=draft.seed,
         )
+        params = replace(params, lora=lora)
         if policy is not None:
             uploads = sum(1 for reference in draft.references if reference.uploaded)
             params = policy.shape(requester, variant, params, uploads=uploads)
@@ -412,12 +421,13 @@ class GenerationService:
             raise InvalidRequest(PROMPT_REMOVED_TEXT)
         return Draft(
             prompt=job.params.prompt,
-            variant=job.variant,
+            variant=job.requested_variant,  # BFL's again, if a backup made this one
             options=job.params.options,
             width=job.params.width,
             height=job.params.height,
             stored=await self.stored_references(job),
             parent_job_id=job.parent_job_id,
+            lora=job.params.lora,
         )
 
     async def remix_draft(
@@ -441,6 +451,7 @@ class GenerationService:
             seed=chosen_seed,
             stored=stored,
             parent_job_id=job.parent_job_id,
+            lora=lora_for_remix(job.params.lora, chosen),  # kept where the model takes it
         )
 
     def edit_draft(
@@ -448,10 +459,11 @@ class GenerationService:
     ) -> Draft:
         """An edit of a message's images; of one of our results (`parent`), it keeps that
         result's model if the model can edit, and records the result as its parent."""
-        variant = self.variants.get(parent.variant) if parent else None
+        asked = parent.requested_variant if parent else None
+        variant = self.variants.get(asked) if asked else None
         return Draft(
             prompt=prompt,
-            variant=parent.variant if parent and variant and variant.edit_capable else None,
+            variant=asked if variant and variant.edit_capable else None,
             references=references,
             parent_job_id=parent.id if parent else None,
             needs_edit=True,

@@ -31,6 +31,7 @@ class Cache(StrEnum):
     STUDIOS = "studios"
     GLOBAL_BLOCKS = "global_blocks"  # the owner's blocks everywhere (bot/operator/blocks.py)
     BOT_DEFAULTS = "bot_defaults"  # the owner's bot-wide defaults (bot/operator/defaults.py)
+    LORAS = "loras"  # the servers' LoRA catalogues (bot/loras.py)
 
 
 async def announce(tx: Tx, cache: Cache) -> None:

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from bot.catalogue import available_tools, available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.direct import DirectMessages, MembershipLookup
+from bot.community.favourites import Favourites, Showcase
 from bot.community.policy import CommunityPolicy
 from bot.community.studios import Studios
 from bot.errors import StartupError
@@ -24,6 +25,7 @@ from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
+from bot.loras import LoraCatalogue
 from bot.moderation.strikes import Moderation
 from bot.operations.instance import address_in_use_message
 from bot.operations.loop_lag import LoopLag
@@ -73,6 +75,9 @@ class Services:
     global_blocks: GlobalBlocks  # the owner's blocks everywhere
     defaults: BotDefaults  # bot-wide defaults in force (the owner's over the environment's)
     welcomes: Welcomes  # the setup note, once per server
+    loras: LoraCatalogue  # each server's LoRAs for the klein models
+    favourites: Favourites  # members' ⭐ results (/favourites)
+    showcase: Showcase  # results shared to a server's showcase channel, once each
 
     async def start(self) -> None:
         """Open the web server, then resume and run jobs and pending approvals."""
@@ -159,6 +164,16 @@ async def bfl_user_key(settings: Settings, db: Database) -> bytes:
     return await shared_secret(db, "bfl_user_key")
 
 
+def check_failover(settings: Settings) -> None:
+    """FAILOVER=aiml without the AI/ML API's key would quietly fail over to nothing."""
+    if settings.failover == "aiml" and settings.aiml_api_key is None:
+        raise StartupError(
+            "FAILOVER=aiml needs AIML_API_KEY (the backup provider's key): set it, "
+            "or set FAILOVER=off",
+            exit_code=2,
+        )
+
+
 def secret_or_none(secret: SecretStr | None) -> str | None:
     return None if secret is None else secret.get_secret_value()
 
@@ -172,6 +187,7 @@ async def build_services(
     """Assemble the core. `member_lookup(guild_id, user_id)` asks Discord whether someone is
     a member (for direct messages the store does not know about yet); `discord_connected()`
     feeds `/healthz`. Both come from the client."""
+    check_failover(settings)
     db = await open_database(settings.database_target)
     # Every time another process may read back is on the database's clock (kept in step by
     # the engine), so a process whose own clock is off cannot misplace anything.
@@ -212,6 +228,7 @@ async def build_services(
         provider_moderation_strikes=settings.provider_moderation_strikes,
         shutdown_grace=settings.shutdown_grace_seconds,
         database_patience=settings.database_retry_seconds,
+        failover=settings.failover == "aiml",
         webhooks=(
             WebhookConfig(public_url, settings.webhook_grace_seconds) if public_url else None
         ),
@@ -265,8 +282,11 @@ async def build_services(
     )
     studios = Studios(db, audit, policy=policy, clock=clock)
     await studios.load()
+    loras = LoraCatalogue(db, audit, clock=clock)
+    await loras.load()
     # An ended studio posts its gallery once the jobs still running in it are done.
     engine.on_job_closed(studios.job_closed)
+    engine.handover_admission = studios.admit_more  # FAILOVER's extra, within a studio budget
     generation = GenerationService(
         engine,
         variants,
@@ -286,6 +306,7 @@ async def build_services(
         max_in_flight=settings.max_jobs_in_flight_per_member,
         tools=available_tools(list(providers)),
     )
+    generation.loras = loras
     approvals = ApprovalQueue(
         db,
         audit,
@@ -312,11 +333,13 @@ async def build_services(
     caches.register(Cache.SERVER_SETTINGS, server_settings.load)
     caches.register(Cache.MODERATION, moderation.load)
     caches.register(Cache.STUDIOS, studios.load)
+    caches.register(Cache.LORAS, loras.load)
 
     async def reload_server_caches() -> None:
         await server_settings.load()
         await moderation.load()
         await studios.load()
+        await loras.load()
 
     privacy = Privacy(
         db,
@@ -351,4 +374,7 @@ async def build_services(
         global_blocks=global_blocks,
         defaults=defaults,
         welcomes=Welcomes(db, clock=clock),
+        loras=loras,
+        favourites=Favourites(db, clock=clock),
+        showcase=Showcase(db, audit, clock=clock),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -291,6 +292,14 @@ class Settings(BaseSettings):
     )
     prefer_aiml_pro: bool = Field(
         default=False, description="Serve `pro` through the AI/ML API even when a BFL key is set"
+    )
+    failover: Literal["off", "aiml"] = Field(
+        default="off",
+        description="`aiml`: when BFL cannot take a `pro` or `max` request (out of credits, "
+        "unreachable, or still overloaded after the client's retries) and certainly did not "
+        "start it, make it with the AI/ML API instead, charged what that provider reports. "
+        "Needs `AIML_API_KEY`. Never after a moderation refusal, a rejected request, a 429 or "
+        "an answer that leaves open whether BFL started the task",
     )
     web_host: str = Field(
         default="127.0.0.1",

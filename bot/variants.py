@@ -166,6 +166,37 @@ class ReferenceSize:
 
 
 @dataclass(frozen=True)
+class LoraChoice:
+    """The server LoRA a job uses (bot/loras.py), as it was when the job was asked for: kept
+    in the job's params so that a restart, another process, Reroll and Remix send the same."""
+
+    name: str  # what members picked
+    finetune_id: str
+    strength: float
+    endpoint: str  # the `-finetuned` endpoint of the LoRA's base model
+    trigger: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "finetune_id": self.finetune_id,
+            "strength": self.strength,
+            "endpoint": self.endpoint,
+            "trigger": self.trigger,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LoraChoice:
+        return cls(
+            name=data["name"],
+            finetune_id=data["finetune_id"],
+            strength=float(data["strength"]),
+            endpoint=data["endpoint"],
+            trigger=data.get("trigger"),
+        )
+
+
+@dataclass(frozen=True)
 class JobParams:
     """A validated request: every option present, ready to persist and to send."""
 
@@ -174,24 +205,30 @@ class JobParams:
     height: int | None
     seed: int
     options: Mapping[str, Any]
+    lora: LoraChoice | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "prompt": self.prompt,
             "width": self.width,
             "height": self.height,
             "seed": self.seed,
             "options": dict(self.options),
         }
+        if self.lora is not None:  # absent otherwise: older rows read the same
+            data["lora"] = self.lora.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobParams:
+        lora = data.get("lora")
         return cls(
             prompt=data["prompt"],
             width=data["width"],
             height=data["height"],
             seed=data["seed"],
             options=dict(data["options"]),
+            lora=LoraChoice.from_json(lora) if lora else None,
         )
 
 
@@ -216,6 +253,8 @@ class Variant:
     tool: bool = False
     # Whether the provider's route takes webhook fields; without them the job is polled.
     webhooks: bool = True
+    # Which server LoRAs it takes ("4b", "9b": see LORA_BASES in bfl_options.py); None: none.
+    lora_size: str | None = None
     edit_capable: bool = field(init=False)
 
     def __post_init__(self) -> None:

@@ -14,6 +14,9 @@ from cogs.flow import reply_privately
 
 log = logging.getLogger(__name__)
 
+# A button whose job is gone (purged, or never ours).
+UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
+
 
 class PersistentButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],

@@ -31,6 +31,7 @@ EXTENSIONS = (
     "cogs.generate",
     "cogs.results",
     "cogs.result_tools",
+    "cogs.favourites",
     "cogs.usage",
     "cogs.settings",
     "cogs.moderation",

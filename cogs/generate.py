@@ -19,6 +19,7 @@ from cogs.flow import (
     image_attachments,
     refuse_in_reply,
 )
+from cogs.loras import LORA_OPTION, lora_autocomplete
 from cogs.options import OptionSet, variant_command
 from cogs.results import EditModal, button_cooldown
 
@@ -35,7 +36,7 @@ SLOW_DOWN_TEXT = "Slow down a little: you can ask for another image in {seconds}
 
 def draft_from_options(variant: str | None, values: dict[str, Any], *, needs_edit: bool) -> Draft:
     """Map slash-command option values onto a Draft; unknown names are variant options."""
-    known = {"prompt", "variant", "size", "width", "height", "seed"}
+    known = {"prompt", "variant", "size", "width", "height", "seed", LORA_OPTION}
     images = [
         candidate(value)
         for name, value in values.items()
@@ -56,6 +57,7 @@ def draft_from_options(variant: str | None, values: dict[str, Any], *, needs_edi
         seed=values.get("seed"),
         references=images,
         needs_edit=needs_edit,
+        lora=values.get(LORA_OPTION),
     )
 
 
@@ -132,7 +134,11 @@ class Generate(commands.Cog):
             ) -> None:
                 await self._generate(interaction, draft_from_options(key, values, needs_edit=False))
 
-            group.add_command(variant_command(key, variant, handle))
+            command = variant_command(key, variant, handle)
+            if variant.lora_size is not None:
+                suggest = lora_autocomplete(self.bot.services.loras, variant)
+                command.autocomplete(LORA_OPTION)(suggest)
+            group.add_command(command)
         return group
 
     def _build_edit(self) -> app_commands.Command[Any, Any, None]:

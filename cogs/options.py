@@ -16,6 +16,7 @@ from discord import app_commands
 from bot.variants import SEED_MAX, OptionKind, OptionSpec, Variant
 
 IMAGE_OPTION = "image"
+LORA_OPTION_TEXT = "A LoRA from this server's catalogue (pick one as you type)"
 MAX_DIMENSION = 4096
 Handler = Callable[[discord.Interaction[Any], dict[str, Any]], Awaitable[None]]
 
@@ -146,5 +147,7 @@ def variant_command(
     options.add_seed(variant.min_seed)
     for spec in variant.options:
         options.add_spec(spec)
+    if variant.lora_size is not None:  # suggested by autocomplete (cogs/loras.py)
+        options.add("lora", app_commands.Range[str, 1, 100], LORA_OPTION_TEXT)
     options.add_images(variant.max_references)
     return options.command(name, f"{variant.label}: {variant.description}", handler)

@@ -7,11 +7,13 @@ import time
 import discord
 
 from bot.catalogue import CATALOGUE
+from bot.jobs.failover import failover_note
 from bot.jobs.models import Job, JobState
 from bot.providers.base import OutputImage
 from bot.text import message_link, truncate
 
 PROMPT_PREVIEW_CHARS = 1000
+PROMPT_REMOVED_LABEL = "*(prompt no longer kept)*"
 # Prompt text is user input: progress and errors never ping anyone.
 NO_PINGS = discord.AllowedMentions.none()
 
@@ -27,9 +29,17 @@ def quoted_prompt(text: str, limit: int) -> str:
     return inert(truncate(" ".join(text.split()), limit))
 
 
+def shown_prompt(job: Job, limit: int) -> str:
+    """The job's prompt on one line, or why it is not there any more (docs/privacy.md)."""
+    return PROMPT_REMOVED_LABEL if job.prompt_removed else quoted_prompt(job.prompt, limit)
+
+
 def variant_label(job: Job) -> str:
+    """The model, and the server LoRA it used (results, progress, /history)."""
     variant = CATALOGUE.get(job.variant)
-    return variant.label if variant else job.variant
+    label = variant.label if variant else job.variant
+    lora = job.params.lora
+    return f"{label} + LoRA “{inert(lora.name)}”" if lora is not None else label
 
 
 def job_link(job: Job) -> str | None:
@@ -74,6 +84,8 @@ def result_embed(job: Job, image: OutputImage, filename: str, parent: Job | None
     if job.cost is not None:
         embed.add_field(name="Cost", value=f"{job.cost:g} credits")
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    if (backup := failover_note(job)) is not None:
+        embed.add_field(name="Backup provider", value=backup, inline=False)
     if parent is not None:
         link = job_link(parent)
         embed.add_field(name="Edit of", value=f"[this image]({link})" if link else parent.id)

@@ -19,11 +19,12 @@ from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
 from bot.generation import check_button_place
 from bot.jobs.models import Job, JobState
 from bot.text import message_text, plural
-from cogs.buttons import PersistentButton
+from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.checks import may_remove_results
 from cogs.delivery import attach_delivery
+from cogs.favourites import favourite_buttons
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
-from cogs.render import NO_PINGS, job_link, quoted_prompt, variant_label
+from cogs.render import NO_PINGS, job_link, shown_prompt, variant_label
 from cogs.result_tools import add_tool_buttons
 
 if TYPE_CHECKING:
@@ -41,11 +42,9 @@ ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "cancel": ("Cancel", "✖️", discord.ButtonStyle.secondary),
 }
 RESULT_ACTIONS = ("reroll", "edit", "remix", "chain", "delete")
-UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
 DELETE_REFUSED_TEXT = "Only the person who made this image or a moderator can delete it."
 CANCEL_REFUSED_TEXT = "Only the person who asked for this image or a moderator can cancel it."
 CANCEL_TOO_LATE_TEXT = "It's already being made, so it can't be cancelled any more."
-PROMPT_REMOVED_LABEL = "*(prompt no longer kept)*"
 EARLIER_STEPS_TEXT = "*Earlier steps are no longer kept, or not yours to see.*"
 NOT_FOUND_TEXT = "I can't find that result. Paste a result's message link or its job id."
 COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in {seconds} s."
@@ -66,6 +65,8 @@ def result_view(job: Job, image_count: int = 1) -> discord.ui.View:
             view.add_item(ResultButton(action, job.id))
     if image_count == 1:
         add_tool_buttons(view, job)  # rows 1 and 2: zoom out, pan, square, Hi-res
+    for item in favourite_buttons(job):  # row 3: ⭐ and Share to showcase
+        view.add_item(item)
     return view
 
 
@@ -279,11 +280,6 @@ class RemixModal(FriendlyModal, title="Remix"):
             await reply_privately(interaction, str(exc))
             return
         await generate_from_interaction(bot, interaction, draft)
-
-
-def shown_prompt(job: Job, limit: int) -> str:
-    """The job's prompt on one line, or why it is not there any more (docs/privacy.md)."""
-    return PROMPT_REMOVED_LABEL if job.prompt_removed else quoted_prompt(job.prompt, limit)
 
 
 def render_lineage(chain: list[Job]) -> str:

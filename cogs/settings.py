@@ -1,6 +1,6 @@
 """Server settings in Discord: the `/settings …` commands, which change how the bot behaves
-on a server (channels, models, limits, direct messages, uploads, the audit channel, the
-approval queue, strikes, banned terms).
+on a server (channels, models, limits, direct messages, uploads, the audit and showcase
+channels, the approval queue, strikes, banned terms).
 
 The rules live in `bot.servers.settings` (what a valid change is) and `bot.moderation`
 (banned terms); this cog turns commands into changes and renders the result with
@@ -22,6 +22,7 @@ from bot.errors import InvalidRequest
 from bot.servers.settings import MAX_SAFETY, ServerSettings
 from bot.text import EMBED_FIELD_LIMIT
 from cogs.checks import may_configure_server, server_manager_group
+from cogs.loras import base_choices, describe, listing, name_choices
 from cogs.moderation import term_choices, terms_listing
 from cogs.moderator import CHOICE_LIMIT, Interaction, answer, moderator_command, server_of
 from cogs.settings_text import (
@@ -257,6 +258,31 @@ class ServerSettingsCommands(commands.Cog):
 
     @moderator_command(
         settings,
+        "showcase",
+        "Where members' Share to showcase posts go",
+        channel="The showcase channel; leave empty to turn sharing off",
+    )
+    async def settings_showcase(
+        self, interaction: Interaction, channel: discord.TextChannel | None = None
+    ) -> None:
+        if channel is not None:
+            me = channel.guild.me
+            allowed = channel.permissions_for(me) if me is not None else None
+            if allowed is not None and not (allowed.send_messages and allowed.attach_files):
+                raise InvalidRequest(
+                    f"I can't post images in {channel.mention}: let me send messages and "
+                    "attach files there."
+                )
+        await self._change(
+            interaction,
+            "Results are shared with their Share to showcase button."
+            if channel is not None
+            else "",
+            showcase_channel_id=None if channel is None else channel.id,
+        )
+
+    @moderator_command(
+        settings,
         "approval",
         "Hold requests for a moderator's approval",
         enabled="Requests wait until a moderator approves them",
@@ -374,6 +400,70 @@ class ServerSettingsCommands(commands.Cog):
             await answer(interaction, text)
         else:
             await answer(interaction, text, file=listing)
+
+    # ----------------------------------------------------------------- LoRAs (bot/loras.py)
+    @moderator_command(
+        settings,
+        "lora-add",
+        "Offer a LoRA uploaded to the BFL account on the klein commands",
+        lora_name="What members see and pick",
+        finetune_id="Its name on BFL (lowercase letters, digits, - and _; or org_id/name)",
+        base="The klein model it was uploaded for",
+        strength="finetune_strength, 0.1 to 2 (default 1; 0.7–0.9 if it overpowers prompts)",
+        trigger="A phrase added to prompts that lack it",
+    )
+    @app_commands.choices(base=base_choices())
+    @app_commands.rename(lora_name="name")
+    async def settings_lora_add(
+        self,
+        interaction: Interaction,
+        lora_name: app_commands.Range[str, 1, 40],
+        finetune_id: app_commands.Range[str, 1, 128],
+        base: str,
+        strength: float | None = None,
+        trigger: app_commands.Range[str, 1, 100] | None = None,
+    ) -> None:
+        lora = await self.bot.services.loras.add(
+            server_of(interaction),
+            interaction.user.id,
+            name=lora_name,
+            finetune_id=finetune_id,
+            base=base,
+            strength=strength,
+            trigger=trigger,
+        )
+        size = lora.base_model.size
+        await answer(
+            interaction,
+            f"Added {describe(lora)}. Members can pick it on the klein {size.upper()} commands.",
+        )
+
+    @moderator_command(
+        settings, "lora-remove", "Stop offering a LoRA", lora_name="One of this server's LoRAs"
+    )
+    @app_commands.rename(lora_name="name")
+    async def settings_lora_remove(self, interaction: Interaction, lora_name: str) -> None:
+        lora = await self.bot.services.loras.remove(
+            server_of(interaction), interaction.user.id, lora_name
+        )
+        await answer(
+            interaction,
+            f"Removed {describe(lora)}. Images made with it stay; rerolling them is refused.",
+        )
+
+    @settings_lora_remove.autocomplete("lora_name")
+    async def _lora_name_autocomplete(
+        self, interaction: Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        if not may_configure_server(interaction) or interaction.guild_id is None:
+            return []
+        return name_choices(self.bot.services.loras.server_loras(interaction.guild_id), current)
+
+    @moderator_command(settings, "loras", "This server's LoRAs for the klein models")
+    async def settings_loras(self, interaction: Interaction) -> None:
+        await answer(
+            interaction, listing(self.bot.services.loras.server_loras(server_of(interaction)))
+        )
 
 
 async def setup(bot: FluxcordBot) -> None:

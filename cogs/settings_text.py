@@ -38,6 +38,7 @@ LABELS: dict[str, str] = {
     "strike_block": "Block at",
     "temp_block_hours": "Temporary block length",
     "outpaint_mode": "Zoom out / pan mode",
+    "showcase_channel_id": "Showcase channel",
 }
 
 
@@ -76,6 +77,8 @@ class SettingsText:
                 if value is None
                 else (f"<#{value}>")
             )
+        if name == "showcase_channel_id":
+            return "off" if value is None else f"<#{value}>"
         if name == "approval_enabled":
             return "on" if value else "off"
         if name == "trusted_roles":
@@ -115,6 +118,7 @@ class SettingsText:
             ("Editing uploaded images", self.value(settings, "allow_upload_edits")),
             ("Audit channel", self.value(settings, "audit_channel_id")),
             ("Approval queue", approval),
+            ("Showcase channel", self.value(settings, "showcase_channel_id")),
             (
                 "Strikes",
                 lines("strike_warn", "strike_temp_block", "strike_block", "temp_block_hours"),

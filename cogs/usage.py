@@ -51,6 +51,9 @@ WINDOW_TITLES = {Period.DAY: "Today", Period.WEEK: "This week", Period.MONTH: "T
 # --------------------------------------------------------------------------- permissions
 
 
+MADE_BY = {"bfl": "BFL", "aiml": "AI/ML API"}
+
+
 def role_ids(user: discord.abc.User) -> tuple[int, ...]:
     # The ledger adds @everyone itself; other roles only exist on a Member.
     roles = getattr(user, "roles", ())
@@ -110,7 +113,8 @@ def server_text(report: ServerReport) -> str:
         lines.append("**By model**")
         for total in report.by_variant:
             variant = CATALOGUE.get(str(total.key))
-            label = variant.label if variant else str(total.key)
+            # Which provider made them: `pro` may be BFL's or, as its backup, the AI/ML API's.
+            label = f"{variant.label}, {MADE_BY[variant.provider]}" if variant else str(total.key)
             lines.append(f"{label}: {_used(total.images, total.credits_mc)}")
     if report.by_user:
         lines.append("**By member**")

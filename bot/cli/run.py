@@ -9,6 +9,7 @@ import logging
 import signal
 
 from bot.operations.instance import InstanceLock, check_web_address
+from bot.services import check_failover
 from bot.settings import Settings, load_settings
 from bot.version import __version__
 
@@ -33,6 +34,7 @@ async def execute(settings: Settings, args: argparse.Namespace) -> int:
         log.warning(
             "none of BFL_API_KEY, BFL_API_KEYS and AIML_API_KEY is set: no image model is available"
         )
+    check_failover(settings)  # before anything connects: one line for the admin
     if settings.database_url is None and str(settings.database_path) != ":memory:":
         # Before the bot opens the database: a second instance would fail the first's jobs.
         # Held until the process ends.

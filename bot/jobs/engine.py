@@ -36,11 +36,12 @@ from bot.catalogue import get_variant
 from bot.errors import InvalidRequest, ProviderBusy, ProviderError, ProviderKeyRejected
 from bot.jobs.claims import Claim, ProviderKey, SharedQueue
 from bot.jobs.delivery import JobDelivery
+from bot.jobs.failover import BACKUP_PROVIDER, REFUSED, plan_handover, refusal_text
 from bot.jobs.following import PollingPolicy, TaskFollower
 from bot.jobs.leases import ProcessLease
 from bot.jobs.models import GenerationRequest, Job, JobState
 from bot.jobs.notifier import JobNotifier
-from bot.jobs.store import WEBHOOK_CHANNEL, JobStore
+from bot.jobs.store import WEBHOOK_CHANNEL, JobStore, MoreAdmission
 from bot.jobs.webhooks import (
     WebhookSubscription,
     new_webhook_secret,
@@ -48,7 +49,7 @@ from bot.jobs.webhooks import (
     webhook_url_key,
 )
 from bot.jobs.work import SharedWork
-from bot.ledger import Ledger
+from bot.ledger import Ledger, credits_to_mc
 from bot.operations.metrics import Metrics
 from bot.periodic import repeat
 from bot.providers.base import (
@@ -133,6 +134,7 @@ class JobEngine:
         provider_moderation_strikes: bool = False,
         shutdown_grace: float = 0.0,
         database_patience: float = DEFAULT_PATIENCE,
+        failover: bool = False,
     ) -> None:
         # Times other processes read back are in database time, unless a test brings its own
         # clock (bot/storage/clock.py).
@@ -160,6 +162,8 @@ class JobEngine:
         self._reference_retention = reference_retention
         self._max_reported_cost = max_reported_cost
         self._moderation_strikes = provider_moderation_strikes
+        # FAILOVER=aiml: BFL's pro and max go to the AI/ML API when BFL cannot take them.
+        self._failover = failover
         self.metrics = metrics or Metrics(process_metrics=False)
         self.metrics.bind_engine(queue_depth=self.queue_depth, active_tasks=self.active_tasks)
         # Endings and how they are shown (bot/jobs/delivery.py).
@@ -183,6 +187,9 @@ class JobEngine:
         # Told the key id when a provider rejects a key in use (401): the operator's log line
         # and readiness (bot/providers/accounts.py) without waiting for the next key check.
         self.on_key_rejected: Callable[[str], None] | None = None
+        # Checks the extra a job handed to the backup provider needs beyond the ledger's
+        # (a studio's budget), set by the services (bot/services.py).
+        self.handover_admission: MoreAdmission | None = None
         self._running = False
         self.work = SharedWork(
             db,
@@ -436,6 +443,8 @@ class JobEngine:
             except ProviderError as exc:
                 log.warning("job %s: submit failed: %s", job_id, exc)
                 self._key_failed(key, exc)
+                if await self._handed_over(job, exc):
+                    return
                 await self.delivery.fail(
                     job_id, (JobState.SUBMITTING,), JobState.FAILED, exc.user_message
                 )
@@ -479,6 +488,38 @@ class JobEngine:
             if not followed:
                 self.work.wake(job.provider)
             self.follower.forget(job_id)
+
+    async def _handed_over(self, job: Job, exc: ProviderError) -> bool:
+        """With FAILOVER on, a job BFL could not take (and certainly did not start) goes to
+        the backup provider's line (bot/jobs/failover.py). False: it fails as usual."""
+        if not self._failover or not self.queue.keys(BACKUP_PROVIDER):
+            return False
+        references = await self.store.input_sizes(job.id) if job.reference_count else []
+        handover = plan_handover(job, exc, references)
+        if handover is None:
+            return False
+        try:
+            moved = await self.store.hand_over(
+                job,
+                handover.variant,
+                handover.params,
+                estimated_cost=handover.estimate,
+                reason=handover.reason,
+                admission=self.handover_admission,
+            )
+        except InvalidRequest as refusal:  # the allowance can't cover the backup's estimate
+            log.info("job %s: not handed over: %s", job.id, refusal)
+            self.metrics.failed_over(job.variant, REFUSED)
+            more = credits_to_mc(handover.estimate) - credits_to_mc(job.estimated_cost)
+            text = refusal_text(handover.reason, more, refusal)
+            await self.delivery.fail(job.id, (JobState.SUBMITTING,), JobState.FAILED, text)
+            return True
+        if moved is not None:
+            log.info("job %s: handed to the backup provider (%s)", job.id, handover.reason)
+            self.metrics.failed_over(job.variant, handover.reason)
+            self._progress(moved)
+        self.work.job_queued(BACKUP_PROVIDER)  # also if the move landed before an outage hid it
+        return True
 
     async def _note_key(self, change: Coroutine[Any, Any, Any]) -> None:
         """Record a key's back-off or recovery; best effort, since the job's own state

@@ -111,6 +111,16 @@ class Job:
     # and whether the job it was made from has been purged.
     prompt_removed_at: float | None = None
     parent_purged: bool = False
+    # FAILOVER (bot/jobs/failover.py): the requester's roles ("1,2"), kept for their role
+    # allowances; and, once another provider made it, the variant asked for and why.
+    role_ids: str | None = None
+    failover_from: str | None = None
+    failover_reason: str | None = None
+
+    @property
+    def requested_variant(self) -> str:
+        """The variant the member asked for (Reroll asks for it again)."""
+        return self.failover_from or self.variant
 
     def interaction(self, now: float) -> InteractionToken | None:
         """The interaction this job is still shown through, while its token is valid."""

@@ -25,7 +25,7 @@ from bot.storage.db import Database, Row, Tx
 from bot.storage.outage import DEFAULT_PATIENCE
 from bot.storage.patient import Patient
 from bot.storage.rows import from_row, marks
-from bot.variants import JobParams, ReferenceSize
+from bot.variants import JobParams, ReferenceSize, Variant
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ _SHOWN_AT = frozenset(
 )
 # While a job is in these states its task may be active at the provider, holding a slot.
 _SLOT_STATES = frozenset({JobState.SUBMITTING, JobState.SUBMITTED})
+
+
+# A check of the extra millicredits a job moved to another provider needs, in the moving
+# transaction (a studio's budget: bot/community/studios/): (tx, channel id, millicredits).
+MoreAdmission = Callable[[Tx, int, int], Awaitable[None]]
 
 
 def new_job_id() -> str:
@@ -180,7 +185,7 @@ class JobStore:
                 "INSERT INTO jobs (id, created_at, updated_at, guild_id, channel_id, user_id,"
                 " variant, provider, prompt, params, parent_job_id, state, status_message_id,"
                 " estimated_cost, reference_count, interaction_token, interaction_expires_at,"
-                " reply_to_message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " reply_to_message_id, role_ids) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " RETURNING *",
                 (
                     job_id,
@@ -201,6 +206,7 @@ class JobStore:
                     interaction.token if interaction else None,
                     interaction.expires_at if interaction else None,
                     request.reply_to_message_id,
+                    ",".join(map(str, request.role_ids)) or None,
                 ),
             )
             await tx.execute_many(
@@ -318,6 +324,69 @@ class JobStore:
             lambda tx: self._transition(tx, job_id, from_states, to, fields)
         )
         return moved if moved is not None else await self._landed(job_id, to, fields)
+
+    async def hand_over(
+        self,
+        job: Job,
+        variant: Variant,
+        params: JobParams,
+        *,
+        estimated_cost: float,
+        reason: str,
+        admission: MoreAdmission | None = None,
+    ) -> Job | None:
+        """A submitting job its provider certainly did not start goes back in line as a job
+        of `variant` (another provider's: FAILOVER, bot/jobs/failover.py), keeping its turn,
+        its slot freed; with a ledger, its reservation moves to `variant`, raised to
+        `estimated_cost` if that is more, in the same transaction. Returns the queued job
+        (None: it was no longer this process's to move).
+
+        Raises InvalidRequest (QuotaExceeded, BotBudgetSpent, or from `admission`, e.g. a
+        studio's budget, asked first as at creation) when the difference does not fit;
+        nothing is changed then."""
+        fence, fence_params = self._fence()
+        more = credits_to_mc(estimated_cost) - credits_to_mc(job.estimated_cost)
+
+        async def move(tx: Tx) -> Job | None:
+            # `failover_from = variant` reads the variant before this UPDATE (both engines).
+            row = await tx.fetch_one(
+                "UPDATE jobs SET state = ?, updated_at = ?, failover_from = variant,"
+                " failover_reason = ?, variant = ?, provider = ?, params = ?,"
+                " estimated_cost = ?, owner = NULL, provider_key = NULL, slot = NULL,"
+                f" webhook_secret = NULL WHERE id = ? AND state = ?{fence} RETURNING *",
+                (
+                    JobState.QUEUED.value,
+                    self._clock(),
+                    reason,
+                    variant.key,
+                    variant.provider,
+                    json.dumps(params.to_json()),
+                    estimated_cost,
+                    job.id,
+                    JobState.SUBMITTING.value,
+                    *fence_params,
+                ),
+            )
+            if row is None:
+                return None
+            moved = job_from_row(row)
+            if admission is not None and more > 0:
+                await admission(tx, job.channel_id, more)
+            if self._ledger is not None:
+                await self._ledger.reserve_more(
+                    tx,
+                    job_id=job.id,
+                    guild_id=job.guild_id,
+                    user_id=job.user_id,
+                    role_ids=[int(r) for r in (job.role_ids or "").split(",") if r],
+                    variant=variant.key,
+                    credits=estimated_cost,
+                )
+            await tx.notify(QUEUE_CHANNEL, job.provider)  # its slot there is free
+            await tx.notify(QUEUE_CHANNEL, queued_payload(moved.provider))
+            return moved
+
+        return await self._job_db.run(move)
 
     async def _landed(self, job_id: str, to: JobState, fields: dict[str, Any]) -> Job | None:
         """The job if it already is where this change would have put it, by this very change:

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from bot.errors import InvalidCharge
 from bot.ledger.admin import QuotaAdmin
 from bot.ledger.policy import MAX_AMOUNT, Metric, QuotaPolicy, credits_to_mc
-from bot.ledger.quotas import QuotaState, guild_key, refuse_if_over, state_query
+from bot.ledger.quotas import (
+    QuotaExceeded,
+    QuotaState,
+    guild_key,
+    most_binding,
+    refuse_if_over,
+    state_query,
+)
 from bot.ledger.spending import BotBudget, ServerNotAllowed
 from bot.periods import PERIODS, Period
 from bot.servers.audit import AuditLog
@@ -157,6 +164,51 @@ class Ledger:
                 images,
             ),
         )
+
+    async def reserve_more(
+        self,
+        tx: Tx,
+        *,
+        job_id: str,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Sequence[int],
+        variant: str,
+        credits: float,
+        now: float | None = None,
+    ) -> int:
+        """Move a held job to `variant` (another provider makes it: bot/jobs/failover.py),
+        its reservation raised to `credits` when that is more, in `tx`'s transaction. Only
+        the difference is judged, against the allowances and the bot's budget (the job's own
+        reservation already counts as used). Returns the millicredits added.
+
+        Raises:
+            QuotaExceeded: the difference does not fit an allowance; nothing was written.
+            BotBudgetSpent: it does not fit the whole bot's monthly budget.
+        """
+        reserved = await tx.fetch_value(
+            "SELECT reserved_mc FROM ledger WHERE job_id = ? AND status = 'reserved'", (job_id,)
+        )
+        if reserved is None:
+            return 0  # settled or never reserved: nothing is held to move
+        more = max(0, credits_to_mc(credits) - int(reserved))
+        if more:
+            now = self._clock() if now is None else now
+            state = await self._state_in(tx, guild_key(guild_id), user_id, role_ids, now)
+            # Not `refuse_if_over`: the day's refund cap is for new requests, and this
+            # one was admitted already.
+            breaches = state.breaches({Metric.IMAGES: 0, Metric.CREDITS: more})
+            if breaches:
+                raise QuotaExceeded(most_binding(breaches))
+            await self.budget.reserve_in(
+                tx, more, state.starts[Period.MONTH], state.ends[Period.MONTH]
+            )
+        await tx.execute(
+            "UPDATE ledger SET variant = ?, reserved_mc = reserved_mc + ?,"
+            " credits_mc = credits_mc + ? WHERE job_id = ? AND status = 'reserved'",
+            (variant, more, more, job_id),
+        )
+        return more
 
     async def check(
         self,

@@ -7,6 +7,7 @@ import datetime as dt
 import io
 from dataclasses import dataclass
 
+from bot.catalogue import CATALOGUE
 from bot.errors import InvalidRequest
 from bot.ledger.accounts import Ledger
 from bot.ledger.policy import Metric, Scope, format_credits
@@ -28,6 +29,7 @@ CSV_COLUMNS = (
     "charged_credits",
     "reserved_images",
     "charged_images",
+    "provider",
 )
 
 
@@ -184,11 +186,18 @@ async def export_csv(ledger: Ledger, guild_id: int, first: dt.date, last: dt.dat
                 "" if row["charged_mc"] is None else format_credits(row["charged_mc"]),
                 row["reserved_images"],
                 "" if row["charged_images"] is None else row["charged_images"],
+                _provider_of(row["variant"]),
             )
         )
     return Export(
         buffer.getvalue().encode("utf-8"), len(rows), f"ledger-{guild_id}-{first}-{last}.csv"
     )
+
+
+def _provider_of(variant: str) -> str:
+    """Who made it (`aiml` for BFL's `pro` made by its backup: the row names `pro-aiml`)."""
+    known = CATALOGUE.get(variant)
+    return known.provider if known else ""
 
 
 def _iso(moment: float) -> str:

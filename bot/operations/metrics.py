@@ -110,6 +110,13 @@ class Metrics:
             registry=self.registry,
         )
         # Discord's hidden shared limit: ~30 webhook messages per minute per channel.
+        self.failovers = Counter(
+            "fluxcord_failovers",
+            "Requests BFL could not take, handed to the backup provider (FAILOVER=aiml); "
+            "reason refused: the member's allowance could not cover the backup's estimate",
+            ["variant", "reason"],
+            registry=self.registry,
+        )
         self.refusal_followups = Counter(
             "fluxcord_refusal_followups",
             "Refusals sent as an ephemeral followup because the interaction was already "
@@ -187,6 +194,11 @@ class Metrics:
     def provider_rate_limited(self, provider: str) -> None:
         """A provider answered 429."""
         self.provider_busy.labels(provider=provider).inc()
+
+    def failed_over(self, variant: str, reason: str) -> None:
+        """A `variant` job BFL could not take went to the backup provider (or, `refused`,
+        could not: bot/jobs/failover.py)."""
+        self.failovers.labels(variant=variant, reason=reason).inc()
 
     def spent_credits(self, provider: str, variant: str, credits: float | None) -> None:
         """Credits a finished job was charged (BFL does not charge moderated or failed tasks,

@@ -94,7 +94,8 @@ async def blank_approval_prompts(tx: Tx, approval_ids: list[Any]) -> int:
 
 
 async def delete_jobs(tx: Tx, job_ids: list[Any]) -> int:
-    """Delete these jobs (their stored images go with them). A job made from one of them
+    """Delete these jobs (their stored images, favourites and showcase records go with them:
+    ON DELETE CASCADE, migrations 0001 and 0020). A job made from one of them
     keeps going, its history starting with itself (`parent_purged`)."""
     await tx.execute(
         "UPDATE jobs SET parent_job_id = NULL, parent_purged = 1"

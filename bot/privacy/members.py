@@ -19,6 +19,7 @@ from typing import Any
 from bot.privacy.batches import (
     PROMPT_ACTIONS_SQL,
     PROMPT_REMOVED,
+    Change,
     blank_approval_prompts,
     blank_job_prompts,
     deleting,
@@ -28,6 +29,7 @@ from bot.privacy.batches import (
 )
 from bot.servers.audit import AuditEntry, AuditLog
 from bot.storage.db import Database, Row, Tx
+from bot.storage.rows import marks
 from bot.text import plural
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ SECTIONS = (
         "SELECT id, created_at, guild_id, channel_id, variant, provider, prompt, params,"
         " parent_job_id, parent_purged, state, estimated_cost, cost, result_seed, result_width,"
         " result_height, error, submitted_at, ready_at, finished_at, reference_count,"
-        " result_message_id, prompt_removed_at,"
+        " result_message_id, prompt_removed_at, role_ids, failover_from, failover_reason,"
         " (SELECT count(*) FROM job_inputs WHERE job_inputs.job_id = jobs.id)"
         " AS reference_images_stored,"
         " (SELECT count(*) FROM job_outputs WHERE job_outputs.job_id = jobs.id)"
@@ -140,6 +142,18 @@ SECTIONS = (
         "created_at DESC, thread_id DESC",
     ),
     Section(
+        "favourites",
+        "SELECT * FROM (SELECT f.job_id, f.created_at, j.guild_id FROM favourites f"
+        " JOIN jobs j ON j.id = f.job_id WHERE f.user_id = ?) AS favourite",
+        "created_at DESC, job_id DESC",
+    ),
+    Section(
+        "showcase_shares",
+        "SELECT job_id, guild_id, channel_id, message_id, claimed_at, posted_at"
+        " FROM showcase_posts WHERE shared_by = ?",
+        "claimed_at DESC, job_id DESC",
+    ),
+    Section(
         "server_memberships_seen",
         "SELECT guild_id, seen_at FROM server_members WHERE user_id = ?",
         "seen_at DESC, guild_id DESC",
@@ -161,6 +175,8 @@ _TIMES = frozenset(
         "ends_at",
         "seen_at",
         "prompt_removed_at",
+        "claimed_at",
+        "posted_at",
     }
 )
 _NOTES = {
@@ -230,6 +246,7 @@ class Erasure:
     strikes: int = 0
     audit_entries: int = 0
     approvals: int = 0
+    favourites: int = 0
     unfinished: int = 0  # requests still queued or running: left alone
 
     @property
@@ -238,7 +255,8 @@ class Erasure:
             f"Erased: the prompts of {plural(self.prompts, 'image request')},"
             f" {plural(self.images, 'stored image')}, the prompts quoted in"
             f" {plural(self.strikes, 'strike')} and {plural(self.audit_entries, 'log entry')},"
-            f" and {plural(self.approvals, 'reviewed request')}."
+            f" {plural(self.approvals, 'reviewed request')}"
+            f" and {plural(self.favourites, 'favourite')}."
             " What you spent stays in the server's accounts, without your prompts."
         )
         if self.unfinished:
@@ -375,6 +393,12 @@ class MemberData:
             (user_id,),
             blank_approval_prompts,
         )
+        erasure.favourites = await in_batches(
+            self._db,
+            "SELECT job_id FROM favourites WHERE user_id = ?",
+            (user_id,),
+            _deleting_favourites_of(user_id),
+        )
         erasure.unfinished = int(
             await self._db.fetch_value(
                 "SELECT count(*) FROM jobs WHERE user_id = ? AND closed = 0", (user_id,)
@@ -419,6 +443,17 @@ def _counts(erasure: Erasure) -> str:
         ("strike prompts", erasure.strikes),
         ("audit prompts", erasure.audit_entries),
         ("approvals", erasure.approvals),
+        ("favourites", erasure.favourites),
         ("unfinished kept", erasure.unfinished),
     )
     return ", ".join(f"{name}: {count}" for name, count in parts)
+
+
+def _deleting_favourites_of(user_id: int) -> Change:
+    async def delete(tx: Tx, job_ids: list[Any]) -> int:
+        return await tx.execute(
+            f"DELETE FROM favourites WHERE user_id = ? AND job_id IN ({marks(job_ids)})",
+            (user_id, *job_ids),
+        )
+
+    return delete

@@ -301,7 +301,7 @@ class Retention:
                 "SELECT 1 FROM server_departures WHERE guild_id = ?", (guild_id,)
             ):
                 return
-            for table in ("guild_settings", "quota_limits"):
+            for table in ("guild_settings", "quota_limits", "server_loras"):
                 await tx.execute(f"DELETE FROM {table} WHERE guild_id = ?", (guild_id,))
             await tx.execute("DELETE FROM server_departures WHERE guild_id = ?", (guild_id,))
             # Every process reloads its settings, terms and studios (bot/invalidation.py).

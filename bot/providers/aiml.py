@@ -150,12 +150,17 @@ class ResultLost(ResultUnavailable):
 
 
 def read_usage(data: Mapping[str, Any]) -> tuple[float | None, str | None]:
-    """(AI/ML credits, field) from an answer: `meta.usage.credits_used` (the schema),
+    """(AI/ML credits, field) from an answer: `meta.usage.usd_spent` in dollars where present
+    (newer answers), else `meta.usage.credits_used` (the schema),
     `meta.usage.tokens_used` (the docs' examples), else a positive `usage.total_tokens`
     (the generic page's OpenAI-style example; its zeros would mean "unknown", not free)."""
     meta = data.get("meta")
     usage = meta.get("usage") if isinstance(meta, dict) else None
     if isinstance(usage, dict):
+        # Dollars, where the answer has them (bfl-tools.md: preferred): the same units.
+        dollars = reported_number(usage.get("usd_spent"))
+        if dollars is not None and dollars >= 0:
+            return dollars * AIML_UNITS_PER_USD, "usd_spent"
         for name in ("credits_used", "tokens_used"):
             value = reported_number(usage.get(name))
             if value is not None and value >= 0:
@@ -283,7 +288,12 @@ class AIMLClient:
         model = str(payload.get("model", ""))
         data = await self._post(dict(payload))
         usage, usage_field = read_usage(data)
-        cost = None if usage is None else usage_to_credits(usage, self.units_per_credit)
+        if usage is None:
+            cost = None
+        elif usage_field == "usd_spent":  # dollars: 1 of our credits is $0.01, whatever the rate
+            cost = usage_to_credits(usage, AIML_UNITS_PER_CREDIT)
+        else:
+            cost = usage_to_credits(usage, self.units_per_credit)
         items = data.get("data")
         if not isinstance(items, list) or not items:
             raise ResultUnavailable("the answer carries no images")

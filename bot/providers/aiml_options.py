@@ -4,7 +4,8 @@
   images per request, prompt length, seeds, the accepted values of each body field;
 * the options we offer for them (`OptionSpec`s: what a member sees in Discord and which API
   field each one sets), their prices, and the three catalogue entries built from them
-  (`dev`, `lora`, `pro-aiml`, listed in `bot/catalogue.py`);
+  (`dev`, `lora`, `pro-aiml`, listed in `bot/catalogue.py`), and `max-aiml`, only ever the
+  backup of BFL's `max` (FAILOVER=aiml, bot/jobs/failover.py);
 * the rule for a LoRA path.
 
 `bot/providers/aiml_payload.py` checks every body field against these same declarations
@@ -65,12 +66,15 @@ MODELS: Final[dict[str, AIMLModel]] = {
         AIMLModel("blackforestlabs/flux-2-lora-edit", "lora", True),
         AIMLModel("blackforestlabs/flux-2-pro", "pro", False),
         AIMLModel("blackforestlabs/flux-2-pro-edit", "pro", True),
+        # [max], as pro's fields (no edit twin is listed: it takes no references here).
+        AIMLModel("blackforestlabs/flux-2-max", "pro", False),
     )
 }
 # The catalogue's endpoints: "-edit" is appended when references are given.
 DEV_MODEL: Final = "blackforestlabs/flux-2"
 LORA_MODEL: Final = "blackforestlabs/flux-2-lora"
 PRO_MODEL: Final = "blackforestlabs/flux-2-pro"
+MAX_MODEL: Final = "blackforestlabs/flux-2-max"
 
 # ---------------------------------------------------------------------- our options
 GUIDANCE: Final = OptionSpec(
@@ -262,4 +266,15 @@ PRO: Final = _aiml(
     pricing=Pricing(3.15, 1.575),
     options=PRO_OPTIONS,
     alias_of="pro",  # offered as `pro` when the AI/ML API is preferred or BFL is missing
+)
+# BFL's `max` made here when BFL cannot take it (bot/jobs/failover.py): never offered as a
+# command. Priced as AI/ML prices pro, BFL's price plus 5% (BFL max: 7 and 3 a megapixel).
+MAX: Final = _aiml(
+    key="max-aiml",
+    label="FLUX.2 [max]",
+    description="Highest quality",
+    endpoint=MAX_MODEL,
+    max_references=0,
+    pricing=Pricing(7.35, 3.15),
+    options=PRO_OPTIONS,
 )

@@ -127,6 +127,9 @@ def build_payload(
     for index, image in enumerate(inputs):
         field = "input_image" if index == 0 else f"input_image_{index + 1}"
         body[field] = base64.b64encode(image.data).decode("ascii")
+    if params.lora is not None:  # a server LoRA: its `-finetuned` endpoint takes these too
+        body["finetune_id"] = params.lora.finetune_id
+        body["finetune_strength"] = params.lora.strength
     body["user"] = user
     if webhook is not None:
         body["webhook_url"] = webhook.url
@@ -165,6 +168,11 @@ def build_outpaint_payload(
 
 # Routes whose body is not the FLUX.2 image schema, by endpoint.
 _PAYLOAD_BUILDERS = {"/v1/flux-tools/outpainting-v1": build_outpaint_payload}
+
+
+def endpoint_for(variant: Variant, params: JobParams) -> str:
+    """Where the request goes: the LoRA's `-finetuned` endpoint when it uses one."""
+    return params.lora.endpoint if params.lora is not None else variant.endpoint
 
 
 class BFLClient:
@@ -248,7 +256,7 @@ class BFLClient:
         body = await asyncio.to_thread(
             build, variant, params, inputs, user=self.user_tag(user_id), webhook=webhook
         )
-        return await self.submit_body(variant.endpoint, body)
+        return await self.submit_body(endpoint_for(variant, params), body)
 
     async def submit_body(self, endpoint: str, body: dict[str, Any]) -> Submission:
         url = f"{self.base_url}{endpoint}"

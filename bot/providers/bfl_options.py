@@ -8,7 +8,7 @@ lists the entries. Change a BFL option, limit or price here.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Final
 
@@ -108,6 +108,7 @@ KLEIN_4B: Final = _bfl(
     max_references=4,
     pricing=Pricing(1.4, 0.1),
     options=COMMON_OPTIONS,
+    lora_size="4b",
 )
 KLEIN_9B: Final = _bfl(
     key="klein-9b",
@@ -117,6 +118,7 @@ KLEIN_9B: Final = _bfl(
     max_references=4,
     pricing=_KLEIN_9B_PRICING,
     options=COMMON_OPTIONS,
+    lora_size="9b",
 )
 # A preview is its model with the latest improvements first: same options, limits and price.
 PRO_PREVIEW: Final = replace(
@@ -135,6 +137,39 @@ KLEIN_9B_PREVIEW: Final = replace(
     endpoint="/v1/flux-2-klein-9b-preview",
     preview=True,
 )
+
+
+# --------------------------------------------------------------------------- klein LoRAs
+@dataclass(frozen=True)
+class LoraBase:
+    """A klein base model LoRAs are uploaded for, and its `-finetuned` endpoint (public beta):
+    the endpoint must match the LoRA's base, or BFL refuses the call."""
+
+    key: str
+    label: str
+    endpoint: str
+    size: str  # the klein commands (Variant.lora_size) whose requests may use it
+
+
+LORA_BASES: Final[dict[str, LoraBase]] = {
+    base.key: base
+    for base in (
+        LoraBase("klein-4b", "klein 4B", "/v1/flux-2-klein-4b-finetuned", "4b"),
+        LoraBase("klein-9b", "klein 9B", "/v1/flux-2-klein-9b-finetuned", "9b"),
+        LoraBase("klein-9b-kv", "klein 9B KV", "/v1/flux-2-klein-9b-kv-finetuned", "9b"),
+        LoraBase(
+            "klein-9b-kv-bf16", "klein 9B KV bf16", "/v1/flux-2-klein-9b-kv-bf16-finetuned", "9b"
+        ),
+        LoraBase("klein-base-4b", "klein base 4B", "/v1/flux-2-klein-base-4b-finetuned", "4b"),
+        LoraBase("klein-base-9b", "klein base 9B", "/v1/flux-2-klein-base-9b-finetuned", "9b"),
+    )
+}
+# finetune_strength: BFL's default, and the range we let moderators choose (BFL suggests
+# 0.7–0.9 for a LoRA that overpowers the prompt; past 2 images fall apart).
+LORA_STRENGTH_DEFAULT: Final = 1.0
+LORA_STRENGTH_MIN: Final = 0.1
+LORA_STRENGTH_MAX: Final = 2.0
+
 
 # Outpainting (`FluxOutpaintingInputs`): a tool, asked for by the result buttons (Zoom out,
 # pan, Make square), never a slash command. bot/providers/bfl.py `build_outpaint_payload`

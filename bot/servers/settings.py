@@ -43,6 +43,7 @@ class ServerSettings:
     strike_block: int = 5
     temp_block_hours: float = 24.0
     outpaint_mode: str = "high"  # BFL outpainting's `mode` for Zoom out, pan, Make square
+    showcase_channel_id: int | None = None  # where shared results go; None: sharing is off
 
     def channel_enabled(self, channel_id: int) -> bool:
         return self.enabled_channels is None or channel_id in self.enabled_channels

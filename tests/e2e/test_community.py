@@ -209,6 +209,12 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
             "prompts); Temporary block length: 30 min (was 24 h). Strikes only count until a "
             "moderator unblocks the member.",
         ),
+        (
+            "settings showcase",
+            {"channel": studio},
+            f"Showcase channel: <#{studio.id}> (was off). Results are shared with their Share "
+            "to showcase button.",
+        ),
     ]
     for path, options, expected in steps:
         assert await say(world, mod, path, **options) == expected, path
@@ -257,6 +263,7 @@ async def test_a_moderator_changes_every_setting_and_each_change_is_shown_and_au
         "Approval queue": (
             f"Approval queue: on\nApproval channel: <#{log.id}>\nTrusted roles: none"
         ),
+        "Showcase channel": f"<#{studio.id}>",
         "Strikes": (
             "Warning at: 2 refused prompts\nTemporary block at: 4 refused prompts\n"
             "Block at: 6 refused prompts\nTemporary block length: 30 min"
@@ -407,6 +414,7 @@ SETTINGS_COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("settings dms", {"allowed": True}),
     ("settings uploads", {"allow_outside_age_restricted": False}),
     ("settings audit-channel", {"channel": "art"}),
+    ("settings showcase", {"channel": "art"}),
     ("settings approval", {"enabled": True, "channel": "art", "trusted_role": "role"}),
     ("settings trusted-remove", {"role": "role"}),
     ("settings strikes", {"warn": 2}),
@@ -414,6 +422,9 @@ SETTINGS_COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("settings terms-add", {"term": "dragon"}),
     ("settings terms-remove", {"term": "dragon"}),
     ("settings terms-list", {}),
+    ("settings lora-add", {"name": "Ink", "finetune_id": "ink", "base": "klein-4b"}),
+    ("settings lora-remove", {"name": "Ink"}),
+    ("settings loras", {}),
     ("mod strikes", {"user": "alice"}),
     ("mod block", {"user": "alice", "hours": 1.0, "reason": "spam"}),
     ("mod unblock", {"user": "alice"}),
@@ -443,7 +454,14 @@ async def test_members_without_manage_server_can_neither_see_nor_run_them(world:
         )
         assert (await answer(it))["content"] == MISSING_PERMISSION, path
         assert not (await answer(it)).get("embeds"), path
-    for table in ("guild_settings", "audit_log", "banned_terms", "blocks", "strikes"):
+    for table in (
+        "guild_settings",
+        "audit_log",
+        "banned_terms",
+        "blocks",
+        "strikes",
+        "server_loras",
+    ):
         assert await bot.services.db.fetch_value(f"SELECT count(*) FROM {table}") == 0, table
     await imagine(world, world.alice, world.channel, prompt="still fine")  # not blocked
 

@@ -57,7 +57,7 @@ async def test_flux_subcommands_expose_exactly_each_variants_options(world: Worl
     klein_images = {"image", "image2", "image3", "image4"}
     assert names("pro") == names("max") == base | {"prompt_upsampling"} | images
     assert names("flex") == base | {"steps", "guidance", "prompt_upsampling"} | images
-    assert names("klein-4b") == names("klein-9b") == base | klein_images
+    assert names("klein-4b") == names("klein-9b") == base | klein_images | {"lora"}
     edit = world.discord.command("edit", guild_id=world.guild.id)
     assert edit is not None
     variant_option = next(o for o in edit["options"] if o["name"] == "variant")

@@ -14,7 +14,8 @@ from bot.privacy.batches import PROMPT_REMOVED
 from bot.privacy.retention import DAY, PurgeReport, Retention
 from cogs.client import FluxcordBot
 from cogs.privacy import CANCELLED_TEXT, CONFIRM_TEXT
-from cogs.results import EARLIER_STEPS_TEXT, PROMPT_REMOVED_LABEL, UNKNOWN_JOB_TEXT
+from cogs.render import PROMPT_REMOVED_LABEL
+from cogs.results import EARLIER_STEPS_TEXT, UNKNOWN_JOB_TEXT
 from tests.e2e.conftest import World
 from tests.e2e.test_usage import ask, make_image, with_file
 from tests.fakes.discord_server import Message, User

@@ -285,7 +285,7 @@ async def test_the_server_report_arrives_with_a_png_chart(world: World) -> None:
     assert lines[1] == ("Total: 3 images · 9 credits ($0.09) — budget: 9991 credits left")
     assert lines[2:] == [
         "**By model**",
-        "FLUX.2 [pro]: 3 images · 9 credits",
+        "FLUX.2 [pro], BFL: 3 images · 9 credits",
         "**By member**",
         f"<@{world.alice.id}>: 2 images · 6 credits",
         f"<@{world.bob.id}>: 1 image · 3 credits",

@@ -14,8 +14,9 @@ finished images, no polling, no webhooks.
 
 Endpoints
 ---------
-* ``POST /v1/images/generations`` (API port, ``base_url``) for the six models in ``MODELS``:
-  ``blackforestlabs/flux-2``, ``-edit``, ``-lora``, ``-lora-edit``, ``-pro``, ``-pro-edit``.
+* ``POST /v1/images/generations`` (API port, ``base_url``) for the seven models in ``MODELS``:
+  ``blackforestlabs/flux-2``, ``-edit``, ``-lora``, ``-lora-edit``, ``-pro``, ``-pro-edit``
+  and ``-max`` (pro's fields, no ``image_urls``; priced as BFL's max plus AI/ML's 5%).
   Needs ``Authorization: Bearer <api_key>`` (missing or wrong: 401). Every error answers the
   documented body ``{"message", "path", "requestId", "statusCode", "timestamp"}``, where
   ``path`` is the API path that was called (as the AI/ML docs define it, *not* a field) and
@@ -67,6 +68,8 @@ Knobs (plain attributes; change them at any time)
 * ``result_mode``: ``"url"`` (default: links to the CDN port) or ``"b64_json"`` (inline).
 * ``usage_field``: ``"credits_used"`` (default, as the OpenAPI schema says), ``"tokens_used"``
   (as the docs' example responses show) or ``None`` (no ``meta`` at all).
+* ``usd_spent``: when true (default false), ``meta.usage`` also carries ``usd_spent``, the
+  cost in dollars, as newer answers do (bfl-tools.md).
 * ``url_ttl``: seconds a result URL stays valid after the answer.
 * ``credits``: remaining AI/ML credits ($1 = 2,000,000), or ``None`` for unlimited. A request
   costing more than what is left answers 403 (the documented "out of credits"); successful
@@ -218,6 +221,7 @@ MODELS: Final[dict[str, ModelSpec]] = {
         ModelSpec("blackforestlabs/flux-2-lora-edit", True, "lora", 0.02205, 0.02205),
         ModelSpec("blackforestlabs/flux-2-pro", False, "pro", 0.0315, 0.01575),
         ModelSpec("blackforestlabs/flux-2-pro-edit", True, "pro", 0.0315, 0.01575),
+        ModelSpec("blackforestlabs/flux-2-max", False, "pro", 0.0735, 0.0315),
     )
 }
 
@@ -314,6 +318,7 @@ class FakeAIML(LoopbackServer):
         self.strict = strict
         self.image_side = image_side
         self.download_chunked = False
+        self.usd_spent = False
         # Images added to every answer beyond what was asked (a misbehaving provider).
         self.extra_images = 0
         self.download_faults: list[int] = []
@@ -530,6 +535,8 @@ class FakeAIML(LoopbackServer):
         payload: dict[str, Any] = {"data": items}
         if self.usage_field is not None:
             payload["meta"] = {"usage": {self.usage_field: cost}}
+            if self.usd_spent:
+                payload["meta"]["usage"]["usd_spent"] = cost / UNITS_PER_USD
         return payload
 
     # ------------------------------------------------------------------ handlers

@@ -20,10 +20,11 @@ for ``/v1/flux-2-pro``).
 Endpoints
 ---------
 * ``POST /v1/<model>`` for every name in ``ENDPOINTS`` (pro, max, flex, klein-4b, klein-9b,
-  pro-preview, klein-9b-preview) and ``POST /v1/flux-tools/outpainting-v1`` (its own schema:
-  unknown fields, webhook ones included, are a 422 ``extra_forbidden``; input_image, width and
-  height required; an input past the canvas without ``auto_crop`` is a 422; the image comes
-  back at the canvas size, png by default). Needs ``x-key`` (missing: 403 ``Not authenticated``,
+  pro-preview, klein-9b-preview, and the six klein LoRA endpoints below) and
+  ``POST /v1/flux-tools/outpainting-v1`` (its own schema: unknown fields, webhook ones
+  included, are a 422 ``extra_forbidden``; input_image, width and height required; an
+  input past the canvas without ``auto_crop`` is a 422; the image comes back at the
+  canvas size, png by default). Needs ``x-key`` (missing: 403 ``Not authenticated``,
   wrong: 401 ``Invalid API key``; no answer ever echoes a key). Bodies are validated like
   FastAPI/pydantic would (422 ``{"detail": [{"loc", "msg", "type", "input"}, ...]}``, one
   entry per problem). Fields a model does not know (including ``input_image_5``..``_8`` on
@@ -33,6 +34,16 @@ Endpoints
   ``{"id", "status": "Pending", "webhook_url", "cost", "input_mp", "output_mp"}`` instead.
   Checks run in this order: auth (403/401), injected ``submit_faults``, validation (422),
   concurrency (429, counted against the submitting key's cap only), credits (402).
+* ``POST /v1/flux-2-klein-{4b,9b,9b-kv,9b-kv-bf16,base-4b,base-9b}-finetuned`` (LoRAs,
+  public beta): the base model's body plus ``finetune_id`` (string) and
+  ``finetune_strength`` (number), both required here (422 ``missing`` otherwise); priced as
+  the base model. LoRAs exist per account: ``register_lora(finetune_id, base, api_key=None)``
+  (``base`` one of ``LORA_BASES``, e.g. ``"klein-base-9b"``), listed in ``loras[key]``. After
+  validation, a finetune the submitting key's account doesn't have, or one uploaded for
+  another base than the endpoint's, answers 422 with one ``value_error`` at
+  ``["body", "finetune_id"]`` (the mismatch names the right endpoint); nothing is created
+  or billed. (BFL documents only that such a call fails; a 4xx at submit is the most
+  useful failure to model: the client refunds at once.)
 * ``GET /v1/poll/<region>/<id>?token=...`` (the ``polling_url``; a wrong/missing token or
   region answers 403) and ``GET /v1/get_result?id=<id>`` (the fallback). Both need ``x-key``.
   Unknown ids answer 200 ``{"id", "status": "Task not found"}``, and so does a task polled
@@ -162,6 +173,7 @@ from tests.fakes.common import LoopbackServer, decode_image, is_int, is_number, 
 __all__ = [
     "ENDPOINTS",
     "FINAL_STATUSES",
+    "LORA_BASES",
     "EndpointSpec",
     "FakeBFL",
     "Outcome",
@@ -207,6 +219,8 @@ class EndpointSpec:
     # The outpainting tool's own schema (``FluxOutpaintingInputs``): no seed, no webhook,
     # and ``additionalProperties: false`` (unknown fields are a 422, not ignored).
     outpainting: bool = False
+    # A klein `-finetuned` endpoint: the base model its LoRAs must have been uploaded for.
+    finetune_base: str | None = None
 
     @property
     def image_fields(self) -> tuple[str, ...]:
@@ -233,6 +247,8 @@ class EndpointSpec:
             fields |= {"steps", "guidance", "prompt_upsampling"}
         if self.pup_field:
             fields.add("disable_pup")
+        if self.finetune_base is not None:
+            fields |= {"finetune_id", "finetune_strength"}
         return frozenset(fields)
 
 
@@ -268,8 +284,21 @@ ENDPOINTS: Final[dict[str, EndpointSpec]] = {
         # BFL publishes no price for outpainting: the stand-in's own, below the bot's
         # conservative estimate, so tests can tell the returned cost was charged.
         EndpointSpec(OUTPAINTING, 5.0, 2.0, 1, outpainting=True),
+        # LoRAs on klein (public beta): billed at the base model's price.
+        EndpointSpec("flux-2-klein-4b-finetuned", 1.4, 0.1, 4, finetune_base="klein-4b"),
+        EndpointSpec("flux-2-klein-9b-finetuned", 1.5, 0.2, 4, finetune_base="klein-9b"),
+        EndpointSpec("flux-2-klein-9b-kv-finetuned", 1.5, 0.2, 4, finetune_base="klein-9b-kv"),
+        EndpointSpec(
+            "flux-2-klein-9b-kv-bf16-finetuned", 1.5, 0.2, 4, finetune_base="klein-9b-kv-bf16"
+        ),
+        EndpointSpec("flux-2-klein-base-4b-finetuned", 1.4, 0.1, 4, finetune_base="klein-base-4b"),
+        EndpointSpec("flux-2-klein-base-9b-finetuned", 1.5, 0.2, 4, finetune_base="klein-base-9b"),
     )
 }
+# The base models LoRAs can be uploaded for (each has one `-finetuned` endpoint).
+LORA_BASES: Final = frozenset(
+    spec.finetune_base for spec in ENDPOINTS.values() if spec.finetune_base is not None
+)
 
 
 @dataclass
@@ -544,6 +573,8 @@ class FakeBFL(LoopbackServer):
         self.result_size: tuple[int, int] | None = None
         self.endless_poll_body = False
         self.requests_seen: list[tuple[str, str]] = []
+        # Per key (account): the LoRAs uploaded to it, finetune_id → base model.
+        self.loras: dict[str, dict[str, str]] = {key: {} for key in caps}
 
         self.submissions: list[Submission] = []
         self.tasks: dict[str, Task] = {}
@@ -693,6 +724,14 @@ class FakeBFL(LoopbackServer):
         if api_key not in self._caps:
             raise KeyError(f"unknown API key {key_label(api_key)}")
         del self._caps[api_key]
+
+    def register_lora(self, finetune_id: str, base: str, *, api_key: str | None = None) -> None:
+        """A LoRA uploaded to an account (the only key by default) for a klein base model
+        (``LORA_BASES``); a LoRA shared by another organisation is ``"org_id/name"``."""
+        if base not in LORA_BASES:
+            raise ValueError(f"unknown LoRA base {base!r}; one of {sorted(LORA_BASES)}")
+        key = self._single_key("register_lora") if api_key is None else api_key
+        self.loras.setdefault(key, {})[finetune_id] = base
 
     def active_count(self, api_key: str | None = None) -> int:
         """Active tasks of one key, or of all keys when ``api_key`` is None."""
@@ -899,6 +938,21 @@ class FakeBFL(LoopbackServer):
             self._check_bool(errors, body, "prompt_upsampling")
         if spec.pup_field:
             self._check_bool(errors, body, "disable_pup")
+        if spec.finetune_base is not None:
+            finetune_id = body.get("finetune_id")
+            if "finetune_id" not in body:
+                errors.add("finetune_id", "missing", "Field required")
+            elif not isinstance(finetune_id, str):
+                errors.add(
+                    "finetune_id", "string_type", "Input should be a valid string", finetune_id
+                )
+            strength = body.get("finetune_strength")
+            if "finetune_strength" not in body:
+                errors.add("finetune_strength", "missing", "Field required")
+            elif not is_number(strength):
+                errors.add(
+                    "finetune_strength", "float_type", "Input should be a valid number", strength
+                )
 
         webhook_url = body.get("webhook_url")
         if webhook_url is not None:
@@ -1004,6 +1058,30 @@ class FakeBFL(LoopbackServer):
             )
         input_mp = image_size[0] * image_size[1] / MEGAPIXEL if image_size else 0.0
         return errors.items, input_mp
+
+    def _lora_error(
+        self, spec: EndpointSpec, body: dict[str, Any], api_key: str
+    ) -> dict[str, Any] | None:
+        """A finetune the account doesn't have, or one uploaded for another base model: a 422
+        at submit naming the field (nothing is created or billed), so the caller can tell
+        the member at once instead of waiting for a failed task."""
+        finetune_id = body["finetune_id"]
+        base = self.loras.get(api_key, {}).get(finetune_id)
+        if base is None:
+            message = f"Value error, finetune '{finetune_id}' not found for this account"
+        elif base != spec.finetune_base:
+            message = (
+                f"Value error, finetune '{finetune_id}' was trained for {base}; "
+                f"use /v1/flux-2-{base}-finetuned"
+            )
+        else:
+            return None
+        return {
+            "loc": ["body", "finetune_id"],
+            "msg": message,
+            "type": "value_error",
+            "input": finetune_id,
+        }
 
     @staticmethod
     def _check_int(
@@ -1225,6 +1303,8 @@ class FakeBFL(LoopbackServer):
         if errors:
             return answer(_json_response({"detail": errors}, 422))
         assert isinstance(body, dict)
+        if spec.finetune_base is not None and (lora_error := self._lora_error(spec, body, api_key)):
+            return answer(_json_response({"detail": [lora_error]}, 422))
         # A key revoked during an injected delay has no cap left: 0 keeps the answer a 429.
         if self.active_count(api_key) >= self._caps.get(api_key, 0):
             return answer(self._too_many(api_key))

@@ -720,3 +720,17 @@ async def test_the_current_engine_runs_the_client_unchanged(
 def test_generation_is_plain_data() -> None:
     generation = Generation(DEV, (), 1.0, 20_000.0, "credits_used")
     assert generation.failed_images == 0
+
+
+async def test_usd_spent_is_preferred_and_counted_in_dollars(fake: FakeAIML) -> None:
+    """bfl-tools.md: newer answers carry `meta.usage.usd_spent`; it wins over credits_used,
+    and is converted at $0.01 a credit whatever AIML_UNITS_PER_CREDIT says."""
+    image = base64.b64encode(png(40, 30).data).decode()
+    usage = {"credits_used": 63_000, "usd_spent": 0.04}
+    fake.faults.append(Fault(200, body={"data": [{"b64_json": image}], "meta": {"usage": usage}}))
+    client = AIMLClient(KEY, fake.base_url, units_per_credit=10_000, allow_loopback=True)
+    try:
+        generation = await client.generate(build_payload(DEV, "p"))
+    finally:
+        await client.aclose()
+    assert (generation.usage_field, generation.cost) == ("usd_spent", 4.0)

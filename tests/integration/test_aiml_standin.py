@@ -91,7 +91,7 @@ async def test_unknown_route_answers_the_error_body(client: httpx.AsyncClient) -
 async def test_each_model_answers_urls_with_exact_bytes(
     client: httpx.AsyncClient, fake: FakeAIML, model: str
 ) -> None:
-    pro = model.startswith(PRO)
+    pro = MODELS[model].family == "pro"
     extra: dict[str, Any] = {"safety_tolerance": "5"} if pro else {"num_images": 2}
     response = await generate(client, model, seed=7, output_format="webp", **extra)
     assert response.status_code == 200, response.text
@@ -383,3 +383,19 @@ async def test_balance_needs_the_key(fake: FakeAIML) -> None:
     assert (body["statusCode"], body["path"]) == (401, BALANCE_PATH)
     assert "nope" not in response.text
     assert fake.balance_checks == 1
+
+
+async def test_max_takes_pros_fields_and_reports_dollars_when_asked(
+    client: httpx.AsyncClient, fake: FakeAIML
+) -> None:
+    max_model = "blackforestlabs/flux-2-max"
+    refused = await generate(client, max_model, safety_tolerance=2)  # an int, not "2"
+    assert "safety_tolerance" in assert_error_body(refused, 400)["message"]
+    fake.usd_spent = True
+    response = await generate(
+        client, max_model, safety_tolerance="1", image_size={"width": 1024, "height": 1024}
+    )
+    assert response.status_code == 200, response.text
+    charged = fake.requests[-1].credits_charged
+    assert charged == 147_000  # $0.0735 for its first megapixel
+    assert response.json()["meta"] == {"usage": {"credits_used": charged, "usd_spent": 0.0735}}

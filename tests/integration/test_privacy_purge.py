@@ -312,6 +312,11 @@ async def test_a_departed_servers_data_goes_after_the_grace_period_and_the_ledge
             " VALUES (?, ?, 1001, 'pro', 0, 0, 0, 0, 3000, 1, 'charged', 3000, 1)",
             (f"ledger-{guild}", guild),
         )
+        await db.execute(
+            "INSERT INTO server_loras (guild_id, name_key, name, finetune_id, base, strength,"
+            " added_at) VALUES (?, 'ink', 'Ink', 'ink', 'klein-4b', 1.0, 0)",
+            (guild,),
+        )
     clock = Clock(NOW)
     # The shard that saw the departure is in one process; the purge runs in another.
     other_process = await open_database(database_target)
@@ -335,7 +340,7 @@ async def test_a_departed_servers_data_goes_after_the_grace_period_and_the_ledge
     assert report.counts["servers erased"] == 1 and erased == [True]
     assert await engine.store.get(theirs.id) is None
     assert await engine.store.get(ours.id) is not None
-    for table in ("audit_log", "strikes", "approvals", "guild_settings", "blocks"):
+    for table in ("audit_log", "strikes", "approvals", "guild_settings", "blocks", "server_loras"):
         assert await values(db, f"SELECT guild_id FROM {table}") == [OTHER_GUILD], table
     assert await values(db, "SELECT count(*) FROM approval_inputs") == [1]
     assert await values(db, "SELECT count(*) FROM job_inputs") == [0]

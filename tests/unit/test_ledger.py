@@ -576,9 +576,9 @@ async def test_csv_export_lists_the_servers_ledger_for_the_dates(mem_db: Databas
     assert export.rows == 1
     assert export.data.decode().splitlines() == [
         "job_id,reserved_at,user_id,variant,status,settled_by,settled_at,job_state,"
-        "reserved_credits,charged_credits,reserved_images,charged_images",
+        "reserved_credits,charged_credits,reserved_images,charged_images,provider",
         "june,2025-06-02T10:00:00+00:00,1001,pro,charged,ready,2025-06-02T10:00:07+00:00,,"
-        "3,3.15,1,1",
+        "3,3.15,1,1,bfl",
     ]
     assert export_range(None, None, at("2025-06-17 08:00")) == (
         dt.date(2025, 6, 1),

@@ -393,3 +393,18 @@ def test_a_missing_database_is_one_line(tmp_path: Path, postgres_server: Postgre
         f"PostgreSQL at 127.0.0.1:{postgres_server.port} has no database 'fluxcord_missing'"
         " (InvalidCatalogNameError): create it, or fix the database name in DATABASE_URL"
     )
+
+
+def test_failover_to_aiml_without_its_key_refuses_to_start(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET, FAILOVER="aiml")
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "FAILOVER=aiml needs AIML_API_KEY (the backup provider's key): set it, or set FAILOVER=off"
+    )
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_failover_accepts_only_off_or_aiml(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, DISCORD_TOKEN=SECRET, BFL_API_KEY=SECRET, FAILOVER="fal")
+    assert result.returncode == 2
+    assert one_line(result) == "Configuration error: FAILOVER Input should be 'off' or 'aiml'"

@@ -160,6 +160,16 @@ def test_preview_variants_only_when_enabled() -> None:
     assert available_variants(include_preview=True, providers=[]) == {}
 
 
+@pytest.mark.parametrize("prefer_aiml", [False, True])
+def test_the_aiml_max_backup_is_never_offered_as_a_command(prefer_aiml: bool) -> None:
+    both = available_variants(
+        include_preview=True, providers=["bfl", "aiml"], prefer_aiml=prefer_aiml
+    )
+    assert "max-aiml" not in both and both["max"].provider == "bfl"
+    assert "max" not in available_variants(include_preview=True, providers=["aiml"])
+    assert get_variant("max-aiml").endpoint == "blackforestlabs/flux-2-max"  # jobs may name it
+
+
 @pytest.mark.parametrize(
     ("key", "width", "height", "reference_px", "expected"),
     [

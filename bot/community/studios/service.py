@@ -173,6 +173,17 @@ class Studios:
         if studio.budget_mc is not None:
             check_budget(studio.budget_mc, await StudioStore.spent_in(tx, thread_id), need_mc)
 
+    async def admit_more(self, tx: Tx, channel_id: int, more_mc: int) -> None:
+        """A job already admitted in `channel_id` needs `more_mc` more (another provider
+        makes it: bot/jobs/failover.py): raises StudioBudgetExceeded if a studio's budget
+        there can't cover it. An ended studio does not refuse it: the job was admitted."""
+        if channel_id not in self._studios:
+            return
+        await tx.lock(f"studio:{channel_id}")
+        studio = await StudioStore.standing(tx, channel_id)
+        if studio is not None and studio.budget_mc is not None:
+            check_budget(studio.budget_mc, await StudioStore.spent_in(tx, channel_id), more_mc)
+
     async def spent_mc(self, thread_id: int) -> int:
         return await self._store.spent_mc(thread_id)
 

@@ -83,6 +83,11 @@ ignore_default_permissions=False)``,
 ``invoke_message_command(user, channel, name, target_message, *,
 ignore_default_permissions=False)``,
 ``invoke_user_command(user, channel, name, target_user, *, ignore_default_permissions=False)``,
+``invoke_autocomplete(user, channel, "cmd" | "group sub", options=None, *, focused, locale=...)``
+(a member typing in the ``autocomplete`` option ``focused``: an interaction of type 4 whose
+focused option carries the typed text as a string, other options as given, required ones
+optional; the bot answers with callback 8, whose ``choices`` (≤ 25, names 1–100 characters,
+string values ≤ 100) are checked and kept in the handle's ``choices``, within the 3 s),
 ``click(user, message, custom_id)``, ``select(user, message, custom_id, values)``,
 ``submit_modal(user, channel, custom_id, {input_id: value}, *, message_id=None)``
 each return an :class:`InteractionHandle`. ``channel`` may be a text channel, a thread
@@ -297,7 +302,7 @@ calls other than posting and the thread rules above (e.g. EMBED_LINKS, ADD_REACT
 READ_MESSAGE_HISTORY for replies, CREATE_*_THREADS, MANAGE_MESSAGES to delete others'),
 thread member lists, channel deletion, slowmode enforcement, rate limits other than those
 above (per-guild followup limits, sub-limits such as channel renames, the invalid-request
-ban, Cloudflare), webhooks other than interaction tokens, autocomplete injection, message
+ban, Cloudflare), webhooks other than interaction tokens, message
 forwarding, polls beyond storing them, presence updates, zlib compression (plain JSON text
 frames are sent, which discord.py accepts); of sharding: an exhausted session start budget
 (``remaining`` stops at 0 but IDENTIFYs still pass), 4011 for "too many guilds" (it is

@@ -692,9 +692,12 @@ class RestApi:
                 previous = message.snapshot()
                 self.writer.apply(message, data, files, editing=True, allowed_flags=SENDABLE_FLAGS)
         elif type_ == 8:
-            if len(data.get("choices") or []) > 25:
+            choices = data.get("choices") or []
+            if len(choices) > 25:
                 raise form_error("data.choices", "Must be 25 or fewer in length.")
-            it.choices = list(data.get("choices") or [])
+            for index, choice in enumerate(choices):
+                self._validate_choice(index, choice)
+            it.choices = list(choices)
         elif type_ == 9:
             self._validate_modal(data)
             it.modal = data
@@ -711,6 +714,21 @@ class RestApi:
         elif previous is not None:
             await state.message_edited(message, previous, was_loading=False)
         return message
+
+    @staticmethod
+    def _validate_choice(index: int, choice: Any) -> None:
+        """An autocomplete suggestion: a name of 1–100 characters and a value (a string of
+        at most 100, or a number), as Discord checks them."""
+        where = f"data.choices.{index}"
+        name = choice.get("name") if isinstance(choice, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise form_error(f"{where}.name", "Must be between 1 and 100 in length.")
+        value = choice.get("value")
+        if isinstance(value, str):
+            if len(value) > 100:
+                raise form_error(f"{where}.value", "Must be 100 or fewer in length.")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise form_error(f"{where}.value", "Value is required.")
 
     @staticmethod
     def _validate_modal(data: JSON) -> None:

@@ -29,6 +29,7 @@ from ._util import (
     INTENT_GUILD_MEMBERS,
     INTENT_GUILDS,
     INTERACTION_APPLICATION_COMMAND,
+    INTERACTION_AUTOCOMPLETE,
     INTERACTION_COMPONENT,
     INTERACTION_MODAL_SUBMIT,
     INTERACTION_TOKEN_LIFETIME_S,
@@ -772,6 +773,65 @@ class FakeDiscord(LoopbackServer):
         command under Server Settings → Integrations, so the bot's own run-time check is tested.
         """
         uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
+        registered, chain, definitions = self._slash_path(
+            uid, channel, command, subcommand, ignore_default_permissions
+        )
+        resolved: JSON = {}
+        values = self._build_options(definitions, dict(options or {}), resolved, channel, uid)
+        data = self._slash_data(registered, chain, values)
+        if resolved:
+            data["resolved"] = resolved
+        return await self._interact(
+            INTERACTION_APPLICATION_COMMAND, uid, channel, data, locale=locale
+        )
+
+    async def invoke_autocomplete(
+        self,
+        user_id: int | User,
+        channel_id: int | Channel,
+        command: str,
+        options: Mapping[str, OptionValue] | None = None,
+        *,
+        focused: str,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """A member typing in an autocomplete option of ``/command`` (``"flux klein-4b"``):
+        an APPLICATION_COMMAND_AUTOCOMPLETE interaction (type 4) whose ``focused`` option
+        carries the text typed so far (always a string, as Discord sends it), with the other
+        options filled in so far (required ones may still be missing). The bot answers with
+        callback 8 and at most 25 ``choices`` within the 3 s deadline; read them from the
+        handle's ``choices`` once ``await response()`` returns. ``LookupError``/``ValueError``
+        for an unknown option, one that is not ``autocomplete``, or an attachment option
+        (Discord's client sends none with autocomplete)."""
+        uid, channel = _id(user_id), self._state.get_channel(_id(channel_id))
+        registered, chain, definitions = self._slash_path(uid, channel, command, None, False)
+        given = dict(options or {})
+        known = {d["name"]: d for d in definitions}
+        target = known.get(focused)
+        if target is None:
+            raise LookupError(f"/{command}: no option {focused!r}")
+        if not target.get("autocomplete"):
+            raise ValueError(f"/{command}: option {focused!r} has no autocomplete")
+        typed = str(given.pop(focused, ""))
+        if any(isinstance(value, Upload) for value in given.values()):
+            raise ValueError("attachments are not sent with autocomplete interactions")
+        # Everything but the focused option as a command would carry it, required or not.
+        optional = [{**d, "required": False} for d in definitions if d["name"] != focused]
+        values = self._build_options(optional, given, {}, channel, uid)
+        values.append({"name": focused, "type": target["type"], "value": typed, "focused": True})
+        data = self._slash_data(registered, chain, values)
+        return await self._interact(INTERACTION_AUTOCOMPLETE, uid, channel, data, locale=locale)
+
+    def _slash_path(
+        self,
+        uid: int,
+        channel: Channel,
+        command: str,
+        subcommand: str | Sequence[str] | None,
+        ignore_default_permissions: bool,
+    ) -> tuple[JSON, list[JSON], list[JSON]]:
+        """The registered command a user may run here, its sub-command chain, and the
+        option definitions of the leaf."""
         path = command.split()
         if isinstance(subcommand, str):
             path += subcommand.split()
@@ -791,20 +851,18 @@ class FakeDiscord(LoopbackServer):
         if any(d["type"] in (1, 2) for d in definitions):
             names = [d["name"] for d in definitions]
             raise ValueError(f"/{' '.join(path)} needs a sub-command, one of {names}")
-        resolved: JSON = {}
-        values = self._build_options(definitions, dict(options or {}), resolved, channel, uid)
+        return registered, chain, definitions
+
+    @staticmethod
+    def _slash_data(registered: JSON, chain: list[JSON], values: list[JSON]) -> JSON:
         for parent in reversed(chain):
             values = [{"name": parent["name"], "type": parent["type"], "options": values}]
         data: JSON = {"id": registered["id"], "name": registered["name"], "type": 1}
         if values:
             data["options"] = values
-        if resolved:
-            data["resolved"] = resolved
         if "guild_id" in registered:
             data["guild_id"] = registered["guild_id"]
-        return await self._interact(
-            INTERACTION_APPLICATION_COMMAND, uid, channel, data, locale=locale
-        )
+        return data
 
     async def invoke_message_command(
         self,
