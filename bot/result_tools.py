@@ -18,6 +18,7 @@ from bot.drafts import Draft
 from bot.errors import InvalidRequest
 from bot.generation import GenerationService
 from bot.jobs.models import Job
+from bot.loras import lora_for_remix
 from bot.references import ReferenceCandidate
 from bot.variants import MEGAPIXEL, ReferenceSize, Variant
 
@@ -132,6 +133,7 @@ class ResultTools:
             references=(image,),
             parent_job_id=job.id,
             needs_edit=True,
+            lora=lora_for_remix(job.params.lora, chosen),  # kept where the model takes it
         )
 
     def hires_offer(self, job: Job, requester: Requester, image: ReferenceCandidate) -> HiresOffer:
