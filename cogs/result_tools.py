@@ -21,7 +21,7 @@ from bot.errors import InvalidRequest
 from bot.generation import check_button_place
 from bot.jobs.models import Job
 from bot.result_tools import NO_IMAGE_TEXT, ResultTools
-from cogs.buttons import PersistentButton
+from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.flow import candidate, generate_from_interaction, image_attachments, requester
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
+# As cogs/results.py says it (that module imports this one, so it can't be imported here).
 COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in {seconds} s."
 # (label, emoji, row) of each outpainting move.
 MOVES: dict[Move, tuple[str | None, str | None, int]] = {
