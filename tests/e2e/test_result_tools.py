@@ -248,3 +248,15 @@ async def test_after_the_prompt_is_removed_zoom_sends_none_and_hires_says_why(
 
     it = await world.discord.click(world.alice, result, f"flux:hires:{job_id}")
     assert await world.refusal(it) == HIRES_PROMPT_REMOVED_TEXT
+
+
+async def test_zoom_out_shares_the_buttons_cooldown(world: World) -> None:
+    await world.start_bot(button_cooldown_seconds=60)
+    result = await make_image(world, world.alice, "a slow river")
+    job_id = job_id_of(result)
+    before = world.newest_message_id()
+    await world.discord.click(world.bob, result, f"flux:out:zoom2:{job_id}")
+    await world.result_after(before)  # bob's first click acts
+    it = await world.discord.click(world.bob, result, f"flux:out:right:{job_id}")
+    assert (await world.refusal(it)).startswith("Slow down a little")
+    assert [s.endpoint for s in world.bfl.submissions].count(OUTPAINTING) == 1
