@@ -29,6 +29,7 @@ CATALOGUE: dict[str, Variant] = {
         aiml.LORA,
         aiml.PRO,
         bfl.KLEIN_9B_PREVIEW,
+        bfl.OUTPAINT,
         aiml.MAX,
     )
 }
@@ -47,6 +48,7 @@ def available_variants(
         key: variant
         for key, variant in CATALOGUE.items()
         if variant.alias_of is None
+        and not variant.tool
         and key not in BACKUP_ONLY
         and variant.provider in providers
         and (include_preview or not variant.preview)
@@ -57,6 +59,15 @@ def available_variants(
         if routed and variant.provider in providers:
             offered[str(alias)] = variant
     return offered
+
+
+def available_tools(providers: Sequence[str]) -> dict[str, Variant]:
+    """The tool variants (never slash commands) whose provider is configured."""
+    return {
+        key: variant
+        for key, variant in CATALOGUE.items()
+        if variant.tool and variant.provider in providers
+    }
 
 
 def get_variant(key: str) -> Variant:

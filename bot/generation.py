@@ -115,9 +115,11 @@ class GenerationService:
         reference_checks: ReferenceChecks | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         preferences: Preferences | None = None,
+        tools: Mapping[str, Variant] | None = None,
     ) -> None:
         self.engine = engine
         self.variants = dict(variants)
+        self.tools = dict(tools or {})  # asked for by result buttons, never offered by name
         self.default_variant = default_variant
         self.limits = limits
         self.policy = policy
@@ -163,9 +165,8 @@ class GenerationService:
             key = server_default  # a default that can't do the job falls back to the bot's
         if key is not None:
             # By the offered name, or by a stored job's own key (e.g. "pro-aiml" offered as "pro").
-            variant = self.variants.get(key) or next(
-                (v for v in self.variants.values() if v.key == key), None
-            )
+            own_key = next((v for v in self.variants.values() if v.key == key), None)
+            variant = self.variants.get(key) or self.tools.get(key) or own_key
             if variant is None:
                 raise InvalidRequest(f"There is no FLUX.2 variant called “{key}” on this bot.")
             if needs_edit and not variant.edit_capable:
@@ -193,7 +194,7 @@ class GenerationService:
             needs_edit=needs_edit,
             server_default=policy.default_variant(requester) if policy else None,
         )
-        if policy is not None:
+        if policy is not None and not variant.tool:  # a tool is a button, not a model choice
             policy.check_variant(requester, self.offered_name(variant), variant)
         variant.check_reference_count(len(draft.references) + stored)
         check_images(draft.images, variant)
@@ -267,6 +268,8 @@ class GenerationService:
             for reference in draft.references
             if reference.width and reference.height
         )
+        if draft.fit_input is not None:  # sent scaled to this size (see `prepare`)
+            counted = (ReferenceSize(*draft.fit_input),)
         described = [InputImage("", size.width, size.height, b"") for size in counted]
         await self._check_budgets(self._request(draft, requester, variant, params, described))
         return Checked(draft, requester, variant, params, counted)
@@ -282,6 +285,8 @@ class GenerationService:
             draft.references, self.limits, member_id=requester.user_id
         )
         inputs = [*stored, *downloaded]
+        if draft.fit_input is not None:
+            inputs = [await self.reference_checks.fit(image, draft.fit_input) for image in inputs]
         request = self._request(draft, requester, checked.variant, checked.params, inputs)
         if tuple(ReferenceSize(image.width, image.height) for image in inputs) != checked.counted:
             await self._check_budgets(request)  # again, with the sizes Discord did not report

@@ -345,6 +345,14 @@ class ReferenceChecks:
             future.add_done_callback(done)
         return await asyncio.wrap_future(future, loop=loop)
 
+    async def fit(self, image: InputImage, size: tuple[int, int]) -> InputImage:
+        """The image resized to `size` (a canvas tool scales it with its canvas: see
+        bot/canvas.py), in a check thread within the decode budget."""
+        if (image.width, image.height) == size:
+            return image
+        cost = 4 * (image.width * image.height + size[0] * size[1])  # RGBA, both images
+        return await self.in_thread(cost, resize_input, image, *size)
+
     def _too_costly(self, name: str, info: ImageInfo) -> str:
         per_pixel = info.decode_bytes / max(1, info.width * info.height)
         most = self.decoding.capacity / per_pixel / MEGAPIXEL
@@ -355,6 +363,23 @@ class ReferenceChecks:
     def close(self) -> None:
         """Stop the check threads (a decode under way finishes first)."""
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def resize_input(image: InputImage, width: int, height: int) -> InputImage:
+    """`image` resized to `width`×`height`: JPEG stays JPEG (quality 95), anything else
+    becomes PNG. CPU-bound: in a thread (`ReferenceChecks.fit`)."""
+    with Image.open(io.BytesIO(image.data)) as source:
+        source.load()
+        jpeg = source.format == "JPEG"
+        picture = source.convert("RGB" if jpeg else "RGBA").resize(
+            (width, height), Image.Resampling.LANCZOS
+        )
+    buffer = io.BytesIO()
+    if jpeg:
+        picture.save(buffer, "JPEG", quality=95)
+    else:
+        picture.save(buffer, "PNG")
+    return InputImage("image/jpeg" if jpeg else "image/png", width, height, buffer.getvalue())
 
 
 async def load_references(

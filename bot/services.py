@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from bot.catalogue import available_variants
+from bot.catalogue import available_tools, available_variants
 from bot.community.approvals import ApprovalQueue
 from bot.community.direct import DirectMessages, MembershipLookup
 from bot.community.favourites import Favourites, Showcase
@@ -309,6 +309,7 @@ async def build_services(
         ),
         max_in_flight=settings.max_jobs_in_flight_per_member,
         preferences=preferences,
+        tools=available_tools(list(providers)),
     )
     generation.loras = loras
     approvals = ApprovalQueue(

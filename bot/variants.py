@@ -260,6 +260,12 @@ class Variant:
     max_prompt_chars: int = 4000
     min_seed: int = 0  # the AI/ML API wants seed >= 1
     alias_of: str | None = None  # offered under this key when routed to (e.g. "pro")
+    # A tool (outpainting) is never offered as a command: result buttons ask for it, and it
+    # is otherwise a variant like any other (jobs, ledger, /usage, recovery). It may run
+    # without a prompt.
+    tool: bool = False
+    # Whether the provider's route takes webhook fields; without them the job is polled.
+    webhooks: bool = True
     # Which server LoRAs it takes ("4b", "9b": see LORA_BASES in bfl_options.py); None: none.
     lora_size: str | None = None
     edit_capable: bool = field(init=False)
@@ -307,7 +313,7 @@ class Variant:
     ) -> JobParams:
         """Check a request against this variant's rules; raise InvalidRequest with the reason."""
         prompt = prompt.strip()
-        if not prompt:
+        if not prompt and not self.tool:
             raise PromptMissing()
         if len(prompt) > self.max_prompt_chars:
             raise InvalidRequest(

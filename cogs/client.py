@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.generate",
     "cogs.results",
+    "cogs.result_tools",
     "cogs.favourites",
     "cogs.private",
     "cogs.usage",

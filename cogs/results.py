@@ -27,6 +27,7 @@ from cogs.favourites import favourite_buttons
 from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
 from cogs.private import PublishButton
 from cogs.render import NO_PINGS, job_link, shown_prompt, variant_label
+from cogs.result_tools import add_tool_buttons
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
@@ -72,6 +73,8 @@ def result_view(job: Job, image_count: int = 1, grid: Sequence[Job] = ()) -> dis
                 view.add_item(ResultButton(action, job.id, index))
         else:
             view.add_item(ResultButton(action, job.id))
+    if image_count == 1:
+        add_tool_buttons(view, job)  # rows 1 and 2: zoom out, pan, square, Hi-res
     for item in favourite_buttons(job):  # row 3: ⭐ and Share to showcase
         view.add_item(item)
     return view

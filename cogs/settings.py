@@ -12,7 +12,7 @@ are `/settings` commands, and a command group belongs to one cog.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -205,6 +205,17 @@ class ServerSettingsCommands(commands.Cog):
         if not changes:
             raise InvalidRequest("Give max_megapixels, safety_cap or both.")
         await self._change(interaction, **changes)
+
+    @moderator_command(
+        settings,
+        "outpaint",
+        "How Zoom out, pan and Make square extend images",
+        mode="high: best fidelity (default); fast: much faster, good for backgrounds",
+    )
+    async def settings_outpaint(
+        self, interaction: Interaction, mode: Literal["high", "fast"]
+    ) -> None:
+        await self._change(interaction, outpaint_mode=mode)
 
     @moderator_command(
         settings,

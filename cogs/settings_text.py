@@ -37,6 +37,7 @@ LABELS: dict[str, str] = {
     "strike_temp_block": "Temporary block at",
     "strike_block": "Block at",
     "temp_block_hours": "Temporary block length",
+    "outpaint_mode": "Zoom out / pan mode",
     "showcase_channel_id": "Showcase channel",
     "private_everywhere": "Private results",
     "private_channels": "Private results in",
@@ -92,6 +93,8 @@ class SettingsText:
             return "everywhere" if value else "only where chosen"
         if name == "private_channels":
             return ", ".join(f"<#{c}>" for c in sorted(value)) if value else "no channel"
+        if name == "outpaint_mode":
+            return "fast" if value == "fast" else "high fidelity"
         raise KeyError(name)
 
     def ordered(self, keys: Collection[str]) -> list[str]:
@@ -116,6 +119,7 @@ class SettingsText:
             ("Where", lines("enabled_channels") + " (threads follow their channel)"),
             ("Models", lines("allowed_variants", "default_variant")),
             ("Limits", lines("max_megapixels", "safety_cap")),
+            ("Zoom out, pan, Make square", lines("outpaint_mode")),
             ("Direct messages", self.value(settings, "allow_dms")),
             ("Editing uploaded images", self.value(settings, "allow_upload_edits")),
             ("Audit channel", self.value(settings, "audit_channel_id")),

@@ -419,7 +419,7 @@ class JobEngine:
             provider = key.client
             variant = get_variant(job.variant)
             inputs = await self.store.inputs(job_id) if job.reference_count else []
-            webhook = self._webhook_for(job)
+            webhook = self._webhook_for(job, webhooks=variant.webhooks)
             if not self.lease.may_submit():
                 # Cut off from the database for a while: another process may take this job
                 # any moment, and a task sent now might be delivered by nobody. Nothing has
@@ -462,6 +462,8 @@ class JobEngine:
                 polling_url=submission.polling_url,
                 submitted_at=self._clock(),
                 cost=self._believed_cost(job_id, submission.cost, "submit answer"),
+                # A route without webhooks (outpainting) is polled: its claim's secret goes.
+                **({} if variant.webhooks else {"webhook_secret": None}),
             )
             if submitted is None:
                 log.warning("job %s: submitted, but another process had taken it", job_id)
@@ -573,13 +575,16 @@ class JobEngine:
             return None
         return new_webhook_secret() if key.client.supports_webhooks else None
 
-    def _webhook_for(self, job: Job) -> WebhookRequest | None:
+    def _webhook_for(self, job: Job, *, webhooks: bool = True) -> WebhookRequest | None:
         """Register the job for early wake-up, and give it a webhook when it has a secret
-        (written with its claim). Registered before the submit: a fast task's webhook may
-        beat the submit's answer."""
+        (written with its claim) and its variant's route takes one (`webhooks`; outpainting
+        has no webhook fields, so it is polled). Registered before the submit: a fast
+        task's webhook may beat the submit's answer."""
         self.follower.watch(job.id)
         url_key = self.follower.url_key  # read at start; every URL given out carries its tag
         if self._webhooks is None or job.webhook_secret is None or url_key is None:
+            return None
+        if not webhooks:
             return None
         url = webhook_url(self._webhooks.public_url, job.id, key=url_key)
         return WebhookRequest(url, job.webhook_secret)

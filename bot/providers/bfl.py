@@ -137,6 +137,39 @@ def build_payload(
     return body
 
 
+def build_outpaint_payload(
+    variant: Variant,
+    params: JobParams,
+    inputs: list[InputImage],
+    *,
+    user: str,
+    webhook: WebhookRequest | None = None,
+) -> dict[str, Any]:
+    """The body for BFL's outpainting route: only its schema's fields, since it refuses any
+    other (`additionalProperties: false`). No seed, no webhook (it has neither); the
+    prompt only when there is one (retention may have removed it)."""
+    del webhook  # the route has no webhook fields: such jobs are polled
+    if len(inputs) != 1 or not (params.width and params.height):
+        raise ValueError("outpainting needs exactly one input image and a canvas size")
+    body: dict[str, Any] = {
+        "input_image": base64.b64encode(inputs[0].data).decode("ascii"),
+        "width": params.width,
+        "height": params.height,
+        "auto_crop": False,  # our canvas always holds the whole input (bot/canvas.py)
+    }
+    for spec in variant.options:
+        name, value = spec.to_api(params.options[spec.name])
+        body[name] = value
+    if params.prompt:
+        body["prompt"] = params.prompt
+    body["user"] = user  # the member's `hash_user`, as for the image routes
+    return body
+
+
+# Routes whose body is not the FLUX.2 image schema, by endpoint.
+_PAYLOAD_BUILDERS = {"/v1/flux-tools/outpainting-v1": build_outpaint_payload}
+
+
 def endpoint_for(variant: Variant, params: JobParams) -> str:
     """Where the request goes: the LoRA's `-finetuned` endpoint when it uses one."""
     return params.lora.endpoint if params.lora is not None else variant.endpoint
@@ -219,8 +252,9 @@ class BFLClient:
         webhook: WebhookRequest | None = None,
     ) -> Submission:
         # Base64 of up to 8 large references: CPU work kept off the event loop.
+        build = _PAYLOAD_BUILDERS.get(variant.endpoint, build_payload)
         body = await asyncio.to_thread(
-            build_payload, variant, params, inputs, user=self.user_tag(user_id), webhook=webhook
+            build, variant, params, inputs, user=self.user_tag(user_id), webhook=webhook
         )
         return await self.submit_body(endpoint_for(variant, params), body)
 

@@ -169,3 +169,49 @@ LORA_BASES: Final[dict[str, LoraBase]] = {
 LORA_STRENGTH_DEFAULT: Final = 1.0
 LORA_STRENGTH_MIN: Final = 0.1
 LORA_STRENGTH_MAX: Final = 2.0
+
+
+# Outpainting (`FluxOutpaintingInputs`): a tool, asked for by the result buttons (Zoom out,
+# pan, Make square), never a slash command. bot/providers/bfl.py `build_outpaint_payload`
+# sends exactly the schema's fields (it has `additionalProperties: false` and no webhook).
+OUTPAINT_MODES: Final = ("high", "fast")
+_OFFSET_LIMIT: Final = 16384
+OUTPAINT: Final = _bfl(
+    key="outpaint",
+    label="FLUX outpainting",
+    description="Zoom out, pan or make square a result",
+    endpoint="/v1/flux-tools/outpainting-v1",
+    max_references=1,
+    # BFL does not publish outpainting's price: a conservative estimate (above pro's rates,
+    # per output and input megapixel) reserved up front; BFL's returned cost is charged.
+    pricing=Pricing(first_mp=6.0, per_extra_mp=3.0),
+    options=(
+        OptionSpec(
+            "reference_offset_x",
+            OptionKind.INT,
+            "Left edge of the image on the canvas, px (none: centred)",
+            default=None,
+            minimum=-_OFFSET_LIMIT,
+            maximum=_OFFSET_LIMIT,
+        ),
+        OptionSpec(
+            "reference_offset_y",
+            OptionKind.INT,
+            "Top edge of the image on the canvas, px (none: centred)",
+            default=None,
+            minimum=-_OFFSET_LIMIT,
+            maximum=_OFFSET_LIMIT,
+        ),
+        OptionSpec(
+            "mode",
+            OptionKind.CHOICE,
+            "high fidelity, or much faster",
+            default="high",
+            choices=OUTPAINT_MODES,
+        ),
+        PROMPT_UPSAMPLING,
+        *COMMON_OPTIONS,
+    ),
+    tool=True,
+    webhooks=False,
+)

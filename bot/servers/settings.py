@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.errors import InvalidRequest
 from bot.invalidation import Cache, announce
+from bot.providers.bfl_options import OUTPAINT_MODES
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database, Row, Tx
 
@@ -41,6 +42,7 @@ class ServerSettings:
     strike_temp_block: int = 3
     strike_block: int = 5
     temp_block_hours: float = 24.0
+    outpaint_mode: str = "high"  # BFL outpainting's `mode` for Zoom out, pan, Make square
     showcase_channel_id: int | None = None  # where shared results go; None: sharing is off
     # Private results (bot/publications.py): everywhere on the server, or in these channels
     # (threads follow their channel).
@@ -179,6 +181,8 @@ class SettingsStore:
             raise InvalidRequest(
                 "Strike thresholds must grow: warning ≤ temporary block ≤ block, from 1."
             )
+        if updated.outpaint_mode not in OUTPAINT_MODES:
+            raise InvalidRequest(f"The outpainting mode is one of: {', '.join(OUTPAINT_MODES)}.")
         if not 0 < updated.temp_block_hours <= 24 * 365:
             raise InvalidRequest("A temporary block lasts between a few minutes and a year.")
         return updated

@@ -32,10 +32,13 @@ async def test_imagine_posts_the_generated_image_with_its_parameters(world: Worl
     assert fields["Requested by"] == f"<@{world.alice.id}>"
     assert embed["image"]["url"] == attachment.url  # the embed shows the attached file
     assert message.content == f"<@{world.alice.id}>"
+    job_id = fields_job_id(embed)
     assert set(message.custom_ids) == {
-        f"flux:{action}:{fields_job_id(embed)}"
-        for action in ("reroll", "edit", "remix", "chain", "delete")
-    }
+        f"flux:{action}:{job_id}" for action in ("reroll", "edit", "remix", "chain", "delete")
+    } | {  # the result tools' rows (tests/e2e/test_result_tools.py)
+        f"flux:out:{move}:{job_id}"
+        for move in ("zoom15", "zoom2", "square", "left", "right", "up", "down")
+    } | {f"flux:hires:{job_id}", f"flux:fav:{job_id}", f"flux:share:{job_id}"}
     # The result is the interaction's own answer, edited through its token: no channel post.
     assert it.original is not None and it.original.id == message.id
     assert not [

@@ -20,8 +20,11 @@ for ``/v1/flux-2-pro``).
 Endpoints
 ---------
 * ``POST /v1/<model>`` for every name in ``ENDPOINTS`` (pro, max, flex, klein-4b, klein-9b,
-  pro-preview, klein-9b-preview, and the six klein LoRA endpoints below). Needs ``x-key``
-  (missing: 403 ``Not authenticated``,
+  pro-preview, klein-9b-preview, and the six klein LoRA endpoints below) and
+  ``POST /v1/flux-tools/outpainting-v1`` (its own schema: unknown fields, webhook ones
+  included, are a 422 ``extra_forbidden``; input_image, width and height required; an
+  input past the canvas without ``auto_crop`` is a 422; the image comes back at the
+  canvas size, png by default). Needs ``x-key`` (missing: 403 ``Not authenticated``,
   wrong: 401 ``Invalid API key``; no answer ever echoes a key). Bodies are validated like
   FastAPI/pydantic would (422 ``{"detail": [{"loc", "msg", "type", "input"}, ...]}``, one
   entry per problem). Fields a model does not know (including ``input_image_5``..``_8`` on
@@ -214,6 +217,9 @@ class EndpointSpec:
     max_input_images: int
     flex_fields: bool = False  # steps, guidance, prompt_upsampling
     pup_field: bool = False  # disable_pup
+    # The outpainting tool's own schema (``FluxOutpaintingInputs``): no seed, no webhook,
+    # and ``additionalProperties: false`` (unknown fields are a 422, not ignored).
+    outpainting: bool = False
     # A klein `-finetuned` endpoint: the base model its LoRAs must have been uploaded for.
     finetune_base: str | None = None
 
@@ -224,6 +230,8 @@ class EndpointSpec:
 
     @property
     def known_fields(self) -> frozenset[str]:
+        if self.outpainting:
+            return OUTPAINTING_FIELDS
         fields = {
             "prompt",
             "seed",
@@ -245,6 +253,25 @@ class EndpointSpec:
         return frozenset(fields)
 
 
+OUTPAINTING: Final = "flux-tools/outpainting-v1"
+OUTPAINTING_FIELDS: Final = frozenset(
+    {
+        "input_image",
+        "width",
+        "height",
+        "reference_offset_x",
+        "reference_offset_y",
+        "auto_crop",
+        "mode",
+        "prompt",
+        "disable_pup",
+        "safety_tolerance",
+        "output_format",
+        "user",
+    }
+)
+OUTPAINTING_MODES: Final = ("high", "fast")
+
 ENDPOINTS: Final[dict[str, EndpointSpec]] = {
     spec.name: spec
     for spec in (
@@ -255,6 +282,9 @@ ENDPOINTS: Final[dict[str, EndpointSpec]] = {
         EndpointSpec("flux-2-klein-9b", 1.5, 0.2, 4),
         EndpointSpec("flux-2-pro-preview", 3.0, 1.5, 8, pup_field=True),
         EndpointSpec("flux-2-klein-9b-preview", 1.5, 0.2, 4),
+        # BFL publishes no price for outpainting: the stand-in's own, below the bot's
+        # conservative estimate, so tests can tell the returned cost was charged.
+        EndpointSpec(OUTPAINTING, 5.0, 2.0, 1, outpainting=True),
         # LoRAs on klein (public beta): billed at the base model's price.
         EndpointSpec("flux-2-klein-4b-finetuned", 1.4, 0.1, 4, finetune_base="klein-4b"),
         EndpointSpec("flux-2-klein-9b-finetuned", 1.5, 0.2, 4, finetune_base="klein-9b"),
@@ -419,6 +449,16 @@ def huge_png(width: int, height: int) -> bytes:
     pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
     return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _placed_inside(image: tuple[int, int], width: int, height: int, body: dict[str, Any]) -> bool:
+    """Whether the input, at its offsets (null: centred), lies wholly on the canvas."""
+    for side, canvas, name in ((image[0], width, "x"), (image[1], height, "y")):
+        offset = body.get(f"reference_offset_{name}")
+        start = (canvas - side) // 2 if offset is None else offset
+        if not is_int(start) or start < 0 or start + side > canvas:
+            return False
+    return True
 
 
 def key_label(api_key: str) -> str:
@@ -751,7 +791,11 @@ class FakeBFL(LoopbackServer):
             self._images[task_id] = data
             return data
         digest = hashlib.sha256(task_id.encode()).digest()
-        img = Image.new("RGB", (32, 32), (digest[0], digest[1], digest[2]))
+        # Outpainting answers at its canvas size; the image routes at a small fixed size.
+        size = (
+            (task.body["width"], task.body["height"]) if task.endpoint == OUTPAINTING else (32, 32)
+        )
+        img = Image.new("RGB", size, (digest[0], digest[1], digest[2]))
         # The seed's 8 bytes as grey pixels along the top row (lossy for jpeg/webp).
         for x, byte in enumerate((task.seed % 2**64).to_bytes(8, "big")):
             img.putpixel((x, 0), (byte, byte, byte))
@@ -965,6 +1009,76 @@ class FakeBFL(LoopbackServer):
                 errors.add("user", kind, msg, user)
         return errors.items, input_mp
 
+    def _validate_outpainting(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+        """``FluxOutpaintingInputs`` as pydantic would check it: every unknown field is an
+        error (``extra_forbidden``: webhook fields too), input_image/width/height required."""
+        errors = _Errors()
+        for name in body:
+            if name not in OUTPAINTING_FIELDS:
+                errors.add(name, "extra_forbidden", "Extra inputs are not permitted", body[name])
+        image_size: tuple[int, int] | None = None
+        value = body.get("input_image")
+        if "input_image" not in body:
+            errors.add("input_image", "missing", "Field required")
+        elif not isinstance(value, str):
+            errors.add("input_image", "string_type", "Input should be a valid string", value)
+        elif not value.startswith(("http://", "https://")):
+            image_size = decode_image(value)
+            if image_size is None:
+                errors.add(
+                    "input_image",
+                    "value_error",
+                    "Value error, input image must be an http(s) URL or a base64-encoded image",
+                )
+        canvas: dict[str, int] = {}
+        for name in ("width", "height"):
+            side = body.get(name)
+            if name not in body:
+                errors.add(name, "missing", "Field required")
+            elif not is_int(side):
+                errors.add(name, "int_type", "Input should be a valid integer", side)
+            elif side < 64:
+                errors.add(
+                    name, "greater_than_equal", "Input should be greater than or equal to 64", side
+                )
+            else:
+                canvas[name] = side
+        for name in ("reference_offset_x", "reference_offset_y"):
+            offset = body.get(name)
+            if offset is not None and not is_int(offset):
+                errors.add(name, "int_type", "Input should be a valid integer", offset)
+        for name in ("auto_crop", "disable_pup"):
+            self._check_bool(errors, body, name)
+        mode = body.get("mode")
+        if "mode" in body and mode not in OUTPAINTING_MODES:
+            errors.add("mode", "enum", "Input should be 'high' or 'fast'", mode)
+        prompt = body.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            errors.add("prompt", "string_type", "Input should be a valid string", prompt)
+        if "safety_tolerance" in body:
+            self._check_int(errors, body, "safety_tolerance", 0, 5, nullable=False)
+        fmt = body.get("output_format")
+        if fmt is not None and fmt not in CONTENT_TYPES:
+            errors.add("output_format", "enum", "Input should be 'jpeg', 'png' or 'webp'", fmt)
+        user = body.get("user")
+        if user is not None and (not isinstance(user, str) or not 1 <= len(user) <= 256):
+            errors.add("user", "string_type", "Input should be a string of 1-256 characters", user)
+        crops = body.get("auto_crop") is True
+        if (
+            image_size is not None
+            and len(canvas) == 2
+            and not crops
+            and not _placed_inside(image_size, canvas["width"], canvas["height"], body)
+        ):
+            errors.add(
+                None,
+                "value_error",
+                "Value error, the input image extends past the canvas; enable auto_crop "
+                "or choose a larger canvas",
+            )
+        input_mp = image_size[0] * image_size[1] / MEGAPIXEL if image_size else 0.0
+        return errors.items, input_mp
+
     def _lora_error(
         self, spec: EndpointSpec, body: dict[str, Any], api_key: str
     ) -> dict[str, Any] | None:
@@ -1025,7 +1139,7 @@ class FakeBFL(LoopbackServer):
         self, spec: EndpointSpec, body: dict[str, Any], input_mp: float, owner_key: str
     ) -> Task:
         now = time.monotonic()
-        prompt = body["prompt"]
+        prompt = body.get("prompt") or ""  # outpainting's prompt is optional
         scripted = self.task_scripts.get((prompt, body.get("seed")))  # type: ignore[arg-type]
         outcome = replace(scripted or self.scripts.get(prompt, self.default_outcome))  # a snapshot
         latency = self.latency if outcome.latency is None else outcome.latency
@@ -1046,7 +1160,7 @@ class FakeBFL(LoopbackServer):
             cost=cost,
             input_mp=round(input_mp, 2),
             output_mp=round(output_mp, 2),
-            output_format=body.get("output_format") or "jpeg",
+            output_format=body.get("output_format") or ("png" if spec.outpainting else "jpeg"),
             token=secrets.token_urlsafe(16),
             region=self.region,
             sig=secrets.token_urlsafe(24),
@@ -1107,7 +1221,7 @@ class FakeBFL(LoopbackServer):
                 "sample": f"{self.base_url}/delivery/{task.id}/sample.{task.output_format}"
                 f"?se={se}&sig={task.sig}",
                 "seed": task.seed,
-                "prompt": task.body["prompt"],
+                "prompt": task.body.get("prompt"),
                 "start_time": task.created_wall,
                 "end_time": task.end_wall,
             }
@@ -1136,7 +1250,7 @@ class FakeBFL(LoopbackServer):
 
     async def _handle_submit(self, request: web.Request) -> web.Response:
         self._settle()
-        spec = ENDPOINTS[request.path.rsplit("/", 1)[1]]
+        spec = ENDPOINTS[request.path.removeprefix("/v1/")]
         raw = await request.read()
         body: Any = None
         parse_error: dict[str, Any] | None = None
@@ -1188,7 +1302,11 @@ class FakeBFL(LoopbackServer):
             ]
         else:
             submission.ignored_fields = tuple(k for k in body if k not in spec.known_fields)
-            errors, input_mp = self._validate(spec, body)
+            if spec.outpainting:
+                submission.ignored_fields = ()  # refused instead, by _validate_outpainting
+                errors, input_mp = self._validate_outpainting(body)
+            else:
+                errors, input_mp = self._validate(spec, body)
 
         if self.submit_faults:
             fault = self.submit_faults.pop(0)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import pytest
+from PIL import Image
 
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
@@ -16,7 +18,7 @@ from bot.jobs.models import JobState
 from bot.jobs.webhooks import WebhookSubscription
 from bot.operations.metrics import Metrics
 from bot.operations.web import HealthChecks, WebServer, create_app
-from bot.providers.base import TaskResult
+from bot.providers.base import InputImage, TaskResult
 from bot.providers.bfl import BFLClient
 from bot.storage.db import Database
 from tests.conftest import BFL_KEY, make_request
@@ -165,3 +167,23 @@ async def test_metrics_count_jobs_and_webhooks(rig: Rig) -> None:
     assert 'fluxcord_jobs_total{state="delivered",variant="pro"} 1.0' in text
     assert "fluxcord_webhooks_accepted_total 1.0" in text
     assert 'fluxcord_credits_spent_total{provider="bfl",variant="pro"}' in text
+
+
+async def test_an_outpainting_job_is_polled_since_its_route_has_no_webhook(rig: Rig) -> None:
+    """With webhooks configured, outpainting still sends none (its schema refuses them):
+    the job is followed by polling and its claim's secret is dropped at the submit."""
+    image = InputImage("image/png", 32, 32, tiny_png(32, 32))
+    request = make_request("", variant="outpaint", seed=None, inputs=[image], width=64, height=64)
+    job, _ = await rig.engine.accept(request)
+    [final] = await rig.engine.wait_closed([job.id], 5)
+    assert final.state is JobState.DELIVERED
+    [submission] = rig.bfl.submissions
+    assert submission.status == 200
+    assert "webhook_url" not in submission.body and "webhook_secret" not in submission.body
+    assert rig.engine.stats.polls >= 1 and rig.bfl.webhook_attempts == []
+
+
+def tiny_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 80, 20)).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -176,7 +176,7 @@ def test_every_moderator_command_checks_manage_server_when_it_runs() -> None:
     marker = server_managers_only(lambda: None).__discord_app_commands_checks__[0]
     groups = [ServerSettingsCommands.settings, ModerationCommands.mod]
     commands = [command for group in groups for command in group.commands]
-    assert len(commands) == 24  # 20 under /settings, 4 under /mod
+    assert len(commands) == 25  # 21 under /settings, 4 under /mod
     assert all(command.checks == [marker] for command in commands)
     assert all(group.guild_only and group.default_permissions.manage_guild for group in groups)
 
