@@ -27,8 +27,11 @@ PROVIDER_NAMES = {"bfl": "Black Forest Labs (BFL)", "aiml": "AI/ML API"}
 WHAT_IT_DOES = (
     "I make and edit images with Black Forest Labs' FLUX.2 models. Ask with **/imagine** "
     "(the default model), **/flux <model>** (every model with all its options) or **/edit** "
-    "(with images). Each result has buttons to reroll, remix, edit or delete it. "
-    "**/usage** shows what you have used and have left; **/history** your recent images."
+    "(with images); `images: 4` makes a grid. Each result has buttons to reroll, remix, "
+    "edit, zoom out, pan, make square, re-render in Hi-res, ⭐ keep or delete it. "
+    "**/prefer** sets your own defaults (model, size, a prompt suffix, private results); "
+    "**/favourites** lists what you kept; **/usage** shows what you have used and have left; "
+    "**/history** your recent images."
 )
 EDIT_BY_REPLY = (
     "Reply to an image (mine or anyone's) and mention me with what to change, e.g. "
