@@ -24,9 +24,8 @@ MOVES = ("zoom15", "zoom2", "square", "left", "right", "up", "down")
 async def four_images(world: World, bot: FluxcordBot) -> tuple[Message, list[str]]:
     """A 4-image grid (seeds 7–10) and its jobs' ids, image 1 to 4."""
     before = world.newest_message_id()
-    await world.discord.invoke_slash(
-        world.alice, world.channel, "imagine", {"prompt": "a fox, four ways", "images": 4, "seed": 7}
-    )
+    options = {"prompt": "a fox, four ways", "images": 4, "seed": 7}
+    await world.discord.invoke_slash(world.alice, world.channel, "imagine", options)
     message = await world.result_after(before)
     jobs = await grid_jobs(bot, closed=True)
     return message, [job["id"] for job in jobs]
