@@ -91,18 +91,9 @@ async def test_four_connections_to_one_database_reserve_exactly_10(tmp_path: Pat
 
         async def reserve(ledger: Ledger, name: str) -> bool:
             try:
-                await ledger.db.run(
-                    lambda conn: ledger.reserve(
-                        conn,
-                        job_id=name,
-                        guild_id=GUILD,
-                        user_id=hash(name),
-                        role_ids=(),
-                        variant="pro",
-                        credits=3,
-                        images=1,
-                    )
-                )
+                await ledger.db.run(lambda conn: ledger.reserve(
+                    conn, job_id=name, guild_id=GUILD, user_id=hash(name), role_ids=(),
+                    variant="pro", credits=3, images=1))
             except QuotaExceeded:
                 return False
             return True
@@ -113,13 +104,10 @@ async def test_four_connections_to_one_database_reserve_exactly_10(tmp_path: Pat
         assert results.count(True) == 10
         db = databases[0]
         assert await db.fetch_value("SELECT count(*) FROM ledger") == 10
-        assert (
-            await db.fetch_value(
-                "SELECT images FROM usage_totals WHERE guild_id = ? AND user_id = 0 AND period = 'day'",
-                (GUILD,),
-            )
-            == 10
-        )
+        assert await db.fetch_value(
+            "SELECT images FROM usage_totals WHERE guild_id = ? AND user_id = 0 AND period = 'day'",
+            (GUILD,),
+        ) == 10
     finally:
         for database in databases:
             await database.close()
@@ -167,7 +155,9 @@ async def test_moderated_or_failed_images_are_refunded_in_full(
     assert await ledger_row(engine.store._db, again.id) == ("charged", "ready", 3000, 1)
 
 
-async def test_a_refused_submit_is_refunded(make_engine: EngineFactory, fake_bfl: FakeBFL) -> None:
+async def test_a_refused_submit_is_refunded(
+    make_engine: EngineFactory, fake_bfl: FakeBFL
+) -> None:
     fake_bfl.submit_faults.append(SubmitFault(status=402, create_task=False))
     engine = await make_engine()
     job, _ = await engine.accept(make_request("no credits at BFL"))
@@ -227,12 +217,8 @@ async def test_a_restart_settles_each_job_once(
     await client.aclose()
     await store.transition(running.id, from_states=[JobState.QUEUED], to=JobState.SUBMITTING)
     await store.transition(
-        running.id,
-        from_states=[JobState.SUBMITTING],
-        to=JobState.SUBMITTED,
-        provider_task_id=task.task_id,
-        polling_url=task.polling_url,
-        submitted_at=time.time(),
+        running.id, from_states=[JobState.SUBMITTING], to=JobState.SUBMITTED,
+        provider_task_id=task.task_id, polling_url=task.polling_url, submitted_at=time.time(),
     )
     ready = await store.create(make_request("ready"), estimated_cost=3)
     await store.transition(ready.id, from_states=[JobState.QUEUED], to=JobState.SUBMITTED)
