@@ -1,5 +1,6 @@
 """Favourites and the showcase in Discord: the ⭐ and Share to showcase buttons under a
-result (row 3 of `cogs.results.result_view`), and /favourites with its Prev/Next pages.
+result (row 3 of `cogs.results.result_view`; under a grid, on each image's row), and
+/favourites with its Prev/Next pages.
 
 Every button is a `DynamicItem` whose custom_id carries what it acts on (a job id, a page),
 so each keeps working after a restart. The rules (who sees which favourite, sharing once)
