@@ -194,3 +194,17 @@ async def test_zoom_2_on_a_private_grid_outpaints_image_2_from_the_menus_copy(
     assert world.bfl.submissions[-1].endpoint == OUTPAINTING
     assert sent_input(world) == two.data
     assert await parent_of(bot, zoomed) == ids[1]
+
+
+async def test_share_3_posts_image_3_alone_in_the_showcase(world: World) -> None:
+    from tests.e2e.test_favourites import add_moderator, set_showcase
+
+    bot = await world.start_bot()
+    gallery = world.discord.add_text_channel(world.guild.id, "showcase")
+    await set_showcase(world, add_moderator(world), gallery)
+    message, ids = await four_images(world, bot)
+    _sheet, *images = message.attachments
+    it = await world.discord.click(world.alice, message, f"flux:share:{ids[2]}")
+    assert (await world.refusal(it)).startswith(f"Shared in <#{gallery.id}>")
+    [post] = world.discord.messages(gallery.id)
+    assert [a.data for a in post.attachments] == [images[2].data]
