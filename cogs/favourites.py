@@ -1,5 +1,6 @@
 """Favourites and the showcase in Discord: the ⭐ and Share to showcase buttons under a
-result (row 3 of `cogs.results.result_view`), and /favourites with its Prev/Next pages.
+result (row 3 of `cogs.results.result_view`; under a grid, on each image's row), and
+/favourites with its Prev/Next pages.
 
 Every button is a `DynamicItem` whose custom_id carries what it acts on (a job id, a page),
 so each keeps working after a restart. The rules (who sees which favourite, sharing once)
@@ -25,7 +26,7 @@ from bot.jobs.models import Job
 from bot.text import message_link, plural
 from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.checks import may_remove_results
-from cogs.flow import image_attachments
+from cogs.flow import image_attachments, is_image_of
 from cogs.render import NO_PINGS, job_link, message_nonce, shown_prompt, variant_label
 
 if TYPE_CHECKING:
@@ -57,12 +58,13 @@ NO_FAVOURITES_TEXT = "You have no favourites {where}yet. Press ⭐ under a resul
 _SHOWCASE_NONCE_BIT = 1 << 62  # a showcase post's nonce differs from its result's (same channel)
 
 
-def favourite_buttons(job: Job) -> list[discord.ui.Item[Any]]:
+def favourite_buttons(job: Job, number: int | None = None) -> list[discord.ui.Item[Any]]:
     """The buttons `result_view` adds under a result: ⭐ always; Share for a server's result
-    that is public (a private one is published first: Publish)."""
-    items: list[discord.ui.Item[Any]] = [FavouriteButton(job.id)]
+    that is public (a private one is published first: Publish). `number`: image N of a grid
+    (labelled with it; the job id already tells the images apart)."""
+    items: list[discord.ui.Item[Any]] = [FavouriteButton(job.id, number)]
     if job.guild_id is not None and not job.unpublished_private:
-        items.append(ShowcaseButton(job.id))
+        items.append(ShowcaseButton(job.id, number))
     return items
 
 
@@ -85,10 +87,10 @@ async def _clicked_job(bot: FluxcordBot, interaction: discord.Interaction[Any], 
 class FavouriteButton(PersistentButton, template=r"flux:fav:(?P<job_id>[0-9a-f]{16})"):
     """⭐: anyone who sees the result may keep it (a second click removes it)."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, number: int | None = None) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Favourite",
+                label=str(number) if number else "Favourite",
                 emoji="⭐",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"flux:fav:{job_id}",
@@ -110,10 +112,10 @@ class ShowcaseButton(PersistentButton, template=r"flux:share:(?P<job_id>[0-9a-f]
     """Share to showcase: the creator or a moderator (Manage Messages, as for Delete) posts
     the result once in the server's showcase channel."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, number: int | None = None) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Share to showcase",
+                label=f"Share {number}" if number else "Share to showcase",
                 emoji="📣",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"flux:share:{job_id}",
@@ -139,6 +141,8 @@ class ShowcaseButton(PersistentButton, template=r"flux:share:(?P<job_id>[0-9a-f]
             raise InvalidRequest(NO_SHOWCASE_TEXT)
         message = interaction.message
         images = image_attachments(message) if message is not None else []
+        if job.in_batch:  # one image of a grid: its own file, not its neighbours or the sheet
+            images = [image for image in images if is_image_of(image, job.id)]
         if message is None or not images:
             raise InvalidRequest(NO_IMAGE_TEXT)
         await interaction.response.defer(ephemeral=True, thinking=True)

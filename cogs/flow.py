@@ -60,6 +60,12 @@ def image_attachments(message: discord.Message) -> list[discord.Attachment]:
     return [a for a in message.attachments if candidate(a).looks_like_image]
 
 
+def is_image_of(attachment: discord.Attachment, job_id: str) -> bool:
+    """Whether the attachment is the job's (first) image: cogs/delivery.py names it after the
+    job, so it is found among a grid's other images and contact sheet."""
+    return attachment.filename.rsplit(".", 1)[0] == f"flux-{job_id}-1"
+
+
 def requester(interaction: discord.Interaction[Any]) -> Requester:
     return requester_for(interaction.user, interaction.channel, interaction.channel_id or 0)
 

@@ -21,6 +21,7 @@ from bot.providers.base import OutputImage
 from bot.publications import AlreadyPublished
 from bot.text import message_link
 from cogs.buttons import PersistentButton
+from cogs.flow import is_image_of
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
@@ -47,10 +48,11 @@ class PublishButton(
 
     works_in_dms = True  # cogs/delivery.py keeps only such buttons on a DM
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, number: int | None = None) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Publish",
+                # `number`: image N of a grid, published on its own.
+                label=f"Publish {number}" if number else "Publish",
                 emoji="📣",
                 style=discord.ButtonStyle.success,
                 custom_id=f"flux:publish:{job_id}",
@@ -98,7 +100,13 @@ async def shown_images(message: discord.Message | None, job: Job) -> list[Output
     files = [
         attachment
         for attachment in (message.attachments if message is not None else [])
-        if attachment.filename.startswith(prefix) and attachment.size <= MAX_FILE_BYTES
+        # An image of a grid is its one file, never the grid's contact sheet.
+        if (
+            is_image_of(attachment, job.id)
+            if job.in_batch
+            else attachment.filename.startswith(prefix)
+        )
+        and attachment.size <= MAX_FILE_BYTES
     ][:MAX_FILES]
     if not files:
         raise InvalidRequest(IMAGE_GONE_TEXT)

@@ -24,10 +24,16 @@ from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.checks import may_remove_results
 from cogs.delivery import attach_delivery
 from cogs.favourites import favourite_buttons
-from cogs.flow import candidate, generate_from_interaction, image_attachments, reply_privately
+from cogs.flow import (
+    candidate,
+    generate_from_interaction,
+    image_attachments,
+    is_image_of,
+    reply_privately,
+)
 from cogs.private import PublishButton
 from cogs.render import NO_PINGS, job_link, shown_prompt, variant_label
-from cogs.result_tools import add_tool_buttons
+from cogs.result_tools import add_tool_buttons, image_tool_buttons
 
 if TYPE_CHECKING:
     from cogs.client import FluxcordBot
@@ -65,7 +71,8 @@ def result_view(job: Job, image_count: int = 1, grid: Sequence[Job] = ()) -> dis
             view.add_item(item)
     for action in RESULT_ACTIONS:
         if action == "delete" and job.unpublished_private:  # an ephemeral answer can't be
-            view.add_item(PublishButton(job.id))  # deleted; its member may publish it
+            if not grid:  # deleted; its member may publish it (a grid's: each image's row)
+                view.add_item(PublishButton(job.id))
         elif action == "edit" and grid:
             continue  # each image of a grid has its own (image_row)
         elif action == "edit" and image_count > 1:
@@ -73,20 +80,29 @@ def result_view(job: Job, image_count: int = 1, grid: Sequence[Job] = ()) -> dis
                 view.add_item(ResultButton(action, job.id, index))
         else:
             view.add_item(ResultButton(action, job.id))
-    if image_count == 1:
-        add_tool_buttons(view, job)  # rows 1 and 2: zoom out, pan, square, Hi-res
-    for item in favourite_buttons(job):  # row 3: ⭐ and Share to showcase
-        view.add_item(item)
+    if not grid:  # a grid's tools and ⭐ are per image (image_row)
+        if image_count == 1:
+            add_tool_buttons(view, job)  # rows 1 and 2: zoom out, pan, square, Hi-res
+        for item in favourite_buttons(job):  # row 3: ⭐ and Share to showcase
+            view.add_item(item)
     return view
 
 
 def image_row(job: Job) -> list[discord.ui.Item[Any]]:
     """The buttons of one image of a grid, on that image's row (1–4, under the row of the
-    whole result): each acts on that image's own job. Hi-res and Zoom per image go here."""
+    whole result), each acting on that image's own job: Edit N, Hi-res N, Zoom N (a private
+    menu of its zoom and pan moves), ⭐ N and, where the result may be shared, Share N."""
     number = job.batch_index + 1
-    edit = ResultButton("edit", job.id, number)
-    edit.row = number
-    return [edit]
+    items = [
+        ResultButton("edit", job.id, number),
+        *image_tool_buttons(job, number),
+        *favourite_buttons(job, number),  # Share N on a public grid
+    ]
+    if job.unpublished_private:  # each image of a private grid is published on its own
+        items.append(PublishButton(job.id, number))
+    for item in items:
+        item.row = number
+    return items
 
 
 def queued_view(job: Job) -> discord.ui.View:
@@ -240,7 +256,7 @@ class EditModal(FriendlyModal, title="Edit with FLUX"):
         bot: FluxcordBot = interaction.client
         images = image_attachments(self.message) if self.message else []
         if self.job is not None and self.job.in_batch:  # a grid: this job's image, never the
-            images = [image for image in images if _is_image_of(image, self.job)]  # sheet
+            images = [image for image in images if is_image_of(image, self.job.id)]  # sheet
         elif self.index is not None:  # one image of a multi-image result
             images = images[self.index - 1 : self.index]
         ours = _ours(bot, self.message)
@@ -248,11 +264,6 @@ class EditModal(FriendlyModal, title="Edit with FLUX"):
             self.prompt.value, [candidate(image, uploaded=not ours) for image in images], self.job
         )
         await generate_from_interaction(bot, interaction, draft)
-
-
-def _is_image_of(attachment: discord.Attachment, job: Job) -> bool:
-    """Whether the attachment is the job's image (cogs/delivery.py names it after the job)."""
-    return attachment.filename.rsplit(".", 1)[0] == f"flux-{job.id}-1"
 
 
 def _ours(bot: FluxcordBot, message: discord.Message | None) -> bool:

@@ -318,13 +318,17 @@ async def test_slash_attachment_defer_then_edit_with_file(world: World) -> None:
 
 async def test_ephemeral_reply_is_only_visible_to_invoker(world: World) -> None:
     fake = world.fake
-    async with running(world):
+    async with running(world) as client:
         it = await fake.invoke_slash(world.alice, world.channel, "secret")
         callback = await it.response()
         assert callback.type == 4 and callback.data is not None and callback.data["flags"] == 64
         original = await it.wait_original()
         assert original.ephemeral and original.visible_to == world.alice.id
         assert fake.messages(world.channel.id, include_ephemeral=False) == []
+        # As on Discord, the channel's endpoints don't know an ephemeral message.
+        with pytest.raises(discord.NotFound) as refused:
+            await text_channel(client, world.channel.id).fetch_message(original.id)
+        assert refused.value.code == 10008  # Unknown Message
 
 
 async def test_dynamic_button_works_after_bot_restart(world: World) -> None:
