@@ -230,7 +230,9 @@ async def imagine(
     webhooks: bool,
     within: float,
     shared_limit: str = "followups",
+    images: int = 1,
 ) -> dict[str, object]:
+    """`images` > 1: each /imagine asks for a grid of that many (one BFL task each)."""
 
     def configure(fake: FakeDiscord) -> None:
         if shared_limit == "off":
@@ -247,9 +249,10 @@ async def imagine(
         watcher = asyncio.create_task(watch(state))
         dispatched: dict[int, float] = {}
         for n in range(jobs):
-            it = await fake.invoke_slash(
-                members[n % users], channel, "imagine", {"prompt": f"bench image {n}"}
-            )
+            options: dict[str, object] = {"prompt": f"bench image {n}"}
+            if images > 1:
+                options["images"] = images
+            it = await fake.invoke_slash(members[n % users], channel, "imagine", options)
             handles.append(it)
             dispatched[it.id] = time.time()
             await asyncio.sleep(spread / jobs)
@@ -260,14 +263,15 @@ async def imagine(
         by_bytes = {bfl.image_bytes(task.id): task for task in bfl.tasks.values()}
         ready_to_visible = []
         for message_id, shown_at in state.visible.items():
-            data = fake.message(message_id).attachments[0].data
-            task = by_bytes.get(data)
-            if task is not None:
-                ready_to_visible.append(shown_at - (task.created_wall + task.latency))
+            # A grid's first file is its contact sheet: every image's own file follows.
+            for attachment in fake.message(message_id).attachments:
+                task = by_bytes.get(attachment.data)
+                if task is not None:
+                    ready_to_visible.append(shown_at - (task.created_wall + task.latency))
         first_submit = min(task.created_wall for task in bfl.tasks.values())
         makespan = max(state.visible.values()) - first_submit
         acks = [state.acked[i] - dispatched[i] for i in dispatched if i in state.acked]
-        ideal = math.ceil(jobs / cap) * latency
+        ideal = math.ceil(jobs * images / cap) * latency
         shared: dict[str, object] = {}
         if shared_limit != "off":
             limit, window = fake.shared_webhook_limit or 0, fake.shared_webhook_window
@@ -301,6 +305,7 @@ async def imagine(
             "unanswered": jobs - len(acks),
             "discord_429": len(fake.rate_limited),
             "bot_cpu_ms_per_job": bot_cpu * 1000 / max(1, len(state.visible)),
+            "bot_cpu_ms_per_image": bot_cpu * 1000 / max(1, len(state.visible) * images),
             "harness_cpu_s": harness_cpu,
             "bot_peak_rss_mb": peak_rss_mb(process.pid),
             "routes": requests_per_job(fake, jobs, since),
@@ -447,6 +452,9 @@ def main() -> None:
         "--spread", type=float, help="seconds to dispatch over: default 10 (burst: 18)"
     )
     parser.add_argument("--replies", type=int, default=60)
+    parser.add_argument(
+        "--images", type=int, default=1, help="imagine: images per request (a grid above 1)"
+    )
     parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
     parser.add_argument(
         "--shared-limit",
@@ -486,10 +494,12 @@ def main() -> None:
                     mode == "webhook",
                     args.within,
                     args.shared_limit,
+                    args.images,
                 )
             )
+            grids = f" × {args.images} images" if args.images > 1 else ""
             report(
-                f"imagine ({mode}): {args.jobs} from {args.users} members in one channel, "
+                f"imagine ({mode}): {args.jobs}{grids} from {args.users} members in one channel, "
                 f"cap {args.cap}, {args.latency}s per image",
                 figures,
                 "≤ 1.10",

@@ -96,6 +96,7 @@ class ResultTools:
             parent_job_id=job.id,
             needs_edit=True,
             fit_input=(plan.input_width, plan.input_height) if plan.scaled else None,
+            use_preferences=False,  # the result's prompt is final (a /prefer suffix included)
         )
 
     def _hires_variant(self, job: Job) -> Variant:
@@ -134,6 +135,7 @@ class ResultTools:
             parent_job_id=job.id,
             needs_edit=True,
             lora=lora_for_remix(job.params.lora, chosen),  # kept where the model takes it
+            use_preferences=False,  # the result's prompt is final (a /prefer suffix included)
         )
 
     def hires_offer(self, job: Job, requester: Requester, image: ReferenceCandidate) -> HiresOffer:

@@ -260,3 +260,28 @@ async def test_zoom_out_shares_the_buttons_cooldown(world: World) -> None:
     it = await world.discord.click(world.bob, result, f"flux:out:right:{job_id}")
     assert (await world.refusal(it)).startswith("Slow down a little")
     assert [s.endpoint for s in world.bfl.submissions].count(OUTPAINTING) == 1
+
+
+async def test_a_members_prompt_suffix_is_not_added_again_by_zoom_or_hires(world: World) -> None:
+    """The result's prompt already carries the member's /prefer suffix: a tool sends it as
+    it is, like Reroll, even after the member chose another suffix."""
+    await world.start_bot()
+    for suffix in ("ink wash", "neon"):
+        chose = await world.discord.invoke_slash(
+            world.alice, world.channel, "prefer set", {"prompt_suffix": suffix}
+        )
+        await chose.response()
+        if suffix == "ink wash":
+            result = await make_image(world, world.alice, "a heron")
+    assert world.bfl.submissions[-1].body["prompt"] == "a heron, ink wash"
+
+    await zoom_out_2x(world, result)
+    assert world.bfl.submissions[-1].body["prompt"] == "a heron, ink wash"
+
+    it = await world.discord.click(world.alice, result, f"flux:hires:{job_id_of(result)}")
+    offer = (await it.response()).data
+    [confirm] = [c["custom_id"] for row in offer["components"] for c in row["components"]]
+    before = world.newest_message_id()
+    await world.discord.click(world.alice, await it.wait_original(), confirm)
+    await world.result_after(before)
+    assert world.bfl.submissions[-1].body["prompt"] == "a heron, ink wash"
