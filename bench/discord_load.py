@@ -263,11 +263,15 @@ async def imagine(
         by_bytes = {bfl.image_bytes(task.id): task for task in bfl.tasks.values()}
         ready_to_visible = []
         for message_id, shown_at in state.visible.items():
-            # A grid's first file is its contact sheet: every image's own file follows.
-            for attachment in fake.message(message_id).attachments:
-                task = by_bytes.get(attachment.data)
-                if task is not None:
-                    ready_to_visible.append(shown_at - (task.created_wall + task.latency))
+            # A grid's first file is its contact sheet, then every image's own file: it is
+            # shown once its last image is ready, so that is when its delivery starts.
+            ready = [
+                task.created_wall + task.latency
+                for attachment in fake.message(message_id).attachments
+                if (task := by_bytes.get(attachment.data)) is not None
+            ]
+            if ready:
+                ready_to_visible.append(shown_at - max(ready))
         first_submit = min(task.created_wall for task in bfl.tasks.values())
         makespan = max(state.visible.values()) - first_submit
         acks = [state.acked[i] - dispatched[i] for i in dispatched if i in state.acked]
