@@ -59,17 +59,21 @@ ZOOM_MENU_TEXT = (
 )
 
 
-def add_tool_buttons(view: discord.ui.View, job: Job) -> None:
-    """Rows 1 and 2 under a single-image result."""
-    for move in (Move.ZOOM_1_5, Move.ZOOM_2, Move.SQUARE):
-        view.add_item(OutpaintButton(move.value, job.id))
+def add_tool_buttons(view: discord.ui.View, job: Job, *, outpainting: bool = True) -> None:
+    """Rows 1 and 2 under a single-image result. `outpainting`: the bot has BFL's
+    outpainting tool (without BFL only Hi-res is offered)."""
+    if outpainting:
+        for move in (Move.ZOOM_1_5, Move.ZOOM_2, Move.SQUARE):
+            view.add_item(OutpaintButton(move.value, job.id))
     view.add_item(HiresButton(job.id))
-    for move in (Move.LEFT, Move.RIGHT, Move.UP, Move.DOWN):
-        view.add_item(OutpaintButton(move.value, job.id))
+    if outpainting:
+        for move in (Move.LEFT, Move.RIGHT, Move.UP, Move.DOWN):
+            view.add_item(OutpaintButton(move.value, job.id))
 
 
 def image_tool_buttons(job: Job, number: int) -> list[discord.ui.Item[Any]]:
-    """Hi-res N and Zoom N, for image `number` of a grid (cogs/results.py `image_row`)."""
+    """Hi-res N and Zoom N, for image `number` of a grid (cogs/results.py `image_row`):
+    grids are BFL's, so outpainting is there."""
     return [HiresButton(job.id, number), ZoomMenuButton(job.id, number)]
 
 

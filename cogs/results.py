@@ -6,6 +6,7 @@ pattern, so they keep working after a restart without any view state in memory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -62,9 +63,12 @@ COOLDOWN_ACTIONS = frozenset({"reroll", "edit", "remix"})
 _MESSAGE_LINK = re.compile(r"/channels/(?:[0-9]+|@me)/[0-9]+/(?P<message_id>[0-9]+)")
 
 
-def result_view(job: Job, image_count: int = 1, grid: Sequence[Job] = ()) -> discord.ui.View:
+def result_view(
+    job: Job, image_count: int = 1, grid: Sequence[Job] = (), *, outpainting: bool = True
+) -> discord.ui.View:
     """The buttons under a result. With several images, Edit becomes one button per image;
-    a grid (several images per prompt: `grid`, the jobs of its images) has a row per image."""
+    a grid (several images per prompt: `grid`, the jobs of its images) has a row per image.
+    `outpainting`: the bot has BFL's outpainting tool (zoom out, pan, Make square)."""
     view = discord.ui.View(timeout=None)
     for image_job in grid:
         for item in image_row(image_job):
@@ -82,7 +86,8 @@ def result_view(job: Job, image_count: int = 1, grid: Sequence[Job] = ()) -> dis
             view.add_item(ResultButton(action, job.id))
     if not grid:  # a grid's tools and ⭐ are per image (image_row)
         if image_count == 1:
-            add_tool_buttons(view, job)  # rows 1 and 2: zoom out, pan, square, Hi-res
+            # Rows 1 and 2: zoom out, pan, square, Hi-res.
+            add_tool_buttons(view, job, outpainting=outpainting)
         for item in favourite_buttons(job):  # row 3: ⭐ and Share to showcase
             view.add_item(item)
     return view
@@ -353,7 +358,13 @@ class Results(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ResultButton)
-        attach_delivery(self.bot, result_view=result_view, queued_view=queued_view)
+        # Zoom out, pan and Make square only where BFL's outpainting tool is configured.
+        outpainting = bool(self.bot.services.generation.tools)
+        attach_delivery(
+            self.bot,
+            result_view=functools.partial(result_view, outpainting=outpainting),
+            queued_view=queued_view,
+        )
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(ResultButton)

@@ -139,6 +139,9 @@ async def test_without_a_bfl_key_pro_is_served_by_the_aiml_api(world_with_aiml: 
         world.alice, world.channel, "imagine", {"prompt": "a quiet harbour"}
     )
     message = await world.result_after(before)
+    # Without BFL there is no outpainting: Hi-res is offered, zoom out and pan are not.
+    assert any(c.startswith("flux:hires:") for c in message.custom_ids)
+    assert not any(c.startswith("flux:out:") for c in message.custom_ids)
     [request] = world.aiml.requests
     assert request.body["model"] == "blackforestlabs/flux-2-pro"
     assert request.body["safety_tolerance"] == "2"  # a string, as the AI/ML API wants

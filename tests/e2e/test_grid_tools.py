@@ -14,7 +14,7 @@ from cogs.client import FluxcordBot
 from cogs.favourites import ADDED_TEXT
 from tests.e2e.conftest import World
 from tests.e2e.test_grid import grid_jobs
-from tests.e2e.test_private_results import delivered, make_private, private_result
+from tests.e2e.test_private_results import answer_text, delivered, make_private, private_result
 from tests.e2e.test_result_tools import OUTPAINTING, job_id_of
 from tests.fakes.discord_server import InteractionHandle, Message
 
@@ -231,7 +231,9 @@ async def test_publish_2_on_a_private_grid_posts_image_2_alone_as_its_result(
 
     await world.stop_bot(bot)  # the buttons work after a restart
     bot = await world.start_bot()
-    await world.discord.click(world.alice, grid, f"flux:publish:{ids[1]}")
+    click = await world.discord.click(world.alice, grid, f"flux:publish:{ids[1]}")
+    # Its answer comes once the post is recorded as the job's (the post shows a moment before).
+    assert (await answer_text(click)).startswith("Published: ")
     [public] = await world.discord.wait_for(
         lambda: [
             m
