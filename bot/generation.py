@@ -499,11 +499,16 @@ class GenerationService:
         return is_moderator or job.user_id == user_id
 
     async def cancel(self, job: Job, actor_id: int) -> bool:
-        """Cancel a request still waiting in line (refunded in full); False once it started."""
-        cancelled = await self.engine.cancel(job.id)
+        """Cancel a request still waiting in line (refunded in full); False once it started.
+        A grid's: each of its images still in line (those being made go on, and show)."""
+        jobs = await self.engine.store.batch(job.batch_id) if job.batch_id else [job]
+        cancelled = [one for one in jobs if await self.engine.cancel(one.id)]
         if cancelled:
-            await self._record_best_effort(job, actor_id, "cancelled", _excerpt(job))
-        return cancelled
+            detail = _excerpt(job)
+            if job.batch_id:
+                detail += f", {plural(len(cancelled), 'image')} of {len(jobs)}"
+            await self._record_best_effort(job, actor_id, "cancelled", detail)
+        return bool(cancelled)
 
     async def reroll_draft(self, job: Job) -> Draft:
         """Same variant, prompt, options, size and references; a new seed. Raises

@@ -287,7 +287,10 @@ class DiscordNotifier:
         if text == message.progress_text:
             return
         message.progress_text = text
-        self._updates(message).show(Shown(text))
+        # While any image waits in line the grid can be cancelled (those in line only).
+        waiting = any(job.state is JobState.QUEUED for job in jobs)
+        view = self._queued_view(lead) if waiting and self._queued_view else None
+        self._updates(message).show(Shown(text, view=view))
 
     async def batch_delivered(
         self, jobs: list[Job], images: Mapping[str, list[OutputImage]]

@@ -111,10 +111,13 @@ def batch_progress_text(jobs: list[Job], queue_position: int | None) -> str:
         return f"{queued_text(lead.user_id, variant_label(lead), queue_position)} · {size} images"
     made = sum(job.state in (JobState.READY, JobState.DELIVERED) for job in jobs)
     failed = sum(job.state.is_terminal and job.state is not JobState.DELIVERED for job in jobs)
+    waiting = sum(job.state is JobState.QUEUED for job in jobs)
     not_made = f" · {failed} not made" if failed else ""
+    # Said, so the line (and its Cancel button) changes when the last one leaves the line.
+    in_line = f" · {waiting} in line" if waiting else ""
     return (
         f"🎨 <@{lead.user_id}> · Generating {size} images with {variant_label(lead)}"
-        f" · {made} of {size} ready{not_made}"
+        f" · {made} of {size} ready{not_made}{in_line}"
     )
 
 

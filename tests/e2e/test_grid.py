@@ -403,3 +403,32 @@ async def test_a_grid_whose_every_image_fails_says_so_once_and_charges_nothing(
     await grid_jobs(bot, closed=True)
     statuses = await bot.services.db.fetch_all("SELECT status FROM ledger")
     assert [row["status"] for row in statuses] == ["refunded", "refunded"]
+
+
+async def test_cancel_on_a_queued_grid_cancels_the_images_still_in_line(world: World) -> None:
+    """While images of a grid wait in line, its message has Cancel: it cancels those (each
+    refunded), and the image already being made still shows, with a line for the others."""
+    world.bfl.hold()
+    bot = await world.start_bot(provider_max_active=1)
+    it = await world.discord.invoke_slash(
+        world.alice, world.channel, "imagine", {"prompt": "four owls", "images": 4}
+    )
+    await world.bfl.wait_for(lambda: world.bfl.active_count() == 1)
+    lead = (await grid_jobs(bot))[0]["id"]
+    waiting = await it.wait_original(
+        lambda m: "3 in line" in m.content and f"flux:cancel:{lead}" in m.custom_ids, timeout=10
+    )
+    await world.discord.click(world.alice, waiting, f"flux:cancel:{lead}")
+    # Once none waits, the line and the button go.
+    await it.wait_original(
+        lambda m: "3 not made" in m.content and not any("cancel" in c for c in m.custom_ids),
+        timeout=10,
+    )
+    assert len(world.bfl.submissions) == 1
+    world.bfl.release()
+    shown = await it.wait_original(lambda m: bool(m.attachments), timeout=15)
+    [made] = world.bfl.submissions
+    assert world.bfl.image_bytes(made.task_id or "") in [a.data for a in shown.attachments]
+    assert shown.content.count("Cancelled before it started") == 3
+    statuses = await bot.services.db.fetch_all("SELECT status FROM ledger ORDER BY job_id")
+    assert sorted(row["status"] for row in statuses) == ["charged"] + ["refunded"] * 3
