@@ -48,9 +48,9 @@ class Draft:
     parent_job_id: str | None = None
     needs_edit: bool = False  # only edit-capable variants qualify
     # The (single) reference is sent resized to this size: a canvas tool scaled its
-    # composition down to fit the megapixel limits (bot/canvas.py).
+    # composition down to fit the megapixel limits (bot/tools/canvas.py).
     fit_input: tuple[int, int] | None = None
-    # A server LoRA (bot/loras.py): its name as typed, or a stored job's (Reroll, Remix).
+    # A server LoRA (bot/servers/loras.py): its name as typed, or a stored job's (Reroll, Remix).
     lora: str | LoraChoice | None = None
     # Several images per prompt (BFL variants): this many jobs, one seed each.
     images: int = 1

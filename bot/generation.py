@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bot.community.policy import CommunityPolicy, Requester
+from bot.community.publications import Publications
 from bot.community.studios import Studios
 from bot.drafts import Checked, Draft, Held, StoredReferences, Submitted, parse_seed, parse_size
 from bot.errors import ButtonNotHere, InvalidRequest
@@ -29,10 +30,8 @@ from bot.jobs.batches import MAX_BATCH_IMAGES
 from bot.jobs.engine import JobEngine
 from bot.jobs.models import Admission, GenerationRequest, Job, JobState
 from bot.jobs.store import JobStore
-from bot.loras import LoraCatalogue, lora_for_remix, resolve_lora, with_trigger
 from bot.members.preferences import MemberPreferences, Preferences, apply_preferences, place_for
 from bot.providers.base import InputImage
-from bot.publications import Publications
 from bot.references import (
     ReferenceCandidate,
     ReferenceChecks,
@@ -40,6 +39,7 @@ from bot.references import (
     precheck,
 )
 from bot.servers.audit import BOT_ACTOR, AuditLog
+from bot.servers.loras import LoraCatalogue, lora_for_remix, resolve_lora, with_trigger
 from bot.storage.db import Tx
 from bot.text import code_excerpt, plural
 from bot.variants import JobParams, ReferenceSize, Variant
@@ -140,7 +140,7 @@ class GenerationService:
 
     @functools.cached_property
     def publications(self) -> Publications:
-        """Private results made public, once (bot/publications.py)."""
+        """Private results made public, once (bot/community/publications.py)."""
         return Publications(self.engine.store, self.audit, self.policy)
 
     # ----------------------------------------------------------------- variants
@@ -221,9 +221,10 @@ class GenerationService:
 
     def private_for(self, requester: Requester, *, member_prefers_private: bool) -> bool:
         """Whether this member's result is shown to them alone (with Publish: see
-        bot/publications.py): the channel's setting or the member's own preference decides,
-        except where results are public by nature (a studio thread, a request held for a
-        moderator, which is shown in the channel), and in direct messages (private anyway)."""
+        bot/community/publications.py): the channel's setting or the member's own preference
+        decides, except where results are public by nature (a studio thread, a request held
+        for a moderator, which is shown in the channel), and in direct messages (private
+        anyway)."""
         if requester.guild_id is None or self.review_channel(requester) is not None:
             return False
         if self.studios is not None and self.studios.get(requester.channel_id) is not None:

@@ -32,7 +32,7 @@ class Cache(StrEnum):
     MEMBER_PREFERENCES = "member_preferences"  # members' /prefer (bot/members/preferences.py)
     GLOBAL_BLOCKS = "global_blocks"  # the owner's blocks everywhere (bot/operator/blocks.py)
     BOT_DEFAULTS = "bot_defaults"  # the owner's bot-wide defaults (bot/operator/defaults.py)
-    LORAS = "loras"  # the servers' LoRA catalogues (bot/loras.py)
+    LORAS = "loras"  # the servers' LoRA catalogues (bot/servers/loras.py)
 
 
 async def announce(tx: Tx, cache: Cache) -> None:

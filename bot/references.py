@@ -347,7 +347,7 @@ class ReferenceChecks:
 
     async def fit(self, image: InputImage, size: tuple[int, int]) -> InputImage:
         """The image resized to `size` (a canvas tool scales it with its canvas: see
-        bot/canvas.py), in a check thread within the decode budget."""
+        bot/tools/canvas.py), in a check thread within the decode budget."""
         if (image.width, image.height) == size:
             return image
         cost = 4 * (image.width * image.height + size[0] * size[1])  # RGBA, both images

@@ -25,7 +25,6 @@ from bot.jobs.claims import ProviderKey, key_fingerprint
 from bot.jobs.engine import JobEngine, WebhookConfig
 from bot.jobs.following import PollingPolicy
 from bot.ledger import Ledger, QuotaPolicy
-from bot.loras import LoraCatalogue
 from bot.members import Preferences
 from bot.moderation.strikes import Moderation
 from bot.operations.instance import address_in_use_message
@@ -40,6 +39,7 @@ from bot.providers.base import Provider
 from bot.providers.bfl import BFLClient
 from bot.references import ReferenceChecks, ReferenceLimits
 from bot.servers.audit import AuditLog
+from bot.servers.loras import LoraCatalogue
 from bot.servers.settings import SettingsStore
 from bot.settings import Settings
 from bot.storage.clock import DatabaseClock

@@ -167,7 +167,7 @@ class ReferenceSize:
 
 @dataclass(frozen=True)
 class LoraChoice:
-    """The server LoRA a job uses (bot/loras.py), as it was when the job was asked for: kept
+    """The server LoRA a job uses (bot/servers/loras.py), as it was when the job was asked for: kept
     in the job's params so that a restart, another process, Reroll and Remix send the same."""
 
     name: str  # what members picked

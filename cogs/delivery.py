@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.contact_sheet import compose
 from bot.errors import DeliveryImpossible
 from bot.image_fit import CannotFit, fit_images, fits
 from bot.jobs.models import Job, JobState
 from bot.outbox import ChannelTurns, Gate, LatestUpdate, no_gate
 from bot.providers.base import OutputImage
+from bot.tools.contact_sheet import compose
 from cogs.job_message import JobMessage, Shown, token_for
 from cogs.posting import ChannelPoster
 from cogs.render import (
@@ -648,8 +648,9 @@ class DiscordNotifier:
         return sent.id
 
     async def post_published(self, job: Job, images: list[OutputImage]) -> int:
-        """A private result, published (bot/publications.py): posted in its channel, in the
-        channel's turn, with the buttons of a public result. Returns the message's id."""
+        """A private result, published (bot/community/publications.py): posted in its
+        channel, in the channel's turn, with the buttons of a public result. Returns the
+        message's id."""
         public = replace(job, private=False)  # its buttons: a public result's
         parent = await self._lookup(job.parent_job_id) if job.parent_job_id else None
         budget = self._upload_limit(JobMessage.from_job(job)) - UPLOAD_MARGIN

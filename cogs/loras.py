@@ -1,5 +1,5 @@
 """The server LoRA catalogue in Discord: the choices and text of `/settings lora-*`, and the
-`lora` option's autocomplete on the klein commands. The rules are in bot/loras.py."""
+`lora` option's autocomplete on the klein commands. The rules are in bot/servers/loras.py."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.loras import LoraCatalogue, ServerLora
 from bot.providers.bfl_options import LORA_BASES
+from bot.servers.loras import LoraCatalogue, ServerLora
 from bot.variants import Variant
 from cogs.moderator import CHOICE_LIMIT, CHOICE_VALUE_LIMIT
 from cogs.render import inert

@@ -4,7 +4,7 @@ A private result (see `GenerationService.private_for`) is the ephemeral answer t
 requester's interaction, or a DM once that interaction's token has expired (cogs/delivery.py).
 Publish posts it once in the job's channel with the usual result buttons, at no extra cost:
 the image is the one the member sees (the clicked message's attachment), and the rules of
-"once" are the core's (bot/publications.py).
+"once" are the core's (bot/community/publications.py).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
+from bot.community.publications import AlreadyPublished
 from bot.errors import InvalidRequest
 from bot.jobs.models import Job
 from bot.providers.base import OutputImage
-from bot.publications import AlreadyPublished
 from bot.text import message_link
 from cogs.buttons import PersistentButton
 from cogs.flow import is_image_of

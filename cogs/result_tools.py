@@ -1,7 +1,7 @@
 """The result tools' buttons: Zoom out 1.5×, Zoom out 2×, Make square and Hi-res (row 1),
 and ⬅ ➡ ⬆ ⬇ (row 2), under a single-image result; under a grid, Hi-res N and Zoom N on each
 image's row (Zoom N answers privately with that image's moves). The rules are
-bot/result_tools.py.
+bot/tools/result_tools.py.
 
 Each is a `DynamicItem` with the job id in its custom id, so it works after a restart. It
 acts on the result's image as Discord shows it (taken from the clicked message, as Edit
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.canvas import Move
 from bot.cooldown import Cooldown
 from bot.errors import InvalidRequest
 from bot.generation import check_button_place
 from bot.jobs.models import Job
-from bot.result_tools import NO_IMAGE_TEXT, ResultTools
+from bot.tools.canvas import Move
+from bot.tools.result_tools import NO_IMAGE_TEXT, ResultTools
 from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.flow import (
     candidate,

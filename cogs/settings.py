@@ -419,7 +419,7 @@ class ServerSettingsCommands(commands.Cog):
         else:
             await answer(interaction, text, file=listing)
 
-    # ----------------------------------------------------------------- LoRAs (bot/loras.py)
+    # ----------------------------------------------------------------- LoRAs (bot/servers/loras.py)
     @moderator_command(
         settings,
         "lora-add",

@@ -155,7 +155,7 @@ def build_outpaint_payload(
         "input_image": base64.b64encode(inputs[0].data).decode("ascii"),
         "width": params.width,
         "height": params.height,
-        "auto_crop": False,  # our canvas always holds the whole input (bot/canvas.py)
+        "auto_crop": False,  # our canvas always holds the whole input (bot/tools/canvas.py)
     }
     for spec in variant.options:
         name, value = spec.to_api(params.options[spec.name])

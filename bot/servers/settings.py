@@ -44,8 +44,8 @@ class ServerSettings:
     temp_block_hours: float = 24.0
     outpaint_mode: str = "high"  # BFL outpainting's `mode` for Zoom out, pan, Make square
     showcase_channel_id: int | None = None  # where shared results go; None: sharing is off
-    # Private results (bot/publications.py): everywhere on the server, or in these channels
-    # (threads follow their channel).
+    # Private results (bot/community/publications.py): everywhere on the server, or in these
+    # channels (threads follow their channel).
     private_everywhere: bool = False
     private_channels: frozenset[int] = frozenset()
 

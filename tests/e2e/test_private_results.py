@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.community.policy import Requester
-from bot.publications import PUBLISHING_NOW_TEXT
+from bot.community.publications import PUBLISHING_NOW_TEXT
 from cogs.client import FluxcordBot
 from tests.e2e.conftest import World
 from tests.e2e.test_approvals import button, enable_approvals, review_message, setup_world

@@ -10,9 +10,9 @@ import time
 
 from PIL import Image
 
-from bot.canvas import ALREADY_SQUARE_TEXT
 from bot.jobs.models import JobState
-from bot.result_tools import HIRES_PROMPT_REMOVED_TEXT
+from bot.tools.canvas import ALREADY_SQUARE_TEXT
+from bot.tools.result_tools import HIRES_PROMPT_REMOVED_TEXT
 from tests.e2e.conftest import World
 from tests.e2e.test_usage import make_image
 from tests.fakes.discord.models import Message

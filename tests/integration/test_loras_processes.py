@@ -7,8 +7,8 @@ import asyncio
 from contextlib import AsyncExitStack
 
 from bot.invalidation import Cache, SharedCaches, announce
-from bot.loras import LoraCatalogue
 from bot.servers.audit import AuditLog
+from bot.servers.loras import LoraCatalogue
 from bot.storage.db import Database, Tx, open_database
 from tests.postgres_fixtures import DsnFactory
 

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import InvalidRequest
-from bot.jobs.models import Job
-from bot.jobs.store import JobStore
-from bot.publications import (
+from bot.community.publications import (
     NOT_PRIVATE_TEXT,
     NOT_YOURS_TEXT,
     PUBLISHING_NOW_TEXT,
     AlreadyPublished,
     Publications,
 )
+from bot.errors import InvalidRequest
+from bot.jobs.models import Job
+from bot.jobs.store import JobStore
 from bot.servers.audit import AuditLog
 from bot.storage.db import Database, open_database
 from tests.conftest import make_request

@@ -1,4 +1,4 @@
-"""Canvas arithmetic for zoom out, pan, make square and Hi-res (bot/canvas.py)."""
+"""Canvas arithmetic for zoom out, pan, make square and Hi-res (bot/tools/canvas.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import random
 
 import pytest
 
-from bot.canvas import (
+from bot.errors import InvalidRequest
+from bot.providers import aiml_options, bfl_options
+from bot.tools.canvas import (
     ALREADY_SQUARE_TEXT,
     MIN_SIDE,
     Move,
@@ -15,8 +17,6 @@ from bot.canvas import (
     hires_size,
     plan_outpaint,
 )
-from bot.errors import InvalidRequest
-from bot.providers import aiml_options, bfl_options
 from bot.variants import MEGAPIXEL
 
 FOUR_MP = 4 * MEGAPIXEL

@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from bot.contact_sheet import BACKGROUND, CELL_SIDE, GAP, PLACEHOLDER, compose, layout
 from bot.providers.base import OutputImage
+from bot.tools.contact_sheet import BACKGROUND, CELL_SIDE, GAP, PLACEHOLDER, compose, layout
 
 RED, GREEN, BLUE, YELLOW = (220, 20, 20), (20, 200, 20), (20, 20, 220), (230, 230, 20)
 

@@ -1,4 +1,4 @@
-"""The server LoRA catalogue's rules (bot/loras.py) and what a LoRA job sends to BFL."""
+"""The server LoRA catalogue's rules (bot/servers/loras.py) and what a LoRA job sends to BFL."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 
 from bot.catalogue import CATALOGUE
 from bot.errors import InvalidRequest
-from bot.loras import LoraCatalogue, validate_lora, with_trigger
 from bot.providers.bfl import build_payload, endpoint_for
 from bot.servers.audit import AuditLog
+from bot.servers.loras import LoraCatalogue, validate_lora, with_trigger
 from bot.storage.db import Database
 from bot.variants import JobParams, LoraChoice
 

@@ -64,7 +64,7 @@ def test_outpainting_is_a_tool_never_a_command_but_known_to_jobs() -> None:
 
 
 async def test_a_scaled_composition_sends_the_input_resized_to_its_plan() -> None:
-    """A canvas over the limit shrinks with its input (bot/canvas.py): the image itself is
+    """A canvas over the limit shrinks with its input (bot/tools/canvas.py): the image itself is
     resized to the planned size before it is sent, keeping its format."""
     for fmt, content_type in (("PNG", "image/png"), ("JPEG", "image/jpeg")):
         buffer = io.BytesIO()

@@ -7,12 +7,12 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.contact_sheet import GAP, PLACEHOLDER, numbered_sheet
+from bot.tools.contact_sheet import GAP, PLACEHOLDER, numbered_sheet
 
 SHEET_MAX_IMAGES = 30  # a 5×6 grid at most: the gallery lists the rest
 SHEET_TILE = 256
 SHEET_COLUMNS = 5
-# Drawn like a grid's contact sheet (bot/contact_sheet.py), in the same colours.
+# Drawn like a grid's contact sheet (bot/tools/contact_sheet.py), in the same colours.
 SHEET_GAP = GAP
 SHEET_PLACEHOLDER = PLACEHOLDER
 

@@ -5,21 +5,21 @@ Each turns a result into a `Draft` that goes the way every request goes (prechec
 prepare → start, bot/generation.py): quotas, banned terms, approvals, studios and the
 in-flight cap apply as for Reroll, and the new job's parent is the result. The input is the
 result's image as shown in Discord (a job's own output is not kept after delivery). The
-canvas arithmetic is bot/canvas.py.
+canvas arithmetic is bot/tools/canvas.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.canvas import Move, hires_size, plan_outpaint
 from bot.community.policy import Requester
 from bot.drafts import Draft
 from bot.errors import InvalidRequest
 from bot.generation import GenerationService
 from bot.jobs.models import Job
-from bot.loras import lora_for_remix
 from bot.references import ReferenceCandidate
+from bot.servers.loras import lora_for_remix
+from bot.tools.canvas import Move, hires_size, plan_outpaint
 from bot.variants import MEGAPIXEL, ReferenceSize, Variant
 
 OUTPAINT_VARIANT = "outpaint"
