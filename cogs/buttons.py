@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # A button whose job is gone (purged, or never ours).
 UNKNOWN_JOB_TEXT = "I don't know this image any more, so I can't do that."
+# The answer to a paid result button pressed within the member's cooldown.
+COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in {seconds} s."
 
 
 class PersistentButton(

@@ -26,7 +26,7 @@ from bot.generation import check_button_place
 from bot.jobs.models import Job
 from bot.tools.canvas import Move
 from bot.tools.result_tools import NO_IMAGE_TEXT, ResultTools
-from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
+from cogs.buttons import COOLDOWN_TEXT, UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.flow import (
     candidate,
     generate_from_interaction,
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# As cogs/results.py says it (that module imports this one, so it can't be imported here).
-COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in {seconds} s."
 # (label, emoji, row) of each outpainting move under a result; on the Zoom N menu, a row up.
 MOVES: dict[Move, tuple[str | None, str | None, int]] = {
     Move.ZOOM_1_5: ("Zoom out 1.5×", "🔍", 1),

@@ -21,7 +21,7 @@ from bot.errors import INTERNAL_ERROR_TEXT, InvalidRequest
 from bot.generation import check_button_place
 from bot.jobs.models import Job, JobState
 from bot.text import message_text, plural
-from cogs.buttons import UNKNOWN_JOB_TEXT, PersistentButton
+from cogs.buttons import COOLDOWN_TEXT, UNKNOWN_JOB_TEXT, PersistentButton
 from cogs.checks import may_remove_results
 from cogs.delivery import attach_delivery
 from cogs.favourites import favourite_buttons
@@ -56,7 +56,6 @@ CANCEL_REFUSED_TEXT = "Only the person who asked for this image or a moderator c
 CANCEL_TOO_LATE_TEXT = "It's already being made, so it can't be cancelled any more."
 EARLIER_STEPS_TEXT = "*Earlier steps are no longer kept, or not yours to see.*"
 NOT_FOUND_TEXT = "I can't find that result. Paste a result's message link or its job id."
-COOLDOWN_TEXT = "Slow down a little: you can use these buttons again in {seconds} s."
 # The buttons that start (or open the form for) a new paid request share the cooldown (with
 # the commands and replies that do: see cogs/generate.py).
 COOLDOWN_ACTIONS = frozenset({"reroll", "edit", "remix"})
