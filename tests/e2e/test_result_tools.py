@@ -15,23 +15,8 @@ from bot.tools.canvas import ALREADY_SQUARE_TEXT
 from bot.tools.result_tools import HIRES_PROMPT_REMOVED_TEXT
 from tests.e2e.conftest import World
 from tests.e2e.test_usage import make_image
+from tests.fakes.bfl_server import OUTPAINTING, OUTPAINTING_FIELDS
 from tests.fakes.discord.models import Message
-
-OUTPAINTING = "flux-tools/outpainting-v1"
-SCHEMA = {
-    "input_image",
-    "width",
-    "height",
-    "reference_offset_x",
-    "reference_offset_y",
-    "auto_crop",
-    "mode",
-    "prompt",
-    "disable_pup",
-    "safety_tolerance",
-    "output_format",
-    "user",
-}
 
 
 def job_id_of(message: Message) -> str:
@@ -88,7 +73,7 @@ async def test_zoom_out_2x_sends_the_canvas_and_delivers_the_new_image(world: Wo
         "safety_tolerance": 2,
         "output_format": "jpeg",
     }
-    assert set(sent.body) <= SCHEMA  # nothing else: no seed, no webhook fields
+    assert set(sent.body) <= OUTPAINTING_FIELDS  # nothing else: no seed, no webhook fields
     [attachment] = zoomed.attachments
     assert attachment.data == world.bfl.image_bytes(sent.task_id or "")
     assert size_of(attachment.data) == (64, 64)
